@@ -1,0 +1,1 @@
+"""gpuparley.agents: central schedulers (the incumbents) and market negotiators."""

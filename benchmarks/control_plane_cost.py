@@ -1,0 +1,283 @@
+"""What does a real per-agent control plane cost? Start-up time, memory, CPU, and bind rate.
+
+Why: gpuparley gives every negotiating agent its own Kubernetes control plane. A managed control
+plane (EKS / GKE standard) bills about $0.10/hour, ~$73/month, per cluster; this measures what
+the same isolation costs as plain local processes (kube-apiserver sharing one etcd, one prefix
+per agent), and how fast the host's real kube-scheduler binds GPU pods on KWOK nodes.
+
+Measured with the real binaries from ``gpuparley cluster build``:
+
+* time to bring up the host plane + N agent planes (N = 1, 2, 4 by default);
+* per agent plane: resident memory (VmRSS from /proc) and CPU seconds of its kube-apiserver
+  right after start-up, and its idle CPU over a quiet interval;
+* the host's bind rate: 1,000 single-GPU pods on 500 fake 8-GPU nodes.
+
+Results are printed and saved to ``benchmarks/results/control_plane_cost.json``.
+
+    python benchmarks/control_plane_cost.py [--agents 1,2,4] [--nodes 500] [--pods 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from gpuparley.deploy.cluster import build, nodes, planes
+
+RESULTS = Path(__file__).resolve().parent / "results" / "control_plane_cost.json"
+MANAGED_USD_PER_MONTH = 73.0  # EKS / GKE standard control plane: $0.10/hour x 730 h
+HOURS_PER_MONTH = 730.0
+# Rough on-demand price of the machine resources a local plane uses (an m6i/n2-class VM split
+# into its parts, ~$0.096/h for 2 vCPU + 8 GiB): stated so the comparison can be redone.
+USD_PER_VCPU_HOUR = 0.0336
+USD_PER_GIB_HOUR = 0.0036
+IDLE_SECONDS = 15.0
+
+
+def _proc(state: planes.ClusterState, name: str) -> planes.Proc:
+    return next(p for p in state.processes if p.name == name)
+
+
+def _usage(proc: planes.Proc) -> dict[str, float]:
+    return {
+        "rss_mib": round(planes.rss_bytes(proc.pid) / 2**20, 1),
+        "cpu_s": round(planes.cpu_seconds(proc.pid), 2),
+    }
+
+
+def measure_planes(n_agents: int, cache: str | None) -> dict[str, Any]:
+    """Bring up host + n agent planes, sample usage at start and after an idle interval."""
+    with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
+        agents = [f"a{i}" for i in range(n_agents)]
+        start = time.monotonic()
+        state = planes.up(
+            tmp, nodes.default_node_specs(), agents, cache=cache, die_with_parent=True
+        )
+        up_seconds = time.monotonic() - start
+        try:
+            at_start = {p.name: _usage(p) for p in state.processes}
+            time.sleep(IDLE_SECONDS)
+            after = {p.name: _usage(p) for p in state.processes}
+        finally:
+            _, remaining = planes.down(tmp)
+            assert not remaining, remaining
+    per_agent = []
+    for agent in agents:
+        key = f"{planes.agent_plane_name(agent)}-kube-apiserver"
+        per_agent.append(
+            {
+                "agent": agent,
+                "rss_mib": after[key]["rss_mib"],
+                "startup_cpu_s": at_start[key]["cpu_s"],
+                "idle_cpu_pct": round(
+                    100 * (after[key]["cpu_s"] - at_start[key]["cpu_s"]) / IDLE_SECONDS, 2
+                ),
+            }
+        )
+    host = {
+        name: {
+            **u,
+            "idle_cpu_pct": round(100 * (u["cpu_s"] - at_start[name]["cpu_s"]) / IDLE_SECONDS, 2),
+        }
+        for name, u in after.items()
+        if not name.startswith("agent-")
+    }
+    return {
+        "agents": n_agents,
+        "up_seconds": round(up_seconds, 2),
+        "per_agent": per_agent,
+        "host": host,
+    }
+
+
+def measure_bind_rate(n_nodes: int, n_pods: int, cache: str | None) -> dict[str, Any]:
+    """Create n_pods single-GPU pods against n_nodes 8-GPU nodes; time binding and Running."""
+    from kubernetes import client, watch
+
+    with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
+        t0 = time.monotonic()
+        state = planes.up(
+            tmp, nodes.uniform_gpu_nodes(n_nodes), [], cache=cache, die_with_parent=True,
+            ready_timeout=300,
+        )  # fmt: skip
+        up_seconds = time.monotonic() - t0
+        try:
+            with planes.api_client(state.host.kubeconfig) as api:
+                core = client.CoreV1Api(api)
+                core.create_namespace({"metadata": {"name": "bench"}})
+                bound: dict[str, float] = {}
+                running: dict[str, float] = {}
+                import threading
+
+                rv = core.list_namespaced_pod("bench").metadata.resource_version
+                done = threading.Event()
+
+                def watcher() -> None:
+                    with planes.api_client(state.host.kubeconfig) as wapi:
+                        w = watch.Watch()
+                        for ev in w.stream(
+                            client.CoreV1Api(wapi).list_namespaced_pod, "bench",
+                            resource_version=rv, timeout_seconds=600,
+                        ):  # fmt: skip
+                            pod = ev["object"]
+                            now = time.monotonic()
+                            if pod.spec.node_name and pod.metadata.name not in bound:
+                                bound[pod.metadata.name] = now
+                            if pod.status.phase == "Running" and pod.metadata.name not in running:
+                                running[pod.metadata.name] = now
+                            if len(running) >= n_pods:
+                                w.stop()
+                        done.set()
+
+                threading.Thread(target=watcher, daemon=True).start()
+                time.sleep(0.5)
+
+                def make(i: int) -> None:
+                    with planes.api_client(state.host.kubeconfig) as capi:
+                        client.CoreV1Api(capi).create_namespaced_pod(
+                            "bench",
+                            {
+                                "metadata": {"name": f"p{i:05d}"},
+                                "spec": {
+                                    "containers": [
+                                        {
+                                            "name": "main",
+                                            "image": "registry.invalid/sim",
+                                            "resources": {
+                                                "limits": {
+                                                    "nvidia.com/gpu": "1",
+                                                    "cpu": "100m",
+                                                    "memory": "128Mi",
+                                                }
+                                            },
+                                        }
+                                    ]
+                                },
+                            },
+                        )
+
+                start = time.monotonic()
+                with ThreadPoolExecutor(8) as pool:
+                    list(pool.map(make, range(n_pods)))
+                created = time.monotonic() - start
+                done.wait(600)
+                usage = {p.name: _usage(p) for p in state.processes}
+                per_node = statistics.mean([n for n in _pods_per_node(core).values()])
+        finally:
+            _, remaining = planes.down(tmp)
+            assert not remaining, remaining
+    last_bound = max(bound.values()) - start if bound else float("nan")
+    last_running = max(running.values()) - start if running else float("nan")
+    return {
+        "nodes": n_nodes,
+        "pods": n_pods,
+        "up_seconds_with_nodes": round(up_seconds, 2),
+        "create_seconds": round(created, 2),
+        "all_bound_seconds": round(last_bound, 2),
+        "all_running_seconds": round(last_running, 2),
+        "bound": len(bound),
+        "running": len(running),
+        "binds_per_second": round(len(bound) / last_bound, 1) if bound else 0.0,
+        "mean_pods_per_used_node": round(per_node, 2),
+        "scheduler_client_qps": planes.SCHEDULER_QPS,
+        "host_usage_after": usage,
+    }
+
+
+def _pods_per_node(core: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for pod in core.list_namespaced_pod("bench").items:
+        if pod.spec.node_name:
+            counts[pod.spec.node_name] = counts.get(pod.spec.node_name, 0) + 1
+    return counts
+
+
+def monthly_cost(rss_mib: float, cpu_pct: float) -> float:
+    """What a plane's memory and idle CPU would cost per month at the stated VM prices."""
+    return HOURS_PER_MONTH * (rss_mib / 1024 * USD_PER_GIB_HOUR + cpu_pct / 100 * USD_PER_VCPU_HOUR)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", default="1,2,4", help="comma-separated agent counts")
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    missing = build.missing_binaries(cache=args.cache_dir)
+    if missing:
+        raise SystemExit(f"missing {missing}: run `{build.BUILD_COMMAND}` first")
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
+        "versions": {
+            n: build.module_version(build.COMPONENTS[n]) for n in ("etcd", "kube-apiserver", "kwok")
+        },
+        "planes": [],
+    }
+    for n in [int(x) for x in args.agents.split(",") if x]:
+        print(f"bringing up host + {n} agent plane(s) ...", flush=True)
+        r = measure_planes(n, args.cache_dir)
+        results["planes"].append(r)
+        rss = statistics.mean(a["rss_mib"] for a in r["per_agent"])
+        cpu = statistics.mean(a["idle_cpu_pct"] for a in r["per_agent"])
+        print(
+            f"  up in {r['up_seconds']:.1f}s; per agent plane: {rss:.0f} MiB RSS, "
+            f"{statistics.mean(a['startup_cpu_s'] for a in r['per_agent']):.1f} CPU-s to start, "
+            f"{cpu:.1f}% of a core idle"
+        )
+        for name, u in r["host"].items():
+            print(
+                f"    host {name:<26} {u['rss_mib']:>7.0f} MiB  {u['idle_cpu_pct']:>5.1f}% idle CPU"
+            )
+
+    print(f"bind rate: {args.pods} pods on {args.nodes} fake 8-GPU nodes ...", flush=True)
+    b = measure_bind_rate(args.nodes, args.pods, args.cache_dir)
+    results["bind"] = b
+    print(
+        f"  host up with {b['nodes']} nodes in {b['up_seconds_with_nodes']:.1f}s; created "
+        f"{b['pods']} pods in {b['create_seconds']:.1f}s; all bound after "
+        f"{b['all_bound_seconds']:.1f}s ({b['binds_per_second']:.0f} binds/s end to end), all "
+        f"Running after {b['all_running_seconds']:.1f}s"
+    )
+
+    last = results["planes"][-1]["per_agent"] if results["planes"] else []
+    if last:
+        rss = statistics.mean(a["rss_mib"] for a in last)
+        cpu = statistics.mean(a["idle_cpu_pct"] for a in last)
+        local = monthly_cost(rss, cpu)
+        results["cost"] = {
+            "managed_usd_per_month_per_plane": MANAGED_USD_PER_MONTH,
+            "local_usd_per_month_per_plane": round(local, 2),
+            "assumptions": {
+                "usd_per_vcpu_hour": USD_PER_VCPU_HOUR,
+                "usd_per_gib_hour": USD_PER_GIB_HOUR,
+            },
+        }
+        print(
+            f"cost: a managed control plane is ~${MANAGED_USD_PER_MONTH:.0f}/month each; a local "
+            f"agent plane holds {rss:.0f} MiB and {cpu:.1f}% of a core idle, ~${local:.2f}/month "
+            f"at ${USD_PER_GIB_HOUR}/GiB-h + ${USD_PER_VCPU_HOUR}/vCPU-h "
+            f"(~{MANAGED_USD_PER_MONTH / max(local, 0.01):.0f}x cheaper)"
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {args.output}")
+
+
+if __name__ == "__main__":
+    main()

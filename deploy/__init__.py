@@ -1,0 +1,1 @@
+"""gpuparley.deploy"""

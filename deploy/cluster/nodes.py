@@ -1,0 +1,281 @@
+"""Fake GPU nodes (managed by KWOK) built from a plain list of node specs.
+
+Why plain specs: the scenario model lives in ``gpuparley.envs`` and is written separately; this
+module takes a small documented dataclass so the cluster can come up independently, and keeps the
+translation of *one* node spec into a Kubernetes Node in :func:`node_manifest` so the real scenario
+loader can reuse it.
+
+GPUs are advertised the way the NVIDIA device plugin and GPU Feature Discovery (GFD) do on real
+nodes, so the real kube-scheduler does real extended-resource accounting:
+
+* ``exclusive``: ``nvidia.com/gpu = gpu_count``.
+* ``timeslice``: ``nvidia.com/gpu = gpu_count * replicas`` (device-plugin time-slicing renames
+  nothing by default), labels ``nvidia.com/gpu.replicas`` and
+  ``nvidia.com/gpu.sharing-strategy=time-slicing``, product suffixed ``-SHARED``.
+* ``mig`` (mixed strategy): one resource per profile, ``nvidia.com/mig-<profile> = count`` summed
+  over the node's GPUs, labels ``nvidia.com/mig.strategy=mixed`` and ``nvidia.com/mig.config``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Sharing = Literal["exclusive", "mig", "timeslice"]
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
+MIG_PROFILE_RE = re.compile(r"^\d+g\.\d+gb(\+me)?$")
+
+# GPU memory per model in MiB, for the GFD label nvidia.com/gpu.memory (informative only).
+GPU_MEMORY_MIB = {
+    "A100-80GB": 81920,
+    "A100-40GB": 40960,
+    "H100-80GB": 81559,
+    "L4": 23034,
+    "T4": 15360,
+    "A10G": 23028,
+}
+GPU_PRODUCT = {
+    "A100-80GB": "NVIDIA-A100-SXM4-80GB",
+    "A100-40GB": "NVIDIA-A100-SXM4-40GB",
+    "H100-80GB": "NVIDIA-H100-80GB-HBM3",
+    "L4": "NVIDIA-L4",
+    "T4": "Tesla-T4",
+    "A10G": "NVIDIA-A10G",
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One GPU node.
+
+    Attributes:
+        name: Kubernetes node name (DNS-1123).
+        cpu_milli: allocatable CPU in millicores.
+        memory_mib: allocatable memory in MiB.
+        gpu_model: short model name (e.g. ``A100-80GB``); mapped to a GFD product label.
+        gpu_count: physical GPUs on the node.
+        sharing: ``exclusive`` | ``mig`` | ``timeslice``.
+        mig_layout: for ``mig``: one entry per GPU, each a list of ``(profile, start_slice)``
+            such as ``[("1g.10gb", 0), ..., ("1g.10gb", 6)]``.
+        replicas: for ``timeslice``: how many pods may share each GPU.
+        max_pods: the node's ``pods`` capacity.
+        labels: extra node labels.
+    """
+
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    gpu_model: str
+    gpu_count: int
+    sharing: Sharing = "exclusive"
+    mig_layout: tuple[tuple[tuple[str, int], ...], ...] = ()
+    replicas: int = 1
+    max_pods: int = 110
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sharing not in ("exclusive", "mig", "timeslice"):
+            raise ValueError(f"node {self.name}: unknown sharing mode {self.sharing!r}")
+        if self.sharing == "mig":
+            if len(self.mig_layout) != self.gpu_count:
+                raise ValueError(
+                    f"node {self.name}: mig_layout has {len(self.mig_layout)} GPUs, "
+                    f"gpu_count is {self.gpu_count}"
+                )
+            for gpu in self.mig_layout:
+                for profile, _start in gpu:
+                    if not MIG_PROFILE_RE.match(profile):
+                        raise ValueError(f"node {self.name}: bad MIG profile {profile!r}")
+        if self.sharing == "timeslice" and self.replicas < 1:
+            raise ValueError(f"node {self.name}: replicas must be >= 1")
+
+    def gpu_resources(self) -> dict[str, int]:
+        """Extended resources this node advertises (what the device plugin would report)."""
+        if self.gpu_count == 0:
+            return {}
+        if self.sharing == "exclusive":
+            return {"nvidia.com/gpu": self.gpu_count}
+        if self.sharing == "timeslice":
+            return {"nvidia.com/gpu": self.gpu_count * self.replicas}
+        counts = Counter(profile for gpu in self.mig_layout for profile, _ in gpu)
+        return {f"nvidia.com/mig-{p}": n for p, n in sorted(counts.items())}
+
+
+def gpu_labels(spec: NodeSpec) -> dict[str, str]:
+    """GFD-style labels describing the node's GPUs."""
+    if spec.gpu_count == 0:
+        return {}
+    product = GPU_PRODUCT.get(spec.gpu_model, re.sub(r"[^A-Za-z0-9._-]", "-", spec.gpu_model))
+    labels = {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": product,
+        "nvidia.com/gpu.count": str(spec.gpu_count),
+        "nvidia.com/gpu.family": "gpuparley-sim",
+    }
+    if spec.gpu_model in GPU_MEMORY_MIB:
+        labels["nvidia.com/gpu.memory"] = str(GPU_MEMORY_MIB[spec.gpu_model])
+    if spec.sharing == "timeslice":
+        labels["nvidia.com/gpu.product"] = f"{product}-SHARED"
+        labels["nvidia.com/gpu.replicas"] = str(spec.replicas)
+        labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
+    elif spec.sharing == "mig":
+        profiles = sorted({p for gpu in spec.mig_layout for p, _ in gpu})
+        uniform = len(profiles) == 1 and all(
+            len(g) == len(spec.mig_layout[0]) for g in spec.mig_layout
+        )
+        labels["nvidia.com/mig.strategy"] = "mixed"
+        labels["nvidia.com/mig.capable"] = "true"
+        labels["nvidia.com/mig.config"] = f"all-{profiles[0]}" if uniform else "custom"
+        labels["nvidia.com/mig.config.state"] = "success"
+    else:
+        labels["nvidia.com/gpu.sharing-strategy"] = "none"
+    return labels
+
+
+def node_manifest(spec: NodeSpec) -> dict[str, Any]:
+    """The Kubernetes Node object (a plain dict) for one spec, status included.
+
+    The annotation ``kwok.x-k8s.io/node: fake`` hands the node to KWOK; capacity and allocatable
+    are equal (no system reservations are simulated).
+    """
+    resources = {
+        "cpu": f"{spec.cpu_milli}m",
+        "memory": f"{spec.memory_mib}Mi",
+        "pods": str(spec.max_pods),
+        "ephemeral-storage": "1Ti",
+        **{k: str(v) for k, v in spec.gpu_resources().items()},
+    }
+    labels = {
+        "kubernetes.io/hostname": spec.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        "gpuparley.io/sharing": spec.sharing,
+        **gpu_labels(spec),
+        **spec.labels,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": spec.name,
+            "labels": labels,
+            "annotations": {FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {},
+        "status": {
+            "capacity": resources,
+            "allocatable": dict(resources),
+            "phase": "Pending",
+        },
+    }
+
+
+def create_nodes(api: Any, specs: Iterable[NodeSpec]) -> list[str]:
+    """Create the nodes through a ``kubernetes.client.CoreV1Api`` and make sure their status
+    (the GPU capacity) is set, patching ``/status`` if the apiserver dropped it on create."""
+    names = []
+    for spec in specs:
+        body = node_manifest(spec)
+        created = api.create_node(body=body)
+        capacity = (created.status.capacity or {}) if created.status else {}
+        if any(k not in capacity for k in body["status"]["capacity"]):
+            api.patch_node_status(spec.name, {"status": body["status"]})
+        names.append(spec.name)
+    return names
+
+
+def mig_uniform(profile: str, slices: int, gpus: int) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """A layout with ``slices`` instances of ``profile`` on each of ``gpus`` GPUs."""
+    size = int(profile.split("g", 1)[0])
+    return tuple(tuple((profile, i * size) for i in range(slices)) for _ in range(gpus))
+
+
+def default_node_specs() -> list[NodeSpec]:
+    """The built-in topology used when no scenario file exists: one node per sharing mode."""
+    return [
+        NodeSpec("gpu-a100-excl-0", 96_000, 1_000_000, "A100-80GB", 8, "exclusive"),
+        NodeSpec(
+            "gpu-a100-mig-0",
+            96_000,
+            1_000_000,
+            "A100-80GB",
+            8,
+            "mig",
+            mig_layout=mig_uniform("1g.10gb", 7, 8),
+        ),
+        NodeSpec("gpu-l4-ts-0", 48_000, 192_000, "L4", 4, "timeslice", replicas=4),
+    ]
+
+
+def uniform_gpu_nodes(count: int, gpus_per_node: int = 8, prefix: str = "gpu") -> list[NodeSpec]:
+    """``count`` identical exclusive A100 nodes (for load tests such as the bind-rate benchmark)."""
+    return [
+        NodeSpec(f"{prefix}-{i:04d}", 96_000, 1_000_000, "A100-80GB", gpus_per_node, max_pods=110)
+        for i in range(count)
+    ]
+
+
+def _spec_from_mapping(item: dict[str, Any], name: str) -> NodeSpec:
+    gpu = item.get("gpu") if isinstance(item.get("gpu"), dict) else {}
+    layout = item.get("mig_layout") or gpu.get("mig_layout") or ()
+    return NodeSpec(
+        name=name,
+        cpu_milli=int(item.get("cpu_milli", int(float(item.get("cpu", 32)) * 1000))),
+        memory_mib=int(item.get("memory_mib", int(float(item.get("memory_gib", 256)) * 1024))),
+        gpu_model=str(item.get("gpu_model", gpu.get("model", "A100-80GB"))),
+        gpu_count=int(item.get("gpu_count", gpu.get("count", 0))),
+        sharing=item.get("sharing", gpu.get("sharing", "exclusive")),
+        mig_layout=tuple(tuple((str(p), int(s)) for p, s in g) for g in layout),
+        replicas=int(item.get("replicas", gpu.get("replicas", 1))),
+        max_pods=int(item.get("max_pods", 110)),
+        labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
+    )
+
+
+def node_specs_from_mappings(items: Sequence[dict[str, Any]]) -> list[NodeSpec]:
+    """Node specs from plain mappings (as in a scenario YAML ``nodes:`` list).
+
+    Each mapping has the :class:`NodeSpec` fields; ``count: N`` repeats it with names
+    ``<name>-0 .. <name>-(N-1)``; ``cpu`` (cores) and ``memory_gib`` are accepted as alternatives.
+    """
+    specs: list[NodeSpec] = []
+    for i, item in enumerate(items):
+        base = str(item.get("name", f"node-{i}"))
+        count = int(item.get("count", 1))
+        if count == 1 and "count" not in item:
+            specs.append(_spec_from_mapping(item, base))
+        else:
+            specs.extend(_spec_from_mapping(item, f"{base}-{j}") for j in range(count))
+    return specs
+
+
+def node_specs_from_scenario(name_or_path: str | Path | None = None) -> list[NodeSpec]:
+    """Node specs for a scenario: a YAML path, or ``configs/scenarios/<name>.yaml``, else the
+    built-in default topology.
+
+    The YAML must have a top-level ``nodes:`` list (see :func:`node_specs_from_mappings`). This is
+    a stop-gap until the scenario model in ``gpuparley.envs`` is wired in.
+    """
+    if name_or_path is None:
+        return default_node_specs()
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        return default_node_specs()
+    doc = yaml.safe_load(path.read_text()) or {}
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    if not isinstance(nodes, list) or not nodes:
+        raise ValueError(
+            f"{path}: expected a top-level `nodes:` list of node specs "
+            "(name, cpu_milli, memory_mib, gpu_model, gpu_count, sharing, mig_layout, replicas)"
+        )
+    return node_specs_from_mappings(nodes)

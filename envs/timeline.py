@@ -1,0 +1,104 @@
+"""Cluster-wide measurements over time, one sample per simulated instant.
+
+Definitions (FGD-style where the paper defines them, see `schedulers-and-research.md`):
+
+* `allocation_ratio` - allocated milli-GPU / total milli-GPU. A MIG instance counts its compute
+  share (N/7 of a GPU); a share counts its milli; a whole or exclusive GPU counts 1000.
+* `utilisation` - GPU compute actually delivered / total: each running job contributes its GPU
+  equivalents times its time-slicing factor, so k jobs taking turns on one GPU deliver less than
+  the same jobs on isolated slices. Pods held by a job that is not yet running deliver nothing.
+* `unallocated_gpus` - total minus allocated, in GPUs (the paper's count of unallocated GPUs).
+* `fragmented_gpus` - free capacity stranded on partly used GPUs: free milli of time-sliced GPUs
+  that already hold a share, plus free compute of MIG GPUs that already hold an instance. It can
+  host only small requests, never a whole-GPU one.
+* `idle_gpus` - GPUs with nothing on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gpuparley.envs.mig import COMPUTE_SLICES
+
+if TYPE_CHECKING:
+    from gpuparley.envs.cluster import ClusterState
+    from gpuparley.envs.settings import SimulationSettings
+
+COLUMNS = (
+    "time",
+    "pending_jobs",
+    "running_jobs",
+    "allocation_ratio",
+    "utilisation",
+    "unallocated_gpus",
+    "fragmented_gpus",
+    "idle_gpus",
+    "mig_slices_used",
+    "timeslice_replicas_used",
+)
+
+
+class Timeline:
+    """Columnar time series of cluster measurements (one row per distinct instant)."""
+
+    def __init__(self, state: ClusterState, settings: SimulationSettings) -> None:
+        self._state = state
+        self._columns: dict[str, list[float]] = {name: [] for name in COLUMNS}
+        self.delivered_gpus = 0.0  # kept current by the simulator
+        self._total_milli = max(1, state.gpu_count * 1000)
+        self._sliced = ~state.gpu_is_mig & state.node_is_timeslice[state.gpu_node]
+        del settings
+
+    def sample(self, now: float, pending: int, running: int) -> None:
+        state = self._state
+        used = state.gpu_used_milli
+        mig_used = state.mig_used_slices
+        is_mig = state.gpu_is_mig
+        partial_share = ~is_mig & (used > 0) & (used < 1000)
+        partial_mig = is_mig & (mig_used > 0) & (mig_used < COMPUTE_SLICES)
+        fragmented_milli = (1000 - used[partial_share]).sum() + (
+            (COMPUTE_SLICES - mig_used[partial_mig]).sum() * 1000 / COMPUTE_SLICES
+        )
+        idle = int(np.count_nonzero(np.where(is_mig, mig_used == 0, used == 0)))
+        row = (
+            now,
+            pending,
+            running,
+            state.allocated_milli / self._total_milli,
+            self.delivered_gpus * 1000 / self._total_milli,
+            (self._total_milli - state.allocated_milli) / 1000 if state.gpu_count else 0.0,
+            fragmented_milli / 1000,
+            idle,
+            int(mig_used.sum()),
+            int(state.gpu_used_slots[self._sliced].sum()),
+        )
+        columns = self._columns
+        if columns["time"] and columns["time"][-1] == now:
+            for name, value in zip(COLUMNS, row, strict=True):
+                columns[name][-1] = value
+        else:
+            for name, value in zip(COLUMNS, row, strict=True):
+                columns[name].append(value)
+
+    def column(self, name: str) -> np.ndarray:
+        return np.asarray(self._columns[name], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self._columns["time"])
+
+    def rows(self) -> Iterator[tuple[float, ...]]:
+        return zip(*(self._columns[name] for name in COLUMNS), strict=True)
+
+    def time_average(self, name: str, until: float | None = None) -> float:
+        """Average of a column weighted by how long each sample held (step function)."""
+        times = self.column("time")
+        if len(times) == 0:
+            return 0.0
+        end = times[-1] if until is None else max(until, times[-1])
+        widths = np.diff(np.append(times, end))
+        total = widths.sum()
+        values = self.column(name)
+        return float(values @ widths / total) if total > 0 else float(values[-1])

@@ -1,0 +1,131 @@
+"""`gpuparley scenarios` and `gpuparley scenario show`: what scenarios exist and what one holds.
+
+Errors in scenario files are user errors, so they print the loader's message (file, field,
+allowed values) and exit with status 2 instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from gpuparley.envs.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
+from gpuparley.envs.workloads import TraceNotFoundError
+
+USAGE_ERROR = 2
+scenario_app = typer.Typer(help="Inspect one scenario.", no_args_is_help=True)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    Console(stderr=True, soft_wrap=True).print(
+        f"[red]error:[/red] {error}", markup=True, highlight=False
+    )
+    return typer.Exit(USAGE_ERROR)
+
+
+def _parse_sets(assignments: list[str]) -> dict[str, Any]:
+    """`key.path=value` pairs (values parsed as YAML) into dotted-key overrides."""
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ScenarioError(
+                f"--set expects KEY=VALUE (e.g. workload.generator.jobs=50), got {item!r}"
+            )
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, except lists of scalars (MIG instances, model lists) stay on one line."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = all(not isinstance(item, dict | list) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def list_command() -> None:
+    """List the bundled scenarios: cluster size, agents and workload kind."""
+    table = Table(title="scenarios")
+    for column in ("name", "description", "nodes", "GPUs", "agents", "workload"):
+        table.add_column(column, overflow="fold")
+    for name, description in list_scenarios():
+        try:
+            scenario = load_scenario(name)
+            cluster = scenario.build_cluster()
+            row = [
+                str(len(cluster.nodes)),
+                str(cluster.gpu_count),
+                str(len(scenario.agents)),
+                scenario.config.workload.kind,
+            ]
+        except (ScenarioError, TraceNotFoundError) as error:
+            row = ["-", "-", "-", f"[red]invalid[/red]: {str(error).splitlines()[0]}"]
+        table.add_row(name, description, *row)
+    Console().print(table)
+
+
+def _summary(scenario: Scenario, seed: int) -> list[Table]:
+    cluster = scenario.build_cluster()
+    gpus = Counter((n.gpu_model, n.mode.value) for n in cluster.nodes for _ in range(n.gpu_count))
+    cluster_table = Table(title=f"cluster: {len(cluster.nodes)} nodes, {cluster.gpu_count} GPUs")
+    for column in ("GPU model", "mode", "GPUs"):
+        cluster_table.add_column(column)
+    for (model, mode), count in sorted(gpus.items()):
+        cluster_table.add_row(model, mode, str(count))
+
+    jobs = scenario.build_jobs(seed)
+    by_class: Counter[tuple[str, str]] = Counter()
+    gpu_hours: Counter[tuple[str, str]] = Counter()
+    for job in jobs:
+        key = (job.tags.get("class", "-"), job.pod.gpu.kind)
+        by_class[key] += 1
+        gpu_hours[key] += job.work / 3600
+    total = sum(gpu_hours.values())
+    workload_table = Table(
+        title=f"workload (seed {seed}): {len(jobs)} jobs, {total:,.1f} GPU-hours"
+    )
+    for column in ("class", "request kind", "jobs", "GPU-hours"):
+        workload_table.add_column(column)
+    for key, count in sorted(by_class.items()):
+        workload_table.add_row(*key, str(count), f"{gpu_hours[key]:,.1f}")
+    return [cluster_table, workload_table]
+
+
+@scenario_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="Scenario name or path to a YAML file.")],
+    seed: Annotated[
+        int | None, typer.Option(help="Workload seed (default: the scenario's).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a field, e.g. --set workload.generator.jobs=20."),
+    ] = None,
+) -> None:
+    """Print the resolved scenario as YAML, then a summary of its cluster and workload."""
+    try:
+        scenario = load_scenario(name, _parse_sets(set_ or []))
+        text = yaml.dump(scenario.to_dict(), Dumper=_Dumper, sort_keys=False, width=100)
+        tables = _summary(scenario, scenario.seed if seed is None else seed)
+    except (ScenarioError, TraceNotFoundError) as error:
+        raise _fail(error) from None
+    typer.echo(text, nl=False)
+    console = Console()
+    for table in tables:
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `scenarios` and the `scenario` group to the CLI."""
+    app.command("scenarios")(list_command)
+    app.add_typer(scenario_app, name="scenario")

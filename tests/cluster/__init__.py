@@ -1,0 +1,1 @@
+"""Tests against real local Kubernetes control planes (`pytest -m cluster`)."""
