@@ -33,19 +33,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from gpuparley.envs import mig
-from gpuparley.envs.catalogue import CATALOGUE, gpu_model
-from gpuparley.envs.jobs import Job, PodDemand
-from gpuparley.envs.settings import SimulationSettings
-from gpuparley.envs.topology import ClusterSpec, NodeSpec, SharingMode
-from gpuparley.envs.workloads.generators import GeneratorConfig, generate_jobs
-from gpuparley.envs.workloads.openb import (
-    DEFAULT_REPLICAS,
-    SPLITS,
-    Fractional,
-    load_openb_jobs,
-    load_openb_nodes,
-)
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -59,6 +46,19 @@ from pydantic import (
     model_validator,
 )
 
+from gpuparley.envs import mig
+from gpuparley.envs.catalogue import CATALOGUE, gpu_model
+from gpuparley.envs.jobs import Job, PodDemand
+from gpuparley.envs.settings import SimulationSettings
+from gpuparley.envs.topology import ClusterSpec, NodeSpec, SharingMode
+from gpuparley.envs.workloads.generators import GeneratorConfig, generate_jobs
+from gpuparley.envs.workloads.openb import (
+    DEFAULT_REPLICAS,
+    SPLITS,
+    Fractional,
+    load_openb_jobs,
+    load_openb_nodes,
+)
 from gpuparley.paths import scenarios_dir
 
 # NVIDIA mig-parted's `all-balanced` configs, per profile family (A100-80GB and H100 share one).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 
@@ -57,7 +58,7 @@ def test_pod_count_and_order(jobs) -> None:
     assert len(jobs) == 5706
     assert [j.id for j in jobs] == list(range(5706))
     assert jobs[0].arrival == 0
-    assert all(a.arrival <= b.arrival for a, b in zip(jobs, jobs[1:], strict=False))
+    assert all(a.arrival <= b.arrival for a, b in itertools.pairwise(jobs))
     kinds = Counter(j.pod.gpu.kind for j in jobs)
     assert kinds == {"whole": 2743 + 53, "share": 4832 - 2743, "none": 821}
     assert Counter(j.tags["phase"] for j in jobs)["Pending"] == 548  # kept by default

@@ -34,7 +34,7 @@ GOOD = {
                 "mig_layout": "balanced",
             },
         ]
-    },  # fmt: skip
+    },
     "workload": {"generator": {"jobs": 20}},
 }
 

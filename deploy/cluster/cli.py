@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from gpuparley.deploy.cluster import build, planes
-from gpuparley.deploy.cluster.nodes import node_specs_from_scenario
 from rich.console import Console
 from rich.table import Table
+
+from gpuparley.deploy.cluster import build, planes
+from gpuparley.deploy.cluster.nodes import node_specs_from_scenario
 
 app = typer.Typer(
     help="Real local Kubernetes control planes (etcd, kube-apiserver, kube-scheduler, KWOK).",
@@ -104,12 +105,11 @@ def up(
         f"[green]up[/] in {time.monotonic() - start:.1f}s: {len(state.nodes)} GPU node(s), "
         f"{len(names)} agent plane(s); state in {target}"
     )
-    table = Table("plane", "server", "kubeconfig")
     for plane in state.planes.values():
-        table.add_row(plane.name, plane.server, plane.kubeconfig)
+        console.print(f"[bold]{plane.name}[/] {plane.server}")
+        console.print(f"  admin kubeconfig: {plane.kubeconfig}", soft_wrap=True)
         for user, path in plane.agent_kubeconfigs.items():
-            table.add_row(f"  {user} (in {plane.name})", plane.server, path)
-    console.print(table)
+            console.print(f"  {user} kubeconfig: {path}", soft_wrap=True)
     console.print(f"stop with: gpuparley cluster down --state-dir {target}")
 
 

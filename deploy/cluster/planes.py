@@ -74,6 +74,7 @@ class Proc:
     log: str
     cmd: list[str]
     plane: str = ""
+    health_url: str = ""  # HTTPS health endpoint with a self-signed certificate, if any
 
 
 @dataclass
@@ -221,7 +222,7 @@ class Supervisor:
         self.log_dir = Path(state.state_dir) / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, cmd: Sequence[str], plane: str = "") -> Proc:
+    def start(self, name: str, cmd: Sequence[str], plane: str = "", health_url: str = "") -> Proc:
         log = self.log_dir / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen(
@@ -241,7 +242,7 @@ class Supervisor:
             time.sleep(0.01)
         if start_time is None:
             raise ClusterError(f"{name} exited at once:\n{log_tail(log)}")
-        proc = Proc(name, popen.pid, start_time, str(log), list(cmd), plane)
+        proc = Proc(name, popen.pid, start_time, str(log), list(cmd), plane, health_url)
         self.state.processes.append(proc)
         self.state.save()
         return proc
@@ -311,6 +312,19 @@ def _wait(
         time.sleep(0.2)
     tail = f"\n--- {proc.log} ---\n{log_tail(proc.log)}" if proc else ""
     raise ClusterError(f"{what}: not ready after {timeout:.0f}s (last: {last}){tail}")
+
+
+def component_healthz(url: str) -> tuple[bool, str]:
+    """GET a component's /healthz (served with a self-signed certificate, so not verified)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+            body = resp.read().decode(errors="replace").strip()
+            return resp.status == 200 and body == "ok", body
+    except (OSError, ssl.SSLError) as exc:
+        return False, str(exc)
 
 
 def _etcd_health(url: str) -> tuple[bool, str]:
@@ -425,9 +439,13 @@ def apiserver_command(plane: Plane, etcd_url: str, cache: str | None) -> list[st
         f"--service-account-key-file={d / 'sa.pub'}",
         f"--service-account-signing-key-file={d / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # No controller-manager runs, so nothing would create the default ServiceAccount.
-        "--disable-admission-plugins=ServiceAccount",
+        # No controller-manager runs: nothing would create the default ServiceAccount, and
+        # nothing (node lifecycle controller) would lift the not-ready taint that
+        # TaintNodesByCondition puts on every new node, so neither plugin can be on.
+        "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
         "--enable-garbage-collector=false",
+        # The apiserver listens on 127.0.0.1, which may not appear in the `kubernetes` Endpoints.
+        "--endpoint-reconciler-type=none",
         "--profiling=false",
         "--event-ttl=30m",
         "--v=0",
@@ -448,6 +466,7 @@ def _start_scheduler(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
         "leaderElection:\n"
         "  leaderElect: false\n"
     )
+    port = free_port()
     cmd = [
         str(build.binary_path("kube-scheduler", cache)),
         f"--config={config}",
@@ -456,10 +475,11 @@ def _start_scheduler(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
         # No front-proxy is configured; do not look for its CA in kube-system (log noise only).
         "--authentication-skip-lookup=true",
         "--bind-address=127.0.0.1",
-        f"--secure-port={free_port()}",
+        f"--secure-port={port}",
         "--v=1",
     ]
-    return sup.start(f"{plane.name}-kube-scheduler", cmd, plane.name)
+    health = f"https://127.0.0.1:{port}/healthz"
+    return sup.start(f"{plane.name}-kube-scheduler", cmd, plane.name, health)
 
 
 def _start_kwok(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
@@ -703,6 +723,9 @@ def status(state_dir: str | os.PathLike[str]) -> list[ComponentStatus]:
         elif proc.name == "etcd":
             ok, _ = _etcd_health(state.etcd_url) if alive else (False, "")
             detail = f"{state.etcd_url} health={'ok' if ok else 'down'}"
+        elif proc.health_url:
+            ok, body = component_healthz(proc.health_url) if alive else (False, "")
+            detail = f"healthz={'ok' if ok else body[:60] or 'down'}"
         rss = rss_bytes(proc.pid) / 2**20 if alive else 0.0
         out.append(ComponentStatus(proc.name, proc.pid, alive, rss, detail))
     return out

@@ -32,10 +32,11 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
 from gpuparley.envs import mig
 from gpuparley.envs.catalogue import gpu_model
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand, QoS
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
 RequestKind = Literal["whole", "mig", "share", "none"]
 _WHOLE_SIZE = re.compile(r"^(?:(\d+)x)?(\d+)$")

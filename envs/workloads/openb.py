@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from gpuparley.envs import mig
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand, QoS
 from gpuparley.envs.topology import NodeSpec, SharingMode
-
 from gpuparley.paths import traces_dir
 
 GPU_NODE_FILE = "openb_node_list_gpu_node.csv"

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from gpuparley.deploy.cluster.nodes import default_node_specs
 
 from .helpers import pod_manifest, wait_for

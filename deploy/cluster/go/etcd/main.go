@@ -1,3 +1,6 @@
+// gpuparley: verbatim copy of go.etcd.io/etcd/server/v3@v3.6.16/main.go (an upstream main package
+// cannot be imported, so the wrapper module carries its own copy).
+
 // Copyright 2015 The etcd Authors
 //
 // Licensed under the Apache License, Version 2.0 (the "License");

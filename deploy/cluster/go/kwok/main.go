@@ -1,3 +1,6 @@
+// gpuparley: verbatim copy of sigs.k8s.io/kwok@v0.8.0/cmd/kwok/main.go (an upstream main package
+// cannot be imported, so the wrapper module carries its own copy).
+
 /*
 Copyright 2022 The Kubernetes Authors.
 

@@ -1,3 +1,6 @@
+// gpuparley: verbatim copy of k8s.io/kubernetes@v1.36.3/cmd/kubectl/kubectl.go (an upstream main package
+// cannot be imported, so the wrapper module carries its own copy).
+
 /*
 Copyright 2014 The Kubernetes Authors.
 
