@@ -1,24 +1,77 @@
 """Names of every allocator the CLI and the evaluation can run, and how to build each.
 
-A policy spec is a plain name for a central scheduler. Market negotiators (`market:<name>`) and
-learned policies (`learned:<checkpoint dir>`) join this registry when those capabilities land.
+A policy spec is a plain name for a central scheduler. Each factory takes a `SchedulerContext`
+(tenants with weights and quota shares, the cluster, the workload and the seed), so a scheduler
+gets what it needs without the callers knowing which one needs what. A scheduler that must also
+act between events (Themis' leases, KAI's periodic cycle) says so with its `timer_seconds`
+attribute, which `runner.simulate` passes to the Simulator. Market negotiators
+(`market:<name>`) and learned policies (`learned:<checkpoint dir>`) join this registry when those
+capabilities land.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gpuparley.agents.first_fit import FirstFit
+from gpuparley.agents.schedulers.base import SchedulerContext
+from gpuparley.agents.schedulers.fgd import best_fit, fgd, random_fit
+from gpuparley.agents.schedulers.kai import Kai
+from gpuparley.agents.schedulers.kube_default import KubeDefault
+from gpuparley.agents.schedulers.kueue import Kueue
+from gpuparley.agents.schedulers.themis import Themis
+from gpuparley.agents.schedulers.volcano import Volcano
+from gpuparley.envs.jobs import Job
 from gpuparley.envs.simulator import Allocator
 
-SCHEDULERS: dict[str, Callable[[], Allocator]] = {
-    "first-fit": FirstFit,
+if TYPE_CHECKING:
+    from gpuparley.envs.scenario import Scenario
+
+SCHEDULERS: dict[str, Callable[[SchedulerContext], Allocator]] = {
+    "first-fit": lambda _context: FirstFit(),
+    "kube-default": KubeDefault,
+    "volcano": Volcano,
+    "kai": Kai,
+    "kueue": Kueue,
+    "fgd": fgd,
+    "best-fit": best_fit,
+    "random-fit": random_fit,
+    "themis": Themis,
 }
 
+INCUMBENTS = ("kube-default", "volcano", "kai", "kueue", "fgd", "themis")
+"""The centralised schedulers the market is compared against (first-fit is only a floor)."""
 
-def make_allocator(spec: str) -> Allocator:
-    """Build the allocator a policy spec names; an unknown spec lists the valid ones."""
-    factory = SCHEDULERS.get(spec)
-    if factory is None:
+
+def check_spec(spec: str) -> None:
+    """Raise ValueError naming the valid choices when `spec` is not a known scheduler."""
+    if spec not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {spec!r}; choose one of: {', '.join(SCHEDULERS)}")
-    return factory()
+
+
+def make_allocator(
+    spec: str,
+    scenario: Scenario | None = None,
+    seed: int = 0,
+    jobs: Sequence[Job] | None = None,
+) -> Allocator:
+    """Build the allocator a policy spec names for a scenario; an unknown spec lists the valid.
+
+    `jobs` is the workload the run will replay (FGD estimates its target distribution from it);
+    when omitted it is drawn from the scenario with `seed`.
+    """
+    check_spec(spec)
+    if scenario is None:
+        context = SchedulerContext(seed=seed, jobs=jobs or ())
+    else:
+        workload = jobs if jobs is not None else scenario.build_jobs(seed)
+        context = SchedulerContext.from_agents(
+            scenario.agents, scenario.build_cluster(), workload, seed
+        )
+    return SCHEDULERS[spec](context)
+
+
+def timer_of(allocator: Allocator) -> float | None:
+    """Seconds between the allocator's own scheduling cycles, or None if it needs no timer."""
+    return getattr(allocator, "timer_seconds", None)

@@ -13,6 +13,14 @@ Definitions follow `../shared/reference/schedulers-and-research.md`:
   each tenant asked for (a tenant that asks for little is not "starved" by receiving little).
 * Gang outcomes: gangs started, gangs that ever held part of their pods without running
   (must be 0 for gang-aware policies), and the GPU-seconds held that way.
+* Deadlock episodes (`DeadlockMonitor`): the simulator is *gang-deadlocked* at an instant when,
+  after the allocator has acted, at least two gangs are PARTIAL (each holds some of its pods
+  and waits for the rest) and none of them could complete even if every running job finished
+  now: with all running jobs taken away and the partial gangs keeping what they hold, no
+  partial gang's remaining pods fit (checked pod by pod, lowest-index node first). Only the
+  waiting gangs themselves block each other, so nothing short of an eviction ends it. An
+  episode is a maximal run of consecutive deadlocked instants; `deadlock_episodes` counts the
+  episodes (None when the run was not monitored).
 * Noisy-neighbour slowdown: for jobs that shared a time-sliced GPU with others, wall run time
   over the run time they would have needed alone.
 * Welfare: the sum of realised job values (value model in `jobs.Job`).
@@ -26,10 +34,78 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpuparley.envs.jobs import QoS
+from gpuparley.envs.jobs import Job, QoS
 
 if TYPE_CHECKING:
+    from gpuparley.envs.cluster import ClusterState
     from gpuparley.envs.simulator import JobRecord, Simulator
+
+
+class DeadlockMonitor:
+    """Counts gang-deadlock episodes (module docstring); call it after every simulator step.
+
+    Pass it as (or from) the `on_event` callback of `Simulator.run` / `advance`. The check costs
+    nothing unless two or more gangs are partly placed at once.
+    """
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.episodes = 0
+        self.deadlocked_instants = 0
+        self._in_episode = False
+
+    def __call__(self) -> None:
+        deadlocked = is_gang_deadlocked(self.sim)
+        if deadlocked:
+            self.deadlocked_instants += 1
+            if not self._in_episode:
+                self.episodes += 1
+        self._in_episode = deadlocked
+
+
+def is_gang_deadlocked(sim: Simulator) -> bool:
+    """Whether >= 2 partial gangs block each other with every running job gone (docstring)."""
+    state = sim.state
+    partial = [
+        job
+        for job_id in state.holdings
+        if (job := sim.jobs[job_id]).is_gang
+        and len(state.holdings[job_id]) < job.pods
+        and sim.records[job_id].state.value == "partial"
+    ]
+    if len(partial) < 2:
+        return False
+    running = sim.running()
+    held = [(job, state.release(job)) for job in running]
+    try:
+        return not any(_rest_fits(state, job) for job in partial)
+    finally:
+        for job, bindings in reversed(held):
+            state.bind(job, bindings)
+
+
+def _rest_fits(state: ClusterState, job: Job) -> bool:
+    """Whether the job's unplaced pods fit now, placed one by one on the lowest-index node."""
+    done = {pod for pod, _ in state.holdings.get(job.id, ())}
+    placed = 0
+    try:
+        for pod in range(job.pods):
+            if pod in done:
+                continue
+            mask = state.feasible_nodes(job.pod, job.allowed_models)
+            placement = next(
+                (p for n in mask.nonzero()[0] if (p := state.first_fit(job.pod, int(n)))), None
+            )
+            if placement is None:
+                return False
+            state.bind(job, [(pod, placement)])
+            placed += 1
+        return True
+    finally:
+        if placed:
+            kept = state.release(job)[: -placed]
+            if kept:
+                state.bind(job, kept)
 
 
 def percentiles(values: Sequence[float], prefix: str) -> dict[str, float | None]:
@@ -61,7 +137,9 @@ def _independent_time(record: JobRecord, capacity_gpus: float, tenants: int) -> 
     return job.duration / record.speed * stretch
 
 
-def summarise(sim: Simulator, agents: Sequence[str]) -> dict[str, Any]:
+def summarise(
+    sim: Simulator, agents: Sequence[str], deadlocks: DeadlockMonitor | None = None
+) -> dict[str, Any]:
     """All foundation metrics of a finished (or horizon-stopped) simulation."""
     sim.close_open_intervals()
     records = list(sim.records.values())
@@ -114,6 +192,7 @@ def summarise(sim: Simulator, agents: Sequence[str]) -> dict[str, Any]:
     summary["gangs_started"] = sum(1 for r in gangs if r.first_start is not None)
     summary["gangs_partially_held"] = sum(1 for r in gangs if r.partial_gpu_seconds > 0)
     summary["partial_hold_gpu_seconds"] = float(sum(r.partial_gpu_seconds for r in records))
+    summary["deadlock_episodes"] = deadlocks.episodes if deadlocks is not None else None
 
     slowdowns = [
         r.run_seconds / (r.job.duration / r.speed) for r in done if r.contended and r.evictions == 0

@@ -277,7 +277,7 @@ class MarketConfig(_Strict):
     reserve_price_per_gpu_hour: NonNegativeFloat = 0.0
     payment_rule: Literal["first", "second"] = "second"
     max_rounds: PositiveInt = 10
-    budget_refill: Literal["reset", "accumulate"] = "reset"
+    budget_refill: Literal["reset", "accumulate"] = "accumulate"
 
 
 class ScenarioConfig(_Strict):

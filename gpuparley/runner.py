@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from gpuparley.agents.registry import make_allocator
-from gpuparley.envs.metrics import summarise
+from gpuparley.agents.registry import make_allocator, timer_of
+from gpuparley.envs.metrics import DeadlockMonitor, summarise
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import Simulator
 from gpuparley.envs.timeline import COLUMNS
@@ -43,22 +43,24 @@ def simulate(
 
     `on_progress` is called now and then with the share of jobs that are done (0..1).
     """
-    allocator = make_allocator(scheduler)
     jobs = scenario.build_jobs(seed)
-    sim = Simulator(scenario.build_cluster(), jobs, allocator, scenario.settings)
-    callback = None
-    if on_progress is not None:
-        total = max(1, len(jobs))
-        counter = {"events": 0}
+    allocator = make_allocator(scheduler, scenario, seed, jobs)
+    sim = Simulator(
+        scenario.build_cluster(), jobs, allocator, scenario.settings, timer_of(allocator)
+    )
+    deadlocks = DeadlockMonitor(sim)
+    total = max(1, len(jobs))
+    counter = {"events": 0}
 
-        def callback() -> None:
-            counter["events"] += 1
-            if counter["events"] % 200 == 0:
-                on_progress(sum(r.finish is not None for r in sim.records.values()) / total)
+    def callback() -> None:
+        deadlocks()
+        counter["events"] += 1
+        if on_progress is not None and counter["events"] % 200 == 0:
+            on_progress(sum(r.finish is not None for r in sim.records.values()) / total)
 
     sim.run(callback)
     agents = [agent.name for agent in scenario.agents]
-    metrics = summarise(sim, agents)
+    metrics = summarise(sim, agents, deadlocks)
     metrics.update({"scenario": scenario.name, "scheduler": scheduler, "seed": seed})
     return RunResult(scenario, scheduler, seed, sim, metrics)
 

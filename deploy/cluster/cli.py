@@ -119,7 +119,7 @@ def status(state_dir: StateDir = None, cache_dir: CacheDir = None) -> None:
     target = _state_dir(state_dir, cache_dir)
     rows = planes.status(target)
     if not rows:
-        console.print(f"no cluster recorded in {target}")
+        console.print(f"no cluster running from {target}")
         raise typer.Exit(1)
     table = Table("component", "pid", "alive", "RSS MiB", "detail")
     for r in rows:

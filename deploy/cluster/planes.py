@@ -452,7 +452,9 @@ def apiserver_command(plane: Plane, etcd_url: str, cache: str | None) -> list[st
     ]
 
 
-def _start_scheduler(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
+def _start_scheduler(
+    sup: Supervisor, plane: Plane, cache: str | None, qps: int = SCHEDULER_QPS
+) -> Proc:
     plane_dir = Path(plane.kubeconfig).parent
     kubeconfig = plane_dir / "scheduler.kubeconfig"
     config = plane_dir / "scheduler-config.yaml"
@@ -461,8 +463,8 @@ def _start_scheduler(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
         "kind: KubeSchedulerConfiguration\n"
         "clientConnection:\n"
         f"  kubeconfig: {kubeconfig}\n"
-        f"  qps: {SCHEDULER_QPS}\n"
-        f"  burst: {SCHEDULER_QPS * 2}\n"
+        f"  qps: {qps}\n"
+        f"  burst: {qps * 2}\n"
         "leaderElection:\n"
         "  leaderElect: false\n"
     )
@@ -600,12 +602,14 @@ def up(
     progress: Progress | None = None,
     die_with_parent: bool = False,
     ready_timeout: float = 120.0,
+    scheduler_qps: int = SCHEDULER_QPS,
 ) -> ClusterState:
     """Start etcd, the host plane (apiserver, scheduler, KWOK, GPU nodes, agent namespaces and
     RBAC) and one apiserver per agent. On any failure everything started is stopped again.
 
     ``die_with_parent`` makes the components die with the calling process (for test fixtures);
-    the CLI leaves it off so the planes outlive ``gpuparley cluster up``.
+    the CLI leaves it off so the planes outlive ``gpuparley cluster up``. ``scheduler_qps`` is
+    kube-scheduler's client rate limit (burst = 2x); it caps the bind rate.
     """
     say = progress or (lambda _msg: None)
     missing = build.missing_binaries(("etcd", "kube-apiserver", "kube-scheduler", "kwok"), cache)
@@ -656,7 +660,7 @@ def up(
         _wait("host kube-apiserver", lambda: readyz(host), apiservers[HOST], ready_timeout)
 
         say("starting kube-scheduler and KWOK on the host plane")
-        _start_scheduler(sup, host, cache)
+        _start_scheduler(sup, host, cache, scheduler_qps)
         _start_kwok(sup, host, cache)
 
         say(f"creating {len(node_specs)} GPU node(s), agent namespaces and RBAC")

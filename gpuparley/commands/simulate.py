@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gpuparley.agents.registry import SCHEDULERS
+from gpuparley.agents.registry import SCHEDULERS, check_spec
 from gpuparley.console import console, fail, progress_bar
 from gpuparley.envs.scenario import ScenarioError, load_scenario
 from gpuparley.runner import simulate, write_outputs
@@ -55,8 +55,10 @@ def register(app: typer.Typer) -> None:
         ] = Path("out/simulate"),
     ) -> None:
         """Replay a scenario under a central scheduler; write metrics.json and timeline.csv."""
-        if scheduler not in SCHEDULERS:
-            fail(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+        try:
+            check_spec(scheduler)
+        except ValueError as error:
+            fail(str(error))
         try:
             resolved = load_scenario(scenario)
         except ScenarioError as error:

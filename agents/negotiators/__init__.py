@@ -1,0 +1,1 @@
+"""Market negotiators: scripted strategies and learned policies behind one interface."""

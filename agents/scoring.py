@@ -1,0 +1,204 @@
+"""Node and GPU scoring shared by the incumbent schedulers, vectorised over nodes.
+
+A scheduler picks a pod's placement in two steps, as kube-scheduler does: score every feasible
+node in one numpy expression (the engine's `feasible_nodes` mask says where the pod fits), then
+choose the GPUs on the winning node. Keeping both steps here means kube-default's
+`MostAllocated`, KAI's bin-packing and the FGD paper's best-fit differ only in the score, not in
+copied loops.
+
+GPU accounting used by the quota-based schedulers is in GPU-equivalents of what a pod *holds*
+(`held_gpus`): a whole GPU is 1, a share on a time-sliced GPU its milli / 1000, a share on an
+exclusive GPU a whole 1 (the device plugin hands it the whole GPU), a MIG instance N/7.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpuparley.agents.placement import NodeChooser
+from gpuparley.envs.cluster import FULL_GPU_MILLI, ClusterState, PodPlacement
+from gpuparley.envs.jobs import Job, PodDemand
+from gpuparley.envs.mig import COMPUTE_SLICES
+
+NodeScore = Callable[[ClusterState, PodDemand], np.ndarray]
+"""Score of every node for one pod (higher is better); only feasible nodes are looked at."""
+
+GpuPick = Callable[[ClusterState, PodDemand, list[PodPlacement]], PodPlacement]
+"""Choose among a node's candidate placements (never called with an empty list)."""
+
+
+@dataclass(frozen=True)
+class _Capacity:
+    cpu: np.ndarray
+    mem: np.ndarray
+    gpu_milli: np.ndarray
+    gpu_index: np.ndarray  # node x max GPUs per node, global GPU index or -1
+
+
+_CAPACITY: weakref.WeakKeyDictionary[ClusterState, _Capacity] = weakref.WeakKeyDictionary()
+
+
+def capacity(state: ClusterState) -> _Capacity:
+    """Per-node allocatable CPU, memory and milli-GPU, and a padded node x GPU index matrix."""
+    cached = _CAPACITY.get(state)
+    if cached is None:
+        nodes = state.spec.nodes
+        width = int(state.node_gpu_count.max(initial=0))
+        index = np.full((state.node_count, max(1, width)), -1, dtype=np.int64)
+        for n in range(state.node_count):
+            gpus = state.gpus_of(n)
+            index[n, : len(gpus)] = np.arange(gpus.start, gpus.stop)
+        cached = _Capacity(
+            cpu=np.array([max(1, n.cpu_milli) for n in nodes], dtype=np.float64),
+            mem=np.array([max(1, n.memory_mib) for n in nodes], dtype=np.float64),
+            gpu_milli=state.node_gpu_count.astype(np.float64) * FULL_GPU_MILLI,
+            gpu_index=index,
+        )
+        _CAPACITY[state] = cached
+    return cached
+
+
+def gpu_free_milli(state: ClusterState) -> np.ndarray:
+    """Usable free milli-GPU of every GPU: 0 on a GPU that is down or has no replica left."""
+    free = FULL_GPU_MILLI - state.gpu_used_milli
+    mig_free = (COMPUTE_SLICES - state.mig_used_slices) * FULL_GPU_MILLI // COMPUTE_SLICES
+    free = np.where(state.gpu_is_mig, mig_free, free)
+    usable = (state.gpu_used_slots < state.gpu_replicas) | state.gpu_is_mig
+    return np.where(usable & (state.gpu_down_until <= 0), free, 0)
+
+
+def node_free_milli(state: ClusterState) -> np.ndarray:
+    """Free milli-GPU per node (the sum over its GPUs)."""
+    return np.bincount(
+        state.gpu_node, weights=gpu_free_milli(state), minlength=state.node_count
+    ).astype(np.float64)
+
+
+def request_milli(pod: PodDemand) -> int:
+    """Milli-GPU one pod asks for (whole = 1000 per GPU, share = its milli, MIG = N/7)."""
+    return pod.gpu.milli_gpu
+
+
+def allocated_fraction(state: ClusterState, pod: PodDemand) -> np.ndarray:
+    """Mean of CPU, memory and GPU allocated fractions of each node after placing `pod`.
+
+    This is kube-scheduler's `NodeResourcesFit` score (`MostAllocated` maximises it,
+    `LeastAllocated` minimises it), with `nvidia.com/gpu` as a third resource of equal weight.
+    """
+    cap = capacity(state)
+    cpu = (cap.cpu - state.cpu_free + pod.cpu_milli) / cap.cpu
+    mem = (cap.mem - state.mem_free + pod.memory_mib) / cap.mem
+    if pod.gpu.kind == "none":
+        return (cpu + mem) / 2
+    gpu_cap = np.maximum(cap.gpu_milli, 1.0)
+    gpu = (cap.gpu_milli - node_free_milli(state) + request_milli(pod)) / gpu_cap
+    return (cpu + mem + gpu) / 3
+
+
+def most_allocated(state: ClusterState, pod: PodDemand) -> np.ndarray:
+    """Bin-packing: prefer the fullest node that still fits."""
+    return allocated_fraction(state, pod)
+
+
+def least_allocated(state: ClusterState, pod: PodDemand) -> np.ndarray:
+    """Spreading: prefer the emptiest node."""
+    return -allocated_fraction(state, pod)
+
+
+def least_free_gpu(state: ClusterState, pod: PodDemand) -> np.ndarray:
+    """Best-fit (FGD paper baseline): least free milli-GPU left on the node after placement.
+
+    Ties go to the node with the least free CPU (a small second key, scaled below one milli).
+    """
+    cap = capacity(state)
+    free_after = node_free_milli(state) - request_milli(pod)
+    return -(free_after + 0.5 * (state.cpu_free / cap.cpu.max()))
+
+
+def first_candidate(
+    state: ClusterState, pod: PodDemand, candidates: list[PodPlacement]
+) -> PodPlacement:
+    """The lowest-index GPUs (what the NVIDIA device plugin hands out)."""
+    del state, pod
+    return candidates[0]
+
+
+def tightest_candidate(
+    state: ClusterState, pod: PodDemand, candidates: list[PodPlacement]
+) -> PodPlacement:
+    """Pack: the GPU with the least free capacity that still takes the pod (shares and MIG)."""
+    if len(candidates) == 1 or pod.gpu.kind == "whole":
+        return candidates[0]
+    free = gpu_free_milli(state)
+    return min(candidates, key=lambda p: (int(free[p.gpus[0]]), p.gpus[0], p.instance))
+
+
+def scored_chooser(score: NodeScore, pick: GpuPick = first_candidate) -> NodeChooser:
+    """A `plan_job` node chooser: the best-scoring feasible node (ties: lowest index)."""
+
+    def choose(state: ClusterState, job: Job, mask: np.ndarray) -> PodPlacement | None:
+        nodes = np.flatnonzero(mask)
+        if not len(nodes):
+            return None
+        values = score(state, job.pod)[nodes]
+        for node in nodes[np.argsort(-values, kind="stable")]:
+            candidates = state.candidate_placements(int(node), job.pod)
+            if candidates:
+                return pick(state, job.pod, candidates)
+        return None
+
+    return choose
+
+
+def held_gpus(state: ClusterState, job: Job) -> float:
+    """GPU-equivalents a job holds right now (see the module docstring)."""
+    request = job.pod.gpu
+    total = 0.0
+    for _pod, placement in state.holdings.get(job.id, ()):
+        if request.kind == "share" and state.node_is_timeslice[placement.node]:
+            total += request.milli / FULL_GPU_MILLI
+        elif request.kind == "mig":
+            total += request.compute_slices / COMPUTE_SLICES
+        else:
+            total += len(placement.gpus)
+    return total
+
+
+def demand_gpus(job: Job, placed_pods: int = 0) -> float:
+    """GPU-equivalents the job's not-yet-placed pods ask for (a share counts its milli)."""
+    return (job.pods - placed_pods) * job.pod.gpu.gpu_equivalent
+
+
+def water_fill(
+    capacity_total: float,
+    weights: Sequence[float],
+    caps: Sequence[float],
+    floors: Sequence[float] | None = None,
+) -> list[float]:
+    """Weighted max-min fair split of `capacity_total`, each entry between its floor and cap.
+
+    Start every entry at its floor (when the floors exceed the capacity they are scaled down),
+    then hand out what is left in proportion to the weights of the entries still below their
+    caps, redistributing what capped entries cannot take. This is both Volcano's proportion
+    plugin (floors 0, caps = demand) and KAI's fair share (floors = min(quota, demand)).
+    """
+    count = len(weights)
+    caps_array = np.asarray(caps, dtype=np.float64)
+    share = np.zeros(count) if floors is None else np.minimum(floors, caps_array).astype(float)
+    if share.sum() > capacity_total > 0:
+        share *= capacity_total / share.sum()
+    left = capacity_total - share.sum()
+    weight = np.asarray(weights, dtype=np.float64)
+    for _ in range(count + 1):
+        open_ = (share < caps_array - 1e-9) & (weight > 0)
+        if left <= 1e-9 or not open_.any():
+            break
+        portion = left * weight * open_ / weight[open_].sum()
+        grant = np.minimum(portion, caps_array - share)
+        share += grant
+        left -= grant.sum()
+    return [float(x) for x in share]

@@ -1,0 +1,1 @@
+"""The GPU market: messages, credits, leases, the auction and bargaining mechanisms."""

@@ -1,0 +1,426 @@
+"""The market: shared state of both mechanisms, and the epoch loop that drives the simulator.
+
+One `Market` owns a `Simulator` (the same one the central schedulers run on), a `Ledger` of
+credits, the active leases, and a mechanism (`auction` or `bargain`) that decides who gets what.
+Agents act only by sending messages (`receive`), or by decisions that are turned into messages
+(`decide`); a message that fails validation is rejected with a reason and changes nothing.
+
+An epoch runs: `begin` (expire leases, admit what needs no negotiation) -> sub-steps in which
+every agent acts once (bids, offers, answers) -> `clear` (the auction allocates) -> the simulator
+advances `epoch_seconds` -> finished jobs pay out their value. The decision latency this adds
+(a job arriving mid-epoch waits for the next clearing) is part of the design being evaluated.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gpuparley.envs.catalogue import CATALOGUE
+from gpuparley.envs.cluster import Binding
+from gpuparley.envs.jobs import Job
+from gpuparley.envs.market.encoding import Decision
+from gpuparley.envs.market.ledger import Ledger
+from gpuparley.envs.market.messages import (
+    MARKET,
+    Accept,
+    CounterOffer,
+    Demand,
+    Lease,
+    MessageError,
+    Reject,
+    Release,
+    ResourceItem,
+    parse_message,
+)
+from gpuparley.envs.scenario import Scenario
+from gpuparley.envs.simulator import JobState, Simulator
+
+HOUR = 3600.0
+
+
+def job_name(job: Job) -> str:
+    return job.name or f"job-{job.id}"
+
+
+def demand_of(job: Job) -> Demand:
+    """The message form of a job's demand (what a bid or offer is for)."""
+    request = job.pod.gpu
+    return Demand(
+        job=job_name(job),
+        pods=job.pods,
+        gpu_kind=request.kind,
+        gpu_count=request.count,
+        mig_profile=request.profile,
+        gpu_milli=request.milli,
+        cpu_milli=job.pod.cpu_milli,
+        memory_mib=job.pod.memory_mib,
+        allowed_models=job.allowed_models,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    accepted: bool
+    reason: str = ""
+
+
+class Mechanism(Protocol):
+    name: str
+
+    def begin(self) -> None: ...
+
+    def handle(self, message: Any) -> str | None:
+        """Apply a valid message; return a rejection reason instead to leave state unchanged."""
+
+    def clear(self) -> None: ...
+
+    def pending_answer(self, agent: str) -> Any:
+        """The negotiation thread awaiting this agent's answer, if any."""
+
+    def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Any:
+        """The bid or offer message for `job` at `price` (None if nobody could take it)."""
+
+
+@dataclass
+class MarketStats:
+    """Counters behind the market metrics of the episode summary."""
+
+    messages: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    proposals: int = 0
+    agreements: int = 0
+    rounds_to_agreement: list[int] = field(default_factory=list)
+    allocations: int = 0
+    prices: list[tuple[float, float]] = field(default_factory=list)  # (time, credits/GPU-hour)
+
+
+class Market:
+    """The negotiated allocation of one scenario's cluster among its agents."""
+
+    def __init__(self, scenario: Scenario, seed: int, mechanism: str | None = None) -> None:
+        from gpuparley.envs.market.mechanisms import make_mechanism
+
+        self.scenario = scenario
+        self.config = scenario.market
+        self.agents: list[str] = [agent.name for agent in scenario.agents]
+        self.agent_config = {agent.name: agent for agent in scenario.agents}
+        jobs = scenario.build_jobs(seed)
+        self.sim = Simulator(scenario.build_cluster(), jobs, None, scenario.settings)
+        self.jobs_by_name: dict[str, Job] = {job_name(job): job for job in jobs}
+        self.ledger = Ledger(self.agents)
+        self.epoch = 0
+        self.substep = 0
+        self.epoch_seconds = float(self.config.epoch_seconds)
+        self.term_epochs = int(self.config.lease_term_epochs)
+        self.max_substeps = max(2, int(self.config.max_rounds))
+        prices = [CATALOGUE[m].price_per_hour for m in self.sim.state.gpu_model_name]
+        self.reference_price = float(np.mean(prices)) if prices else 1.0
+        self.cluster_milli = self.sim.state.gpu_count * 1000
+        self.quota_milli = {
+            a.name: round((a.quota_share or 0.0) * self.cluster_milli) for a in scenario.agents
+        }
+        self.leases: dict[str, Lease] = {}
+        self.lease_by_job: dict[int, str] = {}
+        self.stats = MarketStats()
+        self.passed: set[str] = set()
+        self.committed: dict[str, float] = dict.fromkeys(self.agents, 0.0)
+        self.last_price = 0.0
+        self._seen_ids: set[str] = set()
+        self._message_counter = 0
+        self._lease_counter = 0
+        self._settled: set[int] = set()
+        self.rewards: dict[str, float] = dict.fromkeys(self.agents, 0.0)
+        self._net_paid_seen: dict[str, float] = dict.fromkeys(self.agents, 0.0)
+        self.utility: dict[str, float] = dict.fromkeys(self.agents, 0.0)
+        self.mechanism: Mechanism = make_mechanism(mechanism or self.config.mechanism, self)
+        self._refill()
+        self.sim.advance(0.0)
+        self.mechanism.begin()
+
+    # ------------------------------------------------------------------ messages
+    def next_id(self, sender: str) -> str:
+        self._message_counter += 1
+        return f"{sender}.{self.epoch}.{self._message_counter}"
+
+    def receive(self, data: Any) -> Receipt:
+        """Validate and apply one message; never raises, never half-applies."""
+        try:
+            message = parse_message(data)
+        except MessageError as error:
+            return self._reject("malformed", str(error))
+        if message.kind in ("Lease", "Release") or message.sender == MARKET:
+            return self._reject("unauthorised", "only the market issues leases and releases")
+        if message.sender not in self.ledger.balances:
+            return self._reject("unknown-sender", f"unknown agent {message.sender!r}")
+        if message.epoch != self.epoch:
+            return self._reject("stale", f"epoch {message.epoch} is not the current {self.epoch}")
+        if message.id in self._seen_ids:
+            return self._reject("replayed", f"message id {message.id!r} was already received")
+        reason = self.mechanism.handle(message)
+        if reason is not None:
+            return self._reject("invalid", reason)
+        self._seen_ids.add(message.id)
+        self.stats.messages[message.kind] += 1
+        return Receipt(True)
+
+    def _reject(self, category: str, reason: str) -> Receipt:
+        self.stats.rejected[category] += 1
+        return Receipt(False, reason)
+
+    def decide(self, agent: str, decision: Decision) -> Receipt:
+        """Carry out a decoded policy decision by sending the message it stands for."""
+        if decision.kind == "pass":
+            self.passed.add(agent)
+            return Receipt(True)
+        common = {"id": self.next_id(agent), "sender": agent, "epoch": self.epoch}
+        if decision.kind == "bid":
+            job = self.jobs_by_name[decision.job or ""]
+            message = self.mechanism.proposal(agent, job, decision.price, common)
+            if message is None:
+                return self._reject("invalid", "no counterparty has room for this job")
+            return self.receive(message)
+        thread = self.mechanism.pending_answer(agent)
+        if thread is None:
+            return self._reject("invalid", "nothing to answer")
+        receiver = thread.other(agent)
+        common["receiver"] = receiver
+        if decision.kind == "accept":
+            return self.receive(Accept(in_reply_to=thread.last_id, **common))
+        if decision.kind == "reject":
+            return self.receive(Reject(in_reply_to=thread.last_id, **common))
+        return self.receive(
+            CounterOffer(
+                in_reply_to=thread.last_id, price=decision.price, round=thread.round + 1, **common
+            )
+        )
+
+    # ------------------------------------------------------------------ leases
+    def issue_lease(
+        self,
+        holder: str,
+        lender: str,
+        job: Job,
+        price: float,
+        quota_milli: int = 0,
+        reclaim_notice: int = 0,
+    ) -> Lease:
+        self._lease_counter += 1
+        lease = Lease(
+            id=f"{MARKET}.{self.epoch}.lease.{self._lease_counter}",
+            sender=MARKET,
+            receiver=holder,
+            epoch=self.epoch,
+            lease_id=f"lease-{self._lease_counter}",
+            holder=holder,
+            lender=lender,
+            job=job_name(job),
+            resources=self.resources_of(job),
+            quota_milli=quota_milli,
+            start_epoch=self.epoch,
+            expires_epoch=self.epoch + self.term_epochs,
+            price=price,
+            reclaim_notice_epochs=reclaim_notice,
+        )
+        self.leases[lease.lease_id] = lease
+        self.lease_by_job[job.id] = lease.lease_id
+        return lease
+
+    def renew_lease(self, lease: Lease, price: float) -> Lease:
+        renewed = lease.model_copy(
+            update={
+                "expires_epoch": self.epoch + self.term_epochs,
+                "price": price,
+                "resources": self.resources_of(self.jobs_by_name[lease.job]),
+            }
+        )
+        self.leases[lease.lease_id] = renewed
+        return renewed
+
+    def end_lease(self, lease_id: str, reason: str) -> Release:
+        lease = self.leases.pop(lease_id)
+        job = self.jobs_by_name[lease.job]
+        self.lease_by_job.pop(job.id, None)
+        return Release(
+            id=self.next_id(MARKET),
+            sender=MARKET,
+            receiver=lease.holder,
+            epoch=self.epoch,
+            lease_id=lease_id,
+            reason=reason,
+        )
+
+    def resources_of(self, job: Job) -> tuple[ResourceItem, ...]:
+        state = self.sim.state
+        items = []
+        for pod, placement in state.holdings.get(job.id, ()):
+            node = state.spec.nodes[placement.node]
+            first = int(state.node_first_gpu[placement.node])
+            request = job.pod.gpu
+            start = None
+            if request.kind == "mig":
+                start = state.mig_layout[placement.gpus[0]][placement.instance][1]
+            items.append(
+                ResourceItem(
+                    pod=pod,
+                    node=node.name,
+                    gpu_kind=request.kind,
+                    gpus=tuple(g - first for g in placement.gpus),
+                    mig_profile=request.profile,
+                    mig_start=start,
+                    gpu_milli=request.milli,
+                )
+            )
+        return tuple(items)
+
+    def due_leases(self) -> list[Lease]:
+        return [lease for lease in self.leases.values() if lease.expires_epoch <= self.epoch]
+
+    # ------------------------------------------------------------------ placing
+    def place(self, job: Job, plan: list[Binding]) -> None:
+        self.sim.bind(job, plan)
+        self.stats.allocations += 1
+
+    def term_seconds(self) -> float:
+        return self.term_epochs * self.epoch_seconds
+
+    def epoch_value(self, job: Job) -> float:
+        """What one epoch of running is worth to a job's owner: its value times the share of
+        the remaining work one epoch completes (the truthful rent)."""
+        record = self.sim.record(job.id)
+        remaining = max(record.remaining, 1e-9)
+        return job.value * min(1.0, self.epoch_seconds / remaining)
+
+    def list_cost(self, gpus: float) -> float:
+        """List-price rent of `gpus` GPU-equivalents for one epoch."""
+        return self.reference_price * gpus * self.epoch_seconds / HOUR
+
+    def record_price(self, rent: float, gpus: float) -> None:
+        """Remember a clearing/agreement rent, as credits per GPU-hour."""
+        if gpus <= 0:
+            return
+        per_gpu_hour = rent / (gpus * self.epoch_seconds / HOUR)
+        self.last_price = per_gpu_hour
+        self.stats.prices.append((self.sim.now, per_gpu_hour))
+
+    def free_balance(self, agent: str) -> float:
+        return self.ledger.balances[agent] - self.committed[agent]
+
+    # ------------------------------------------------------------------ epochs
+    @property
+    def substeps_over(self) -> bool:
+        """Every agent has passed and no answer is awaited, or the sub-step cap is reached."""
+        if self.substep >= self.max_substeps:
+            return True
+        return all(
+            agent in self.passed and self.mechanism.pending_answer(agent) is None
+            for agent in self.agents
+        )
+
+    def end_substep(self) -> bool:
+        """Close a sub-step; close the epoch too when it is over. Returns True at epoch end."""
+        self.substep += 1
+        if not self.substeps_over:
+            return False
+        self.mechanism.clear()
+        self.sim.advance((self.epoch + 1) * self.epoch_seconds)
+        self._settle_finished()
+        self.epoch += 1
+        self.substep = 0
+        self.passed.clear()
+        self.committed = dict.fromkeys(self.agents, 0.0)
+        self._refill()
+        self._charge_rents()
+        self.mechanism.begin()
+        return True
+
+    def _charge_rents(self) -> None:
+        """Each running lease's holder pays its rent for the new epoch; unpaid leases lapse.
+
+        Leases are charged oldest first, so an agent over-committed beyond its budget loses its
+        newest leases (their jobs are stopped) and never goes into debt.
+        """
+        for lease in sorted(
+            self.leases.values(), key=lambda lease: (lease.start_epoch, lease.lease_id)
+        ):
+            if lease.start_epoch == self.epoch or lease.expires_epoch <= self.epoch:
+                continue  # paid at signing / up for renewal this epoch
+            if self.ledger.can_pay(lease.holder, lease.price):
+                self.ledger.pay(lease.holder, lease.lender, lease.price)
+            else:
+                job = self.jobs_by_name[lease.job]
+                if self.sim.record(job.id).state is JobState.RUNNING:
+                    self.sim.evict(job)
+                self.end_lease(lease.lease_id, "lost")
+                self.stats.rejected["rent-unpaid"] += 1
+
+    def _refill(self) -> None:
+        amounts = {}
+        for agent in self.agents:
+            budget = self.agent_config[agent].budget_per_epoch
+            amounts[agent] = float(budget if budget is not None else 0.0)
+        self.ledger.refill(amounts, self.config.budget_refill)
+
+    def _settle_finished(self) -> None:
+        """Pay out finished jobs' value to their owners and close their leases."""
+        for job_id, lease_id in list(self.lease_by_job.items()):
+            if self.sim.record(job_id).state is JobState.DONE:
+                self.end_lease(lease_id, "finished")
+        for record in self.sim.records.values():
+            if record.finish is not None and record.job.id not in self._settled:
+                self._settled.add(record.job.id)
+                value = record.job.realised_value(record.finish)
+                self.rewards[record.job.owner] += value
+                self.utility[record.job.owner] += value
+
+    def collect_rewards(self) -> dict[str, float]:
+        """Value realised minus net payments since the last call, per agent."""
+        rewards = {}
+        for agent in self.agents:
+            net_payment = self.ledger.paid[agent] - self.ledger.received[agent]
+            rewards[agent] = self.rewards[agent] - (net_payment - self._net_paid_seen[agent])
+            self._net_paid_seen[agent] = net_payment
+            self.rewards[agent] = 0.0
+        return rewards
+
+    @property
+    def finished(self) -> bool:
+        """All jobs done, or nothing left that could ever happen."""
+        return all(r.state is JobState.DONE for r in self.sim.records.values())
+
+    # ------------------------------------------------------------------ metrics
+    def summary_extras(self) -> dict[str, Any]:
+        stats = self.stats
+        prices = [p for _, p in stats.prices]
+        utility = {
+            agent: self.utility[agent] - self.ledger.paid[agent] + self.ledger.received[agent]
+            for agent in self.agents
+        }
+        proposals = max(stats.proposals, 1)
+        return {
+            "mechanism": self.mechanism.name,
+            "social_welfare": float(sum(self.utility.values())),
+            "utility_by_agent": utility,
+            "payments_by_agent": dict(self.ledger.paid),
+            "market_revenue": self.ledger.market_revenue,
+            "ledger_imbalance": self.ledger.imbalance(),
+            "proposals": stats.proposals,
+            "agreements": stats.agreements,
+            "agreement_rate": stats.agreements / proposals if stats.proposals else None,
+            "rounds_to_agreement_mean": (
+                float(np.mean(stats.rounds_to_agreement)) if stats.rounds_to_agreement else None
+            ),
+            "price_mean": float(np.mean(prices)) if prices else None,
+            "price_cv": (
+                float(np.std(prices) / np.mean(prices)) if prices and np.mean(prices) > 0 else None
+            ),
+            "messages": int(sum(stats.messages.values())),
+            "messages_rejected": dict(stats.rejected),
+            "messages_per_allocation": (
+                sum(stats.messages.values()) / stats.allocations if stats.allocations else None
+            ),
+            "epochs": self.epoch,
+        }

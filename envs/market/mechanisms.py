@@ -1,0 +1,22 @@
+"""The mechanisms by name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gpuparley.envs.market.auction import Auction
+from gpuparley.envs.market.bargain import Bargain
+
+if TYPE_CHECKING:
+    from gpuparley.envs.market.core import Market, Mechanism
+
+MECHANISMS = {"auction": Auction, "bargain": Bargain}
+
+
+def make_mechanism(name: str, market: Market) -> Mechanism:
+    try:
+        return MECHANISMS[name](market)
+    except KeyError:
+        raise ValueError(
+            f"unknown mechanism {name!r}; choose one of: {', '.join(MECHANISMS)}"
+        ) from None

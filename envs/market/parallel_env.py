@@ -1,0 +1,194 @@
+"""The PettingZoo face of the market: a thin RL wrapper over `Market` and its simulator.
+
+Each `step` is one negotiation sub-step: every agent takes one action (bid / propose on a job,
+answer an offer, or pass). When every agent has passed with nothing left to answer, or the
+sub-step cap is reached, the epoch closes: the auction clears, the simulator advances one epoch,
+and finished jobs pay out. Rewards are realised job value minus net payments (payments made minus
+payments received), credited when they happen. Optional shaping (off by default) adds
+`shaping x (GPU-hours newly allocated to the agent's jobs / cluster GPUs)` each epoch, a dense
+signal for early training; evaluation always reports unshaped utility.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.encoding import (
+    ACTION_COUNT,
+    OBSERVATION_BOUND,
+    OBSERVATION_SIZE,
+    AgentView,
+    decode,
+    encode,
+)
+from gpuparley.envs.market.render import render_ansi, render_rgb
+from gpuparley.envs.market.views import agent_views
+from gpuparley.envs.metrics import summarise
+from gpuparley.envs.scenario import Scenario, load_scenario
+
+
+def observation_space() -> spaces.Dict:
+    return spaces.Dict(
+        {
+            "observation": spaces.Box(
+                -OBSERVATION_BOUND, OBSERVATION_BOUND, (OBSERVATION_SIZE,), np.float32
+            ),
+            "action_mask": spaces.Box(0, 1, (ACTION_COUNT,), np.int8),
+        }
+    )
+
+
+def default_max_epochs(scenario: Scenario, market: Market) -> int:
+    """Enough epochs for every job to arrive and run a few times over, or the horizon."""
+    horizon = scenario.settings.horizon
+    if horizon is None:
+        jobs = market.sim.jobs.values()
+        last = max((j.arrival for j in jobs), default=0.0)
+        longest = max((j.duration for j in jobs), default=0.0)
+        horizon = last + 3 * longest + market.term_seconds()
+    return max(1, math.ceil(horizon / market.epoch_seconds))
+
+
+class GPUMarketEnv(ParallelEnv):
+    """Agents (tenants) negotiate for GPU capacity on a simulated cluster."""
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "gpu_market_v0",
+        "render_modes": ["ansi", "rgb_array"],
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        scenario: str | Path = "tiny",
+        mechanism: str | None = None,
+        seed: int | None = None,
+        overrides: dict[str, Any] | None = None,
+        render_mode: str | None = None,
+        max_epochs: int | None = None,
+        reward_shaping: float = 0.0,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.scenario = load_scenario(scenario, overrides)
+        self.mechanism_name = mechanism or self.scenario.market.mechanism
+        if self.mechanism_name not in ("auction", "bargain"):
+            raise ValueError(
+                f"mechanism must be 'auction' or 'bargain', got {self.mechanism_name!r}"
+            )
+        self.render_mode = render_mode
+        self.reward_shaping = reward_shaping
+        self._max_epochs = max_epochs
+        self._default_seed = self.scenario.seed if seed is None else seed
+        self.possible_agents = [agent.name for agent in self.scenario.agents]
+        self._observation_space = observation_space()
+        self._action_space = spaces.Discrete(ACTION_COUNT)
+        self.agents: list[str] = []
+        self.market: Market | None = None
+        self.views: dict[str, AgentView] = {}
+
+    def observation_space(self, agent: str) -> spaces.Dict:
+        return self._observation_space
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self._action_space
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
+        if seed is not None:
+            self._default_seed = seed
+        self.market = Market(self.scenario, self._default_seed, self.mechanism_name)
+        self.max_epochs = self._max_epochs or default_max_epochs(self.scenario, self.market)
+        self.agents = list(self.possible_agents)
+        self._allocated_seen = dict.fromkeys(self.agents, 0.0)
+        observations = self._observe()
+        return observations, {agent: self._info(agent) for agent in self.agents}
+
+    def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
+        market = self.market
+        if market is None or not self.agents:
+            raise RuntimeError("call reset() before step(), and again after the episode ends")
+        for agent in self.agents:
+            action = actions.get(agent, 0)
+            market.decide(agent, decode(action, self.views[agent]))
+        epoch_ended = market.end_substep()
+        rewards = market.collect_rewards()
+        if epoch_ended and self.reward_shaping:
+            for agent, bonus in self._shaping().items():
+                rewards[agent] += bonus
+        terminated = market.finished
+        truncated = not terminated and market.epoch >= self.max_epochs
+        observations = self._observe()
+        infos = {agent: self._info(agent) for agent in self.agents}
+        if terminated or truncated:
+            summary = self.episode_summary()
+            for agent in self.agents:
+                infos[agent]["episode"] = summary
+        terminations = dict.fromkeys(self.agents, terminated)
+        truncations = dict.fromkeys(self.agents, truncated)
+        rewards = {agent: float(rewards[agent]) for agent in self.agents}
+        if terminated or truncated:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+    def _observe(self) -> dict[str, dict[str, np.ndarray]]:
+        self.views = agent_views(self.market)
+        observations = {}
+        for agent in self.agents:
+            obs, mask = encode(self.views[agent])
+            observations[agent] = {"observation": obs, "action_mask": mask}
+        return observations
+
+    def _info(self, agent: str) -> dict[str, Any]:
+        market = self.market
+        return {
+            "epoch": market.epoch,
+            "substep": market.substep,
+            "time": market.sim.now,
+            "balance": market.ledger.balances[agent],
+            "value_realised": market.utility[agent],
+            "paid": market.ledger.paid[agent],
+            "received": market.ledger.received[agent],
+        }
+
+    def _shaping(self) -> dict[str, float]:
+        market = self.market
+        allocated = dict.fromkeys(self.agents, 0.0)
+        for record in market.sim.records.values():
+            if record.job.owner in allocated:
+                allocated[record.job.owner] += record.gpu_seconds
+        bonus = {}
+        scale = self.reward_shaping / max(market.sim.state.gpu_count, 1) / 3600
+        for agent in self.agents:
+            bonus[agent] = scale * (allocated[agent] - self._allocated_seen[agent])
+            self._allocated_seen[agent] = allocated[agent]
+        return bonus
+
+    def episode_summary(self) -> dict[str, Any]:
+        """All foundation metrics of the run plus the market's own."""
+        market = self.market
+        summary = summarise(market.sim, market.agents)
+        summary.update(market.summary_extras())
+        summary["scenario"] = self.scenario.name
+        summary["seed"] = self._default_seed
+        return summary
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None or self.market is None:
+            return None
+        if self.render_mode == "ansi":
+            return render_ansi(self.market)
+        return render_rgb(self.market)
+
+    def close(self) -> None:
+        self.market = None

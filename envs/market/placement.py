@@ -1,0 +1,27 @@
+"""Where the market puts what it allocates: the same planner as the central schedulers.
+
+The market decides who gets capacity; the physical placement of a won bundle uses the shared
+gang planner (`agents.placement.plan_job`) with lowest-index-first choice, so market and
+schedulers differ in who is served, not in how pods are packed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gpuparley.agents.placement import first_fit_choice, plan_job
+
+if TYPE_CHECKING:
+    from gpuparley.envs.market.core import Market
+
+market_choice = first_fit_choice
+
+
+def place_cpu_only(market: Market) -> None:
+    """CPU-only jobs need no GPU, so no negotiation: place them as they fit."""
+    sim = market.sim
+    for job in sim.pending():
+        if job.pod.gpu.kind == "none":
+            plan = plan_job(sim.state, job, market_choice)
+            if plan is not None:
+                market.place(job, plan)
