@@ -111,25 +111,29 @@ def _pod_body(i: int) -> dict[str, Any]:
     }
 
 
-def _pod_phases(core: Any) -> list[tuple[str, str | None, str]]:
-    """(name, nodeName, phase) of every bench pod, parsed from raw JSON (the client's model
-    deserialisation of 1,000 pods would dominate the polling interval)."""
-    resp = core.list_namespaced_pod("bench", _preload_content=False)
-    items = json.loads(resp.data)["items"]
-    return [
-        (p["metadata"]["name"], p["spec"].get("nodeName"), p["status"].get("phase", ""))
-        for p in items
-    ]
+def _count(core: Any, field_selector: str) -> int:
+    """How many bench pods match a field selector. Served from the apiserver's watch cache
+    (resourceVersion=0) and counted from raw JSON, so polling barely loads the machine."""
+    resp = core.list_namespaced_pod(
+        "bench", field_selector=field_selector, resource_version="0", _preload_content=False
+    )
+    return len(json.loads(resp.data)["items"])
 
 
 def measure_bind_rate(
-    n_nodes: int, n_pods: int, cache: str | None, scheduler_qps: int = planes.SCHEDULER_QPS
+    n_nodes: int,
+    n_pods: int,
+    cache: str | None,
+    scheduler_qps: int = planes.SCHEDULER_QPS,
+    pause_kwok: bool = False,
 ) -> dict[str, Any]:
     """Bind rate of the host's real kube-scheduler for a burst of single-GPU pods.
 
     The scheduler is paused (SIGSTOP) while the pods are created, so the measurement is the
     scheduler's own throughput (queue -> filter/score -> bind call), not how fast this Python
-    client can POST pods; then it is resumed (SIGCONT) and the binds are timed.
+    client can POST pods; then it is resumed (SIGCONT) and the binds are timed. With
+    ``pause_kwok`` KWOK is also held until every pod is bound, so the 2 cores are left to
+    apiserver + etcd + scheduler (KWOK otherwise turns bound pods Running concurrently).
     """
     import signal
     import threading
@@ -149,6 +153,7 @@ def measure_bind_rate(
         )
         up_seconds = time.monotonic() - t0
         scheduler = _proc(state, "host-kube-scheduler")
+        kwok = _proc(state, "host-kwok")
         local = threading.local()
 
         def make(i: int) -> None:
@@ -161,6 +166,8 @@ def measure_bind_rate(
                 core = client.CoreV1Api(api)
                 core.create_namespace({"metadata": {"name": "bench"}})
                 os.kill(scheduler.pid, signal.SIGSTOP)
+                if pause_kwok:
+                    os.kill(kwok.pid, signal.SIGSTOP)
                 try:
                     start = time.monotonic()
                     with ThreadPoolExecutor(8) as pool:
@@ -173,16 +180,17 @@ def measure_bind_rate(
                 bound_at = running_at = float("nan")
                 deadline = resumed + 300
                 while time.monotonic() < deadline:
-                    pods = _pod_phases(core)
                     now = time.monotonic() - resumed
-                    n_bound = sum(1 for _, node, _ in pods if node)
-                    n_running = sum(1 for _, _, phase in pods if phase == "Running")
-                    if n_bound >= n_pods and bound_at != bound_at:  # NaN: not yet recorded
-                        bound_at = now
-                    if n_running >= n_pods:
+                    if bound_at != bound_at and _count(core, "spec.nodeName=") == 0:
+                        bound_at = now  # (NaN != NaN: not recorded yet)
+                        if pause_kwok:
+                            os.kill(kwok.pid, signal.SIGCONT)
+                    if bound_at == bound_at and _count(core, "status.phase!=Running") == 0:
                         running_at = now
                         break
                     time.sleep(0.1)
+                if pause_kwok:
+                    os.kill(kwok.pid, signal.SIGCONT)
                 scheduler_cpu = planes.cpu_seconds(scheduler.pid) - cpu_before
                 usage = {p.name: _usage(p) for p in state.processes}
                 per_node = _pods_per_node(core)
@@ -202,6 +210,7 @@ def measure_bind_rate(
         "nodes_used": len(per_node),
         "max_pods_per_node": max(per_node.values(), default=0),
         "scheduler_client_qps": scheduler_qps,
+        "kwok_paused_while_binding": pause_kwok,
         "host_usage_after": usage,
     }
 
@@ -260,13 +269,13 @@ def main() -> None:
             )
 
     results["bind"] = []
-    for qps in (planes.SCHEDULER_QPS, UNTHROTTLED_QPS):
+    for qps, pause_kwok in ((planes.SCHEDULER_QPS, False), (UNTHROTTLED_QPS, True)):
         print(
             f"bind rate: {args.pods} pods on {args.nodes} fake 8-GPU nodes, scheduler client "
-            f"QPS {qps} ...",
+            f"QPS {qps}, KWOK {'paused until bound' if pause_kwok else 'running'} ...",
             flush=True,
         )
-        b = measure_bind_rate(args.nodes, args.pods, args.cache_dir, qps)
+        b = measure_bind_rate(args.nodes, args.pods, args.cache_dir, qps, pause_kwok)
         results["bind"].append(b)
         print(
             f"  host up with {b['nodes']} nodes in {b['up_seconds_with_nodes']:.1f}s; "

@@ -98,7 +98,10 @@ class ClusterState:
 
         self.holdings: dict[int, list[Binding]] = {}
         self.allocated_milli = 0.0
+        self.version = 0  # bumped by every change, so callers can cache derived answers
         self._model_masks: dict[tuple[str, ...], np.ndarray] = {}
+        self._fit_cache: dict[int, bool] = {}
+        self._fit_cache_version = -1
 
     # ----------------------------------------------------------------- queries
     def _gpus_of(self, node: int) -> range:
@@ -138,6 +141,17 @@ class ClusterState:
         if free is None:
             return np.zeros(self.node_count, dtype=bool)
         return fits & (free > 0)
+
+    def can_fit_somewhere(self, job: Job) -> bool:
+        """Whether one pod of the job fits any node now (cached until the state changes)."""
+        if self._fit_cache_version != self.version:
+            self._fit_cache.clear()
+            self._fit_cache_version = self.version
+        answer = self._fit_cache.get(job.id)
+        if answer is None:
+            mask = self.feasible_nodes(job.pod, job.allowed_models)
+            answer = self._fit_cache[job.id] = bool(mask.any())
+        return answer
 
     def gpu_fits(self, g: int, request: GPURequest) -> bool:
         """Whether GPU `g` (not MIG) can take this whole or share request right now."""
@@ -216,12 +230,14 @@ class ClusterState:
                 self._undo(job, placement)
             raise
         self.holdings[job.id] = [*held, *applied]
+        self.version += 1
 
     def release(self, job: Job) -> list[Binding]:
         """Free everything `job` holds; returns what it held."""
         held = self.holdings.pop(job.id, [])
         for _pod, placement in reversed(held):
             self._undo(job, placement)
+        self.version += 1
         return held
 
     def relayout(self, g: int, layout: Sequence[mig.Instance], down_until: float) -> None:
@@ -243,6 +259,7 @@ class ClusterState:
         self._set_down(g, 0.0)
 
     def _set_down(self, g: int, until: float) -> None:
+        self.version += 1
         was_down = self.gpu_down_until[g] > 0
         self.gpu_down_until[g] = until
         is_down = until > 0

@@ -103,7 +103,7 @@ def _rest_fits(state: ClusterState, job: Job) -> bool:
         return True
     finally:
         if placed:
-            kept = state.release(job)[: -placed]
+            kept = state.release(job)[:-placed]
             if kept:
                 state.bind(job, kept)
 

@@ -4,8 +4,8 @@ Truthful: bids what an epoch of running is worth to its most valuable job (level
 per sub-step; when the budget cannot cover that, the highest affordable lower level, or the next
 job (a budget-constrained truthful bidder: it never overstates its value). As a lender it
 accepts any offer of at least the list price of the capacity when it has work of its own
-waiting, and any positive offer otherwise (idle quota earns nothing); it never counters. As a proposer facing a counter it accepts a price up to the job's
-worth and rejects anything above.
+waiting, and any positive offer otherwise (idle quota earns nothing); it never counters. As a
+proposer facing a counter it accepts a price up to the job's worth and rejects anything above.
 """
 
 from __future__ import annotations

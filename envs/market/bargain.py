@@ -12,7 +12,8 @@ Rules (one definition for the simulator and the in-cluster negotiators):
   rejects; the two alternate until agreement, rejection or `max_rounds` offers.
 * An agreement becomes a lease of quota from lender to borrower; the borrower pays the lender the
   agreed rent now and every further epoch of the term, and its job is placed at once (if it no
-  longer fits physically, the deal fails and nothing is paid). Leases end after their term unless renewed by a new agreement.
+  longer fits physically, the deal fails and nothing is paid). Leases end after their term
+  unless renewed by a new agreement.
 * Reclaim notice: a lender whose own job waits for quota it has lent out gives notice; the lease
   then ends after `RECLAIM_NOTICE_EPOCHS`, and the borrower's job is evicted if it no longer fits
   the borrower's quota.

@@ -13,6 +13,7 @@ advances `epoch_seconds` -> finished jobs pay out their value. The decision late
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ def job_name(job: Job) -> str:
     return job.name or f"job-{job.id}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def demand_of(job: Job) -> Demand:
     """The message form of a job's demand (what a bid or offer is for)."""
     request = job.pod.gpu

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -142,7 +143,7 @@ INBOX_FEATURES = (
     "round/max_rounds",
 )
 OBSERVATION_BOUND = 10.0
-"""Every feature is clipped to [-bound, bound], so the observation space is a bounded Box."""
+"""Every feature lies in [-bound, bound], so the observation space is a bounded Box."""
 OBSERVATION_SIZE = len(GLOBAL_FEATURES) + JOB_SLOTS * len(SLOT_FEATURES) + len(INBOX_FEATURES)
 
 
@@ -170,9 +171,8 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
     """Observation vector (float32) and legal-action mask (int8) of one agent."""
-    obs = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
     budget = max(view.budget_per_epoch, 1e-9)
-    obs[: len(GLOBAL_FEATURES)] = (
+    values = [
         min(view.balance / budget, 10.0),
         min(view.committed / budget, 10.0),
         min(_ratio(view.last_price, view.reference_price), 10.0),
@@ -182,71 +182,76 @@ def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
         view.free_whole_fraction,
         view.free_mig_fraction,
         view.free_share_fraction,
-        np.log1p(view.pending_jobs),
-        np.log1p(view.running_jobs),
-        np.log1p(view.leases_held),
-        np.log1p(view.leases_lent),
+        _log(view.pending_jobs),
+        _log(view.running_jobs),
+        _log(view.leases_held),
+        _log(view.leases_lent),
         view.epoch_fraction,
         float(view.mechanism == "bargain"),
-    )
-    offset = len(GLOBAL_FEATURES)
-    for slot in view.slots[:JOB_SLOTS]:
-        kind = [float(slot.gpu_kind == k) for k in GPU_KINDS]
-        obs[offset : offset + len(SLOT_FEATURES)] = (
+    ]
+    slots = view.slots[:JOB_SLOTS]
+    for slot in slots:
+        values += (
             1.0,
-            np.log1p(slot.gpus),
-            *kind,
-            np.log1p(slot.pods),
+            _log(slot.gpus),
+            *_KIND_ONE_HOT[slot.gpu_kind],
+            _log(slot.pods),
             min(slot.epoch_value / budget, 10.0),
-            np.log1p(max(slot.value_density, 0.0)),
-            np.tanh(slot.waited_hours),
-            np.tanh(slot.slack_hours),
+            _log(max(slot.value_density, 0.0)),
+            math.tanh(slot.waited_hours),
+            math.tanh(slot.slack_hours),
             float(slot.renewal),
             float(slot.fits_now),
             float(slot.within_quota),
         )
-        offset += len(SLOT_FEATURES)
-    offset = len(GLOBAL_FEATURES) + JOB_SLOTS * len(SLOT_FEATURES)
-    if view.inbox is not None:
-        item = view.inbox
-        obs[offset : offset + len(INBOX_FEATURES)] = (
+    values += _EMPTY_SLOT * (JOB_SLOTS - len(slots))
+    item = view.inbox
+    if item is None:
+        values += _EMPTY_INBOX
+    else:
+        values += (
             1.0,
             float(item.as_lender),
             min(_ratio(item.price, item.anchor), 10.0),
             min(item.anchor / budget, 10.0),
-            np.log1p(item.gpus),
+            _log(item.gpus),
             _ratio(item.round, item.max_rounds),
         )
-    np.clip(obs, -OBSERVATION_BOUND, OBSERVATION_BOUND, out=obs)
-    return obs, action_mask(view)
+    # every feature is bounded by construction: ratios capped at 10, log1p(x <= e^10), tanh
+    return np.array(values, dtype=np.float32), action_mask(view)
+
+
+def _log(x: float) -> float:
+    return min(math.log1p(x), OBSERVATION_BOUND)
+
+
+_KIND_ONE_HOT = {kind: tuple(float(k == kind) for k in GPU_KINDS) for kind in GPU_KINDS}
+_EMPTY_SLOT = [0.0] * len(SLOT_FEATURES)
+_EMPTY_INBOX = [0.0] * len(INBOX_FEATURES)
 
 
 def action_mask(view: AgentView) -> np.ndarray:
     """Which actions are legal: answer the inbox first; never bid beyond the free balance."""
-    mask = np.zeros(ACTION_COUNT, dtype=np.int8)
-    if view.inbox is not None:
+    mask = [0] * ACTION_COUNT
+    free = view.balance - view.committed + 1e-9
+    inbox = view.inbox
+    if inbox is not None:
         mask[ACCEPT] = mask[REJECT] = 1
-        if view.inbox.round < view.inbox.max_rounds:
-            affordable = view.inbox.as_lender or None
+        if inbox.round < inbox.max_rounds:
             for level_index, level in enumerate(PRICE_LEVELS):
-                price = level * view.inbox.anchor
-                if affordable or price <= view.balance - view.committed + 1e-9:
+                if inbox.as_lender or level * inbox.anchor <= free:
                     mask[COUNTER_BASE + level_index] = 1
-        if view.inbox.as_lender:
-            return mask
-        # a proposer may always accept a counter it can pay for, otherwise only reject/counter
-        if view.inbox.price > view.balance - view.committed + 1e-9:
-            mask[ACCEPT] = 0
-        return mask
+        if not inbox.as_lender and inbox.price > free:
+            mask[ACCEPT] = 0  # a proposer may accept a counter only if it can pay for it
+        return np.array(mask, dtype=np.int8)
     mask[PASS] = 1
-    if view.passed:
-        return mask
-    free = view.balance - view.committed
-    for slot_index, slot in enumerate(view.slots[:JOB_SLOTS]):
-        for level_index, level in enumerate(PRICE_LEVELS):
-            if level * slot.epoch_value <= free + 1e-9:
-                mask[BID_BASE + slot_index * len(PRICE_LEVELS) + level_index] = 1
-    return mask
+    if not view.passed:
+        for slot_index, slot in enumerate(view.slots[:JOB_SLOTS]):
+            base = BID_BASE + slot_index * len(PRICE_LEVELS)
+            for level_index, level in enumerate(PRICE_LEVELS):
+                if level * slot.epoch_value <= free:
+                    mask[base + level_index] = 1
+    return np.array(mask, dtype=np.int8)
 
 
 @dataclass(frozen=True, slots=True)

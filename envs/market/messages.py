@@ -158,6 +158,8 @@ MESSAGE_TYPES = (Bid, Offer, CounterOffer, Accept, Reject, Lease, Release)
 
 def parse_message(data: Any) -> Bid | Offer | CounterOffer | Accept | Reject | Lease | Release:
     """Validate a dict / JSON string / message into a typed message, or raise MessageError."""
+    if isinstance(data, MESSAGE_TYPES):
+        return data  # constructed through pydantic, frozen: already valid
     try:
         if isinstance(data, str | bytes):
             return _ADAPTER.validate_json(data)

@@ -37,7 +37,7 @@ def _slot(market: Market, job: Job, renewal: bool) -> JobSlot:
     now = sim.now
     gpu_hours = max(job.gpus * job.duration / HOUR, 1e-9)
     slack = job.arrival + job.deadline - now
-    fits = renewal or bool(sim.state.feasible_nodes(job.pod, job.allowed_models).any())
+    fits = renewal or sim.state.can_fit_somewhere(job)
     within = True
     quota_check = getattr(market.mechanism, "fits_quota", None)
     if quota_check is not None and not renewal:

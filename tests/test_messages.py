@@ -1,0 +1,133 @@
+"""Negotiation messages: validated, versioned, and harmless when malformed."""
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuparley.envs import gpu_market_v0
+from gpuparley.envs.market.core import demand_of
+from gpuparley.envs.market.messages import (
+    API_VERSION,
+    Bid,
+    MessageError,
+    json_schemas,
+    parse_message,
+)
+
+
+def fresh_market(mechanism="auction"):
+    env = gpu_market_v0.parallel_env(scenario="tiny", mechanism=mechanism)
+    env.reset(seed=0)
+    # let jobs arrive
+    while not env.market.sim.pending():
+        env.step(dict.fromkeys(env.agents, 0))
+    return env.market
+
+
+def state_of(market):
+    return copy.deepcopy(
+        (
+            market.ledger.balances,
+            market.committed,
+            dict(market.leases),
+            sorted(market.sim.state.holdings),
+            sorted(getattr(market.mechanism, "bids", {})),
+            sorted(getattr(market.mechanism, "threads", {})),
+            market.stats.proposals,
+        )
+    )
+
+
+def a_valid_bid(market, **changes):
+    job = market.sim.pending()[0]
+    data = Bid(
+        id="m-1",
+        sender=job.owner,
+        receiver="market",
+        epoch=market.epoch,
+        demand=demand_of(job),
+        price=0.1,
+        term_epochs=market.term_epochs,
+    ).model_dump()
+    data.update(changes)
+    return data
+
+
+def test_a_valid_bid_round_trips_through_json():
+    market = fresh_market()
+    bid = parse_message(a_valid_bid(market))
+    assert parse_message(bid.model_dump_json()) == bid
+    assert bid.api_version == API_VERSION
+    assert market.receive(bid).accepted
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"price": -1.0}, "price"),
+        ({"price": float("nan")}, "price"),
+        ({"api_version": "gpuparley.io/v0"}, "api_version"),
+        ({"kind": "Bribe"}, "kind"),
+        ({"sender": "Not A Name!"}, "sender"),
+        ({"term_epochs": 0}, "term_epochs"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_malformed_messages_are_rejected_with_the_field_named(changes, reason):
+    market = fresh_market()
+    before = state_of(market)
+    receipt = market.receive(a_valid_bid(market, **changes))
+    assert not receipt.accepted and reason in receipt.reason
+    assert state_of(market) == before
+    with pytest.raises(MessageError, match=reason):
+        parse_message(a_valid_bid(market, **changes))
+
+
+def test_stale_replayed_forged_and_unaffordable_messages_change_nothing():
+    market = fresh_market()
+    bid = a_valid_bid(market)
+    owner = bid["sender"]
+    before = state_of(market)
+    others = [a for a in market.agents if a != owner]
+    cases = {
+        "stale": a_valid_bid(market, epoch=market.epoch + 7),
+        "forged": a_valid_bid(market, sender=others[0]),  # bids for someone else's job
+        "unknown": a_valid_bid(market, sender="mallory"),
+        "rich": a_valid_bid(market, price=1e9),
+        "lease": {**a_valid_bid(market), "kind": "Release", "lease_id": "x", "reason": "expired"},
+    }
+    for name, message in cases.items():
+        receipt = market.receive(message)
+        assert not receipt.accepted, name
+        assert state_of(market) == before, name
+    assert market.receive(bid).accepted
+    assert not market.receive(bid).accepted  # replayed id
+    assert sum(market.stats.rejected.values()) >= len(cases) + 1
+
+
+MARKET = fresh_market("bargain")  # module-level: hypothesis examples share it read-only
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["kind", "id", "sender", "receiver", "epoch", "price", "demand", "in_reply_to", "round"]
+        ),
+        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=8), st.booleans()),
+    )
+)
+def test_any_garbage_is_rejected_without_a_crash_or_a_change(garbage):
+    market = MARKET
+    before = state_of(market)
+    receipt = market.receive(garbage)
+    assert not receipt.accepted
+    assert state_of(market) == before
+
+
+def test_schemas_exist_for_every_message_kind():
+    schemas = json_schemas()
+    assert {"Bid", "Offer", "CounterOffer", "Accept", "Reject", "Lease", "Release"} == set(schemas)
+    assert schemas["Bid"]["properties"]["price"]["minimum"] == 0
