@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _common import peak_rss_mib, save
 
 from gpuparley.envs import gpu_market_v0
+
+from _common import peak_rss_mib, save
 
 STEPS = 3000
 
