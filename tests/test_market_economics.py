@@ -29,7 +29,10 @@ def test_truthful_second_price_allocates_the_highest_values_and_charges_the_next
 ):
     agents = [{"name": n, "budget_per_epoch": RICH} for n in ("ann", "ben", "cat")]
     path = scenario_file(tmp_path, gpus=2, agents=agents, payment_rule="second")
-    jobs = [gpu_job(i, a["name"], 1, v) for i, (a, v) in enumerate(zip(agents, seed_values, strict=True))]
+    jobs = [
+        gpu_job(i, a["name"], 1, v)
+        for i, (a, v) in enumerate(zip(agents, seed_values, strict=True))
+    ]
     market = market_with_jobs(path, jobs, "auction")
     play_epoch(market, dict.fromkeys(market.agents, Truthful()))
 
