@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SCENARIO ?= tiny
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-fast cluster-build bench lint clean
 
 install: $(STAMP)
 
@@ -15,14 +14,27 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The real Kubernetes components the cluster tests run against; cached outside the repo
+# (~/.cache/gpuparley), so a warm rebuild takes under a second.
+cluster-build: install
+	$(BIN)/gpuparley cluster build
+
 demo: install
 	$(BIN)/gpuparley demo
 
-test: install
+test: install cluster-build
 	$(BIN)/python -m pytest -q
+
+# Everything except the tests that need the real control planes.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not cluster"
 
 bench: install
 	$(BIN)/python benchmarks/sim_throughput.py
+	$(BIN)/python benchmarks/env_throughput.py
+	$(BIN)/python benchmarks/eval_openb.py
+	$(BIN)/python benchmarks/policy_latency.py
+	$(BIN)/python benchmarks/control_plane_cost.py
 
 lint: install
 	$(BIN)/ruff check .

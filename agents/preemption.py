@@ -39,6 +39,8 @@ def find_victims(
     consolidation: "move pods only if every evicted pod has a new home"). The state is
     unchanged on return.
     """
+    if not _fits_without(state, job, candidates, choose, enough):
+        return None  # not even evicting every candidate would do
     released: list[tuple[Job, list[Binding]]] = []
     try:
         for victim in candidates:
@@ -52,6 +54,24 @@ def find_victims(
             if rehome is None or _all_rehomed(state, job, plan, victims, rehome):
                 return victims
         return None
+    finally:
+        for victim, held in reversed(released):
+            state.bind(victim, held)
+
+
+def _fits_without(
+    state: ClusterState,
+    job: Job,
+    candidates: Sequence[Job],
+    choose: NodeChooser,
+    enough: Callable[[list[Job]], bool],
+) -> bool:
+    """Whether `job` could be placed with every candidate gone (a cheap upper bound)."""
+    if not candidates or not enough(list(candidates)):
+        return False
+    released = [(victim, state.release(victim)) for victim in candidates]
+    try:
+        return plan_job(state, job, choose) is not None
     finally:
         for victim, held in reversed(released):
             state.bind(victim, held)
@@ -85,9 +105,7 @@ def _release_pods(state: ClusterState, job: Job, count: int) -> None:
         state.bind(job, keep)
 
 
-def evict_and_place(
-    sim: Simulator, job: Job, victims: Sequence[Job], choose: NodeChooser
-) -> bool:
+def evict_and_place(sim: Simulator, job: Job, victims: Sequence[Job], choose: NodeChooser) -> bool:
     """Evict `victims` through the simulator, then place `job`; True if it was placed."""
     for victim in victims:
         sim.evict(victim)

@@ -168,9 +168,32 @@ def held_gpus(state: ClusterState, job: Job) -> float:
     return total
 
 
-def demand_gpus(job: Job, placed_pods: int = 0) -> float:
-    """GPU-equivalents the job's not-yet-placed pods ask for (a share counts its milli)."""
-    return (job.pods - placed_pods) * job.pod.gpu.gpu_equivalent
+_SHARES_PACK: weakref.WeakKeyDictionary[ClusterState, dict[tuple[str, ...], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def pod_hold(state: ClusterState, job: Job) -> float:
+    """GPU-equivalents one pod of `job` will hold once placed (what quotas must charge).
+
+    A share holds its milli / 1000 only if every GPU node it may use is time-sliced; where it
+    could land on an exclusive GPU it is charged the whole GPU it would take there, so that a
+    queue's charge before placement never understates its usage after.
+    """
+    request = job.pod.gpu
+    if request.kind != "share":
+        return request.gpu_equivalent
+    cache = _SHARES_PACK.setdefault(state, {})
+    packs = cache.get(job.allowed_models)
+    if packs is None:
+        usable = state.model_mask(job.allowed_models) & (state.node_gpu_count > 0)
+        packs = cache[job.allowed_models] = bool(state.node_is_timeslice[usable].all())
+    return request.milli / FULL_GPU_MILLI if packs else 1.0
+
+
+def demand_gpus(state: ClusterState, job: Job, placed_pods: int = 0) -> float:
+    """GPU-equivalents the job's not-yet-placed pods will hold (see `pod_hold`)."""
+    return (job.pods - placed_pods) * pod_hold(state, job)
 
 
 def water_fill(

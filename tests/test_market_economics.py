@@ -1,12 +1,13 @@
 """The economics: truthful second-price auctions allocate by value; consent protects quota."""
 
 import pytest
-from market_builders import gpu_job, market_with_jobs, scenario_file
 
 from gpuparley.agents.negotiators.simple import Truthful
 from gpuparley.envs.market.encoding import REJECT, decode, encode
 from gpuparley.envs.market.views import agent_views
 from gpuparley.envs.simulator import JobState
+
+from market_builders import gpu_job, market_with_jobs, scenario_file
 
 RICH = 1000.0
 

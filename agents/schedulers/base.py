@@ -86,7 +86,7 @@ def demand_by_owner(sim: Simulator) -> dict[str, float]:
     demand = usage_by_owner(sim)
     for job in sim.pending():
         placed = len(sim.state.holdings.get(job.id, ()))
-        demand[job.owner] += demand_gpus(job, placed)
+        demand[job.owner] += demand_gpus(sim.state, job, placed)
     return demand
 
 

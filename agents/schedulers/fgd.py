@@ -27,6 +27,7 @@ best-fit), and the paper's other baselines (dot-product, GPU-packing, GPU-cluste
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from gpuparley.agents.scoring import (
     tightest_candidate,
 )
 from gpuparley.envs.cluster import FULL_GPU_MILLI, ClusterState, PodPlacement
-from gpuparley.envs.jobs import Job
+from gpuparley.envs.jobs import GPURequest, Job
 
 
 @dataclass(frozen=True)
@@ -88,18 +89,38 @@ class TargetWorkload:
         )
 
     def fragmentation(self, free: np.ndarray, cpu: np.ndarray, mem: np.ndarray) -> np.ndarray:
-        """Expected fragmentation F_n(M) of nodes given per-GPU free milli (rows) and CPU/memory."""
-        fits_gpu = free[:, :, None] >= self.thresholds[None, None, :]
-        usable = fits_gpu.sum(axis=1)
-        small = np.where(fits_gpu, 0, free[:, :, None]).sum(axis=1)
+        """Expected fragmentation F_n(M) of nodes given per-GPU free milli (rows) and CPU/memory.
+
+        Written as F = free total - sum_m p_m fit_m x (free on GPUs with room for m), and the
+        per-threshold counts come from one bincount over (node, threshold rank) rather than a
+        node x GPU x threshold comparison, which keeps a 1,213-node cluster at ~1 ms per call.
+        """
+        k = free.shape[0]
+        levels = len(self.thresholds) + 1
+        rank = np.searchsorted(self.thresholds, free, side="right")  # thresholds <= free
+        flat = (np.arange(k)[:, None] * levels + rank).ravel()
+        count = np.bincount(flat, minlength=k * levels).reshape(k, levels)
+        amount = np.bincount(flat, weights=free.ravel(), minlength=k * levels).reshape(k, levels)
+        # GPUs whose free share reaches threshold d have rank > d: suffix sums over ranks.
+        usable = np.cumsum(count[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        room = np.cumsum(amount[:, ::-1], axis=1)[:, ::-1][:, 1:]
         fit = (
             (cpu[:, None] >= self.cpu)
             & (mem[:, None] >= self.mem)
             & (usable[:, self.type_threshold] >= self.count)
         )
-        total = free.sum(axis=1)
-        frag = np.where(fit, small[:, self.type_threshold], total[:, None])
-        return frag @ self.weight
+        usable_free = (fit * room[:, self.type_threshold]) @ self.weight
+        return amount.sum(axis=1) - usable_free
+
+
+@dataclass
+class _NodeFragmentation:
+    """Per-node F_n(M) and the free resources it was computed from."""
+
+    free: np.ndarray
+    cpu: np.ndarray
+    mem: np.ndarray
+    frag: np.ndarray
 
 
 class FragmentationChooser:
@@ -108,6 +129,34 @@ class FragmentationChooser:
     def __init__(self, target: TargetWorkload) -> None:
         self.target = target
         self.fallback = scored_chooser(least_free_gpu, tightest_candidate)
+        self._cache: weakref.WeakKeyDictionary[ClusterState, _NodeFragmentation] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def node_fragmentation(self, state: ClusterState, free: np.ndarray) -> np.ndarray:
+        """F_n(M) of every node, recomputed only for nodes whose free resources changed."""
+        cached = self._cache.get(state)
+        if cached is None:
+            cached = self._cache[state] = _NodeFragmentation(
+                free.copy(),
+                state.cpu_free.copy(),
+                state.mem_free.copy(),
+                self.target.fragmentation(free, state.cpu_free, state.mem_free),
+            )
+            return cached.frag
+        changed = np.flatnonzero(
+            (free != cached.free).any(axis=1)
+            | (state.cpu_free != cached.cpu)
+            | (state.mem_free != cached.mem)
+        )
+        if len(changed):
+            cached.free[changed] = free[changed]
+            cached.cpu[changed] = state.cpu_free[changed]
+            cached.mem[changed] = state.mem_free[changed]
+            cached.frag[changed] = self.target.fragmentation(
+                free[changed], state.cpu_free[changed], state.mem_free[changed]
+            )
+        return cached.frag
 
     def __call__(self, state: ClusterState, job: Job, mask: np.ndarray) -> PodPlacement | None:
         pod = job.pod
@@ -116,17 +165,19 @@ class FragmentationChooser:
             return None
         if pod.gpu.kind == "mig" or state.node_is_mig[nodes].any():
             return self.fallback(state, job, mask)
-        index = capacity(state).gpu_index[nodes]
-        free = np.where(index >= 0, gpu_free_milli(state)[np.maximum(index, 0)], 0)
+        all_index = capacity(state).gpu_index
+        all_free = np.where(all_index >= 0, gpu_free_milli(state)[np.maximum(all_index, 0)], 0)
+        before = self.node_fragmentation(state, all_free)[nodes]
+        index, free = all_index[nodes], all_free[nodes]
         cpu, mem = state.cpu_free[nodes], state.mem_free[nodes]
-        before = self.target.fragmentation(free, cpu, mem)
         rows, gpu_slot, after_free = self._candidates(state, pod.gpu.kind, pod.gpu, nodes, free)
         if not len(rows):
             return None
         after = self.target.fragmentation(
             after_free, cpu[rows] - pod.cpu_milli, mem[rows] - pod.memory_mib
         )
-        best = int(np.argmin(after - before[rows]))
+        # Rounded so that equal increases tie exactly and go to the lowest index.
+        best = int(np.argmin(np.round(after - before[rows], 6)))
         node = int(nodes[rows[best]])
         if pod.gpu.kind in ("none", "whole"):
             return state.first_fit(pod, node)
@@ -135,7 +186,7 @@ class FragmentationChooser:
 
     @staticmethod
     def _candidates(
-        state: ClusterState, kind: str, request, nodes: np.ndarray, free: np.ndarray
+        state: ClusterState, kind: str, request: GPURequest, nodes: np.ndarray, free: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(node row, GPU slot, free matrix after) of every distinct way to place the pod."""
         k = len(nodes)
@@ -145,7 +196,11 @@ class FragmentationChooser:
             whole = free == FULL_GPU_MILLI
             take = whole & (np.cumsum(whole, axis=1) <= request.count)
             ok = whole.sum(axis=1) >= request.count
-            return np.flatnonzero(ok), np.zeros(int(ok.sum()), np.int64), np.where(take, 0, free)[ok]
+            return (
+                np.flatnonzero(ok),
+                np.zeros(int(ok.sum()), np.int64),
+                np.where(take, 0, free)[ok],
+            )
         shared = state.node_is_timeslice[nodes]
         fits = np.where(shared[:, None], free >= request.milli, free == FULL_GPU_MILLI)
         rows, slots = np.nonzero(fits)

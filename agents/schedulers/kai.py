@@ -23,7 +23,9 @@ Modelled:
 Left out: deeper queue hierarchies (departments), time-decayed usage in fairness,
 non-preemptible priority classes and within-queue preemption (`preempt` action), spread
 placement, `gpu-memory` requests, topology-aware placement and the elastic `minMember`.
-Consolidation considers the few emptiest feasible nodes per cycle to bound its cost.
+To bound its cost, consolidation serves one whole-GPU job per cycle, looks at the
+`consolidation_nodes` emptiest nodes and moves at most `max_moves` jobs (smallest first), and is
+not retried for a job shape until the cluster's occupancy has changed.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gpuparley.agents.preemption import find_victims, move_jobs
-from gpuparley.agents.schedulers.base import SchedulerContext, preemptible_running
-from gpuparley.agents.schedulers.queues import EPS, FairQueues, job_demand
+from gpuparley.agents.schedulers.base import SchedulerContext, preemptible_running, shape_of
+from gpuparley.agents.schedulers.queues import EPS, FairQueues
 from gpuparley.agents.scoring import (
     held_gpus,
     most_allocated,
@@ -43,6 +45,7 @@ from gpuparley.agents.scoring import (
     tightest_candidate,
     water_fill,
 )
+from gpuparley.envs.cluster import FULL_GPU_MILLI
 from gpuparley.envs.jobs import Job
 
 if TYPE_CHECKING:
@@ -61,7 +64,8 @@ class Kai(FairQueues):
         limits: dict[str, float] | None = None,
         consolidation: bool = True,
         consolidation_nodes: int = 4,
-        consolidations_per_cycle: int = 2,
+        consolidations_per_cycle: int = 1,
+        max_moves: int = 8,
     ) -> None:
         super().__init__(context, scored_chooser(most_allocated, tightest_candidate))
         self.min_runtime = min_runtime
@@ -70,49 +74,57 @@ class Kai(FairQueues):
         self.consolidation = consolidation
         self.consolidation_nodes = consolidation_nodes
         self.consolidations_per_cycle = consolidations_per_cycle
+        self.max_moves = max_moves
         self.timer_seconds = min_runtime if min_runtime > 0 else None
         self._budget = 0
+        self._hopeless: set[tuple] = set()  # consolidations that failed on this very state
 
     def schedule(self, sim: Simulator) -> None:
         self._budget = self.consolidations_per_cycle
+        if len(self._hopeless) > 1024:
+            self._hopeless.clear()
         super().schedule(sim)
 
     def entitlements(self, sim: Simulator, usage: dict[str, float]) -> dict[str, float]:
         names, demand = self.demands(sim)
-        caps = [min(d, self.limits.get(n, float("inf"))) for n, d in zip(names, demand, strict=True)]
+        caps = [
+            min(d, self.limits.get(n, float("inf"))) for n, d in zip(names, demand, strict=True)
+        ]
         floors = [self.quota.get(n, 0.0) for n in names]
         fair = water_fill(float(sim.state.gpu_count), self.weights(names), caps, floors)
         return dict(zip(names, fair, strict=True))
 
     def admissible(self, job: Job, usage: dict[str, float], shares: dict[str, float]) -> bool:
         limit = self.limits.get(job.owner, float("inf"))
-        return usage[job.owner] + job_demand(job) <= limit + EPS
+        return usage[job.owner] + self.need(job) <= limit + EPS
 
     def reclaim_candidates(
         self, sim: Simulator, job: Job, usage: dict[str, float], shares: dict[str, float]
     ) -> list[Job]:
-        if usage[job.owner] + job_demand(job) > shares.get(job.owner, 0.0) + EPS:
+        if usage[job.owner] + self.need(job) > shares.get(job.owner, 0.0) + EPS:
             return []
         running = preemptible_running(sim, self.min_runtime)
         return self.over_share_victims(sim, job, usage, shares, running)
 
     def rescue(self, sim: Simulator, job: Job) -> bool:
         """Consolidation: move running jobs off a node so that `job` fits there."""
-        if not self.consolidation or self._budget <= 0 or job.pod.gpu.kind == "none":
+        if not self.consolidation or self._budget <= 0 or job.pod.gpu.kind != "whole":
             return False
-        self._budget -= 1
         state = sim.state
-        movable = preemptible_running(sim, self.min_runtime)
-        if not movable:
-            return False
         model_ok = state.model_mask(job.allowed_models) & (state.node_gpu_count > 0)
         nodes = np.flatnonzero(model_ok)
         free = node_free_milli(state)[nodes]
+        if free.sum() < self.need(job) * FULL_GPU_MILLI:
+            return False  # moving pods creates no capacity: only reclaim can help
+        fingerprint = (shape_of(job), len(state.holdings), state.allocated_milli)
+        if fingerprint in self._hopeless:
+            return False
+        self._budget -= 1
+        movable = preemptible_running(sim, self.min_runtime)
         for node in nodes[np.argsort(-free, kind="stable")][: self.consolidation_nodes]:
-            on_node = [
-                j for j in movable if any(p.node == node for _i, p in state.holdings[j.id])
-            ]
+            on_node = [j for j in movable if any(p.node == node for _i, p in state.holdings[j.id])]
             on_node.sort(key=lambda j: (held_gpus(state, j), j.id))
+            on_node = on_node[: self.max_moves]
             victims = find_victims(state, job, on_node, self.choose, rehome=self.choose)
             if victims is None:
                 continue
@@ -121,4 +133,5 @@ class Kai(FairQueues):
             plan_ok = move_jobs(sim, [job], self.choose) == 1
             move_jobs(sim, victims, self.choose)
             return plan_ok
+        self._hopeless.add(fingerprint)
         return False

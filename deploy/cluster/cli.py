@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpuparley.deploy.cluster import build, pki, planes
-from gpuparley.deploy.cluster.nodes import node_specs_from_scenario
+from gpuparley.deploy.cluster.nodes import node_specs_from_scenario, scenario_agent_names
 
 app = typer.Typer(
     help="Real local Kubernetes control planes (etcd, kube-apiserver, kube-scheduler, KWOK).",
@@ -72,7 +72,12 @@ def build_cmd(
 @app.command()
 def up(
     scenario: Annotated[str, typer.Option(help="Scenario name or YAML path.")] = "default",
-    agents: Annotated[int, typer.Option(help="Number of agent control planes.")] = 2,
+    agents: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of agent control planes (default: one per agent of the scenario, or 2)."
+        ),
+    ] = None,
     agent_names: Annotated[
         str | None, typer.Option(help="Comma-separated agent names (overrides --agents).")
     ] = None,
@@ -80,12 +85,17 @@ def up(
     cache_dir: CacheDir = None,
 ) -> None:
     """Start etcd, the host plane with the scenario's GPU nodes, and one apiserver per agent."""
-    names = (
-        [n.strip() for n in agent_names.split(",") if n.strip()]
-        if agent_names
-        else [f"{i}" for i in range(agents)]
-    )
-    specs = node_specs_from_scenario(scenario)
+    try:
+        specs = node_specs_from_scenario(scenario)
+        if agent_names:
+            names = [n.strip() for n in agent_names.split(",") if n.strip()]
+        elif agents is not None:
+            names = [f"{i}" for i in range(agents)]
+        else:
+            names = scenario_agent_names(scenario) or ["0", "1"]
+    except ValueError as exc:
+        err.print(f"[red]bad scenario:[/] {exc}")
+        raise typer.Exit(2) from exc
     target = _state_dir(state_dir, cache_dir)
     start = time.monotonic()
     try:

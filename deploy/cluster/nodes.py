@@ -29,7 +29,6 @@ import yaml
 
 Sharing = Literal["exclusive", "mig", "timeslice"]
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 MIG_PROFILE_RE = re.compile(r"^\d+g\.\d+gb(\+me)?$")
 
 # GPU memory per model in MiB, for the GFD label nvidia.com/gpu.memory (informative only).
@@ -40,6 +39,10 @@ GPU_MEMORY_MIB = {
     "L4": 23034,
     "T4": 15360,
     "A10G": 23028,
+    "A10": 23028,
+    "V100M16": 16384,
+    "V100M32": 32768,
+    "P100": 16384,
 }
 GPU_PRODUCT = {
     "A100-80GB": "NVIDIA-A100-SXM4-80GB",
@@ -48,6 +51,10 @@ GPU_PRODUCT = {
     "L4": "NVIDIA-L4",
     "T4": "Tesla-T4",
     "A10G": "NVIDIA-A10G",
+    "A10": "NVIDIA-A10",
+    "V100M16": "Tesla-V100-SXM2-16GB",
+    "V100M32": "Tesla-V100-SXM2-32GB",
+    "P100": "Tesla-P100-PCIE-16GB",
 }
 
 
@@ -257,25 +264,66 @@ def node_specs_from_mappings(items: Sequence[dict[str, Any]]) -> list[NodeSpec]:
     return specs
 
 
-def node_specs_from_scenario(name_or_path: str | Path | None = None) -> list[NodeSpec]:
-    """Node specs for a scenario: a YAML path, or ``configs/scenarios/<name>.yaml``, else the
-    built-in default topology.
+def node_spec_from_env(node: Any) -> NodeSpec:
+    """Translate one ``gpuparley.envs.topology.NodeSpec`` (the simulator's node) into a
+    :class:`NodeSpec`. The simulator gives one MIG layout that every GPU of the node carries;
+    its free-form labels are kept under the ``gpuparley.io/`` prefix."""
+    mode = str(getattr(node.mode, "value", node.mode))
+    layout: tuple[tuple[tuple[str, int], ...], ...] = ()
+    if mode == "mig":
+        one = tuple((str(profile), int(start)) for profile, start in node.mig_layout)
+        layout = tuple(one for _ in range(node.gpu_count))
+    return NodeSpec(
+        name=node.name,
+        cpu_milli=int(node.cpu_milli),
+        memory_mib=int(node.memory_mib),
+        gpu_model=node.gpu_model or "",
+        gpu_count=int(node.gpu_count),
+        sharing=mode,  # type: ignore[arg-type]
+        mig_layout=layout,
+        replicas=int(node.replicas),
+        labels={f"gpuparley.io/{k}": str(v) for k, v in (node.labels or {}).items()},
+    )
 
-    The YAML must have a top-level ``nodes:`` list (see :func:`node_specs_from_mappings`). This is
-    a stop-gap until the scenario model in ``gpuparley.envs`` is wired in.
+
+def _load_env_scenario(name_or_path: str | Path) -> Any:
+    from gpuparley.envs.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(name_or_path)
+    except ScenarioError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def node_specs_from_scenario(name_or_path: str | Path | None = None) -> list[NodeSpec]:
+    """Node specs for a scenario.
+
+    * ``None`` or ``"default"``: the built-in topology (:func:`default_node_specs`).
+    * a YAML file with a top-level ``nodes:`` list: plain node specs
+      (see :func:`node_specs_from_mappings`).
+    * otherwise a scenario name (``configs/scenarios/<name>.yaml``) or path, loaded and validated
+      by ``gpuparley.envs.scenario.load_scenario``; its cluster's nodes are translated with
+      :func:`node_spec_from_env`. An unknown name is an error (ValueError), not a silent default.
     """
-    if name_or_path is None:
+    if name_or_path is None or str(name_or_path) == "default":
         return default_node_specs()
     path = Path(name_or_path)
-    if not path.is_file():
-        path = SCENARIO_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        return default_node_specs()
-    doc = yaml.safe_load(path.read_text()) or {}
-    nodes = doc.get("nodes") if isinstance(doc, dict) else None
-    if not isinstance(nodes, list) or not nodes:
-        raise ValueError(
-            f"{path}: expected a top-level `nodes:` list of node specs "
-            "(name, cpu_milli, memory_mib, gpu_model, gpu_count, sharing, mig_layout, replicas)"
-        )
-    return node_specs_from_mappings(nodes)
+    if path.is_file():
+        doc = yaml.safe_load(path.read_text()) or {}
+        if isinstance(doc, dict) and isinstance(doc.get("nodes"), list):
+            return node_specs_from_mappings(doc["nodes"])
+    scenario = _load_env_scenario(name_or_path)
+    return [node_spec_from_env(node) for node in scenario.build_cluster().nodes]
+
+
+def scenario_agent_names(name_or_path: str | Path | None) -> list[str]:
+    """The agent names a scenario declares (empty for the built-in default and plain node
+    files), so ``cluster up --scenario S`` can give each of them a control plane."""
+    if name_or_path is None or str(name_or_path) == "default":
+        return []
+    path = Path(name_or_path)
+    if path.is_file():
+        doc = yaml.safe_load(path.read_text()) or {}
+        if isinstance(doc, dict) and "nodes" in doc and "cluster" not in doc:
+            return []
+    return [a.name for a in _load_env_scenario(name_or_path).agents]

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,6 +55,7 @@ STAGE_FILES = (
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.128.0.0/16"
 SCHEDULER_QPS = 200
+AGENT_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,48}[a-z0-9])?")
 Progress = Callable[[str], None]
 
 
@@ -633,6 +635,9 @@ def up(
     agents = [a.removeprefix("agent-") for a in agents]
     if len(set(agents)) != len(agents):
         raise ValueError(f"duplicate agent names in {agents}")
+    bad = [a for a in agents if not AGENT_NAME_RE.fullmatch(a)]
+    if bad:
+        raise ValueError(f"agent names must be DNS labels (a-z, 0-9, '-', <= 50 chars): {bad}")
     state = ClusterState(
         state_dir=str(state_path), scenario=scenario, agents=list(agents), started_at=time.time()
     )

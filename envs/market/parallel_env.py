@@ -67,7 +67,7 @@ class GPUMarketEnv(ParallelEnv):
 
     def __init__(
         self,
-        scenario: str | Path = "tiny",
+        scenario: str | Path | Scenario = "tiny",
         mechanism: str | None = None,
         seed: int | None = None,
         overrides: dict[str, Any] | None = None,
@@ -79,7 +79,12 @@ class GPUMarketEnv(ParallelEnv):
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
-        self.scenario = load_scenario(scenario, overrides)
+        if isinstance(scenario, Scenario):
+            if overrides:
+                raise ValueError("overrides apply to a scenario name or path, not a loaded one")
+            self.scenario = scenario
+        else:
+            self.scenario = load_scenario(scenario, overrides)
         self.mechanism_name = mechanism or self.scenario.market.mechanism
         if self.mechanism_name not in ("auction", "bargain"):
             raise ValueError(
@@ -133,7 +138,7 @@ class GPUMarketEnv(ParallelEnv):
         if terminated or truncated:
             summary = self.episode_summary()
             for agent in self.agents:
-                infos[agent]["episode"] = summary
+                infos[agent]["summary"] = summary
         terminations = dict.fromkeys(self.agents, terminated)
         truncations = dict.fromkeys(self.agents, truncated)
         rewards = {agent: float(rewards[agent]) for agent in self.agents}

@@ -1,0 +1,172 @@
+"""Run an exported negotiator policy in production: onnxruntime, or pure numpy as a fallback.
+
+A cluster-side negotiator must not drag in torch or stable-baselines3 (hundreds of MB, slow
+start), so this module imports neither: the ONNX file written by `gpuparley export` holds the
+policy's action *logits* as a small MLP (Gemm + activation), and masking is applied here, outside
+the graph, so any legal-action mask works. The numpy fallback reads the same weights from the
+ONNX initializers and evaluates the same ops, for hosts without onnxruntime (and as a cross-check
+of the export).
+
+Every model records the observation spec it was trained on (`SPEC_VERSION`, `spec_hash()` of
+`envs.market.encoding`) in its metadata; a model built for another encoder is refused, because it
+would silently act on misread features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_VERSION, spec_hash
+
+SPEC_VERSION_KEY = "gpuparley.spec_version"
+SPEC_HASH_KEY = "gpuparley.spec_hash"
+Activation = Literal["tanh", "relu", "identity"]
+Backend = Literal["onnxruntime", "numpy"]
+
+
+class SpecMismatchError(ValueError):
+    """A model or checkpoint was trained on a different observation/action encoding."""
+
+
+def check_spec(version: str | None, digest: str | None, source: str) -> None:
+    """Refuse `source` unless it was built for exactly the current encoder.
+
+    The message names both sides so the user can tell whether to retrain or check out the code
+    the model was trained with.
+    """
+    if version == SPEC_VERSION and digest == spec_hash():
+        return
+    raise SpecMismatchError(
+        f"{source} was built for observation spec {version!r} (hash {digest!r}), but this code "
+        f"encodes spec {SPEC_VERSION!r} (hash {spec_hash()!r}); retrain or re-export it with "
+        "the current encoder, or run the code version it was trained with"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One dense layer `activation(x @ weight.T + bias)`; weight has shape (out, in) as in torch."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    activation: Activation
+
+
+def _activate(x: np.ndarray, activation: Activation) -> np.ndarray:
+    if activation == "tanh":
+        return np.tanh(x)
+    if activation == "relu":
+        return np.maximum(x, 0.0)
+    return x
+
+
+class NumpyMlp:
+    """Pure-numpy forward pass of the exported MLP (the ops `deploy.onnx_graph` writes)."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self.layers = [
+            Layer(
+                np.ascontiguousarray(layer.weight.T, dtype=np.float32),  # stored (in, out)
+                np.asarray(layer.bias, dtype=np.float32),
+                layer.activation,
+            )
+            for layer in layers
+        ]
+
+    def logits(self, observations: np.ndarray) -> np.ndarray:
+        x = np.asarray(observations, dtype=np.float32)
+        for layer in self.layers:
+            x = _activate(x @ layer.weight + layer.bias, layer.activation)
+        return x
+
+
+def masked_argmax(logits: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Deterministic choice: the highest-logit legal action per row (ties -> lowest index)."""
+    masked = np.where(np.asarray(masks, dtype=bool), logits, -np.inf)
+    return masked.argmax(axis=-1)
+
+
+class LogitsModel(Protocol):
+    def logits(self, observations: np.ndarray) -> np.ndarray: ...
+
+
+class Policy:
+    """A loaded policy: logits of a batch, or one masked action, whatever the backend."""
+
+    def __init__(self, model: LogitsModel, backend: str, metadata: dict[str, str]) -> None:
+        self.model = model
+        self.backend = backend
+        self.metadata = metadata
+
+    def logits(self, observations: np.ndarray) -> np.ndarray:
+        return self.model.logits(np.atleast_2d(observations))
+
+    def act(self, observation: np.ndarray, mask: np.ndarray) -> int:
+        """One legal action for one observation (argmax of the masked logits)."""
+        logits = self.model.logits(np.asarray(observation, dtype=np.float32).reshape(1, -1))
+        return int(masked_argmax(logits[0], mask))
+
+
+class OnnxRuntimeMlp:
+    """The same logits through onnxruntime (single-threaded: one decision at a time is small)."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, observations: np.ndarray) -> np.ndarray:
+        feed = {self.input_name: np.asarray(observations, dtype=np.float32)}
+        return self.session.run(None, feed)[0]
+
+
+def read_onnx(path: str | Path) -> tuple[list[Layer], dict[str, str]]:
+    """The dense layers and metadata of an exported policy, checked against the current spec."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX policy at {path}")
+    model = onnx.load(str(path))
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    check_spec(metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}")
+    weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    layers: list[Layer] = []
+    nodes = list(model.graph.node)
+    for index, node in enumerate(nodes):
+        if node.op_type != "Gemm":
+            continue
+        following = nodes[index + 1].op_type if index + 1 < len(nodes) else None
+        activation: Activation = {"Tanh": "tanh", "Relu": "relu"}.get(following, "identity")
+        layers.append(Layer(weights[node.input[1]], weights[node.input[2]], activation))
+    if not layers:
+        raise ValueError(f"ONNX policy {path} holds no dense (Gemm) layers")
+    return layers, metadata
+
+
+def load_policy(path: str | Path, backend: Backend = "onnxruntime", threads: int = 1) -> Policy:
+    """Load an exported policy; refuses one trained for another observation spec."""
+    layers, metadata = read_onnx(path)
+    if layers[0].weight.shape[1] != OBSERVATION_SIZE or layers[-1].weight.shape[0] != ACTION_COUNT:
+        raise SpecMismatchError(
+            f"ONNX policy {path} maps {layers[0].weight.shape[1]} features to "
+            f"{layers[-1].weight.shape[0]} actions; the encoder has {OBSERVATION_SIZE} and "
+            f"{ACTION_COUNT}"
+        )
+    if backend == "numpy":
+        return Policy(NumpyMlp(layers), backend, metadata)
+    if backend == "onnxruntime":
+        return Policy(OnnxRuntimeMlp(Path(path), threads), backend, metadata)
+    raise ValueError(f"backend must be 'onnxruntime' or 'numpy', got {backend!r}")

@@ -1,0 +1,32 @@
+"""`gpuparley export`: write a checkpoint's policy as ONNX for the torch-free runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpuparley.console import console, fail
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_command(
+        checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (has model.zip).")],
+        out: Annotated[Path, typer.Option(help="Where to write the ONNX file.")] = Path(
+            "policy.onnx"
+        ),
+    ) -> None:
+        """Export the policy's action logits to ONNX, spec version and hash in its metadata."""
+        from gpuparley.deploy.runtime import SpecMismatchError
+        from gpuparley.train.checkpoint import CheckpointError
+        from gpuparley.train.export import export_checkpoint
+
+        if not checkpoint.is_dir():
+            fail(f"checkpoint {checkpoint} is not a directory")
+        try:
+            path = export_checkpoint(checkpoint, out)
+        except (SpecMismatchError, CheckpointError) as error:
+            fail(str(error))
+        console.print(f"wrote {path} ({path.stat().st_size:,} bytes)")

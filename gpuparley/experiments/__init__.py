@@ -1,0 +1,1 @@
+"""Reusable experiments the evaluation CLI runs (FGD's inflation experiment, ...)."""

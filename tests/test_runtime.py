@@ -1,0 +1,96 @@
+"""The torch-free runtime: import hygiene, spec checks, masking, the shipped default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpuparley.agents.negotiators.learned import LearnedNegotiator
+from gpuparley.deploy.onnx_graph import write_model
+from gpuparley.deploy.runtime import (
+    Layer,
+    SpecMismatchError,
+    check_spec,
+    load_policy,
+    masked_argmax,
+)
+from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_VERSION, spec_hash
+from gpuparley.paths import REPO_ROOT
+
+DEFAULT = REPO_ROOT / "checkpoints" / "default"
+
+
+def tiny_layers(inputs: int = OBSERVATION_SIZE, outputs: int = ACTION_COUNT) -> list[Layer]:
+    rng = np.random.default_rng(0)
+    return [
+        Layer(rng.normal(size=(8, inputs)).astype(np.float32), np.zeros(8, np.float32), "relu"),
+        Layer(
+            rng.normal(size=(outputs, 8)).astype(np.float32),
+            np.ones(outputs, np.float32),
+            "identity",
+        ),
+    ]
+
+
+def test_importing_the_runtime_does_not_import_torch() -> None:
+    code = (
+        "import sys, gpuparley.deploy.runtime, gpuparley.agents.negotiators.learned\n"
+        "bad = [m for m in ('torch', 'stable_baselines3', 'sb3_contrib') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_runtime_refuses_another_spec(tmp_path: Path) -> None:
+    path = write_model(
+        tiny_layers(),
+        tmp_path / "old.onnx",
+        {"gpuparley.spec_version": "gpu_market_v0/0", "gpuparley.spec_hash": "0123"},
+    )
+    for backend in ("onnxruntime", "numpy"):
+        with pytest.raises(SpecMismatchError, match=r"gpu_market_v0/0.*0123.*" + SPEC_VERSION):
+            load_policy(path, backend=backend)
+    with pytest.raises(SpecMismatchError, match=spec_hash()):
+        check_spec(SPEC_VERSION, "other", "model x")
+
+
+def test_runtime_refuses_wrong_shapes(tmp_path: Path) -> None:
+    path = write_model(tiny_layers(inputs=OBSERVATION_SIZE - 1), tmp_path / "narrow.onnx")
+    with pytest.raises(SpecMismatchError, match="features"):
+        load_policy(path)
+
+
+def test_relu_graph_numpy_matches_onnxruntime(tmp_path: Path) -> None:
+    path = write_model(tiny_layers(), tmp_path / "relu.onnx")
+    observations = np.random.default_rng(1).normal(size=(500, OBSERVATION_SIZE)).astype(np.float32)
+    fast = load_policy(path).logits(observations)
+    np.testing.assert_allclose(load_policy(path, "numpy").logits(observations), fast, atol=1e-5)
+
+
+def test_masking_never_picks_an_illegal_action(tmp_path: Path) -> None:
+    policy = load_policy(write_model(tiny_layers(), tmp_path / "p.onnx"))
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        mask = np.zeros(ACTION_COUNT, np.int8)
+        mask[rng.choice(ACTION_COUNT, size=rng.integers(1, 4), replace=False)] = 1
+        assert mask[policy.act(rng.normal(size=OBSERVATION_SIZE), mask)]
+    logits = np.array([[3.0, 1.0, 2.0]])
+    assert masked_argmax(logits, np.array([[0, 1, 1]]))[0] == 2
+
+
+def test_shipped_default_loads_and_matches_its_model() -> None:
+    """checkpoints/default must be re-trained whenever the encoder spec changes."""
+    assert (DEFAULT / "policy.onnx").is_file() and (DEFAULT / "model.zip").is_file()
+    size = sum(p.stat().st_size for p in DEFAULT.iterdir())
+    assert size < 5 * 2**20
+    runtime = LearnedNegotiator.from_checkpoint(DEFAULT, backend="onnxruntime")
+    reference = LearnedNegotiator.from_checkpoint(DEFAULT, backend="torch")
+    observations = np.random.default_rng(3).uniform(-3, 3, (2000, OBSERVATION_SIZE))
+    observations = observations.astype(np.float32)
+    np.testing.assert_allclose(
+        runtime.model.logits(observations), reference.model.logits(observations), atol=1e-5
+    )

@@ -1,0 +1,58 @@
+"""Training configs: the bundled ones load; mistakes name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gpuparley.train.config import TrainConfigError, load_config
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["default", "smoke"])
+def test_bundled_configs_load(name: str) -> None:
+    config = load_config(name)
+    assert config.name == name
+    assert not {"timeslice-noisy", "openb"} & set(config.scenarios)
+
+
+def test_unknown_key_names_file_field_and_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "x", "ppo": {"n_step": 10}})
+    with pytest.raises(TrainConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "ppo.n_step" in message and "did you mean 'n_steps'" in message
+
+
+def test_bad_value_names_field(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "x", "total_timesteps": -5, "algorithm": "dqn"})
+    with pytest.raises(TrainConfigError) as error:
+        load_config(path)
+    assert "total_timesteps" in str(error.value) and "algorithm" in str(error.value)
+
+
+def test_held_out_scenarios_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "x", "scenarios": ["tiny", "openb"]})
+    with pytest.raises(TrainConfigError, match="openb are held out"):
+        load_config(path)
+
+
+def test_unknown_opponent_lists_choices(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "x", "opponents": {"self": 1, "sneaky": 1}})
+    with pytest.raises(
+        TrainConfigError, match=r"opponents: unknown opponent\(s\) sneaky.*truthful"
+    ):
+        load_config(path)
+
+
+def test_missing_file_is_a_clear_error() -> None:
+    with pytest.raises(TrainConfigError, match="does not exist"):
+        load_config("no-such-config")

@@ -1,0 +1,203 @@
+"""Training configs (`configs/train/<name>.yaml`), validated before anything is built.
+
+Like scenario files, a typo must fail at load time with a message that names the file and the
+field (`ppo.n_steps: Input should be greater than 0`), not twenty minutes into a run. Unknown keys
+are errors. The resolved config (defaults filled in) is stored in every checkpoint, so a run can
+be repeated from its checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gpuparley.paths import configs_dir
+
+HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb"})
+"""Never trained on, so results on them measure generalisation to unseen clusters."""
+SELF, SNAPSHOTS = "self", "snapshots"
+
+
+class TrainConfigError(ValueError):
+    """A training config that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PPOConfig(_Strict):
+    """stable-baselines3 PPO hyperparameters (same meaning as there)."""
+
+    n_steps: PositiveInt = 256  # per learner seat; a rollout is n_steps x seats
+    batch_size: PositiveInt = 256
+    n_epochs: PositiveInt = 4
+    learning_rate: PositiveFloat = 3e-4
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    clip_range: PositiveFloat = 0.2
+    ent_coef: NonNegativeFloat = 0.01
+    vf_coef: NonNegativeFloat = 0.5
+    max_grad_norm: PositiveFloat = 0.5
+
+
+class PolicyConfig(_Strict):
+    """The shared policy network: an MLP, so it exports to a few Gemm nodes."""
+
+    net_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1)
+    activation: Literal["tanh", "relu"] = "tanh"
+
+
+class SnapshotConfig(_Strict):
+    """Frozen copies of the learner that opponents seats may be given (self-play pool)."""
+
+    every: PositiveInt = 20_000  # env steps (learner decisions) between snapshots
+    pool_size: PositiveInt = 5  # the oldest is dropped beyond this
+
+
+class EvaluationConfig(_Strict):
+    """Periodic evaluation: one learner seat against scripted opponents, unshaped utility."""
+
+    every: PositiveInt = 50_000
+    episodes: PositiveInt = 1  # per scenario x mechanism
+    opponents: list[str] = Field(default_factory=lambda: ["truthful"], min_length=1)
+    max_epochs: PositiveInt = 100
+    seed: int = 10_000  # evaluation workloads differ from training ones
+
+
+class TrainConfig(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 0
+    algorithm: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
+    total_timesteps: PositiveInt = 100_000
+    scenarios: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
+    mechanisms: list[Literal["auction", "bargain"]] = Field(
+        default_factory=lambda: ["auction", "bargain"], min_length=1
+    )
+    copies: PositiveInt = 1  # ParallelEnv copies per training scenario
+    max_epochs: PositiveInt = 150  # episode cap (truncation), keeps episodes short and varied
+    reward_shaping: NonNegativeFloat = 0.0
+    reward_scale: PositiveFloat = 1.0  # applied to reward / the seat's budget per epoch
+    opponents: dict[str, NonNegativeFloat] = Field(
+        default_factory=lambda: {SELF: 0.5, SNAPSHOTS: 0.3, "truthful": 0.2}
+    )
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    output_dir: str = "runs"
+    threads: PositiveInt = 1
+
+    @field_validator("scenarios")
+    @classmethod
+    def _development_only(cls, value: list[str]) -> list[str]:
+        held_out = sorted(HELD_OUT_SCENARIOS & {Path(name).stem for name in value})
+        if held_out:
+            raise ValueError(
+                f"{', '.join(held_out)} are held out for evaluation on unseen scenarios; "
+                "train on development scenarios (e.g. tiny, mig-mixed, gang-heavy)"
+            )
+        return value
+
+    @field_validator("opponents")
+    @classmethod
+    def _known_opponents(cls, value: dict[str, float]) -> dict[str, float]:
+        from gpuparley.train.opponents import scripted_names
+
+        known = {SELF, SNAPSHOTS, *scripted_names()}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown opponent(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}"
+            )
+        if value.get(SELF, 0.0) <= 0:
+            raise ValueError("the mix needs a positive `self` share (the seats being trained)")
+        return value
+
+    @model_validator(mode="after")
+    def _evaluation_opponents(self) -> TrainConfig:
+        from gpuparley.train.opponents import scripted_names
+
+        unknown = sorted(set(self.evaluation.opponents) - set(scripted_names()))
+        if unknown:
+            raise ValueError(
+                f"evaluation.opponents: unknown scripted negotiator(s) {', '.join(unknown)}; "
+                f"choose from: {', '.join(scripted_names())}"
+            )
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with defaults filled in, as plain YAML-able data."""
+        return self.model_dump(mode="json")
+
+
+def _allowed(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(part) for part in loc)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed(loc)
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        message = f"unknown key {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        message += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    return f"  {where}: {message}" if where else f"  {message}"
+
+
+def validate_config(raw: Any, source: str) -> TrainConfig:
+    """Validate already-parsed data; errors name `source` and every bad field."""
+    if not isinstance(raw, Mapping):
+        raise TrainConfigError(f"train config {source}: the file must hold a YAML mapping")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors(include_url=False)]
+        raise TrainConfigError(f"train config {source} is invalid:\n" + "\n".join(lines)) from None
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path as given, or `configs/train/<name>.yaml` for a bare name."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and path.parent == Path(".") and not path.is_file():
+        path = configs_dir() / "train" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise TrainConfigError(f"train config {path} does not exist")
+    return path
+
+
+def load_config(name_or_path: str | Path) -> TrainConfig:
+    """Load and validate a training config by name or path."""
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"train config {path} is not valid YAML: {exc}") from None
+    return validate_config(raw, str(path))
