@@ -132,6 +132,7 @@ class Market:
         self.committed: dict[str, float] = dict.fromkeys(self.agents, 0.0)
         self.last_price = 0.0
         self._seen_ids: set[str] = set()
+        self.view_cache: dict[str, Any] = {}  # summaries derived from the state, by version
         self._message_counter = 0
         self._lease_counter = 0
         self._settled: set[int] = set()

@@ -264,14 +264,17 @@ class Decision:
     price: float = 0.0
 
 
-def decode(action: int, view: AgentView) -> Decision:
+def decode(action: int, view: AgentView, mask: np.ndarray | None = None) -> Decision:
     """Turn an action index into a decision about the jobs and offers in `view`.
 
     An illegal action (masked out) decodes to `pass`, or to `reject` when an answer is due, so
-    a misbehaving policy can never break the market.
+    a misbehaving policy can never break the market. `mask` may be passed when the caller
+    already has `action_mask(view)`.
     """
     action = int(action)
-    if not 0 <= action < ACTION_COUNT or not action_mask(view)[action]:
+    if mask is None:
+        mask = action_mask(view)
+    if not 0 <= action < ACTION_COUNT or not mask[action]:
         return (
             Decision("reject", message_id=view.inbox.message_id) if view.inbox else Decision("pass")
         )

@@ -100,6 +100,7 @@ class GPUMarketEnv(ParallelEnv):
         self.agents: list[str] = []
         self.market: Market | None = None
         self.views: dict[str, AgentView] = {}
+        self._masks: dict[str, np.ndarray] = {}
 
     def observation_space(self, agent: str) -> spaces.Dict:
         return self._observation_space
@@ -125,7 +126,7 @@ class GPUMarketEnv(ParallelEnv):
             raise RuntimeError("call reset() before step(), and again after the episode ends")
         for agent in self.agents:
             action = actions.get(agent, 0)
-            market.decide(agent, decode(action, self.views[agent]))
+            market.decide(agent, decode(action, self.views[agent], self._masks.get(agent)))
         epoch_ended = market.end_substep()
         rewards = market.collect_rewards()
         if epoch_ended and self.reward_shaping:
@@ -149,9 +150,11 @@ class GPUMarketEnv(ParallelEnv):
     def _observe(self) -> dict[str, dict[str, np.ndarray]]:
         self.views = agent_views(self.market)
         observations = {}
+        self._masks = {}
         for agent in self.agents:
             obs, mask = encode(self.views[agent])
             observations[agent] = {"observation": obs, "action_mask": mask}
+            self._masks[agent] = mask
         return observations
 
     def _info(self, agent: str) -> dict[str, Any]:

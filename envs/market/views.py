@@ -4,6 +4,7 @@ view from real cluster state)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,6 +33,19 @@ def cluster_free_fractions(market: Market) -> tuple[float, float, float]:
 
 
 def _slot(market: Market, job: Job, renewal: bool) -> JobSlot:
+    """A job's slot; reused until the clock, the cluster or the leases change."""
+    key = (market.sim.now, market.sim.state.version, len(market.leases))
+    cached = market.view_cache.get("slots")
+    if cached is None or cached[0] != key:
+        cached = market.view_cache["slots"] = (key, {})
+    slots = cached[1]
+    slot = slots.get((job.id, renewal))
+    if slot is None:
+        slot = slots[(job.id, renewal)] = _build_slot(market, job, renewal)
+    return slot
+
+
+def _build_slot(market: Market, job: Job, renewal: bool) -> JobSlot:
     sim = market.sim
     record = sim.record(job.id)
     now = sim.now
@@ -84,9 +98,37 @@ def _candidates(market: Market) -> dict[str, list[tuple[bool, Job]]]:
     return by_agent
 
 
+@dataclass(frozen=True, slots=True)
+class _Occupancy:
+    """What the cluster state says about every agent; recomputed only when the state changes."""
+
+    version: int
+    free: tuple[float, float, float]
+    running: dict[str, int]
+    used: dict[str, float]
+
+
+def _occupancy(market: Market) -> _Occupancy:
+    state = market.sim.state
+    cached = market.view_cache.get("occupancy")
+    if cached is not None and cached.version == state.version:
+        return cached
+    running: dict[str, int] = defaultdict(int)
+    used: dict[str, float] = defaultdict(float)
+    for job_id in state.holdings:
+        job = market.sim.jobs[job_id]
+        running[job.owner] += 1
+        used[job.owner] += job.gpus
+    occupancy = _Occupancy(state.version, cluster_free_fractions(market), running, used)
+    market.view_cache["occupancy"] = occupancy
+    return occupancy
+
+
 def agent_views(market: Market) -> dict[str, AgentView]:
     """The current view of every agent."""
-    whole, mig_free, share_free = cluster_free_fractions(market)
+    occupancy = _occupancy(market)
+    whole, mig_free, share_free = occupancy.free
+    running, used = occupancy.running, occupancy.used
     candidates = _candidates(market)
     mechanism = market.mechanism
     quota_of = getattr(mechanism, "effective_quota", None)
@@ -94,12 +136,6 @@ def agent_views(market: Market) -> dict[str, AgentView]:
     pending = defaultdict(int)
     for job in market.sim.pending():
         pending[job.owner] += 1
-    running = defaultdict(int)
-    used = defaultdict(float)
-    for job_id in market.sim.state.holdings:
-        job = market.sim.jobs[job_id]
-        running[job.owner] += 1
-        used[job.owner] += job.gpus
     held = defaultdict(int)
     lent = defaultdict(int)
     for lease in market.leases.values():
