@@ -23,9 +23,6 @@ price (catalogue `price_per_hour` summed over all GPUs) for one epoch.
 
 from __future__ import annotations
 
-import difflib
-import types
-import typing
 from collections import Counter
 from collections.abc import Mapping
 from functools import cached_property
@@ -40,7 +37,6 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -60,6 +56,7 @@ from gpuparley.envs.workloads.openb import (
     load_openb_nodes,
 )
 from gpuparley.paths import scenarios_dir
+from gpuparley.validation import validate_document
 
 # NVIDIA mig-parted's `all-balanced` configs, per profile family (A100-80GB and H100 share one).
 _BALANCED = {
@@ -463,79 +460,8 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
-def _loc_text(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Optional/Union (preferring a model or container) and Annotated wrappers."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin in (typing.Union, types.UnionType):
-            options = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = next(
-                (a for a in options if typing.get_origin(a) or _is_model(a)), options[0]
-            )
-        elif origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        else:
-            return annotation
-
-
-def _step(annotation: Any, part: int | str) -> Any:
-    """The annotation one location step below `annotation` (for naming allowed keys)."""
-    annotation = _unwrap(annotation)
-    if _is_model(annotation):
-        field = annotation.model_fields.get(part) if isinstance(part, str) else None
-        return field.annotation if field else None
-    origin = typing.get_origin(annotation)
-    if origin is list:
-        return typing.get_args(annotation)[0]
-    if origin is dict:
-        return typing.get_args(annotation)[1]
-    return None
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    """The keys a mapping at `loc[:-1]` accepts, for an unknown-key message."""
-    annotation: Any = ScenarioConfig
-    for part in loc[:-1]:
-        annotation = _step(annotation, part)
-    annotation = _unwrap(annotation)
-    return list(annotation.model_fields) if _is_model(annotation) else []
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    loc = tuple(error["loc"])
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        key = str(loc[-1])
-        allowed = _allowed_keys(loc)
-        hint = difflib.get_close_matches(key, allowed, n=1)
-        message = f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        if allowed:
-            message += f"; allowed keys: {', '.join(allowed)}"
-    elif error["type"] == "missing":
-        message = "required field is missing"
-    # Cross-field checks on the whole file carry their own field path in the message.
-    return f"  {_loc_text(loc)}: {message}" if loc else f"  {message}"
-
-
 def _validate(raw: Any, source: str) -> ScenarioConfig:
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"scenario {source}: the file must hold a YAML mapping of sections")
-    try:
-        return ScenarioConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors(include_url=False)]
-        raise ScenarioError(f"scenario {source} is invalid:\n" + "\n".join(lines)) from None
+    return validate_document(ScenarioConfig, raw, f"scenario {source}", ScenarioError)
 
 
 def _scenario_files() -> dict[str, Path]:

@@ -8,8 +8,6 @@ be repeated from its checkpoint alone.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +19,12 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from gpuparley.paths import configs_dir
+from gpuparley.validation import validate_document
 
 HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb"})
 """Never trained on, so results on them measure generalisation to unseen clusters."""
@@ -147,40 +145,9 @@ class TrainConfig(_Strict):
         return self.model_dump(mode="json")
 
 
-def _allowed(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = TrainConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    loc = tuple(error["loc"])
-    where = ".".join(str(part) for part in loc)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed(loc)
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        message = f"unknown key {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        message += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-    elif error["type"] == "missing":
-        message = "required field is missing"
-    return f"  {where}: {message}" if where else f"  {message}"
-
-
 def validate_config(raw: Any, source: str) -> TrainConfig:
     """Validate already-parsed data; errors name `source` and every bad field."""
-    if not isinstance(raw, Mapping):
-        raise TrainConfigError(f"train config {source}: the file must hold a YAML mapping")
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors(include_url=False)]
-        raise TrainConfigError(f"train config {source} is invalid:\n" + "\n".join(lines)) from None
+    return validate_document(TrainConfig, raw, f"train config {source}", TrainConfigError)
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
