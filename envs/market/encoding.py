@@ -23,6 +23,7 @@ the list-price rent of the demand; for a counter by the proposer, again its job'
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -191,19 +192,7 @@ def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
     ]
     slots = view.slots[:JOB_SLOTS]
     for slot in slots:
-        values += (
-            1.0,
-            _log(slot.gpus),
-            *_KIND_ONE_HOT[slot.gpu_kind],
-            _log(slot.pods),
-            min(slot.epoch_value / budget, 10.0),
-            _log(max(slot.value_density, 0.0)),
-            math.tanh(slot.waited_hours),
-            math.tanh(slot.slack_hours),
-            float(slot.renewal),
-            float(slot.fits_now),
-            float(slot.within_quota),
-        )
+        values += _slot_features(slot, budget)
     values += _EMPTY_SLOT * (JOB_SLOTS - len(slots))
     item = view.inbox
     if item is None:
@@ -219,6 +208,24 @@ def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
         )
     # every feature is bounded by construction: ratios capped at 10, log1p(x <= e^10), tanh
     return np.array(values, dtype=np.float32), action_mask(view)
+
+
+@functools.lru_cache(maxsize=8192)
+def _slot_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
+    """A slot's features; slots repeat across sub-steps, so they are computed once."""
+    return (
+        1.0,
+        _log(slot.gpus),
+        *_KIND_ONE_HOT[slot.gpu_kind],
+        _log(slot.pods),
+        min(slot.epoch_value / budget, 10.0),
+        _log(max(slot.value_density, 0.0)),
+        math.tanh(slot.waited_hours),
+        math.tanh(slot.slack_hours),
+        float(slot.renewal),
+        float(slot.fits_now),
+        float(slot.within_quota),
+    )
 
 
 def _log(x: float) -> float:

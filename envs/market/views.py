@@ -71,7 +71,7 @@ def _build_slot(market: Market, job: Job, renewal: bool) -> JobSlot:
     )
 
 
-def _candidates(market: Market) -> dict[str, list[tuple[bool, Job]]]:
+def _candidates(market: Market, pending: list[Job]) -> dict[str, list[tuple[bool, Job]]]:
     """Per agent: jobs it may act on now (renewals due first, then pending by value density)."""
     mechanism = market.mechanism
     busy = {t.job.id for t in getattr(mechanism, "threads", {}).values()}
@@ -83,7 +83,7 @@ def _candidates(market: Market) -> dict[str, list[tuple[bool, Job]]]:
             by_agent[lease.holder].append((True, job))
     quota_check = getattr(mechanism, "fits_quota", None)
     lender_for = getattr(mechanism, "lender_for", None)
-    for job in market.sim.pending():
+    for job in pending:
         if job.id in busy or job.pod.gpu.kind == "none":
             continue
         if quota_check is not None and quota_check(job):
@@ -129,12 +129,13 @@ def agent_views(market: Market) -> dict[str, AgentView]:
     occupancy = _occupancy(market)
     whole, mig_free, share_free = occupancy.free
     running, used = occupancy.running, occupancy.used
-    candidates = _candidates(market)
+    waiting = market.sim.pending()
+    candidates = _candidates(market, waiting)
     mechanism = market.mechanism
     quota_of = getattr(mechanism, "effective_quota", None)
     usage = getattr(mechanism, "usage", None)
     pending = defaultdict(int)
-    for job in market.sim.pending():
+    for job in waiting:
         pending[job.owner] += 1
     held = defaultdict(int)
     lent = defaultdict(int)
