@@ -13,13 +13,14 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from gpuparley.commands import export, scenarios, simulate, train
+    from gpuparley.commands import evaluate, export, scenarios, simulate, train
     from gpuparley.deploy.cluster.cli import app as cluster_app
 
     scenarios.register(app)
     simulate.register(app)
     train.register(app)
     export.register(app)
+    evaluate.register(app)
     app.add_typer(
         cluster_app, name="cluster", help="Real Kubernetes control planes on this machine."
     )

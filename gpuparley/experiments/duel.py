@@ -18,18 +18,8 @@ import numpy as np
 from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.agents.negotiators.registry import SCRIPTED, make_negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
+from gpuparley.evaluation.stats import mean_ci
 from gpuparley.train.evaluate import play_episode
-
-Z_TO_T = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t confidence interval."""
-    array = np.asarray(values, dtype=float)
-    if len(array) < 2:
-        return float(array.mean()) if len(array) else float("nan"), float("nan")
-    t = Z_TO_T.get(len(array) - 1, 1.96)
-    return float(array.mean()), float(t * array.std(ddof=1) / np.sqrt(len(array)))
 
 
 def duel(
