@@ -14,6 +14,7 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     from gpuparley.commands import evaluate, export, scenarios, simulate, train
+    from gpuparley.deploy.cli import app as deploy_app
     from gpuparley.deploy.cluster.cli import app as cluster_app
 
     scenarios.register(app)
@@ -24,6 +25,7 @@ def _register_commands() -> None:
     app.add_typer(
         cluster_app, name="cluster", help="Real Kubernetes control planes on this machine."
     )
+    app.add_typer(deploy_app, name="deploy", help="Negotiator manifests: CRDs, RBAC, Deployment.")
 
 
 _register_commands()

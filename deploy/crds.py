@@ -1,0 +1,246 @@
+"""The gpuparley CustomResourceDefinitions, generated from the message models.
+
+Three CRDs in `gpuparley.io/v1alpha1`, all namespaced:
+
+* `Offer` (plural `offers`): any *negotiation* message (Bid, Offer, CounterOffer, Accept,
+  Reject) verbatim in `spec`, discriminated by `spec.kind`. One CRD rather than five so a
+  negotiator reads its whole inbox with one watch (one resourceVersion order across a thread), RBAC
+  has one resource to grant, and `kubectl get offers` shows a negotiation in order. The price is a
+  union schema: the generator proves that a field shared by kinds has the same schema in each, and
+  per-kind "required / not allowed" rules become CEL `x-kubernetes-validations` (the apiserver
+  enforces them; pydantic's `extra="forbid"` for kinds that lack a field included).
+* `GPULease`: the market's `Lease` message in `spec`; `status.release` holds the `Release`
+  message that ended it (status subresource, so only the market's status writes can end a lease).
+* `Negotiator`: a negotiator's configuration (`negotiator_config.NegotiatorSpec`).
+
+`python -m gpuparley.deploy.crds` rewrites `deploy/manifests/crds/`; a unit test regenerates and
+compares, so the committed YAML cannot drift from `envs/market/messages.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from gpuparley.deploy.negotiator_config import NegotiatorSpec
+from gpuparley.deploy.schema import SchemaConversionError, strip_defaults, structural
+from gpuparley.envs.market import messages
+
+GROUP = "gpuparley.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "gpuparley"
+NEGOTIATION_TYPES: tuple[type[messages._Message], ...] = (
+    messages.Bid,
+    messages.Offer,
+    messages.CounterOffer,
+    messages.Accept,
+    messages.Reject,
+)
+MANIFEST_DIR = Path(__file__).parent / "manifests" / "crds"
+_IGNORED_WHEN_MERGING = ("description", "default")
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    # json_schemas() is the messages' published schema; the Negotiator config is not a message.
+    published = messages.json_schemas()
+    source = published.get(model.__name__) if model in messages.MESSAGE_TYPES else None
+    return structural(source or model.model_json_schema())
+
+
+def _comparable(node: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in node.items() if k not in _IGNORED_WHEN_MERGING}
+
+
+def message_union_schema() -> dict[str, Any]:
+    """One structural schema accepting exactly the negotiation messages, kind by kind."""
+    per_kind = {model.__name__: _schema(model) for model in NEGOTIATION_TYPES}
+    properties: dict[str, Any] = {}
+    for kind, schema in per_kind.items():
+        for name, sub in schema["properties"].items():
+            if name == "kind":
+                continue
+            if name in properties and _comparable(properties[name]) != _comparable(sub):
+                raise SchemaConversionError(
+                    f"field {name!r} has different schemas across message kinds ({kind}); "
+                    "one Offer CRD cannot carry them"
+                )
+            properties.setdefault(name, sub)
+    properties["kind"] = {"type": "string", "enum": list(per_kind)}
+    required_sets = [set(s.get("required", ())) for s in per_kind.values()]
+    common = set.intersection(*required_sets) | {"kind"}
+    rules = []
+    for kind, schema in per_kind.items():
+        own = set(schema["properties"]) - {"kind"}
+        needs = sorted(set(schema.get("required", ())) - common)
+        forbidden = sorted(set(properties) - own - {"kind"})
+        terms = [f"has(self.{f})" for f in needs] + [f"!has(self.{f})" for f in forbidden]
+        if not terms:
+            continue
+        message = f"{kind}: " + "; ".join(
+            part
+            for part in (
+                f"requires {', '.join(needs)}" if needs else "",
+                f"does not allow {', '.join(forbidden)}" if forbidden else "",
+            )
+            if part
+        )
+        rules.append(
+            {"rule": f"self.kind != '{kind}' || ({' && '.join(terms)})", "message": message}
+        )
+    union = {
+        "type": "object",
+        "description": "A negotiation message (envs/market/messages.py), verbatim; "
+        "`kind` says which.",
+        "properties": dict(sorted(properties.items())),
+        "required": sorted(common),
+        "x-kubernetes-validations": rules,
+    }
+    return strip_defaults(union)
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    spec: dict[str, Any],
+    *,
+    status: dict[str, Any] | None = None,
+    short_names: list[str] | None = None,
+    columns: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec,
+    }
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if status is not None:
+        properties["status"] = status
+        version["subresources"] = {"status": {}}
+    version["schema"] = {
+        "openAPIV3Schema": {"type": "object", "properties": properties, "required": ["spec"]}
+    }
+    if columns:
+        version["additionalPrinterColumns"] = columns
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+        "categories": [CATEGORY],
+    }
+    if short_names:
+        names["shortNames"] = short_names
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {"group": GROUP, "scope": "Namespaced", "names": names, "versions": [version]},
+    }
+
+
+def _column(name: str, path: str, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": path}
+
+
+def offer_crd() -> dict[str, Any]:
+    return _crd(
+        "Offer",
+        "offers",
+        message_union_schema(),
+        short_names=["gpoffer"],
+        columns=[
+            _column("Message", ".spec.kind"),
+            _column("Sender", ".spec.sender"),
+            _column("Receiver", ".spec.receiver"),
+            _column("Price", ".spec.price", "number"),
+            _column("Epoch", ".spec.epoch", "integer"),
+        ],
+    )
+
+
+def gpulease_crd() -> dict[str, Any]:
+    release = _schema(messages.Release)
+    status = {"type": "object", "properties": {"release": release}}
+    return _crd(
+        "GPULease",
+        "gpuleases",
+        _schema(messages.Lease),
+        status=status,
+        short_names=["gplease"],
+        columns=[
+            _column("Holder", ".spec.holder"),
+            _column("Lender", ".spec.lender"),
+            _column("Job", ".spec.job"),
+            _column("Price", ".spec.price", "number"),
+            _column("Expires", ".spec.expires_epoch", "integer"),
+            _column("Released", ".status.release.reason"),
+        ],
+    )
+
+
+def negotiator_crd() -> dict[str, Any]:
+    status = {
+        "type": "object",
+        "properties": {
+            "phase": {"type": "string"},
+            "message": {"type": "string"},
+            "observedEpoch": {"type": "integer", "minimum": 0},
+        },
+    }
+    return _crd(
+        "Negotiator",
+        "negotiators",
+        _schema(NegotiatorSpec),
+        status=status,
+        columns=[
+            _column("Mechanism", ".spec.mechanism"),
+            _column("Policy", ".spec.policy"),
+            _column("Budget", ".spec.budget_per_epoch", "number"),
+        ],
+    )
+
+
+def crd_documents() -> list[dict[str, Any]]:
+    """All CRDs, in a stable order."""
+    return [offer_crd(), gpulease_crd(), negotiator_crd()]
+
+
+def dump_yaml(doc: dict[str, Any]) -> str:
+    """One YAML document, deterministic (key order preserved, no line wrapping)."""
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=10_000)
+
+
+def rendered_files() -> dict[str, str]:
+    """File name -> content of the committed CRD directory (kustomization included)."""
+    files = {f"{d['metadata']['name']}.yaml": dump_yaml(d) for d in crd_documents()}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": sorted(files),
+    }
+    header = "# Generated by `python -m gpuparley.deploy.crds`; do not edit.\n"
+    out = {name: header + text for name, text in files.items()}
+    out["kustomization.yaml"] = header + dump_yaml(kustomization)
+    return out
+
+
+def write(directory: Path = MANIFEST_DIR) -> list[Path]:
+    """Regenerate the committed CRD YAML."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in rendered_files().items():
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write(Path(sys.argv[1]) if len(sys.argv) > 1 else MANIFEST_DIR):
+        print(written_path)

@@ -1,0 +1,34 @@
+"""A negotiator's configuration: the `spec` of the `Negotiator` custom resource.
+
+Kept as a pydantic model (like the messages) so the CRD's OpenAPI schema is generated from the
+same definition the negotiator process validates its configuration with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+POLICY_PATTERN = r"^(onnx:.+|scripted:[a-z0-9][a-z0-9_-]*)$"
+
+
+class NegotiatorSpec(BaseModel):
+    """How one agent's in-cluster negotiator behaves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str = Field(min_length=1, max_length=63, pattern=_NAME_PATTERN)
+    budget_per_epoch: float = Field(ge=0, le=1e12, allow_inf_nan=False)
+    mechanism: Literal["auction", "bargain"]
+    policy: str = Field(
+        min_length=1,
+        max_length=512,
+        pattern=POLICY_PATTERN,
+        description="`onnx:<path to an exported model>` or `scripted:<incumbent name>`.",
+    )
+    max_rounds: int = Field(default=10, ge=1, le=100)
+    peers: tuple[str, ...] = Field(
+        default=(), description="Agents this negotiator bargains with (empty: any)."
+    )

@@ -1,0 +1,87 @@
+"""Messages <-> custom-resource objects, and the one naming rule for namespaces.
+
+The negotiator and the market both build their objects here, so labels, names and namespaces
+agree with the RBAC in `deploy/rbac.py` (which is what makes an inbox an inbox).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from gpuparley.deploy.crds import API_VERSION
+from gpuparley.envs.market import messages
+
+LABEL_PREFIX = "gpuparley.io"
+SENDER_LABEL = f"{LABEL_PREFIX}/sender"
+RECEIVER_LABEL = f"{LABEL_PREFIX}/receiver"
+KIND_LABEL = f"{LABEL_PREFIX}/message"
+AGENT_LABEL = f"{LABEL_PREFIX}/agent"
+
+
+def agent_name(agent: str) -> str:
+    """The bare agent name (`alpha`), whatever form it was given in (`agent-alpha`)."""
+    return agent.removeprefix("agent-")
+
+
+def agent_namespace(agent: str) -> str:
+    """Namespace (and host-plane user) of an agent: the same rule as `deploy/cluster/planes.py`."""
+    return f"agent-{agent_name(agent)}"
+
+
+def inbox_namespace(agent: str) -> str:
+    """Where other agents drop messages for `agent` (create-only for them)."""
+    return f"{agent_namespace(agent)}-inbox"
+
+
+def object_name(message_id: str, kind: str) -> str:
+    """A DNS-1123 object name for a message id (ids are free text up to 128 chars)."""
+    digest = hashlib.sha256(message_id.encode()).hexdigest()[:20]
+    return f"{kind.lower()}-{digest}"
+
+
+def offer_object(
+    message: messages.Bid
+    | messages.Offer
+    | messages.CounterOffer
+    | messages.Accept
+    | messages.Reject,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """An `Offer` custom resource carrying `message`, addressed to the receiver's inbox."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Offer",
+        "metadata": {
+            "name": object_name(message.id, message.kind),
+            "namespace": namespace or inbox_namespace(message.receiver),
+            "labels": {
+                SENDER_LABEL: message.sender,
+                RECEIVER_LABEL: message.receiver,
+                KIND_LABEL: message.kind,
+            },
+        },
+        "spec": message.model_dump(mode="json"),
+    }
+
+
+def gpulease_object(lease: messages.Lease) -> dict[str, Any]:
+    """A `GPULease` custom resource in the holder's namespace (written by the market only)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "GPULease",
+        "metadata": {
+            "name": object_name(lease.lease_id, "lease"),
+            "namespace": agent_namespace(lease.holder),
+            "labels": {
+                f"{LABEL_PREFIX}/holder": lease.holder,
+                f"{LABEL_PREFIX}/lender": lease.lender,
+            },
+        },
+        "spec": lease.model_dump(mode="json"),
+    }
+
+
+def message_from_object(obj: dict[str, Any]) -> Any:
+    """The typed message in an `Offer` or `GPULease` object (MessageError if it does not parse)."""
+    return messages.parse_message(obj.get("spec", {}))

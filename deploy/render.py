@@ -1,0 +1,170 @@
+"""Everything one agent needs on the host cluster, as a list of Kubernetes objects.
+
+Rendered from Python data (no templating of YAML text), in apply order: CRDs, shared roles and the
+market binding, the agent's namespaces / ServiceAccount / RoleBindings, then its ConfigMap,
+`Negotiator` object and Deployment. Shared objects are identical in every agent's bundle, so
+applying several bundles is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import yaml
+
+from gpuparley.deploy import rbac
+from gpuparley.deploy.crds import API_VERSION, crd_documents, dump_yaml
+from gpuparley.deploy.negotiator_config import NegotiatorSpec
+from gpuparley.deploy.objects import AGENT_LABEL, agent_name, agent_namespace
+
+IMAGE_REPOSITORY = "gpuparley-negotiator"
+CONFIG_FILE = "negotiator.yaml"
+CONFIG_MOUNT = "/etc/gpuparley"
+
+
+def package_version() -> str:
+    """The image tag: the installed package's version (image and package ship together)."""
+    try:
+        return metadata.version("gpuparley")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+@dataclass(frozen=True)
+class AgentBundle:
+    """Inputs of one agent's manifests (defaults: a scripted bargainer with a modest budget)."""
+
+    agent: str
+    namespace: str | None = None
+    policy: str = "scripted:truthful"
+    mechanism: str = "bargain"
+    budget_per_epoch: float = 100.0
+    peers: tuple[str, ...] = ()
+    image: str | None = None
+    replicas: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return agent_name(self.agent)
+
+    @property
+    def home(self) -> str:
+        return self.namespace or agent_namespace(self.agent)
+
+    def spec(self) -> NegotiatorSpec:
+        """Validated here, so a bad policy string fails at render time, not in the pod."""
+        return NegotiatorSpec(
+            agent=self.name,
+            budget_per_epoch=self.budget_per_epoch,
+            mechanism=self.mechanism,  # type: ignore[arg-type]
+            policy=self.policy,
+            peers=tuple(agent_name(p) for p in self.peers),
+        )
+
+
+def _labels(bundle: AgentBundle) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "gpuparley-negotiator",
+        "app.kubernetes.io/instance": bundle.name,
+        AGENT_LABEL: agent_namespace(bundle.agent),
+    }
+
+
+def _meta(name: str, bundle: AgentBundle) -> dict[str, Any]:
+    return {"name": name, "namespace": bundle.home, "labels": _labels(bundle)}
+
+
+def negotiator_object(bundle: AgentBundle) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Negotiator",
+        "metadata": _meta(bundle.name, bundle),
+        "spec": bundle.spec().model_dump(mode="json"),
+    }
+
+
+def config_map(bundle: AgentBundle) -> dict[str, Any]:
+    """The same spec as the Negotiator object, as a file and as env, for a process that cannot (or
+    should not yet) read the Negotiator resource."""
+    spec = bundle.spec().model_dump(mode="json")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta("gpuparley-negotiator", bundle),
+        "data": {
+            CONFIG_FILE: dump_yaml(spec),
+            "GPUPARLEY_AGENT": bundle.name,
+            "GPUPARLEY_MECHANISM": spec["mechanism"],
+            "GPUPARLEY_POLICY": spec["policy"],
+            "GPUPARLEY_BUDGET_PER_EPOCH": repr(spec["budget_per_epoch"]),
+        },
+    }
+
+
+def deployment(bundle: AgentBundle) -> dict[str, Any]:
+    labels = _labels(bundle)
+    env = [
+        {"name": "GPUPARLEY_NEGOTIATOR", "value": bundle.name},
+        {"name": "GPUPARLEY_NAMESPACE", "value": bundle.home},
+        {"name": "GPUPARLEY_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
+        *({"name": k, "value": v} for k, v in sorted(bundle.extra_env.items())),
+    ]
+    container = {
+        "name": "negotiator",
+        "image": bundle.image or f"{IMAGE_REPOSITORY}:{package_version()}",
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--namespace", bundle.home, "--negotiator", bundle.name],
+        "env": env,
+        "envFrom": [{"configMapRef": {"name": "gpuparley-negotiator"}}],
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta("gpuparley-negotiator", bundle),
+        "spec": {
+            "replicas": bundle.replicas,
+            # One negotiator per agent: never two sending on its behalf during a rollout.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": rbac.NEGOTIATOR_SERVICE_ACCOUNT,
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": "gpuparley-negotiator"}}],
+                },
+            },
+        },
+    }
+
+
+def render_objects(bundle: AgentBundle) -> list[dict[str, Any]]:
+    """All objects of one agent's bundle, in apply order."""
+    return [
+        *crd_documents(),
+        *rbac.cluster_roles(),
+        rbac.market_binding(),
+        *rbac.agent_rbac(bundle.agent, bundle.peers, bundle.namespace),
+        config_map(bundle),
+        negotiator_object(bundle),
+        deployment(bundle),
+    ]
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    """Multi-document YAML (`---` separated), as `kubectl apply -f -` takes it."""
+    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False, width=10_000)
