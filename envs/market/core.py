@@ -37,6 +37,7 @@ from gpuparley.envs.market.messages import (
     ResourceItem,
     parse_message,
 )
+from gpuparley.envs.metrics import DeadlockMonitor
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import JobState, Simulator
 
@@ -112,6 +113,7 @@ class Market:
         self.agent_config = {agent.name: agent for agent in scenario.agents}
         jobs = scenario.build_jobs(seed)
         self.sim = Simulator(scenario.build_cluster(), jobs, None, scenario.settings)
+        self.deadlocks = DeadlockMonitor(self.sim)
         self.jobs_by_name: dict[str, Job] = {job_name(job): job for job in jobs}
         self.ledger = Ledger(self.agents)
         self.epoch = 0
@@ -329,7 +331,7 @@ class Market:
         if not self.substeps_over:
             return False
         self.mechanism.clear()
-        self.sim.advance((self.epoch + 1) * self.epoch_seconds)
+        self.sim.advance((self.epoch + 1) * self.epoch_seconds, self.deadlocks)
         self._settle_finished()
         self.epoch += 1
         self.substep = 0

@@ -185,7 +185,7 @@ class GPUMarketEnv(ParallelEnv):
     def episode_summary(self) -> dict[str, Any]:
         """All foundation metrics of the run plus the market's own."""
         market = self.market
-        summary = summarise(market.sim, market.agents)
+        summary = summarise(market.sim, market.agents, market.deadlocks)
         summary.update(market.summary_extras())
         summary["scenario"] = self.scenario.name
         summary["seed"] = self._default_seed
