@@ -2,6 +2,10 @@
 
 Definitions follow `../shared/reference/schedulers-and-research.md`:
 
+* Allocation ratio, utilisation, unallocated and fragmented GPUs (`timeline`) are time averages
+  over the window in which the workload is offered, from the start to the last arrival: every
+  policy faces the same offered load there, while the tail after it lasts as long as a policy
+  takes to drain (and a market episode may be capped), which would make averages incomparable.
 * JCT = finish - arrival, over finished jobs (mean, p50, p95, p99); queueing delay = first
   start - arrival, overall and by QoS class; makespan = last finish - first arrival.
 * Finish-time fairness rho = T_shared / T_independent (Themis). T_shared is the job's JCT;
@@ -148,17 +152,20 @@ def summarise(
     arrivals = [r.job.arrival for r in records if r.arrived]
     capacity = float(sim.state.gpu_count)
     timeline = sim.timeline
+    # Cluster-level averages cover the window in which the workload is offered (up to the last
+    # arrival), the same for every policy; the tail after it depends on how long a run lasts.
+    offered_until = max(arrivals) if arrivals and max(arrivals) > 0 else None
 
     summary: dict[str, Any] = {
         "jobs": len(records),
         "jobs_finished": len(done),
         "jobs_unfinished": len(records) - len(done),
         "sim_time": sim.now,
-        "allocation_ratio_mean": timeline.time_average("allocation_ratio"),
+        "allocation_ratio_mean": timeline.time_average("allocation_ratio", offered_until),
         "allocation_ratio_peak": float(timeline.column("allocation_ratio").max(initial=0.0)),
-        "utilisation_mean": timeline.time_average("utilisation"),
-        "unallocated_gpus_mean": timeline.time_average("unallocated_gpus"),
-        "fragmented_gpus_mean": timeline.time_average("fragmented_gpus"),
+        "utilisation_mean": timeline.time_average("utilisation", offered_until),
+        "unallocated_gpus_mean": timeline.time_average("unallocated_gpus", offered_until),
+        "fragmented_gpus_mean": timeline.time_average("fragmented_gpus", offered_until),
         "makespan": (max(r.finish for r in done) - min(arrivals)) if done and arrivals else None,
     }
     summary.update(percentiles([r.finish - r.job.arrival for r in done], "jct"))

@@ -93,12 +93,15 @@ class Timeline:
         return zip(*(self._columns[name] for name in COLUMNS), strict=True)
 
     def time_average(self, name: str, until: float | None = None) -> float:
-        """Average of a column weighted by how long each sample held (step function)."""
+        """Average of a column over [first sample, `until`] (default: the last sample), each
+        sample weighted by how long it held (a step function)."""
         times = self.column("time")
         if len(times) == 0:
             return 0.0
-        end = times[-1] if until is None else max(until, times[-1])
-        widths = np.diff(np.append(times, end))
-        total = widths.sum()
+        end = times[-1] if until is None else until
         values = self.column(name)
-        return float(values @ widths / total) if total > 0 else float(values[-1])
+        held = np.clip(np.append(times[1:], max(end, times[-1])), None, end) - np.minimum(
+            times, end
+        )
+        total = held.sum()
+        return float(values @ held / total) if total > 0 else float(values[0])

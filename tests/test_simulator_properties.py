@@ -100,3 +100,18 @@ def test_contention_slows_every_sharer_by_the_time_slicing_factor():
     for r in sim.records.values():
         assert math.isclose(r.finish, expected, rel_tol=1e-9)
     assert math.isclose(summarise(sim, ["a", "b"])["noisy_neighbour_slowdown_mean"], 2 / 0.8)
+
+
+def test_time_average_covers_only_the_requested_window():
+    from gpuparley.envs.settings import SimulationSettings as S
+
+    job = Job(0, "a", PodDemand(GPURequest("whole", count=4), 1000, 1000), 100.0, 0.0)
+    late = Job(1, "a", PodDemand(GPURequest("whole", count=4), 1000, 1000), 100.0, 50.0)
+    sim = Simulator(mixed_cluster(), [job, late], FirstFit(), S(speed_scaling=False))
+    sim.run()
+    timeline = sim.timeline
+    # 12 GPUs: 4 busy on [0, 50), 8 on [50, 100), 4 on [100, 150)
+    assert math.isclose(timeline.time_average("allocation_ratio", 50.0), 4 / 12)
+    assert math.isclose(timeline.time_average("allocation_ratio", 100.0), 6 / 12)
+    assert math.isclose(timeline.time_average("allocation_ratio"), (4 + 8 + 4) / 3 / 12)
+    assert math.isclose(summarise(sim, ["a"])["allocation_ratio_mean"], 4 / 12)
