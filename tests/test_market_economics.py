@@ -3,7 +3,9 @@
 import pytest
 
 from gpuparley.agents.negotiators.simple import Truthful
+from gpuparley.envs.market.core import demand_of
 from gpuparley.envs.market.encoding import REJECT, decode, encode
+from gpuparley.envs.market.messages import Offer
 from gpuparley.envs.market.views import agent_views
 from gpuparley.envs.simulator import JobState
 
@@ -112,3 +114,36 @@ def test_a_willing_lender_lends_and_is_paid(tmp_path):
     assert (lease.holder, lease.lender, lease.quota_milli) == ("ann", "lender", 2000)
     assert market.ledger.received["lender"] == pytest.approx(market.ledger.paid["ann"])
     assert market.mechanism.effective_quota("ann") == 3000
+
+
+def test_a_lease_renews_only_the_job_it_was_signed_for(tmp_path):
+    agents = [
+        {"name": "ann", "budget_per_epoch": RICH, "quota_share": 0.25},
+        {"name": "lender", "budget_per_epoch": RICH, "quota_share": 0.75},
+    ]
+    path = scenario_file(tmp_path, gpus=4, agents=agents)
+    jobs = [gpu_job(0, "ann", 3, 50.0, duration=36000.0), gpu_job(1, "ann", 3, 50.0)]
+    market = market_with_jobs(path, jobs, "bargain")
+    play_epoch(market, {"ann": Truthful(), "lender": Truthful()})
+    (lease,) = market.leases.values()
+    while market.epoch < lease.expires_epoch:  # let the lease come due, nobody renewing
+        market.passed.update(market.agents)
+        market.end_substep()
+    lease_id = lease.lease_id
+    other = next(j for j in jobs if j.name != lease.job)
+    assert market.lease_due_for_renewal(lease_id, "ann", lease.job)[0] is not None
+    refused, reason = market.lease_due_for_renewal(lease_id, "ann", other.name)
+    assert refused is None and "of yours for this job" in reason
+    offer = Offer(
+        id="renew-other",
+        sender="ann",
+        receiver="lender",
+        epoch=market.epoch,
+        demand=demand_of(other),
+        price=1.0,
+        term_epochs=market.term_epochs,
+        round=1,
+        renewal_of=lease_id,
+    )
+    receipt = market.receive(offer)
+    assert not receipt.accepted and "of yours for this job" in receipt.reason

@@ -88,15 +88,9 @@ class Auction:
             return f"the auction accepts only bids, not {message.kind}"
         if message.receiver != MARKET:
             return "bids are addressed to the market"
-        job = market.jobs_by_name.get(message.demand.job)
+        job, reason = market.job_asked_for(message.sender, message.demand)
         if job is None:
-            return f"unknown job {message.demand.job!r}"
-        if job.owner != message.sender:
-            return f"job {message.demand.job!r} belongs to another agent"
-        if message.demand != demand_of(job):
-            return "the bid's demand does not match the job"
-        if job.pod.gpu.kind == "none":
-            return "CPU-only jobs need no bid"
+            return reason
         if message.term_epochs != market.term_epochs:
             return f"the lease term is {market.term_epochs} epochs"
         if job.id in self.bids:
@@ -104,15 +98,11 @@ class Auction:
         record = market.sim.record(job.id)
         renewal = None
         if message.renewal_of is not None:
-            renewal = market.leases.get(message.renewal_of)
-            if (
-                renewal is None
-                or renewal.holder != message.sender
-                or renewal.job != message.demand.job
-            ):
-                return f"no lease {message.renewal_of!r} of yours for this job"
-            if renewal.expires_epoch > market.epoch:
-                return "that lease is not due for renewal yet"
+            renewal, reason = market.lease_due_for_renewal(
+                message.renewal_of, message.sender, message.demand.job
+            )
+            if renewal is None:
+                return reason
         elif not record.arrived or record.state is not JobState.PENDING:
             return f"job {message.demand.job!r} is not waiting for resources"
         if message.price > market.free_balance(message.sender) + 1e-9:

@@ -214,15 +214,9 @@ class Bargain:
 
     def _open(self, offer: Offer) -> str | None:
         market = self.market
-        job = market.jobs_by_name.get(offer.demand.job)
+        job, reason = market.job_asked_for(offer.sender, offer.demand)
         if job is None:
-            return f"unknown job {offer.demand.job!r}"
-        if job.owner != offer.sender:
-            return "that job belongs to another agent"
-        if offer.demand != demand_of(job):
-            return "the offer's demand does not match the job"
-        if job.pod.gpu.kind == "none":
-            return "CPU-only jobs need no quota"
+            return reason
         if offer.receiver == offer.sender or offer.receiver not in market.quota_milli:
             return "offers go to another agent"
         if offer.term_epochs != market.term_epochs or offer.round != 1:
@@ -231,15 +225,13 @@ class Bargain:
             return "this job is already being negotiated"
         renewal = None
         if offer.renewal_of is not None:
-            renewal = market.leases.get(offer.renewal_of)
-            if (
-                renewal is None
-                or renewal.holder != offer.sender
-                or renewal.lender != offer.receiver
-            ):
-                return "a renewal goes to the lender of an existing lease of yours"
-            if renewal.expires_epoch > market.epoch:
-                return "that lease is not due for renewal yet"
+            renewal, reason = market.lease_due_for_renewal(
+                offer.renewal_of, offer.sender, offer.demand.job
+            )
+            if renewal is None:
+                return reason
+            if renewal.lender != offer.receiver:
+                return "a renewal goes to the lender of the lease"
         else:
             record = market.sim.record(job.id)
             if not record.arrived or record.state is not JobState.PENDING:

@@ -203,6 +203,35 @@ class Market:
             )
         )
 
+    # ------------------------------------------------------------------ checks
+    def job_asked_for(self, sender: str, demand: Demand) -> tuple[Job | None, str | None]:
+        """The job a bid or offer is about, or why the message may not ask for it.
+
+        Both mechanisms apply the same rule: the job exists, belongs to the sender, the demand
+        matches it exactly, and it needs a GPU (CPU-only jobs are placed without negotiation).
+        """
+        job = self.jobs_by_name.get(demand.job)
+        if job is None:
+            return None, f"unknown job {demand.job!r}"
+        if job.owner != sender:
+            return None, f"job {demand.job!r} belongs to another agent"
+        if demand != demand_of(job):
+            return None, "the demand does not match the job"
+        if job.pod.gpu.kind == "none":
+            return None, "CPU-only jobs need no negotiation"
+        return job, None
+
+    def lease_due_for_renewal(
+        self, lease_id: str, holder: str, job: str
+    ) -> tuple[Lease | None, str | None]:
+        """The holder's lease on `job` that is up for renewal this epoch, or why it is not."""
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.holder != holder or lease.job != job:
+            return None, f"no lease {lease_id!r} of yours for this job"
+        if lease.expires_epoch > self.epoch:
+            return None, "that lease is not due for renewal yet"
+        return lease, None
+
     # ------------------------------------------------------------------ leases
     def issue_lease(
         self,
