@@ -191,6 +191,10 @@ def negotiator_crd() -> dict[str, Any]:
             "phase": {"type": "string"},
             "message": {"type": "string"},
             "observedEpoch": {"type": "integer", "minimum": 0},
+            # The market sub-step the negotiator answered last, and how ("bid" or "pass"):
+            # the market waits for every agent's answer before it closes a sub-step.
+            "observedSubstep": {"type": "integer", "minimum": 0},
+            "action": {"type": "string", "enum": ["bid", "pass"]},
         },
     }
     return _crd(

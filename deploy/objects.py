@@ -17,6 +17,14 @@ SENDER_LABEL = f"{LABEL_PREFIX}/sender"
 RECEIVER_LABEL = f"{LABEL_PREFIX}/receiver"
 KIND_LABEL = f"{LABEL_PREFIX}/message"
 AGENT_LABEL = f"{LABEL_PREFIX}/agent"
+JOB_LABEL = f"{LABEL_PREFIX}/job"  # pod-group: every pod of one job (a gang) carries it
+LEASE_LABEL = f"{LABEL_PREFIX}/lease"  # on a synced host pod: the GPULease it runs under
+LEASE_GATE = f"{LABEL_PREFIX}/lease"  # the scheduling gate that holds a pod until its lease
+
+MARKET_NAMESPACE = "gpuparley-system"
+MARKET_INBOX = f"{MARKET_NAMESPACE}-inbox"  # where agents send bids (create-only for them)
+VIEW_CONFIGMAP = "gpuparley-market-view"  # in each agent's home namespace, written by the market
+VIEW_KEY = "view.json"  # its data key: {"epoch", "substep", "term_epochs", "view"}
 
 
 def agent_name(agent: str) -> str:
@@ -30,7 +38,10 @@ def agent_namespace(agent: str) -> str:
 
 
 def inbox_namespace(agent: str) -> str:
-    """Where other agents drop messages for `agent` (create-only for them)."""
+    """Where other agents drop messages for `agent` (create-only for them); bids addressed to
+    the market go to the market's inbox."""
+    if agent == messages.MARKET:
+        return MARKET_INBOX
     return f"{agent_namespace(agent)}-inbox"
 
 

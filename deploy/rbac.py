@@ -1,16 +1,23 @@
 """Host-cluster RBAC for the market, as Python data (rendered to YAML by `deploy/render.py`).
 
 RBAC cannot filter by label, so "read only what is addressed to you" is made a *namespace*
-property: each agent `a` owns namespace `agent-a` (its negotiator, config and leases) and an inbox
-namespace `agent-a-inbox`. In any inbox, agents may only `create` offers (no get/list/watch,
-update or delete: a sender cannot read, change or withdraw what others sent); the inbox owner may
-read and delete (consume) them. `GPULease` objects live in the holder's namespace; only the market
-identity may write them (and their status), the holder may only read them.
+property: each agent `a` owns namespace `agent-a` (its negotiator, config, market view, leases and
+pods) and an inbox namespace `agent-a-inbox`; the market owns `gpuparley-system` and its inbox
+`gpuparley-system-inbox` (where agents send bids). In any inbox, agents may only `create` offers
+(no get/list/watch, update or delete: a sender cannot read, change or withdraw what others sent);
+the inbox owner may read and delete (consume) them. `GPULease` objects live in the holder's
+namespace; only the market identity may write them (and their status), the holder may only read
+them. That the sender named in an offer is the identity creating it is enforced by admission
+(`deploy/admission.py`), not RBAC.
 
 Identities: on a real cluster the negotiator runs as ServiceAccount `negotiator` in `agent-a`; on
 the local rig (`deploy/cluster/planes.py`) the agent is the static-token user `agent-a` in group
 `gpuparley:agents`. Both are bound. The market is user `gpuparley:market` or ServiceAccount
 `market` in `gpuparley-system`.
+
+Objects come in two sorts: *shared* ones (ClusterRoles, the market's bindings and namespaces,
+identical in every agent's bundle, so applying several bundles is safe) and *per-agent* ones
+(names or namespaces carry the agent, so bundles never overwrite each other's).
 """
 
 from __future__ import annotations
@@ -19,26 +26,54 @@ from collections.abc import Sequence
 from typing import Any
 
 from gpuparley.deploy.crds import GROUP
-from gpuparley.deploy.objects import AGENT_LABEL, agent_name, agent_namespace, inbox_namespace
+from gpuparley.deploy.objects import (
+    AGENT_LABEL,
+    MARKET_INBOX,
+    MARKET_NAMESPACE,
+    VIEW_CONFIGMAP,
+    agent_name,
+    agent_namespace,
+    inbox_namespace,
+)
+from gpuparley.envs.market import messages
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 RBAC_API = f"{RBAC_GROUP}/v1"
+COORDINATION_GROUP = "coordination.k8s.io"
+EVENTS_GROUP = "events.k8s.io"
 AGENTS_GROUP = "gpuparley:agents"
 MARKET_USER = "gpuparley:market"
-MARKET_NAMESPACE = "gpuparley-system"
 MARKET_SERVICE_ACCOUNT = "market"
 NEGOTIATOR_SERVICE_ACCOUNT = "negotiator"
+ROLE_LABEL = "gpuparley.io/role"
 
 SENDER_ROLE = "gpuparley-offer-sender"
 INBOX_OWNER_ROLE = "gpuparley-inbox-owner"
 NEGOTIATOR_ROLE = "gpuparley-negotiator"
-MARKET_ROLE = "gpuparley-market"
+NODE_READER_ROLE = "gpuparley-node-reader"
+MARKET_ROLE = "gpuparley-market"  # cluster-wide: leases, offers; read negotiators, nodes, pods
+MARKET_AGENT_ROLE = "gpuparley-market-agent"  # in each agent home: view ConfigMap, pods, events
+MARKET_HOME_ROLE = "gpuparley-market-home"  # in gpuparley-system: its status ConfigMap, events
 READ = ["get", "list", "watch"]
 WRITE = ["create", "update", "patch", "delete"]
 
 
-def _rule(resources: list[str], verbs: list[str], group: str = GROUP) -> dict[str, Any]:
-    return {"apiGroups": [group], "resources": resources, "verbs": verbs}
+def _rule(
+    resources: list[str],
+    verbs: list[str],
+    group: str = GROUP,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"apiGroups": [group], "resources": resources, "verbs": verbs}
+    if names:
+        rule["resourceNames"] = names
+    return rule
+
+
+def _events_create() -> list[dict[str, Any]]:
+    # One kind of object served by two API groups: core/v1 (the Python client's
+    # `create_namespaced_event`) and events.k8s.io/v1 (client-go's current recorder).
+    return [_rule(["events"], ["create"], group=""), _rule(["events"], ["create"], EVENTS_GROUP)]
 
 
 def _cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -52,7 +87,7 @@ def _cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cluster_roles() -> list[dict[str, Any]]:
     """The shared roles (cluster-scoped, identical in every agent's bundle, so applying them again
-    is a no-op). They grant nothing until bound in a namespace."""
+    is a no-op). They grant nothing until bound."""
     return [
         _cluster_role(SENDER_ROLE, [_rule(["offers"], ["create"])]),
         _cluster_role(INBOX_OWNER_ROLE, [_rule(["offers"], [*READ, "delete", "deletecollection"])]),
@@ -63,16 +98,50 @@ def cluster_roles() -> list[dict[str, Any]]:
                 # create-only for it).
                 _rule(["offers"], [*READ, *WRITE]),
                 _rule(["gpuleases", "negotiators"], READ),
+                # Which market sub-step it has answered.
                 _rule(["negotiators/status"], ["get", "update", "patch"]),
+                # Its config and the market's private view of it: read only.
                 _rule(["configmaps"], READ, group=""),
+                # Leased pods: copies of its workload pinned to the lease's node.
+                _rule(["pods"], [*READ, *WRITE], group=""),
+                _rule(["pods/status"], ["get"], group=""),
+                # Leader election among replicas (no delete: an expired lease is taken over).
+                _rule(["leases"], [*READ, "create", "update", "patch"], group=COORDINATION_GROUP),
+                *_events_create(),
             ],
         ),
+        _cluster_role(NODE_READER_ROLE, [_rule(["nodes"], READ, group="")]),
         _cluster_role(
             MARKET_ROLE,
             [
                 _rule(["gpuleases", "gpuleases/status"], [*READ, *WRITE]),
                 _rule(["offers"], [*READ, "create", "delete"]),
-                _rule(["negotiators"], READ),
+                _rule(["negotiators", "negotiators/status"], READ),
+                _rule(["nodes"], READ, group=""),
+                # Which pods run under which lease, on which node (a label-selected list across
+                # agent namespaces); writing pods is granted in agent namespaces only.
+                _rule(["pods"], READ, group=""),
+            ],
+        ),
+        _cluster_role(
+            MARKET_AGENT_ROLE,
+            [
+                # The view ConfigMap. RBAC cannot restrict create/list/watch by name; it can
+                # restrict update/patch, so the market cannot rewrite the agent's own config.
+                _rule(["configmaps"], [*READ, "create"], group=""),
+                _rule(["configmaps"], ["update", "patch"], group="", names=[VIEW_CONFIGMAP]),
+                # Evict pods not covered by a lease; lift the lease scheduling gate (a JSON
+                # patch) of pods whose lease is active.
+                _rule(["pods"], [*READ, "patch", "delete"], group=""),
+                *_events_create(),
+            ],
+        ),
+        _cluster_role(
+            MARKET_HOME_ROLE,
+            [
+                # The market's public status ConfigMap.
+                _rule(["configmaps"], [*READ, "create", "update", "patch"], group=""),
+                *_events_create(),
             ],
         ),
     ]
@@ -96,17 +165,18 @@ def agent_subjects(agent: str, home: str | None = None) -> list[dict[str, Any]]:
     return [_subject_user(user), _subject_sa(NEGOTIATOR_SERVICE_ACCOUNT, home or user)]
 
 
-def market_binding() -> dict[str, Any]:
-    """The market identity may manage leases and read/post offers everywhere."""
+def market_subjects() -> list[dict[str, Any]]:
+    """Who *is* the market (rig user and in-cluster ServiceAccount)."""
+    return [_subject_user(MARKET_USER), _subject_sa(MARKET_SERVICE_ACCOUNT, MARKET_NAMESPACE)]
+
+
+def _cluster_role_binding(name: str, role: str, subjects: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": RBAC_API,
         "kind": "ClusterRoleBinding",
-        "metadata": {"name": MARKET_ROLE},
-        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": MARKET_ROLE},
-        "subjects": [
-            _subject_user(MARKET_USER),
-            _subject_sa(MARKET_SERVICE_ACCOUNT, MARKET_NAMESPACE),
-        ],
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": subjects,
     }
 
 
@@ -122,42 +192,82 @@ def _role_binding(
     }
 
 
-def namespace(name: str, agent: str, role: str) -> dict[str, Any]:
+def market_binding() -> dict[str, Any]:
+    """The market identity may manage leases, read/post/consume offers, and read negotiators
+    and nodes, in every namespace."""
+    return _cluster_role_binding(MARKET_ROLE, MARKET_ROLE, market_subjects())
+
+
+def cluster_bindings() -> list[dict[str, Any]]:
+    """Shared cluster-wide bindings: the market's, and node read access for every rig agent
+    (each agent's ServiceAccount gets its own binding in `agent_rbac`)."""
+    return [
+        market_binding(),
+        _cluster_role_binding(NODE_READER_ROLE, NODE_READER_ROLE, [_subject_group(AGENTS_GROUP)]),
+    ]
+
+
+def namespace(name: str, role: str, agent: str | None = None) -> dict[str, Any]:
+    labels = {AGENT_LABEL: agent_namespace(agent)} if agent else {}
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {
-            "name": name,
-            "labels": {AGENT_LABEL: agent_namespace(agent), "gpuparley.io/role": role},
-        },
+        "metadata": {"name": name, "labels": {**labels, ROLE_LABEL: role}},
     }
+
+
+def market_rbac() -> list[dict[str, Any]]:
+    """The market's namespaces, ServiceAccount, its binding in its own namespace and the shared
+    sender binding in its inbox (shared: identical in every agent's bundle). Each agent's
+    ServiceAccount is added as a sender by its own RoleBinding (`agent_rbac`), since
+    ServiceAccounts cannot join a custom group."""
+    return [
+        namespace(MARKET_NAMESPACE, "market"),
+        namespace(MARKET_INBOX, "inbox"),
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": MARKET_SERVICE_ACCOUNT, "namespace": MARKET_NAMESPACE},
+        },
+        _role_binding(MARKET_ROLE, MARKET_NAMESPACE, MARKET_HOME_ROLE, market_subjects()),
+        _role_binding(SENDER_ROLE, MARKET_INBOX, SENDER_ROLE, [_subject_group(AGENTS_GROUP)]),
+    ]
 
 
 def agent_rbac(
     agent: str, peers: Sequence[str] = (), home: str | None = None
 ) -> list[dict[str, Any]]:
-    """Namespaces, ServiceAccount and RoleBindings of one agent.
+    """Namespaces, ServiceAccount and bindings of one agent (all per-agent: no two bundles write
+    the same object).
 
     Senders into the inbox are group `gpuparley:agents` (every rig agent) plus the `negotiator`
     ServiceAccount of each of `peers` (ServiceAccounts cannot join a custom group, so on a real
     cluster the peers must be listed). `home` overrides the namespace `agent-<agent>`; the inbox
-    is then `<home>-inbox` (senders must be told: `objects.offer_object(..., namespace=...)`)."""
+    is then `<home>-inbox` (senders must be told: `objects.offer_object(..., namespace=...)`).
+    The name `market` is reserved: its inbox is the market's."""
+    name = agent_name(agent)
+    if name == messages.MARKET:
+        raise ValueError(f"agent name {name!r} is reserved for the market")
     ns = home or agent_namespace(agent)
-    inbox = f"{ns}-inbox" if home else inbox_namespace(agent)
+    inbox = f"{ns}-inbox" if home else inbox_namespace(name)
     me = agent_subjects(agent, ns)
+    my_sa = _subject_sa(NEGOTIATOR_SERVICE_ACCOUNT, ns)
     senders = [_subject_group(AGENTS_GROUP)] + [
         _subject_sa(NEGOTIATOR_SERVICE_ACCOUNT, agent_namespace(p))
         for p in sorted({agent_name(p) for p in peers})
     ]
     return [
-        namespace(ns, agent, "agent"),
-        namespace(inbox, agent, "inbox"),
+        namespace(ns, "agent", agent),
+        namespace(inbox, "inbox", agent),
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
             "metadata": {"name": NEGOTIATOR_SERVICE_ACCOUNT, "namespace": ns},
         },
         _role_binding(NEGOTIATOR_ROLE, ns, NEGOTIATOR_ROLE, me),
+        _role_binding(MARKET_ROLE, ns, MARKET_AGENT_ROLE, market_subjects()),
         _role_binding(INBOX_OWNER_ROLE, inbox, INBOX_OWNER_ROLE, me),
         _role_binding(SENDER_ROLE, inbox, SENDER_ROLE, senders),
+        _role_binding(f"{SENDER_ROLE}-{name}", MARKET_INBOX, SENDER_ROLE, [my_sa]),
+        _cluster_role_binding(f"{NODE_READER_ROLE}-{name}", NODE_READER_ROLE, [my_sa]),
     ]

@@ -1,9 +1,10 @@
 """Everything one agent needs on the host cluster, as a list of Kubernetes objects.
 
-Rendered from Python data (no templating of YAML text), in apply order: CRDs, shared roles and the
-market binding, the agent's namespaces / ServiceAccount / RoleBindings, then its ConfigMap,
-`Negotiator` object and Deployment. Shared objects are identical in every agent's bundle, so
-applying several bundles is safe.
+Rendered from Python data (no templating of YAML text), in apply order: the shared cluster-scoped
+objects (CRDs, ClusterRoles and cluster-wide bindings, admission policies), the market's
+namespaces / ServiceAccount / inbox binding, then the agent's own namespaces / ServiceAccount /
+bindings, ConfigMap, `Negotiator` object and Deployment. Shared objects are identical in every
+agent's bundle (`shared_objects()`), so applying several bundles is safe.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from typing import Any
 
 import yaml
 
-from gpuparley.deploy import rbac
+from gpuparley.deploy import admission, rbac
 from gpuparley.deploy.crds import API_VERSION, crd_documents, dump_yaml
 from gpuparley.deploy.negotiator_config import NegotiatorSpec
 from gpuparley.deploy.objects import AGENT_LABEL, agent_name, agent_namespace
 
 IMAGE_REPOSITORY = "gpuparley-negotiator"
 CONFIG_FILE = "negotiator.yaml"
-CONFIG_MOUNT = "/etc/gpuparley"
+
+AGENT_PLANE_MOUNT = "/etc/gpuparley/agent-plane"
+AGENT_PLANE_SECRET = "gpuparley-agent-plane"
+METRICS_PORT = 9464
 
 
 def package_version() -> str:
@@ -105,21 +109,45 @@ def config_map(bundle: AgentBundle) -> dict[str, Any]:
 
 
 def deployment(bundle: AgentBundle) -> dict[str, Any]:
+    """The negotiator process (`gpuparley negotiator run`) on the host, as the agent's
+    ServiceAccount; it reaches the agent's own control plane with the kubeconfig in the Secret
+    `gpuparley-agent-plane` (key `kubeconfig`), which the operator creates. With more than one
+    replica the replicas elect a leader (a `coordination.k8s.io` Lease) and only it acts."""
     labels = _labels(bundle)
+    spec = bundle.spec()
     env = [
-        {"name": "GPUPARLEY_NEGOTIATOR", "value": bundle.name},
-        {"name": "GPUPARLEY_NAMESPACE", "value": bundle.home},
-        {"name": "GPUPARLEY_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *({"name": k, "value": v} for k, v in sorted(bundle.extra_env.items())),
     ]
+    probe = {"httpGet": {"port": "metrics"}, "periodSeconds": 10, "failureThreshold": 3}
     container = {
         "name": "negotiator",
         "image": bundle.image or f"{IMAGE_REPOSITORY}:{package_version()}",
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--namespace", bundle.home, "--negotiator", bundle.name],
+        "args": [
+            "negotiator",
+            "run",
+            "--agent",
+            bundle.name,
+            "--policy",
+            spec.policy,
+            "--namespace",
+            bundle.home,
+            "--agent-kubeconfig",
+            f"{AGENT_PLANE_MOUNT}/kubeconfig",
+            "--leader-elect",
+            "--identity",
+            "$(POD_NAME)",
+            "--metrics-address",
+            "0.0.0.0",
+            "--metrics-port",
+            str(METRICS_PORT),
+        ],
         "env": env,
-        "envFrom": [{"configMapRef": {"name": "gpuparley-negotiator"}}],
-        "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "metrics"}},
+        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "metrics"}},
+        "volumeMounts": [{"name": "agent-plane", "mountPath": AGENT_PLANE_MOUNT, "readOnly": True}],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},
@@ -137,7 +165,6 @@ def deployment(bundle: AgentBundle) -> dict[str, Any]:
         "metadata": _meta("gpuparley-negotiator", bundle),
         "spec": {
             "replicas": bundle.replicas,
-            # One negotiator per agent: never two sending on its behalf during a rollout.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": labels},
             "template": {
@@ -145,19 +172,31 @@ def deployment(bundle: AgentBundle) -> dict[str, Any]:
                 "spec": {
                     "serviceAccountName": rbac.NEGOTIATOR_SERVICE_ACCOUNT,
                     "containers": [container],
-                    "volumes": [{"name": "config", "configMap": {"name": "gpuparley-negotiator"}}],
+                    "volumes": [
+                        {"name": "agent-plane", "secret": {"secretName": AGENT_PLANE_SECRET}}
+                    ],
                 },
             },
         },
     }
 
 
-def render_objects(bundle: AgentBundle) -> list[dict[str, Any]]:
-    """All objects of one agent's bundle, in apply order."""
+def shared_objects() -> list[dict[str, Any]]:
+    """The objects every agent's bundle carries unchanged, in apply order: cluster-scoped ones,
+    then the market's namespaces, ServiceAccount and inbox binding."""
     return [
         *crd_documents(),
         *rbac.cluster_roles(),
-        rbac.market_binding(),
+        *rbac.cluster_bindings(),
+        *admission.admission_objects(),
+        *rbac.market_rbac(),
+    ]
+
+
+def render_objects(bundle: AgentBundle) -> list[dict[str, Any]]:
+    """All objects of one agent's bundle, in apply order."""
+    return [
+        *shared_objects(),
         *rbac.agent_rbac(bundle.agent, bundle.peers, bundle.namespace),
         config_map(bundle),
         negotiator_object(bundle),

@@ -100,7 +100,7 @@ class ClusterState:
         self.allocated_milli = 0.0
         self.version = 0  # bumped by every change, so callers can cache derived answers
         self._model_masks: dict[tuple[str, ...], np.ndarray] = {}
-        self._fit_cache: dict[int, bool] = {}
+        self._fit_cache: dict[tuple[PodDemand, tuple[str, ...]], bool] = {}
         self._fit_cache_version = -1
 
     # ----------------------------------------------------------------- queries
@@ -143,14 +143,16 @@ class ClusterState:
         return fits & (free > 0)
 
     def can_fit_somewhere(self, job: Job) -> bool:
-        """Whether one pod of the job fits any node now (cached until the state changes)."""
+        """Whether one pod of the job fits any node now (cached until the state changes, and
+        shared by jobs with the same demand)."""
         if self._fit_cache_version != self.version:
             self._fit_cache.clear()
             self._fit_cache_version = self.version
-        answer = self._fit_cache.get(job.id)
+        key = (job.pod, job.allowed_models)
+        answer = self._fit_cache.get(key)
         if answer is None:
             mask = self.feasible_nodes(job.pod, job.allowed_models)
-            answer = self._fit_cache[job.id] = bool(mask.any())
+            answer = self._fit_cache[key] = bool(mask.any())
         return answer
 
     def gpu_fits(self, g: int, request: GPURequest) -> bool:

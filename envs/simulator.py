@@ -109,6 +109,7 @@ class Simulator:
         }
         self._queue: dict[int, None] = {}  # pending or partial jobs, in arrival order
         self._running: set[int] = set()
+        self.completed: list[int] = []  # ids of finished jobs, in the order they finished
         self._active_on_gpu = np.zeros(self.state.gpu_count, dtype=np.int64)
         self._events: list[tuple[float, int, int, int, int]] = []
         self._seq = 0
@@ -279,6 +280,7 @@ class Simulator:
         self._settle(record)
         record.state = JobState.DONE
         record.finish = self.now
+        self.completed.append(record.job.id)
         record.remaining = 0.0
         self._running.discard(record.job.id)
         touched = self._deactivate(record)

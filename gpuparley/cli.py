@@ -16,6 +16,7 @@ def _register_commands() -> None:
     from gpuparley.commands import evaluate, export, scenarios, simulate, train
     from gpuparley.deploy.cli import app as deploy_app
     from gpuparley.deploy.cluster.cli import app as cluster_app
+    from gpuparley.deploy.process_cli import app_market, app_negotiator, app_workload
 
     scenarios.register(app)
     simulate.register(app)
@@ -26,6 +27,9 @@ def _register_commands() -> None:
         cluster_app, name="cluster", help="Real Kubernetes control planes on this machine."
     )
     app.add_typer(deploy_app, name="deploy", help="Negotiator manifests: CRDs, RBAC, Deployment.")
+    app.add_typer(app_negotiator, name="negotiator", help="One agent's in-cluster negotiator.")
+    app.add_typer(app_market, name="market", help="The market controller on the host cluster.")
+    app.add_typer(app_workload, name="workload", help="Scenario jobs as gated pods.")
 
 
 _register_commands()

@@ -16,7 +16,8 @@ USAGE_ERROR = 2
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     """Print a one-paragraph error (no traceback) and exit with `code`."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: no hard line breaks inside paths and commands the user may copy.
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -4,15 +4,16 @@ schema conversion rules."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gpuparley.deploy import crds, objects, rbac
+from gpuparley.deploy import admission, crds, objects, rbac
 from gpuparley.deploy.cli import app
-from gpuparley.deploy.render import AgentBundle, render_objects, to_yaml
+from gpuparley.deploy.render import AgentBundle, render_objects, shared_objects, to_yaml
 from gpuparley.deploy.schema import SchemaConversionError, check_structural, structural
 from gpuparley.envs.market import messages
 
@@ -33,11 +34,13 @@ def test_render_cli_prints_every_kind() -> None:
     kinds = Counter(d["kind"] for d in docs)
     assert kinds == {
         "CustomResourceDefinition": 3,
-        "ClusterRole": 4,
-        "ClusterRoleBinding": 1,
-        "Namespace": 2,
-        "ServiceAccount": 1,
-        "RoleBinding": 3,
+        "ClusterRole": 7,
+        "ClusterRoleBinding": 3,
+        "ValidatingAdmissionPolicy": 3,
+        "ValidatingAdmissionPolicyBinding": 3,
+        "Namespace": 4,
+        "ServiceAccount": 2,
+        "RoleBinding": 7,
         "ConfigMap": 1,
         "Negotiator": 1,
         "Deployment": 1,
@@ -48,12 +51,22 @@ def test_render_cli_prints_every_kind() -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.startswith("gpuparley-negotiator:")
-    senders = next(
-        d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == rbac.SENDER_ROLE
-    )
-    assert senders["metadata"]["namespace"] == "agent-alpha-inbox"
+    senders = {
+        d["metadata"]["namespace"]: d
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == rbac.SENDER_ROLE
+    }
     assert {"kind": "ServiceAccount", "name": "negotiator", "namespace": "agent-beta"} in senders[
-        "subjects"
+        "agent-alpha-inbox"
+    ]["subjects"]
+    # Into the market's inbox: every rig agent (shared binding) and alpha's own ServiceAccount.
+    market_inbox = [
+        d for d in docs if d["metadata"].get("namespace") == objects.MARKET_INBOX and "roleRef" in d
+    ]
+    assert {d["roleRef"]["name"] for d in market_inbox} == {rbac.SENDER_ROLE}
+    assert sorted(d["metadata"]["name"] for d in market_inbox) == [
+        "gpuparley-offer-sender",
+        "gpuparley-offer-sender-alpha",
     ]
 
 
@@ -65,7 +78,15 @@ def test_render_rejects_bad_policy() -> None:
 def test_namespace_override_moves_home_and_inbox() -> None:
     docs = render_objects(AgentBundle(agent="alpha", namespace="team-a"))
     namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
-    assert namespaces == {"team-a", "team-a-inbox"}
+    assert namespaces == {"team-a", "team-a-inbox", objects.MARKET_NAMESPACE, objects.MARKET_INBOX}
+    sa = {"kind": "ServiceAccount", "name": "negotiator", "namespace": "team-a"}
+    own = [d for d in docs if d["kind"].endswith("Binding") and sa in d.get("subjects", [])]
+    assert {(d["metadata"].get("namespace"), d["roleRef"]["name"]) for d in own} == {
+        ("team-a", rbac.NEGOTIATOR_ROLE),
+        ("team-a-inbox", rbac.INBOX_OWNER_ROLE),
+        (objects.MARKET_INBOX, rbac.SENDER_ROLE),
+        (None, rbac.NODE_READER_ROLE),
+    }
     assert yaml.safe_load_all(to_yaml(docs))
 
 
@@ -117,3 +138,248 @@ def test_offer_object_addresses_receiver_inbox() -> None:
     assert obj["metadata"]["namespace"] == "agent-beta-inbox"
     assert obj["metadata"]["labels"][objects.RECEIVER_LABEL] == "beta"
     assert objects.message_from_object(obj) == accept
+
+
+# ------------------------------------------------------------------ bundles side by side
+
+
+def _key(doc: dict[str, Any]) -> tuple[str, str | None, str]:
+    return doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"]
+
+
+BUNDLES = (
+    AgentBundle(agent="alpha", peers=("beta",)),
+    AgentBundle(agent="beta", policy="onnx:/models/b.onnx", mechanism="auction"),
+    AgentBundle(agent="gamma", namespace="team-g", budget_per_epoch=5.0),
+)
+
+
+def test_shared_objects_are_identical_in_every_bundle() -> None:
+    """Applying several bundles is safe: an object two bundles both carry is the same object
+    (a shared one, rendered first); every other object is the agent's own."""
+    shared = shared_objects()
+    seen: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+    for bundle in BUNDLES:
+        docs = render_objects(bundle)
+        assert docs[: len(shared)] == shared
+        for doc in docs[len(shared) :]:
+            assert _key(doc) not in seen, f"{_key(doc)} in two bundles"
+        for doc in docs:
+            assert seen.setdefault(_key(doc), doc) == doc, _key(doc)
+
+
+def test_apply_order() -> None:
+    """Cluster-scoped shared objects, then the market's, then the agent's; a namespace before
+    anything in it, a policy before its binding, a role before anything bound to it."""
+    docs = render_objects(BUNDLES[0])
+    shared = shared_objects()
+    scoped = ["namespace" in d["metadata"] or d["kind"] == "Namespace" for d in shared]
+    first_market = scoped.index(True)
+    assert not any(scoped[:first_market]) and all(scoped[first_market:])
+    market = {None, objects.MARKET_NAMESPACE, objects.MARKET_INBOX}
+    assert all(d["metadata"].get("namespace") in market for d in shared[first_market:])
+    created: set[tuple[str, str | None, str]] = set()
+    for doc in docs:
+        ns = doc["metadata"].get("namespace")
+        if ns:
+            assert ("Namespace", None, ns) in created, _key(doc)
+        if doc["kind"].endswith("Binding") and "roleRef" in doc:
+            assert ("ClusterRole", None, doc["roleRef"]["name"]) in created, _key(doc)
+        if doc["kind"] == "ValidatingAdmissionPolicyBinding":
+            assert ("ValidatingAdmissionPolicy", None, doc["spec"]["policyName"]) in created
+        created.add(_key(doc))
+
+
+def test_agent_named_market_is_refused() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        render_objects(AgentBundle(agent="market"))
+
+
+def test_admission_policies_deny_and_cover_offers_and_view() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render_objects(BUNDLES[0])}
+    policies = {
+        admission.OFFER_SENDER_POLICY: ("gpuparley.io", "offers", {"CREATE", "UPDATE"}),
+        admission.MARKET_VIEW_POLICY: ("", "configmaps", {"CREATE", "UPDATE", "DELETE"}),
+        admission.LEASE_GATE_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
+    }
+    for name, (group, resource, operations) in policies.items():
+        policy = docs["ValidatingAdmissionPolicy", name]
+        binding = docs["ValidatingAdmissionPolicyBinding", name]
+        assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+        (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+        assert (rule["apiGroups"], rule["resources"]) == ([group], [resource])
+        assert set(rule["operations"]) == operations
+        assert "resourceNames" not in rule  # deletecollection admits items with an empty name
+        for check in policy["spec"]["validations"]:
+            assert check["reason"] in ("Forbidden", "Invalid")
+            assert check["message"]  # the fallback if the messageExpression cannot be evaluated
+            assert "variables.user" in check["messageExpression"] or "label" in check["expression"]
+    gate = docs["ValidatingAdmissionPolicy", admission.LEASE_GATE_POLICY]["spec"]
+    assert gate["matchConstraints"]["namespaceSelector"] == {
+        "matchLabels": {rbac.ROLE_LABEL: "agent"}
+    }
+    homes = [d for d in docs.values() if d["kind"] == "Namespace"]
+    assert {
+        d["metadata"]["name"] for d in homes if d["metadata"]["labels"][rbac.ROLE_LABEL] == "agent"
+    } == {"agent-alpha"}
+    sender = docs["ValidatingAdmissionPolicy", admission.OFFER_SENDER_POLICY]["spec"]
+    text = "\n".join(c["expression"] for c in sender["variables"] + sender["validations"])
+    for needle in (
+        "'agent-' + variables.sender",
+        "'system:serviceaccount:agent-' + variables.sender + ':negotiator'",
+        rbac.MARKET_USER,
+        "system:serviceaccount:gpuparley-system:market",
+        "'system:masters' in request.userInfo.groups",
+        f"object.metadata.labels['{objects.SENDER_LABEL}']",
+        "has(object.metadata.labels)",
+    ):
+        assert needle in text, needle
+
+
+# --------------------------------------------------- the RBAC of the bundles, evaluated
+
+
+@dataclass(frozen=True)
+class Who:
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+ALPHA = Who("agent-alpha", (rbac.AGENTS_GROUP,))
+ALPHA_SA = Who("system:serviceaccount:agent-alpha:negotiator")
+MARKET = Who(rbac.MARKET_USER)
+MARKET_SA = Who("system:serviceaccount:gpuparley-system:market")
+CLUSTER = None  # cluster-scoped request (nodes)
+
+
+def _bound(subject: dict[str, Any], who: Who) -> bool:
+    if subject["kind"] == "User":
+        return subject["name"] == who.user
+    if subject["kind"] == "Group":
+        return subject["name"] in who.groups
+    return who.user == f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
+
+
+def _allowed(
+    docs: list[dict[str, Any]],
+    who: Who,
+    verb: str,
+    resource: str,
+    namespace: str | None,
+    name: str = "",
+) -> bool:
+    """RBAC's decision on the rendered objects alone (no rig Role, no admission)."""
+    group, _, plural = resource.rpartition(".")
+    plural = plural.replace(":", "/")  # "pods:status" -> pods/status
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    for binding in docs:
+        if binding["kind"] == "RoleBinding":
+            if binding["metadata"]["namespace"] != namespace:
+                continue
+        elif binding["kind"] != "ClusterRoleBinding":
+            continue
+        if not any(_bound(s, who) for s in binding["subjects"]):
+            continue
+        for rule in roles[binding["roleRef"]["name"]]["rules"]:
+            if (
+                group in rule["apiGroups"]
+                and plural in rule["resources"]
+                and verb in rule["verbs"]
+                and (not rule.get("resourceNames") or name in rule["resourceNames"])
+            ):
+                return True
+    return False
+
+
+G = "gpuparley.io."
+HOME, BETA_HOME = "agent-alpha", "agent-beta"
+INBOX, BETA_INBOX, MKT_INBOX = "agent-alpha-inbox", "agent-beta-inbox", objects.MARKET_INBOX
+# (identities, verb, resource, namespace, allowed); a resource is "[group.]plural[:sub]".
+MATRIX = [
+    # The market inbox: agents create only; the market reads and consumes.
+    ((ALPHA, ALPHA_SA), "create", G + "offers", MKT_INBOX, True),
+    ((ALPHA, ALPHA_SA), "list", G + "offers", MKT_INBOX, False),
+    ((ALPHA, ALPHA_SA), "get", G + "offers", MKT_INBOX, False),
+    ((ALPHA, ALPHA_SA), "delete", G + "offers", MKT_INBOX, False),
+    ((ALPHA, ALPHA_SA), "update", G + "offers", MKT_INBOX, False),
+    ((MARKET, MARKET_SA), "list", G + "offers", MKT_INBOX, True),
+    ((MARKET, MARKET_SA), "delete", G + "offers", MKT_INBOX, True),
+    # Agent inboxes: peers create only (alpha's SA is beta's peer? no: only beta's bundle says).
+    ((ALPHA,), "create", G + "offers", BETA_INBOX, True),
+    ((ALPHA_SA,), "create", G + "offers", BETA_INBOX, False),
+    ((ALPHA, ALPHA_SA), "list", G + "offers", BETA_INBOX, False),
+    ((ALPHA, ALPHA_SA), "list", G + "offers", INBOX, True),
+    ((ALPHA, ALPHA_SA), "delete", G + "offers", INBOX, True),
+    ((ALPHA, ALPHA_SA), "update", G + "offers", INBOX, False),
+    # Home: leases read-only, status of its Negotiator, pods, the view read-only.
+    ((ALPHA, ALPHA_SA), "get", G + "gpuleases", HOME, True),
+    ((ALPHA, ALPHA_SA), "update", G + "gpuleases:status", HOME, False),
+    ((ALPHA, ALPHA_SA), "patch", G + "negotiators:status", HOME, True),
+    ((ALPHA, ALPHA_SA), "patch", G + "negotiators", HOME, False),
+    ((ALPHA, ALPHA_SA), "get", "configmaps", HOME, True),
+    ((ALPHA, ALPHA_SA), "create", "configmaps", HOME, False),
+    ((ALPHA, ALPHA_SA), "patch", "configmaps", HOME, False),
+    ((ALPHA, ALPHA_SA), "create", "pods", HOME, True),
+    ((ALPHA, ALPHA_SA), "delete", "pods", HOME, True),
+    ((ALPHA, ALPHA_SA), "get", "pods:status", HOME, True),
+    ((ALPHA, ALPHA_SA), "update", "pods:status", HOME, False),
+    ((ALPHA, ALPHA_SA), "create", "coordination.k8s.io.leases", HOME, True),
+    ((ALPHA, ALPHA_SA), "delete", "coordination.k8s.io.leases", HOME, False),
+    ((ALPHA, ALPHA_SA), "create", "events", HOME, True),
+    ((ALPHA, ALPHA_SA), "create", "secrets", HOME, False),
+    ((ALPHA, ALPHA_SA), "get", "secrets", HOME, False),
+    # Nothing in beta's home; nodes read-only.
+    ((ALPHA, ALPHA_SA), "list", "pods", BETA_HOME, False),
+    ((ALPHA, ALPHA_SA), "create", "pods", BETA_HOME, False),
+    ((ALPHA, ALPHA_SA), "patch", G + "negotiators:status", BETA_HOME, False),
+    ((ALPHA, ALPHA_SA), "get", "configmaps", BETA_HOME, False),
+    ((ALPHA, ALPHA_SA), "list", "nodes", CLUSTER, True),
+    ((ALPHA, ALPHA_SA), "patch", "nodes", CLUSTER, False),
+    # The market: leases, views, evictions, statuses, nodes.
+    ((MARKET, MARKET_SA), "create", G + "gpuleases", HOME, True),
+    ((MARKET, MARKET_SA), "update", G + "gpuleases:status", BETA_HOME, True),
+    ((MARKET, MARKET_SA), "list", G + "negotiators", CLUSTER, True),
+    ((MARKET, MARKET_SA), "get", G + "negotiators:status", HOME, True),
+    ((MARKET, MARKET_SA), "patch", G + "negotiators:status", HOME, False),
+    ((MARKET, MARKET_SA), "create", "configmaps", HOME, True),
+    ((MARKET, MARKET_SA), "create", "configmaps", "default", False),
+    ((MARKET, MARKET_SA), "delete", "configmaps", HOME, False),
+    ((MARKET, MARKET_SA), "list", "pods", BETA_HOME, True),
+    ((MARKET, MARKET_SA), "list", "pods", CLUSTER, True),  # by lease label, all namespaces
+    ((MARKET, MARKET_SA), "delete", "pods", BETA_HOME, True),
+    ((MARKET, MARKET_SA), "patch", "pods", BETA_HOME, True),  # lifts the lease gate
+    ((MARKET, MARKET_SA), "create", "pods", BETA_HOME, False),
+    ((MARKET, MARKET_SA), "delete", "pods", "kube-system", False),
+    ((MARKET, MARKET_SA), "patch", "pods", "kube-system", False),
+    ((MARKET, MARKET_SA), "patch", "configmaps", objects.MARKET_NAMESPACE, True),  # its status
+    ((MARKET, MARKET_SA), "delete", "configmaps", objects.MARKET_NAMESPACE, False),
+    ((ALPHA, ALPHA_SA), "get", "configmaps", objects.MARKET_NAMESPACE, False),
+    ((MARKET, MARKET_SA), "create", "events", HOME, True),
+    ((MARKET, MARKET_SA), "list", "nodes", CLUSTER, True),
+    ((MARKET, MARKET_SA), "get", "secrets", HOME, False),
+]
+
+
+@pytest.mark.parametrize(("whos", "verb", "resource", "namespace", "want"), MATRIX)
+def test_permission_matrix(
+    whos: tuple[Who, ...], verb: str, resource: str, namespace: str | None, want: bool
+) -> None:
+    docs = render_objects(BUNDLES[0]) + render_objects(BUNDLES[1])
+    for who in whos:
+        assert _allowed(docs, who, verb, resource, namespace) is want, who
+
+
+def test_market_updates_only_the_view_configmap() -> None:
+    docs = render_objects(BUNDLES[0])
+    view, config = objects.VIEW_CONFIGMAP, "gpuparley-negotiator"
+    assert _allowed(docs, MARKET, "patch", "configmaps", HOME, view)
+    assert not _allowed(docs, MARKET, "patch", "configmaps", HOME, config)
+    assert not _allowed(docs, MARKET, "update", "configmaps", HOME, config)
+
+
+def test_no_wildcards() -> None:
+    for role in rbac.cluster_roles():
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role

@@ -36,10 +36,15 @@ def tiny_layers(inputs: int = OBSERVATION_SIZE, outputs: int = ACTION_COUNT) -> 
     ]
 
 
-def test_importing_the_runtime_does_not_import_torch() -> None:
+def test_the_negotiator_image_needs_no_training_stack() -> None:
+    """What the negotiator image runs (deploy/Dockerfile) imports none of torch, sb3, gymnasium,
+    pettingzoo or matplotlib, which the image does not install."""
     code = (
         "import sys, gpuparley.deploy.runtime, gpuparley.agents.negotiators.learned\n"
-        "bad = [m for m in ('torch', 'stable_baselines3', 'sb3_contrib') if m in sys.modules]\n"
+        "import gpuparley.deploy.negotiator, gpuparley.deploy.process_cli\n"
+        "heavy = ('torch', 'stable_baselines3', 'sb3_contrib', 'gymnasium', 'pettingzoo',\n"
+        "         'matplotlib', 'tensorboard')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

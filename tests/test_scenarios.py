@@ -18,7 +18,7 @@ from gpuparley.envs.scenario import (
 )
 from gpuparley.envs.settings import SimulationSettings
 
-BUNDLED = ["gang-heavy", "mig-mixed", "openb", "timeslice-noisy", "tiny"]
+BUNDLED = ["cluster-e2e", "gang-heavy", "mig-mixed", "openb", "timeslice-noisy", "tiny"]
 
 GOOD = {
     "description": "test",
@@ -153,7 +153,7 @@ def test_unservable_size_is_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_available() -> None:
-    with pytest.raises(ScenarioError, match="available: gang-heavy, mig-mixed"):
+    with pytest.raises(ScenarioError, match="available: cluster-e2e, gang-heavy, mig-mixed"):
         load_scenario("nope")
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from gpuparley.deploy.cluster import build, pki
 from gpuparley.deploy.cluster.nodes import FAKE_NODE_ANNOTATION, NodeSpec, create_nodes
+from gpuparley.deploy.rbac import MARKET_USER
 
 HOST = "host"
 AGENT_GROUP = "gpuparley:agents"
@@ -90,7 +91,8 @@ class Plane:
     kubeconfig: str  # admin (client certificate, group system:masters)
     token_kubeconfig: str  # admin again, by bearer token (for tools that dislike client certs)
     pki_dir: str
-    agent_kubeconfigs: dict[str, str] = field(default_factory=dict)  # host only: agent -> file
+    # host only: user -> kubeconfig/token, for every agent and for the market (`gpuparley:market`)
+    agent_kubeconfigs: dict[str, str] = field(default_factory=dict)
     agent_tokens: dict[str, str] = field(default_factory=dict)  # host only: agent -> token
 
     @property
@@ -380,6 +382,8 @@ def _plane_files(state: ClusterState, name: str, kind: str, agents: Sequence[str
         for agent in agents:
             user = agent_plane_name(agent)
             tokens[user] = (os.urandom(16).hex(), [AGENT_GROUP])
+        # The market controller's own identity (its RBAC comes with the deploy bundle).
+        tokens[MARKET_USER] = (os.urandom(16).hex(), [])
     cred = pki.make_plane_pki(plane_dir / "pki", name, tokens)
     port = free_port()
     server = f"https://127.0.0.1:{port}"
@@ -412,7 +416,8 @@ def _plane_files(state: ClusterState, name: str, kind: str, agents: Sequence[str
         cluster=name,
     )
     for user, (token, _groups) in tokens.items():
-        path = plane_dir / f"{user}.kubeconfig"
+        # ":" separates files in a kubeconfig path list, so it may not appear in the name.
+        path = plane_dir / f"{user.replace(':', '-')}.kubeconfig"
         pki.write_kubeconfig(path, server, cred.ca_cert, user, token=token, cluster=name)
         plane.agent_kubeconfigs[user] = str(path)
         plane.agent_tokens[user] = token
@@ -595,6 +600,24 @@ def _wait_nodes_ready(host: Plane, names: Sequence[str], timeout: float) -> None
 
 
 def up(
+    state_dir: str | os.PathLike[str],
+    node_specs: Sequence[NodeSpec],
+    agents: Sequence[str],
+    **options: Any,
+) -> ClusterState:
+    """`start_planes`, tried again (up to three times) when a component lost its port to
+    another process: ports are picked free, but another program may take one before the
+    component binds it (clusters brought up side by side, or any outgoing connection)."""
+    for _retry in range(2):
+        try:
+            return start_planes(state_dir, node_specs, agents, **options)
+        except ClusterError as exc:
+            if "address already in use" not in str(exc):
+                raise
+    return start_planes(state_dir, node_specs, agents, **options)
+
+
+def start_planes(
     state_dir: str | os.PathLike[str],
     node_specs: Sequence[NodeSpec],
     agents: Sequence[str],

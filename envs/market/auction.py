@@ -24,12 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpuparley.agents.placement import plan_job
 from gpuparley.envs.cluster import Binding, PlacementError
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.core import HOUR, demand_of
 from gpuparley.envs.market.messages import MARKET, Bid, Lease
-from gpuparley.envs.market.placement import market_choice, place_cpu_only
+from gpuparley.envs.market.placement import market_plan, place_cpu_only
 from gpuparley.envs.simulator import JobState
 
 if TYPE_CHECKING:
@@ -66,6 +65,9 @@ class Auction:
 
     def pending_answer(self, agent: str) -> None:
         return None
+
+    def pending_answers(self) -> dict[str, Any]:
+        return {}
 
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Bid:
         market = self.market
@@ -166,7 +168,7 @@ class Auction:
                     except PlacementError:
                         pass
                 if plan is None:
-                    plan = plan_job(state, bid.job, market_choice)
+                    plan = market_plan(state, bid.job)
                     if plan is not None:
                         state.bind(bid.job, plan)
                 if plan is None:

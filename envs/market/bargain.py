@@ -27,11 +27,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpuparley.agents.placement import plan_job
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.core import demand_of
 from gpuparley.envs.market.messages import Accept, CounterOffer, Lease, Offer, Reject
-from gpuparley.envs.market.placement import market_choice, place_cpu_only
+from gpuparley.envs.market.placement import market_plan, place_cpu_only
 from gpuparley.envs.simulator import JobState
 
 if TYPE_CHECKING:
@@ -59,6 +58,30 @@ class Thread:
         return self.lender if agent == self.borrower else self.borrower
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaBook:
+    """Every agent's quota position at one moment, in milli-GPU."""
+
+    agents: tuple[str, ...]
+    effective: dict[str, int]  # own + borrowed - lent
+    usage: dict[str, int]  # taken by the agent's placed jobs
+    idle: dict[str, int]  # effective - usage - promised to open negotiations
+
+    def shortfall(self, job: Job) -> int:
+        """Quota the job's owner lacks to run it: what it must borrow."""
+        return max(0, self.usage[job.owner] + job.milli_gpu - self.effective[job.owner])
+
+    def lender_for(self, job: Job) -> str | None:
+        """The other agent with the most idle quota, if it covers the shortfall (ties: first)."""
+        need = self.shortfall(job)
+        lenders = [
+            (self.idle[other], other)
+            for other in self.agents
+            if other != job.owner and self.idle[other] >= need
+        ]
+        return max(lenders, key=lambda pair: pair[0])[1] if lenders else None
+
+
 class Bargain:
     """Bilateral alternating-offers negotiation over idle quota."""
 
@@ -70,21 +93,24 @@ class Bargain:
         self.usage: dict[str, int] = dict.fromkeys(market.agents, 0)
 
     # ------------------------------------------------------------ quota book
-    def effective_quota(self, agent: str) -> int:
+    def quota_book(self) -> QuotaBook:
+        """Every agent's quota position now, from one pass over the leases and negotiations."""
         market = self.market
-        quota = market.quota_milli[agent]
+        effective = dict(market.quota_milli)
         for lease in market.leases.values():
-            if lease.holder == agent:
-                quota += lease.quota_milli
-            if lease.lender == agent:
-                quota -= lease.quota_milli
-        return quota
+            effective[lease.holder] += lease.quota_milli
+            effective[lease.lender] -= lease.quota_milli
+        idle = {agent: effective[agent] - self.usage[agent] for agent in market.agents}
+        for thread in self.threads.values():
+            if not thread.renewal:
+                idle[thread.lender] -= thread.quota  # promised to an open negotiation
+        return QuotaBook(tuple(market.agents), effective, dict(self.usage), idle)
 
-    def promised(self, agent: str) -> int:
-        return sum(t.quota for t in self.threads.values() if t.lender == agent and not t.renewal)
+    def effective_quota(self, agent: str) -> int:
+        return self.quota_book().effective[agent]
 
     def idle_quota(self, agent: str) -> int:
-        return self.effective_quota(agent) - self.usage[agent] - self.promised(agent)
+        return self.quota_book().idle[agent]
 
     def _recount_usage(self) -> None:
         usage: dict[str, int] = defaultdict(int)
@@ -98,18 +124,10 @@ class Bargain:
         return self.shortfall(job) == 0
 
     def shortfall(self, job: Job) -> int:
-        """Quota the job's owner lacks to run it: what it must borrow."""
-        return max(0, self.usage[job.owner] + job.milli_gpu - self.effective_quota(job.owner))
+        return self.quota_book().shortfall(job)
 
     def lender_for(self, job: Job) -> str | None:
-        """The other agent with the most idle quota, if it covers the shortfall (ties: first)."""
-        need = self.shortfall(job)
-        lenders = [
-            (self.idle_quota(other), other)
-            for other in self.market.agents
-            if other != job.owner and self.idle_quota(other) >= need
-        ]
-        return max(lenders, key=lambda pair: pair[0])[1] if lenders else None
+        return self.quota_book().lender_for(job)
 
     # ------------------------------------------------------------ epoch
     def begin(self) -> None:
@@ -123,7 +141,7 @@ class Bargain:
         for job in market.sim.pending():
             if job.pod.gpu.kind == "none" or not self.fits_quota(job):
                 continue
-            plan = plan_job(market.sim.state, job, market_choice)
+            plan = market_plan(market.sim.state, job)
             if plan is not None:
                 market.place(job, plan)
                 self.usage[job.owner] += job.milli_gpu
@@ -174,9 +192,20 @@ class Bargain:
                 self.usage[job.owner] -= job.milli_gpu
 
     # ------------------------------------------------------------ messages
+    def pending_answers(self) -> dict[str, Thread]:
+        """The negotiation awaiting each agent's answer: the oldest opened, then by message id."""
+        answers: dict[str, Thread] = {}
+        for thread in self.threads.values():
+            first = answers.get(thread.awaiting)
+            if first is None or (thread.opened_epoch, thread.last_id) < (
+                first.opened_epoch,
+                first.last_id,
+            ):
+                answers[thread.awaiting] = thread
+        return answers
+
     def pending_answer(self, agent: str) -> Thread | None:
-        waiting = [t for t in self.threads.values() if t.awaiting == agent]
-        return min(waiting, key=lambda t: (t.opened_epoch, t.last_id)) if waiting else None
+        return self.pending_answers().get(agent)
 
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Offer | None:
         market = self.market
@@ -232,13 +261,16 @@ class Bargain:
                 return reason
             if renewal.lender != offer.receiver:
                 return "a renewal goes to the lender of the lease"
+            quota = renewal.quota_milli
         else:
             record = market.sim.record(job.id)
             if not record.arrived or record.state is not JobState.PENDING:
                 return "the job is not waiting for resources"
-            if self.shortfall(job) == 0:
+            book = self.quota_book()
+            quota = book.shortfall(job)
+            if quota == 0:
                 return "the job fits its owner's own quota; no loan needed"
-            if self.idle_quota(offer.receiver) < self.shortfall(job):
+            if book.idle[offer.receiver] < quota:
                 return "the receiver has not enough idle quota"
         if offer.price > market.free_balance(offer.sender) + 1e-9:
             return "the offer exceeds the free balance"
@@ -252,7 +284,7 @@ class Bargain:
             offer.id,
             renewal,
             market.epoch,
-            renewal.quota_milli if renewal else self.shortfall(job),
+            quota,
         )
         market.committed[offer.sender] += offer.price
         market.stats.proposals += 1
@@ -283,10 +315,11 @@ class Bargain:
             market.stats.rejected["unaffordable-agreement"] += 1
             return
         if thread.renewal is None:
-            if self.idle_quota(thread.lender) < thread.quota or self.shortfall(job) > thread.quota:
+            book = self.quota_book()
+            if book.idle[thread.lender] < thread.quota or book.shortfall(job) > thread.quota:
                 market.stats.rejected["quota-changed"] += 1
                 return
-            plan = plan_job(market.sim.state, job, market_choice)
+            plan = market_plan(market.sim.state, job)
             if plan is None:
                 market.stats.rejected["no-physical-room"] += 1
                 return

@@ -22,7 +22,7 @@ import numpy as np
 
 from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.cluster import Binding
-from gpuparley.envs.jobs import Job
+from gpuparley.envs.jobs import Job, PodDemand
 from gpuparley.envs.market.encoding import Decision
 from gpuparley.envs.market.ledger import Ledger
 from gpuparley.envs.market.messages import (
@@ -51,17 +51,25 @@ def job_name(job: Job) -> str:
 @functools.lru_cache(maxsize=65_536)
 def demand_of(job: Job) -> Demand:
     """The message form of a job's demand (what a bid or offer is for)."""
-    request = job.pod.gpu
+    return demand_for(job_name(job), job.pods, job.pod, job.allowed_models)
+
+
+def demand_for(
+    name: str, pods: int, pod: PodDemand, allowed_models: tuple[str, ...] = ()
+) -> Demand:
+    """The demand of `pods` pods like `pod`: the one rule the market and the in-cluster
+    negotiators (which read it from real pods) share, so their demands compare equal."""
+    request = pod.gpu
     return Demand(
-        job=job_name(job),
-        pods=job.pods,
+        job=name,
+        pods=pods,
         gpu_kind=request.kind,
         gpu_count=request.count,
         mig_profile=request.profile,
         gpu_milli=request.milli,
-        cpu_milli=job.pod.cpu_milli,
-        memory_mib=job.pod.memory_mib,
-        allowed_models=job.allowed_models,
+        cpu_milli=pod.cpu_milli,
+        memory_mib=pod.memory_mib,
+        allowed_models=allowed_models,
     )
 
 
@@ -83,6 +91,9 @@ class Mechanism(Protocol):
 
     def pending_answer(self, agent: str) -> Any:
         """The negotiation thread awaiting this agent's answer, if any."""
+
+    def pending_answers(self) -> dict[str, Any]:
+        """`pending_answer` of every agent that has one."""
 
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Any:
         """The bid or offer message for `job` at `price` (None if nobody could take it)."""
@@ -128,6 +139,8 @@ class Market:
             a.name: round((a.quota_share or 0.0) * self.cluster_milli) for a in scenario.agents
         }
         self.leases: dict[str, Lease] = {}
+        # Every ended lease with its release, in order: what a market controller publishes.
+        self.releases: list[tuple[Lease, Release]] = []
         self.lease_by_job: dict[int, str] = {}
         self.stats = MarketStats()
         self.passed: set[str] = set()
@@ -137,7 +150,7 @@ class Market:
         self.view_cache: dict[str, Any] = {}  # summaries derived from the state, by version
         self._message_counter = 0
         self._lease_counter = 0
-        self._settled: set[int] = set()
+        self._settled = 0  # how many of `sim.completed` have paid out
         self.rewards: dict[str, float] = dict.fromkeys(self.agents, 0.0)
         self._net_paid_seen: dict[str, float] = dict.fromkeys(self.agents, 0.0)
         self.utility: dict[str, float] = dict.fromkeys(self.agents, 0.0)
@@ -278,7 +291,7 @@ class Market:
         lease = self.leases.pop(lease_id)
         job = self.jobs_by_name[lease.job]
         self.lease_by_job.pop(job.id, None)
-        return Release(
+        release = Release(
             id=self.next_id(MARKET),
             sender=MARKET,
             receiver=lease.holder,
@@ -286,6 +299,8 @@ class Market:
             lease_id=lease_id,
             reason=reason,
         )
+        self.releases.append((lease, release))
+        return release
 
     def resources_of(self, job: Job) -> tuple[ResourceItem, ...]:
         state = self.sim.state
@@ -349,10 +364,8 @@ class Market:
         """Every agent has passed and no answer is awaited, or the sub-step cap is reached."""
         if self.substep >= self.max_substeps:
             return True
-        return all(
-            agent in self.passed and self.mechanism.pending_answer(agent) is None
-            for agent in self.agents
-        )
+        answers = self.mechanism.pending_answers()
+        return all(agent in self.passed and agent not in answers for agent in self.agents)
 
     def end_substep(self) -> bool:
         """Close a sub-step; close the epoch too when it is over. Returns True at epoch end."""
@@ -403,12 +416,13 @@ class Market:
         for job_id, lease_id in list(self.lease_by_job.items()):
             if self.sim.record(job_id).state is JobState.DONE:
                 self.end_lease(lease_id, "finished")
-        for record in self.sim.records.values():
-            if record.finish is not None and record.job.id not in self._settled:
-                self._settled.add(record.job.id)
-                value = record.job.realised_value(record.finish)
-                self.rewards[record.job.owner] += value
-                self.utility[record.job.owner] += value
+        completed = self.sim.completed
+        for job_id in sorted(completed[self._settled :]):  # by id, as rewards are summed
+            record = self.sim.records[job_id]
+            value = record.job.realised_value(record.finish)
+            self.rewards[record.job.owner] += value
+            self.utility[record.job.owner] += value
+        self._settled = len(completed)
 
     def collect_rewards(self) -> dict[str, float]:
         """Value realised minus net payments since the last call, per agent."""
@@ -423,7 +437,7 @@ class Market:
     @property
     def finished(self) -> bool:
         """All jobs done, or nothing left that could ever happen."""
-        return all(r.state is JobState.DONE for r in self.sim.records.values())
+        return len(self.sim.completed) == len(self.sim.records)
 
     # ------------------------------------------------------------------ metrics
     def summary_extras(self) -> dict[str, Any]:

@@ -23,10 +23,13 @@ the list-price rent of the demand; for a counter by the proposer, again its job'
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import math
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -170,49 +173,123 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else 0.0
 
 
+def _log(x: float) -> float:
+    return min(math.log1p(x), OBSERVATION_BOUND)
+
+
+def _log_count(count: int) -> float:
+    """`_log` of a count, looked up for the small ones (all of them, in practice)."""
+    if type(count) is int and 0 <= count < len(_LOG_COUNTS):
+        return _LOG_COUNTS[count]
+    return _log(count)
+
+
+_LOG_COUNTS = tuple(_log(count) for count in range(1024))
+
+
 def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
     """Observation vector (float32) and legal-action mask (int8) of one agent."""
+    observations, masks = encode_many((view,))
+    return observations[0], masks[0]
+
+
+def encode_many(views: Sequence[AgentView]) -> tuple[np.ndarray, np.ndarray]:
+    """`encode` of several agents at once: (agents, features) and (agents, actions) arrays.
+
+    Row i equals `encode(views[i])` bit for bit. The environment encodes every agent at every
+    sub-step, a few microseconds each, so each row is assembled as bytes (cached per job slot)
+    and the whole batch becomes two arrays, instead of converting Python floats one by one.
+    """
+    count = len(views)
+    observations = b"".join([_observation_bytes(view) for view in views])
+    masks = b"".join([_mask_bytes(view) for view in views])
+    return (
+        np.frombuffer(bytearray(observations), dtype=np.float32).reshape(count, OBSERVATION_SIZE),
+        np.frombuffer(bytearray(masks), dtype=np.int8).reshape(count, ACTION_COUNT),
+    )
+
+
+def _observation_bytes(view: AgentView) -> bytes:
+    """One observation as float32 bytes: global, slot and inbox features in layout order."""
     budget = max(view.budget_per_epoch, 1e-9)
-    values = [
-        min(view.balance / budget, 10.0),
-        min(view.committed / budget, 10.0),
-        min(_ratio(view.last_price, view.reference_price), 10.0),
-        _ratio(view.quota_gpus, view.cluster_gpus),
-        _ratio(view.effective_quota_gpus, view.cluster_gpus),
-        min(_ratio(view.used_gpus, view.effective_quota_gpus), 10.0),
-        view.free_whole_fraction,
-        view.free_mig_fraction,
-        view.free_share_fraction,
-        _log(view.pending_jobs),
-        _log(view.running_jobs),
-        _log(view.leases_held),
-        _log(view.leases_lent),
-        view.epoch_fraction,
-        float(view.mechanism == "bargain"),
+    reference = view.reference_price
+    cluster = view.cluster_gpus
+    effective = view.effective_quota_gpus
+    balance = view.balance / budget
+    committed = view.committed / budget
+    price = view.last_price / reference if reference > 0 else 0.0
+    used = view.used_gpus / effective if effective > 0 else 0.0
+    # `10.0 if 10.0 < x else x` is min(x, 10.0) without a call (NaN too): this runs for every
+    # agent at every step. Every feature is bounded by construction: ratios capped at 10,
+    # log1p(x <= e^10), tanh.
+    parts = [
+        _pack(
+            _GLOBAL_LAYOUT,
+            10.0 if 10.0 < balance else balance,
+            10.0 if 10.0 < committed else committed,
+            10.0 if 10.0 < price else price,
+            view.quota_gpus / cluster if cluster > 0 else 0.0,
+            effective / cluster if cluster > 0 else 0.0,
+            10.0 if 10.0 < used else used,
+            view.free_whole_fraction,
+            view.free_mig_fraction,
+            view.free_share_fraction,
+            _log_count(view.pending_jobs),
+            _log_count(view.running_jobs),
+            _log_count(view.leases_held),
+            _log_count(view.leases_lent),
+            view.epoch_fraction,
+            float(view.mechanism == "bargain"),
+        )
     ]
     slots = view.slots[:JOB_SLOTS]
     for slot in slots:
-        values += _slot_features(slot, budget)
-    values += _EMPTY_SLOT * (JOB_SLOTS - len(slots))
+        parts.append(_slot_bytes(slot, budget))
+    parts.append(_EMPTY_SLOT * (JOB_SLOTS - len(slots)))
     item = view.inbox
     if item is None:
-        values += _EMPTY_INBOX
+        parts.append(_EMPTY_INBOX)
     else:
-        values += (
-            1.0,
-            float(item.as_lender),
-            min(_ratio(item.price, item.anchor), 10.0),
-            min(item.anchor / budget, 10.0),
-            _log(item.gpus),
-            _ratio(item.round, item.max_rounds),
+        parts.append(
+            _pack(
+                _INBOX_LAYOUT,
+                1.0,
+                float(item.as_lender),
+                min(_ratio(item.price, item.anchor), 10.0),
+                min(item.anchor / budget, 10.0),
+                _log(item.gpus),
+                _ratio(item.round, item.max_rounds),
+            )
         )
-    # every feature is bounded by construction: ratios capped at 10, log1p(x <= e^10), tanh
-    return np.array(values, dtype=np.float32), action_mask(view)
+    return b"".join(parts)
 
 
-@functools.lru_cache(maxsize=8192)
+def _pack(layout: struct.Struct, *values: float) -> bytes:
+    """`values` as float32 bytes, rounded as numpy rounds them."""
+    try:
+        return layout.pack(*values)
+    except OverflowError:  # beyond float32's range: numpy makes it infinite, and so do we
+        return np.array(values, dtype=np.float32).tobytes()
+
+
+def _slot_bytes(slot: JobSlot, budget: float) -> bytes:
+    """A slot's features as float32 bytes.
+
+    The market rebuilds a slot only when the clock, the cluster or the leases change, so the same
+    objects recur at every sub-step; they are memoised by identity because hashing a slot costs
+    more than encoding it. An entry holds its slot, so the id cannot be reused while cached.
+    """
+    entry = _SLOT_BYTES.get(id(slot))
+    if entry is not None and entry[0] is slot and entry[1] == budget:
+        return entry[2]
+    if len(_SLOT_BYTES) >= _SLOT_CACHE_SIZE:
+        _SLOT_BYTES.clear()
+    data = _pack(_SLOT_LAYOUT, *_slot_features(slot, budget))
+    _SLOT_BYTES[id(slot)] = (slot, budget, data)
+    return data
+
+
 def _slot_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
-    """A slot's features; slots repeat across sub-steps, so they are computed once."""
     return (
         1.0,
         _log(slot.gpus),
@@ -228,37 +305,59 @@ def _slot_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
     )
 
 
-def _log(x: float) -> float:
-    return min(math.log1p(x), OBSERVATION_BOUND)
-
-
+_GLOBAL_LAYOUT = struct.Struct(f"={len(GLOBAL_FEATURES)}f")  # native order, like np.float32
+_SLOT_LAYOUT = struct.Struct(f"={len(SLOT_FEATURES)}f")
+_INBOX_LAYOUT = struct.Struct(f"={len(INBOX_FEATURES)}f")
 _KIND_ONE_HOT = {kind: tuple(float(k == kind) for k in GPU_KINDS) for kind in GPU_KINDS}
-_EMPTY_SLOT = [0.0] * len(SLOT_FEATURES)
-_EMPTY_INBOX = [0.0] * len(INBOX_FEATURES)
+_EMPTY_SLOT = bytes(_SLOT_LAYOUT.size)
+_EMPTY_INBOX = bytes(_INBOX_LAYOUT.size)
+_SLOT_CACHE_SIZE = 4096
+_SLOT_BYTES: dict[int, tuple[JobSlot, float, bytes]] = {}
 
 
 def action_mask(view: AgentView) -> np.ndarray:
     """Which actions are legal: answer the inbox first; never bid beyond the free balance."""
-    mask = [0] * ACTION_COUNT
+    return np.frombuffer(bytearray(_mask_bytes(view)), dtype=np.int8)
+
+
+def _mask_bytes(view: AgentView) -> bytes:
+    """`action_mask` as one byte (0 or 1) per action."""
     free = view.balance - view.committed + 1e-9
     inbox = view.inbox
     if inbox is not None:
-        mask[ACCEPT] = mask[REJECT] = 1
-        if inbox.round < inbox.max_rounds:
-            for level_index, level in enumerate(PRICE_LEVELS):
-                if inbox.as_lender or level * inbox.anchor <= free:
-                    mask[COUNTER_BASE + level_index] = 1
-        if not inbox.as_lender and inbox.price > free:
-            mask[ACCEPT] = 0  # a proposer may accept a counter only if it can pay for it
-        return np.array(mask, dtype=np.int8)
-    mask[PASS] = 1
-    if not view.passed:
-        for slot_index, slot in enumerate(view.slots[:JOB_SLOTS]):
-            base = BID_BASE + slot_index * len(PRICE_LEVELS)
-            for level_index, level in enumerate(PRICE_LEVELS):
-                if level * slot.epoch_value <= free:
-                    mask[base + level_index] = 1
-    return np.array(mask, dtype=np.int8)
+        if inbox.round >= inbox.max_rounds:
+            counters = _NONE_AFFORDABLE
+        elif inbox.as_lender:
+            counters = _ALL_AFFORDABLE
+        else:
+            counters = _affordable(inbox.anchor, free)
+        # a proposer may accept a counter only if it can pay for it
+        accept = b"\0" if not inbox.as_lender and inbox.price > free else b"\1"
+        return b"".join((_NO_BIDS, accept, b"\1", counters))
+    if view.passed:
+        return _PASS_ONLY
+    slots = view.slots[:JOB_SLOTS]
+    return b"".join(
+        (
+            b"\1",
+            *[_affordable(slot.epoch_value, free) for slot in slots],
+            _NONE_AFFORDABLE * (JOB_SLOTS - len(slots)),
+            _NO_ANSWERS,
+        )
+    )
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _affordable(anchor: float, free: float) -> bytes:
+    """One byte per price level: 1 if the free balance covers `level x anchor`."""
+    return bytes([1 if level * anchor <= free else 0 for level in PRICE_LEVELS])
+
+
+_NONE_AFFORDABLE = bytes(len(PRICE_LEVELS))
+_ALL_AFFORDABLE = b"\1" * len(PRICE_LEVELS)
+_NO_BIDS = bytes(ACCEPT)  # pass and every bid: illegal while an answer is due
+_NO_ANSWERS = bytes(ACTION_COUNT - ACCEPT)
+_PASS_ONLY = b"\1" + bytes(ACTION_COUNT - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,3 +406,22 @@ def bid_action(slot_index: int, level_index: int) -> int:
 
 def counter_action(level_index: int) -> int:
     return COUNTER_BASE + level_index
+
+
+def view_to_dict(view: AgentView) -> dict[str, object]:
+    """The wire form of a view (plain JSON types): how a market controller hands an agent its
+    view, so the negotiator encodes exactly what the simulator would have encoded."""
+    return dataclasses.asdict(view)
+
+
+def view_from_dict(data: dict[str, object]) -> AgentView:
+    """Inverse of `view_to_dict` (JSON floats round-trip exactly); raises ValueError/TypeError
+    on a document that is not a view."""
+    fields = dict(data)
+    slots = tuple(JobSlot(**slot) for slot in fields.pop("slots", ()))  # type: ignore[union-attr]
+    inbox = fields.pop("inbox", None)
+    return AgentView(
+        **fields,  # type: ignore[arg-type]
+        slots=slots,
+        inbox=InboxItem(**inbox) if inbox else None,  # type: ignore[arg-type]
+    )

@@ -26,7 +26,7 @@ from gpuparley.envs.market.encoding import (
     OBSERVATION_SIZE,
     AgentView,
     decode,
-    encode,
+    encode_many,
 )
 from gpuparley.envs.market.render import render_ansi, render_rgb
 from gpuparley.envs.market.views import agent_views
@@ -149,13 +149,12 @@ class GPUMarketEnv(ParallelEnv):
 
     def _observe(self) -> dict[str, dict[str, np.ndarray]]:
         self.views = agent_views(self.market)
-        observations = {}
-        self._masks = {}
-        for agent in self.agents:
-            obs, mask = encode(self.views[agent])
-            observations[agent] = {"observation": obs, "action_mask": mask}
-            self._masks[agent] = mask
-        return observations
+        vectors, masks = encode_many([self.views[agent] for agent in self.agents])
+        self._masks = dict(zip(self.agents, masks, strict=True))
+        return {
+            agent: {"observation": vector, "action_mask": mask}
+            for agent, vector, mask in zip(self.agents, vectors, masks, strict=True)
+        }
 
     def _info(self, agent: str) -> dict[str, Any]:
         market = self.market

@@ -12,9 +12,23 @@ from typing import TYPE_CHECKING
 from gpuparley.agents.placement import first_fit_choice, plan_job
 
 if TYPE_CHECKING:
+    from gpuparley.envs.cluster import Binding, ClusterState
+    from gpuparley.envs.jobs import Job
     from gpuparley.envs.market.core import Market
 
 market_choice = first_fit_choice
+
+
+def market_plan(state: ClusterState, job: Job) -> list[Binding] | None:
+    """Where the market would place all of `job`'s unplaced pods now, or None.
+
+    The same as `plan_job` with `market_choice`, but a job none of whose pods fits any node is
+    refused from the state's cached fit check: clearing tries every losing bid each epoch, and
+    most lose for lack of room.
+    """
+    if job.id not in state.holdings and not state.can_fit_somewhere(job):
+        return None
+    return plan_job(state, job, market_choice)
 
 
 def place_cpu_only(market: Market) -> None:
@@ -22,6 +36,6 @@ def place_cpu_only(market: Market) -> None:
     sim = market.sim
     for job in sim.pending():
         if job.pod.gpu.kind == "none":
-            plan = plan_job(sim.state, job, market_choice)
+            plan = market_plan(sim.state, job)
             if plan is not None:
                 market.place(job, plan)

@@ -1,12 +1,18 @@
 """Build each agent's `AgentView` from the simulated market (the deployment builds the same
-view from real cluster state)."""
+view from real cluster state).
+
+Views are rebuilt for every agent at every sub-step, which makes this the environment's hot path.
+What depends only on the cluster state and the clock (occupancy, the waiting jobs in slot order,
+the job slots themselves) is therefore cached in `market.view_cache` under the state's version and
+the clock, and everything else is gathered in one pass per sub-step rather than once per agent.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any
 
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.core import HOUR, Market, job_name
@@ -32,69 +38,99 @@ def cluster_free_fractions(market: Market) -> tuple[float, float, float]:
     return whole, mig_free, share_free
 
 
-def _slot(market: Market, job: Job, renewal: bool) -> JobSlot:
-    """A job's slot; reused until the clock, the cluster or the leases change."""
+def _slots(market: Market) -> dict[tuple[int, bool], JobSlot]:
+    """Job slots built so far; they hold until the clock, the cluster or the leases change."""
     key = (market.sim.now, market.sim.state.version, len(market.leases))
     cached = market.view_cache.get("slots")
     if cached is None or cached[0] != key:
         cached = market.view_cache["slots"] = (key, {})
-    slots = cached[1]
-    slot = slots.get((job.id, renewal))
-    if slot is None:
-        slot = slots[(job.id, renewal)] = _build_slot(market, job, renewal)
-    return slot
+    return cached[1]
 
 
-def _build_slot(market: Market, job: Job, renewal: bool) -> JobSlot:
+def _build_slot(market: Market, job: Job, renewal: bool, within_quota: bool) -> JobSlot:
     sim = market.sim
     record = sim.record(job.id)
     now = sim.now
-    gpu_hours = max(job.gpus * job.duration / HOUR, 1e-9)
+    gpus = job.gpus
+    gpu_hours = max(gpus * job.duration / HOUR, 1e-9)
     slack = job.arrival + job.deadline - now
-    fits = renewal or sim.state.can_fit_somewhere(job)
-    within = True
-    quota_check = getattr(market.mechanism, "fits_quota", None)
-    if quota_check is not None and not renewal:
-        within = quota_check(job)
     return JobSlot(
         job=job_name(job),
-        gpus=job.gpus,
+        gpus=gpus,
         gpu_kind=job.pod.gpu.kind,
         pods=job.pods,
         epoch_value=market.epoch_value(job),
         value_density=job.value / gpu_hours / market.reference_price,
         waited_hours=(now - job.arrival) / HOUR if record.state is JobState.PENDING else 0.0,
-        slack_hours=min(slack / HOUR, SLACK_CAP_HOURS) if np.isfinite(slack) else SLACK_CAP_HOURS,
+        slack_hours=min(slack / HOUR, SLACK_CAP_HOURS) if math.isfinite(slack) else SLACK_CAP_HOURS,
         renewal=renewal,
-        fits_now=fits,
-        within_quota=within,
+        fits_now=renewal or sim.state.can_fit_somewhere(job),
+        within_quota=within_quota,
     )
 
 
-def _candidates(market: Market, pending: list[Job]) -> dict[str, list[tuple[bool, Job]]]:
-    """Per agent: jobs it may act on now (renewals due first, then pending by value density)."""
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """The waiting jobs; recomputed only when the clock or the cluster state changes."""
+
+    key: tuple[float, int]
+    per_agent: dict[str, int]  # waiting jobs of each agent, CPU-only ones included
+    ranked: list[Job]  # waiting GPU jobs, highest value per unit of work first
+
+
+def _waiting(market: Market) -> _Waiting:
+    sim = market.sim
+    key = (sim.now, sim.state.version)
+    cached = market.view_cache.get("waiting")
+    if cached is not None and cached.key == key:
+        return cached
+    jobs = sim.pending()
+    per_agent: dict[str, int] = {}
+    for job in jobs:
+        per_agent[job.owner] = per_agent.get(job.owner, 0) + 1
+    ranked = sorted(
+        (job for job in jobs if job.pod.gpu.kind != "none"),
+        key=lambda job: (-job.value / max(job.work, 1e-9), job.id),
+    )
+    waiting = _Waiting(key, per_agent, ranked)
+    market.view_cache["waiting"] = waiting
+    return waiting
+
+
+def _candidates(market: Market, ranked: list[Job], book: Any) -> dict[str, list[JobSlot]]:
+    """Per agent: the slots of the jobs it may act on now, at most `JOB_SLOTS` (renewals due
+    first, then waiting jobs by value per unit of work; ties by job id)."""
     mechanism = market.mechanism
     busy = {t.job.id for t in getattr(mechanism, "threads", {}).values()}
     busy |= set(getattr(mechanism, "bids", {}))
-    by_agent: dict[str, list[tuple[bool, Job]]] = defaultdict(list)
+    built = _slots(market)
+    by_agent: dict[str, list[JobSlot]] = defaultdict(list)
+    renewals = []
     for lease in market.due_leases():
         job = market.jobs_by_name[lease.job]
         if job.id not in busy and market.sim.record(job.id).state is JobState.RUNNING:
-            by_agent[lease.holder].append((True, job))
-    quota_check = getattr(mechanism, "fits_quota", None)
-    lender_for = getattr(mechanism, "lender_for", None)
-    for job in pending:
-        if job.id in busy or job.pod.gpu.kind == "none":
+            renewals.append(job)
+    renewals.sort(key=lambda job: (-job.value / max(job.work, 1e-9), job.id))
+    for job in renewals:
+        slots = by_agent[job.owner]
+        if len(slots) < JOB_SLOTS:
+            slot = built.get((job.id, True))
+            if slot is None:
+                slot = built[(job.id, True)] = _build_slot(market, job, True, True)
+            slots.append(slot)
+    for job in ranked:
+        slots = by_agent[job.owner]
+        if len(slots) >= JOB_SLOTS or job.id in busy:
             continue
-        if quota_check is not None and quota_check(job):
-            continue  # admitted free at the next epoch start: nothing to negotiate
-        if lender_for is not None and lender_for(job) is None:
-            continue  # nobody could lend enough: no proposal is possible
-        by_agent[job.owner].append((False, job))
-    for items in by_agent.values():
-        items.sort(
-            key=lambda item: (not item[0], -item[1].value / max(item[1].work, 1e-9), item[1].id)
-        )
+        slot = built.get((job.id, False))
+        if book is not None:
+            if book.shortfall(job) == 0:
+                continue  # admitted free at the next epoch start: nothing to negotiate
+            if book.lender_for(job) is None:
+                continue  # nobody could lend enough: no proposal is possible
+        if slot is None:
+            slot = built[(job.id, False)] = _build_slot(market, job, False, book is None)
+        slots.append(slot)
     return by_agent
 
 
@@ -129,22 +165,23 @@ def agent_views(market: Market) -> dict[str, AgentView]:
     occupancy = _occupancy(market)
     whole, mig_free, share_free = occupancy.free
     running, used = occupancy.running, occupancy.used
-    waiting = market.sim.pending()
-    candidates = _candidates(market, waiting)
+    waiting = _waiting(market)
+    pending = waiting.per_agent
     mechanism = market.mechanism
-    quota_of = getattr(mechanism, "effective_quota", None)
-    usage = getattr(mechanism, "usage", None)
-    pending = defaultdict(int)
-    for job in waiting:
-        pending[job.owner] += 1
-    held = defaultdict(int)
-    lent = defaultdict(int)
+    quota_book = getattr(mechanism, "quota_book", None)
+    book = quota_book() if quota_book is not None else None
+    candidates = _candidates(market, waiting.ranked, book)
+    answers = mechanism.pending_answers()
+    held: dict[str, int] = {}
+    lent: dict[str, int] = {}
     for lease in market.leases.values():
-        held[lease.holder] += 1
-        lent[lease.lender] += 1
+        held[lease.holder] = held.get(lease.holder, 0) + 1
+        lent[lease.lender] = lent.get(lease.lender, 0) + 1
+    cluster_gpus = float(market.sim.state.gpu_count)
+    epoch_fraction = market.substep / market.max_substeps
     views = {}
     for agent in market.agents:
-        thread = mechanism.pending_answer(agent)
+        thread = answers.get(agent)
         inbox = None
         if thread is not None:
             as_lender = thread.lender == agent
@@ -168,21 +205,19 @@ def agent_views(market: Market) -> dict[str, AgentView]:
             reference_price=market.reference_price,
             last_price=market.last_price,
             quota_gpus=quota,
-            effective_quota_gpus=(quota_of(agent) / 1000) if quota_of else quota,
-            used_gpus=(usage[agent] / 1000) if usage else used[agent],
-            cluster_gpus=float(market.sim.state.gpu_count),
+            effective_quota_gpus=book.effective[agent] / 1000 if book is not None else quota,
+            used_gpus=book.usage[agent] / 1000 if book is not None else used[agent],
+            cluster_gpus=cluster_gpus,
             free_whole_fraction=whole,
             free_mig_fraction=mig_free,
             free_share_fraction=share_free,
-            pending_jobs=pending[agent],
+            pending_jobs=pending.get(agent, 0),
             running_jobs=running[agent],
-            leases_held=held[agent],
-            leases_lent=lent[agent],
-            epoch_fraction=market.substep / market.max_substeps,
+            leases_held=held.get(agent, 0),
+            leases_lent=lent.get(agent, 0),
+            epoch_fraction=epoch_fraction,
             mechanism=mechanism.name,
-            slots=tuple(
-                _slot(market, job, renewal) for renewal, job in candidates[agent][:JOB_SLOTS]
-            ),
+            slots=tuple(candidates[agent]),
             inbox=inbox,
             passed=agent in market.passed,
         )

@@ -1,0 +1,222 @@
+"""What does negotiating cost a pod? Created-to-bound latency and apiserver requests per
+placement, the in-cluster market versus plain kube-scheduler, on the same workload in the same
+run, for 10, 100 and 1,000 fake GPU nodes.
+
+For each cluster size, one set of real planes (etcd, host kube-apiserver + kube-scheduler + KWOK,
+three agent kube-apiservers) and one workload: `--jobs` GPU jobs (whole GPUs, 2-pod gangs, MIG
+instances, time-slice shares), all arriving at once and all fitting, so latency is the cost of
+the path, not queueing for capacity:
+
+* **baseline**: the jobs' pods created directly, ungated, in a host namespace; kube-scheduler
+  binds them. Created = just before the create call; bound = first poll that sees `nodeName`.
+* **market**: the same jobs as gated pods in the agents' own planes; the market controller and
+  three negotiators (scripted truthful bidders, processes) negotiate, leases are issued, the
+  negotiators sync the pods to the host and the market lifts their gate; kube-scheduler binds.
+  Created = just before the agent-plane create, or when the market process became ready if that
+  was later (start-up is not negotiation); bound = first poll that sees the host copy bound.
+
+Requests per placement: the increase of `apiserver_request_total` on every apiserver involved
+(host; host + agent planes for the market) over the phase, divided by the pods bound.
+The market's clock is logical: jobs arriving during epoch 0 are auctioned at epoch 1's first
+sub-step, so its latency includes one full epoch of the protocol (views, answers, clearing).
+
+    python benchmarks/negotiation_e2e.py [--nodes 10,100,1000] [--jobs 40]
+
+Prints a table and saves benchmarks/results/negotiation_e2e.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import ssl
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.cluster import nodes, planes
+from gpuparley.deploy.cluster.market_rig import MarketRig
+from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.workload import pods_for_job
+from gpuparley.envs.scenario import load_scenario
+
+from _common import save
+
+BASELINE_NS = "baseline"
+
+
+def scenario_file(directory: Path, node_count: int, jobs: int) -> Path:
+    """cluster-e2e's node mix scaled to `node_count` nodes, `jobs` jobs arriving at once."""
+    per_group = max(1, node_count // 3)
+    groups = [
+        {"name": "whole", "count": node_count - 2 * per_group, "cpu_milli": 64000,
+         "memory_mib": 524288, "gpu_model": "A100-80GB", "gpus": 4, "mode": "exclusive"},
+        {"name": "mig", "count": per_group, "cpu_milli": 64000, "memory_mib": 524288,
+         "gpu_model": "A100-80GB", "gpus": 2, "mode": "mig", "mig_layout": "balanced"},
+        {"name": "shared", "count": per_group, "cpu_milli": 64000, "memory_mib": 524288,
+         "gpu_model": "A100-80GB", "gpus": 2, "mode": "timeslice", "replicas": 4},
+    ]  # fmt: skip
+    doc = yaml.safe_load((Path(__file__).parents[1] / "configs/scenarios/cluster-e2e.yaml").open())
+    doc["name"] = f"bench-{node_count}"
+    doc["cluster"]["nodes"] = groups
+    doc["workload"]["generator"].update({"jobs": jobs, "hours": 0.01, "rate_per_hour": 1e6})
+    path = directory / f"bench-{node_count}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def request_total(plane: planes.Plane) -> float:
+    """Sum of apiserver_request_total on one apiserver (read as its admin)."""
+    token_cfg = yaml.safe_load(Path(plane.token_kubeconfig).read_text())
+    token = token_cfg["users"][0]["user"]["token"]
+    context = ssl.create_default_context(cafile=plane.ca_cert)
+    request = urllib.request.Request(
+        f"{plane.server}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(r"^apiserver_request_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    )
+
+
+def wait_bound(
+    kube: Kube, namespaces: list[str], expected: int, timeout: float
+) -> dict[str, float]:
+    """pod name -> first time (perf_counter) it was seen bound."""
+    bound: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(bound) < expected:
+        for ns in namespaces:
+            for pod in kube.list("pods", ns):
+                name = pod["metadata"]["name"]
+                if name not in bound and (pod.get("spec") or {}).get("nodeName"):
+                    bound[name] = time.perf_counter()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(bound)}/{expected} pods bound after {timeout:.0f}s")
+        time.sleep(0.02)
+    return bound
+
+
+def latencies(created: dict[str, float], bound: dict[str, float]) -> dict[str, float]:
+    values = sorted(bound[name] - created[name] for name in created)
+    quantiles = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50_s": statistics.median(values), "p99_s": quantiles[98], "max_s": values[-1]}
+
+
+def run_baseline(state: planes.ClusterState, jobs: list[Any]) -> dict[str, Any]:
+    host = Kube(state.host.kubeconfig)
+    host.create("namespaces", None, {"metadata": {"name": BASELINE_NS}})
+    before = request_total(state.host)
+    created: dict[str, float] = {}
+    for job in jobs:
+        for pod in pods_for_job(job, gated=False):
+            pod["metadata"]["name"] = f"{job.owner}-{pod['metadata']['name']}"
+            created[pod["metadata"]["name"]] = time.perf_counter()
+            host.create("pods", BASELINE_NS, pod)
+    bound = wait_bound(host, [BASELINE_NS], len(created), 120)
+    requests = request_total(state.host) - before
+    for name in created:
+        host.delete("pods", BASELINE_NS, name)
+    host.close()
+    return {**latencies(created, bound), "pods": len(created),
+            "requests_per_placement": requests / len(created)}  # fmt: skip
+
+
+def run_market(state: planes.ClusterState, scenario: Path, work: Path) -> dict[str, Any]:
+    rig = MarketRig(state, str(scenario), 0, "scripted:truthful", work / "logs")
+    rig.prepare_bundles()
+    loaded = load_scenario(scenario)
+    jobs = loaded.build_jobs(0)
+    every_plane = [state.host, *(state.agent(a.name) for a in loaded.agents)]
+    before = sum(request_total(p) for p in every_plane)
+    rig.start_negotiators()
+    created: dict[str, float] = {}
+    for agent in loaded.agents:
+        plane = Kube(state.agent(agent.name).kubeconfig)
+        for job in (j for j in jobs if j.owner == agent.name):
+            for pod in pods_for_job(job):
+                created[pod["metadata"]["name"]] = time.perf_counter()
+                plane.create("pods", "default", pod)
+        plane.close()
+    for agent in loaded.agents:
+        rig.wait_ready(f"negotiator-{agent.name}")
+    rig.start_market("--max-epochs", "3")
+    # The market's start-up (imports, building its model, checking the nodes) is not
+    # negotiation: latency counts from when it is ready, or from the pod's creation if later.
+    ready = rig.wait_ready("market")
+    created = {name: max(at, ready) for name, at in created.items()}
+    host = Kube(state.host.kubeconfig)
+    namespaces = [objects.agent_namespace(a.name) for a in loaded.agents]
+    try:
+        bound = wait_bound(host, namespaces, len(created), 300)
+        requests = sum(request_total(p) for p in every_plane) - before
+    finally:
+        rig.stop()
+        host.close()
+    return {**latencies(created, bound), "pods": len(created),
+            "requests_per_placement": requests / len(created)}  # fmt: skip
+
+
+def measure(node_count: int, jobs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
+        work = Path(tmp)
+        scenario = scenario_file(work, node_count, jobs)
+        loaded = load_scenario(scenario)
+        state = planes.up(
+            work / "state",
+            nodes.node_specs_from_scenario(scenario),
+            [a.name for a in loaded.agents],
+            scenario=str(scenario),
+            die_with_parent=True,
+        )
+        try:
+            baseline = run_baseline(state, loaded.build_jobs(0))
+            market = run_market(state, scenario, work)
+        finally:
+            planes.down(work / "state")
+    return {
+        "nodes": node_count,
+        "jobs": jobs,
+        "baseline": baseline,
+        "market": market,
+        "latency_ratio_p50": market["p50_s"] / baseline["p50_s"],
+        "latency_ratio_p99": market["p99_s"] / baseline["p99_s"],
+        "requests_ratio": market["requests_per_placement"] / baseline["requests_per_placement"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", default="10,100,1000")
+    parser.add_argument("--jobs", type=int, default=40)
+    args = parser.parse_args()
+    rows = []
+    for count in (int(n) for n in args.nodes.split(",")):
+        row = measure(count, args.jobs)
+        rows.append(row)
+        b, m = row["baseline"], row["market"]
+        print(
+            f"{count:>5} nodes, {m['pods']} pods | kube-scheduler p50 {b['p50_s'] * 1000:7.1f} ms"
+            f" p99 {b['p99_s'] * 1000:7.1f} ms {b['requests_per_placement']:5.1f} req/pod | "
+            f"market p50 {m['p50_s'] * 1000:7.1f} ms p99 {m['p99_s'] * 1000:7.1f} ms "
+            f"{m['requests_per_placement']:5.1f} req/pod | x{row['latency_ratio_p50']:.1f} p50, "
+            f"x{row['requests_ratio']:.1f} requests",
+            flush=True,
+        )
+    first = rows[0]
+    for row in rows:
+        row["market_p50_growth"] = row["market"]["p50_s"] / first["market"]["p50_s"]
+        row["baseline_p50_growth"] = row["baseline"]["p50_s"] / first["baseline"]["p50_s"]
+    print(f"saved {save('negotiation_e2e', {'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The whole in-cluster market on the local planes: bundles applied, workloads submitted, the
+market controller and one negotiator per agent running as separate processes.
+
+Used by the end-to-end tests (`tests/cluster/test_market_e2e.py`) and by
+`benchmarks/negotiation_e2e.py`. Every process is a real `gpuparley` command with its own
+credentials: the market as user `gpuparley:market`, each negotiator as user `agent-<a>` on the
+host plus its own plane's admin; nothing runs in the caller's process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpuparley.deploy.apply import apply_objects
+from gpuparley.deploy.cluster.planes import ClusterState, api_client
+from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.rbac import MARKET_USER
+from gpuparley.deploy.render import AgentBundle, render_objects
+from gpuparley.deploy.workload import submit_jobs
+from gpuparley.envs.scenario import load_scenario
+
+
+def gpuparley_command(*args: str) -> list[str]:
+    """The CLI, run by this interpreter (the same environment as the caller)."""
+    return [sys.executable, "-c", "from gpuparley.cli import main; main()", *args]
+
+
+@dataclass
+class MarketRig:
+    """Processes of one in-cluster market run on a running `ClusterState`."""
+
+    state: ClusterState
+    scenario: str
+    seed: int
+    policy: str
+    log_dir: Path
+    substep_timeout: float = 15.0
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def agents(self) -> list[str]:
+        return [a.name for a in load_scenario(self.scenario).agents]
+
+    @property
+    def trace_path(self) -> Path:
+        return self.log_dir / "lease-trace.jsonl"
+
+    def prepare(self) -> None:
+        """Apply every agent's bundle, then submit every agent's jobs."""
+        self.prepare_bundles()
+        self.submit_workloads()
+
+    def prepare_bundles(self) -> None:
+        """Apply every agent's bundle (CRDs, RBAC, admission policies, Negotiator) to the host,
+        as admin, with the scenario's budget."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with api_client(self.state.host.kubeconfig) as api:
+            for agent in load_scenario(self.scenario).agents:
+                bundle = AgentBundle(
+                    agent=agent.name,
+                    policy=self.policy,
+                    mechanism="auction",
+                    budget_per_epoch=float(agent.budget_per_epoch or 0.0),
+                )
+                apply_objects(api, render_objects(bundle))
+
+    def submit_workloads(self) -> None:
+        """Each agent's jobs as gated pods in its own plane."""
+        scenario = load_scenario(self.scenario)
+        jobs = scenario.build_jobs(self.seed)
+        for agent in scenario.agents:
+            plane = Kube(self.state.agent(agent.name).kubeconfig)
+            try:
+                submit_jobs(plane, "default", jobs, agent.name)
+            finally:
+                plane.close()
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            gpuparley_command(*args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_negotiator(
+        self, agent: str, *extra: str, name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        host = self.state.host
+        return self._start(
+            f"negotiator-{name or agent}",
+            [
+                "negotiator", "run",
+                "--agent", agent,
+                "--policy", self.policy,
+                "--host-kubeconfig", host.agent_kubeconfigs[f"agent-{agent}"],
+                "--agent-kubeconfig", self.state.agent(agent).kubeconfig,
+                "--metrics-port", "0",
+                *extra,
+            ],
+        )  # fmt: skip
+
+    def start_market(self, *extra: str) -> subprocess.Popen[bytes]:
+        return self._start(
+            "market",
+            [
+                "market", "run",
+                "--scenario", self.scenario,
+                "--seed", str(self.seed),
+                "--kubeconfig", self.state.host.agent_kubeconfigs[MARKET_USER],
+                "--substep-timeout", str(self.substep_timeout),
+                "--trace", str(self.trace_path),
+                "--metrics-port", "0",
+                *extra,
+            ],
+        )  # fmt: skip
+
+    def start_negotiators(self, replicas: dict[str, int] | None = None) -> None:
+        """One negotiator per agent; agents in `replicas` get that many, electing a leader."""
+        for agent in self.agents:
+            count = (replicas or {}).get(agent, 1)
+            if count == 1:
+                self.start_negotiator(agent)
+                continue
+            for i in range(count):
+                name = f"{agent}-{i}"
+                self.start_negotiator(agent, "--leader-elect", "--identity", name, name=name)
+
+    def start_all(self, replicas: dict[str, int] | None = None) -> None:
+        self.start_negotiators(replicas)
+        self.start_market()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process (a crash: no clean shutdown)."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def wait_market(self, timeout: float) -> dict[str, Any]:
+        """Wait for the market to finish; its final status (raises on failure or timeout)."""
+        proc = self.procs["market"]
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(
+                f"the market did not finish in {timeout:.0f}s; log:\n{self.log_tail('market')}"
+            ) from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"market exited {proc.returncode}:\n{self.log_tail('market')}")
+        lines = (self.log_dir / "market.log").read_text().splitlines()
+        return json.loads(next(line for line in reversed(lines) if line.startswith('{"epoch"')))
+
+    def wait_ready(self, name: str, timeout: float = 60.0) -> float:
+        """Block until process `name` answers 200 on /readyz; the perf_counter time it did."""
+        deadline = time.monotonic() + timeout
+        log = self.log_dir / f"{name}.log"
+        while time.monotonic() < deadline:
+            first = log.read_text().split("\n", 1)[0] if log.exists() else ""
+            if first.startswith('{"metrics_port"'):
+                url = f"http://127.0.0.1:{json.loads(first)['metrics_port']}/readyz"
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            return time.perf_counter()
+                except OSError:
+                    pass
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.log_tail(name)}")
+            time.sleep(0.02)
+        raise TimeoutError(f"{name} not ready after {timeout:.0f}s:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
+
+    def trace(self) -> list[dict[str, Any]]:
+        if not self.trace_path.exists():
+            return []
+        return [json.loads(line) for line in self.trace_path.read_text().splitlines() if line]
+
+    def stop(self) -> None:
+        """SIGTERM everything still running (then SIGKILL what ignores it)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.procs.clear()

@@ -1,0 +1,481 @@
+"""The in-cluster negotiator: one agent's representative between its own control plane and the
+shared host cluster.
+
+Every loop it reconciles, from what the clusters say (it keeps no state of its own, so a restart
+or a second replica picks up exactly where the first left off):
+
+* **demands**: pods in the agent's plane that carry the scheduling gate `gpuparley.io/lease`,
+  grouped into jobs by the `gpuparley.io/job` label (`deploy/workload.py`);
+* **decisions**: the market's view for the current (epoch, sub-step) is encoded with the
+  environment's encoder and answered by the policy (the exported ONNX model, or a scripted
+  negotiator); a bid is sent as an `Offer` object into the market's inbox, named after its id so a
+  repeated send is a no-op, and the answer is recorded in the agent's `Negotiator` status;
+* **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
+  namespace with the lease's node and GPU resources (as a virtual control plane syncs pods),
+  behind the lease gate; the market lifts the gate once every pod of the lease exists, and the
+  real kube-scheduler binds them (a gang starts all together or not at all). The agent's own
+  pods are then ungated, bound to the host node and mirror the host pods' phase. When a lease
+  ends, the host pods are deleted; a finished job's pods are marked Succeeded, any other job's
+  pods are re-gated (recreated behind the gate) and wait for the next lease.
+
+Message hygiene: the policy only ever acts on the market's view; a view that does not parse, or a
+slot naming a job the agent has no pods for, is counted as a rejection and answered with a pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpuparley.agents.negotiators.base import Negotiator as Policy
+from gpuparley.deploy import objects
+from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.telemetry import Telemetry
+from gpuparley.deploy.workload import (
+    GPU_RESOURCE,
+    HOSTNAME_LABEL,
+    MIG_RESOURCE_PREFIX,
+    PodGroup,
+    WorkloadError,
+    gate_index,
+    group_pods,
+    pod_demand,
+    pod_resources,
+    ungate,
+)
+from gpuparley.envs.market.encoding import AgentView, decode, encode, view_from_dict
+from gpuparley.envs.market.messages import MARKET, Bid, Lease, MessageError, ResourceItem
+
+log = logging.getLogger("gpuparley.negotiator")
+
+
+def load_policy(spec: str, seed: int = 0) -> Policy:
+    """`onnx:<path>` (an exported policy, run by onnxruntime) or `scripted:<name>`."""
+    kind, _, value = spec.partition(":")
+    if kind == "onnx":
+        from gpuparley.agents.negotiators.learned import LearnedNegotiator
+
+        return LearnedNegotiator.from_onnx(value, backend="onnxruntime")
+    if kind == "scripted":
+        from gpuparley.agents.negotiators.registry import make_negotiator
+
+        return make_negotiator(value, seed)
+    raise ValueError(f"policy {spec!r}: use onnx:<path to policy.onnx> or scripted:<name>")
+
+
+def host_gpu_limits(item: ResourceItem) -> dict[str, str]:
+    """What one leased pod asks the host kubelet for: the lease's GPUs, MIG instance or replica."""
+    if item.gpu_kind == "mig":
+        return {f"{MIG_RESOURCE_PREFIX}{item.mig_profile}": "1"}
+    if item.gpu_kind in ("whole", "share"):
+        return {GPU_RESOURCE: str(max(len(item.gpus), 1))}
+    return {}
+
+
+def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -> dict[str, Any]:
+    """The host copy of an agent-plane pod, pinned by the lease to its node."""
+    meta = agent_pod["metadata"]
+    container = dict(agent_pod["spec"]["containers"][0])
+    container["resources"] = pod_resources(pod_demand(agent_pod), host_gpu_limits(item))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": meta["name"],
+            "labels": {**(meta.get("labels") or {}), objects.LEASE_LABEL: lease_object},
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "spec": {
+            # Only the market lifts this gate, once every pod of the lease exists.
+            "schedulingGates": [{"name": objects.LEASE_GATE}],
+            "containers": [container],
+            "nodeSelector": {HOSTNAME_LABEL: item.node},
+            # KWOK's fake nodes carry this taint on real clusters' kwok set-ups; harmless here.
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+        },
+    }
+
+
+def _view_epoch(document: dict[str, Any] | None) -> int | None:
+    """The epoch a view document is for (None if there is none or it does not parse)."""
+    try:
+        return int(json.loads((document or {})["data"][objects.VIEW_KEY])["epoch"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _regated(pod: dict[str, Any]) -> dict[str, Any]:
+    """A fresh copy of an agent pod behind the lease gate (gates can only be set at creation)."""
+    meta = pod["metadata"]
+    spec = {k: v for k, v in pod["spec"].items() if k not in ("nodeName", "schedulingGates")}
+    spec["schedulingGates"] = [{"name": objects.LEASE_GATE}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": meta["name"],
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "spec": spec,
+    }
+
+
+@dataclass
+class NegotiatorConfig:
+    agent: str
+    policy: str
+    workload_namespace: str = "default"
+    home: str | None = None  # the agent's host namespace (default agent-<agent>)
+    poll_interval: float = 0.02
+    resync_interval: float = 1.0  # full reconcile at least this often (seconds)
+    identity: str = ""
+    leader_elect: bool = False
+
+    @property
+    def namespace(self) -> str:
+        return self.home or objects.agent_namespace(self.agent)
+
+
+class NegotiatorProcess:
+    """One agent's negotiator; `step()` is one idempotent reconcile pass."""
+
+    def __init__(
+        self,
+        config: NegotiatorConfig,
+        host: Kube,
+        plane: Kube,
+        policy: Policy,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.config = config
+        self.agent = objects.agent_name(config.agent)
+        self.host = host
+        self.plane = plane
+        self.policy = policy
+        self.telemetry = telemetry or Telemetry("negotiator")
+        identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.elector = (
+            LeaderElector(host, config.namespace, "gpuparley-negotiator", identity)
+            if config.leader_elect
+            else None
+        )
+        self._answered: tuple[int, int] | None = None
+        self._view_version: str | None = None
+        self._synced_epoch: int | None = None
+        self._synced_at = 0.0
+        self._groups: dict[str, PodGroup] = {}
+        self._leases: list[dict[str, Any]] = []
+        self._renewed_at = 0.0
+
+    # ------------------------------------------------------------------ loop
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        self._check_negotiator_object()
+        try:
+            while not should_stop():
+                try:
+                    self.step()
+                except (ApiError, OSError) as exc:
+                    log.warning("reconcile failed; retrying", extra={"error": str(exc)})
+                    self.telemetry.ready = False
+                    time.sleep(0.5)
+                time.sleep(self.config.poll_interval)
+        finally:
+            if self.elector is not None:
+                self.elector.release()
+
+    def step(self) -> None:
+        """One loop: read the market's view (one GET). Reconcile pods and leases when a new
+        epoch's view arrives (leases change only at clearings, and the market publishes the
+        next view right after one) or every `resync_interval` (restarts, pods bound, new pods);
+        answer every new view, from the last reconciled listing."""
+        self.telemetry.heartbeat()
+        if not self._lead():
+            self.telemetry.ready = False
+            return
+        document = self.host.get("configmaps", self.config.namespace, objects.VIEW_CONFIGMAP)
+        version = (document or {}).get("metadata", {}).get("resourceVersion")
+        epoch = _view_epoch(document)
+        now = time.monotonic()
+        if epoch != self._synced_epoch or now - self._synced_at > self.config.resync_interval:
+            pods = self.plane.list("pods", self.config.workload_namespace)
+            self._groups = group_pods(pods)
+            self._leases = self.host.list("gpuleases", self.config.namespace)
+            self._sync_leases(self._groups, self._leases)
+            self._synced_epoch, self._synced_at = epoch, now
+        if document is not None and version != self._view_version:
+            self._answer_view(document, self._groups, self._leases)
+            self._view_version = version
+        self.telemetry.ready = True
+        self.telemetry.apiserver_requests.labels("host").set(sum(self.host.requests.values()))
+        self.telemetry.apiserver_requests.labels("agent").set(sum(self.plane.requests.values()))
+
+    def _lead(self) -> bool:
+        if self.elector is None:
+            return True
+        if time.monotonic() - self._renewed_at > self.elector.duration / 3:
+            self.elector.try_acquire_or_renew()
+            self._renewed_at = time.monotonic()
+        self.telemetry.leader.set(1 if self.elector.is_leader else 0)
+        return self.elector.is_leader
+
+    def _check_negotiator_object(self) -> None:
+        if self.host.get("negotiators", self.config.namespace, self.agent) is None:
+            raise SystemExit(
+                f"no Negotiator {self.agent!r} in namespace {self.config.namespace!r} on the host: "
+                f"apply the agent's bundle first (`gpuparley deploy apply --agent {self.agent}`)"
+            )
+
+    # ------------------------------------------------------------------ decisions
+    def _answer_view(
+        self, document: dict[str, Any], groups: dict[str, PodGroup], leases: list[dict[str, Any]]
+    ) -> None:
+        config = self.config
+        started = time.perf_counter()
+        try:
+            payload = json.loads((document.get("data") or {})[objects.VIEW_KEY])
+            token = (int(payload["epoch"]), int(payload["substep"]))
+            view = view_from_dict(payload["view"])
+        except (KeyError, ValueError, TypeError) as exc:
+            self._reject("malformed-view", str(exc))
+            return
+        if token == self._answered:
+            return
+        mine = self.host.get("negotiators", config.namespace, self.agent) or {}
+        status = mine.get("status") or {}
+        if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
+            self._answered = token  # answered before a restart
+            return
+        self.telemetry.epoch.set(token[0])
+        action, message_id = self._decide(view, token, payload, groups, leases)
+        self.host.merge_patch(
+            "negotiators/status",
+            config.namespace,
+            self.agent,
+            {
+                "status": {
+                    "phase": "Negotiating",
+                    "observedEpoch": token[0],
+                    "observedSubstep": token[1],
+                    "action": action,
+                    "message": message_id,
+                }
+            },
+        )
+        self._answered = token
+        self.telemetry.decision_seconds.observe(time.perf_counter() - started)
+
+    def _decide(
+        self,
+        view: AgentView,
+        token: tuple[int, int],
+        payload: dict[str, Any],
+        groups: dict[str, PodGroup],
+        leases: list[dict[str, Any]],
+    ) -> tuple[str, str]:
+        observation, mask = encode(view)
+        action = int(self.policy.act(observation, mask, view))
+        if not (0 <= action < len(mask) and mask[action]):
+            self._reject("illegal-action", f"policy chose masked action {action}")
+            return "pass", ""
+        decision = decode(action, view, np.asarray(mask))
+        if decision.kind != "bid":
+            return "pass", ""
+        group = groups.get(decision.job or "")
+        if group is None or not group.complete:
+            self._reject("no-pods", f"job {decision.job!r} has no complete pod group here")
+            return "pass", ""
+        try:
+            demand = group.demand()
+            bid = Bid(
+                id=f"{self.agent}.{token[0]}.{token[1]}",
+                sender=self.agent,
+                receiver=MARKET,
+                epoch=token[0],
+                demand=demand,
+                price=decision.price,
+                term_epochs=int(payload["term_epochs"]),
+                renewal_of=self._active_lease_of(decision.job or "", leases),
+            )
+        except (WorkloadError, MessageError, ValueError) as exc:
+            self._reject("bad-demand", str(exc))
+            return "pass", ""
+        self.host.create("offers", objects.MARKET_INBOX, objects.offer_object(bid))
+        self.telemetry.messages.labels("Bid", "sent").inc()
+        log.info(
+            "bid",
+            extra={
+                "epoch": token[0],
+                "substep": token[1],
+                "job": bid.demand.job,
+                "price": bid.price,
+                "renewal": bid.renewal_of,
+            },
+        )
+        return "bid", bid.id
+
+    def _active_lease_of(self, job: str, leases: list[dict[str, Any]]) -> str | None:
+        for obj in leases:
+            if (obj.get("status") or {}).get("release"):
+                continue
+            if (obj.get("spec") or {}).get("job") == job:
+                return obj["spec"]["lease_id"]
+        return None
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.telemetry.rejections.labels(reason).inc()
+        log.warning("rejected", extra={"reason": reason, "detail": detail})
+
+    # ------------------------------------------------------------------ leases -> pods
+    def _sync_leases(self, groups: dict[str, PodGroup], leases: list[dict[str, Any]]) -> None:
+        host_pods = {
+            p["metadata"]["name"]: p for p in self.host.list("pods", self.config.namespace)
+        }
+        active_jobs = set()
+        parsed: list[tuple[dict[str, Any], Lease]] = []
+        for obj in leases:
+            try:
+                lease = Lease.model_validate(obj.get("spec") or {})
+            except ValueError as exc:
+                self._reject("malformed-lease", str(exc))
+                continue
+            if lease.holder != self.agent:
+                self._reject("foreign-lease", f"lease {lease.lease_id} is held by {lease.holder}")
+                continue
+            parsed.append((obj, lease))
+            if not (obj.get("status") or {}).get("release"):
+                active_jobs.add(lease.job)
+        active = 0
+        for obj, lease in parsed:
+            group = groups.get(lease.job)
+            release = (obj.get("status") or {}).get("release")
+            if release:
+                self._end(obj, lease, release, group, host_pods, lease.job in active_jobs)
+            elif group is not None:
+                active += 1
+                self._run(obj, lease, group, host_pods)
+            else:
+                self._reject("lease-without-pods", f"no pods for leased job {lease.job!r}")
+        self.telemetry.leases.set(active)
+
+    def _run(
+        self,
+        obj: dict[str, Any],
+        lease: Lease,
+        group: PodGroup,
+        host_pods: dict[str, dict[str, Any]],
+    ) -> None:
+        name = obj["metadata"]["name"]
+        pods = group.pods
+        if len(lease.resources) != len(pods):
+            self._reject(
+                "lease-mismatch",
+                f"lease {lease.lease_id} covers "
+                f"{len(lease.resources)} pods, job {lease.job} has {len(pods)}",
+            )
+            return
+        complete = True
+        for item in lease.resources:
+            agent_pod = pods[item.pod]
+            pod_name = agent_pod["metadata"]["name"]
+            existing = host_pods.get(pod_name)
+            if existing is not None:
+                labels = existing["metadata"].get("labels") or {}
+                selector = (existing.get("spec") or {}).get("nodeSelector") or {}
+                if (
+                    labels.get(objects.LEASE_LABEL) == name
+                    and selector.get(HOSTNAME_LABEL) == item.node
+                ):
+                    continue
+                # Moved by a renewal that migrated the job, or left over from an older lease.
+                self.host.delete("pods", self.config.namespace, pod_name)
+                self.telemetry.pods_synced.labels("deleted").inc()
+                complete = False
+                continue
+            if self.host.create("pods", self.config.namespace, host_pod(agent_pod, name, item)):
+                self.telemetry.pods_synced.labels("created").inc()
+            host_pods[pod_name] = {}
+        if not complete:
+            return
+        # Every pod of the lease exists on the host: release the gang in the agent plane.
+        for agent_pod in pods:
+            ungate(self.plane, self.config.workload_namespace, agent_pod)
+        for item in lease.resources:
+            self._mirror(pods[item.pod], host_pods.get(pods[item.pod]["metadata"]["name"]) or {})
+
+    def _mirror(self, agent_pod: dict[str, Any], host: dict[str, Any]) -> None:
+        """Reflect the host pod's binding and phase on the agent's pod."""
+        node = (host.get("spec") or {}).get("nodeName")
+        if not node:
+            return
+        name = agent_pod["metadata"]["name"]
+        namespace = self.config.workload_namespace
+        if not (agent_pod.get("spec") or {}).get("nodeName"):
+            binding = {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+            }
+            self.plane.call("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding", binding)
+            self.telemetry.pods_synced.labels("bound").inc()
+        phase = (host.get("status") or {}).get("phase")
+        if phase and phase != (agent_pod.get("status") or {}).get("phase"):
+            self.plane.merge_patch("pods/status", namespace, name, {"status": {"phase": phase}})
+
+    def _end(
+        self,
+        obj: dict[str, Any],
+        lease: Lease,
+        release: dict[str, Any],
+        group: PodGroup | None,
+        host_pods: dict[str, dict[str, Any]],
+        job_has_active_lease: bool,
+    ) -> None:
+        name = obj["metadata"]["name"]
+        for pod_name, pod in list(host_pods.items()):
+            if (pod.get("metadata", {}).get("labels") or {}).get(objects.LEASE_LABEL) == name:
+                self.host.delete("pods", self.config.namespace, pod_name)
+                self.telemetry.pods_synced.labels("deleted").inc()
+                del host_pods[pod_name]
+        if group is None or job_has_active_lease:
+            return
+        namespace = self.config.workload_namespace
+        if release.get("reason") == "finished":
+            for pod in group.pods:
+                if (pod.get("status") or {}).get("phase") != "Succeeded":
+                    self.plane.merge_patch(
+                        "pods/status",
+                        namespace,
+                        pod["metadata"]["name"],
+                        {"status": {"phase": "Succeeded"}},
+                    )
+                    self.telemetry.pods_synced.labels("completed").inc()
+            return
+        for pod in group.pods:
+            if gate_index(pod) is not None and not (pod.get("spec") or {}).get("nodeName"):
+                continue
+            self.plane.delete("pods", namespace, pod["metadata"]["name"])
+            self._recreate(namespace, _regated(pod))
+            self.telemetry.pods_synced.labels("regated").inc()
+
+    def _recreate(self, namespace: str, pod: dict[str, Any]) -> None:
+        """Create the re-gated pod once the old one is gone (deletion is asynchronous)."""
+        for _ in range(100):
+            try:
+                if self.plane.create("pods", namespace, pod):
+                    return
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+            time.sleep(0.05)
+        raise ApiError(409, "Conflict", f"pod {pod['metadata']['name']} was not deleted in time")

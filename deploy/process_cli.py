@@ -1,0 +1,188 @@
+"""The long-running processes and the workload submitter:
+
+* ``gpuparley negotiator run``: one agent's negotiator (``deploy/negotiator.py``);
+* ``gpuparley market run``: the market controller on the host (``deploy/market_controller.py``);
+* ``gpuparley workload submit``: a scenario's jobs as gated pods in an agent's control plane.
+
+Each process logs JSON lines on stderr and serves /metrics, /healthz and /readyz; SIGTERM stops
+it cleanly (the negotiator gives up its leadership first).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app_negotiator = typer.Typer(help="Run one agent's negotiator.", no_args_is_help=True)
+app_market = typer.Typer(
+    help="Run the market controller on the host cluster.", no_args_is_help=True
+)
+app_workload = typer.Typer(help="Submit a scenario's jobs as gated pods.", no_args_is_help=True)
+
+Kubeconfig = Annotated[Path | None, typer.Option(help="Kubeconfig (default: in-cluster).")]
+Port = Annotated[int, typer.Option(help="Port of /metrics, /healthz, /readyz (0: any).")]
+Address = Annotated[str, typer.Option(help="Address the endpoints listen on.")]
+
+
+def _stop_flag() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _connect(kubeconfig: Path | None, option: str) -> Any:
+    """A `Kube` client, or a clear error naming the option (not a traceback)."""
+    from kubernetes.config.config_exception import ConfigException
+
+    from gpuparley.deploy.kube import Kube
+
+    try:
+        return Kube(kubeconfig)
+    except (ConfigException, OSError) as exc:
+        where = kubeconfig or "the in-cluster service account"
+        _fail(f"{option}: cannot load {where}: {exc}")
+
+
+@app_negotiator.command("run")
+def negotiator_run(
+    agent: Annotated[str, typer.Option(help="Agent name (e.g. alpha).")],
+    policy: Annotated[str, typer.Option(help="onnx:<path> or scripted:<name>.")],
+    host_kubeconfig: Kubeconfig = None,
+    agent_kubeconfig: Annotated[
+        Path | None, typer.Option(help="Kubeconfig of the agent's own control plane.")
+    ] = None,
+    workload_namespace: Annotated[str, typer.Option(help="Namespace of gated pods.")] = "default",
+    namespace: Annotated[str | None, typer.Option(help="Home namespace on the host.")] = None,
+    leader_elect: Annotated[bool, typer.Option(help="Elect a leader among replicas.")] = False,
+    identity: Annotated[str, typer.Option(help="Replica identity (default host-pid).")] = "",
+    metrics_port: Port = 9464,
+    metrics_address: Address = "127.0.0.1",
+    poll_interval: Annotated[float, typer.Option(help="Seconds between reconciles.")] = 0.02,
+    log_level: str = "info",
+) -> None:
+    """Negotiate for the agent's gated pods and run them on the host under their leases."""
+    from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess, load_policy
+    from gpuparley.deploy.telemetry import Telemetry, setup_logging
+
+    setup_logging(log_level)
+    try:
+        chosen = load_policy(policy)
+    except (ValueError, OSError) as exc:
+        _fail(f"--policy: {exc}")
+    config = NegotiatorConfig(
+        agent=agent,
+        policy=policy,
+        workload_namespace=workload_namespace,
+        home=namespace,
+        poll_interval=poll_interval,
+        identity=identity,
+        leader_elect=leader_elect,
+    )
+    telemetry = Telemetry("negotiator")
+    server = telemetry.serve(metrics_port, metrics_address)
+    typer.echo(json.dumps({"metrics_port": server.server_address[1]}), err=True)
+    stop = _stop_flag()
+    host = _connect(host_kubeconfig, "--host-kubeconfig")
+    plane = _connect(agent_kubeconfig, "--agent-kubeconfig")
+    process = NegotiatorProcess(config, host, plane, chosen, telemetry)
+    process.run(stop.is_set)
+
+
+@app_market.command("run")
+def market_run(
+    scenario: Annotated[str, typer.Option(help="Scenario name or path (the cluster and jobs).")],
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
+    kubeconfig: Kubeconfig = None,
+    mechanism: Annotated[
+        str | None, typer.Option(help="auction (default: the scenario's).")
+    ] = None,
+    substep_timeout: Annotated[float, typer.Option(help="Seconds to wait for answers.")] = 10.0,
+    placement_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for leased pods to be bound.")
+    ] = 30.0,
+    max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs.")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Append lease events (JSON lines).")] = None,
+    metrics_port: Port = 9465,
+    metrics_address: Address = "127.0.0.1",
+    log_level: str = "info",
+) -> None:
+    """Run the market until the scenario's workload is done; print the final status as JSON."""
+    from gpuparley.deploy.market_controller import MarketController, MarketSetupError
+    from gpuparley.deploy.telemetry import Telemetry, setup_logging
+    from gpuparley.envs.scenario import ScenarioError, load_scenario
+
+    setup_logging(log_level)
+    try:
+        loaded = load_scenario(scenario)
+    except ScenarioError as exc:
+        _fail(f"--scenario: {exc}")
+    telemetry = Telemetry("market")
+    server = telemetry.serve(metrics_port, metrics_address)
+    typer.echo(json.dumps({"metrics_port": server.server_address[1]}), err=True)
+    stop = _stop_flag()
+    try:
+        controller = MarketController(
+            _connect(kubeconfig, "--kubeconfig"),
+            loaded,
+            seed,
+            mechanism,
+            substep_timeout=substep_timeout,
+            placement_timeout=placement_timeout,
+            max_epochs=max_epochs,
+            telemetry=telemetry,
+            trace_path=trace,
+        )
+        status = controller.run(stop.is_set)
+    except MarketSetupError as exc:
+        _fail(str(exc))
+    json.dump(status, sys.stdout)
+    sys.stdout.write("\n")
+
+
+@app_workload.command("submit")
+def workload_submit(
+    scenario: Annotated[str, typer.Option(help="Scenario name or path.")],
+    agent: Annotated[str, typer.Option(help="Whose jobs to submit.")],
+    kubeconfig: Annotated[Path, typer.Option(help="The agent's control plane.")],
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
+    namespace: Annotated[str, typer.Option(help="Namespace for the pods.")] = "default",
+) -> None:
+    """Create the agent's jobs of a scenario as pods behind the lease gate (idempotent)."""
+    from gpuparley.deploy.workload import WorkloadError, submit_jobs
+    from gpuparley.envs.scenario import ScenarioError, load_scenario
+
+    try:
+        jobs = load_scenario(scenario).build_jobs(seed)
+    except ScenarioError as exc:
+        _fail(f"--scenario: {exc}")
+    try:
+        created = submit_jobs(_connect(kubeconfig, "--kubeconfig"), namespace, jobs, agent)
+    except WorkloadError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"agent": agent, "pods_created": created}))
+
+
+def main() -> None:
+    """`python -m gpuparley.deploy.process_cli ...`: the processes without the rest of the CLI
+    (the negotiator image has no training or plotting stack)."""
+    root = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+    root.add_typer(app_negotiator, name="negotiator")
+    root.add_typer(app_market, name="market")
+    root.add_typer(app_workload, name="workload")
+    root()
+
+
+if __name__ == "__main__":
+    main()

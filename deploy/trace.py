@@ -1,0 +1,96 @@
+"""The lease trace: what the market allocated, epoch by epoch, in a form two runs can compare.
+
+The market controller writes it while it runs against real clusters; `simulated_trace` produces
+it from the simulator alone for the same scenario, seed and policy. Both go through
+`epoch_events`, so sim-to-real parity is a comparison of two lists, and a difference names the
+epoch and the job where the runs parted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gpuparley.agents.negotiators.base import Negotiator
+from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.messages import Lease
+from gpuparley.envs.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class LeaseEvent:
+    """A lease signed, renewed or ended during `epoch` (at its clearing, or at an agreement)."""
+
+    epoch: int
+    event: str  # "signed" | "renewed" | "released"
+    lease_id: str
+    job: str
+    holder: str
+    price: float
+    placement: tuple[tuple[int, str, tuple[int, ...], int | None], ...]  # (pod, node, gpus, mig)
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _placement(lease: Lease) -> tuple[tuple[int, str, tuple[int, ...], int | None], ...]:
+    return tuple((r.pod, r.node, tuple(r.gpus), r.mig_start) for r in lease.resources)
+
+
+def _event(epoch: int, kind: str, lease: Lease, reason: str = "") -> LeaseEvent:
+    return LeaseEvent(
+        epoch,
+        kind,
+        lease.lease_id,
+        lease.job,
+        lease.holder,
+        round(lease.price, 9),
+        _placement(lease),
+        reason,
+    )
+
+
+def epoch_events(
+    market: Market, before: dict[str, Lease], releases_seen: int, epoch: int
+) -> list[LeaseEvent]:
+    """What changed between `before` (the leases when the sub-step began) and now;
+    `releases_seen` is how many of `market.releases` were already reported."""
+    events = [
+        _event(epoch, "released", lease, release.reason)
+        for lease, release in market.releases[releases_seen:]
+    ]
+    for lease_id, lease in market.leases.items():
+        old = before.get(lease_id)
+        if old is None:
+            events.append(_event(epoch, "signed", lease))
+        elif old != lease:
+            events.append(_event(epoch, "renewed", lease))
+    return events
+
+
+def simulated_trace(
+    scenario: Scenario,
+    seed: int,
+    negotiator: Negotiator,
+    mechanism: str | None = None,
+    max_epochs: int | None = None,
+) -> list[LeaseEvent]:
+    """The lease trace of a simulated market run, every seat played by `negotiator`."""
+    from gpuparley.envs.market.parallel_env import GPUMarketEnv
+
+    env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
+    observations, _ = env.reset(seed=seed)
+    negotiator.reset(seed)
+    market = env.market
+    assert market is not None
+    events: list[LeaseEvent] = []
+    while env.agents:
+        epoch, before, seen = market.epoch, dict(market.leases), len(market.releases)
+        actions = {
+            agent: negotiator.act(obs["observation"], obs["action_mask"], env.views[agent])
+            for agent, obs in observations.items()
+        }
+        observations, *_ = env.step(actions)
+        events.extend(epoch_events(market, before, seen, epoch))
+    return events

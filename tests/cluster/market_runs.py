@@ -1,0 +1,111 @@
+"""One in-cluster market run on fresh local planes, with a hook for faults while it goes.
+
+Shared by the end-to-end tests: it brings up a host plane with the scenario's fake GPU nodes and
+one plane per agent, applies the bundles, submits the workload, starts the market and the
+negotiators as processes, samples the invariants throughout (`observer.py`), waits for the market
+to finish and every agent pod to be marked Succeeded, and tears everything down.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.cluster import build, nodes, planes
+from gpuparley.deploy.cluster.market_rig import MarketRig
+from gpuparley.deploy.kube import Kube
+
+from .helpers import wait_for
+from .observer import Observations, Observer
+
+SCENARIO = "cluster-e2e"
+SEED = 0
+AGENTS = ("alpha", "beta", "gamma")
+POLICY_FILE = Path(__file__).resolve().parents[2] / "checkpoints" / "default" / "policy.onnx"
+
+
+@dataclass
+class Run:
+    """What a run left behind for the tests to look at."""
+
+    rig: MarketRig
+    status: dict[str, Any] = field(default_factory=dict)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    seen: Observations | None = None
+    denials: dict[str, int] = field(default_factory=dict)
+    final_agent_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def market_epoch(host: Kube) -> int:
+    """The epoch in the market's published status (0 before the first one)."""
+    status = host.get("configmaps", objects.MARKET_NAMESPACE, "gpuparley-market")
+    return int(json.loads(status["data"]["status.json"])["epoch"]) if status else 0
+
+
+def wait_for_epoch(run: Run, epoch: int) -> None:
+    admin = Kube(run.rig.state.host.kubeconfig)
+    try:
+        wait_for(f"market epoch {epoch}", lambda: market_epoch(admin) >= epoch, timeout=120)
+    finally:
+        admin.close()
+
+
+@contextmanager
+def market_run(
+    state_dir: Path,
+    during: Callable[[Run], None],
+    *,
+    replicas: dict[str, int] | None = None,
+    substep_timeout: float = 15.0,
+) -> Iterator[Run]:
+    missing = build.missing_binaries()
+    if missing:
+        pytest.fail(f"component binaries missing: {missing}; run `{build.BUILD_COMMAND}`")
+    state = planes.up(
+        state_dir,
+        nodes.node_specs_from_scenario(SCENARIO),
+        AGENTS,
+        scenario=SCENARIO,
+        die_with_parent=True,
+    )
+    rig = MarketRig(state, SCENARIO, SEED, f"onnx:{POLICY_FILE}", state_dir / "logs")
+    rig.substep_timeout = substep_timeout
+    run = Run(rig)
+    observer: Observer | None = None
+    try:
+        rig.prepare()
+        observer = Observer(state, list(AGENTS))
+        observer.start()
+        rig.start_all(replicas)
+        during(run)
+        run.status = rig.wait_market(timeout=300)
+        run.trace = rig.trace()
+        agent_planes = {agent: Kube(state.agent(agent).kubeconfig) for agent in AGENTS}
+
+        def all_finished() -> bool:
+            for agent, plane in agent_planes.items():
+                run.final_agent_pods[agent] = plane.list("pods", "default")
+            pods = [p for ps in run.final_agent_pods.values() for p in ps]
+            return all(p["status"].get("phase") == "Succeeded" for p in pods)
+
+        # The negotiators mark finished jobs' pods Succeeded at their next reconcile.
+        wait_for("every agent pod to be marked Succeeded", all_finished, timeout=30)
+        run.seen = observer.stop()
+        observer = None
+        yield run
+    except BaseException:
+        for log in sorted(rig.log_dir.glob("*.log")):
+            print(f"---- {log.stem} ----\n{rig.log_tail(log.stem)}")
+        raise
+    finally:
+        if observer is not None:
+            observer.stop()
+        rig.stop()
+        planes.down(state_dir)

@@ -1,0 +1,158 @@
+"""A watcher for end-to-end market runs: samples the host and agent planes as admin while the
+processes run, and records every violation of the invariants the market promises.
+
+Invariants checked at every sample:
+
+* **no over-commit**: on every host node, the GPU (and CPU/memory) limits of the pods bound there
+  never exceed its allocatable resources;
+* **inside a lease**: every bound host pod carries a lease label naming a `GPULease` of its own
+  namespace whose resources name that node (after a renewal that moved the job to another node,
+  the old copy may linger for at most `MIGRATION_GRACE_S`);
+* **atomic gangs**: when any pod of a multi-pod job has left the gate in its agent's plane while
+  the job holds an active lease, every pod of that job exists on the host (the agent plane is
+  sampled before the host, so "ungated at t1" implies "created on the host before t1").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.cluster.planes import ClusterState
+from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, gate_index, group_pods
+
+_RESOURCE_PREFIXES = ("nvidia.com/", "cpu", "memory")
+MIGRATION_GRACE_S = 3.0
+
+
+def _quantity(value: str) -> float:
+    text = str(value)
+    for suffix, scale in (("m", 1e-3), ("Mi", 1024**2), ("Gi", 1024**3), ("Ti", 1024**4)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+@dataclass
+class Observations:
+    samples: int = 0
+    overcommit: list[str] = field(default_factory=list)
+    outside_lease: list[str] = field(default_factory=list)
+    gang_splits: list[str] = field(default_factory=list)
+    bound: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, pod) -> node
+    peak_pods_per_node: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Observer(threading.Thread):
+    """Samples until `stop()`; results in `.seen`."""
+
+    def __init__(self, state: ClusterState, agents: list[str], interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.host = Kube(state.host.kubeconfig)
+        self.planes = {a: Kube(state.agent(a).kubeconfig) for a in agents}
+        self.agents = agents
+        self.interval = interval
+        self.seen = Observations()
+        self._halt = threading.Event()
+        self.allocatable = {
+            n["metadata"]["name"]: {
+                k: _quantity(v)
+                for k, v in n["status"]["allocatable"].items()
+                if k.startswith(_RESOURCE_PREFIXES)
+            }
+            for n in self.host.list("nodes")
+        }
+        self.error: BaseException | None = None
+        self._moved: dict[tuple[str, str, str], float] = {}
+
+    def stop(self) -> Observations:
+        self._halt.set()
+        self.join(30)
+        if self.error is not None:
+            raise self.error
+        return self.seen
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                self.sample()
+                time.sleep(self.interval)
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def sample(self) -> None:
+        agent_pods = {a: self.planes[a].list("pods", "default") for a in self.agents}
+        host_pods: dict[str, list[dict[str, Any]]] = {}
+        leases: dict[str, dict[str, dict[str, Any]]] = {}
+        for agent in self.agents:
+            ns = objects.agent_namespace(agent)
+            host_pods[ns] = self.host.list("pods", ns)
+            leases[ns] = {o["metadata"]["name"]: o for o in self.host.list("gpuleases", ns)}
+        self.seen.samples += 1
+        self._check_nodes(host_pods, leases)
+        self._check_gangs(agent_pods, host_pods, leases)
+
+    def _check_nodes(
+        self, host_pods: dict[str, list[dict[str, Any]]], leases: dict[str, dict[str, Any]]
+    ) -> None:
+        used: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        count: dict[str, int] = defaultdict(int)
+        for ns, pods in host_pods.items():
+            for pod in pods:
+                node = (pod.get("spec") or {}).get("nodeName")
+                if not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    continue
+                name = pod["metadata"]["name"]
+                self.seen.bound[(ns, name)] = node
+                count[node] += 1
+                for container in pod["spec"]["containers"]:
+                    for k, v in ((container.get("resources") or {}).get("limits") or {}).items():
+                        used[node][k] += _quantity(v)
+                lease_name = (pod["metadata"].get("labels") or {}).get(objects.LEASE_LABEL, "")
+                lease = leases[ns].get(lease_name)
+                nodes = {r["node"] for r in ((lease or {}).get("spec") or {}).get("resources", [])}
+                if lease is None:
+                    self.seen.outside_lease.append(f"{ns}/{name} on {node} (lease {lease_name!r})")
+                elif node not in nodes:
+                    # The lease moved the job to another node (a migrating renewal): the old
+                    # copy must be gone within moments, or it squats on someone else's GPUs.
+                    since = self._moved.setdefault((ns, name, node), time.monotonic())
+                    if time.monotonic() - since > MIGRATION_GRACE_S:
+                        self.seen.outside_lease.append(f"{ns}/{name} left on {node}")
+        for node, resources in used.items():
+            self.seen.peak_pods_per_node[node] = max(
+                self.seen.peak_pods_per_node[node], count[node]
+            )
+            for resource, amount in resources.items():
+                limit = self.allocatable.get(node, {}).get(resource, 0.0)
+                if amount > limit + 1e-9:
+                    self.seen.overcommit.append(f"{node}: {resource} {amount} > {limit}")
+
+    def _check_gangs(
+        self,
+        agent_pods: dict[str, list[dict[str, Any]]],
+        host_pods: dict[str, list[dict[str, Any]]],
+        leases: dict[str, dict[str, Any]],
+    ) -> None:
+        for agent, pods in agent_pods.items():
+            ns = objects.agent_namespace(agent)
+            on_host = {p["metadata"]["name"] for p in host_pods[ns]}
+            active_jobs = {
+                (o.get("spec") or {}).get("job")
+                for o in leases[ns].values()
+                if not (o.get("status") or {}).get("release")
+            }
+            for job, group in group_pods(pods).items():
+                if group.expected < 2 or job not in active_jobs:
+                    continue
+                released = [p for p in group.pods if gate_index(p) is None]
+                missing = [p["metadata"]["name"] for p in group.pods
+                           if p["metadata"]["name"] not in on_host]  # fmt: skip
+                if released and missing:
+                    name = group.pods[0]["metadata"]["annotations"][JOB_NAME_ANNOTATION]
+                    self.seen.gang_splits.append(f"{agent}/{name}: ungated, missing {missing}")

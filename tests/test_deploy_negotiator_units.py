@@ -1,0 +1,171 @@
+"""The in-cluster negotiator's pure parts, without a cluster: jobs <-> pods <-> demands, the
+market view's wire form, host pods under a lease, the lease trace, and the telemetry endpoints."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.negotiator import host_gpu_limits, host_pod, load_policy
+from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
+from gpuparley.deploy.trace import simulated_trace
+from gpuparley.deploy.workload import (
+    GPU_RESOURCE,
+    WorkloadError,
+    gate_index,
+    group_pods,
+    object_safe,
+    pod_demand,
+    pods_for_job,
+)
+from gpuparley.envs.market.core import Market, demand_of
+from gpuparley.envs.market.encoding import encode, view_from_dict, view_to_dict
+from gpuparley.envs.market.messages import ResourceItem
+from gpuparley.envs.market.views import agent_views
+from gpuparley.envs.scenario import load_scenario
+
+
+@pytest.mark.parametrize("scenario", ["cluster-e2e", "mig-mixed", "gang-heavy", "timeslice-noisy"])
+def test_pods_read_back_as_the_markets_demand(scenario: str) -> None:
+    """Every GPU job, written as pods and read back, asks for exactly what the market knows."""
+    jobs = [j for j in load_scenario(scenario).build_jobs(0) if j.pod.gpu.kind != "none"]
+    pods = [pod for job in jobs for pod in pods_for_job(job)]
+    groups = group_pods(json.loads(json.dumps(pods)))  # as the apiserver would hand them back
+    assert len(groups) == len(jobs)
+    for job in jobs:
+        group = groups[job.name]
+        assert group.complete
+        assert group.demand() == demand_of(job)
+        assert all(gate_index(pod) == 0 for pod in group.pods)
+
+
+def test_a_partial_or_inconsistent_group_is_not_a_demand() -> None:
+    job = next(j for j in load_scenario("cluster-e2e").build_jobs(0) if j.pods == 2)
+    first, second = pods_for_job(job)
+    assert not group_pods([first])[job.name].complete
+    second["spec"]["containers"][0]["resources"]["limits"][GPU_RESOURCE] = "3"
+    with pytest.raises(WorkloadError, match="different resources"):
+        group_pods([first, second])[job.name].demand()
+
+
+def test_unreadable_quantities_name_the_field() -> None:
+    job = load_scenario("cluster-e2e").build_jobs(0)[0]
+    pod = pods_for_job(job)[0]
+    pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "1.5"
+    with pytest.raises(WorkloadError, match=r"cpu: cannot read quantity '1\.5'"):
+        pod_demand(pod)
+
+
+def test_object_safe_names_are_dns_labels() -> None:
+    assert object_safe("Gen_000001/A") == "gen-000001-a"
+    assert len(object_safe("x" * 200)) <= 52
+    assert object_safe("___") == "job"
+
+
+@pytest.mark.parametrize("mechanism", ["auction", "bargain"])
+def test_views_survive_the_wire_exactly(mechanism: str) -> None:
+    """A view sent as JSON encodes to the very same observation and mask."""
+    market = Market(load_scenario("gang-heavy"), 0, mechanism)
+    for _ in range(30):
+        for view in agent_views(market).values():
+            wired = view_from_dict(json.loads(json.dumps(view_to_dict(view))))
+            assert wired == view
+            (obs_a, mask_a), (obs_b, mask_b) = encode(view), encode(wired)
+            assert (obs_a == obs_b).all() and (mask_a == mask_b).all()
+        market.passed.update(market.agents)
+        market.end_substep()
+
+
+def test_host_pods_take_the_leases_node_and_resources() -> None:
+    jobs = load_scenario("cluster-e2e").build_jobs(0)
+    mig_job = next(j for j in jobs if j.pod.gpu.kind == "mig")
+    item = ResourceItem(pod=0, node="mig-0", gpu_kind="mig", gpus=(1,),
+                        mig_profile=mig_job.pod.gpu.profile, mig_start=4)  # fmt: skip
+    pod = host_pod(pods_for_job(mig_job)[0], "lease-x", item)
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "mig-0"}
+    assert pod["metadata"]["labels"][objects.LEASE_LABEL] == "lease-x"
+    assert gate_index(pod) == 0  # the market lifts it
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert limits[f"nvidia.com/mig-{mig_job.pod.gpu.profile}"] == "1"
+    whole = ResourceItem(pod=0, node="whole-0", gpu_kind="whole", gpus=(0, 1))
+    assert host_gpu_limits(whole) == {GPU_RESOURCE: "2"}
+    share = ResourceItem(pod=0, node="shared-0", gpu_kind="share", gpus=(1,), gpu_milli=250)
+    assert host_gpu_limits(share) == {GPU_RESOURCE: "1"}  # one time-slicing replica
+
+
+def test_the_simulated_trace_is_deterministic_and_balanced() -> None:
+    scenario = load_scenario("cluster-e2e")
+    first = simulated_trace(scenario, 0, load_policy("scripted:truthful"))
+    again = simulated_trace(scenario, 0, load_policy("scripted:truthful"))
+    assert first == again and first
+    signed = {e.lease_id for e in first if e.event == "signed"}
+    released = {e.lease_id for e in first if e.event == "released"}
+    assert signed == released  # the workload finishes: every lease ends
+
+
+def test_policy_specs_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"onnx:<path to policy\.onnx> or scripted:<name>"):
+        load_policy("torch:/x")
+    with pytest.raises(ValueError, match="unknown negotiator"):
+        load_policy("scripted:nope")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_telemetry_serves_metrics_health_and_readiness() -> None:
+    telemetry = Telemetry("negotiator")
+    server = telemetry.serve(0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        telemetry.rejections.labels("stale").inc()
+        telemetry.decision_seconds.observe(0.003)
+        code, body = _get(f"{base}/metrics")
+        assert code == 200
+        assert 'gpuparley_messages_rejected_total{reason="stale"} 1.0' in body
+        assert "gpuparley_decision_seconds_bucket" in body
+        assert _get(f"{base}/healthz")[0] == 200
+        assert _get(f"{base}/readyz")[0] == 503  # not ready until connected
+        telemetry.ready = True
+        assert _get(f"{base}/readyz")[0] == 200
+        telemetry.stale_after = 0.0  # a wedged loop: liveness fails
+        assert _get(f"{base}/healthz")[0] == 503
+    finally:
+        server.shutdown()
+
+
+def test_logs_are_json_lines_with_extra_fields() -> None:
+    import logging
+
+    record = logging.makeLogRecord({"msg": "bid %s", "args": ("x",), "levelname": "INFO",
+                                    "name": "gpuparley.negotiator", "job": "gen-1"})  # fmt: skip
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["msg"] == "bid x" and entry["job"] == "gen-1" and entry["level"] == "info"
+
+
+def test_the_rendered_deployment_runs_the_real_command_line() -> None:
+    """The Deployment's args parse with the very command the image runs (no drift)."""
+    import typer
+
+    from gpuparley.deploy.process_cli import app_negotiator
+    from gpuparley.deploy.render import AgentBundle, deployment
+
+    bundle = AgentBundle(agent="alpha", policy="onnx:/models/policy.onnx", mechanism="auction")
+    container = deployment(bundle)["spec"]["template"]["spec"]["containers"][0]
+    group, command, *args = container["args"]
+    assert (group, command) == ("negotiator", "run")
+    run = typer.main.get_command(app_negotiator)  # its only command, `run`
+    context = run.make_context("run", list(args))
+    assert context.params["agent"] == "alpha"
+    assert context.params["policy"] == "onnx:/models/policy.onnx"
+    assert context.params["leader_elect"] is True
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
