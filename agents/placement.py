@@ -24,17 +24,22 @@ def plan_job(state: ClusterState, job: Job, choose: NodeChooser) -> list[Binding
     placed = {pod for pod, _ in state.holdings.get(job.id, ())}
     todo = [pod for pod in range(job.pods) if pod not in placed]
     plan: list[Binding] = []
+    bound = 0
     try:
         for pod_index in todo:
             mask = state.feasible_nodes(job.pod, job.allowed_models)
             placement = choose(state, job, mask) if mask.any() else None
             if placement is None:
                 return None
-            state.bind(job, [(pod_index, placement)])
             plan.append((pod_index, placement))
+            # The next pod must see this one's resources taken. The last one need not be bound
+            # when the job held nothing: binding and unbinding it would change nothing.
+            if len(plan) < len(todo) or placed:
+                state.bind(job, [(pod_index, placement)])
+                bound += 1
         return plan
     finally:
-        _unbind(state, job, len(plan))
+        _unbind(state, job, bound)
 
 
 def _unbind(state: ClusterState, job: Job, count: int) -> None:

@@ -100,8 +100,11 @@ class ClusterState:
         self.allocated_milli = 0.0
         self.version = 0  # bumped by every change, so callers can cache derived answers
         self._model_masks: dict[tuple[str, ...], np.ndarray] = {}
-        self._fit_cache: dict[tuple[PodDemand, tuple[str, ...]], bool] = {}
+        self._fit_cache: dict[int, bool] = {}  # by demand number, see `_demand_number`
+        self._demands: dict[tuple[PodDemand, tuple[str, ...]], int] = {}
+        self._demand_numbers: dict[int, tuple[Job, int]] = {}
         self._fit_cache_version = -1
+        self._most_free: tuple[int, int] | None = None  # (GPUs, milli-GPU), see `_might_fit`
 
     # ----------------------------------------------------------------- queries
     def _gpus_of(self, node: int) -> range:
@@ -148,12 +151,40 @@ class ClusterState:
         if self._fit_cache_version != self.version:
             self._fit_cache.clear()
             self._fit_cache_version = self.version
-        key = (job.pod, job.allowed_models)
+            self._most_free = None
+        key = self._demand_number(job)
         answer = self._fit_cache.get(key)
         if answer is None:
-            mask = self.feasible_nodes(job.pod, job.allowed_models)
-            answer = self._fit_cache[key] = bool(mask.any())
+            answer = self._fit_cache[key] = self._might_fit(job.pod.gpu) and bool(
+                self.feasible_nodes(job.pod, job.allowed_models).any()
+            )
         return answer
+
+    def _demand_number(self, job: Job) -> int:
+        """One number per distinct (pod demand, allowed models), remembered per job object:
+        hashing a demand costs more than looking up the fit check it keys. An entry holds its
+        job, so the id cannot be reused while remembered."""
+        entry = self._demand_numbers.get(id(job))
+        if entry is None or entry[0] is not job:
+            number = self._demands.setdefault((job.pod, job.allowed_models), len(self._demands))
+            entry = self._demand_numbers[id(job)] = (job, number)
+        return entry[1]
+
+    def _might_fit(self, request: GPURequest) -> bool:
+        """A necessary condition for a pod to fit anywhere, from the most free GPUs and the
+        largest free share of any node: two numbers per state version instead of a node mask per
+        request. A full cluster, common in a market, answers here."""
+        if request.kind not in ("whole", "share"):
+            return True
+        if self._most_free is None:
+            self._most_free = (
+                int(self.node_free_gpus.max(initial=0)),
+                int(self.node_max_free_milli.max(initial=0)),
+            )
+        gpus, milli = self._most_free
+        if request.kind == "whole":
+            return request.count <= gpus
+        return request.milli <= milli or gpus >= 1
 
     def gpu_fits(self, g: int, request: GPURequest) -> bool:
         """Whether GPU `g` (not MIG) can take this whole or share request right now."""

@@ -50,9 +50,38 @@ class Timeline:
         self.delivered_gpus = 0.0  # kept current by the simulator
         self._total_milli = max(1, state.gpu_count * 1000)
         self._sliced = ~state.gpu_is_mig & state.node_is_timeslice[state.gpu_node]
+        self._occupancy: tuple[float, int, int, int] = (0.0, 0, 0, 0)
+        self._occupancy_version = -1  # the state version `_occupancy` was measured at
         del settings
 
     def sample(self, now: float, pending: int, running: int) -> None:
+        state = self._state
+        if self._occupancy_version != state.version:  # most instants change no placement
+            self._occupancy = self._measure_occupancy()
+            self._occupancy_version = state.version
+        fragmented, idle, mig_slices, replicas = self._occupancy
+        row = (
+            now,
+            pending,
+            running,
+            state.allocated_milli / self._total_milli,
+            self.delivered_gpus * 1000 / self._total_milli,
+            (self._total_milli - state.allocated_milli) / 1000 if state.gpu_count else 0.0,
+            fragmented,
+            idle,
+            mig_slices,
+            replicas,
+        )
+        columns = self._columns
+        if columns["time"] and columns["time"][-1] == now:
+            for name, value in zip(COLUMNS, row, strict=True):
+                columns[name][-1] = value
+        else:
+            for name, value in zip(COLUMNS, row, strict=True):
+                columns[name].append(value)
+
+    def _measure_occupancy(self) -> tuple[float, int, int, int]:
+        """Fragmented GPUs, idle GPUs, MIG slices used and time-slice replicas used."""
         state = self._state
         used = state.gpu_used_milli
         mig_used = state.mig_used_slices
@@ -62,26 +91,12 @@ class Timeline:
         fragmented_milli = (1000 - used[partial_share]).sum() + (
             (COMPUTE_SLICES - mig_used[partial_mig]).sum() * 1000 / COMPUTE_SLICES
         )
-        idle = int(np.count_nonzero(np.where(is_mig, mig_used == 0, used == 0)))
-        row = (
-            now,
-            pending,
-            running,
-            state.allocated_milli / self._total_milli,
-            self.delivered_gpus * 1000 / self._total_milli,
-            (self._total_milli - state.allocated_milli) / 1000 if state.gpu_count else 0.0,
+        return (
             fragmented_milli / 1000,
-            idle,
+            int(np.count_nonzero(np.where(is_mig, mig_used == 0, used == 0))),
             int(mig_used.sum()),
             int(state.gpu_used_slots[self._sliced].sum()),
         )
-        columns = self._columns
-        if columns["time"] and columns["time"][-1] == now:
-            for name, value in zip(COLUMNS, row, strict=True):
-                columns[name][-1] = value
-        else:
-            for name, value in zip(COLUMNS, row, strict=True):
-                columns[name].append(value)
 
     def column(self, name: str) -> np.ndarray:
         return np.asarray(self._columns[name], dtype=np.float64)

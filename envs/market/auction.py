@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from gpuparley.envs.cluster import Binding, PlacementError
 from gpuparley.envs.jobs import Job
-from gpuparley.envs.market.core import HOUR, demand_of
+from gpuparley.envs.market.core import HOUR
+from gpuparley.envs.market.frozen import quick_constructor
 from gpuparley.envs.market.messages import MARKET, Bid, Lease
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
 from gpuparley.envs.simulator import JobState
@@ -41,6 +42,9 @@ class SealedBid:
     job: Job
     density: float  # rent per GPU-hour
     renewal: Lease | None
+
+
+_new_sealed_bid = quick_constructor(SealedBid)  # a bid or more per sub-step (see `frozen`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,7 @@ class Auction:
         lease_id = market.lease_by_job.get(job.id)
         return Bid(
             receiver=MARKET,
-            demand=demand_of(job),
+            demand=market.demand(job),
             price=price,
             term_epochs=market.term_epochs,
             renewal_of=lease_id,
@@ -110,7 +114,7 @@ class Auction:
         if message.price > market.free_balance(message.sender) + 1e-9:
             return "the bid exceeds the free balance"
         gpu_hours = job.gpus * market.epoch_seconds / HOUR
-        self.bids[job.id] = SealedBid(message, job, message.price / gpu_hours, renewal)
+        self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal)
         market.committed[message.sender] += message.price
         market.stats.proposals += 1
         return None

@@ -24,11 +24,10 @@ Rules (one definition for the simulator and the in-cluster negotiators):
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gpuparley.envs.jobs import Job
-from gpuparley.envs.market.core import demand_of
 from gpuparley.envs.market.messages import Accept, CounterOffer, Lease, Offer, Reject
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
 from gpuparley.envs.simulator import JobState
@@ -58,14 +57,18 @@ class Thread:
         return self.lender if agent == self.borrower else self.borrower
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QuotaBook:
-    """Every agent's quota position at one moment, in milli-GPU."""
+    """Every agent's quota position at one moment, in milli-GPU (a snapshot: read it, and build
+    a new one after anything changes)."""
 
     agents: tuple[str, ...]
     effective: dict[str, int]  # own + borrowed - lent
     usage: dict[str, int]  # taken by the agent's placed jobs
     idle: dict[str, int]  # effective - usage - promised to open negotiations
+    # answers already given, by (agent, milli-GPU): the views ask about every waiting job
+    _lenders: dict[tuple[str, int], str | None] = field(default_factory=dict, init=False)
+    _borrowable: dict[tuple[str, int], bool] = field(default_factory=dict, init=False)
 
     def shortfall(self, job: Job) -> int:
         """Quota the job's owner lacks to run it: what it must borrow."""
@@ -74,12 +77,25 @@ class QuotaBook:
     def lender_for(self, job: Job) -> str | None:
         """The other agent with the most idle quota, if it covers the shortfall (ties: first)."""
         need = self.shortfall(job)
-        lenders = [
-            (self.idle[other], other)
-            for other in self.agents
-            if other != job.owner and self.idle[other] >= need
-        ]
-        return max(lenders, key=lambda pair: pair[0])[1] if lenders else None
+        key = (job.owner, need)
+        if key not in self._lenders:  # one answer per borrower and need in a snapshot
+            lenders = [
+                (self.idle[other], other)
+                for other in self.agents
+                if other != job.owner and self.idle[other] >= need
+            ]
+            self._lenders[key] = max(lenders, key=lambda pair: pair[0])[1] if lenders else None
+        return self._lenders[key]
+
+    def can_borrow_for(self, job: Job) -> bool:
+        """Whether the job's owner lacks quota for it and another agent could lend enough: the
+        jobs worth a proposal (a job within quota is admitted free at the next epoch)."""
+        key = (job.owner, job.milli_gpu)
+        answer = self._borrowable.get(key)
+        if answer is None:
+            answer = self.shortfall(job) > 0 and self.lender_for(job) is not None
+            self._borrowable[key] = answer
+        return answer
 
 
 class Bargain:
@@ -91,20 +107,31 @@ class Bargain:
         self.market = market
         self.threads: dict[str, Thread] = {}  # keyed by the id of the last message
         self.usage: dict[str, int] = dict.fromkeys(market.agents, 0)
+        self._effective: tuple[tuple[str, ...], dict[str, int]] = ((), dict(market.quota_milli))
 
     # ------------------------------------------------------------ quota book
     def quota_book(self) -> QuotaBook:
-        """Every agent's quota position now, from one pass over the leases and negotiations."""
+        """Every agent's quota position now (one pass over the open negotiations)."""
         market = self.market
-        effective = dict(market.quota_milli)
-        for lease in market.leases.values():
-            effective[lease.holder] += lease.quota_milli
-            effective[lease.lender] -= lease.quota_milli
+        effective = self._effective_quotas()
         idle = {agent: effective[agent] - self.usage[agent] for agent in market.agents}
         for thread in self.threads.values():
             if not thread.renewal:
                 idle[thread.lender] -= thread.quota  # promised to an open negotiation
         return QuotaBook(tuple(market.agents), effective, dict(self.usage), idle)
+
+    def _effective_quotas(self) -> dict[str, int]:
+        """Own + borrowed - lent quota of every agent; recounted only when the set of leases
+        changes (a lease's parties and quota never do, renewals and notices included)."""
+        market = self.market
+        key = tuple(market.leases)
+        if self._effective[0] != key:
+            effective = dict(market.quota_milli)
+            for lease in market.leases.values():
+                effective[lease.holder] += lease.quota_milli
+                effective[lease.lender] -= lease.quota_milli
+            self._effective = (key, effective)
+        return self._effective[1]
 
     def effective_quota(self, agent: str) -> int:
         return self.quota_book().effective[agent]
@@ -138,13 +165,15 @@ class Bargain:
     def _admit_within_quota(self) -> None:
         market = self.market
         place_cpu_only(market)
+        book = self.quota_book()
         for job in market.sim.pending():
-            if job.pod.gpu.kind == "none" or not self.fits_quota(job):
+            if job.pod.gpu.kind == "none" or book.shortfall(job) > 0:
                 continue
             plan = market_plan(market.sim.state, job)
             if plan is not None:
                 market.place(job, plan)
                 self.usage[job.owner] += job.milli_gpu
+                book = self.quota_book()
 
     def _give_reclaim_notices(self) -> None:
         market = self.market
@@ -153,8 +182,9 @@ class Bargain:
             if job.pod.gpu.kind != "none":
                 waiting[job.owner] = max(waiting[job.owner], job.milli_gpu)
         deadline = market.epoch + RECLAIM_NOTICE_EPOCHS
+        effective = self.quota_book().effective  # notices move expiries, not quota
         for lender, need in waiting.items():
-            shortfall = self.usage[lender] + need - self.effective_quota(lender)
+            shortfall = self.usage[lender] + need - effective[lender]
             if shortfall <= 0:
                 continue
             lent = sorted(
@@ -215,7 +245,7 @@ class Bargain:
             return None
         return Offer(
             receiver=lender,
-            demand=demand_of(job),
+            demand=market.demand(job),
             price=price,
             term_epochs=market.term_epochs,
             round=1,

@@ -79,6 +79,9 @@ class Receipt:
     reason: str = ""
 
 
+_ACCEPTED = Receipt(True)  # receipts are immutable; an accepted one says nothing else
+
+
 class Mechanism(Protocol):
     name: str
 
@@ -126,6 +129,7 @@ class Market:
         self.sim = Simulator(scenario.build_cluster(), jobs, None, scenario.settings)
         self.deadlocks = DeadlockMonitor(self.sim)
         self.jobs_by_name: dict[str, Job] = {job_name(job): job for job in jobs}
+        self._demands: dict[int, Demand] = {}
         self.ledger = Ledger(self.agents)
         self.epoch = 0
         self.substep = 0
@@ -183,7 +187,7 @@ class Market:
             return self._reject("invalid", reason)
         self._seen_ids.add(message.id)
         self.stats.messages[message.kind] += 1
-        return Receipt(True)
+        return _ACCEPTED
 
     def _reject(self, category: str, reason: str) -> Receipt:
         self.stats.rejected[category] += 1
@@ -193,7 +197,7 @@ class Market:
         """Carry out a decoded policy decision by sending the message it stands for."""
         if decision.kind == "pass":
             self.passed.add(agent)
-            return Receipt(True)
+            return _ACCEPTED
         common = {"id": self.next_id(agent), "sender": agent, "epoch": self.epoch}
         if decision.kind == "bid":
             job = self.jobs_by_name[decision.job or ""]
@@ -228,7 +232,8 @@ class Market:
             return None, f"unknown job {demand.job!r}"
         if job.owner != sender:
             return None, f"job {demand.job!r} belongs to another agent"
-        if demand != demand_of(job):
+        expected = self.demand(job)
+        if demand is not expected and demand != expected:
             return None, "the demand does not match the job"
         if job.pod.gpu.kind == "none":
             return None, "CPU-only jobs need no negotiation"
@@ -244,6 +249,13 @@ class Market:
         if lease.expires_epoch > self.epoch:
             return None, "that lease is not due for renewal yet"
         return lease, None
+
+    def demand(self, job: Job) -> Demand:
+        """`demand_of(job)`, remembered by job id (its cache hashes the whole job each time)."""
+        demand = self._demands.get(job.id)
+        if demand is None:
+            demand = self._demands[job.id] = demand_of(job)
+        return demand
 
     # ------------------------------------------------------------------ leases
     def issue_lease(
@@ -413,10 +425,12 @@ class Market:
 
     def _settle_finished(self) -> None:
         """Pay out finished jobs' value to their owners and close their leases."""
+        completed = self.sim.completed
+        if len(completed) == self._settled:
+            return  # nothing finished since the last call, so no lease can have ended either
         for job_id, lease_id in list(self.lease_by_job.items()):
             if self.sim.record(job_id).state is JobState.DONE:
                 self.end_lease(lease_id, "finished")
-        completed = self.sim.completed
         for job_id in sorted(completed[self._settled :]):  # by id, as rewards are summed
             record = self.sim.records[job_id]
             value = record.job.realised_value(record.finish)

@@ -35,6 +35,8 @@ from typing import Literal
 
 import numpy as np
 
+from gpuparley.envs.market.frozen import quick_constructor
+
 SPEC_VERSION = "gpu_market_v0/1"
 JOB_SLOTS = 4
 PRICE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)
@@ -108,6 +110,12 @@ class AgentView:
     extras: dict[str, float] = field(default_factory=dict, compare=False)
 
 
+# what the simulator's views are built with, one view per agent per sub-step (see `frozen`)
+new_job_slot = quick_constructor(JobSlot)
+new_inbox_item = quick_constructor(InboxItem)
+new_agent_view = quick_constructor(AgentView)
+
+
 GLOBAL_FEATURES = (
     "balance/budget",
     "committed/budget",
@@ -177,14 +185,8 @@ def _log(x: float) -> float:
     return min(math.log1p(x), OBSERVATION_BOUND)
 
 
-def _log_count(count: int) -> float:
-    """`_log` of a count, looked up for the small ones (all of them, in practice)."""
-    if type(count) is int and 0 <= count < len(_LOG_COUNTS):
-        return _LOG_COUNTS[count]
-    return _log(count)
-
-
-_LOG_COUNTS = tuple(_log(count) for count in range(1024))
+# `_log` of the counts of a view (jobs, leases), which repeat at every step
+_log_count = functools.lru_cache(maxsize=1024, typed=True)(_log)
 
 
 def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
@@ -200,18 +202,32 @@ def encode_many(views: Sequence[AgentView]) -> tuple[np.ndarray, np.ndarray]:
     sub-step, a few microseconds each, so each row is assembled as bytes (cached per job slot)
     and the whole batch becomes two arrays, instead of converting Python floats one by one.
     """
+    observations = []
+    masks = []
+    for view in views:
+        observation, mask = _encode_bytes(view)
+        observations.append(observation)
+        masks.append(mask)
     count = len(views)
-    observations = b"".join([_observation_bytes(view) for view in views])
-    masks = b"".join([_mask_bytes(view) for view in views])
     return (
-        np.frombuffer(bytearray(observations), dtype=np.float32).reshape(count, OBSERVATION_SIZE),
-        np.frombuffer(bytearray(masks), dtype=np.int8).reshape(count, ACTION_COUNT),
+        np.ndarray((count, OBSERVATION_SIZE), _FLOAT32, bytearray(b"".join(observations))),
+        np.ndarray((count, ACTION_COUNT), _INT8, bytearray(b"".join(masks))),
     )
 
 
-def _observation_bytes(view: AgentView) -> bytes:
-    """One observation as float32 bytes: global, slot and inbox features in layout order."""
+def action_mask(view: AgentView) -> np.ndarray:
+    """Which actions are legal: answer the inbox first; never bid beyond the free balance."""
     budget = max(view.budget_per_epoch, 1e-9)
+    return np.ndarray(
+        (ACTION_COUNT,), _INT8, bytearray(_mask_bytes(view, _slot_codes(view, budget)))
+    )
+
+
+def _encode_bytes(view: AgentView) -> tuple[bytes, bytes]:
+    """One observation as float32 bytes (global, slot and inbox features in layout order) and
+    its action mask as one byte per action."""
+    budget = max(view.budget_per_epoch, 1e-9)
+    codes = _slot_codes(view, budget)
     reference = view.reference_price
     cluster = view.cluster_gpus
     effective = view.effective_quota_gpus
@@ -219,18 +235,18 @@ def _observation_bytes(view: AgentView) -> bytes:
     committed = view.committed / budget
     price = view.last_price / reference if reference > 0 else 0.0
     used = view.used_gpus / effective if effective > 0 else 0.0
-    # `10.0 if 10.0 < x else x` is min(x, 10.0) without a call (NaN too): this runs for every
+    # `10.0 if x > 10.0 else x` is min(x, 10.0) without a call (NaN too): this runs for every
     # agent at every step. Every feature is bounded by construction: ratios capped at 10,
     # log1p(x <= e^10), tanh.
     parts = [
         _pack(
             _GLOBAL_LAYOUT,
-            10.0 if 10.0 < balance else balance,
-            10.0 if 10.0 < committed else committed,
-            10.0 if 10.0 < price else price,
+            10.0 if balance > 10.0 else balance,
+            10.0 if committed > 10.0 else committed,
+            10.0 if price > 10.0 else price,
             view.quota_gpus / cluster if cluster > 0 else 0.0,
             effective / cluster if cluster > 0 else 0.0,
-            10.0 if 10.0 < used else used,
+            10.0 if used > 10.0 else used,
             view.free_whole_fraction,
             view.free_mig_fraction,
             view.free_share_fraction,
@@ -242,10 +258,8 @@ def _observation_bytes(view: AgentView) -> bytes:
             float(view.mechanism == "bargain"),
         )
     ]
-    slots = view.slots[:JOB_SLOTS]
-    for slot in slots:
-        parts.append(_slot_bytes(slot, budget))
-    parts.append(_EMPTY_SLOT * (JOB_SLOTS - len(slots)))
+    parts += [code.features for code in codes]
+    parts.append(_EMPTY_SLOT * (JOB_SLOTS - len(codes)))
     item = view.inbox
     if item is None:
         parts.append(_EMPTY_INBOX)
@@ -261,7 +275,38 @@ def _observation_bytes(view: AgentView) -> bytes:
                 _ratio(item.round, item.max_rounds),
             )
         )
-    return b"".join(parts)
+    return b"".join(parts), _mask_bytes(view, codes)
+
+
+def _mask_bytes(view: AgentView, codes: list[_SlotCode]) -> bytes:
+    """`action_mask` as one byte (0 or 1) per action."""
+    free = view.balance - view.committed + 1e-9
+    inbox = view.inbox
+    if inbox is not None:
+        if inbox.round >= inbox.max_rounds:
+            counters = _NONE_AFFORDABLE
+        elif inbox.as_lender:
+            counters = _ALL_AFFORDABLE
+        else:
+            counters = _affordable(inbox.anchor, free)
+        # a proposer may accept a counter only if it can pay for it
+        accept = b"\0" if not inbox.as_lender and inbox.price > free else b"\1"
+        return b"".join((_NO_BIDS, accept, b"\1", counters))
+    if view.passed:
+        return _PASS_ONLY
+    return b"".join(
+        (
+            b"\1",
+            *[code.levels if code.free == free else code.affordable(free) for code in codes],
+            _NONE_AFFORDABLE * (JOB_SLOTS - len(codes)),
+            _NO_ANSWERS,
+        )
+    )
+
+
+def _affordable(anchor: float, free: float) -> bytes:
+    """One byte per price level: 1 if the free balance covers `level x anchor`."""
+    return bytes([1 if level * anchor <= free else 0 for level in PRICE_LEVELS])
 
 
 def _pack(layout: struct.Struct, *values: float) -> bytes:
@@ -272,21 +317,42 @@ def _pack(layout: struct.Struct, *values: float) -> bytes:
         return np.array(values, dtype=np.float32).tobytes()
 
 
-def _slot_bytes(slot: JobSlot, budget: float) -> bytes:
-    """A slot's features as float32 bytes.
+class _SlotCode:
+    """A job slot's encoded features, and its bid levels at the last free balance seen.
 
     The market rebuilds a slot only when the clock, the cluster or the leases change, so the same
-    objects recur at every sub-step; they are memoised by identity because hashing a slot costs
-    more than encoding it. An entry holds its slot, so the id cannot be reused while cached.
+    slot objects recur at every sub-step; their codes are memoised by identity (`_slot_codes`),
+    because hashing a slot costs more than encoding it.
     """
-    entry = _SLOT_BYTES.get(id(slot))
-    if entry is not None and entry[0] is slot and entry[1] == budget:
-        return entry[2]
-    if len(_SLOT_BYTES) >= _SLOT_CACHE_SIZE:
-        _SLOT_BYTES.clear()
-    data = _pack(_SLOT_LAYOUT, *_slot_features(slot, budget))
-    _SLOT_BYTES[id(slot)] = (slot, budget, data)
-    return data
+
+    __slots__ = ("budget", "features", "free", "levels", "slot")
+
+    def __init__(self, slot: JobSlot, budget: float) -> None:
+        self.slot = slot  # held, so that its id cannot be reused while the code is cached
+        self.budget = budget
+        self.features = _pack(_SLOT_LAYOUT, *_slot_features(slot, budget))
+        self.free: float | None = None
+        self.levels = _NONE_AFFORDABLE
+
+    def affordable(self, free: float) -> bytes:
+        """The slot's bid levels at this free balance (remembered until the balance changes)."""
+        if free != self.free:
+            self.levels = _affordable(self.slot.epoch_value, free)
+            self.free = free
+        return self.levels
+
+
+def _slot_codes(view: AgentView, budget: float) -> list[_SlotCode]:
+    """The codes of the view's job slots (their features divide by the budget)."""
+    codes = []
+    for slot in view.slots[:JOB_SLOTS]:
+        code = _SLOT_CODES.get(id(slot))
+        if code is None or code.slot is not slot or code.budget != budget:
+            if len(_SLOT_CODES) >= _SLOT_CACHE_SIZE:  # forget the oldest: slots live an epoch
+                del _SLOT_CODES[next(iter(_SLOT_CODES))]
+            code = _SLOT_CODES[id(slot)] = _SlotCode(slot, budget)
+        codes.append(code)
+    return codes
 
 
 def _slot_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
@@ -305,59 +371,21 @@ def _slot_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
     )
 
 
+_FLOAT32 = np.dtype(np.float32)
+_INT8 = np.dtype(np.int8)
 _GLOBAL_LAYOUT = struct.Struct(f"={len(GLOBAL_FEATURES)}f")  # native order, like np.float32
 _SLOT_LAYOUT = struct.Struct(f"={len(SLOT_FEATURES)}f")
 _INBOX_LAYOUT = struct.Struct(f"={len(INBOX_FEATURES)}f")
 _KIND_ONE_HOT = {kind: tuple(float(k == kind) for k in GPU_KINDS) for kind in GPU_KINDS}
 _EMPTY_SLOT = bytes(_SLOT_LAYOUT.size)
 _EMPTY_INBOX = bytes(_INBOX_LAYOUT.size)
-_SLOT_CACHE_SIZE = 4096
-_SLOT_BYTES: dict[int, tuple[JobSlot, float, bytes]] = {}
-
-
-def action_mask(view: AgentView) -> np.ndarray:
-    """Which actions are legal: answer the inbox first; never bid beyond the free balance."""
-    return np.frombuffer(bytearray(_mask_bytes(view)), dtype=np.int8)
-
-
-def _mask_bytes(view: AgentView) -> bytes:
-    """`action_mask` as one byte (0 or 1) per action."""
-    free = view.balance - view.committed + 1e-9
-    inbox = view.inbox
-    if inbox is not None:
-        if inbox.round >= inbox.max_rounds:
-            counters = _NONE_AFFORDABLE
-        elif inbox.as_lender:
-            counters = _ALL_AFFORDABLE
-        else:
-            counters = _affordable(inbox.anchor, free)
-        # a proposer may accept a counter only if it can pay for it
-        accept = b"\0" if not inbox.as_lender and inbox.price > free else b"\1"
-        return b"".join((_NO_BIDS, accept, b"\1", counters))
-    if view.passed:
-        return _PASS_ONLY
-    slots = view.slots[:JOB_SLOTS]
-    return b"".join(
-        (
-            b"\1",
-            *[_affordable(slot.epoch_value, free) for slot in slots],
-            _NONE_AFFORDABLE * (JOB_SLOTS - len(slots)),
-            _NO_ANSWERS,
-        )
-    )
-
-
-@functools.lru_cache(maxsize=4096, typed=True)
-def _affordable(anchor: float, free: float) -> bytes:
-    """One byte per price level: 1 if the free balance covers `level x anchor`."""
-    return bytes([1 if level * anchor <= free else 0 for level in PRICE_LEVELS])
-
-
 _NONE_AFFORDABLE = bytes(len(PRICE_LEVELS))
 _ALL_AFFORDABLE = b"\1" * len(PRICE_LEVELS)
 _NO_BIDS = bytes(ACCEPT)  # pass and every bid: illegal while an answer is due
 _NO_ANSWERS = bytes(ACTION_COUNT - ACCEPT)
 _PASS_ONLY = b"\1" + bytes(ACTION_COUNT - 1)
+_SLOT_CACHE_SIZE = 256  # codes kept: a few times the slots of all live environments
+_SLOT_CODES: dict[int, _SlotCode] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +396,10 @@ class Decision:
     job: str | None = None
     message_id: str | None = None
     price: float = 0.0
+
+
+_PASS = Decision("pass")  # decisions are immutable, and passing is the commonest
+_new_decision = quick_constructor(Decision)
 
 
 def decode(action: int, view: AgentView, mask: np.ndarray | None = None) -> Decision:
@@ -381,22 +413,24 @@ def decode(action: int, view: AgentView, mask: np.ndarray | None = None) -> Deci
     if mask is None:
         mask = action_mask(view)
     if not 0 <= action < ACTION_COUNT or not mask[action]:
-        return (
-            Decision("reject", message_id=view.inbox.message_id) if view.inbox else Decision("pass")
-        )
+        return _new_decision("reject", message_id=view.inbox.message_id) if view.inbox else _PASS
     if action == PASS:
-        return Decision("pass")
+        return _PASS
     if action < ACCEPT:
         slot_index, level_index = divmod(action - BID_BASE, len(PRICE_LEVELS))
         slot = view.slots[slot_index]
-        return Decision("bid", job=slot.job, price=PRICE_LEVELS[level_index] * slot.epoch_value)
+        return _new_decision(
+            "bid", job=slot.job, price=PRICE_LEVELS[level_index] * slot.epoch_value
+        )
     assert view.inbox is not None
     if action == ACCEPT:
-        return Decision("accept", message_id=view.inbox.message_id, price=view.inbox.price)
+        return _new_decision("accept", message_id=view.inbox.message_id, price=view.inbox.price)
     if action == REJECT:
-        return Decision("reject", message_id=view.inbox.message_id)
+        return _new_decision("reject", message_id=view.inbox.message_id)
     level = PRICE_LEVELS[action - COUNTER_BASE]
-    return Decision("counter", message_id=view.inbox.message_id, price=level * view.inbox.anchor)
+    return _new_decision(
+        "counter", message_id=view.inbox.message_id, price=level * view.inbox.anchor
+    )
 
 
 def bid_action(slot_index: int, level_index: int) -> int:

@@ -118,15 +118,15 @@ class GPUMarketEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         self._allocated_seen = dict.fromkeys(self.agents, 0.0)
         observations = self._observe()
-        return observations, {agent: self._info(agent) for agent in self.agents}
+        return observations, self._infos()
 
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         market = self.market
         if market is None or not self.agents:
             raise RuntimeError("call reset() before step(), and again after the episode ends")
+        views, masks = self.views, self._masks
         for agent in self.agents:
-            action = actions.get(agent, 0)
-            market.decide(agent, decode(action, self.views[agent], self._masks.get(agent)))
+            market.decide(agent, decode(actions.get(agent, 0), views[agent], masks.get(agent)))
         epoch_ended = market.end_substep()
         rewards = market.collect_rewards()
         if epoch_ended and self.reward_shaping:
@@ -135,7 +135,7 @@ class GPUMarketEnv(ParallelEnv):
         terminated = market.finished
         truncated = not terminated and market.epoch >= self.max_epochs
         observations = self._observe()
-        infos = {agent: self._info(agent) for agent in self.agents}
+        infos = self._infos()
         if terminated or truncated:
             summary = self.episode_summary()
             for agent in self.agents:
@@ -148,24 +148,30 @@ class GPUMarketEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def _observe(self) -> dict[str, dict[str, np.ndarray]]:
-        self.views = agent_views(self.market)
-        vectors, masks = encode_many([self.views[agent] for agent in self.agents])
-        self._masks = dict(zip(self.agents, masks, strict=True))
-        return {
-            agent: {"observation": vector, "action_mask": mask}
-            for agent, vector, mask in zip(self.agents, vectors, masks, strict=True)
-        }
+        self.views = views = agent_views(self.market)
+        vectors, masks = encode_many([views[agent] for agent in self.agents])
+        observations = {}
+        self._masks = {}
+        for agent, vector, mask in zip(self.agents, vectors, masks, strict=True):
+            observations[agent] = {"observation": vector, "action_mask": mask}
+            self._masks[agent] = mask
+        return observations
 
-    def _info(self, agent: str) -> dict[str, Any]:
+    def _infos(self) -> dict[str, dict[str, Any]]:
         market = self.market
+        ledger = market.ledger
+        epoch, substep, now = market.epoch, market.substep, market.sim.now
         return {
-            "epoch": market.epoch,
-            "substep": market.substep,
-            "time": market.sim.now,
-            "balance": market.ledger.balances[agent],
-            "value_realised": market.utility[agent],
-            "paid": market.ledger.paid[agent],
-            "received": market.ledger.received[agent],
+            agent: {
+                "epoch": epoch,
+                "substep": substep,
+                "time": now,
+                "balance": ledger.balances[agent],
+                "value_realised": market.utility[agent],
+                "paid": ledger.paid[agent],
+                "received": ledger.received[agent],
+            }
+            for agent in self.agents
         }
 
     def _shaping(self) -> dict[str, float]:

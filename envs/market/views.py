@@ -12,13 +12,25 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.core import HOUR, Market, job_name
-from gpuparley.envs.market.encoding import JOB_SLOTS, AgentView, InboxItem, JobSlot
+from gpuparley.envs.market.encoding import (
+    JOB_SLOTS,
+    AgentView,
+    JobSlot,
+    new_agent_view,
+    new_inbox_item,
+    new_job_slot,
+)
 from gpuparley.envs.mig import COMPUTE_SLICES
 from gpuparley.envs.simulator import JobState
+
+if TYPE_CHECKING:
+    from gpuparley.envs.market.bargain import QuotaBook
 
 SLACK_CAP_HOURS = 48.0
 
@@ -28,14 +40,26 @@ def cluster_free_fractions(market: Market) -> tuple[float, float, float]:
     state = market.sim.state
     total = max(state.gpu_count, 1)
     whole = float(state.node_free_gpus.sum()) / total
-    mig_gpus = int(state.gpu_is_mig.sum())
+    mig_gpus, sliced, count = _gpu_modes(market)
     mig_free = (
         1.0 - float(state.mig_used_slices.sum()) / (mig_gpus * COMPUTE_SLICES) if mig_gpus else 0.0
     )
-    sliced = ~state.gpu_is_mig & state.node_is_timeslice[state.gpu_node]
-    count = int(sliced.sum())
     share_free = 1.0 - float(state.gpu_used_milli[sliced].sum()) / (count * 1000) if count else 0.0
     return whole, mig_free, share_free
+
+
+def _gpu_modes(market: Market) -> tuple[int, np.ndarray, int]:
+    """MIG GPUs, the time-sliced GPUs (a mask) and their number: fixed with the cluster."""
+    modes = market.view_cache.get("gpu_modes")
+    if modes is None:
+        state = market.sim.state
+        sliced = ~state.gpu_is_mig & state.node_is_timeslice[state.gpu_node]
+        modes = market.view_cache["gpu_modes"] = (
+            int(state.gpu_is_mig.sum()),
+            sliced,
+            int(sliced.sum()),
+        )
+    return modes
 
 
 def _slots(market: Market) -> dict[tuple[int, bool], JobSlot]:
@@ -49,24 +73,42 @@ def _slots(market: Market) -> dict[tuple[int, bool], JobSlot]:
 
 def _build_slot(market: Market, job: Job, renewal: bool, within_quota: bool) -> JobSlot:
     sim = market.sim
-    record = sim.record(job.id)
     now = sim.now
-    gpus = job.gpus
-    gpu_hours = max(gpus * job.duration / HOUR, 1e-9)
-    slack = job.arrival + job.deadline - now
-    return JobSlot(
-        job=job_name(job),
+    name, gpus, density, due = _job_facts(market, job)
+    slack = due - now
+    pending = sim.record(job.id).state is JobState.PENDING
+    return new_job_slot(
+        job=name,
         gpus=gpus,
         gpu_kind=job.pod.gpu.kind,
         pods=job.pods,
         epoch_value=market.epoch_value(job),
-        value_density=job.value / gpu_hours / market.reference_price,
-        waited_hours=(now - job.arrival) / HOUR if record.state is JobState.PENDING else 0.0,
+        value_density=density,
+        waited_hours=(now - job.arrival) / HOUR if pending else 0.0,
         slack_hours=min(slack / HOUR, SLACK_CAP_HOURS) if math.isfinite(slack) else SLACK_CAP_HOURS,
         renewal=renewal,
         fits_now=renewal or sim.state.can_fit_somewhere(job),
         within_quota=within_quota,
     )
+
+
+def _job_facts(market: Market, job: Job) -> tuple[str, float, float, float]:
+    """What the views say about a job that never changes: its name, GPUs, value density and
+    when its deadline falls (worked out once per job)."""
+    known = market.view_cache.get("job_facts")
+    if known is None:
+        known = market.view_cache["job_facts"] = {}
+    facts = known.get(job.id)
+    if facts is None:
+        gpus = job.gpus
+        gpu_hours = max(gpus * job.duration / HOUR, 1e-9)
+        facts = known[job.id] = (
+            job_name(job),
+            gpus,
+            job.value / gpu_hours / market.reference_price,
+            job.arrival + job.deadline,
+        )
+    return facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +117,17 @@ class _Waiting:
 
     key: tuple[float, int]
     per_agent: dict[str, int]  # waiting jobs of each agent, CPU-only ones included
-    ranked: list[Job]  # waiting GPU jobs, highest value per unit of work first
+    ranked: dict[str, list[Job]]  # each agent's waiting GPU jobs, highest value per work first
+
+
+def _rank(market: Market) -> dict[int, tuple[float, int]]:
+    """Each job's place in slot order: highest value per unit of work first, ties by id."""
+    rank = market.view_cache.get("rank")
+    if rank is None:
+        rank = market.view_cache["rank"] = {
+            job.id: (-job.value / max(job.work, 1e-9), job.id) for job in market.sim.jobs.values()
+        }
+    return rank
 
 
 def _waiting(market: Market) -> _Waiting:
@@ -88,16 +140,19 @@ def _waiting(market: Market) -> _Waiting:
     per_agent: dict[str, int] = {}
     for job in jobs:
         per_agent[job.owner] = per_agent.get(job.owner, 0) + 1
-    ranked = sorted(
-        (job for job in jobs if job.pod.gpu.kind != "none"),
-        key=lambda job: (-job.value / max(job.work, 1e-9), job.id),
-    )
+    rank = _rank(market)
+    ranked: dict[str, list[Job]] = defaultdict(list)
+    for job in sorted(jobs, key=lambda job: rank[job.id]):
+        if job.pod.gpu.kind != "none":
+            ranked[job.owner].append(job)
     waiting = _Waiting(key, per_agent, ranked)
     market.view_cache["waiting"] = waiting
     return waiting
 
 
-def _candidates(market: Market, ranked: list[Job], book: Any) -> dict[str, list[JobSlot]]:
+def _candidates(
+    market: Market, ranked: dict[str, list[Job]], book: QuotaBook | None
+) -> dict[str, list[JobSlot]]:
     """Per agent: the slots of the jobs it may act on now, at most `JOB_SLOTS` (renewals due
     first, then waiting jobs by value per unit of work; ties by job id)."""
     mechanism = market.mechanism
@@ -110,7 +165,8 @@ def _candidates(market: Market, ranked: list[Job], book: Any) -> dict[str, list[
         job = market.jobs_by_name[lease.job]
         if job.id not in busy and market.sim.record(job.id).state is JobState.RUNNING:
             renewals.append(job)
-    renewals.sort(key=lambda job: (-job.value / max(job.work, 1e-9), job.id))
+    rank = _rank(market)
+    renewals.sort(key=lambda job: rank[job.id])
     for job in renewals:
         slots = by_agent[job.owner]
         if len(slots) < JOB_SLOTS:
@@ -118,19 +174,17 @@ def _candidates(market: Market, ranked: list[Job], book: Any) -> dict[str, list[
             if slot is None:
                 slot = built[(job.id, True)] = _build_slot(market, job, True, True)
             slots.append(slot)
-    for job in ranked:
-        slots = by_agent[job.owner]
-        if len(slots) >= JOB_SLOTS or job.id in busy:
-            continue
-        slot = built.get((job.id, False))
-        if book is not None:
-            if book.shortfall(job) == 0:
-                continue  # admitted free at the next epoch start: nothing to negotiate
-            if book.lender_for(job) is None:
-                continue  # nobody could lend enough: no proposal is possible
-        if slot is None:
-            slot = built[(job.id, False)] = _build_slot(market, job, False, book is None)
-        slots.append(slot)
+    for agent, jobs in ranked.items():
+        slots = by_agent[agent]
+        for job in jobs:
+            if len(slots) >= JOB_SLOTS:
+                break
+            if job.id in busy or (book is not None and not book.can_borrow_for(job)):
+                continue
+            slot = built.get((job.id, False))
+            if slot is None:
+                slot = built[(job.id, False)] = _build_slot(market, job, False, book is None)
+            slots.append(slot)
     return by_agent
 
 
@@ -154,7 +208,7 @@ def _occupancy(market: Market) -> _Occupancy:
     for job_id in state.holdings:
         job = market.sim.jobs[job_id]
         running[job.owner] += 1
-        used[job.owner] += job.gpus
+        used[job.owner] += _job_facts(market, job)[1]
     occupancy = _Occupancy(state.version, cluster_free_fractions(market), running, used)
     market.view_cache["occupancy"] = occupancy
     return occupancy
@@ -172,11 +226,10 @@ def agent_views(market: Market) -> dict[str, AgentView]:
     book = quota_book() if quota_book is not None else None
     candidates = _candidates(market, waiting.ranked, book)
     answers = mechanism.pending_answers()
-    held: dict[str, int] = {}
-    lent: dict[str, int] = {}
-    for lease in market.leases.values():
-        held[lease.holder] = held.get(lease.holder, 0) + 1
-        lent[lease.lender] = lent.get(lease.lender, 0) + 1
+    held, lent = _lease_counts(market)
+    budgets, quotas = _endowments(market)
+    balances, committed, passed = market.ledger.balances, market.committed, market.passed
+    reference_price, last_price = market.reference_price, market.last_price
     cluster_gpus = float(market.sim.state.gpu_count)
     epoch_fraction = market.substep / market.max_substeps
     views = {}
@@ -188,7 +241,7 @@ def agent_views(market: Market) -> dict[str, AgentView]:
             anchor = (
                 market.list_cost(thread.job.gpus) if as_lender else market.epoch_value(thread.job)
             )
-            inbox = InboxItem(
+            inbox = new_inbox_item(
                 message_id=thread.last_id,
                 as_lender=as_lender,
                 price=thread.price,
@@ -197,13 +250,13 @@ def agent_views(market: Market) -> dict[str, AgentView]:
                 round=thread.round,
                 max_rounds=market.config.max_rounds,
             )
-        quota = market.quota_milli[agent] / 1000
-        views[agent] = AgentView(
-            balance=market.ledger.balances[agent],
-            budget_per_epoch=float(market.agent_config[agent].budget_per_epoch or 0.0),
-            committed=market.committed[agent],
-            reference_price=market.reference_price,
-            last_price=market.last_price,
+        quota = quotas[agent]
+        views[agent] = new_agent_view(
+            balance=balances[agent],
+            budget_per_epoch=budgets[agent],
+            committed=committed[agent],
+            reference_price=reference_price,
+            last_price=last_price,
             quota_gpus=quota,
             effective_quota_gpus=book.effective[agent] / 1000 if book is not None else quota,
             used_gpus=book.usage[agent] / 1000 if book is not None else used[agent],
@@ -219,6 +272,32 @@ def agent_views(market: Market) -> dict[str, AgentView]:
             mechanism=mechanism.name,
             slots=tuple(candidates[agent]),
             inbox=inbox,
-            passed=agent in market.passed,
+            passed=agent in passed,
         )
     return views
+
+
+def _lease_counts(market: Market) -> tuple[dict[str, int], dict[str, int]]:
+    """Leases held and lent by each agent; recounted only when the set of leases changes."""
+    key = tuple(market.leases)  # lease ids are never reused, and a renewal keeps its parties
+    cached = market.view_cache.get("lease_counts")
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    held: dict[str, int] = {}
+    lent: dict[str, int] = {}
+    for lease in market.leases.values():
+        held[lease.holder] = held.get(lease.holder, 0) + 1
+        lent[lease.lender] = lent.get(lease.lender, 0) + 1
+    market.view_cache["lease_counts"] = (key, held, lent)
+    return held, lent
+
+
+def _endowments(market: Market) -> tuple[dict[str, float], dict[str, float]]:
+    """Every agent's budget per epoch and own quota in GPUs (fixed for the whole episode)."""
+    cached = market.view_cache.get("endowments")
+    if cached is None:
+        cached = market.view_cache["endowments"] = (
+            {a: float(market.agent_config[a].budget_per_epoch or 0.0) for a in market.agents},
+            {a: market.quota_milli[a] / 1000 for a in market.agents},
+        )
+    return cached

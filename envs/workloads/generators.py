@@ -26,6 +26,7 @@ the fields it wants to change.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Mapping
@@ -273,6 +274,31 @@ def _owner_table(
     return names, table
 
 
+class _Choice:
+    """`rng.choice(len(p), p=p)` for one fixed `p`, drawn at a fraction of the cost.
+
+    numpy checks `p` and re-sums it at every call, then maps one uniform number `u` to
+    `cdf.searchsorted(u, side="right")` through the normalised cumulative sum. Here the checks run
+    once, through numpy itself, at the first draw (so a bad `p` fails where it did), and each draw
+    is that same search over the same `cdf` for the same `u`: identical jobs, seed for seed.
+    """
+
+    def __init__(self, p: np.ndarray) -> None:
+        self._p = p
+        self._cdf: list[float] | None = None
+
+    def __call__(self, rng: np.random.Generator) -> int:
+        if self._cdf is None:
+            _CHECKER.choice(len(self._p), p=self._p)  # numpy's own checks of `p`
+            cdf = self._p.cumsum()
+            cdf /= cdf[-1]
+            self._cdf = cdf.tolist()
+        return bisect.bisect_right(self._cdf, rng.random())
+
+
+_CHECKER = np.random.default_rng(0)  # draws nothing anyone reads; `_Choice` checks `p` with it
+
+
 def generate_jobs(
     config: GeneratorConfig,
     seed: int,
@@ -285,9 +311,11 @@ def generate_jobs(
     class_names = list(config.classes)
     class_p = np.array([config.classes[c].weight for c in class_names], dtype=float)
     class_p /= class_p.sum()
+    choose_class = _Choice(class_p)
+    choose_owner = {c: _Choice(p) for c, p in owner_p.items()}
     sizes = {c: list(spec.sizes) for c, spec in config.classes.items()}
-    size_p = {
-        c: np.array(list(spec.sizes.values())) / sum(spec.sizes.values())
+    choose_size = {
+        c: _Choice(np.array(list(spec.sizes.values())) / sum(spec.sizes.values()))
         for c, spec in config.classes.items()
     }
     horizon = config.hours * 3600 if config.hours is not None else math.inf
@@ -299,20 +327,16 @@ def generate_jobs(
         clock += rng.exponential(mean_gap)
         if clock > horizon:
             break
-        name = class_names[rng.choice(len(class_names), p=class_p)]
+        name = class_names[choose_class(rng)]
         spec = config.classes[name]
-        label = sizes[name][rng.choice(len(sizes[name]), p=size_p[name])]
+        label = sizes[name][choose_size[name](rng)]
         pods, demand = spec.demand(label)
         dur = spec.duration
-        duration = float(
-            np.clip(
-                dur.median_seconds * math.exp(dur.sigma * rng.standard_normal()),
-                dur.min_seconds,
-                dur.max_seconds or math.inf,
-            )
-        )
+        drawn = dur.median_seconds * math.exp(dur.sigma * rng.standard_normal())
+        # np.clip's arithmetic, on a Python float
+        duration = float(min(max(drawn, dur.min_seconds), dur.max_seconds or math.inf))
         noise = math.exp(spec.value_sigma * rng.standard_normal())
-        owner = names[rng.choice(len(names), p=owner_p[name])]
+        owner = names[choose_owner[name](rng)]
         work_hours = duration * pods * demand.gpu.gpu_equivalent / 3600
         job_id = len(jobs)
         jobs.append(
