@@ -57,6 +57,18 @@ def wait_for_epoch(run: Run, epoch: int) -> None:
         admin.close()
 
 
+def assert_one_lease_at_a_time(trace: list[dict[str, Any]]) -> None:
+    """No job ever held two leases at once, and every lease signed was released."""
+    active: dict[str, str] = {}
+    for event in trace:
+        if event["event"] == "signed":
+            assert event["job"] not in active, event
+            active[event["job"]] = event["lease_id"]
+        elif event["event"] == "released":
+            assert active.pop(event["job"]) == event["lease_id"]
+    assert active == {}
+
+
 @contextmanager
 def market_run(
     state_dir: Path,

@@ -34,6 +34,7 @@ from .market_runs import (
     SCENARIO,
     SEED,
     Run,
+    assert_one_lease_at_a_time,
     market_epoch,
     market_run,
     wait_for_epoch,
@@ -202,12 +203,5 @@ def test_restarted_negotiator_lost_and_doubled_nothing(run: Run) -> None:
     pods = run.final_agent_pods["alpha"]
     names = [p["metadata"]["name"] for p in pods]
     assert len(names) == len(set(names))
-    active: dict[str, str] = {}
-    for event in run.trace:
-        if event["event"] == "signed":
-            assert event["job"] not in active, event
-            active[event["job"]] = event["lease_id"]
-        elif event["event"] == "released":
-            assert active.pop(event["job"]) == event["lease_id"]
-    assert active == {}
+    assert_one_lease_at_a_time(run.trace)
     assert any(e["holder"] == "alpha" for e in run.trace)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .market_runs import Run, market_run, wait_for_epoch
+from .market_runs import Run, assert_one_lease_at_a_time, market_run, wait_for_epoch
 
 pytestmark = pytest.mark.cluster
 
@@ -52,13 +52,6 @@ def test_nothing_is_double_allocated_and_everything_finishes(run: Run) -> None:
     assert not run.seen.outside_lease, run.seen.outside_lease[:5]
     assert not run.seen.gang_splits, run.seen.gang_splits[:5]
     assert run.status["evicted"] == []  # only the market's own leases' pods were reclaimed
-    active: dict[str, str] = {}
-    for event in run.trace:
-        if event["event"] == "signed":
-            assert event["job"] not in active, event
-            active[event["job"]] = event["lease_id"]
-        elif event["event"] == "released":
-            assert active.pop(event["job"]) == event["lease_id"]
-    assert active == {}
+    assert_one_lease_at_a_time(run.trace)
     for pods in run.final_agent_pods.values():
         assert all(p["status"].get("phase") == "Succeeded" for p in pods)
