@@ -7,14 +7,19 @@ import pytest
 
 from gpuparley.envs import gpu_market_v0
 from gpuparley.envs.market.encoding import (
+    SLOT_FEATURES,
     AgentView,
     JobSlot,
+    _shape_features,
+    _SlotCode,
+    _state_features,
     action_mask,
     encode,
     encode_many,
     new_agent_view,
     new_job_slot,
 )
+from gpuparley.envs.market.views import cluster_free_fractions
 
 
 def test_quick_constructors_build_ordinary_frozen_instances():
@@ -66,6 +71,34 @@ def test_batched_encoding_equals_encoding_one_view_at_a_time(scenario, mechanism
         observations, *_ = env.step(actions)
 
 
+@pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
+def test_slot_codes_equal_the_slot_features_converted_by_numpy(scenario):
+    env = gpu_market_v0.parallel_env(scenario=scenario, mechanism="auction")
+    observations, _ = env.reset(seed=5)
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(150):
+        if not env.agents:
+            break
+        for view in env.views.values():
+            budget = max(view.budget_per_epoch, 1e-9)
+            for slot in view.slots:
+                features = (
+                    *_shape_features(slot.gpus, slot.gpu_kind, slot.pods),
+                    *_state_features(slot, budget),
+                )
+                assert len(features) == len(SLOT_FEATURES)
+                plain = np.array(features, dtype=np.float32).tobytes()
+                assert _SlotCode(slot, budget).features == plain
+                checked += 1
+        actions = {}
+        for agent, obs in observations.items():
+            legal = np.flatnonzero(obs["action_mask"])
+            actions[agent] = int(legal[rng.integers(len(legal))])
+        observations, *_ = env.step(actions)
+    assert checked > 100
+
+
 def test_cached_fit_checks_agree_with_the_node_mask():
     env = gpu_market_v0.parallel_env(scenario="mig-mixed", mechanism="auction")
     observations, _ = env.reset(seed=2)
@@ -85,3 +118,109 @@ def test_cached_fit_checks_agree_with_the_node_mask():
             actions[agent] = int(legal[rng.integers(len(legal))])
         observations, *_ = env.step(actions)
     assert checked > 50
+
+
+@pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
+def test_kept_quota_book_agrees_with_a_fresh_one(scenario):
+    env = gpu_market_v0.parallel_env(scenario=scenario, mechanism="bargain")
+    observations, _ = env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    bargain = env.market.mechanism
+    reused = 0
+    for _ in range(200):
+        if not env.agents:
+            break
+        previous = bargain._book[1] if bargain._book is not None else None
+        kept = bargain.quota_book()
+        reused += kept is previous
+        bargain._book = None  # what the book would be if nothing were kept
+        fresh = bargain.quota_book()
+        assert (kept.effective, kept.usage, kept.idle) == (fresh.effective, fresh.usage, fresh.idle)
+        for job in env.market.sim.pending():
+            assert kept.can_borrow_for(job) == fresh.can_borrow_for(job)
+            assert kept.lender_for(job) == fresh.lender_for(job)
+        actions = {}
+        for agent, obs in observations.items():
+            legal = np.flatnonzero(obs["action_mask"])
+            actions[agent] = int(legal[rng.integers(len(legal))])
+        observations, *_ = env.step(actions)
+    assert reused > 20
+
+
+@pytest.mark.parametrize("mechanism", ["auction", "bargain"])
+def test_views_are_built_field_by_field(mechanism):
+    """The views' quick constructors are called positionally: every field holds its own value."""
+    env = gpu_market_v0.parallel_env(scenario="tiny", mechanism=mechanism)
+    observations, _ = env.reset(seed=6)
+    rng = np.random.default_rng(6)
+    inboxes = slots = 0
+    for _ in range(300):
+        if not env.agents:
+            break
+        market = env.market
+        state, now = market.sim.state, market.sim.now
+        book = market.mechanism.quota_book() if mechanism == "bargain" else None
+        answers = market.mechanism.pending_answers()
+        for agent, view in env.views.items():
+            owned = [market.sim.jobs[job_id] for job_id in state.holdings]
+            quota = market.quota_milli[agent] / 1000
+            expected = {
+                "balance": market.ledger.balances[agent],
+                "budget_per_epoch": float(market.agent_config[agent].budget_per_epoch or 0.0),
+                "committed": market.committed[agent],
+                "reference_price": market.reference_price,
+                "last_price": market.last_price,
+                "quota_gpus": quota,
+                "effective_quota_gpus": book.effective[agent] / 1000 if book else quota,
+                "used_gpus": (
+                    book.usage[agent] / 1000
+                    if book
+                    else sum(job.gpus for job in owned if job.owner == agent)
+                ),
+                "cluster_gpus": float(state.gpu_count),
+                "pending_jobs": sum(job.owner == agent for job in market.sim.pending()),
+                "running_jobs": sum(job.owner == agent for job in owned),
+                "leases_held": sum(lease.holder == agent for lease in market.leases.values()),
+                "leases_lent": sum(lease.lender == agent for lease in market.leases.values()),
+                "epoch_fraction": market.substep / market.max_substeps,
+                "mechanism": mechanism,
+                "passed": agent in market.passed,
+            }
+            assert {name: getattr(view, name) for name in expected} == expected
+            free = (view.free_whole_fraction, view.free_mig_fraction, view.free_share_fraction)
+            assert free == cluster_free_fractions(market)
+            thread = answers.get(agent)
+            if thread is not None:
+                inboxes += 1
+                inbox = view.inbox
+                assert (inbox.message_id, inbox.as_lender, inbox.price) == (
+                    thread.last_id,
+                    thread.lender == agent,
+                    thread.price,
+                )
+                assert (inbox.gpus, inbox.round) == (thread.job.gpus, thread.round)
+                assert inbox.max_rounds == market.config.max_rounds
+            for slot in view.slots:
+                slots += 1
+                job = market.jobs_by_name[slot.job]
+                pending = market.sim.record(job.id).state.value == "pending"
+                assert (slot.gpus, slot.gpu_kind, slot.pods) == (
+                    job.gpus,
+                    job.pod.gpu.kind,
+                    job.pods,
+                )
+                assert slot.epoch_value == market.epoch_value(job)
+                gpu_hours = max(job.gpus * job.duration / 3600, 1e-9)
+                assert slot.value_density == job.value / gpu_hours / market.reference_price
+                slack = (job.arrival + job.deadline - now) / 3600
+                assert slot.slack_hours == (min(slack, 48.0) if np.isfinite(slack) else 48.0)
+                assert slot.waited_hours == ((now - job.arrival) / 3600 if pending else 0.0)
+                assert slot.renewal is not pending
+                assert slot.fits_now == (slot.renewal or state.can_fit_somewhere(job))
+                assert slot.within_quota == (slot.renewal or book is None)
+        actions = {}
+        for agent, obs in observations.items():
+            legal = np.flatnonzero(obs["action_mask"])
+            actions[agent] = int(legal[rng.integers(len(legal))])
+        observations, *_ = env.step(actions)
+    assert slots > 100 and (inboxes > 10 or mechanism == "auction")

@@ -108,17 +108,31 @@ class Bargain:
         self.threads: dict[str, Thread] = {}  # keyed by the id of the last message
         self.usage: dict[str, int] = dict.fromkeys(market.agents, 0)
         self._effective: tuple[tuple[str, ...], dict[str, int]] = ((), dict(market.quota_milli))
+        self._book: tuple[tuple[object, ...], QuotaBook] | None = None
 
     # ------------------------------------------------------------ quota book
     def quota_book(self) -> QuotaBook:
-        """Every agent's quota position now (one pass over the open negotiations)."""
+        """Every agent's quota position now (one pass over the open negotiations).
+
+        The views ask at every sub-step, and usually nothing has changed since the last time:
+        the last book is then returned again, so that its memoised answers carry over too. It is
+        kept with what it was computed from: the effective quotas (a new dict whenever the leases
+        change), the usage, and the quota promised to open negotiations.
+        """
         market = self.market
         effective = self._effective_quotas()
+        promised = [
+            (thread.lender, thread.quota) for thread in self.threads.values() if not thread.renewal
+        ]
+        key = (*self.usage.values(), *promised)
+        if self._book is not None and self._book[1].effective is effective and self._book[0] == key:
+            return self._book[1]
         idle = {agent: effective[agent] - self.usage[agent] for agent in market.agents}
-        for thread in self.threads.values():
-            if not thread.renewal:
-                idle[thread.lender] -= thread.quota  # promised to an open negotiation
-        return QuotaBook(tuple(market.agents), effective, dict(self.usage), idle)
+        for lender, quota in promised:
+            idle[lender] -= quota  # promised to an open negotiation
+        book = QuotaBook(tuple(market.agents), effective, dict(self.usage), idle)
+        self._book = (key, book)
+        return book
 
     def _effective_quotas(self) -> dict[str, int]:
         """Own + borrowed - lent quota of every agent; recounted only when the set of leases

@@ -182,7 +182,8 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def _log(x: float) -> float:
-    return min(math.log1p(x), OBSERVATION_BOUND)
+    value = math.log1p(x)
+    return OBSERVATION_BOUND if value > OBSERVATION_BOUND else value  # min(), without the call
 
 
 # `_log` of the counts of a view (jobs, leases), which repeat at every step
@@ -306,7 +307,7 @@ def _mask_bytes(view: AgentView, codes: list[_SlotCode]) -> bytes:
 
 def _affordable(anchor: float, free: float) -> bytes:
     """One byte per price level: 1 if the free balance covers `level x anchor`."""
-    return bytes([1 if level * anchor <= free else 0 for level in PRICE_LEVELS])
+    return bytes([level * anchor <= free for level in PRICE_LEVELS])
 
 
 def _pack(layout: struct.Struct, *values: float) -> bytes:
@@ -330,7 +331,12 @@ class _SlotCode:
     def __init__(self, slot: JobSlot, budget: float) -> None:
         self.slot = slot  # held, so that its id cannot be reused while the code is cached
         self.budget = budget
-        self.features = _pack(_SLOT_LAYOUT, *_slot_features(slot, budget))
+        # The slots of a job are rebuilt every epoch (their waiting time changes), but the
+        # features fixed by its shape recur, so those are packed once per shape. Each float is
+        # packed on its own, so the bytes are those of packing all the features at once.
+        self.features = _shape_bytes(slot.gpus, slot.gpu_kind, slot.pods) + _pack(
+            _SLOT_STATE_LAYOUT, *_state_features(slot, budget)
+        )
         self.free: float | None = None
         self.levels = _NONE_AFFORDABLE
 
@@ -355,12 +361,19 @@ def _slot_codes(view: AgentView, budget: float) -> list[_SlotCode]:
     return codes
 
 
-def _slot_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
+def _shape_features(gpus: float, gpu_kind: str, pods: int) -> tuple[float, ...]:
+    """The first of a slot's `SLOT_FEATURES`: those fixed by its job's shape."""
+    return (1.0, _log(gpus), *_KIND_ONE_HOT[gpu_kind], _log(pods))
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _shape_bytes(gpus: float, gpu_kind: str, pods: int) -> bytes:
+    return _pack(_SLOT_SHAPE_LAYOUT, *_shape_features(gpus, gpu_kind, pods))
+
+
+def _state_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
+    """The rest of a slot's `SLOT_FEATURES`, which change with its job's state."""
     return (
-        1.0,
-        _log(slot.gpus),
-        *_KIND_ONE_HOT[slot.gpu_kind],
-        _log(slot.pods),
         min(slot.epoch_value / budget, 10.0),
         _log(max(slot.value_density, 0.0)),
         math.tanh(slot.waited_hours),
@@ -375,6 +388,9 @@ _FLOAT32 = np.dtype(np.float32)
 _INT8 = np.dtype(np.int8)
 _GLOBAL_LAYOUT = struct.Struct(f"={len(GLOBAL_FEATURES)}f")  # native order, like np.float32
 _SLOT_LAYOUT = struct.Struct(f"={len(SLOT_FEATURES)}f")
+_SHAPE_FEATURES = SLOT_FEATURES.index("epoch_value/budget")  # how many `_shape_features` gives
+_SLOT_SHAPE_LAYOUT = struct.Struct(f"={_SHAPE_FEATURES}f")
+_SLOT_STATE_LAYOUT = struct.Struct(f"={len(SLOT_FEATURES) - _SHAPE_FEATURES}f")
 _INBOX_LAYOUT = struct.Struct(f"={len(INBOX_FEATURES)}f")
 _KIND_ONE_HOT = {kind: tuple(float(k == kind) for k in GPU_KINDS) for kind in GPU_KINDS}
 _EMPTY_SLOT = bytes(_SLOT_LAYOUT.size)

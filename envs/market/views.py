@@ -76,19 +76,20 @@ def _build_slot(market: Market, job: Job, renewal: bool, within_quota: bool) -> 
     now = sim.now
     name, gpus, density, due = _job_facts(market, job)
     slack = due - now
+    slack_hours = min(slack / HOUR, SLACK_CAP_HOURS) if math.isfinite(slack) else SLACK_CAP_HOURS
     pending = sim.record(job.id).state is JobState.PENDING
-    return new_job_slot(
-        job=name,
-        gpus=gpus,
-        gpu_kind=job.pod.gpu.kind,
-        pods=job.pods,
-        epoch_value=market.epoch_value(job),
-        value_density=density,
-        waited_hours=(now - job.arrival) / HOUR if pending else 0.0,
-        slack_hours=min(slack / HOUR, SLACK_CAP_HOURS) if math.isfinite(slack) else SLACK_CAP_HOURS,
-        renewal=renewal,
-        fits_now=renewal or sim.state.can_fit_somewhere(job),
-        within_quota=within_quota,
+    return new_job_slot(  # positional, in field order (see `agent_views`)
+        name,  # job
+        gpus,  # gpus
+        job.pod.gpu.kind,  # gpu_kind
+        job.pods,  # pods
+        market.epoch_value(job),  # epoch_value
+        density,  # value_density
+        (now - job.arrival) / HOUR if pending else 0.0,  # waited_hours
+        slack_hours,  # slack_hours
+        renewal,  # renewal
+        renewal or sim.state.can_fit_somewhere(job),  # fits_now
+        within_quota,  # within_quota
     )
 
 
@@ -241,38 +242,41 @@ def agent_views(market: Market) -> dict[str, AgentView]:
             anchor = (
                 market.list_cost(thread.job.gpus) if as_lender else market.epoch_value(thread.job)
             )
-            inbox = new_inbox_item(
-                message_id=thread.last_id,
-                as_lender=as_lender,
-                price=thread.price,
-                anchor=max(anchor, 1e-9),
-                gpus=thread.job.gpus,
-                round=thread.round,
-                max_rounds=market.config.max_rounds,
+            inbox = new_inbox_item(  # positional, in field order (see below)
+                thread.last_id,  # message_id
+                as_lender,  # as_lender
+                thread.price,  # price
+                max(anchor, 1e-9),  # anchor
+                thread.job.gpus,  # gpus
+                thread.round,  # round
+                market.config.max_rounds,  # max_rounds
             )
         quota = quotas[agent]
+        # Positional, in field order: keyword arguments would cost more than building the view
+        # (CPython binds them to a Python `__init__` slowly), and this runs for every agent at
+        # every sub-step. `test_views_are_built_field_by_field` checks the order.
         views[agent] = new_agent_view(
-            balance=balances[agent],
-            budget_per_epoch=budgets[agent],
-            committed=committed[agent],
-            reference_price=reference_price,
-            last_price=last_price,
-            quota_gpus=quota,
-            effective_quota_gpus=book.effective[agent] / 1000 if book is not None else quota,
-            used_gpus=book.usage[agent] / 1000 if book is not None else used[agent],
-            cluster_gpus=cluster_gpus,
-            free_whole_fraction=whole,
-            free_mig_fraction=mig_free,
-            free_share_fraction=share_free,
-            pending_jobs=pending.get(agent, 0),
-            running_jobs=running[agent],
-            leases_held=held.get(agent, 0),
-            leases_lent=lent.get(agent, 0),
-            epoch_fraction=epoch_fraction,
-            mechanism=mechanism.name,
-            slots=tuple(candidates[agent]),
-            inbox=inbox,
-            passed=agent in passed,
+            balances[agent],  # balance
+            budgets[agent],  # budget_per_epoch
+            committed[agent],  # committed
+            reference_price,  # reference_price
+            last_price,  # last_price
+            quota,  # quota_gpus
+            book.effective[agent] / 1000 if book is not None else quota,  # effective_quota_gpus
+            book.usage[agent] / 1000 if book is not None else used[agent],  # used_gpus
+            cluster_gpus,  # cluster_gpus
+            whole,  # free_whole_fraction
+            mig_free,  # free_mig_fraction
+            share_free,  # free_share_fraction
+            pending.get(agent, 0),  # pending_jobs
+            running[agent],  # running_jobs
+            held.get(agent, 0),  # leases_held
+            lent.get(agent, 0),  # leases_lent
+            epoch_fraction,  # epoch_fraction
+            mechanism.name,  # mechanism
+            tuple(candidates[agent]),  # slots
+            inbox,  # inbox
+            agent in passed,  # passed
         )
     return views
 
