@@ -1,6 +1,7 @@
 """The environment's fast paths give exactly what the plain definitions give."""
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,6 +21,22 @@ from gpuparley.envs.market.encoding import (
     new_job_slot,
 )
 from gpuparley.envs.market.views import cluster_free_fractions
+
+
+def _random_rollout(env, seed: int, steps: int) -> Iterator[None]:
+    """Reset `env`, then pause (yield) before each of up to `steps` steps of uniformly random
+    legal actions, so that the caller can inspect it."""
+    observations, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        if not env.agents:
+            return
+        yield
+        actions = {}
+        for agent, obs in observations.items():
+            legal = np.flatnonzero(obs["action_mask"])
+            actions[agent] = int(legal[rng.integers(len(legal))])
+        observations, *_ = env.step(actions)
 
 
 def test_quick_constructors_build_ordinary_frozen_instances():
@@ -52,11 +69,7 @@ def test_quick_constructors_build_ordinary_frozen_instances():
 @pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
 def test_batched_encoding_equals_encoding_one_view_at_a_time(scenario, mechanism):
     env = gpu_market_v0.parallel_env(scenario=scenario, mechanism=mechanism)
-    observations, _ = env.reset(seed=4)
-    rng = np.random.default_rng(4)
-    for _ in range(150):
-        if not env.agents:
-            break
+    for _ in _random_rollout(env, seed=4, steps=150):
         views = [env.views[agent] for agent in env.agents]
         vectors, masks = encode_many(views)
         for i, view in enumerate(views):
@@ -64,22 +77,13 @@ def test_batched_encoding_equals_encoding_one_view_at_a_time(scenario, mechanism
             assert vector.dtype == np.float32 and mask.dtype == np.int8
             assert vector.tobytes() == vectors[i].tobytes()
             assert mask.tobytes() == masks[i].tobytes() == action_mask(view).tobytes()
-        actions = {}
-        for agent, obs in observations.items():
-            legal = np.flatnonzero(obs["action_mask"])
-            actions[agent] = int(legal[rng.integers(len(legal))])
-        observations, *_ = env.step(actions)
 
 
 @pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
 def test_slot_codes_equal_the_slot_features_converted_by_numpy(scenario):
     env = gpu_market_v0.parallel_env(scenario=scenario, mechanism="auction")
-    observations, _ = env.reset(seed=5)
-    rng = np.random.default_rng(5)
     checked = 0
-    for _ in range(150):
-        if not env.agents:
-            break
+    for _ in _random_rollout(env, seed=5, steps=150):
         for view in env.views.values():
             budget = max(view.budget_per_epoch, 1e-9)
             for slot in view.slots:
@@ -91,45 +95,27 @@ def test_slot_codes_equal_the_slot_features_converted_by_numpy(scenario):
                 plain = np.array(features, dtype=np.float32).tobytes()
                 assert _SlotCode(slot, budget).features == plain
                 checked += 1
-        actions = {}
-        for agent, obs in observations.items():
-            legal = np.flatnonzero(obs["action_mask"])
-            actions[agent] = int(legal[rng.integers(len(legal))])
-        observations, *_ = env.step(actions)
     assert checked > 100
 
 
 def test_cached_fit_checks_agree_with_the_node_mask():
     env = gpu_market_v0.parallel_env(scenario="mig-mixed", mechanism="auction")
-    observations, _ = env.reset(seed=2)
-    rng = np.random.default_rng(2)
     checked = 0
-    for _ in range(120):
-        if not env.agents:
-            break
+    for _ in _random_rollout(env, seed=2, steps=120):
         state = env.market.sim.state
         for job in env.market.sim.pending():
             expected = bool(state.feasible_nodes(job.pod, job.allowed_models).any())
             assert state.can_fit_somewhere(job) is expected
             checked += 1
-        actions = {}
-        for agent, obs in observations.items():
-            legal = np.flatnonzero(obs["action_mask"])
-            actions[agent] = int(legal[rng.integers(len(legal))])
-        observations, *_ = env.step(actions)
     assert checked > 50
 
 
 @pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
 def test_kept_quota_book_agrees_with_a_fresh_one(scenario):
     env = gpu_market_v0.parallel_env(scenario=scenario, mechanism="bargain")
-    observations, _ = env.reset(seed=3)
-    rng = np.random.default_rng(3)
-    bargain = env.market.mechanism
     reused = 0
-    for _ in range(200):
-        if not env.agents:
-            break
+    for _ in _random_rollout(env, seed=3, steps=200):
+        bargain = env.market.mechanism
         previous = bargain._book[1] if bargain._book is not None else None
         kept = bargain.quota_book()
         reused += kept is previous
@@ -139,11 +125,6 @@ def test_kept_quota_book_agrees_with_a_fresh_one(scenario):
         for job in env.market.sim.pending():
             assert kept.can_borrow_for(job) == fresh.can_borrow_for(job)
             assert kept.lender_for(job) == fresh.lender_for(job)
-        actions = {}
-        for agent, obs in observations.items():
-            legal = np.flatnonzero(obs["action_mask"])
-            actions[agent] = int(legal[rng.integers(len(legal))])
-        observations, *_ = env.step(actions)
     assert reused > 20
 
 
@@ -151,12 +132,8 @@ def test_kept_quota_book_agrees_with_a_fresh_one(scenario):
 def test_views_are_built_field_by_field(mechanism):
     """The views' quick constructors are called positionally: every field holds its own value."""
     env = gpu_market_v0.parallel_env(scenario="tiny", mechanism=mechanism)
-    observations, _ = env.reset(seed=6)
-    rng = np.random.default_rng(6)
     inboxes = slots = 0
-    for _ in range(300):
-        if not env.agents:
-            break
+    for _ in _random_rollout(env, seed=6, steps=300):
         market = env.market
         state, now = market.sim.state, market.sim.now
         book = market.mechanism.quota_book() if mechanism == "bargain" else None
@@ -218,9 +195,4 @@ def test_views_are_built_field_by_field(mechanism):
                 assert slot.renewal is not pending
                 assert slot.fits_now == (slot.renewal or state.can_fit_somewhere(job))
                 assert slot.within_quota == (slot.renewal or book is None)
-        actions = {}
-        for agent, obs in observations.items():
-            legal = np.flatnonzero(obs["action_mask"])
-            actions[agent] = int(legal[rng.integers(len(legal))])
-        observations, *_ = env.step(actions)
     assert slots > 100 and (inboxes > 10 or mechanism == "auction")
