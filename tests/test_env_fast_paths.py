@@ -21,6 +21,7 @@ from gpuparley.envs.market.encoding import (
     new_job_slot,
 )
 from gpuparley.envs.market.views import cluster_free_fractions
+from gpuparley.envs.workloads.generators import _Choice
 
 
 def _random_rollout(env, seed: int, steps: int) -> Iterator[None]:
@@ -196,3 +197,16 @@ def test_views_are_built_field_by_field(mechanism):
                 assert slot.fits_now == (slot.renewal or state.can_fit_somewhere(job))
                 assert slot.within_quota == (slot.renewal or book is None)
     assert slots > 100 and (inboxes > 10 or mechanism == "auction")
+
+
+def test_fixed_choice_draws_what_numpy_choice_draws():
+    """`_Choice` relies on how numpy maps one uniform draw to an index: a numpy upgrade that
+    changes it must fail here, not silently change every generated workload."""
+    p = np.array([0.1, 0.0, 0.45, 0.3, 0.15])
+    ours, numpys = np.random.default_rng(11), np.random.default_rng(11)
+    choose = _Choice(p)
+    assert [choose(ours) for _ in range(2000)] == [
+        int(numpys.choice(len(p), p=p)) for _ in range(2000)
+    ]
+    with pytest.raises(ValueError):
+        _Choice(np.array([0.5, 0.7]))(ours)  # numpy's own check: probabilities must sum to 1
