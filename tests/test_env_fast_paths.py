@@ -11,6 +11,7 @@ from gpuparley.envs.market.encoding import (
     SLOT_FEATURES,
     AgentView,
     JobSlot,
+    _affordable,
     _shape_features,
     _SlotCode,
     _state_features,
@@ -97,6 +98,16 @@ def test_slot_codes_equal_the_slot_features_converted_by_numpy(scenario):
                 assert _SlotCode(slot, budget).features == plain
                 checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("epoch_value", [0.0, 1e-9, 0.3, 7.0, 123.456, -2.0, float("nan")])
+def test_slot_bid_levels_equal_the_level_by_level_check(epoch_value):
+    slot = new_job_slot("job-1", 1.0, "whole", 1, epoch_value, 1.0, 0.0, 1.0, False, True, True)
+    code = _SlotCode(slot, budget=10.0)
+    frees = [-1.0, 0.0, 1e-9, 0.075, 0.1, 0.3, 1.0, 5.25, 7.0, 10.5, 200.0, float("inf")]
+    frees += [level * epoch_value for level in (0.25, 0.5, 0.75, 1.0, 1.5)]  # exact edges
+    for free in frees:
+        assert code.affordable(free) == _affordable(epoch_value, free), free
 
 
 def test_cached_fit_checks_agree_with_the_node_mask():

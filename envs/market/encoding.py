@@ -23,6 +23,7 @@ the list-price rent of the demand; for a counter by the proposer, again its job'
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -298,7 +299,7 @@ def _mask_bytes(view: AgentView, codes: list[_SlotCode]) -> bytes:
     return b"".join(
         (
             b"\1",
-            *[code.levels if code.free == free else code.affordable(free) for code in codes],
+            *[code.affordable(free) for code in codes],
             _NONE_AFFORDABLE * (JOB_SLOTS - len(codes)),
             _NO_ANSWERS,
         )
@@ -319,14 +320,14 @@ def _pack(layout: struct.Struct, *values: float) -> bytes:
 
 
 class _SlotCode:
-    """A job slot's encoded features, and its bid levels at the last free balance seen.
+    """A job slot's encoded features, and what a bid costs at each price level.
 
     The market rebuilds a slot only when the clock, the cluster or the leases change, so the same
     slot objects recur at every sub-step; their codes are memoised by identity (`_slot_codes`),
     because hashing a slot costs more than encoding it.
     """
 
-    __slots__ = ("budget", "features", "free", "levels", "slot")
+    __slots__ = ("budget", "costs", "features", "slot")
 
     def __init__(self, slot: JobSlot, budget: float) -> None:
         self.slot = slot  # held, so that its id cannot be reused while the code is cached
@@ -337,15 +338,16 @@ class _SlotCode:
         self.features = _shape_bytes(slot.gpus, slot.gpu_kind, slot.pods) + _pack(
             _SLOT_STATE_LAYOUT, *_state_features(slot, budget)
         )
-        self.free: float | None = None
-        self.levels = _NONE_AFFORDABLE
+        # The cost of a bid at each level ascends with the level when the anchor is >= 0 (NaN
+        # is not), so the levels a free balance covers are then a prefix, found by bisection.
+        anchor = slot.epoch_value
+        self.costs = tuple(level * anchor for level in PRICE_LEVELS) if anchor >= 0 else None
 
     def affordable(self, free: float) -> bytes:
-        """The slot's bid levels at this free balance (remembered until the balance changes)."""
-        if free != self.free:
-            self.levels = _affordable(self.slot.epoch_value, free)
-            self.free = free
-        return self.levels
+        """`_affordable(epoch_value, free)`: the slot's bid levels the free balance covers."""
+        if self.costs is None:
+            return _affordable(self.slot.epoch_value, free)
+        return _LEVEL_PREFIXES[bisect.bisect_right(self.costs, free)]
 
 
 def _slot_codes(view: AgentView, budget: float) -> list[_SlotCode]:
@@ -397,6 +399,9 @@ _EMPTY_SLOT = bytes(_SLOT_LAYOUT.size)
 _EMPTY_INBOX = bytes(_INBOX_LAYOUT.size)
 _NONE_AFFORDABLE = bytes(len(PRICE_LEVELS))
 _ALL_AFFORDABLE = b"\1" * len(PRICE_LEVELS)
+_LEVEL_PREFIXES = tuple(  # [k]: the first k price levels affordable
+    _ALL_AFFORDABLE[:k] + _NONE_AFFORDABLE[k:] for k in range(len(PRICE_LEVELS) + 1)
+)
 _NO_BIDS = bytes(ACCEPT)  # pass and every bid: illegal while an answer is due
 _NO_ANSWERS = bytes(ACTION_COUNT - ACCEPT)
 _PASS_ONLY = b"\1" + bytes(ACTION_COUNT - 1)
@@ -435,9 +440,8 @@ def decode(action: int, view: AgentView, mask: np.ndarray | None = None) -> Deci
     if action < ACCEPT:
         slot_index, level_index = divmod(action - BID_BASE, len(PRICE_LEVELS))
         slot = view.slots[slot_index]
-        return _new_decision(
-            "bid", job=slot.job, price=PRICE_LEVELS[level_index] * slot.epoch_value
-        )
+        # positional (kind, job, message_id, price): the commonest decision after passing
+        return _new_decision("bid", slot.job, None, PRICE_LEVELS[level_index] * slot.epoch_value)
     assert view.inbox is not None
     if action == ACCEPT:
         return _new_decision("accept", message_id=view.inbox.message_id, price=view.inbox.price)

@@ -74,14 +74,14 @@ def _slots(market: Market) -> dict[tuple[int, bool], JobSlot]:
 def _build_slot(market: Market, job: Job, renewal: bool, within_quota: bool) -> JobSlot:
     sim = market.sim
     now = sim.now
-    name, gpus, density, due = _job_facts(market, job)
+    name, gpus, kind, density, due = _job_facts(market, job)
     slack = due - now
     slack_hours = min(slack / HOUR, SLACK_CAP_HOURS) if math.isfinite(slack) else SLACK_CAP_HOURS
-    pending = sim.record(job.id).state is JobState.PENDING
+    pending = sim.records[job.id].state is JobState.PENDING
     return new_job_slot(  # positional, in field order (see `agent_views`)
         name,  # job
         gpus,  # gpus
-        job.pod.gpu.kind,  # gpu_kind
+        kind,  # gpu_kind
         job.pods,  # pods
         market.epoch_value(job),  # epoch_value
         density,  # value_density
@@ -93,9 +93,9 @@ def _build_slot(market: Market, job: Job, renewal: bool, within_quota: bool) -> 
     )
 
 
-def _job_facts(market: Market, job: Job) -> tuple[str, float, float, float]:
-    """What the views say about a job that never changes: its name, GPUs, value density and
-    when its deadline falls (worked out once per job)."""
+def _job_facts(market: Market, job: Job) -> tuple[str, float, str, float, float]:
+    """What the views say about a job that never changes: its name, GPUs, GPU kind, value
+    density and when its deadline falls (worked out once per job)."""
     known = market.view_cache.get("job_facts")
     if known is None:
         known = market.view_cache["job_facts"] = {}
@@ -106,6 +106,7 @@ def _job_facts(market: Market, job: Job) -> tuple[str, float, float, float]:
         facts = known[job.id] = (
             job_name(job),
             gpus,
+            job.pod.gpu.kind,
             job.value / gpu_hours / market.reference_price,
             job.arrival + job.deadline,
         )
@@ -153,14 +154,14 @@ def _waiting(market: Market) -> _Waiting:
 
 def _candidates(
     market: Market, ranked: dict[str, list[Job]], book: QuotaBook | None
-) -> dict[str, list[JobSlot]]:
+) -> dict[str, tuple[JobSlot, ...]]:
     """Per agent: the slots of the jobs it may act on now, at most `JOB_SLOTS` (renewals due
     first, then waiting jobs by value per unit of work; ties by job id)."""
     mechanism = market.mechanism
     busy = {t.job.id for t in getattr(mechanism, "threads", {}).values()}
     busy |= set(getattr(mechanism, "bids", {}))
     built = _slots(market)
-    by_agent: dict[str, list[JobSlot]] = defaultdict(list)
+    by_agent: dict[str, list[JobSlot]] = {agent: [] for agent in market.agents}
     renewals = []
     for lease in market.due_leases():
         job = market.jobs_by_name[lease.job]
@@ -186,7 +187,7 @@ def _candidates(
             if slot is None:
                 slot = built[(job.id, False)] = _build_slot(market, job, False, book is None)
             slots.append(slot)
-    return by_agent
+    return {agent: tuple(slots) for agent, slots in by_agent.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,7 @@ def agent_views(market: Market) -> dict[str, AgentView]:
             lent.get(agent, 0),  # leases_lent
             epoch_fraction,  # epoch_fraction
             mechanism.name,  # mechanism
-            tuple(candidates[agent]),  # slots
+            candidates[agent],  # slots
             inbox,  # inbox
             agent in passed,  # passed
         )
