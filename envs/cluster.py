@@ -20,6 +20,7 @@ vectorised expression instead of a Python loop.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -186,10 +187,10 @@ class ClusterState:
         request. A full cluster, common in a market, answers here."""
         if request.kind not in ("whole", "share"):
             return True
-        if self._most_free is None:
+        if self._most_free is None:  # Python's max beats numpy's on a few nodes
             self._most_free = (
-                int(self.node_free_gpus.max(initial=0)),
-                int(self.node_max_free_milli.max(initial=0)),
+                max([0, *self.node_free_gpus.tolist()]),
+                max([0, *self.node_max_free_milli.tolist()]),
             )
         gpus, milli = self._most_free
         if request.kind == "whole":
@@ -347,9 +348,7 @@ class ClusterState:
             expected = request.count if request.kind == "whole" else 1
             if len(gpus) != expected or len(set(gpus)) != expected:
                 raise PlacementError(f"job {job.id}: needs {expected} distinct GPU(s), got {gpus}")
-            if any(self._gpu_node[g] != node for g in gpus if 0 <= g < self.gpu_count) or any(
-                not 0 <= g < self.gpu_count for g in gpus
-            ):
+            if not all(0 <= g < self.gpu_count and self._gpu_node[g] == node for g in gpus):
                 raise PlacementError(f"job {job.id}: GPUs {gpus} are not all on node {node}")
         elif gpus:
             raise PlacementError(f"job {job.id}: a CPU-only pod holds no GPU")
@@ -423,7 +422,7 @@ class ClusterState:
         gpus = self._gpu_range[node]
         used = self.gpu_used_milli[gpus.start : gpus.stop].tolist()
         slots = self.gpu_used_slots[gpus.start : gpus.stop].tolist()
-        free_gpus = [u or s for u, s in zip(used, slots, strict=True)].count(0)
+        free_gpus = list(map(operator.or_, used, slots)).count(0)  # neither milli nor slots used
         self.node_free_gpus[node] = free_gpus
         if self._node_is_timeslice[node]:
             replicas = self._gpu_replicas[gpus.start : gpus.stop]
