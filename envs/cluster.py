@@ -20,6 +20,7 @@ vectorised expression instead of a Python loop.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -88,6 +89,17 @@ class ClusterState:
             self.node_is_mig | (counts == 0), 0, FULL_GPU_MILLI
         ).astype(np.int64)
 
+        # Python copies of the fixed per-node and per-GPU facts: binding reads them one entry at
+        # a time, and indexing a list costs a fraction of indexing a numpy array.
+        self._gpu_range = [
+            range(first, first + count)
+            for first, count in zip(self.node_first_gpu.tolist(), counts.tolist(), strict=True)
+        ]
+        self._gpu_node = self.gpu_node.tolist()
+        self._gpu_is_mig = self.gpu_is_mig.tolist()
+        self._gpu_replicas = self.gpu_replicas.tolist()
+        self._node_is_timeslice = self.node_is_timeslice.tolist()
+
         self.mig_layout: dict[int, list[mig.Instance]] = {}
         self.mig_holder: dict[int, list[int]] = {}
         self.node_mig_free: dict[str, np.ndarray] = {}
@@ -108,8 +120,7 @@ class ClusterState:
 
     # ----------------------------------------------------------------- queries
     def _gpus_of(self, node: int) -> range:
-        first = int(self.node_first_gpu[node])
-        return range(first, first + int(self.node_gpu_count[node]))
+        return self._gpu_range[node]
 
     def gpus_of(self, node: int) -> range:
         """Global indices of a node's GPUs."""
@@ -176,10 +187,10 @@ class ClusterState:
         request. A full cluster, common in a market, answers here."""
         if request.kind not in ("whole", "share"):
             return True
-        if self._most_free is None:
+        if self._most_free is None:  # Python's max beats numpy's on a few nodes
             self._most_free = (
-                int(self.node_free_gpus.max(initial=0)),
-                int(self.node_max_free_milli.max(initial=0)),
+                max([0, *self.node_free_gpus.tolist()]),
+                max([0, *self.node_max_free_milli.tolist()]),
             )
         gpus, milli = self._most_free
         if request.kind == "whole":
@@ -188,11 +199,11 @@ class ClusterState:
 
     def gpu_fits(self, g: int, request: GPURequest) -> bool:
         """Whether GPU `g` (not MIG) can take this whole or share request right now."""
-        if self.gpu_is_mig[g] or self.gpu_down_until[g] > 0:
+        if self._gpu_is_mig[g] or self.gpu_down_until[g] > 0:
             return False
-        if request.kind == "share" and self.node_is_timeslice[self.gpu_node[g]]:
+        if request.kind == "share" and self._node_is_timeslice[self._gpu_node[g]]:
             return (
-                self.gpu_used_slots[g] < self.gpu_replicas[g]
+                self.gpu_used_slots[g] < self._gpu_replicas[g]
                 and self.gpu_used_milli[g] + request.milli <= FULL_GPU_MILLI
             )
         return self.gpu_used_milli[g] == 0 and self.gpu_used_slots[g] == 0
@@ -337,9 +348,7 @@ class ClusterState:
             expected = request.count if request.kind == "whole" else 1
             if len(gpus) != expected or len(set(gpus)) != expected:
                 raise PlacementError(f"job {job.id}: needs {expected} distinct GPU(s), got {gpus}")
-            if any(self.gpu_node[g] != node for g in gpus if 0 <= g < self.gpu_count) or any(
-                not 0 <= g < self.gpu_count for g in gpus
-            ):
+            if not all(0 <= g < self.gpu_count and self._gpu_node[g] == node for g in gpus):
                 raise PlacementError(f"job {job.id}: GPUs {gpus} are not all on node {node}")
         elif gpus:
             raise PlacementError(f"job {job.id}: a CPU-only pod holds no GPU")
@@ -366,14 +375,14 @@ class ClusterState:
             for g in gpus:
                 if not self.gpu_fits(g, request):
                     raise PlacementError(f"job {job.id}: GPU {g} cannot take {request.describe()}")
-            shared = request.kind == "share" and self.node_is_timeslice[node]
+            shared = request.kind == "share" and self._node_is_timeslice[node]
             for g in gpus:
                 if shared:
                     self.gpu_used_milli[g] += request.milli
                     self.gpu_used_slots[g] += 1
                 else:
                     self.gpu_used_milli[g] = FULL_GPU_MILLI
-                    self.gpu_used_slots[g] = self.gpu_replicas[g]
+                    self.gpu_used_slots[g] = self._gpu_replicas[g]
                 self.gpu_holders[g].append(job.id)
             self.allocated_milli += request.milli if shared else FULL_GPU_MILLI * len(gpus)
             self._refresh_node(node)
@@ -391,7 +400,7 @@ class ClusterState:
             self.node_mig_free[request.profile or ""][node] += 1
             self.allocated_milli -= request.milli_gpu
         elif request.kind in ("whole", "share"):
-            shared = request.kind == "share" and self.node_is_timeslice[node]
+            shared = request.kind == "share" and self._node_is_timeslice[node]
             for g in placement.gpus:
                 if shared:
                     self.gpu_used_milli[g] -= request.milli
@@ -408,16 +417,22 @@ class ClusterState:
         self.mem_free[node] += pod.memory_mib
 
     def _refresh_node(self, node: int) -> None:
-        gpus = self._gpus_of(node)
-        used = self.gpu_used_milli[gpus.start : gpus.stop]
-        slots = self.gpu_used_slots[gpus.start : gpus.stop]
-        self.node_free_gpus[node] = int(np.count_nonzero((used == 0) & (slots == 0)))
-        if self.node_is_timeslice[node]:
-            open_slots = slots < self.gpu_replicas[gpus.start : gpus.stop]
-            free = np.where(open_slots, FULL_GPU_MILLI - used, 0)
-            self.node_max_free_milli[node] = int(free.max()) if len(free) else 0
+        """Recompute a node's free-GPU count and largest free share from its GPUs (in plain
+        Python: a node has a handful of GPUs, too few for numpy to pay off)."""
+        gpus = self._gpu_range[node]
+        used = self.gpu_used_milli[gpus.start : gpus.stop].tolist()
+        slots = self.gpu_used_slots[gpus.start : gpus.stop].tolist()
+        free_gpus = list(map(operator.or_, used, slots)).count(0)  # neither milli nor slots used
+        self.node_free_gpus[node] = free_gpus
+        if self._node_is_timeslice[node]:
+            replicas = self._gpu_replicas[gpus.start : gpus.stop]
+            free = [
+                FULL_GPU_MILLI - u if s < r else 0
+                for u, s, r in zip(used, slots, replicas, strict=True)
+            ]
+            self.node_max_free_milli[node] = max(free, default=0)
         else:
-            self.node_max_free_milli[node] = FULL_GPU_MILLI if self.node_free_gpus[node] else 0
+            self.node_max_free_milli[node] = FULL_GPU_MILLI if free_gpus else 0
 
     # ----------------------------------------------------------------- audit
     def check_invariants(self, jobs: dict[int, Job]) -> None:

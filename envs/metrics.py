@@ -71,12 +71,12 @@ class DeadlockMonitor:
 def is_gang_deadlocked(sim: Simulator) -> bool:
     """Whether >= 2 partial gangs block each other with every running job gone (docstring)."""
     state = sim.state
-    partial = [
+    partial = [  # the state first: it is the cheapest test, and most jobs are running
         job
         for job_id in state.holdings
-        if (job := sim.jobs[job_id]).is_gang
+        if sim.records[job_id].state.value == "partial"
+        and (job := sim.jobs[job_id]).is_gang
         and len(state.holdings[job_id]) < job.pods
-        and sim.records[job_id].state.value == "partial"
     ]
     if len(partial) < 2:
         return False

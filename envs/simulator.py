@@ -264,11 +264,16 @@ class Simulator:
         record.last_update = self.now
         record.rate = 0.0  # forces a fresh finish event below
         record.speed = self._speed_of(job)
-        shared = tuple(
-            g
-            for _pod, placement in self.state.holdings[job.id]
-            for g in placement.gpus
-            if job.pod.gpu.kind == "share" and self.state.node_is_timeslice[placement.node]
+        state = self.state
+        shared = (
+            tuple(
+                g
+                for _pod, placement in state.holdings[job.id]
+                if state.node_is_timeslice[placement.node]
+                for g in placement.gpus
+            )
+            if job.pod.gpu.kind == "share"
+            else ()
         )
         record.shared_gpus = shared
         for g in shared:
@@ -322,7 +327,8 @@ class Simulator:
             if record.state is not JobState.RUNNING:
                 continue
             self._settle(record)
-            crowd = max((int(self._active_on_gpu[g]) for g in record.shared_gpus), default=1)
+            shared = record.shared_gpus
+            crowd = max(int(self._active_on_gpu[g]) for g in shared) if shared else 1
             factor = self.contention_factor(crowd)
             record.contended |= factor < 1.0
             self.timeline.delivered_gpus += record.job.gpus * factor - record.delivered

@@ -47,9 +47,13 @@ class Timeline:
     def __init__(self, state: ClusterState, settings: SimulationSettings) -> None:
         self._state = state
         self._columns: dict[str, list[float]] = {name: [] for name in COLUMNS}
+        self._column_lists = tuple(self._columns.values())  # in `COLUMNS` order, for `sample`
         self.delivered_gpus = 0.0  # kept current by the simulator
         self._total_milli = max(1, state.gpu_count * 1000)
-        self._sliced = ~state.gpu_is_mig & state.node_is_timeslice[state.gpu_node]
+        self._not_mig = ~state.gpu_is_mig
+        self._has_mig = bool(state.gpu_is_mig.any())
+        self._sliced = self._not_mig & state.node_is_timeslice[state.gpu_node]
+        self._has_sliced = bool(self._sliced.any())
         self._occupancy: tuple[float, int, int, int] = (0.0, 0, 0, 0)
         self._occupancy_version = -1  # the state version `_occupancy` was measured at
         del settings
@@ -72,30 +76,38 @@ class Timeline:
             mig_slices,
             replicas,
         )
-        columns = self._columns
-        if columns["time"] and columns["time"][-1] == now:
-            for name, value in zip(COLUMNS, row, strict=True):
-                columns[name][-1] = value
+        columns = self._column_lists
+        times = columns[0]
+        if times and times[-1] == now:
+            for column, value in zip(columns, row, strict=True):
+                column[-1] = value
         else:
-            for name, value in zip(COLUMNS, row, strict=True):
-                columns[name].append(value)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
 
     def _measure_occupancy(self) -> tuple[float, int, int, int]:
         """Fragmented GPUs, idle GPUs, MIG slices used and time-slice replicas used."""
         state = self._state
         used = state.gpu_used_milli
         mig_used = state.mig_used_slices
-        is_mig = state.gpu_is_mig
-        partial_share = ~is_mig & (used > 0) & (used < 1000)
-        partial_mig = is_mig & (mig_used > 0) & (mig_used < COMPUTE_SLICES)
-        fragmented_milli = (1000 - used[partial_share]).sum() + (
-            (COMPUTE_SLICES - mig_used[partial_mig]).sum() * 1000 / COMPUTE_SLICES
-        )
+        partial_share = self._not_mig & (used > 0) & (used < 1000)
+        fragmented_milli = (1000 - used[partial_share]).sum()
+        # The MIG and time-slice terms are sums over no GPU when the cluster has none of that
+        # kind: skipping them saves most of the numpy calls, each costly on arrays this small.
+        if self._has_mig:
+            is_mig = state.gpu_is_mig
+            partial_mig = is_mig & (mig_used > 0) & (mig_used < COMPUTE_SLICES)
+            fragmented_milli = fragmented_milli + (
+                (COMPUTE_SLICES - mig_used[partial_mig]).sum() * 1000 / COMPUTE_SLICES
+            )
+            idle = np.where(is_mig, mig_used == 0, used == 0)
+        else:
+            idle = used == 0
         return (
             fragmented_milli / 1000,
-            int(np.count_nonzero(np.where(is_mig, mig_used == 0, used == 0))),
+            int(np.count_nonzero(idle)),
             int(mig_used.sum()),
-            int(state.gpu_used_slots[self._sliced].sum()),
+            int(state.gpu_used_slots[self._sliced].sum()) if self._has_sliced else 0,
         )
 
     def column(self, name: str) -> np.ndarray:

@@ -33,13 +33,15 @@ class Ledger:
 
     def refill(self, amounts: Mapping[str, float], mode: RefillMode) -> None:
         """Start-of-epoch budgets: `reset` sets each balance, `accumulate` adds to it."""
+        balances = self.balances
+        reset = mode == "reset"
         for agent, amount in amounts.items():
             if amount < 0 or not math.isfinite(amount):
                 raise ValueError(f"refill for {agent} must be a finite amount >= 0")
-            if mode == "reset":
-                self.burned += self.balances[agent]
-                self.balances[agent] = 0.0
-            self.balances[agent] += amount
+            if reset:
+                self.burned += balances[agent]
+                balances[agent] = 0.0
+            balances[agent] += amount
             self.minted += amount
 
     def can_pay(self, agent: str, amount: float) -> bool:
@@ -47,23 +49,23 @@ class Ledger:
 
     def pay(self, payer: str, payee: str, amount: float) -> None:
         """Move `amount` from payer to payee (an agent or the market); all or nothing."""
-        if payer not in self.balances:
+        balances = self.balances
+        balance = balances.get(payer)
+        if balance is None:
             raise BudgetError(f"unknown payer {payer!r}")
-        if payee != MARKET and payee not in self.balances:
+        if payee != MARKET and payee not in balances:
             raise BudgetError(f"unknown payee {payee!r}")
         if not math.isfinite(amount) or amount < 0:
             raise BudgetError(f"payment must be a finite amount >= 0, got {amount}")
-        if not self.can_pay(payer, amount):
-            raise BudgetError(
-                f"{payer} cannot pay {amount:.4f}; balance {self.balances[payer]:.4f}"
-            )
-        amount = min(amount, self.balances[payer])
-        self.balances[payer] -= amount
+        if not amount <= balance + 1e-9:  # `can_pay`, given the checks above
+            raise BudgetError(f"{payer} cannot pay {amount:.4f}; balance {balance:.4f}")
+        amount = min(amount, balance)
+        balances[payer] = balance - amount
         self.paid[payer] += amount
         if payee == MARKET:
             self.market_revenue += amount
         else:
-            self.balances[payee] += amount
+            balances[payee] += amount
             self.received[payee] += amount
 
     def imbalance(self) -> float:
