@@ -52,6 +52,17 @@ Binding = tuple[int, PodPlacement]
 """(pod index within its job, placement)."""
 
 
+_FEW_NODES = 64
+
+
+def _largest(values: np.ndarray) -> int:
+    """`values.max(initial=0)`. On a few nodes numpy's call overhead costs more than the maximum
+    itself, and the market asks after every change of a small cluster; many nodes need numpy."""
+    if len(values) <= _FEW_NODES:
+        return max([0, *values.tolist()])
+    return int(values.max(initial=0))
+
+
 class ClusterState:
     """Mutable occupancy of a `ClusterSpec`, with the invariants of the module docstring."""
 
@@ -187,11 +198,8 @@ class ClusterState:
         request. A full cluster, common in a market, answers here."""
         if request.kind not in ("whole", "share"):
             return True
-        if self._most_free is None:  # Python's max beats numpy's on a few nodes
-            self._most_free = (
-                max([0, *self.node_free_gpus.tolist()]),
-                max([0, *self.node_max_free_milli.tolist()]),
-            )
+        if self._most_free is None:
+            self._most_free = (_largest(self.node_free_gpus), _largest(self.node_max_free_milli))
         gpus, milli = self._most_free
         if request.kind == "whole":
             return request.count <= gpus

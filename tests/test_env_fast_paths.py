@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gpuparley.envs import gpu_market_v0
+from gpuparley.envs.cluster import _largest
 from gpuparley.envs.market.encoding import (
     SLOT_FEATURES,
     AgentView,
@@ -221,3 +222,10 @@ def test_fixed_choice_draws_what_numpy_choice_draws():
     ]
     with pytest.raises(ValueError):
         _Choice(np.array([0.5, 0.7]))(ours)  # numpy's own check: probabilities must sum to 1
+
+
+@pytest.mark.parametrize("size", [0, 1, 8, 64, 65, 5000])
+def test_largest_node_figure_equals_numpy_max(size):
+    values = np.random.default_rng(size).integers(0, 1000, size)
+    assert _largest(values) == int(values.max(initial=0))
+    assert type(_largest(values)) is int

@@ -208,17 +208,16 @@ class Market:
         thread = self.mechanism.pending_answer(agent)
         if thread is None:
             return self._reject("invalid", "nothing to answer")
-        receiver = thread.other(agent)
-        common["receiver"] = receiver
+        common["receiver"] = thread.other(agent)
+        common["in_reply_to"] = thread.last_id
+        # `model_validate` of a dict validates exactly as keywords do, faster (see `issue_lease`)
         if decision.kind == "accept":
-            return self.receive(Accept(in_reply_to=thread.last_id, **common))
+            return self.receive(Accept.model_validate(common))
         if decision.kind == "reject":
-            return self.receive(Reject(in_reply_to=thread.last_id, **common))
-        return self.receive(
-            CounterOffer(
-                in_reply_to=thread.last_id, price=decision.price, round=thread.round + 1, **common
-            )
-        )
+            return self.receive(Reject.model_validate(common))
+        common["price"] = decision.price
+        common["round"] = thread.round + 1
+        return self.receive(CounterOffer.model_validate(common))
 
     # ------------------------------------------------------------------ checks
     def job_asked_for(self, sender: str, demand: Demand) -> tuple[Job | None, str | None]:
