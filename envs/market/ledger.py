@@ -57,7 +57,7 @@ class Ledger:
             raise BudgetError(f"unknown payee {payee!r}")
         if not math.isfinite(amount) or amount < 0:
             raise BudgetError(f"payment must be a finite amount >= 0, got {amount}")
-        if not amount <= balance + 1e-9:  # `can_pay`, given the checks above
+        if not self.can_pay(payer, amount):
             raise BudgetError(f"{payer} cannot pay {amount:.4f}; balance {balance:.4f}")
         amount = min(amount, balance)
         balances[payer] = balance - amount
