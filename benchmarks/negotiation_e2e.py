@@ -46,6 +46,7 @@ from gpuparley.deploy.cluster import nodes, planes
 from gpuparley.deploy.cluster.market_rig import MarketRig
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.workload import pods_for_job
+from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import load_scenario
 
 from _common import save
@@ -64,7 +65,7 @@ def scenario_file(directory: Path, node_count: int, jobs: int) -> Path:
         {"name": "shared", "count": per_group, "cpu_milli": 64000, "memory_mib": 524288,
          "gpu_model": "A100-80GB", "gpus": 2, "mode": "timeslice", "replicas": 4},
     ]  # fmt: skip
-    doc = yaml.safe_load((Path(__file__).parents[1] / "configs/scenarios/cluster-e2e.yaml").open())
+    doc = yaml.safe_load((scenarios_dir() / "cluster-e2e.yaml").open())
     doc["name"] = f"bench-{node_count}"
     doc["cluster"]["nodes"] = groups
     doc["workload"]["generator"].update({"jobs": jobs, "hours": 0.01, "rate_per_hour": 1e6})

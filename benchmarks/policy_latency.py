@@ -26,14 +26,14 @@ import torch
 
 from gpuparley.deploy.runtime import load_policy, masked_argmax
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
-from gpuparley.paths import REPO_ROOT
+from gpuparley.envs.resources import checkpoints_dir
 from gpuparley.train.checkpoint import TorchLogits, load_model
 from gpuparley.train.config import load_config
 from gpuparley.train.trainer import train
 
 from _common import best_of, peak_rss_mib, save
 
-DEFAULT = REPO_ROOT / "checkpoints" / "default"
+DEFAULT = checkpoints_dir() / "default"
 
 
 def latencies(decide: Callable[[], int], decisions: int) -> dict[str, float]:

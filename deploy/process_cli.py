@@ -1,6 +1,7 @@
 """The long-running processes and the workload submitter:
 
 * ``gpuparley negotiator run``: one agent's negotiator (``deploy/negotiator.py``);
+* ``gpuparley negotiator check``: load a policy and make one decision (the image's smoke test);
 * ``gpuparley market run``: the market controller on the host (``deploy/market_controller.py``);
 * ``gpuparley workload submit``: a scenario's jobs as gated pods in an agent's control plane.
 
@@ -98,6 +99,40 @@ def negotiator_run(
     plane = _connect(agent_kubeconfig, "--agent-kubeconfig")
     process = NegotiatorProcess(config, host, plane, chosen, telemetry)
     process.run(stop.is_set)
+
+
+@app_negotiator.command("check")
+def negotiator_check(
+    policy: Annotated[
+        str | None,
+        typer.Option(help="onnx:<path> or scripted:<name> (default: the shipped ONNX policy)."),
+    ] = None,
+) -> None:
+    """Load a policy and decide once on a sample view (one pending one-GPU job, credits to bid):
+    proof that this environment can run the negotiator (prints the decision as JSON)."""
+    from gpuparley.deploy.negotiator import load_policy
+    from gpuparley.envs.market.encoding import AgentView, JobSlot, decode, encode
+    from gpuparley.envs.resources import checkpoints_dir
+
+    spec = policy or f"onnx:{checkpoints_dir() / 'default' / 'policy.onnx'}"
+    try:
+        chosen = load_policy(spec)
+    except (ValueError, OSError, ImportError) as exc:
+        _fail(f"--policy: {exc}")
+    job = JobSlot("job-0", 1.0, "whole", 1, 2.0, 1.0, 0.1, 24.0, False, True, True)
+    view = AgentView(
+        balance=100.0, budget_per_epoch=10.0, committed=0.0, reference_price=2.0, last_price=0.0,
+        quota_gpus=4.0, effective_quota_gpus=4.0, used_gpus=0.0, cluster_gpus=8.0,
+        free_whole_fraction=0.5, free_mig_fraction=0.0, free_share_fraction=0.0,
+        pending_jobs=1, running_jobs=0, leases_held=0, leases_lent=0, epoch_fraction=0.0,
+        mechanism="auction", slots=(job,),
+    )  # fmt: skip
+    observation, mask = encode(view)
+    action = chosen.act(observation, mask, view)
+    if not mask[action]:
+        _fail(f"policy {spec} chose action {action}, which the mask forbids")
+    decision = decode(action, view, mask)
+    typer.echo(json.dumps({"policy": spec, "action": action, "decision": decision.kind}))
 
 
 @app_market.command("run")

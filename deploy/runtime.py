@@ -3,9 +3,10 @@
 A cluster-side negotiator must not drag in torch or stable-baselines3 (hundreds of MB, slow
 start), so this module imports neither: the ONNX file written by `gpuparley export` holds the
 policy's action *logits* as a small MLP (Gemm + activation), and masking is applied here, outside
-the graph, so any legal-action mask works. The numpy fallback reads the same weights from the
-ONNX initializers and evaluates the same ops, for hosts without onnxruntime (and as a cross-check
-of the export).
+the graph, so any legal-action mask works. With onnxruntime (what the negotiator image installs)
+the file is read by onnxruntime alone, metadata included; the numpy fallback reads the same
+weights from the ONNX initializers with the `onnx` package and evaluates the same ops, for hosts
+without onnxruntime (and as a cross-check of the export).
 
 Every model records the observation spec it was trained on (`SPEC_VERSION`, `spec_hash()` of
 `envs.market.encoding`) in its metadata; a model built for another encoder is refused, because it
@@ -125,6 +126,9 @@ class OnnxRuntimeMlp:
             str(path), options, providers=["CPUExecutionProvider"]
         )
         self.input_name = self.session.get_inputs()[0].name
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.features = self.session.get_inputs()[0].shape[-1]
+        self.actions = self.session.get_outputs()[0].shape[-1]
 
     def logits(self, observations: np.ndarray) -> np.ndarray:
         feed = {self.input_name: np.asarray(observations, dtype=np.float32)}
@@ -132,13 +136,18 @@ class OnnxRuntimeMlp:
 
 
 def read_onnx(path: str | Path) -> tuple[list[Layer], dict[str, str]]:
-    """The dense layers and metadata of an exported policy, checked against the current spec."""
-    import onnx
-    from onnx import numpy_helper
+    """The dense layers and metadata of an exported policy, checked against the current spec
+    (needs the `onnx` package; the onnxruntime backend does not)."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise ImportError(
+            "the numpy backend reads ONNX weights with the `onnx` package (pip install onnx); "
+            "or load the policy with the onnxruntime backend"
+        ) from None
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX policy at {path}")
+    path = _existing(path)
     model = onnx.load(str(path))
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     check_spec(metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}")
@@ -156,17 +165,34 @@ def read_onnx(path: str | Path) -> tuple[list[Layer], dict[str, str]]:
     return layers, metadata
 
 
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX policy at {path}")
+    return path
+
+
+def _check_shape(path: Path, features: object, actions: object) -> None:
+    if features != OBSERVATION_SIZE or actions != ACTION_COUNT:
+        raise SpecMismatchError(
+            f"ONNX policy {path} maps {features} features to {actions} actions; the encoder "
+            f"has {OBSERVATION_SIZE} and {ACTION_COUNT}"
+        )
+
+
 def load_policy(path: str | Path, backend: Backend = "onnxruntime", threads: int = 1) -> Policy:
     """Load an exported policy; refuses one trained for another observation spec."""
-    layers, metadata = read_onnx(path)
-    if layers[0].weight.shape[1] != OBSERVATION_SIZE or layers[-1].weight.shape[0] != ACTION_COUNT:
-        raise SpecMismatchError(
-            f"ONNX policy {path} maps {layers[0].weight.shape[1]} features to "
-            f"{layers[-1].weight.shape[0]} actions; the encoder has {OBSERVATION_SIZE} and "
-            f"{ACTION_COUNT}"
-        )
-    if backend == "numpy":
-        return Policy(NumpyMlp(layers), backend, metadata)
+    path = _existing(path)
     if backend == "onnxruntime":
-        return Policy(OnnxRuntimeMlp(Path(path), threads), backend, metadata)
+        session = OnnxRuntimeMlp(path, threads)
+        metadata = session.metadata
+        check_spec(
+            metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}"
+        )
+        _check_shape(path, session.features, session.actions)
+        return Policy(session, backend, metadata)
+    if backend == "numpy":
+        layers, metadata = read_onnx(path)
+        _check_shape(path, layers[0].weight.shape[1], layers[-1].weight.shape[0])
+        return Policy(NumpyMlp(layers), backend, metadata)
     raise ValueError(f"backend must be 'onnxruntime' or 'numpy', got {backend!r}")

@@ -1,20 +1,10 @@
-"""Scenario files: one YAML file fixes the cluster, the tenants, the workload, physics and market.
+"""Scenarios: one YAML file fixes the cluster, the tenants, the workload, physics and market.
 
-Files live in `gpuparley.paths.scenarios_dir()` (`configs/scenarios/<name>.yaml`) and are
-validated with pydantic before anything is built, so a typo fails at load time with a message
-naming the file, the field path (`cluster.nodes[1].mig_layout`) and what is allowed there, rather
-than deep inside a simulation. Unknown keys are errors.
-
-Layout of a file (every section is documented in the bundled scenarios)::
-
-    name, description, seed
-    agents:   [{name, weight, class_weights, budget_per_epoch, quota_share}] or a count
-    cluster:  {nodes: [{name, count, cpu_milli, memory_mib, gpu_model, gpus, mode, replicas,
-                        mig_layout}]}
-              or {trace: openb, mode, replicas, include_cpu_nodes}
-    workload: {generator: {...}} or {trace: {name: openb, split, fractional, ...}}
-    settings: SimulationSettings fields
-    market:   {mechanism, epoch_seconds, lease_term_epochs, ...}
+Bundled files live in `envs.resources.scenarios_dir()` (`configs/scenarios/<name>.yaml`); any
+other file is loaded by path. Each is validated against `envs.scenario_schema.ScenarioConfig`
+before anything is built (the schema documents the layout), and the trace files it names are
+checked for existence and columns at load time, so a mistake is reported with the file and the
+field rather than deep inside a simulation.
 
 Defaults that depend on the cluster: an agent's `quota_share` defaults to an equal split of what
 the explicit shares leave, and its `budget_per_epoch` to its quota share of the cluster's list
@@ -27,293 +17,38 @@ from collections import Counter
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
 
 from gpuparley.envs import mig
-from gpuparley.envs.catalogue import CATALOGUE, gpu_model
+from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.jobs import Job, PodDemand
+from gpuparley.envs.resources import scenarios_dir
+from gpuparley.envs.scenario_schema import (
+    AgentConfig,
+    ScenarioConfig,
+    ScenarioError,
+)
 from gpuparley.envs.settings import SimulationSettings
 from gpuparley.envs.topology import ClusterSpec, NodeSpec, SharingMode
 from gpuparley.envs.workloads.generators import GeneratorConfig, generate_jobs
 from gpuparley.envs.workloads.openb import (
-    DEFAULT_REPLICAS,
-    SPLITS,
-    Fractional,
+    ALL_NODE_FILE,
+    GPU_NODE_FILE,
+    NODE_COLUMNS,
+    POD_COLUMNS,
+    TraceFile,
+    TraceFormatError,
+    TraceNotFoundError,
+    check_header,
     load_openb_jobs,
-    load_openb_nodes,
+    openb_dir,
+    split_file,
 )
-from gpuparley.paths import scenarios_dir
 from gpuparley.validation import validate_document
 
-# NVIDIA mig-parted's `all-balanced` configs, per profile family (A100-80GB and H100 share one).
-_BALANCED = {
-    "A100-40GB": ("1g.5gb", "1g.5gb", "2g.10gb", "3g.20gb"),
-    "A100-80GB": ("1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"),
-    "H100-80GB": ("1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"),
-}
-
-
-class ScenarioError(ValueError):
-    """A scenario that cannot be loaded; the message names the file, the field and the choices."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AgentConfig(_Strict):
-    """A tenant. `class_weights` multiply `weight` per generated job class (affinity)."""
-
-    name: str = Field(min_length=1)
-    weight: PositiveFloat = 1.0
-    class_weights: dict[str, NonNegativeFloat] = Field(default_factory=dict)
-    budget_per_epoch: NonNegativeFloat | None = None
-    quota_share: float | None = Field(default=None, ge=0, le=1)
-
-
-class NodeGroup(_Strict):
-    """`count` identical nodes named `<name>-<i>`."""
-
-    name: str = Field(min_length=1)
-    count: PositiveInt = 1
-    cpu_milli: PositiveInt = 64000
-    memory_mib: PositiveInt = 524288
-    gpu_model: str | None = None
-    gpus: int = Field(default=0, ge=0)
-    mode: SharingMode = SharingMode.EXCLUSIVE
-    replicas: PositiveInt = 1
-    mig_layout: str | list[str | tuple[str, int]] | None = Field(
-        default=None, validate_default=True
-    )
-
-    @field_validator("gpu_model")
-    @classmethod
-    def _known_model(cls, value: str | None) -> str | None:
-        if value is not None:
-            gpu_model(value)  # lists the valid models
-        return value
-
-    @field_validator("replicas")
-    @classmethod
-    def _replicas_fit_mode(cls, value: int, info: ValidationInfo) -> int:
-        if info.data.get("mode") is SharingMode.TIMESLICE and value < 2:
-            raise ValueError("mode: timeslice needs replicas >= 2 (GPU units advertised per GPU)")
-        return value
-
-    @field_validator("mig_layout")
-    @classmethod
-    def _resolve_layout(
-        cls, value: str | list[str | tuple[str, int]] | None, info: ValidationInfo
-    ) -> list[tuple[str, int]] | None:
-        """Resolve the layout to explicit (profile, start) pairs, validated for the model."""
-        mode, model = info.data.get("mode"), info.data.get("gpu_model")
-        if mode is not SharingMode.MIG:
-            if value is not None:
-                raise ValueError(f"mig_layout is only allowed with mode: mig (mode is {mode})")
-            return None
-        if model is None:
-            return None  # the missing/invalid gpu_model is reported on its own field
-        table = mig.profiles_of(model)  # non-MIG model -> lists the MIG-capable ones
-        choices = f"'balanced', 'all-<profile>' or a list; profiles: {', '.join(table)}"
-        if value is None:
-            raise ValueError(f"mode: mig needs a mig_layout: {choices}")
-        if isinstance(value, str):
-            if value == "balanced":
-                return mig.fill_layout(model, _BALANCED[model])
-            if value.startswith("all-"):
-                return mig.uniform_layout(model, mig.lookup_profile(model, value[4:]).name)
-            raise ValueError(f"unknown mig_layout {value!r}; use {choices}")
-        if all(isinstance(item, str) for item in value):
-            return mig.fill_layout(model, value)
-        if all(isinstance(item, tuple) for item in value):
-            mig.validate_layout(model, value)
-            return list(value)
-        raise ValueError("mig_layout lists either profile names or [profile, start] pairs")
-
-    @model_validator(mode="after")
-    def _gpus_need_model(self) -> NodeGroup:
-        if self.gpus and self.gpu_model is None:
-            raise ValueError(f"node group {self.name!r} has gpus but no gpu_model")
-        if self.mode is SharingMode.MIG and not self.gpus:
-            raise ValueError(f"node group {self.name!r}: mode mig needs gpus >= 1")
-        return self
-
-    def build(self) -> list[NodeSpec]:
-        layout = tuple(self.mig_layout or ())
-        return [
-            NodeSpec(
-                name=f"{self.name}-{i}",
-                cpu_milli=self.cpu_milli,
-                memory_mib=self.memory_mib,
-                gpu_model=self.gpu_model if self.gpus else None,
-                gpu_count=self.gpus,
-                mode=self.mode if self.gpus else SharingMode.EXCLUSIVE,
-                replicas=self.replicas,
-                mig_layout=layout,
-                labels={"group": self.name},
-            )
-            for i in range(self.count)
-        ]
-
-
-class ClusterConfig(_Strict):
-    """Either explicit node groups (`nodes`) or a trace's nodes (`trace` + its options)."""
-
-    nodes: list[NodeGroup] | None = None
-    trace: Literal["openb"] | None = None
-    mode: Literal["exclusive", "timeslice"] = "timeslice"
-    replicas: PositiveInt = DEFAULT_REPLICAS
-    include_cpu_nodes: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ClusterConfig:
-        if (self.nodes is None) == (self.trace is None):
-            raise ValueError("give exactly one of `nodes` (node groups) or `trace: openb`")
-        if self.nodes is not None:
-            trace_only = self.model_fields_set & {"mode", "replicas", "include_cpu_nodes"}
-            if trace_only:
-                raise ValueError(
-                    f"{', '.join(sorted(trace_only))} apply to `trace` clusters; "
-                    "set them per node group"
-                )
-            if not self.nodes:
-                raise ValueError("`nodes` needs at least one node group")
-        elif self.mode == "timeslice" and self.replicas < 2:
-            raise ValueError("mode: timeslice needs replicas >= 2")
-        return self
-
-    def build(self) -> ClusterSpec:
-        if self.nodes is not None:
-            return ClusterSpec(tuple(node for group in self.nodes for node in group.build()))
-        return ClusterSpec(
-            tuple(
-                load_openb_nodes(
-                    SharingMode(self.mode),
-                    self.replicas if self.mode == "timeslice" else 1,
-                    self.include_cpu_nodes,
-                )
-            )
-        )
-
-
-class TraceWorkload(_Strict):
-    """A trace replay (see `gpuparley.envs.workloads.openb` for every mapping choice)."""
-
-    name: Literal["openb"] = "openb"
-    split: str = "dev"
-    fractional: Fractional = "timeslice"
-    mig_model: str | None = None
-    time_scale: PositiveFloat = 1.0
-    limit: PositiveInt | None = None
-    phases: list[Literal["Running", "Succeeded", "Failed", "Pending"]] | None = None
-    value_per_gpu_hour: NonNegativeFloat = 2.0
-    value_sigma: NonNegativeFloat = 0.0
-
-    @field_validator("split")
-    @classmethod
-    def _known_split(cls, value: str) -> str:
-        if value not in SPLITS:
-            raise ValueError(f"unknown split {value!r}; available: {', '.join(SPLITS)}")
-        return value
-
-    @field_validator("mig_model")
-    @classmethod
-    def _mig_capable(cls, value: str | None) -> str | None:
-        if value is not None:
-            mig.profiles_of(value)  # lists the MIG-capable models
-        return value
-
-
-class WorkloadConfig(_Strict):
-    """Either a seeded `generator` or a `trace` replay."""
-
-    generator: GeneratorConfig | None = None
-    trace: TraceWorkload | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> WorkloadConfig:
-        if (self.generator is None) == (self.trace is None):
-            raise ValueError("give exactly one of `generator` or `trace`")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return "generator" if self.generator is not None else f"trace:{self.trace.name}"
-
-
-class SettingsConfig(_Strict):
-    """The fields of `SimulationSettings` (documented there)."""
-
-    horizon: PositiveFloat | None = None
-    timeslice_overhead: float = Field(default=0.05, ge=0, lt=1)
-    contention: bool = True
-    speed_scaling: bool = True
-    relayout_downtime: NonNegativeFloat = 120.0
-    preemption_keeps_progress: bool = False
-
-
-class MarketConfig(_Strict):
-    """Knobs of the negotiation market (used by the market allocators)."""
-
-    mechanism: Literal["auction", "bargain"] = "auction"
-    epoch_seconds: PositiveFloat = 300.0
-    lease_term_epochs: PositiveInt = 12
-    reserve_price_per_gpu_hour: NonNegativeFloat = 0.0
-    payment_rule: Literal["first", "second"] = "second"
-    max_rounds: PositiveInt = 10
-    budget_refill: Literal["reset", "accumulate"] = "accumulate"
-
-
-class ScenarioConfig(_Strict):
-    """The schema of one scenario file."""
-
-    name: str | None = None
-    description: str = ""
-    seed: int = 0
-    agents: list[AgentConfig] = Field(min_length=1)
-    cluster: ClusterConfig
-    workload: WorkloadConfig
-    settings: SettingsConfig = Field(default_factory=SettingsConfig)
-    market: MarketConfig = Field(default_factory=MarketConfig)
-
-    @field_validator("agents", mode="before")
-    @classmethod
-    def _agent_count(cls, value: Any) -> Any:
-        # `agents: 8` is shorthand for eight equal agents named agent-0 .. agent-7.
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return [{"name": f"agent-{i}"} for i in range(value)]
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ScenarioConfig:
-        names = [a.name for a in self.agents]
-        if len(set(names)) != len(names):
-            raise ValueError(f"agents: names must be unique, got {names}")
-        if sum(a.quota_share or 0 for a in self.agents) > 1 + 1e-9:
-            raise ValueError("agents[*].quota_share: the shares add up to more than 1")
-        generator = self.workload.generator
-        if generator is not None:
-            for i, agent in enumerate(self.agents):
-                unknown = set(agent.class_weights) - set(generator.classes)
-                if unknown:
-                    raise ValueError(
-                        f"agents[{i}].class_weights: unknown classes "
-                        f"{sorted(unknown)}; classes: {', '.join(generator.classes)}"
-                    )
-        return self
+__all__ = ["AgentConfig", "Scenario", "ScenarioConfig", "ScenarioError", "load_scenario"]
 
 
 class Scenario:
@@ -327,8 +62,43 @@ class Scenario:
         self.seed = config.seed
         self.market = config.market
         self.settings = SimulationSettings(**config.settings.model_dump())
+        self._check_trace_files()
         if config.workload.generator is not None:
             self._check_servable(config.workload.generator)
+
+    def trace_files(self) -> dict[str, Path]:
+        """The trace files the scenario reads, by the field that names them (bundled defaults
+        filled in): `workload.trace.path`, `cluster.trace.nodes`, `cluster.trace.cpu_nodes`."""
+        files: dict[str, Path] = {}
+        pods = self.config.workload.trace
+        if pods is not None:
+            files["workload.trace.path"] = pods.path or split_file(pods.split or "dev")
+        cluster = self.config.cluster
+        if cluster.trace is not None:
+            files["cluster.trace.nodes"] = cluster.trace.nodes or openb_dir() / GPU_NODE_FILE
+            if cluster.include_cpu_nodes:
+                files["cluster.trace.cpu_nodes"] = (
+                    cluster.trace.cpu_nodes or openb_dir() / ALL_NODE_FILE
+                )
+        return files
+
+    def _check_trace_files(self) -> None:
+        """Every trace file exists and has the columns its format needs (a ScenarioError naming
+        the field otherwise), so a bad file fails at load time, not mid-run."""
+        for field, path in self.trace_files().items():
+            columns = POD_COLUMNS if field == "workload.trace.path" else NODE_COLUMNS
+            try:
+                check_header(path, columns)
+            except (TraceNotFoundError, TraceFormatError) as error:
+                raise ScenarioError(
+                    f"scenario {self.path or self.name} is invalid:\n  {field}: {error}"
+                ) from None
+
+    @cached_property
+    def provenance(self) -> dict[str, dict[str, str | int]]:
+        """Name, path, row count and sha256 of every trace file read, by field: what a result
+        must record to say which data it came from."""
+        return {field: TraceFile.of(path).describe() for field, path in self.trace_files().items()}
 
     def _check_servable(self, generator: GeneratorConfig) -> None:
         """Every generated size must fit some node, or those jobs could never run."""
@@ -386,9 +156,10 @@ class Scenario:
             affinity = {a.name: a.class_weights for a in self.config.agents}
             return generate_jobs(workload.generator, seed, weights, affinity)
         trace = workload.trace
+        assert trace is not None
         return load_openb_jobs(
             weights,
-            split=trace.split,
+            path=self.trace_files()["workload.trace.path"],
             fractional=trace.fractional,
             mig_model=trace.mig_model,
             time_scale=trace.time_scale,
@@ -397,6 +168,7 @@ class Scenario:
             value_per_gpu_hour=trace.value_per_gpu_hour,
             value_sigma=trace.value_sigma,
             seed=seed,
+            default_lifetime=trace.default_lifetime,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,6 +178,8 @@ class Scenario:
         if self.config.cluster.nodes is not None:  # trace-only options do not apply
             for key in ("mode", "replicas", "include_cpu_nodes"):
                 data["cluster"].pop(key)
+        elif data["cluster"]["trace"] == {}:
+            data["cluster"]["trace"] = "openb"  # the bundled node list, as files name it
         data["agents"] = [a.model_dump(mode="json", exclude_none=True) for a in self.agents]
         return data
 
@@ -484,8 +258,16 @@ def _resolve_path(name_or_path: str | Path) -> Path:
     return files[str(name_or_path)]
 
 
-def load_scenario(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
-    """Load, merge `overrides` into (nested or dotted keys), and validate one scenario."""
+def load_scenario(
+    name_or_path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    trace: str | Path | None = None,
+) -> Scenario:
+    """Load, merge `overrides` into (nested or dotted keys), and validate one scenario.
+
+    `trace` replays another openb-format pod list (relative to the cwd) in place of the
+    scenario's own; only a scenario that replays a trace can take one.
+    """
     path = _resolve_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -493,7 +275,20 @@ def load_scenario(name_or_path: str | Path, overrides: Mapping[str, Any] | None 
         raise ScenarioError(f"scenario {path} is not valid YAML: {exc}") from None
     if overrides and isinstance(raw, dict):
         raw = _deep_merge(raw, overrides)
-    return Scenario(_validate(raw, str(path)), path)
+    if trace is not None:
+        raw = _with_trace(raw, Path(trace).resolve(), path)
+    return Scenario(_validate(raw, str(path)).anchored(path.parent), path)
+
+
+def _with_trace(raw: Any, trace: Path, path: Path) -> Any:
+    pods = raw.get("workload", {}).get("trace") if isinstance(raw, dict) else None
+    if not isinstance(pods, dict):
+        raise ScenarioError(
+            f"--trace replays an openb pod list, but scenario {path} generates its workload; "
+            "use a trace scenario such as `openb`"
+        )
+    pods = {key: value for key, value in pods.items() if key != "split"}
+    return {**raw, "workload": {**raw["workload"], "trace": {**pods, "path": str(trace)}}}
 
 
 def list_scenarios() -> list[tuple[str, str]]:

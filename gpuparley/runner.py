@@ -66,10 +66,18 @@ def simulate(
 
 
 def write_outputs(result: RunResult, out_dir: Path) -> list[Path]:
-    """Write metrics.json, timeline.csv and the resolved scenario.yaml into `out_dir`."""
+    """Write metrics.json, timeline.csv and the resolved scenario.yaml into `out_dir`.
+
+    metrics.json also records where the numbers came from: the trace files read (name, path,
+    rows, sha256) and the resolved scenario."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
+    document = {
+        **result.metrics,
+        "trace_files": result.scenario.provenance,
+        "scenario_config": result.scenario.to_dict(),
+    }
+    metrics_path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     timeline_path = out_dir / "timeline.csv"
     with timeline_path.open("w", newline="") as handle:
         writer = csv.writer(handle)

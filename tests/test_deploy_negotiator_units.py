@@ -163,7 +163,7 @@ def test_the_rendered_deployment_runs_the_real_command_line() -> None:
     container = deployment(bundle)["spec"]["template"]["spec"]["containers"][0]
     group, command, *args = container["args"]
     assert (group, command) == ("negotiator", "run")
-    run = typer.main.get_command(app_negotiator)  # its only command, `run`
+    run = typer.main.get_command(app_negotiator).commands["run"]  # type: ignore[attr-defined]
     context = run.make_context("run", list(args))
     assert context.params["agent"] == "alpha"
     assert context.params["policy"] == "onnx:/models/policy.onnx"

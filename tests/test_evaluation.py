@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from gpuparley.commands import evaluate
+from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import load_scenario
 from gpuparley.evaluation.inflation import run_inflation_experiment
 from gpuparley.evaluation.policies import parse_policies, parse_policy, policy_choices
@@ -21,7 +23,6 @@ from gpuparley.evaluation.report import REPORT_MD, best_policies, format_cell, w
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.stats import mean_ci, t_critical
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
-from gpuparley.paths import scenarios_dir
 
 POLICIES = "first-fit,kueue,market:truthful,learned:checkpoints/default"
 PLOTS = ("allocation_over_time.png", "jct_cdf.png", "agent_utility.png", "occupancy.png")
@@ -166,6 +167,20 @@ def test_report_command_rebuilds_identical_report(tournament: tuple[Results, Pat
     assert (out / "jct_cdf.png").is_file()
 
 
+def test_terminal_table_fits_80_columns(tournament: tuple[Results, Path]) -> None:
+    """Policies as rows, the headline metrics as columns, and no number split across lines."""
+    results, _ = tournament
+    console = Console(width=80, record=True, color_system=None)
+    console.print(evaluate.means_table(results))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for policy in results.policies:
+        row = next(line for line in lines if line.strip().startswith(policy[:10]))
+        cells = row.split()[1:]
+        assert len(cells) == len(evaluate.COMPACT), row  # every number whole, on one line
+        assert all(cell.replace(".", "").isdigit() or cell == "–" for cell in cells), row
+
+
 def test_same_seed_same_results(tournament: tuple[Results, Path]) -> None:
     results, _ = tournament
     again = run_tournament(load_scenario("tiny"), parse_policies(POLICIES), [1])
@@ -200,7 +215,7 @@ def test_fgd_inflation_experiment(small_trace: Path, tmp_path: Path) -> None:
     results = run_inflation_experiment(scenario, parse_policies("fgd,first-fit"), [0, 1])
     assert results.experiment == "fgd-inflation" and len(results.runs) == 4
     for run in results.runs:
-        assert 0 < run["metrics"]["final_allocation_ratio"] <= 1
+        assert 0 < run["metrics"]["final_allocation_ratio@130%"] <= 1
         assert run["metrics"]["gpus"] == 32
         assert run["arrived"][0] == 0 and run["arrived"][-1] == pytest.approx(1.3)
     write_results(results, tmp_path)

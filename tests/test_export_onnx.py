@@ -27,7 +27,7 @@ from gpuparley.envs.market.encoding import (
 from gpuparley.train.checkpoint import TorchLogits, load_model
 from gpuparley.train.export import export_checkpoint
 
-from train_helpers import flat, smoke_run, tampered_copy
+from train_helpers import assert_float32_close, flat, smoke_run, tampered_copy
 
 SAMPLES = 10_000
 
@@ -62,7 +62,7 @@ def test_parity_with_torch_on_random_masked_observations(exported: Path) -> None
     expected = masked_argmax(reference, masks)
     for backend in ("onnxruntime", "numpy"):
         logits = load_policy(exported, backend=backend).logits(observations)
-        np.testing.assert_allclose(logits, reference, atol=1e-5, rtol=0)
+        assert_float32_close(logits, reference)
         chosen = masked_argmax(logits, masks)
         assert (chosen == expected).all(), f"{backend} picked another action"
         assert masks[np.arange(SAMPLES), chosen].all()

@@ -19,9 +19,11 @@ from gpuparley.deploy.runtime import (
     masked_argmax,
 )
 from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_VERSION, spec_hash
-from gpuparley.paths import REPO_ROOT
+from gpuparley.envs.resources import checkpoints_dir
 
-DEFAULT = REPO_ROOT / "checkpoints" / "default"
+from train_helpers import assert_float32_close
+
+DEFAULT = checkpoints_dir() / "default"
 
 
 def tiny_layers(inputs: int = OBSERVATION_SIZE, outputs: int = ACTION_COUNT) -> list[Layer]:
@@ -73,7 +75,7 @@ def test_relu_graph_numpy_matches_onnxruntime(tmp_path: Path) -> None:
     path = write_model(tiny_layers(), tmp_path / "relu.onnx")
     observations = np.random.default_rng(1).normal(size=(500, OBSERVATION_SIZE)).astype(np.float32)
     fast = load_policy(path).logits(observations)
-    np.testing.assert_allclose(load_policy(path, "numpy").logits(observations), fast, atol=1e-5)
+    assert_float32_close(load_policy(path, "numpy").logits(observations), fast)
 
 
 def test_masking_never_picks_an_illegal_action(tmp_path: Path) -> None:
@@ -96,6 +98,4 @@ def test_shipped_default_loads_and_matches_its_model() -> None:
     reference = LearnedNegotiator.from_checkpoint(DEFAULT, backend="torch")
     observations = np.random.default_rng(3).uniform(-3, 3, (2000, OBSERVATION_SIZE))
     observations = observations.astype(np.float32)
-    np.testing.assert_allclose(
-        runtime.model.logits(observations), reference.model.logits(observations), atol=1e-5
-    )
+    assert_float32_close(runtime.model.logits(observations), reference.model.logits(observations))

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from gpuparley.train.config import TrainConfig, load_config
 
 
@@ -32,6 +34,13 @@ def tampered_copy(checkpoint: Path, destination: Path, version: str, digest: str
     spec.update(version=version, hash=digest)
     spec_path.write_text(json.dumps(spec))
     return destination
+
+
+def assert_float32_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Two float32 evaluations of one network agree up to summation order: a tolerance relative
+    to the logits' scale (float32 carries ~7 digits), not an absolute one."""
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
 def flat(text: str) -> str:

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from gpuparley.paths import configs_dir
+from gpuparley.envs.resources import train_configs_dir
 from gpuparley.validation import validate_document
 
 HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb"})
@@ -154,7 +154,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     """A path as given, or `configs/train/<name>.yaml` for a bare name."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") and path.parent == Path(".") and not path.is_file():
-        path = configs_dir() / "train" / f"{name_or_path}.yaml"
+        path = train_configs_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
         raise TrainConfigError(f"train config {path} does not exist")
     return path

@@ -124,19 +124,31 @@ class MarketRig:
             ],
         )  # fmt: skip
 
-    def start_negotiators(self, replicas: dict[str, int] | None = None) -> None:
-        """One negotiator per agent; agents in `replicas` get that many, electing a leader."""
+    def start_negotiators(self, replicas: dict[str, int] | None = None) -> dict[str, list[str]]:
+        """One negotiator per agent; agents in `replicas` get that many, electing a leader.
+        Returns each agent's process names."""
+        started: dict[str, list[str]] = {}
         for agent in self.agents:
             count = (replicas or {}).get(agent, 1)
             if count == 1:
                 self.start_negotiator(agent)
+                started[agent] = [f"negotiator-{agent}"]
                 continue
             for i in range(count):
                 name = f"{agent}-{i}"
                 self.start_negotiator(agent, "--leader-elect", "--identity", name, name=name)
+            started[agent] = [f"negotiator-{agent}-{i}" for i in range(count)]
+        return started
 
-    def start_all(self, replicas: dict[str, int] | None = None) -> None:
-        self.start_negotiators(replicas)
+    def start_all(self, replicas: dict[str, int] | None = None, timeout: float = 120.0) -> None:
+        """Negotiators first, then the market once every agent has a ready negotiator.
+
+        A negotiator's cold start (imports, policy load) can outlast a sub-step timeout; a
+        market started before it would count every agent's first sub-step as a timeout. One
+        ready replica per agent is enough: standbys are not ready by design (no leadership).
+        """
+        for names in self.start_negotiators(replicas).values():
+            self.wait_any_ready(names, timeout)
         self.start_market()
 
     def kill(self, name: str) -> None:
@@ -161,22 +173,34 @@ class MarketRig:
 
     def wait_ready(self, name: str, timeout: float = 60.0) -> float:
         """Block until process `name` answers 200 on /readyz; the perf_counter time it did."""
+        return self.wait_any_ready([name], timeout)
+
+    def wait_any_ready(self, names: list[str], timeout: float = 60.0) -> float:
+        """Block until one of the processes `names` answers 200 on /readyz; the perf_counter
+        time it did (a process that exits is an error)."""
         deadline = time.monotonic() + timeout
-        log = self.log_dir / f"{name}.log"
         while time.monotonic() < deadline:
-            first = log.read_text().split("\n", 1)[0] if log.exists() else ""
-            if first.startswith('{"metrics_port"'):
-                url = f"http://127.0.0.1:{json.loads(first)['metrics_port']}/readyz"
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if response.status == 200:
-                            return time.perf_counter()
-                except OSError:
-                    pass
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{self.log_tail(name)}")
+            for name in names:
+                if self._ready(name):
+                    return time.perf_counter()
+                if self.procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{self.log_tail(name)}")
             time.sleep(0.02)
-        raise TimeoutError(f"{name} not ready after {timeout:.0f}s:\n{self.log_tail(name)}")
+        tails = "\n".join(f"{name}:\n{self.log_tail(name)}" for name in names)
+        raise TimeoutError(f"none of {', '.join(names)} ready after {timeout:.0f}s:\n{tails}")
+
+    def _ready(self, name: str) -> bool:
+        """Whether process `name` has announced its metrics port and answers 200 on /readyz."""
+        log = self.log_dir / f"{name}.log"
+        first = log.read_text().split("\n", 1)[0] if log.exists() else ""
+        if not first.startswith('{"metrics_port"'):
+            return False
+        url = f"http://127.0.0.1:{json.loads(first)['metrics_port']}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.log_dir / f"{name}.log"

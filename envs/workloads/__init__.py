@@ -7,6 +7,7 @@ from gpuparley.envs.workloads.generators import (
     generate_jobs,
 )
 from gpuparley.envs.workloads.openb import (
+    TraceFormatError,
     TraceNotFoundError,
     assign_agent,
     load_openb_jobs,
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_CLASSES",
     "GeneratorConfig",
     "JobClass",
+    "TraceFormatError",
     "TraceNotFoundError",
     "assign_agent",
     "generate_jobs",

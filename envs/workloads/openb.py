@@ -1,7 +1,26 @@
-"""The openb GPU-sharing trace (Alibaba, ATC'23 FGD paper) as `NodeSpec`s and `Job`s.
+"""The openb GPU-sharing trace format (Alibaba, ATC'23 FGD paper) as `NodeSpec`s and `Job`s.
 
-The trace lives in `gpuparley.paths.traces_dir() / "openb"` (move it with `GPUPARLEY_TRACES`); see
-its README. Modelling choices, each explicit because the trace does not decide them:
+Any file in the openb format loads: the bundled development split (package data, under
+`envs.resources.traces_dir() / "openb"`, see its README), or a user's pod list and node list by
+path (`workload.trace.path` and `cluster.trace.nodes` in a scenario, `--trace` on the CLI).
+
+**Columns.** A pod list needs `name, cpu_milli, memory_mib, num_gpu, gpu_milli`; the other
+columns of the openb format are optional, and a file without them gets these defaults:
+
+=================  ========================================================================
+`gpu_spec`         empty: any GPU model
+`qos`              `BE` (best effort)
+`pod_phase`        `Running`
+`creation_time`    0: every pod arrives at once, in file order
+`deletion_time`    `creation_time` + `default_lifetime` (a scenario field; one day)
+=================  ========================================================================
+
+(`scheduled_time` is not used.) A node list needs `sn, cpu_milli, memory_mib, gpu, model`
+(`model` empty on CPU-only nodes, a catalogue model otherwise). A missing required column, a
+value that is not a non-negative integer or a pod asking for more than a whole GPU's share is a
+`TraceFormatError` naming the file, the row and the column.
+
+Modelling choices, each explicit because the trace does not decide them:
 
 * **GPU requests** - `map_gpu_request`: `num_gpu == 0` is CPU-only; a whole GPU (`gpu_milli ==
   1000`) or several GPUs is `whole`; a fraction of one GPU is a time-slice `share` of `gpu_milli`,
@@ -35,6 +54,7 @@ import csv
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -42,77 +62,168 @@ import numpy as np
 
 from gpuparley.envs import mig
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand, QoS
+from gpuparley.envs.resources import traces_dir
 from gpuparley.envs.topology import NodeSpec, SharingMode
-from gpuparley.paths import traces_dir
 
 GPU_NODE_FILE = "openb_node_list_gpu_node.csv"
 ALL_NODE_FILE = "openb_node_list_all_node.csv"
 SPLITS = ("dev",)
 DEFAULT_REPLICAS = 20
+DEFAULT_LIFETIME = 86400.0
+POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
+NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
+POD_DEFAULTS = {"gpu_spec": "", "qos": QoS.BE.value, "pod_phase": "Running"}
 Fractional = Literal["timeslice", "mig"]
 
 
 class TraceNotFoundError(FileNotFoundError):
-    """The trace files are not where `gpuparley.paths.traces_dir()` points."""
+    """A trace file is not where it was looked for."""
+
+
+class TraceFormatError(ValueError):
+    """A trace file is not in the openb format; the message names the file, row and column."""
 
 
 def openb_dir() -> Path:
-    """The folder of the openb trace; a clear error when it is missing."""
+    """The folder of the bundled openb trace (or of `GPUPARLEY_TRACES`)."""
     folder = traces_dir() / "openb"
-    if not (folder / GPU_NODE_FILE).is_file():
+    if not folder.is_dir():
         raise TraceNotFoundError(
-            f"openb trace not found at {folder} (expected {GPU_NODE_FILE} there); "
-            "set GPUPARLEY_TRACES to the folder that holds `openb/`"
+            f"no openb trace folder at {folder}; GPUPARLEY_TRACES must name a folder holding "
+            "`openb/` (unset it to use the bundled trace)"
         )
     return folder
 
 
-def _rows(path: Path) -> Iterable[dict[str, str]]:
+def split_file(split: str) -> Path:
+    """The bundled pod list of a split (`dev`)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown openb split {split!r}; available: {', '.join(SPLITS)}")
+    return openb_dir() / f"openb_pod_list_{split}.csv"
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    """Which file a run replayed, so a result can say so: name, path, rows, sha256."""
+
+    path: Path
+    rows: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> TraceFile:
+        data = _existing(path).read_bytes()
+        rows = max(0, len(data.decode(errors="replace").splitlines()) - 1)
+        return cls(path.resolve(), rows, hashlib.sha256(data).hexdigest())
+
+    def describe(self) -> dict[str, str | int]:
+        return {
+            "file": self.path.name,
+            "path": str(self.path),
+            "rows": self.rows,
+            "sha256": self.sha256,
+        }
+
+
+def _existing(path: Path) -> Path:
     if not path.is_file():
-        raise TraceNotFoundError(
-            f"openb trace file {path} is missing; set GPUPARLEY_TRACES to the folder that "
-            "holds `openb/`"
+        hint = "" if path.parent.is_dir() else f" (folder {path.parent} does not exist either)"
+        raise TraceNotFoundError(f"trace file {path} does not exist{hint}")
+    return path
+
+
+def check_header(path: Path, required: Iterable[str]) -> list[str]:
+    """The file's columns; TraceFormatError naming any required one that is missing."""
+    with _existing(path).open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise TraceFormatError(
+            f"trace file {path} lacks column(s) {', '.join(missing)} "
+            f"(an openb file needs {', '.join(required)}; it has {', '.join(header) or 'none'})"
         )
+    return header
+
+
+def _rows(path: Path, required: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
+    """(file line number, row) of a CSV whose header has every `required` column."""
+    check_header(path, required)
     with path.open(newline="") as handle:
-        yield from csv.DictReader(handle)
+        for index, row in enumerate(csv.DictReader(handle)):
+            yield index + 2, row
+
+
+def _count(path: Path, line: int, row: Mapping[str, str | None], column: str) -> int:
+    """A non-negative integer cell, or a TraceFormatError saying where the bad value is."""
+    text = (row.get(column) or "").strip()
+    if not text.isdigit():
+        raise TraceFormatError(
+            f"trace file {path}, line {line}, column {column}: {text!r} is not a "
+            "non-negative integer"
+        )
+    return int(text)
 
 
 def load_openb_nodes(
     mode: SharingMode = SharingMode.TIMESLICE,
     replicas: int = DEFAULT_REPLICAS,
     include_cpu_nodes: bool = False,
-    folder: Path | None = None,
+    nodes_file: Path | None = None,
+    all_nodes_file: Path | None = None,
 ) -> list[NodeSpec]:
-    """The trace's 1,213 GPU nodes in the given sharing mode, then optionally its CPU-only nodes."""
+    """A node list's GPU nodes in the given sharing mode, then optionally the CPU-only nodes of
+    the all-node list (defaults: the bundled openb lists)."""
     if mode is SharingMode.MIG:
         raise ValueError("openb GPU models do not support MIG; use exclusive or timeslice")
-    folder = folder or openb_dir()
+    path = nodes_file or openb_dir() / GPU_NODE_FILE
     labels = {"trace": "openb"}
     nodes = [
-        NodeSpec(
+        _node(path, line, row, mode, replicas, labels)
+        for line, row in _rows(path, NODE_COLUMNS)
+        if _count(path, line, row, "gpu") > 0
+    ]
+    if include_cpu_nodes:
+        all_path = all_nodes_file or openb_dir() / ALL_NODE_FILE
+        cpu_rows = [
+            (line, row)
+            for line, row in _rows(all_path, NODE_COLUMNS)
+            if _count(all_path, line, row, "gpu") == 0
+        ]
+        nodes += [
+            NodeSpec(
+                name=f"openb-cpu-{i:04d}",
+                cpu_milli=_count(all_path, line, row, "cpu_milli"),
+                memory_mib=_count(all_path, line, row, "memory_mib"),
+                labels={**labels, "openb/sn": row["sn"]},
+            )
+            for i, (line, row) in enumerate(cpu_rows)
+        ]
+    return nodes
+
+
+def _node(
+    path: Path,
+    line: int,
+    row: Mapping[str, str],
+    mode: SharingMode,
+    replicas: int,
+    labels: dict[str, str],
+) -> NodeSpec:
+    try:
+        return NodeSpec(
             name=row["sn"],
-            cpu_milli=int(row["cpu_milli"]),
-            memory_mib=int(row["memory_mib"]),
+            cpu_milli=_count(path, line, row, "cpu_milli"),
+            memory_mib=_count(path, line, row, "memory_mib"),
             gpu_model=row["model"],
-            gpu_count=int(row["gpu"]),
+            gpu_count=_count(path, line, row, "gpu"),
             mode=mode,
             replicas=replicas if mode is SharingMode.TIMESLICE else 1,
             labels=labels,
         )
-        for row in _rows(folder / GPU_NODE_FILE)
-    ]
-    if include_cpu_nodes:
-        cpu_rows = [row for row in _rows(folder / ALL_NODE_FILE) if int(row["gpu"]) == 0]
-        nodes += [
-            NodeSpec(
-                name=f"openb-cpu-{i:04d}",
-                cpu_milli=int(row["cpu_milli"]),
-                memory_mib=int(row["memory_mib"]),
-                labels={**labels, "openb/sn": row["sn"]},
-            )
-            for i, row in enumerate(cpu_rows)
-        ]
-    return nodes
+    except TraceFormatError:
+        raise
+    except ValueError as error:  # unknown model, zero CPU, ...
+        raise TraceFormatError(f"trace file {path}, line {line}: {error}") from None
 
 
 def map_gpu_request(
@@ -149,9 +260,68 @@ def assign_agent(pod_name: str, agents: Mapping[str, float]) -> str:
     return next(reversed(agents))  # point == total up to rounding
 
 
+@dataclass(frozen=True, slots=True)
+class _Pod:
+    """One validated row of a pod list (times in trace seconds)."""
+
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    num_gpu: int
+    gpu_milli: int
+    gpu_spec: tuple[str, ...]
+    qos: QoS
+    phase: str
+    created: int
+    deleted: float
+
+
+def read_pods(path: Path, default_lifetime: float = DEFAULT_LIFETIME) -> list[_Pod]:
+    """Every row of an openb pod list, validated, defaults filled in (module docstring)."""
+    pods = []
+    for line, row in _rows(path, POD_COLUMNS):
+        cells = {**POD_DEFAULTS, **{k: v for k, v in row.items() if k and v is not None}}
+        num_gpu = _count(path, line, row, "num_gpu")
+        gpu_milli = _count(path, line, row, "gpu_milli")
+        if num_gpu == 1 and not 0 < gpu_milli <= 1000:
+            raise TraceFormatError(
+                f"trace file {path}, line {line}, column gpu_milli: a one-GPU pod asks for "
+                f"{gpu_milli} milli-GPU; use 1..1000"
+            )
+        try:
+            qos = QoS(cells["qos"])
+        except ValueError:
+            raise TraceFormatError(
+                f"trace file {path}, line {line}, column qos: {cells['qos']!r} is not one of "
+                f"{', '.join(q.value for q in QoS)}"
+            ) from None
+        has_times = "creation_time" in row
+        created = _count(path, line, row, "creation_time") if has_times else 0
+        deleted = (
+            _count(path, line, row, "deletion_time")
+            if "deletion_time" in row
+            else created + default_lifetime
+        )
+        pods.append(
+            _Pod(
+                name=cells["name"],
+                cpu_milli=_count(path, line, row, "cpu_milli"),
+                memory_mib=_count(path, line, row, "memory_mib"),
+                num_gpu=num_gpu,
+                gpu_milli=gpu_milli,
+                gpu_spec=tuple(m for m in cells["gpu_spec"].split("|") if m),
+                qos=qos,
+                phase=cells["pod_phase"],
+                created=created,
+                deleted=deleted,
+            )
+        )
+    return pods
+
+
 def load_openb_jobs(
     agents: Mapping[str, float],
-    split: str = "dev",
+    path: Path | None = None,
     fractional: Fractional = "timeslice",
     mig_model: str | None = None,
     time_scale: float = 1.0,
@@ -160,50 +330,46 @@ def load_openb_jobs(
     value_per_gpu_hour: float = 2.0,
     value_sigma: float = 0.0,
     seed: int = 0,
-    folder: Path | None = None,
+    default_lifetime: float = DEFAULT_LIFETIME,
 ) -> list[Job]:
-    """The pods of a trace split as jobs, sorted by arrival with ids 0..n-1."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown openb split {split!r}; available: {', '.join(SPLITS)}")
+    """The pods of an openb pod list (default: the bundled dev split) as jobs, sorted by
+    arrival with ids 0..n-1."""
     if time_scale <= 0:
         raise ValueError("time_scale must be > 0")
-    folder = folder or openb_dir()
     keep = set(phases) if phases is not None else None
-    rows = [
-        row
-        for row in _rows(folder / f"openb_pod_list_{split}.csv")
-        if keep is None or row["pod_phase"] in keep
+    pods = [
+        pod
+        for pod in read_pods(path or split_file("dev"), default_lifetime)
+        if keep is None or pod.phase in keep
     ]
-    rows.sort(key=lambda row: int(row["creation_time"]))  # stable: ties keep trace order
+    pods.sort(key=lambda pod: pod.created)  # stable: ties keep file order
     if limit is not None:
-        rows = rows[:limit]
-    start = int(rows[0]["creation_time"]) if rows else 0
+        pods = pods[:limit]
+    start = pods[0].created if pods else 0
     mig_family = (
         tuple(m for m, t in mig.PROFILES.items() if t is mig.profiles_of(mig_model))
         if mig_model
         else ()
     )
-    noise = np.exp(value_sigma * np.random.default_rng(seed).standard_normal(len(rows)))
+    noise = np.exp(value_sigma * np.random.default_rng(seed).standard_normal(len(pods)))
     jobs = []
-    for job_id, row in enumerate(rows):
-        created, deleted = int(row["creation_time"]), int(row["deletion_time"])
-        request = map_gpu_request(int(row["num_gpu"]), int(row["gpu_milli"]), fractional, mig_model)
-        duration = max(1.0, deleted - created) * time_scale
-        spec = tuple(m for m in row["gpu_spec"].split("|") if m)
+    for job_id, pod in enumerate(pods):
+        request = map_gpu_request(pod.num_gpu, pod.gpu_milli, fractional, mig_model)
+        duration = max(1.0, pod.deleted - pod.created) * time_scale
         work_hours = duration * request.gpu_equivalent / 3600
         jobs.append(
             Job(
                 id=job_id,
-                owner=assign_agent(row["name"], agents),
-                pod=PodDemand(request, int(row["cpu_milli"]), int(row["memory_mib"])),
+                owner=assign_agent(pod.name, agents),
+                pod=PodDemand(request, pod.cpu_milli, pod.memory_mib),
                 duration=duration,
-                arrival=(created - start) * time_scale,
-                allowed_models=mig_family if request.kind == "mig" else spec,
+                arrival=(pod.created - start) * time_scale,
+                allowed_models=mig_family if request.kind == "mig" else pod.gpu_spec,
                 value=value_per_gpu_hour * work_hours * float(noise[job_id]),
                 deadline=math.inf,
-                qos=QoS(row["qos"]),
-                name=row["name"],
-                tags={"class": "openb", "source": "openb", "phase": row["pod_phase"]},
+                qos=pod.qos,
+                name=pod.name,
+                tags={"class": "openb", "source": "openb", "phase": pod.phase},
             )
         )
     return jobs

@@ -11,15 +11,22 @@ from typing import Annotated
 
 import typer
 import yaml
+from rich import box
 from rich.table import Table
 
 from gpuparley.agents.registry import INCUMBENTS
 from gpuparley.console import console, fail, progress_bar
 from gpuparley.envs.scenario import load_scenario
+from gpuparley.evaluation.inflation import (
+    DEFAULT_TARGETS,
+    check_schedulers,
+    parse_targets,
+    run_inflation_experiment,
+    target_key,
+)
 from gpuparley.evaluation.inflation import EXPERIMENT as INFLATION
-from gpuparley.evaluation.inflation import check_schedulers, run_inflation_experiment
 from gpuparley.evaluation.policies import Policy, parse_policies, policy_choices
-from gpuparley.evaluation.report import MISSING, rows_for, summary, write_report
+from gpuparley.evaluation.report import MISSING, Row, summary, write_report
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
 
@@ -49,6 +56,8 @@ def run_evaluation(
     experiment: str = "tournament",
     max_epochs: int | None = None,
     overrides: list[str] | None = None,
+    trace: Path | None = None,
+    targets: str | None = None,
 ) -> Results:
     """Parse every input (ValueError says what is wrong), then run with a progress bar."""
     if experiment not in EXPERIMENTS:
@@ -59,7 +68,10 @@ def run_evaluation(
     seed_list = parse_seeds(seeds)
     if experiment == INFLATION:
         check_schedulers(parsed)
-    resolved = load_scenario(scenario, parse_overrides(overrides or []))
+    elif targets is not None:
+        raise ValueError(f"--targets belongs to --experiment {INFLATION}")
+    target_list = parse_targets(targets) if targets is not None else list(DEFAULT_TARGETS)
+    resolved = load_scenario(scenario, parse_overrides(overrides or []), trace)
     total = len(parsed) * len(seed_list)
     with progress_bar() as bar:
         task = bar.add_task(f"{resolved.name}: starting", total=total)
@@ -68,7 +80,7 @@ def run_evaluation(
             bar.update(task, completed=done, description=f"{resolved.name}: {label}")
 
         if experiment == INFLATION:
-            return run_inflation_experiment(resolved, parsed, seed_list, on_progress)
+            return run_inflation_experiment(resolved, parsed, seed_list, target_list, on_progress)
         return run_tournament(resolved, parsed, seed_list, max_epochs, on_progress)
 
 
@@ -78,18 +90,52 @@ def save(results: Results, out: Path) -> None:
         console.print(f"wrote {path}")
 
 
+COMPACT = (
+    ("jobs_finished", "jobs", "{:.0f}"),
+    ("allocation_ratio_mean", "alloc", "{:.3f}"),
+    ("utilisation_mean", "util", "{:.3f}"),
+    ("jct_mean", "JCT s", "{:.0f}"),
+    ("queueing_delay_mean", "wait s", "{:.0f}"),
+    ("ftf_rho_max", "ρ max", "{:.2f}"),
+    ("welfare", "welfare", "{:.0f}"),
+)
+"""The terminal table's columns (key, header, format); report.md has every metric."""
+
+
+def compact_columns(results: Results) -> list[tuple[str, str, str]]:
+    """(metric key, short header, format) of the terminal table for the results' experiment."""
+    if results.experiment != INFLATION:
+        return list(COMPACT)
+    targets = results.config.get("targets", DEFAULT_TARGETS)
+    return [
+        (target_key(key, t), f"{header} {t:.0%}", fmt)
+        for key, header, fmt in (
+            ("final_allocation_ratio", "alloc", "{:.4f}"),
+            ("unallocated_gpus", "idle GPUs", "{:.1f}"),
+        )
+        for t in targets
+    ]
+
+
 def means_table(results: Results) -> Table:
-    """The headline metrics, mean over seeds per policy (the report has the CIs)."""
-    rows = rows_for(results)
+    """The headline metrics, mean over seeds, a row per policy: fits an 80-column terminal
+    (numbers never wrap; long policy names fold). report.md has every metric with its CI."""
+    columns = compact_columns(results)
+    rows = [Row(key, header, "max", fmt) for key, header, fmt in columns]
     scenario = results.config["scenario"]
-    table = Table(title=f"{scenario}: mean over seeds {results.config['seeds']}", expand=True)
-    table.add_column("metric", ratio=3, overflow="fold")
-    for policy in results.policies:  # numbers never wrap; long policy names fold instead
-        table.add_column(policy, justify="right", min_width=6, ratio=1, overflow="fold")
+    seeds = results.config["seeds"]
+    table = Table(
+        title=f"{scenario}, mean of {len(seeds)} seed(s); CIs in report.md",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("policy", overflow="fold", min_width=10)
+    for _key, header, _fmt in columns:
+        table.add_column(header, justify="right", no_wrap=True)
     stats = summary(results, rows, scenario)
-    for row in rows:
-        means = [stats[row.key][policy][0] for policy in results.policies]
-        table.add_row(row.label, *(MISSING if m is None else row.fmt.format(m) for m in means))
+    for policy in results.policies:
+        means = [(stats[key][policy][0], fmt) for key, _header, fmt in columns]
+        table.add_row(policy, *(MISSING if m is None else fmt.format(m) for m, fmt in means))
     return table
 
 
@@ -121,10 +167,23 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set", help="Scenario override KEY=VALUE (repeatable)."),
         ] = None,
+        trace: Annotated[
+            Path | None,
+            typer.Option(help="Replay this openb-format pod list (CSV) instead of the scenario's."),
+        ] = None,
+        targets: Annotated[
+            str | None,
+            typer.Option(
+                help=f"{INFLATION}: arrived workload levels as shares of GPU capacity, "
+                "e.g. 1.0,1.3 (default 1.3)."
+            ),
+        ] = None,
     ) -> None:
         """Run every policy x seed on one scenario; write results and a paper-ready report."""
         try:
-            results = run_evaluation(scenario, policies, seeds, experiment, max_epochs, overrides)
+            results = run_evaluation(
+                scenario, policies, seeds, experiment, max_epochs, overrides, trace, targets
+            )
         except ValueError as error:  # ScenarioError is a ValueError too
             fail(str(error))
         console.print(means_table(results))

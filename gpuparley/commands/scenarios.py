@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpuparley.envs.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
-from gpuparley.envs.workloads import TraceNotFoundError
+from gpuparley.envs.workloads import TraceFormatError
 
 USAGE_ERROR = 2
 scenario_app = typer.Typer(help="Inspect one scenario.", no_args_is_help=True)
@@ -68,7 +68,7 @@ def list_command() -> None:
                 str(len(scenario.agents)),
                 scenario.config.workload.kind,
             ]
-        except (ScenarioError, TraceNotFoundError) as error:
+        except (ScenarioError, TraceFormatError) as error:
             row = ["-", "-", "-", f"[red]invalid[/red]: {str(error).splitlines()[0]}"]
         table.add_row(name, description, *row)
     Console().print(table)
@@ -117,7 +117,7 @@ def show_command(
         scenario = load_scenario(name, _parse_sets(set_ or []))
         text = yaml.dump(scenario.to_dict(), Dumper=_Dumper, sort_keys=False, width=100)
         tables = _summary(scenario, scenario.seed if seed is None else seed)
-    except (ScenarioError, TraceNotFoundError) as error:
+    except (ScenarioError, TraceFormatError) as error:
         raise _fail(error) from None
     typer.echo(text, nl=False)
     console = Console()

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gpuparley.agents.registry import SCHEDULERS, check_spec
 from gpuparley.console import console, fail, progress_bar
-from gpuparley.envs.scenario import ScenarioError, load_scenario
+from gpuparley.envs.scenario import load_scenario
 from gpuparley.runner import simulate, write_outputs
 
 HEADLINE = (
@@ -53,21 +53,22 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option(help="Directory for metrics.json, timeline.csv, scenario.yaml.")
         ] = Path("out/simulate"),
+        trace: Annotated[
+            Path | None,
+            typer.Option(help="Replay this openb-format pod list (CSV) instead of the scenario's."),
+        ] = None,
     ) -> None:
         """Replay a scenario under a central scheduler; write metrics.json and timeline.csv."""
         try:
             check_spec(scheduler)
-        except ValueError as error:
+            resolved = load_scenario(scenario, trace=trace)
+            with progress_bar() as bar:
+                task = bar.add_task(f"{resolved.name} / {scheduler}", total=1.0)
+                result = simulate(
+                    resolved, scheduler, seed, lambda done: bar.update(task, completed=done)
+                )
+        except ValueError as error:  # a bad scheduler, scenario or trace row
             fail(str(error))
-        try:
-            resolved = load_scenario(scenario)
-        except ScenarioError as error:
-            fail(str(error))
-        with progress_bar() as bar:
-            task = bar.add_task(f"{resolved.name} / {scheduler}", total=1.0)
-            result = simulate(
-                resolved, scheduler, seed, lambda done: bar.update(task, completed=done)
-            )
         paths = write_outputs(result, out)
         console.print(
             metrics_table(result.metrics, f"{resolved.name} under {scheduler}, seed {seed}")

@@ -167,6 +167,7 @@ def occupancy(results: Results, path: Path) -> Path:
 
 def inflation_curves(results: Results, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4.5))
+    top = 100 * max(results.config.get("targets", [1.3]))
     for policy in results.policies:
         runs = results.runs_of(policy)
         if not runs:
@@ -174,12 +175,12 @@ def inflation_curves(results: Results, path: Path) -> Path:
         arrived = 100 * np.asarray(runs[0]["arrived"])
         curve = 100 * np.mean([run["allocation_ratio"] for run in runs], axis=0)
         ax.plot(arrived, curve, label=policy, **_style(policy))
-    ax.plot([0, 100, 130], [0, 100, 100], color="grey", linestyle=":", label="ideal")
+    ax.plot([0, 100, max(top, 100)], [0, 100, 100], color="grey", linestyle=":", label="ideal")
     ax.set(
         title=f"FGD inflation: GPU allocation vs arrived workload ({_seeds_note(results)})",
         xlabel="arrived workload (% of GPU capacity)",
         ylabel="GPU allocation ratio (%)",
-        xlim=(0, 130),
+        xlim=(0, top),
         ylim=(0, 102),
     )
     return _finish(fig, ax, path)

@@ -19,7 +19,7 @@ from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.agents.negotiators.learned import LearnedNegotiator
 from gpuparley.agents.negotiators.registry import NEGOTIATORS, make_negotiator
 from gpuparley.agents.registry import SCHEDULERS
-from gpuparley.paths import REPO_ROOT
+from gpuparley.envs.resources import checkpoints_dir
 
 MECHANISMS = ("auction", "bargain")
 Kind = Literal["scheduler", "market", "learned"]
@@ -67,10 +67,11 @@ def _choices_message(spec: str, detail: str | None = None) -> str:
 
 
 def _checkpoint_dir(text: str) -> Path:
-    """The checkpoint directory, relative paths tried from the cwd and then the repo root (so
-    `learned:checkpoints/default` works from anywhere)."""
+    """The checkpoint directory: a path (relative to the cwd), else a shipped checkpoint, so
+    `learned:checkpoints/default` (or `learned:default`) works from anywhere."""
     path = Path(text).expanduser()
-    for candidate in (path, REPO_ROOT / path):
+    shipped = Path(*path.parts[1:]) if path.parts[:1] == ("checkpoints",) else path
+    for candidate in (path, checkpoints_dir() / shipped):
         if candidate.is_dir():
             return candidate
     raise ValueError(f"checkpoint directory {text!r} does not exist (policy 'learned:{text}')")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from gpuparley.evaluation import plots
+from gpuparley.evaluation.inflation import DEFAULT_TARGETS, target_key
 from gpuparley.evaluation.inflation import EXPERIMENT as INFLATION
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.stats import mean_ci
@@ -52,7 +53,7 @@ HEADLINE = (
 )
 
 INFLATION_ROWS = (
-    Row("final_allocation_ratio", "final allocation ratio (130% arrived)", "max", "{:.4f}"),
+    Row("final_allocation_ratio", "final allocation ratio", "max", "{:.4f}"),
     Row("unallocated_gpus", "unallocated GPUs", "min", "{:.1f}"),
     Row("pods_unplaced", "pods unplaced", "min", "{:.1f}"),
 )
@@ -61,8 +62,15 @@ MISSING = "–"
 
 
 def rows_for(results: Results) -> tuple[Row, ...]:
-    """The table rows of the results' experiment."""
-    return INFLATION_ROWS if results.experiment == INFLATION else HEADLINE
+    """The table rows of the results' experiment (inflation: each row once per target)."""
+    if results.experiment != INFLATION:
+        return HEADLINE
+    targets = results.config.get("targets", DEFAULT_TARGETS)
+    return tuple(
+        Row(target_key(row.key, t), f"{row.label} ({t:.0%} arrived)", row.better, row.fmt)
+        for row in INFLATION_ROWS
+        for t in targets
+    )
 
 
 def best_policies(
@@ -141,6 +149,11 @@ def _header(results: Results) -> list[str]:
     markets = [f"`{p}` {m}" for p, m in mechanisms.items() if m]
     if markets:
         lines.append(f"- market mechanisms: {', '.join(markets)}")
+    for field, trace in config.get("trace_files", {}).items():
+        lines.append(
+            f"- trace `{trace['file']}` ({field}): {trace['rows']:,} rows, sha256 "
+            f"`{trace['sha256'][:16]}…`"
+        )
     if config.get("max_epochs") is not None:
         lines.append(f"- market episodes capped at {config['max_epochs']} epochs")
     lines += [

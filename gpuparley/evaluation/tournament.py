@@ -188,4 +188,5 @@ def tournament_config(
         "max_epochs": max_epochs,
         "confidence": 0.95,
         "scenario_config": scenario.to_dict(),
+        "trace_files": scenario.provenance,
     }

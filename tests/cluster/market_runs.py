@@ -21,6 +21,7 @@ from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import build, nodes, planes
 from gpuparley.deploy.cluster.market_rig import MarketRig
 from gpuparley.deploy.kube import Kube
+from gpuparley.envs.resources import checkpoints_dir
 
 from .helpers import wait_for
 from .observer import Observations, Observer
@@ -28,7 +29,7 @@ from .observer import Observations, Observer
 SCENARIO = "cluster-e2e"
 SEED = 0
 AGENTS = ("alpha", "beta", "gamma")
-POLICY_FILE = Path(__file__).resolve().parents[2] / "checkpoints" / "default" / "policy.onnx"
+POLICY_FILE = checkpoints_dir() / "default" / "policy.onnx"
 
 
 @dataclass

