@@ -90,9 +90,8 @@ class Scenario:
             try:
                 check_header(path, columns)
             except (TraceNotFoundError, TraceFormatError) as error:
-                raise ScenarioError(
-                    f"scenario {self.path or self.name} is invalid:\n  {field}: {error}"
-                ) from None
+                where = self.path or self.name
+                raise ScenarioError(f"scenario {where}: {field}: {error}") from None
 
     @cached_property
     def provenance(self) -> dict[str, dict[str, str | int]]:
