@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from wheel_helpers import REPO, build_wheel
+
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 
 
@@ -55,13 +56,7 @@ def image_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, *requirements], check=True, timeout=1200)
         (env_dir / ".ready").touch()
-    wheels = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(wheels), str(REPO)],
-        check=True, timeout=600,
-    )  # fmt: skip
-    (wheel,) = wheels.glob("gpuparley-*.whl")
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          "--no-deps", "--force-reinstall", str(wheel)],

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from wheel_helpers import REPO, build_wheel
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 
 PROBE = r"""
 import json, os, sys
@@ -60,13 +61,7 @@ print(json.dumps({"package": gpuparley.__file__, "codes": codes, "touched": touc
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wheels = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(wheels), str(REPO)],
-        check=True, timeout=600,
-    )  # fmt: skip
-    (wheel,) = wheels.glob("gpuparley-*.whl")
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
