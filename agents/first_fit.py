@@ -8,8 +8,8 @@ so small jobs may overtake a large one (no reservation, no starvation protection
 
 from __future__ import annotations
 
-from gpuparley.agents.placement import first_fit_choice
 from gpuparley.agents.schedulers.base import GangPlacer
+from gpuparley.envs.planner import first_fit_choice
 
 
 class FirstFit(GangPlacer):

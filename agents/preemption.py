@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gpuparley.agents.placement import NodeChooser, plan_job
 from gpuparley.envs.cluster import Binding, ClusterState
 from gpuparley.envs.jobs import Job
+from gpuparley.envs.planner import NodeChooser, plan_job
 
 if TYPE_CHECKING:
     from gpuparley.envs.simulator import Simulator

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpuparley.agents.placement import NodeChooser
 from gpuparley.envs.cluster import FULL_GPU_MILLI, ClusterState, PodPlacement
 from gpuparley.envs.jobs import Job, PodDemand
 from gpuparley.envs.mig import COMPUTE_SLICES
+from gpuparley.envs.planner import NodeChooser
 
 NodeScore = Callable[[ClusterState, PodDemand], np.ndarray]
 """Score of every node for one pod (higher is better); only feasible nodes are looked at."""

@@ -46,8 +46,8 @@ from gpuparley.deploy.workload import (
 )
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.encoding import view_to_dict
+from gpuparley.envs.market.episode import default_max_epochs
 from gpuparley.envs.market.messages import Lease, Release
-from gpuparley.envs.market.parallel_env import default_max_epochs
 from gpuparley.envs.market.views import agent_views
 from gpuparley.envs.scenario import Scenario
 

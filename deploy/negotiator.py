@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from gpuparley.agents.negotiators.base import Negotiator as Policy
 from gpuparley.deploy import objects
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
@@ -54,6 +53,7 @@ from gpuparley.deploy.workload import (
 )
 from gpuparley.envs.market.encoding import AgentView, decode, encode, view_from_dict
 from gpuparley.envs.market.messages import MARKET, Bid, Lease, MessageError, ResourceItem
+from gpuparley.envs.market.negotiator import Negotiator as Policy
 
 log = logging.getLogger("gpuparley.negotiator")
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.episode import play_episode
 from gpuparley.envs.market.messages import Lease
+from gpuparley.envs.market.negotiator import Negotiator
+from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.envs.scenario import Scenario
 
 
@@ -69,6 +71,22 @@ def epoch_events(
     return events
 
 
+class _Recorder:
+    """Turns the market's state after each step into that step's lease events."""
+
+    def __init__(self) -> None:
+        self.events: list[LeaseEvent] = []
+        self.before: tuple[int, dict[str, Lease], int] | None = None
+
+    def __call__(self, env: GPUMarketEnv) -> None:
+        market = env.market
+        assert market is not None
+        if self.before is not None:
+            epoch, leases, releases_seen = self.before
+            self.events.extend(epoch_events(market, leases, releases_seen, epoch))
+        self.before = (market.epoch, dict(market.leases), len(market.releases))
+
+
 def simulated_trace(
     scenario: Scenario,
     seed: int,
@@ -77,20 +95,7 @@ def simulated_trace(
     max_epochs: int | None = None,
 ) -> list[LeaseEvent]:
     """The lease trace of a simulated market run, every seat played by `negotiator`."""
-    from gpuparley.envs.market.parallel_env import GPUMarketEnv
-
     env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
-    observations, _ = env.reset(seed=seed)
-    negotiator.reset(seed)
-    market = env.market
-    assert market is not None
-    events: list[LeaseEvent] = []
-    while env.agents:
-        epoch, before, seen = market.epoch, dict(market.leases), len(market.releases)
-        actions = {
-            agent: negotiator.act(obs["observation"], obs["action_mask"], env.views[agent])
-            for agent, obs in observations.items()
-        }
-        observations, *_ = env.step(actions)
-        events.extend(epoch_events(market, before, seen, epoch))
-    return events
+    recorder = _Recorder()
+    play_episode(env, negotiator, seed, recorder)
+    return recorder.events

@@ -28,7 +28,7 @@ from typing import Any
 
 from gpuparley.deploy.objects import JOB_LABEL, LABEL_PREFIX, LEASE_GATE
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
-from gpuparley.envs.market.core import demand_for, job_name
+from gpuparley.envs.market.demand import demand_for, job_name
 from gpuparley.envs.market.messages import Demand
 
 JOB_NAME_ANNOTATION = f"{LABEL_PREFIX}/job-name"  # the exact job name (labels are restricted)

@@ -1,4 +1,4 @@
-"""Planning where a whole job goes, shared by every central scheduler.
+"""Planning where a whole job goes, shared by every central scheduler and the market.
 
 A gang must be placed all at once, but each pod's choice changes what is left for the next. The
 planner therefore places pods one at a time on the live `ClusterState` (which checks every rule),

@@ -32,6 +32,7 @@ from gpuparley.envs.scenario_schema import (
 )
 from gpuparley.envs.settings import SimulationSettings
 from gpuparley.envs.topology import ClusterSpec, NodeSpec, SharingMode
+from gpuparley.envs.validation import validate_document
 from gpuparley.envs.workloads.generators import GeneratorConfig, generate_jobs
 from gpuparley.envs.workloads.openb import (
     ALL_NODE_FILE,
@@ -46,7 +47,6 @@ from gpuparley.envs.workloads.openb import (
     openb_dir,
     split_file,
 )
-from gpuparley.validation import validate_document
 
 __all__ = ["AgentConfig", "Scenario", "ScenarioConfig", "ScenarioError", "load_scenario"]
 

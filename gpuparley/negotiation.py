@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpuparley.agents.negotiators.base import Negotiator
+from gpuparley.envs.market.episode import play_episode
+from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.envs.scenario import Scenario
 
@@ -34,24 +35,11 @@ def run_market(
 ) -> MarketRun:
     """Play one episode; `negotiators` is one policy for every seat or one per agent."""
     env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
-    agents = env.possible_agents
-    seats = (
-        {agent: negotiators[agent] for agent in agents}
-        if isinstance(negotiators, Mapping)
-        else dict.fromkeys(agents, negotiators)
-    )
-    observations, _ = env.reset(seed=seed)
-    for index, negotiator in enumerate({id(n): n for n in seats.values()}.values()):
-        negotiator.reset(seed + index)
-    infos: dict[str, dict[str, Any]] = {}
-    while env.agents:
-        actions = {
-            agent: seats[agent].act(obs["observation"], obs["action_mask"], env.views[agent])
-            for agent, obs in observations.items()
-        }
-        observations, _rewards, _terms, _truncs, infos = env.step(actions)
-        if on_progress is not None and env.market.epoch % 20 == 0:
+
+    def watch(env: GPUMarketEnv) -> None:
+        if on_progress is not None and env.market is not None and env.market.epoch % 20 == 0:
             on_progress(min(1.0, env.market.epoch / env.max_epochs))
-    metrics = next(iter(infos.values()))["summary"]
+
+    metrics = play_episode(env, negotiators, seed, watch).summary
     metrics["mechanism"] = env.mechanism_name
     return MarketRun(env, metrics)

@@ -22,7 +22,8 @@ from gpuparley.deploy.workload import (
     pod_demand,
     pods_for_job,
 )
-from gpuparley.envs.market.core import Market, demand_of
+from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.market.encoding import encode, view_from_dict, view_to_dict
 from gpuparley.envs.market.messages import ResourceItem
 from gpuparley.envs.market.views import agent_views

@@ -3,7 +3,7 @@
 import pytest
 
 from gpuparley.agents.negotiators.simple import Truthful
-from gpuparley.envs.market.core import demand_of
+from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.market.encoding import REJECT, decode, encode
 from gpuparley.envs.market.messages import Offer
 from gpuparley.envs.market.views import agent_views

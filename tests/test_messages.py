@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpuparley.envs import gpu_market_v0
-from gpuparley.envs.market.core import demand_of
+from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.market.messages import (
     API_VERSION,
     Bid,

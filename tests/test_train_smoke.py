@@ -10,15 +10,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.agents.negotiators.learned import LearnedNegotiator
 from gpuparley.agents.negotiators.simple import Truthful
 from gpuparley.commands import train as train_command
 from gpuparley.deploy.runtime import SpecMismatchError
 from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_VERSION, spec_hash
+from gpuparley.envs.market.episode import play_episode
+from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.train.checkpoint import load_checkpoint_config, load_metrics, load_model
-from gpuparley.train.evaluate import play_episode
 from gpuparley.train.trainer import train
 from gpuparley.train.weights import policy_layers
 
@@ -61,7 +61,7 @@ def test_learned_negotiator_plays_legal_moves_in_the_market() -> None:
 
     watcher = Watching(learned.model)
     players = {"alice": watcher, "bob": Truthful(), "carol": learned}
-    utility = play_episode(env, players, seed=1)
+    utility = play_episode(env, players, seed=1).utility
     assert set(utility) == {"alice", "bob", "carol"} and seen
     # deterministic: the same observation always gets the same action
     obs, _ = env.reset(seed=2)

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from gpuparley.envs.resources import train_configs_dir
-from gpuparley.validation import validate_document
+from gpuparley.envs.validation import validate_document
 
 HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb"})
 """Never trained on, so results on them measure generalisation to unseen clusters."""

@@ -15,29 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from gpuparley.agents.negotiators.base import Negotiator
+from gpuparley.envs.market.episode import play_episode
+from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.envs.scenario import load_scenario
 from gpuparley.train.opponents import NegotiatorFactory, make_scripted
-
-
-def play_episode(
-    env: GPUMarketEnv, players: Mapping[str, Negotiator], seed: int
-) -> dict[str, float]:
-    """Unshaped utility of every seat over one episode."""
-    for offset, player in enumerate(players.values()):
-        player.reset(seed + offset)
-    observations, _ = env.reset(seed=seed)
-    utility = dict.fromkeys(env.possible_agents, 0.0)
-    while env.agents:
-        actions = {
-            agent: players[agent].act(obs["observation"], obs["action_mask"], env.views[agent])
-            for agent, obs in observations.items()
-        }
-        observations, rewards, *_ = env.step(actions)
-        for agent, reward in rewards.items():
-            utility[agent] += reward
-    return utility
 
 
 def evaluate(
@@ -72,7 +54,7 @@ def evaluate(
                         else make_scripted(opponent, seed + index, factories)
                         for index, agent in enumerate(agents)
                     }
-                    utility = play_episode(env, players, seed + episode)[seat]
+                    utility = play_episode(env, players, seed + episode).utility[seat]
                     budget = max(env.views[seat].budget_per_epoch, 1e-9)
                     utilities.append(utility)
                     normalised.append(utility / budget)

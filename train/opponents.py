@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.agents.negotiators.learned import LearnedNegotiator
 from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
 from gpuparley.deploy.runtime import Layer, NumpyMlp
+from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.train.config import SELF, SNAPSHOTS
 
 NegotiatorFactory = Callable[[int], Negotiator]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
 from gpuparley.agents.negotiators.strategies import (
     Aggressive,
@@ -13,6 +12,7 @@ from gpuparley.agents.negotiators.strategies import (
     boulware,
     conceder,
 )
+from gpuparley.envs.market.negotiator import Negotiator
 
 NEGOTIATORS: dict[str, Callable[[int], Negotiator]] = {
     "truthful": lambda seed: Truthful(),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuparley.agents.negotiators.base import first_legal
 from gpuparley.envs.market.encoding import (
     ACCEPT,
     PASS,
@@ -21,6 +20,7 @@ from gpuparley.envs.market.encoding import (
     AgentView,
     bid_action,
 )
+from gpuparley.envs.market.negotiator import first_legal
 
 
 class Truthful:

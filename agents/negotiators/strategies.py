@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuparley.agents.negotiators.base import first_legal
 from gpuparley.envs.market.encoding import (
     ACCEPT,
     PASS,
@@ -36,6 +35,7 @@ from gpuparley.envs.market.encoding import (
     bid_action,
     counter_action,
 )
+from gpuparley.envs.market.negotiator import first_legal
 
 LOWEST, HIGHEST = PRICE_LEVELS[0], PRICE_LEVELS[-1]
 

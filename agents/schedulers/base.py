@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gpuparley.agents.placement import NodeChooser, plan_job
 from gpuparley.agents.scoring import demand_gpus, held_gpus
 from gpuparley.envs.jobs import Job
+from gpuparley.envs.planner import NodeChooser, plan_job
 from gpuparley.envs.topology import ClusterSpec
 
 if TYPE_CHECKING:

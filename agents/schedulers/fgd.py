@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpuparley.agents.placement import NodeChooser
 from gpuparley.agents.schedulers.base import GangPlacer, SchedulerContext
 from gpuparley.agents.scoring import (
     capacity,
@@ -45,6 +44,7 @@ from gpuparley.agents.scoring import (
 )
 from gpuparley.envs.cluster import FULL_GPU_MILLI, ClusterState, PodPlacement
 from gpuparley.envs.jobs import GPURequest, Job
+from gpuparley.envs.planner import NodeChooser
 
 
 @dataclass(frozen=True)

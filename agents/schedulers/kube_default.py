@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gpuparley.agents.placement import NodeChooser
 from gpuparley.agents.preemption import find_victims
 from gpuparley.agents.schedulers.base import SchedulerContext, usage_by_owner
 from gpuparley.agents.scoring import least_allocated, most_allocated, pod_hold, scored_chooser
 from gpuparley.envs.cluster import ClusterState, PodPlacement
 from gpuparley.envs.jobs import Job
+from gpuparley.envs.planner import NodeChooser
 
 if TYPE_CHECKING:
     from gpuparley.envs.simulator import Simulator

@@ -16,7 +16,6 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gpuparley.agents.placement import NodeChooser, plan_job
 from gpuparley.agents.preemption import find_victims
 from gpuparley.agents.schedulers.base import (
     SchedulerContext,
@@ -28,6 +27,7 @@ from gpuparley.agents.schedulers.base import (
 from gpuparley.agents.scoring import demand_gpus, held_gpus
 from gpuparley.envs.cluster import ClusterState
 from gpuparley.envs.jobs import Job
+from gpuparley.envs.planner import NodeChooser, plan_job
 
 if TYPE_CHECKING:
     from gpuparley.envs.simulator import Simulator

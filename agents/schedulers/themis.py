@@ -32,11 +32,11 @@ import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from gpuparley.agents.placement import plan_job
 from gpuparley.agents.schedulers.base import SchedulerContext, shape_of, tenant_names
 from gpuparley.agents.scoring import most_allocated, scored_chooser
 from gpuparley.envs.cluster import Binding
 from gpuparley.envs.jobs import Job
+from gpuparley.envs.planner import plan_job
 
 if TYPE_CHECKING:
     from gpuparley.envs.simulator import Simulator

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpuparley.envs.cluster import Binding, PlacementError
 from gpuparley.envs.jobs import Job
-from gpuparley.envs.market.core import HOUR
+from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
 from gpuparley.envs.market.messages import MARKET, Bid, Lease
 from gpuparley.envs.market.placement import market_plan, place_cpu_only

@@ -13,7 +13,6 @@ advances `epoch_seconds` -> finished jobs pay out their value. The decision late
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,7 +21,8 @@ import numpy as np
 
 from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.cluster import Binding
-from gpuparley.envs.jobs import Job, PodDemand
+from gpuparley.envs.jobs import Job
+from gpuparley.envs.market.demand import HOUR, demand_of, job_name
 from gpuparley.envs.market.encoding import Decision
 from gpuparley.envs.market.ledger import Ledger
 from gpuparley.envs.market.messages import (
@@ -40,37 +40,6 @@ from gpuparley.envs.market.messages import (
 from gpuparley.envs.metrics import DeadlockMonitor
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import JobState, Simulator
-
-HOUR = 3600.0
-
-
-def job_name(job: Job) -> str:
-    return job.name or f"job-{job.id}"
-
-
-@functools.lru_cache(maxsize=65_536)
-def demand_of(job: Job) -> Demand:
-    """The message form of a job's demand (what a bid or offer is for)."""
-    return demand_for(job_name(job), job.pods, job.pod, job.allowed_models)
-
-
-def demand_for(
-    name: str, pods: int, pod: PodDemand, allowed_models: tuple[str, ...] = ()
-) -> Demand:
-    """The demand of `pods` pods like `pod`: the one rule the market and the in-cluster
-    negotiators (which read it from real pods) share, so their demands compare equal."""
-    request = pod.gpu
-    return Demand(
-        job=name,
-        pods=pods,
-        gpu_kind=request.kind,
-        gpu_count=request.count,
-        mig_profile=request.profile,
-        gpu_milli=request.milli,
-        cpu_milli=pod.cpu_milli,
-        memory_mib=pod.memory_mib,
-        allowed_models=allowed_models,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ signal for early training; evaluation always reports unshaped utility.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +27,7 @@ from gpuparley.envs.market.encoding import (
     decode,
     encode_many,
 )
+from gpuparley.envs.market.episode import default_max_epochs
 from gpuparley.envs.market.render import render_ansi, render_rgb
 from gpuparley.envs.market.views import agent_views
 from gpuparley.envs.metrics import summarise
@@ -43,17 +43,6 @@ def observation_space() -> spaces.Dict:
             "action_mask": spaces.Box(0, 1, (ACTION_COUNT,), np.int8),
         }
     )
-
-
-def default_max_epochs(scenario: Scenario, market: Market) -> int:
-    """Enough epochs for every job to arrive and run a few times over, or the horizon."""
-    horizon = scenario.settings.horizon
-    if horizon is None:
-        jobs = market.sim.jobs.values()
-        last = max((j.arrival for j in jobs), default=0.0)
-        longest = max((j.duration for j in jobs), default=0.0)
-        horizon = last + 3 * longest + market.term_seconds()
-    return max(1, math.ceil(horizon / market.epoch_seconds))
 
 
 class GPUMarketEnv(ParallelEnv):

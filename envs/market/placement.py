@@ -1,7 +1,7 @@
 """Where the market puts what it allocates: the same planner as the central schedulers.
 
 The market decides who gets capacity; the physical placement of a won bundle uses the shared
-gang planner (`agents.placement.plan_job`) with lowest-index-first choice, so market and
+gang planner (`envs.planner.plan_job`) with lowest-index-first choice, so market and
 schedulers differ in who is served, not in how pods are packed.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gpuparley.agents.placement import first_fit_choice, plan_job
+from gpuparley.envs.planner import first_fit_choice, plan_job
 
 if TYPE_CHECKING:
     from gpuparley.envs.cluster import Binding, ClusterState

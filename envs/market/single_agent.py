@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import gymnasium
 import numpy as np
 
-from gpuparley.agents.negotiators.base import Negotiator
+from gpuparley.envs.market.episode import reset_players
+from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv, observation_space
 
 
@@ -56,8 +57,11 @@ class SingleAgentMarketEnv(gymnasium.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        for index, policy in enumerate(self.opponents.values()):
-            policy.reset(None if seed is None else seed + 1 + index)
+        if seed is not None:  # the seeding rule every episode follows (`episode.reset_players`)
+            reset_players(self.market_env.possible_agents, self.opponents, seed)
+        else:
+            for policy in {id(p): p for p in self.opponents.values()}.values():
+                policy.reset(None)
         self._observations, infos = self.market_env.reset(seed=seed, options=options)
         return self._observations[self.learner], infos[self.learner]
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gpuparley.envs.jobs import Job
-from gpuparley.envs.market.core import HOUR, Market, job_name
+from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.demand import HOUR, job_name
 from gpuparley.envs.market.encoding import (
     JOB_SLOTS,
     AgentView,

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.agents.negotiators.learned import LearnedNegotiator
 from gpuparley.agents.negotiators.registry import NEGOTIATORS, make_negotiator
 from gpuparley.agents.registry import SCHEDULERS
+from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.resources import checkpoints_dir
 
 MECHANISMS = ("auction", "bargain")

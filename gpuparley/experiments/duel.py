@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from gpuparley.agents.negotiators.base import Negotiator
 from gpuparley.agents.negotiators.registry import SCRIPTED, make_negotiator
+from gpuparley.envs.market.episode import play_episode
+from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.evaluation.stats import mean_ci
-from gpuparley.train.evaluate import play_episode
 
 
 def duel(
@@ -45,7 +45,7 @@ def duel(
                 (make_negotiator(rival), rival_utility),
             ):
                 players = {**mix, seat: player}
-                sink.append(play_episode(env, players, seed)[seat])
+                sink.append(play_episode(env, players, seed).utility[seat])
         difference = np.subtract(tested_utility, rival_utility)
         results[rival] = {
             "tested": mean_ci(tested_utility),

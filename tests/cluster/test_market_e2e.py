@@ -24,7 +24,7 @@ from gpuparley.deploy.negotiator import load_policy
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import group_pods
 from gpuparley.envs.market import messages
-from gpuparley.envs.market.core import demand_of
+from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.scenario import load_scenario
 
 from .helpers import pod_manifest
