@@ -1,12 +1,10 @@
-"""Names of every allocator the CLI and the evaluation can run, and how to build each.
+"""The central schedulers by name, and how to build each for a scenario.
 
-A policy spec is a plain name for a central scheduler. Each factory takes a `SchedulerContext`
-(tenants with weights and quota shares, the cluster, the workload and the seed), so a scheduler
-gets what it needs without the callers knowing which one needs what. A scheduler that must also
-act between events (Themis' leases, KAI's periodic cycle) says so with its `timer_seconds`
-attribute, which `runner.simulate` passes to the Simulator. Market negotiators
-(`market:<name>`) and learned policies (`learned:<checkpoint dir>`) join this registry when those
-capabilities land.
+A scheduler's name is its policy spec (`policy.specs` adds the negotiators). Each factory takes a
+`SchedulerContext` (tenants with weights and quota shares, the cluster, the workload and the
+seed), so a scheduler gets what it needs without the callers knowing which one needs what. A
+scheduler that must also act between events (Themis' leases, KAI's periodic cycle) says so with
+its `timer_seconds` attribute, which `evaluation.runner.simulate` passes to the Simulator.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ INCUMBENTS = ("kube-default", "volcano", "kai", "kueue", "fgd", "themis")
 """The centralised schedulers the market is compared against (first-fit is only a floor)."""
 
 
-def check_spec(spec: str) -> None:
+def check_scheduler(spec: str) -> None:
     """Raise ValueError naming the valid choices when `spec` is not a known scheduler."""
     if spec not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {spec!r}; choose one of: {', '.join(SCHEDULERS)}")
@@ -61,7 +59,7 @@ def make_allocator(
     `jobs` is the workload the run will replay (FGD estimates its target distribution from it);
     when omitted it is drawn from the scenario with `seed`.
     """
-    check_spec(spec)
+    check_scheduler(spec)
     if scenario is None:
         context = SchedulerContext(seed=seed, jobs=jobs or ())
     else:

@@ -1,10 +1,11 @@
 """Wall time of the six incumbent schedulers replaying the openb dev split.
 
 Each of kube-default, volcano, kai, kueue, fgd and themis replays the `openb` scenario (1,213
-GPU nodes, 5,706 dev pods) through `gpuparley.runner.simulate`, the path the evaluation uses;
-first-fit runs in the same process as the yardstick, and each wall time is also given as a ratio
-to it (so a slower machine moves all figures together). Target: all six in under 5 minutes on 2
-cores. A few headline metrics are saved next to the timings as a sanity check.
+GPU nodes, 5,706 dev pods) through `gpuparley.evaluation.runner.simulate`, the path the
+evaluation uses; first-fit runs in the same process as the yardstick, and each wall time is
+also given as a ratio to it (so a slower machine moves all figures together). Target: all six
+in under 5 minutes on 2 cores. A few headline metrics are saved next to the timings as a
+sanity check.
 
 Printed and saved to benchmarks/results/eval_openb.json.
 Run: `.venv/bin/python benchmarks/eval_openb.py [--seed N]`.
@@ -16,7 +17,7 @@ import argparse
 
 from gpuparley.agents.registry import INCUMBENTS
 from gpuparley.envs.scenario import load_scenario
-from gpuparley.runner import simulate
+from gpuparley.evaluation.runner import simulate
 
 from _common import best_of, peak_rss_mib, save
 

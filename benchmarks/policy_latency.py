@@ -24,9 +24,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from gpuparley.deploy.runtime import load_policy, masked_argmax
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.envs.resources import checkpoints_dir
+from gpuparley.policy.runtime import load_onnx_policy, masked_argmax
 from gpuparley.train.checkpoint import TorchLogits, load_model
 from gpuparley.train.config import load_config
 from gpuparley.train.trainer import train
@@ -61,8 +61,8 @@ def policy_latency(decisions: int) -> dict[str, dict[str, float]]:
     obs = first["observation"].reshape(1, -1)
     mask = first["action_mask"]
     torch_logits = TorchLogits(load_model(DEFAULT).policy)
-    onnx_policy = load_policy(DEFAULT / "policy.onnx", backend="onnxruntime", threads=1)
-    numpy_policy = load_policy(DEFAULT / "policy.onnx", backend="numpy")
+    onnx_policy = load_onnx_policy(DEFAULT / "policy.onnx", backend="onnxruntime", threads=1)
+    numpy_policy = load_onnx_policy(DEFAULT / "policy.onnx", backend="numpy")
     backends = {
         "torch": lambda: int(masked_argmax(torch_logits.logits(obs)[0], mask)),
         "onnxruntime": lambda: onnx_policy.act(obs, mask),

@@ -24,7 +24,7 @@ from gpuparley.envs.jobs import Job
 from gpuparley.envs.scenario import load_scenario
 from gpuparley.envs.simulator import Simulator
 from gpuparley.envs.topology import ClusterSpec
-from gpuparley.runner import simulate
+from gpuparley.evaluation.runner import simulate
 
 from _common import best_of, peak_rss_mib, save
 

@@ -28,7 +28,9 @@ Namespace = Annotated[
     str | None,
     typer.Option(help="Agent's home namespace (default agent-<agent>; inbox is <ns>-inbox)."),
 ]
-Policy = Annotated[str, typer.Option(help="onnx:<path> or scripted:<name>.")]
+Policy = Annotated[
+    str, typer.Option(help="learned:<.onnx file or checkpoint dir> or scripted:<name>.")
+]
 Mechanism = Annotated[str, typer.Option(help="auction or bargain.")]
 Budget = Annotated[float, typer.Option("--budget", help="Budget per epoch (credits).")]
 Peers = Annotated[

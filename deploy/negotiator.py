@@ -53,23 +53,9 @@ from gpuparley.deploy.workload import (
 )
 from gpuparley.envs.market.encoding import AgentView, decode, encode, view_from_dict
 from gpuparley.envs.market.messages import MARKET, Bid, Lease, MessageError, ResourceItem
-from gpuparley.envs.market.negotiator import Negotiator as Policy
+from gpuparley.envs.market.negotiator import Negotiator
 
 log = logging.getLogger("gpuparley.negotiator")
-
-
-def load_policy(spec: str, seed: int = 0) -> Policy:
-    """`onnx:<path>` (an exported policy, run by onnxruntime) or `scripted:<name>`."""
-    kind, _, value = spec.partition(":")
-    if kind == "onnx":
-        from gpuparley.agents.negotiators.learned import LearnedNegotiator
-
-        return LearnedNegotiator.from_onnx(value, backend="onnxruntime")
-    if kind == "scripted":
-        from gpuparley.agents.negotiators.registry import make_negotiator
-
-        return make_negotiator(value, seed)
-    raise ValueError(f"policy {spec!r}: use onnx:<path to policy.onnx> or scripted:<name>")
 
 
 def host_gpu_limits(item: ResourceItem) -> dict[str, str]:
@@ -154,7 +140,7 @@ class NegotiatorProcess:
         config: NegotiatorConfig,
         host: Kube,
         plane: Kube,
-        policy: Policy,
+        policy: Negotiator,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config

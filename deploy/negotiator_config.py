@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-POLICY_PATTERN = r"^(onnx:.+|scripted:[a-z0-9][a-z0-9_-]*)$"
+POLICY_PATTERN = r"^(learned:.+|scripted:[a-z0-9][a-z0-9_-]*)$"
 
 
 class NegotiatorSpec(BaseModel):
@@ -26,7 +26,7 @@ class NegotiatorSpec(BaseModel):
         min_length=1,
         max_length=512,
         pattern=POLICY_PATTERN,
-        description="`onnx:<path to an exported model>` or `scripted:<incumbent name>`.",
+        description="`learned:<exported model or checkpoint>` or `scripted:<negotiator name>`.",
     )
     max_rounds: int = Field(default=10, ge=1, le=100)
     peers: tuple[str, ...] = Field(

@@ -43,6 +43,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _negotiator(spec: str) -> Any:
+    """The negotiator a policy spec names (`policy.specs`), learned ones run by onnxruntime
+    (the image installs no other ONNX reader)."""
+    from gpuparley.policy.specs import parse_negotiator
+
+    return parse_negotiator(spec).negotiator(backend="onnxruntime")
+
+
 def _connect(kubeconfig: Path | None, option: str) -> Any:
     """A `Kube` client, or a clear error naming the option (not a traceback)."""
     from kubernetes.config.config_exception import ConfigException
@@ -59,7 +67,9 @@ def _connect(kubeconfig: Path | None, option: str) -> Any:
 @app_negotiator.command("run")
 def negotiator_run(
     agent: Annotated[str, typer.Option(help="Agent name (e.g. alpha).")],
-    policy: Annotated[str, typer.Option(help="onnx:<path> or scripted:<name>.")],
+    policy: Annotated[
+        str, typer.Option(help="learned:<.onnx file or checkpoint dir> or scripted:<name>.")
+    ],
     host_kubeconfig: Kubeconfig = None,
     agent_kubeconfig: Annotated[
         Path | None, typer.Option(help="Kubeconfig of the agent's own control plane.")
@@ -74,13 +84,13 @@ def negotiator_run(
     log_level: str = "info",
 ) -> None:
     """Negotiate for the agent's gated pods and run them on the host under their leases."""
-    from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess, load_policy
+    from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
     from gpuparley.deploy.telemetry import Telemetry, setup_logging
 
     setup_logging(log_level)
     try:
-        chosen = load_policy(policy)
-    except (ValueError, OSError) as exc:
+        chosen = _negotiator(policy)
+    except ValueError as exc:
         _fail(f"--policy: {exc}")
     config = NegotiatorConfig(
         agent=agent,
@@ -105,19 +115,19 @@ def negotiator_run(
 def negotiator_check(
     policy: Annotated[
         str | None,
-        typer.Option(help="onnx:<path> or scripted:<name> (default: the shipped ONNX policy)."),
+        typer.Option(help="A negotiator spec (default: the shipped policy, learned:default)."),
     ] = None,
 ) -> None:
     """Load a policy and decide once on a sample view (one pending one-GPU job, credits to bid):
     proof that this environment can run the negotiator (prints the decision as JSON)."""
-    from gpuparley.deploy.negotiator import load_policy
     from gpuparley.envs.market.encoding import AgentView, JobSlot, decode, encode
-    from gpuparley.envs.resources import checkpoints_dir
+    from gpuparley.policy.specs import parse_negotiator
 
-    spec = policy or f"onnx:{checkpoints_dir() / 'default' / 'policy.onnx'}"
+    spec = policy or "learned:default"
     try:
-        chosen = load_policy(spec)
-    except (ValueError, OSError, ImportError) as exc:
+        parsed = parse_negotiator(spec)
+        chosen = parsed.negotiator(backend="onnxruntime")
+    except ValueError as exc:
         _fail(f"--policy: {exc}")
     job = JobSlot("job-0", 1.0, "whole", 1, 2.0, 1.0, 0.1, 24.0, False, True, True)
     view = AgentView(
@@ -132,7 +142,9 @@ def negotiator_check(
     if not mask[action]:
         _fail(f"policy {spec} chose action {action}, which the mask forbids")
     decision = decode(action, view, mask)
-    typer.echo(json.dumps({"policy": spec, "action": action, "decision": decision.kind}))
+    source = str(parsed.source) if parsed.source else None
+    answer = {"policy": spec, "source": source, "action": action, "decision": decision.kind}
+    typer.echo(json.dumps(answer))
 
 
 @app_market.command("run")

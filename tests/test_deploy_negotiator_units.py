@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.negotiator import host_gpu_limits, host_pod, load_policy
+from gpuparley.deploy.negotiator import host_gpu_limits, host_pod
 from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (
@@ -28,6 +28,7 @@ from gpuparley.envs.market.encoding import encode, view_from_dict, view_to_dict
 from gpuparley.envs.market.messages import ResourceItem
 from gpuparley.envs.market.views import agent_views
 from gpuparley.envs.scenario import load_scenario
+from gpuparley.policy.specs import parse_negotiator
 
 
 @pytest.mark.parametrize("scenario", ["cluster-e2e", "mig-mixed", "gang-heavy", "timeslice-noisy"])
@@ -100,8 +101,9 @@ def test_host_pods_take_the_leases_node_and_resources() -> None:
 
 def test_the_simulated_trace_is_deterministic_and_balanced() -> None:
     scenario = load_scenario("cluster-e2e")
-    first = simulated_trace(scenario, 0, load_policy("scripted:truthful"))
-    again = simulated_trace(scenario, 0, load_policy("scripted:truthful"))
+    truthful = parse_negotiator("scripted:truthful")
+    first = simulated_trace(scenario, 0, truthful.negotiator())
+    again = simulated_trace(scenario, 0, truthful.negotiator())
     assert first == again and first
     signed = {e.lease_id for e in first if e.event == "signed"}
     released = {e.lease_id for e in first if e.event == "released"}
@@ -109,10 +111,12 @@ def test_the_simulated_trace_is_deterministic_and_balanced() -> None:
 
 
 def test_policy_specs_are_checked() -> None:
-    with pytest.raises(ValueError, match=r"onnx:<path to policy\.onnx> or scripted:<name>"):
-        load_policy("torch:/x")
-    with pytest.raises(ValueError, match="unknown negotiator"):
-        load_policy("scripted:nope")
+    with pytest.raises(ValueError, match="unknown policy 'torch:/x'"):
+        parse_negotiator("torch:/x")
+    with pytest.raises(ValueError, match="no negotiator 'nope'"):
+        parse_negotiator("scripted:nope")
+    with pytest.raises(ValueError, match="central scheduler"):
+        parse_negotiator("kai")
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -160,13 +164,13 @@ def test_the_rendered_deployment_runs_the_real_command_line() -> None:
     from gpuparley.deploy.process_cli import app_negotiator
     from gpuparley.deploy.render import AgentBundle, deployment
 
-    bundle = AgentBundle(agent="alpha", policy="onnx:/models/policy.onnx", mechanism="auction")
+    bundle = AgentBundle(agent="alpha", policy="learned:/models/policy.onnx", mechanism="auction")
     container = deployment(bundle)["spec"]["template"]["spec"]["containers"][0]
     group, command, *args = container["args"]
     assert (group, command) == ("negotiator", "run")
     run = typer.main.get_command(app_negotiator).commands["run"]  # type: ignore[attr-defined]
     context = run.make_context("run", list(args))
     assert context.params["agent"] == "alpha"
-    assert context.params["policy"] == "onnx:/models/policy.onnx"
+    assert context.params["policy"] == "learned:/models/policy.onnx"
     assert context.params["leader_elect"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

@@ -149,7 +149,7 @@ def _key(doc: dict[str, Any]) -> tuple[str, str | None, str]:
 
 BUNDLES = (
     AgentBundle(agent="alpha", peers=("beta",)),
-    AgentBundle(agent="beta", policy="onnx:/models/b.onnx", mechanism="auction"),
+    AgentBundle(agent="beta", policy="learned:/models/b.onnx", mechanism="auction"),
     AgentBundle(agent="gamma", namespace="team-g", budget_per_epoch=5.0),
 )
 

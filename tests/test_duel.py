@@ -3,7 +3,7 @@
 import pytest
 
 from gpuparley.agents.negotiators.simple import Truthful
-from gpuparley.experiments.duel import duel
+from gpuparley.evaluation.duel import duel
 
 
 def test_a_negotiator_duelling_itself_ties_exactly():

@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 from gpuparley.commands import evaluate
 from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import load_scenario
-from gpuparley.evaluation.inflation import run_inflation_experiment
-from gpuparley.evaluation.policies import parse_policies, parse_policy, policy_choices
+from gpuparley.evaluation.fgd_inflation import run_inflation_experiment
 from gpuparley.evaluation.report import REPORT_MD, best_policies, format_cell, write_report
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.stats import mean_ci, t_critical
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
+from gpuparley.policy.specs import parse_policies, parse_policy, policy_choices
 
-POLICIES = "first-fit,kueue,market:truthful,learned:checkpoints/default"
+POLICIES = "first-fit,kueue,scripted:truthful,learned:checkpoints/default"
 PLOTS = ("allocation_over_time.png", "jct_cdf.png", "agent_utility.png", "occupancy.png")
 
 
@@ -44,26 +44,30 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 def test_policy_specs_parse() -> None:
     assert parse_policy("kai").kind == "scheduler"
-    market = parse_policy("market:truthful@bargain")
-    assert (market.kind, market.name, market.mechanism) == ("market", "truthful", "bargain")
-    assert parse_policy("market:boulware").mechanism is None  # the scenario's
-    learned = parse_policy("learned:checkpoints/default")
-    assert learned.kind == "learned" and learned.checkpoint is not None
-    assert learned.checkpoint.is_dir()
-    assert [p.spec for p in parse_policies(" fgd, market:truthful ")] == ["fgd", "market:truthful"]
+    market = parse_policy("scripted:truthful@bargain")
+    assert (market.kind, market.name, market.mechanism) == ("scripted", "truthful", "bargain")
+    assert parse_policy("scripted:boulware").mechanism is None  # the scenario's
+    for source in ("checkpoints/default", "default", "checkpoints/default/policy.onnx"):
+        learned = parse_policy(f"learned:{source}@auction")
+        assert learned.kind == "learned" and learned.mechanism == "auction"
+        assert learned.source is not None and learned.source.name == "policy.onnx"
+    specs = [p.spec for p in parse_policies(" fgd, scripted:truthful ")]
+    assert specs == ["fgd", "scripted:truthful"]
 
 
-@pytest.mark.parametrize("spec", ["nope", "market:nope", "market:truthful@vickrey", "market:"])
+@pytest.mark.parametrize(
+    "spec", ["nope", "scripted:nope", "scripted:truthful@vickrey", "scripted:", "market:truthful"]
+)
 def test_bad_policy_lists_every_choice(spec: str) -> None:
     with pytest.raises(ValueError) as error:
         parse_policy(spec)
     for choice in policy_choices():
         assert choice in str(error.value)
-    assert "kube-default" in str(error.value) and "market:tit-for-tat" in str(error.value)
+    assert "kube-default" in str(error.value) and "scripted:tit-for-tat" in str(error.value)
 
 
 def test_missing_checkpoint_and_repeats_are_errors() -> None:
-    with pytest.raises(ValueError, match="checkpoint directory 'no/such/dir' does not exist"):
+    with pytest.raises(ValueError, match=r"no checkpoint directory or \.onnx file 'no/such/dir'"):
         parse_policy("learned:no/such/dir")
     with pytest.raises(ValueError, match="more than once: kai"):
         parse_policies("kai,fgd,kai")
@@ -132,7 +136,7 @@ def test_tournament_writes_every_file(tournament: tuple[Results, Path]) -> None:
     assert {(r["policy"], r["seed"]) for r in rows} == {
         (p, str(s)) for p in POLICIES.split(",") for s in (0, 1)
     }
-    truthful = [r for r in rows if r["policy"] == "market:truthful"]
+    truthful = [r for r in rows if r["policy"] == "scripted:truthful"]
     assert any(r["metric"] == "agreement_rate" and r["value"] for r in truthful)
     loaded = load_results(out)
     assert loaded.runs == json.loads(json.dumps(results.runs))
@@ -146,7 +150,7 @@ def test_every_policy_sees_the_same_workload(tournament: tuple[Results, Path]) -
     for seed in (0, 1):
         jobs = {r["metrics"]["jobs"] for r in results.runs if r["seed"] == seed}
         assert len(jobs) == 1
-    market = results.runs_of("market:truthful")[0]
+    market = results.runs_of("scripted:truthful")[0]
     assert market["mechanism"] == "auction" and set(market["utility_by_agent"]) == {
         "alice",
         "bob",
@@ -223,8 +227,8 @@ def test_fgd_inflation_experiment(small_trace: Path, tmp_path: Path) -> None:
     report = (tmp_path / REPORT_MD).read_text()
     assert "final allocation ratio" in report and "unallocated GPUs" in report
     assert (tmp_path / "inflation.png").is_file()
-    with pytest.raises(ValueError, match="market policies cannot run it: market:truthful"):
-        run_inflation_experiment(scenario, parse_policies("fgd,market:truthful"), [0])
+    with pytest.raises(ValueError, match="market policies cannot run it: scripted:truthful"):
+        run_inflation_experiment(scenario, parse_policies("fgd,scripted:truthful"), [0])
 
 
 def test_cli_inflation_runs(small_trace: Path, tmp_path: Path) -> None:
@@ -243,12 +247,12 @@ def test_cli_inflation_runs(small_trace: Path, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--policies", "kai,nope"], "unknown policy 'nope'"),
-        (["--policies", "learned:missing/ckpt"], "checkpoint directory 'missing/ckpt'"),
+        (["--policies", "learned:missing/ckpt"], "no checkpoint directory or .onnx file"),
         (["--scenario", "nope"], "unknown scenario 'nope'"),
         (["--seeds", "3-1"], "bad seed range"),
         (["--seeds", "x"], "bad seeds 'x'"),
         (["--experiment", "nope"], "unknown experiment 'nope'"),
-        (["--experiment", "fgd-inflation", "--policies", "fgd,market:truthful"], "market"),
+        (["--experiment", "fgd-inflation", "--policies", "fgd,scripted:truthful"], "market"),
         (["--set", "novalue"], "bad --set 'novalue'"),
         (["--set", "settings.horizon=-5"], "settings.horizon"),
     ],
@@ -266,7 +270,7 @@ def test_cli_bad_input_exits_2(args: list[str], message: str, tmp_path: Path) ->
 def test_cli_bad_policy_lists_choices() -> None:
     code, output = run_cli("eval", "--scenario", "tiny", "--policies", "nope")
     assert code == 2
-    assert "kube-default" in output and "market:truthful" in output and "learned:<" in output
+    assert "kube-default" in output and "scripted:truthful" in output and "learned:<" in output
 
 
 def test_report_without_results_exits_2(tmp_path: Path) -> None:

@@ -11,12 +11,6 @@ import typer
 from typer.testing import CliRunner
 
 from gpuparley.commands import export as export_command
-from gpuparley.deploy.runtime import (
-    SPEC_HASH_KEY,
-    SPEC_VERSION_KEY,
-    load_policy,
-    masked_argmax,
-)
 from gpuparley.envs.market.encoding import (
     ACTION_COUNT,
     OBSERVATION_BOUND,
@@ -24,8 +18,10 @@ from gpuparley.envs.market.encoding import (
     SPEC_VERSION,
     spec_hash,
 )
-from gpuparley.train.checkpoint import TorchLogits, load_model
-from gpuparley.train.export import export_checkpoint
+from gpuparley.policy.encoder_spec import SPEC_HASH_KEY, SPEC_VERSION_KEY
+from gpuparley.policy.learned import LearnedNegotiator
+from gpuparley.policy.runtime import load_onnx_policy, masked_argmax
+from gpuparley.train.checkpoint import TorchLogits, export_checkpoint, load_model
 
 from train_helpers import assert_float32_close, flat, smoke_run, tampered_copy
 
@@ -61,7 +57,7 @@ def test_parity_with_torch_on_random_masked_observations(exported: Path) -> None
     reference = TorchLogits(load_model(smoke_run() / "best").policy).logits(observations)
     expected = masked_argmax(reference, masks)
     for backend in ("onnxruntime", "numpy"):
-        logits = load_policy(exported, backend=backend).logits(observations)
+        logits = load_onnx_policy(exported, backend=backend).logits(observations)
         assert_float32_close(logits, reference)
         chosen = masked_argmax(logits, masks)
         assert (chosen == expected).all(), f"{backend} picked another action"
@@ -80,7 +76,8 @@ def test_cli_exports_and_refuses_other_specs(tmp_path: Path) -> None:
     out = tmp_path / "policy.onnx"
     result = runner.invoke(cli(), ["export", str(smoke_run() / "best"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert load_policy(out).act(np.zeros(OBSERVATION_SIZE, np.float32), np.ones(ACTION_COUNT)) >= 0
+    player = LearnedNegotiator.from_onnx(out)
+    assert player.act(np.zeros(OBSERVATION_SIZE, np.float32), np.ones(ACTION_COUNT), None) >= 0
     bad = tampered_copy(smoke_run() / "best", tmp_path / "old", "gpu_market_v0/0", "feed")
     result = runner.invoke(cli(), ["export", str(bad), "--out", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2

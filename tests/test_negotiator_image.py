@@ -84,6 +84,7 @@ def test_the_image_environment_loads_the_shipped_policy_and_decides(image_python
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["policy"].endswith("checkpoints/default/policy.onnx")
-    assert "site-packages" in answer["policy"]  # the installed copy, not the checkout
+    assert answer["policy"] == "learned:default"
+    assert answer["source"].endswith("checkpoints/default/policy.onnx")
+    assert "site-packages" in answer["source"]  # the installed copy, not the checkout
     assert answer["decision"] in ("pass", "bid")

@@ -42,8 +42,8 @@ out = sys.argv[2]
 commands = [
     ["scenarios"],
     ["simulate", "--scenario", "openb", "--scheduler", "first-fit", "--out", out + "/sim"],
-    ["eval", "--scenario", "tiny", "--policies", "fgd,market:truthful,learned:checkpoints/default",
-     "--seeds", "0", "--out", out + "/eval"],
+    ["eval", "--scenario", "tiny", "--policies",
+     "fgd,scripted:truthful,learned:checkpoints/default", "--seeds", "0", "--out", out + "/eval"],
     ["train", "--help"],
 ]
 codes = []

@@ -9,17 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpuparley.agents.negotiators.learned import LearnedNegotiator
-from gpuparley.deploy.onnx_graph import write_model
-from gpuparley.deploy.runtime import (
-    Layer,
-    SpecMismatchError,
-    check_spec,
-    load_policy,
-    masked_argmax,
-)
 from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_VERSION, spec_hash
 from gpuparley.envs.resources import checkpoints_dir
+from gpuparley.policy.encoder_spec import SpecMismatchError, check_encoder_spec
+from gpuparley.policy.learned import LearnedNegotiator
+from gpuparley.policy.onnx_graph import write_model
+from gpuparley.policy.runtime import Layer, load_onnx_policy, masked_argmax
+from gpuparley.train.checkpoint import TorchLogits, load_model
 
 from train_helpers import assert_float32_close
 
@@ -42,7 +38,7 @@ def test_the_negotiator_image_needs_no_training_stack() -> None:
     """What the negotiator image runs (deploy/Dockerfile) imports none of torch, sb3, gymnasium,
     pettingzoo or matplotlib, which the image does not install."""
     code = (
-        "import sys, gpuparley.deploy.runtime, gpuparley.agents.negotiators.learned\n"
+        "import sys, gpuparley.policy.runtime, gpuparley.policy.learned, gpuparley.policy.specs\n"
         "import gpuparley.deploy.negotiator, gpuparley.deploy.process_cli\n"
         "heavy = ('torch', 'stable_baselines3', 'sb3_contrib', 'gymnasium', 'pettingzoo',\n"
         "         'matplotlib', 'tensorboard')\n"
@@ -60,31 +56,31 @@ def test_runtime_refuses_another_spec(tmp_path: Path) -> None:
     )
     for backend in ("onnxruntime", "numpy"):
         with pytest.raises(SpecMismatchError, match=r"gpu_market_v0/0.*0123.*" + SPEC_VERSION):
-            load_policy(path, backend=backend)
+            load_onnx_policy(path, backend=backend)
     with pytest.raises(SpecMismatchError, match=spec_hash()):
-        check_spec(SPEC_VERSION, "other", "model x")
+        check_encoder_spec(SPEC_VERSION, "other", "model x")
 
 
 def test_runtime_refuses_wrong_shapes(tmp_path: Path) -> None:
     path = write_model(tiny_layers(inputs=OBSERVATION_SIZE - 1), tmp_path / "narrow.onnx")
     with pytest.raises(SpecMismatchError, match="features"):
-        load_policy(path)
+        load_onnx_policy(path)
 
 
 def test_relu_graph_numpy_matches_onnxruntime(tmp_path: Path) -> None:
     path = write_model(tiny_layers(), tmp_path / "relu.onnx")
     observations = np.random.default_rng(1).normal(size=(500, OBSERVATION_SIZE)).astype(np.float32)
-    fast = load_policy(path).logits(observations)
-    assert_float32_close(load_policy(path, "numpy").logits(observations), fast)
+    fast = load_onnx_policy(path).logits(observations)
+    assert_float32_close(load_onnx_policy(path, "numpy").logits(observations), fast)
 
 
 def test_masking_never_picks_an_illegal_action(tmp_path: Path) -> None:
-    policy = load_policy(write_model(tiny_layers(), tmp_path / "p.onnx"))
+    policy = LearnedNegotiator.from_onnx(write_model(tiny_layers(), tmp_path / "p.onnx"))
     rng = np.random.default_rng(2)
     for _ in range(200):
         mask = np.zeros(ACTION_COUNT, np.int8)
         mask[rng.choice(ACTION_COUNT, size=rng.integers(1, 4), replace=False)] = 1
-        assert mask[policy.act(rng.normal(size=OBSERVATION_SIZE), mask)]
+        assert mask[policy.act(rng.normal(size=OBSERVATION_SIZE), mask, None)]
     logits = np.array([[3.0, 1.0, 2.0]])
     assert masked_argmax(logits, np.array([[0, 1, 1]]))[0] == 2
 
@@ -95,7 +91,7 @@ def test_shipped_default_loads_and_matches_its_model() -> None:
     size = sum(p.stat().st_size for p in DEFAULT.iterdir())
     assert size < 5 * 2**20
     runtime = LearnedNegotiator.from_checkpoint(DEFAULT, backend="onnxruntime")
-    reference = LearnedNegotiator.from_checkpoint(DEFAULT, backend="torch")
+    reference = LearnedNegotiator(TorchLogits(load_model(DEFAULT).policy))
     observations = np.random.default_rng(3).uniform(-3, 3, (2000, OBSERVATION_SIZE))
     observations = observations.astype(np.float32)
     assert_float32_close(runtime.model.logits(observations), reference.model.logits(observations))

@@ -18,8 +18,8 @@ from gpuparley.envs.scenario import load_scenario
 from gpuparley.envs.settings import SimulationSettings
 from gpuparley.envs.simulator import Allocator, JobState, Simulator
 from gpuparley.envs.topology import ClusterSpec
-from gpuparley.experiments.inflation import run_inflation
-from gpuparley.runner import simulate
+from gpuparley.evaluation.inflation_protocol import run_inflation
+from gpuparley.evaluation.runner import simulate
 
 from builders import context, exclusive_cluster, gpu_job, timeslice_cluster
 

@@ -8,15 +8,16 @@ import torch
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 
-from gpuparley.agents.negotiators.learned import LearnedNegotiator
+from gpuparley.agents.negotiators.registry import NEGOTIATORS
 from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
 from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE
+from gpuparley.policy.learned import LearnedNegotiator
 from gpuparley.train.opponents import (
     SnapshotPool,
     draw_seats,
     learner_count,
-    make_scripted,
-    scripted_factories,
+    make_opponent,
+    opponent_spec,
 )
 from gpuparley.train.vec_env import MarketVecEnv
 from gpuparley.train.weights import policy_layers
@@ -32,7 +33,7 @@ def make_env(**kwargs: object) -> MarketVecEnv:
 
 
 def test_width_shapes_and_masks() -> None:
-    env = make_env(mix={"self": 0.5, "truthful": 0.5})
+    env = make_env(mix={"self": 0.5, "scripted:truthful": 0.5})
     # tiny has 3 agents -> 2 learner seats (round(1.5) = 2), gang-heavy 4 -> 2
     assert env.num_envs == 4
     obs = env.reset()
@@ -79,7 +80,7 @@ def test_every_seat_gets_rewards_and_episodes_end_cleanly() -> None:
 
 
 def test_one_model_acts_for_all_seats() -> None:
-    env = make_env(mix={"self": 0.5, "truthful": 0.5})
+    env = make_env(mix={"self": 0.5, "scripted:truthful": 0.5})
     model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu")
     obs = env.reset()
     masks = env.action_masks()
@@ -101,8 +102,8 @@ def test_one_model_acts_for_all_seats() -> None:
 
 def test_seat_draw_uses_the_mix_and_the_pool() -> None:
     agents = ["a", "b", "c", "d"]
-    assert learner_count({"self": 0.5, "truthful": 0.5}, 4) == 2
-    assert learner_count({"self": 0.01, "truthful": 1}, 4) == 1  # at least one learner
+    assert learner_count({"self": 0.5, "scripted:truthful": 0.5}, 4) == 2
+    assert learner_count({"self": 0.01, "scripted:truthful": 1}, 4) == 1  # at least one learner
     assert learner_count({"self": 1.0}, 4) == 4
     pool = SnapshotPool(2)
     model = MaskablePPO("MlpPolicy", make_env(), n_steps=16, batch_size=16, device="cpu")
@@ -110,13 +111,14 @@ def test_seat_draw_uses_the_mix_and_the_pool() -> None:
     rng = np.random.default_rng(0)
     kinds = set()
     for _ in range(30):
-        plan = draw_seats(agents, {"self": 0.5, "snapshots": 0.25, "truthful": 0.25}, rng, pool)
+        mix = {"self": 0.5, "snapshots": 0.25, "scripted:truthful": 0.25}
+        plan = draw_seats(agents, mix, rng, pool)
         assert len(plan.learners) == 2 and set(plan.learners) | set(plan.opponents) == set(agents)
         kinds |= {type(opponent) for opponent in plan.opponents.values()}
     assert kinds == {LearnedNegotiator, Truthful}
 
 
-def test_any_negotiator_plugs_in_by_name() -> None:
+def test_any_negotiator_plugs_in_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     class Passer:
         name = "passer"
 
@@ -126,12 +128,13 @@ def test_any_negotiator_plugs_in_by_name() -> None:
         def act(self, observation, mask, view) -> int:
             return int(np.flatnonzero(mask)[0])
 
-    factories = scripted_factories({"passer": lambda seed: Passer()})
-    assert isinstance(make_scripted("random", 1, factories), RandomNegotiator)
-    env = make_env(mix={"self": 0.5, "passer": 0.5}, factories=factories)
+    monkeypatch.setitem(NEGOTIATORS, "passer", lambda seed: Passer())
+    opponent_spec.cache_clear()
+    assert isinstance(make_opponent("scripted:random", 1), RandomNegotiator)
+    env = make_env(mix={"self": 0.5, "scripted:passer": 0.5})
     env.reset()
     game = env.games[0]
     assert all(isinstance(o, Passer) for o in game.plan.opponents.values())
     env.step(random_legal(env.action_masks(), np.random.default_rng(0)))
-    with pytest.raises(ValueError, match="unknown negotiator 'nobody'"):
-        make_scripted("nobody", 0, factories)
+    with pytest.raises(ValueError, match="no negotiator 'nobody'"):
+        make_opponent("scripted:nobody", 0)

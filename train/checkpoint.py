@@ -1,12 +1,17 @@
 """Checkpoint directories: the model, the config that made it, its spec, and how well it did.
 
     <dir>/model.zip      stable-baselines3 (Maskable)PPO model
+    <dir>/policy.onnx    its actor as an ONNX graph of action logits (what everything outside
+                         training plays: `policy.learned`, no torch needed)
     <dir>/config.yaml    the resolved training config (defaults filled in, actual seed)
     <dir>/spec.json      SPEC_VERSION and spec_hash() of the encoder it was trained on
     <dir>/metrics.json   its evaluation metrics and the step it was taken at
 
 Loading checks spec.json first: a model trained on another observation layout would act on
-misread features, so it is refused with both versions named.
+misread features, so it is refused with both versions named. `export_checkpoint` writes a
+checkpoint's policy anywhere else (`gpuparley export`): the graph holds the actor MLP only;
+masking and the argmax stay outside it (`policy.runtime`), so any legal-action mask works, and
+the encoder's spec goes into the ONNX metadata.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.preprocessing import preprocess_obs
 
-from gpuparley.deploy.runtime import check_spec
 from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_VERSION, spec_hash
+from gpuparley.policy.encoder_spec import check_encoder_spec
+from gpuparley.policy.learned import ONNX_FILE
+from gpuparley.policy.onnx_graph import write_model
 from gpuparley.train.config import TrainConfig, validate_config
+from gpuparley.train.weights import policy_layers
 
 MODEL_FILE, CONFIG_FILE, SPEC_FILE, METRICS_FILE = (
     "model.zip",
@@ -46,6 +54,7 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
+    write_policy(model, config, directory / ONNX_FILE, directory.name)
     (directory / CONFIG_FILE).write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
     spec = {
         "version": SPEC_VERSION,
@@ -69,7 +78,7 @@ def check_checkpoint_spec(directory: str | Path) -> None:
     """Refuse a checkpoint trained on another encoder (SpecMismatchError names both)."""
     directory = Path(directory)
     spec = json.loads(_require(directory, SPEC_FILE).read_text())
-    check_spec(spec.get("version"), spec.get("hash"), f"checkpoint {directory}")
+    check_encoder_spec(spec.get("version"), spec.get("hash"), f"checkpoint {directory}")
 
 
 def load_checkpoint_config(directory: str | Path) -> TrainConfig:
@@ -104,3 +113,21 @@ class TorchLogits:
         )
         latent = self.policy.mlp_extractor.forward_actor(features)
         return self.policy.action_net(latent).numpy()  # raw, not log-softmax-normalised
+
+
+def write_policy(model: BaseAlgorithm, config: TrainConfig, out: str | Path, name: str) -> Path:
+    """The model's actor as an ONNX policy at `out`, with where it came from in its metadata."""
+    metadata = {
+        "gpuparley.checkpoint": name,
+        "gpuparley.config": config.name,
+        "gpuparley.algorithm": config.algorithm,
+        "gpuparley.timesteps": str(model.num_timesteps),
+    }
+    return write_model(policy_layers(model.policy), out, metadata)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write `checkpoint`'s policy logits to `out` (refuses a checkpoint of another spec)."""
+    checkpoint = Path(checkpoint)
+    model = load_model(checkpoint)
+    return write_policy(model, load_checkpoint_config(checkpoint), out, checkpoint.resolve().name)

@@ -25,10 +25,19 @@ from pydantic import (
 
 from gpuparley.envs.resources import train_configs_dir
 from gpuparley.envs.validation import validate_document
+from gpuparley.policy.specs import parse_negotiator
 
 HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb"})
 """Never trained on, so results on them measure generalisation to unseen clusters."""
 SELF, SNAPSHOTS = "self", "snapshots"
+
+
+def _negotiator_spec(name: str, extra: str = "", where: str = "") -> None:
+    """ValueError unless `name` is a negotiator's policy spec (`policy.specs`)."""
+    try:
+        parse_negotiator(name)
+    except ValueError as error:
+        raise ValueError(f"{where}unknown opponent {name!r}: {extra}{error}") from None
 
 
 class TrainConfigError(ValueError):
@@ -73,7 +82,7 @@ class EvaluationConfig(_Strict):
 
     every: PositiveInt = 50_000
     episodes: PositiveInt = 1  # per scenario x mechanism
-    opponents: list[str] = Field(default_factory=lambda: ["truthful"], min_length=1)
+    opponents: list[str] = Field(default_factory=lambda: ["scripted:truthful"], min_length=1)
     max_epochs: PositiveInt = 100
     seed: int = 10_000  # evaluation workloads differ from training ones
 
@@ -93,7 +102,7 @@ class TrainConfig(_Strict):
     reward_shaping: NonNegativeFloat = 0.0
     reward_scale: PositiveFloat = 1.0  # applied to reward / the seat's budget per epoch
     opponents: dict[str, NonNegativeFloat] = Field(
-        default_factory=lambda: {SELF: 0.5, SNAPSHOTS: 0.3, "truthful": 0.2}
+        default_factory=lambda: {SELF: 0.5, SNAPSHOTS: 0.3, "scripted:truthful": 0.2}
     )
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
@@ -116,28 +125,17 @@ class TrainConfig(_Strict):
     @field_validator("opponents")
     @classmethod
     def _known_opponents(cls, value: dict[str, float]) -> dict[str, float]:
-        from gpuparley.train.opponents import scripted_names
-
-        known = {SELF, SNAPSHOTS, *scripted_names()}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown opponent(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}"
-            )
+        for name in value:
+            if name not in (SELF, SNAPSHOTS):
+                _negotiator_spec(name, f"not `{SELF}` or `{SNAPSHOTS}`, and ")
         if value.get(SELF, 0.0) <= 0:
             raise ValueError("the mix needs a positive `self` share (the seats being trained)")
         return value
 
     @model_validator(mode="after")
     def _evaluation_opponents(self) -> TrainConfig:
-        from gpuparley.train.opponents import scripted_names
-
-        unknown = sorted(set(self.evaluation.opponents) - set(scripted_names()))
-        if unknown:
-            raise ValueError(
-                f"evaluation.opponents: unknown scripted negotiator(s) {', '.join(unknown)}; "
-                f"choose from: {', '.join(scripted_names())}"
-            )
+        for name in self.evaluation.opponents:
+            _negotiator_spec(name, "", "evaluation.opponents: ")
         return self
 
     def resolved(self) -> dict[str, Any]:

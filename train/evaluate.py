@@ -9,7 +9,7 @@ are compared on identical games.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from gpuparley.envs.market.episode import play_episode
 from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.envs.scenario import load_scenario
-from gpuparley.train.opponents import NegotiatorFactory, make_scripted
+from gpuparley.train.opponents import opponent_spec
 
 
 def evaluate(
@@ -30,7 +30,6 @@ def evaluate(
     episodes: int = 1,
     max_epochs: int | None = None,
     seed: int = 10_000,
-    factories: Mapping[str, NegotiatorFactory] | None = None,
 ) -> dict[str, Any]:
     """Mean utility of `make_player()`'s seat per scenario/mechanism/opponent, and overall.
 
@@ -51,7 +50,7 @@ def evaluate(
                     players = {
                         agent: make_player()
                         if agent == seat
-                        else make_scripted(opponent, seed + index, factories)
+                        else opponent_spec(opponent).negotiator(seed + index)
                         for index, agent in enumerate(agents)
                     }
                     utility = play_episode(env, players, seed + episode).utility[seat]

@@ -1,11 +1,12 @@
-"""Who sits in the seats the learner does not play: scripted negotiators and frozen snapshots.
+"""Who sits in the seats the learner does not play: negotiators named by policy specs, and
+frozen snapshots of the learner.
 
-Scripted negotiators are looked up by name in a registry of factories (`name -> seed ->
-Negotiator`), so any `Negotiator` (including ones written after this module) can join the pool:
-pass `extra` factories, or add it to `agents.negotiators.registry`, which is picked up when
-present. Snapshots are frozen numpy copies of the learner's policy taken during training
-(self-play against its own past), played through the same `LearnedNegotiator` as a deployed
-policy.
+The opponent mix names its members with the project's policy specs (`policy.specs`:
+`scripted:<name>`, `learned:<checkpoint>`), plus two training-only entries: `self`, the
+learner's share of the seats, and `snapshots`, frozen numpy copies of the learner's policy taken
+during training (self-play against its own past), played through the same `LearnedNegotiator`
+as a deployed policy. A negotiator written after this module joins the pool by joining the
+scripted registry (`agents.negotiators.registry.NEGOTIATORS`).
 
 Seat assignment per episode (`draw_seats`): the `self` share of the mix fixes how many seats of a
 game the learner plays (round(share x seats), at least one; a fixed count per game so the
@@ -15,53 +16,34 @@ seat (drawn from the remaining shares), is a seeded draw per episode.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from gpuparley.agents.negotiators.learned import LearnedNegotiator
-from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
-from gpuparley.deploy.runtime import Layer, NumpyMlp
 from gpuparley.envs.market.negotiator import Negotiator
+from gpuparley.policy.learned import LearnedNegotiator
+from gpuparley.policy.runtime import Layer, NumpyMlp
+from gpuparley.policy.specs import PolicySpec, parse_negotiator
 from gpuparley.train.config import SELF, SNAPSHOTS
 
-NegotiatorFactory = Callable[[int], Negotiator]
+FALLBACK = "scripted:truthful"
+"""Who plays a `snapshots` seat before the first snapshot, when the mix has no other member."""
 
 
-def scripted_factories(
-    extra: Mapping[str, NegotiatorFactory] | None = None,
-) -> dict[str, NegotiatorFactory]:
-    """Scripted negotiators by name: simple.py's, the shared registry's when present, `extra`."""
-    factories: dict[str, NegotiatorFactory] = {
-        "truthful": lambda seed: Truthful(),
-        "random": RandomNegotiator,
-    }
-    try:
-        from gpuparley.agents.negotiators.registry import NEGOTIATORS
-    except ImportError:  # the shared registry is optional
-        NEGOTIATORS = {}
-    factories.update(NEGOTIATORS)
-    factories.update(extra or {})
-    return factories
+@functools.cache
+def opponent_spec(spec: str) -> PolicySpec:
+    """A mix member's parsed spec (parsed once per process)."""
+    return parse_negotiator(spec)
 
 
-def scripted_names() -> list[str]:
-    return sorted(scripted_factories())
-
-
-def make_scripted(
-    name: str, seed: int, factories: Mapping[str, NegotiatorFactory] | None = None
-) -> Negotiator:
-    registry = factories if factories is not None else scripted_factories()
-    try:
-        factory = registry[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown negotiator {name!r}; choose one of: {', '.join(sorted(registry))}"
-        ) from None
-    return factory(seed)
+def make_opponent(spec: str, seed: int) -> Negotiator:
+    """A fresh negotiator for a mix member's spec, reset with `seed`."""
+    negotiator = opponent_spec(spec).negotiator(seed)
+    negotiator.reset(seed)
+    return negotiator
 
 
 class SnapshotPool:
@@ -99,16 +81,15 @@ def draw_seats(
     mix: Mapping[str, float],
     rng: np.random.Generator,
     pool: SnapshotPool | None = None,
-    factories: Mapping[str, NegotiatorFactory] | None = None,
 ) -> SeatPlan:
     """One episode's seat assignment (see the module docstring). Without snapshots in the pool,
-    a snapshots seat is played by the first scripted opponent of the mix, or truthful."""
+    a snapshots seat is played by the first other member of the mix, or `FALLBACK`."""
     count = learner_count(mix, len(agents))
     chosen = sorted(int(i) for i in rng.choice(len(agents), size=count, replace=False))
     learners = tuple(agents[i] for i in chosen)
     others = {name: w for name, w in mix.items() if name != SELF and w > 0}
     names, weights = list(others), np.array(list(others.values()), dtype=float)
-    scripted = [name for name in names if name != SNAPSHOTS] or ["truthful"]
+    specs = [name for name in names if name != SNAPSHOTS] or [FALLBACK]
     opponents: dict[str, Negotiator] = {}
     for agent in agents:
         if agent in learners:
@@ -117,8 +98,7 @@ def draw_seats(
         seed = int(rng.integers(2**31))
         if name == SNAPSHOTS and pool is not None and len(pool):
             opponents[agent] = LearnedNegotiator(pool.sample(rng), name="snapshot")
+            opponents[agent].reset(seed)
         else:
-            scripted_name = scripted[0] if name == SNAPSHOTS else name
-            opponents[agent] = make_scripted(scripted_name, seed, factories)
-        opponents[agent].reset(seed)
+            opponents[agent] = make_opponent(specs[0] if name == SNAPSHOTS else name, seed)
     return SeatPlan(learners, opponents)

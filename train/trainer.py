@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
 from torch import nn
 
-from gpuparley.agents.negotiators.learned import LearnedNegotiator
-from gpuparley.deploy.runtime import NumpyMlp
+from gpuparley.policy.learned import LearnedNegotiator
+from gpuparley.policy.runtime import NumpyMlp
 from gpuparley.train.checkpoint import ALGORITHMS, load_metrics, load_model, save_checkpoint
 from gpuparley.train.config import TrainConfig
 from gpuparley.train.evaluate import evaluate
-from gpuparley.train.opponents import NegotiatorFactory, SnapshotPool
+from gpuparley.train.opponents import SnapshotPool
 from gpuparley.train.vec_env import MarketVecEnv
 from gpuparley.train.weights import policy_layers
 
@@ -55,7 +54,6 @@ def run_dir_of(config: TrainConfig) -> Path:
 def build_env(
     config: TrainConfig,
     pool: SnapshotPool | None,
-    factories: Mapping[str, NegotiatorFactory] | None = None,
 ) -> MarketVecEnv:
     return MarketVecEnv(
         config.scenarios,
@@ -67,7 +65,6 @@ def build_env(
         reward_shaping=config.reward_shaping,
         reward_scale=config.reward_scale,
         pool=pool,
-        factories=factories,
     )
 
 
@@ -92,7 +89,6 @@ def build_model(config: TrainConfig, env: MarketVecEnv, log_dir: Path | None) ->
 def evaluate_policy(
     model: BaseAlgorithm,
     config: TrainConfig,
-    factories: Mapping[str, NegotiatorFactory] | None = None,
 ) -> dict[str, Any]:
     """The evaluation of `train.evaluate` for the model's current (deterministic) policy."""
     weights = NumpyMlp(policy_layers(model.policy))
@@ -105,7 +101,6 @@ def evaluate_policy(
         episodes=spec.episodes,
         max_epochs=spec.max_epochs,
         seed=spec.seed,
-        factories=factories,
     )
 
 
@@ -156,16 +151,14 @@ class Trainer:
         self,
         config: TrainConfig,
         resume: Path | None = None,
-        factories: Mapping[str, NegotiatorFactory] | None = None,
     ) -> None:
         self.config = config
-        self.factories = factories
         self.run_dir = run_dir_of(config)
         self.best_score = float("-inf")
         set_random_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.pool = SnapshotPool(config.snapshots.pool_size)
-        self.env = build_env(config, self.pool, factories)
+        self.env = build_env(config, self.pool)
         if resume is not None:
             self.model = load_model(resume, env=self.env)
             self.model.set_random_seed(config.seed)
@@ -179,7 +172,7 @@ class Trainer:
 
     def checkpoint(self, model: BaseAlgorithm, logger: Any = None) -> dict[str, Any]:
         """Evaluate, save `last/`, and `best/` when the score improved."""
-        metrics = evaluate_policy(model, self.config, self.factories)
+        metrics = evaluate_policy(model, self.config)
         metrics["score"] = metrics["mean_budget_utility"]
         metrics["timesteps"] = int(model.num_timesteps)
         if logger is not None:
@@ -242,7 +235,6 @@ def train(
     config: TrainConfig,
     resume: Path | None = None,
     progress: Progress | None = None,
-    factories: Mapping[str, NegotiatorFactory] | None = None,
 ) -> TrainResult:
     """Run training to `config.total_timesteps` (from a checkpoint's step count when resuming)."""
-    return Trainer(config, resume, factories).learn(progress)
+    return Trainer(config, resume).learn(progress)

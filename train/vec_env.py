@@ -33,7 +33,6 @@ from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_BOUND, OBSE
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.envs.scenario import Scenario, load_scenario
 from gpuparley.train.opponents import (
-    NegotiatorFactory,
     SeatPlan,
     SnapshotPool,
     draw_seats,
@@ -90,11 +89,9 @@ class MarketVecEnv(VecEnv):
         reward_shaping: float = 0.0,
         reward_scale: float = 1.0,
         pool: SnapshotPool | None = None,
-        factories: Mapping[str, NegotiatorFactory] | None = None,
     ) -> None:
         self.mix = dict(mix or {"self": 1.0})
         self.pool = pool
-        self.factories = factories
         self.reward_scale = reward_scale
         self.render_mode = None
         self.seed_value = seed
@@ -130,7 +127,7 @@ class MarketVecEnv(VecEnv):
             game.rng = np.random.default_rng([seed, index])
 
     def _draw(self, agents: list[str], rng: np.random.Generator) -> SeatPlan:
-        return draw_seats(agents, self.mix, rng, self.pool, self.factories)
+        return draw_seats(agents, self.mix, rng, self.pool)
 
     def seat(self, index: int) -> tuple[int, str]:
         """(game index, agent name) the sub-environment `index` currently plays."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from gpuparley.deploy.runtime import Activation, Layer
+from gpuparley.policy.runtime import Activation, Layer
 
 _ACTIVATIONS: dict[type[nn.Module], Activation] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 

@@ -1,4 +1,4 @@
-"""Scripted negotiators by name (`market:<name>` in a policy spec)."""
+"""Scripted negotiators by name (`scripted:<name>` in a policy spec, `policy.specs`)."""
 
 from __future__ import annotations
 

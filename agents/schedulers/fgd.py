@@ -18,7 +18,7 @@ Also the paper's baselines: `best-fit` (the node with the least free milli-GPU l
 placement, then the tightest GPU on it) and `random-fit` (uniform among feasible nodes, then
 among the GPUs that fit, from a seeded generator). As a simulator scheduler each is the
 arrival-order gang-atomic loop of `base.GangPlacer`; the inflation experiment
-(`gpuparley.experiments.inflation`) calls the same `choose` directly.
+(`gpuparley.evaluation.inflation_protocol`) calls the same `choose` directly.
 
 Left out: the GPU-model affinity of pods in the target distribution (types are pooled across
 models), MIG (a MIG pod, or a cluster whose feasible nodes include MIG ones, falls back to

@@ -15,25 +15,25 @@ from rich import box
 from rich.table import Table
 
 from gpuparley.agents.registry import INCUMBENTS
-from gpuparley.console import console, fail, progress_bar
+from gpuparley.commands.console import console, fail, progress_bar
 from gpuparley.envs.scenario import load_scenario
-from gpuparley.evaluation.inflation import (
+from gpuparley.evaluation.fgd_inflation import (
     DEFAULT_TARGETS,
     check_schedulers,
     parse_targets,
     run_inflation_experiment,
     target_key,
 )
-from gpuparley.evaluation.inflation import EXPERIMENT as INFLATION
-from gpuparley.evaluation.policies import Policy, parse_policies, policy_choices
+from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
 from gpuparley.evaluation.report import MISSING, Row, summary, write_report
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
+from gpuparley.policy.specs import PolicySpec, parse_policies, policy_choices
 
 EXPERIMENTS = ("tournament", INFLATION)
-DEFAULT_POLICIES = ",".join((*INCUMBENTS, "market:truthful"))
+DEFAULT_POLICIES = ",".join((*INCUMBENTS, "scripted:truthful"))
 DEMO_POLICIES = (
-    "first-fit,kube-default,volcano,kai,kueue,fgd,themis,market:truthful,"
+    "first-fit,kube-default,volcano,kai,kueue,fgd,themis,scripted:truthful,"
     "learned:checkpoints/default"
 )
 
@@ -64,7 +64,7 @@ def run_evaluation(
         raise ValueError(
             f"unknown experiment {experiment!r}; choose one of: {', '.join(EXPERIMENTS)}"
         )
-    parsed: list[Policy] = parse_policies(policies)
+    parsed: list[PolicySpec] = parse_policies(policies)
     seed_list = parse_seeds(seeds)
     if experiment == INFLATION:
         check_schedulers(parsed)

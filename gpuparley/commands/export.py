@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gpuparley.console import console, fail
+from gpuparley.commands.console import console, fail
 
 
 def register(app: typer.Typer) -> None:
@@ -19,9 +19,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Export the policy's action logits to ONNX, spec version and hash in its metadata."""
-        from gpuparley.deploy.runtime import SpecMismatchError
-        from gpuparley.train.checkpoint import CheckpointError
-        from gpuparley.train.export import export_checkpoint
+        from gpuparley.policy.encoder_spec import SpecMismatchError
+        from gpuparley.train.checkpoint import CheckpointError, export_checkpoint
 
         if not checkpoint.is_dir():
             fail(f"checkpoint {checkpoint} is not a directory")

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gpuparley.agents.registry import SCHEDULERS, check_spec
-from gpuparley.console import console, fail, progress_bar
+from gpuparley.agents.registry import SCHEDULERS, check_scheduler
+from gpuparley.commands.console import console, fail, progress_bar
 from gpuparley.envs.scenario import load_scenario
-from gpuparley.runner import simulate, write_outputs
+from gpuparley.evaluation.runner import simulate, write_outputs
 
 HEADLINE = (
     ("jobs_finished", "jobs finished", "{:.0f}"),
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Replay a scenario under a central scheduler; write metrics.json and timeline.csv."""
         try:
-            check_spec(scheduler)
+            check_scheduler(scheduler)
             resolved = load_scenario(scenario, trace=trace)
             with progress_bar() as bar:
                 task = bar.add_task(f"{resolved.name} / {scheduler}", total=1.0)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gpuparley.console import console, errors, fail
+from gpuparley.commands.console import console, errors, fail
 
 
 def training_progress() -> Progress:
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Train with (Maskable)PPO, one policy shared by all learner seats; keep best/last."""
-        from gpuparley.deploy.runtime import SpecMismatchError
+        from gpuparley.policy.encoder_spec import SpecMismatchError
         from gpuparley.train.checkpoint import CheckpointError
         from gpuparley.train.config import TrainConfigError, load_config
         from gpuparley.train.trainer import train

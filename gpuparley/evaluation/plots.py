@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from gpuparley.evaluation.inflation import EXPERIMENT as INFLATION
+from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.stats import mean_ci
 
@@ -28,7 +28,7 @@ Run = dict[str, Any]
 
 
 def _style(policy: str) -> dict[str, Any]:
-    return {"linestyle": "--" if policy.startswith(("market:", "learned:")) else "-"}
+    return {"linestyle": "--" if policy.startswith(("scripted:", "learned:")) else "-"}
 
 
 def _seeds_note(results: Results, how: str = "mean") -> str:

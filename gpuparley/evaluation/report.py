@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 from gpuparley.evaluation import plots
-from gpuparley.evaluation.inflation import DEFAULT_TARGETS, target_key
-from gpuparley.evaluation.inflation import EXPERIMENT as INFLATION
+from gpuparley.evaluation.fgd_inflation import DEFAULT_TARGETS, target_key
+from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.stats import mean_ci
 

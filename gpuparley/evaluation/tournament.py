@@ -21,10 +21,10 @@ import numpy as np
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import Simulator
 from gpuparley.envs.timeline import COLUMNS
-from gpuparley.evaluation.policies import Policy
+from gpuparley.evaluation.market_run import run_market
 from gpuparley.evaluation.results import Results
-from gpuparley.negotiation import run_market
-from gpuparley.runner import simulate
+from gpuparley.evaluation.runner import simulate
+from gpuparley.policy.specs import PolicySpec
 
 TIMELINE_POINTS = 400
 JCT_POINTS = 2000
@@ -93,7 +93,7 @@ def _sorted_sample(values: Sequence[float], points: int = JCT_POINTS) -> list[fl
 
 def run_policy(
     scenario: Scenario,
-    policy: Policy,
+    policy: PolicySpec,
     seed: int,
     max_epochs: int | None = None,
     on_progress: Callable[[float], None] | None = None,
@@ -135,7 +135,7 @@ def run_policy(
 
 def run_tournament(
     scenario: Scenario,
-    policies: Sequence[Policy],
+    policies: Sequence[PolicySpec],
     seeds: Sequence[int],
     max_epochs: int | None = None,
     on_progress: Progress | None = None,
@@ -154,8 +154,8 @@ def run_tournament(
 
 
 def each_run(
-    policies: Sequence[Policy], seeds: Sequence[int], on_progress: Progress | None = None
-) -> Iterator[tuple[Policy, int, Callable[[float], None]]]:
+    policies: Sequence[PolicySpec], seeds: Sequence[int], on_progress: Progress | None = None
+) -> Iterator[tuple[PolicySpec, int, Callable[[float], None]]]:
     """(policy, seed, per-run progress callback) seed-major, so early results already cover
     every policy; the callback turns a run's share done into the tournament's runs done."""
     total = len(policies) * len(seeds)
@@ -174,7 +174,7 @@ def each_run(
 
 def tournament_config(
     scenario: Scenario,
-    policies: Sequence[Policy],
+    policies: Sequence[PolicySpec],
     seeds: Sequence[int],
     max_epochs: int | None = None,
     experiment: str = "tournament",

@@ -88,7 +88,7 @@ def market_run(
         scenario=SCENARIO,
         die_with_parent=True,
     )
-    rig = MarketRig(state, SCENARIO, SEED, f"onnx:{POLICY_FILE}", state_dir / "logs")
+    rig = MarketRig(state, SCENARIO, SEED, f"learned:{POLICY_FILE}", state_dir / "logs")
     rig.substep_timeout = substep_timeout
     run = Run(rig)
     observer: Observer | None = None

@@ -20,12 +20,12 @@ import pytest
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.kube import ApiError, Kube
-from gpuparley.deploy.negotiator import load_policy
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import group_pods
 from gpuparley.envs.market import messages
 from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.scenario import load_scenario
+from gpuparley.policy.specs import parse_negotiator
 
 from .helpers import pod_manifest
 from .market_runs import (
@@ -172,7 +172,7 @@ def test_allocations_match_the_simulator_exactly(run: Run) -> None:
     """Same scenario, seed and policy: the cluster run signs, renews and ends the same leases
     at the same epochs, on the same nodes and GPUs, at the same prices as the simulator - even
     with a negotiator killed and restarted and junk posted to the market on the way."""
-    policy = load_policy(f"onnx:{POLICY_FILE}")
+    policy = parse_negotiator(f"learned:{POLICY_FILE}").negotiator(backend="onnxruntime")
     simulated = [e.to_json() for e in simulated_trace(load_scenario(SCENARIO), SEED, policy)]
     simulated = json.loads(json.dumps(simulated))  # tuples -> lists, as in the trace file
     assert len(run.trace) == len(simulated)

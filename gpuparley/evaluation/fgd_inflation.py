@@ -1,6 +1,6 @@
 """`--experiment fgd-inflation`: the FGD paper's allocation-vs-arrived-workload curves over seeds.
 
-Each policy x seed x target is one `experiments.inflation.run_inflation` (pods placed one at a
+Each policy x seed x target is one `inflation_protocol.run_inflation` (pods placed one at a
 time with no departures until `target` x GPU capacity has arrived; the paper's figure is 130%).
 A record holds one policy x seed: its metrics per target, suffixed `@<target %>`
 (`final_allocation_ratio@130%`), and the curve of the largest target. Only central schedulers
@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpuparley.envs.scenario import Scenario
-from gpuparley.evaluation.policies import Policy
+from gpuparley.evaluation.inflation_protocol import run_inflation
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.tournament import Progress, each_run, tournament_config
-from gpuparley.experiments.inflation import run_inflation
+from gpuparley.policy.specs import PolicySpec
 
 EXPERIMENT = "fgd-inflation"
 DEFAULT_TARGETS = (1.3,)
@@ -43,7 +43,7 @@ def parse_targets(text: str) -> list[float]:
     return sorted(targets)
 
 
-def check_schedulers(policies: Sequence[Policy]) -> None:
+def check_schedulers(policies: Sequence[PolicySpec]) -> None:
     """ValueError naming the market specs, which the inflation protocol cannot run."""
     markets = [policy.spec for policy in policies if policy.is_market]
     if markets:
@@ -55,7 +55,7 @@ def check_schedulers(policies: Sequence[Policy]) -> None:
 
 def run_inflation_experiment(
     scenario: Scenario,
-    policies: Sequence[Policy],
+    policies: Sequence[PolicySpec],
     seeds: Sequence[int],
     targets: Sequence[float] = DEFAULT_TARGETS,
     on_progress: Progress | None = None,

@@ -2,7 +2,7 @@
 
 The graph is built directly from the layer weights (Gemm + Tanh/Relu) rather than traced from
 torch: the result is the same for an MLP, needs no exporter toolchain that changes between torch
-releases, and uses exactly the ops `deploy.runtime`'s numpy fallback implements. Masking stays
+releases, and uses exactly the ops `policy.runtime`'s numpy fallback implements. Masking stays
 outside the graph so any legal-action mask works at run time.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from gpuparley.deploy.runtime import SPEC_HASH_KEY, SPEC_VERSION_KEY, Layer
 from gpuparley.envs.market.encoding import SPEC_VERSION, spec_hash
+from gpuparley.policy.encoder_spec import SPEC_HASH_KEY, SPEC_VERSION_KEY
+from gpuparley.policy.runtime import Layer
 
 INPUT_NAME = "observation"
 OUTPUT_NAME = "logits"

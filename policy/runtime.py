@@ -1,4 +1,4 @@
-"""Run an exported negotiator policy in production: onnxruntime, or pure numpy as a fallback.
+"""Run an exported negotiator policy: onnxruntime, or pure numpy as a fallback.
 
 A cluster-side negotiator must not drag in torch or stable-baselines3 (hundreds of MB, slow
 start), so this module imports neither: the ONNX file written by `gpuparley export` holds the
@@ -8,9 +8,9 @@ the file is read by onnxruntime alone, metadata included; the numpy fallback rea
 weights from the ONNX initializers with the `onnx` package and evaluates the same ops, for hosts
 without onnxruntime (and as a cross-check of the export).
 
-Every model records the observation spec it was trained on (`SPEC_VERSION`, `spec_hash()` of
-`envs.market.encoding`) in its metadata; a model built for another encoder is refused, because it
-would silently act on misread features.
+Every model records the observation spec it was trained on in its metadata
+(`policy.encoder_spec`); a model built for another encoder is refused, because it would
+silently act on misread features.
 """
 
 from __future__ import annotations
@@ -22,31 +22,16 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_VERSION, spec_hash
+from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE
+from gpuparley.policy.encoder_spec import (
+    SPEC_HASH_KEY,
+    SPEC_VERSION_KEY,
+    SpecMismatchError,
+    check_encoder_spec,
+)
 
-SPEC_VERSION_KEY = "gpuparley.spec_version"
-SPEC_HASH_KEY = "gpuparley.spec_hash"
 Activation = Literal["tanh", "relu", "identity"]
 Backend = Literal["onnxruntime", "numpy"]
-
-
-class SpecMismatchError(ValueError):
-    """A model or checkpoint was trained on a different observation/action encoding."""
-
-
-def check_spec(version: str | None, digest: str | None, source: str) -> None:
-    """Refuse `source` unless it was built for exactly the current encoder.
-
-    The message names both sides so the user can tell whether to retrain or check out the code
-    the model was trained with.
-    """
-    if version == SPEC_VERSION and digest == spec_hash():
-        return
-    raise SpecMismatchError(
-        f"{source} was built for observation spec {version!r} (hash {digest!r}), but this code "
-        f"encodes spec {SPEC_VERSION!r} (hash {spec_hash()!r}); retrain or re-export it with "
-        "the current encoder, or run the code version it was trained with"
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +52,7 @@ def _activate(x: np.ndarray, activation: Activation) -> np.ndarray:
 
 
 class NumpyMlp:
-    """Pure-numpy forward pass of the exported MLP (the ops `deploy.onnx_graph` writes)."""
+    """Pure-numpy forward pass of the exported MLP (the ops `policy.onnx_graph` writes)."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers = [
@@ -96,8 +81,9 @@ class LogitsModel(Protocol):
     def logits(self, observations: np.ndarray) -> np.ndarray: ...
 
 
-class Policy:
-    """A loaded policy: logits of a batch, or one masked action, whatever the backend."""
+class OnnxPolicy:
+    """A loaded ONNX policy: the logits of a batch of observations, whatever the backend, and
+    the model's metadata. (`policy.learned.LearnedNegotiator` turns logits into actions.)"""
 
     def __init__(self, model: LogitsModel, backend: str, metadata: dict[str, str]) -> None:
         self.model = model
@@ -106,11 +92,6 @@ class Policy:
 
     def logits(self, observations: np.ndarray) -> np.ndarray:
         return self.model.logits(np.atleast_2d(observations))
-
-    def act(self, observation: np.ndarray, mask: np.ndarray) -> int:
-        """One legal action for one observation (argmax of the masked logits)."""
-        logits = self.model.logits(np.asarray(observation, dtype=np.float32).reshape(1, -1))
-        return int(masked_argmax(logits[0], mask))
 
 
 class OnnxRuntimeMlp:
@@ -150,7 +131,9 @@ def read_onnx(path: str | Path) -> tuple[list[Layer], dict[str, str]]:
     path = _existing(path)
     model = onnx.load(str(path))
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    check_spec(metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}")
+    check_encoder_spec(
+        metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}"
+    )
     weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     layers: list[Layer] = []
     nodes = list(model.graph.node)
@@ -180,19 +163,21 @@ def _check_shape(path: Path, features: object, actions: object) -> None:
         )
 
 
-def load_policy(path: str | Path, backend: Backend = "onnxruntime", threads: int = 1) -> Policy:
+def load_onnx_policy(
+    path: str | Path, backend: Backend = "onnxruntime", threads: int = 1
+) -> OnnxPolicy:
     """Load an exported policy; refuses one trained for another observation spec."""
     path = _existing(path)
     if backend == "onnxruntime":
         session = OnnxRuntimeMlp(path, threads)
         metadata = session.metadata
-        check_spec(
+        check_encoder_spec(
             metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}"
         )
         _check_shape(path, session.features, session.actions)
-        return Policy(session, backend, metadata)
+        return OnnxPolicy(session, backend, metadata)
     if backend == "numpy":
         layers, metadata = read_onnx(path)
         _check_shape(path, layers[0].weight.shape[1], layers[-1].weight.shape[0])
-        return Policy(NumpyMlp(layers), backend, metadata)
+        return OnnxPolicy(NumpyMlp(layers), backend, metadata)
     raise ValueError(f"backend must be 'onnxruntime' or 'numpy', got {backend!r}")

@@ -1,1 +1,0 @@
-"""Reusable experiments the evaluation CLI runs (FGD's inflation experiment, ...)."""
