@@ -7,7 +7,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from gpuparley.agents.registry import INCUMBENTS, SCHEDULERS, make_allocator, timer_of
+from gpuparley.agents.registry import (
+    INCUMBENTS,
+    PAPER_POLICIES,
+    SCHEDULERS,
+    make_allocator,
+    timer_of,
+)
 from gpuparley.agents.schedulers.kai import Kai
 from gpuparley.agents.schedulers.kube_default import KubeDefault
 from gpuparley.agents.schedulers.kueue import Kueue
@@ -193,7 +199,7 @@ GANG_AWARE = sorted(set(SCHEDULERS) - {"kube-default"})
 @pytest.mark.parametrize("scenario_name", ["tiny", "mig-mixed", "gang-heavy", "timeslice-noisy"])
 def test_invariants_hold_and_gang_aware_never_half_place(scenario_name: str) -> None:
     scenario = load_scenario(scenario_name, overrides={"settings.horizon": 4 * 3600.0})
-    for name in [*INCUMBENTS, "best-fit", "random-fit"]:
+    for name in [*INCUMBENTS, *PAPER_POLICIES, "best-fit-gpu"]:
         result = simulate(scenario, name, seed=0)
         sim = result.simulator
         sim.state.check_invariants(sim.jobs)
