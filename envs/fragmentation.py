@@ -205,8 +205,6 @@ class FreeGpus:
         self.tick = 0
         self._changes = state.node_changes.copy()
         self._version = state.version
-        # A MIG GPU never has room here (module docstring): as if it had no replica.
-        self._replicas = np.where(state.gpu_is_mig, 0, state.gpu_replicas).tolist()
         self._store(state, np.arange(state.node_count))
 
     def refresh(self, state: ClusterState) -> None:
@@ -222,25 +220,32 @@ class FreeGpus:
             self.stamp[nodes] = self.tick
 
     def _store(self, state: ClusterState, nodes: np.ndarray) -> None:
-        """Re-read the nodes' GPUs, in plain Python: usually one node of a few GPUs, where a
-        numpy call costs more than the work."""
         for node in nodes.tolist():
-            gpus = state.gpus_of(node)
-            first, last = gpus.start, gpus.stop
-            row = [
-                FULL_GPU_MILLI - used if slots < replicas else 0
-                for used, slots, replicas in zip(
-                    state.gpu_used_milli[first:last].tolist(),
-                    state.gpu_used_slots[first:last].tolist(),
-                    self._replicas[first:last],
-                    strict=True,
-                )
-            ]
+            row = gpu_free_row(state, node)
             self.free[node, : len(row)] = row
             self.total[node] = sum(row)
             self.cpu[node] = state.cpu_free[node]
 
 
+def gpu_free_row(state: ClusterState, node: int) -> list[int]:
+    """Free milli-GPU of each GPU of one node (module docstring), in plain Python: a node has a
+    handful of GPUs, where a numpy call costs more than the work."""
+    gpus = state.gpus_of(node)
+    used = state.gpu_used_milli[gpus.start : gpus.stop].tolist()
+    slots = state.gpu_used_slots[gpus.start : gpus.stop].tolist()
+    room = _replicas_or_none(state)[gpus.start : gpus.stop]
+    return [FULL_GPU_MILLI - u if s < r else 0 for u, s, r in zip(used, slots, room, strict=True)]
+
+
+def _replicas_or_none(state: ClusterState) -> list[int]:
+    """Each GPU's replicas, 0 for a MIG GPU (never room here: module docstring); cached."""
+    replicas = _REPLICAS.get(state)
+    if replicas is None:
+        replicas = _REPLICAS[state] = np.where(state.gpu_is_mig, 0, state.gpu_replicas).tolist()
+    return replicas
+
+
+_REPLICAS: weakref.WeakKeyDictionary[ClusterState, list[int]] = weakref.WeakKeyDictionary()
 _FREE: weakref.WeakKeyDictionary[ClusterState, FreeGpus] = weakref.WeakKeyDictionary()
 
 

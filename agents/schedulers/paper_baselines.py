@@ -33,7 +33,8 @@ MaxSpecGpu = 8,000 (the simulator's fixed normalisers):
 * gpu-clustering: 0 for a CPU-only pod; else `25 * (8000 - G) // 8000` plus 75 if the node runs
   only pods of the pod's shape (a share, or k whole GPUs), 50 if it runs that shape among others,
   25 if it runs no GPU pod, 0 if it runs only other shapes;
-* random: one uniformly random feasible node scores 100, the others 0 (its PreScore draws it).
+* random: one uniformly random feasible node scores 100, the others 0 (its PreScore draws it;
+  `RandomChooser` draws it directly).
 
 Random draws from a generator seeded with the run's seed; the other policies are deterministic.
 
@@ -54,7 +55,7 @@ import numpy as np
 from gpuparley.agents.schedulers.base import GangPlacer, SchedulerContext
 from gpuparley.agents.scoring import node_free_milli, tightest_candidate
 from gpuparley.envs.cluster import FULL_GPU_MILLI, ClusterState, PodPlacement, gpu_shape
-from gpuparley.envs.fragmentation import free_gpus
+from gpuparley.envs.fragmentation import free_gpus, gpu_free_row
 from gpuparley.envs.jobs import Job, PodDemand
 
 MAX_SPEC_CPU = 128_000
@@ -179,30 +180,24 @@ def gpu_clustering_score(state: ClusterState, pod: PodDemand, nodes: np.ndarray)
     return fullness + band
 
 
-class RandomScore:
-    """Random (`random_score.go`): one uniformly random feasible node scores 100, the rest 0."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-
-    def __call__(self, state: ClusterState, pod: PodDemand, nodes: np.ndarray) -> np.ndarray:
-        scores = np.zeros(len(nodes), dtype=np.int64)
-        scores[self.rng.integers(len(nodes))] = MAX_SCORE
-        return scores
-
-
 def best_gpu(state: ClusterState, pod: PodDemand, node: int) -> PodPlacement | None:
     """gpuSelMethod `best`: the fullest GPU that fits a share; the lowest-index empty GPUs."""
     return _select_gpu(state, pod, node, lambda fitting, free: min(fitting, key=free.__getitem__))
 
 
-class RandomGpu:
-    """gpuSelMethod `random`: a uniformly random GPU that fits a share (or MIG instance)."""
+class RandomChooser:
+    """Random (`random_score.go`) as a `plan_job` node chooser: its PreScore draws one feasible
+    node uniformly, which alone scores 100; then gpuSelMethod `random` draws a GPU that fits a
+    share (or a MIG instance) uniformly. One seeded generator draws both."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
 
-    def __call__(self, state: ClusterState, pod: PodDemand, node: int) -> PodPlacement | None:
+    def __call__(self, state: ClusterState, job: Job, mask: np.ndarray) -> PodPlacement | None:
+        nodes = np.flatnonzero(mask)
+        if not len(nodes):
+            return None
+        pod, node = job.pod, int(nodes[self.rng.integers(len(nodes))])
         if pod.gpu.kind == "mig":
             candidates = state.candidate_placements(node, pod)
             return candidates[int(self.rng.integers(len(candidates)))] if candidates else None
@@ -226,7 +221,7 @@ def _select_gpu(
     if request.kind == "mig":
         return tightest_candidate(state, pod, state.candidate_placements(node, pod))
     gpus = state.gpus_of(node)
-    free = free_gpus(state).free[node, : len(gpus)].tolist()
+    free = gpu_free_row(state, node)
     if request.kind == "whole":
         empty = [j for j, gpu_free in enumerate(free) if gpu_free == FULL_GPU_MILLI]
         if len(empty) < request.count:
@@ -254,7 +249,7 @@ def top_node(state: ClusterState, scores: np.ndarray, mask: np.ndarray) -> int:
 
 class PluginChooser:
     """A `plan_job` node chooser running one score plugin as the authors' simulator does
-    (module docstring, steps 1-5); a MIG pod is placed by best-fit unless the plugin is Random.
+    (module docstring, steps 1-5); a MIG pod is placed by best-fit.
 
     A deterministic plugin's score of each node is kept per pod demand, with the `FreeGpus`
     tick it was computed at, and recomputed only for feasible nodes that changed since: a
@@ -274,9 +269,6 @@ class PluginChooser:
             return None
         pod = job.pod
         score, select, normalised = self.score, self.select, self.normalised
-        if isinstance(score, RandomScore):
-            nodes = np.flatnonzero(mask)
-            return select(state, pod, int(nodes[np.argmax(score(state, pod, nodes))]))
         if pod.gpu.kind == "mig":
             score, select, normalised = best_fit_score, best_gpu, True
         scores = self._current(state, pod, score, mask)
@@ -334,6 +326,5 @@ def gpu_clustering(context: SchedulerContext) -> GangPlacer:
 
 
 def random_placement(context: SchedulerContext) -> GangPlacer:
-    """The paper's Random, seeded with the context's seed (nodes and GPUs from one generator)."""
-    rng = np.random.default_rng(context.seed)
-    return GangPlacer(PluginChooser(RandomScore(rng), RandomGpu(rng)), "random")
+    """The paper's Random, seeded with the context's seed."""
+    return GangPlacer(RandomChooser(context.seed), "random")

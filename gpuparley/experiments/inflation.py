@@ -65,8 +65,13 @@ def seed_workload(scenario: Scenario, seed: int, target: float) -> tuple[list[Jo
     """The scenario's jobs for `seed` and the inflated, shuffled pods replayed for it. Jobs are
     immutable and nothing changes the lists, so the runs of one seed share them."""
     jobs = scenario.build_jobs(seed)
+    return jobs, inflated(scenario, jobs, seed, target)
+
+
+def inflated(scenario: Scenario, jobs: list[Job], seed: int, target: float) -> list[Job]:
+    """`jobs`' pods inflated to `target` of the scenario cluster's GPU capacity, shuffled."""
     gpus = sum(node.gpu_count for node in scenario.build_cluster().nodes)
-    return jobs, inflate(trace_pods(jobs), gpus * 1000, target, seed)
+    return inflate(trace_pods(jobs), gpus * 1000, target, seed)
 
 
 def run_inflation(
@@ -75,15 +80,20 @@ def run_inflation(
     seed: int,
     target: float = 1.3,
     points: int = 131,
+    trace: list[Job] | None = None,
 ) -> dict[str, Any]:
-    """Run the inflation experiment for one policy and seed (module docstring).
+    """Run the inflation experiment for one policy and seed (module docstring), on the
+    scenario's jobs for `seed` or on `trace` when given.
 
     Returns the curve (`arrived` as a share of GPU capacity, `allocation_ratio` at each of
     `points` evenly spaced arrival levels from 0 to `target`), `final_allocation_ratio`,
     `unallocated_gpus` (capacity minus allocated, in GPUs), pod counts and the wall time.
     """
     start = time.perf_counter()
-    jobs, workload = seed_workload(scenario, seed, target)
+    if trace is None:
+        jobs, workload = seed_workload(scenario, seed, target)
+    else:
+        jobs, workload = trace, inflated(scenario, trace, seed, target)
     allocator = make_allocator(policy_name, scenario, seed, jobs)
     choose = getattr(allocator, "choose", None)
     if choose is None:
