@@ -15,12 +15,13 @@ goes to the lowest-index GPU reaching that score. A whole-GPU pod takes n's lowe
 GPUs and a CPU-only pod no GPU. The plugin has no normalisation across nodes; the top-scoring
 node wins, among equal scores the one whose name sorts first (the authors' kube-scheduler fork,
 see `paper_baselines`). The truncation makes ties common, so that rule matters: with upstream
-kube-scheduler's random choice among ties, FGD spreads pods and allocates ~5 points less on the
-openb inflation experiment.
+kube-scheduler's random choice among ties FGD spreads pods, and allocates 90.8% instead of 95.5%
+on seed 0 of the openb inflation experiment.
 
 The sigmoid is monotone, so a node's best GPU is the one with the smallest increase of F; the
-scores are computed from that per-node minimum. Left out (the paper has none): MIG; a MIG pod is
-placed by best-fit's rule (`paper_baselines`).
+scores are computed from that per-node minimum. Beyond the paper: a share on an exclusive node
+holds a whole GPU (`envs.fragmentation`), and a MIG pod is placed by best-fit's rule
+(`paper_baselines`).
 """
 
 from __future__ import annotations

@@ -85,8 +85,8 @@ def normalise(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     integer division (all 0 if they are equal).
 
     It keeps the order and the ties of scores spanning at most 100 (each step of the old range
-    is at least one step of the new), so it changes the winner only when they span more; then
-    only is it applied, since the winner is all that is used.
+    is at least one step of the new), so it can change the winner only when they span more, and
+    is applied only then: the winner is all that is used.
     """
     feasible = scores[mask]
     low, high = int(feasible.min()), int(feasible.max())
