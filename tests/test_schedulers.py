@@ -168,7 +168,7 @@ def test_kai_min_runtime_protects_young_jobs_from_reclaim() -> None:
 
 
 def test_the_paper_policies_keep_the_papers_order_on_openb() -> None:
-    """FGD > BestFit > GpuPacking, GpuClustering, DotProd > Random (the paper's Fig. 7 order)."""
+    """FGD > BestFit > GpuPacking, GpuClustering, DotProd > Random: the paper's order on openb."""
     scenario = load_scenario("openb")
     runs = {name: run_inflation(scenario, name, seed=0) for name in PAPER_POLICIES}
     ratio = {name: run["final_allocation_ratio"] for name, run in runs.items()}
