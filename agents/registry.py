@@ -13,13 +13,21 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gpuparley.agents.first_fit import FirstFit
-from gpuparley.agents.schedulers.base import SchedulerContext
-from gpuparley.agents.schedulers.fgd import best_fit, fgd, random_fit
+from gpuparley.agents.schedulers.base import GangPlacer, SchedulerContext
+from gpuparley.agents.schedulers.fgd import fgd
 from gpuparley.agents.schedulers.kai import Kai
 from gpuparley.agents.schedulers.kube_default import KubeDefault
 from gpuparley.agents.schedulers.kueue import Kueue
+from gpuparley.agents.schedulers.paper_baselines import (
+    best_fit,
+    dot_product,
+    gpu_clustering,
+    gpu_packing,
+    random_placement,
+)
 from gpuparley.agents.schedulers.themis import Themis
 from gpuparley.agents.schedulers.volcano import Volcano
+from gpuparley.agents.scoring import least_free_gpu, scored_chooser, tightest_candidate
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.simulator import Allocator
 
@@ -34,12 +42,23 @@ SCHEDULERS: dict[str, Callable[[SchedulerContext], Allocator]] = {
     "kueue": Kueue,
     "fgd": fgd,
     "best-fit": best_fit,
-    "random-fit": random_fit,
+    "gpu-packing": gpu_packing,
+    "gpu-clustering": gpu_clustering,
+    "dot-product": dot_product,
+    "random": random_placement,
+    "best-fit-gpu": lambda _context: GangPlacer(
+        scored_chooser(least_free_gpu, tightest_candidate), "best-fit-gpu"
+    ),
     "themis": Themis,
 }
 
 INCUMBENTS = ("kube-default", "volcano", "kai", "kueue", "fgd", "themis")
 """The centralised schedulers the market is compared against (first-fit is only a floor)."""
+
+PAPER_POLICIES = ("fgd", "best-fit", "gpu-packing", "gpu-clustering", "dot-product", "random")
+"""The FGD paper's placement policies, as its simulator defines them (`schedulers.fgd`,
+`schedulers.paper_baselines`). `best-fit-gpu` is this project's stronger best-fit (least free
+milli-GPU left, exact, ties to the lowest index), not the paper's."""
 
 
 def check_scheduler(spec: str) -> None:

@@ -2,9 +2,11 @@
 
 A scheduler picks a pod's placement in two steps, as kube-scheduler does: score every feasible
 node in one numpy expression (the engine's `feasible_nodes` mask says where the pod fits), then
-choose the GPUs on the winning node. Keeping both steps here means kube-default's
-`MostAllocated`, KAI's bin-packing and the FGD paper's best-fit differ only in the score, not in
-copied loops.
+choose the GPUs on the winning node. Ties go to the lowest node index (kube-scheduler itself picks
+at random among equal scores; a deterministic choice keeps the central schedulers reproducible
+without a generator). Keeping both steps here means kube-default's
+`MostAllocated`, KAI's bin-packing and `best-fit-gpu` differ only in the score, not in copied
+loops.
 
 GPU accounting used by the quota-based schedulers is in GPU-equivalents of what a pod *holds*
 (`held_gpus`): a whole GPU is 1, a share on a time-sliced GPU its milli / 1000, a share on an
@@ -83,36 +85,64 @@ def request_milli(pod: PodDemand) -> int:
     return pod.gpu.milli_gpu
 
 
-def allocated_fraction(state: ClusterState, pod: PodDemand) -> np.ndarray:
-    """Mean of CPU, memory and GPU allocated fractions of each node after placing `pod`.
+def _requested(state: ClusterState, pod: PodDemand) -> tuple[np.ndarray, np.ndarray]:
+    """(requested after placing `pod`, allocatable) per node (rows) and scored resource
+    (columns: milli-CPU, MiB of memory, milli-GPU), allocatable 0 where a resource is skipped.
 
-    This is kube-scheduler's `NodeResourcesFit` score (`MostAllocated` maximises it,
-    `LeastAllocated` minimises it), with `nvidia.com/gpu` as a third resource of equal weight.
+    kube-scheduler skips a resource a node has none of, and an extended resource the pod does not
+    request: so the GPU column counts only for a GPU pod on a GPU node.
     """
     cap = capacity(state)
-    cpu = (cap.cpu - state.cpu_free + pod.cpu_milli) / cap.cpu
-    mem = (cap.mem - state.mem_free + pod.memory_mib) / cap.mem
-    if pod.gpu.kind == "none":
-        return (cpu + mem) / 2
-    gpu_cap = np.maximum(cap.gpu_milli, 1.0)
-    gpu = (cap.gpu_milli - node_free_milli(state) + request_milli(pod)) / gpu_cap
-    return (cpu + mem + gpu) / 3
+    requested = np.column_stack(
+        [
+            cap.cpu - state.cpu_free + pod.cpu_milli,
+            cap.mem - state.mem_free + pod.memory_mib,
+            cap.gpu_milli - node_free_milli(state) + request_milli(pod),
+        ]
+    ).astype(np.int64)
+    gpu = cap.gpu_milli if pod.gpu.kind != "none" else np.zeros(state.node_count)
+    allocatable = np.column_stack([cap.cpu, cap.mem, gpu]).astype(np.int64)
+    return requested, allocatable
+
+
+def _weighted_mean(scores: np.ndarray, allocatable: np.ndarray) -> np.ndarray:
+    """kube-scheduler's node score: the integer mean of the per-resource integer scores over the
+    resources not skipped (all weights 1)."""
+    counted = allocatable > 0
+    return np.where(counted, scores, 0).sum(axis=1) // np.maximum(counted.sum(axis=1), 1)
 
 
 def most_allocated(state: ClusterState, pod: PodDemand) -> np.ndarray:
-    """Bin-packing: prefer the fullest node that still fits."""
-    return allocated_fraction(state, pod)
+    """kube-scheduler's `NodeResourcesFit` score, strategy `MostAllocated` (bin-packing):
+    per resource `min(requested, allocatable) * 100 // allocatable`, then their integer mean
+    (`noderesources/most_allocated.go`), over CPU, memory and `nvidia.com/gpu` weighted 1 each.
+
+    `requested` is what the node's pods hold plus this pod; the GPU is counted in milli-GPU held
+    (a device count on exclusive GPUs, finer where time-sliced shares are packed). Left out: the
+    scheduler's non-zero defaults for a pod that requests no CPU or memory (100m, 200 MiB).
+    """
+    requested, allocatable = _requested(state, pod)
+    safe = np.maximum(allocatable, 1)
+    scores = np.minimum(requested, allocatable) * 100 // safe
+    return _weighted_mean(scores, allocatable)
 
 
 def least_allocated(state: ClusterState, pod: PodDemand) -> np.ndarray:
-    """Spreading: prefer the emptiest node."""
-    return -allocated_fraction(state, pod)
+    """kube-scheduler's `NodeResourcesFit` score, strategy `LeastAllocated` (spreading): per
+    resource `(allocatable - requested) * 100 // allocatable`, 0 when over, then their integer
+    mean (`noderesources/least_allocated.go`), over the resources of `most_allocated`."""
+    requested, allocatable = _requested(state, pod)
+    safe = np.maximum(allocatable, 1)
+    scores = np.where(requested > allocatable, 0, (allocatable - requested) * 100 // safe)
+    return _weighted_mean(scores, allocatable)
 
 
 def least_free_gpu(state: ClusterState, pod: PodDemand) -> np.ndarray:
-    """Best-fit (FGD paper baseline): least free milli-GPU left on the node after placement.
+    """Best-fit by GPU (`best-fit-gpu`): least free milli-GPU left on the node after placement.
 
     Ties go to the node with the least free CPU (a small second key, scaled below one milli).
+    Exact, with no integer scores, so stronger than the FGD paper's BestFit
+    (`schedulers.paper_baselines`), whose integer scores tie often (ties go by node name).
     """
     cap = capacity(state)
     free_after = node_free_milli(state) - request_milli(pod)

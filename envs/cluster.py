@@ -35,6 +35,11 @@ FULL_GPU_MILLI = 1000
 _MODEL_ID = {name: i for i, name in enumerate(MODEL_NAMES)}
 
 
+def gpu_shape(request: GPURequest) -> int:
+    """The shape a GPU pod has for GPU clustering: k for k whole GPUs, 0 for a share or MIG."""
+    return request.count if request.kind == "whole" else 0
+
+
 class PlacementError(ValueError):
     """A placement that breaks a physical rule; the state is unchanged when it is raised."""
 
@@ -99,6 +104,8 @@ class ClusterState:
         self.node_max_free_milli = np.where(
             self.node_is_mig | (counts == 0), 0, FULL_GPU_MILLI
         ).astype(np.int64)
+        # GPU pods on each node by `gpu_shape` (column); what GPU clustering scores nodes by.
+        self.node_gpu_pods = np.zeros((self.node_count, int(counts.max(initial=0)) + 1), np.int64)
 
         # Python copies of the fixed per-node and per-GPU facts: binding reads them one entry at
         # a time, and indexing a list costs a fraction of indexing a numpy array.
@@ -122,6 +129,7 @@ class ClusterState:
         self.holdings: dict[int, list[Binding]] = {}
         self.allocated_milli = 0.0
         self.version = 0  # bumped by every change, so callers can cache derived answers
+        self.node_changes = np.zeros(self.node_count, dtype=np.int64)  # the same, per node
         self._model_masks: dict[tuple[str, ...], np.ndarray] = {}
         self._fit_cache: dict[int, bool] = {}  # by demand number, see `_demand_number`
         self._demands: dict[tuple[PodDemand, tuple[str, ...]], int] = {}
@@ -312,6 +320,7 @@ class ClusterState:
 
     def _set_down(self, g: int, until: float) -> None:
         self.version += 1
+        self.node_changes[self._gpu_node[g]] += 1
         was_down = self.gpu_down_until[g] > 0
         self.gpu_down_until[g] = until
         is_down = until > 0
@@ -394,6 +403,9 @@ class ClusterState:
                 self.gpu_holders[g].append(job.id)
             self.allocated_milli += request.milli if shared else FULL_GPU_MILLI * len(gpus)
             self._refresh_node(node)
+        if request.kind != "none":
+            self.node_gpu_pods[node, gpu_shape(request)] += 1
+        self.node_changes[node] += 1
         self.cpu_free[node] -= pod.cpu_milli
         self.mem_free[node] -= pod.memory_mib
 
@@ -421,6 +433,9 @@ class ClusterState:
                 request.milli if shared else FULL_GPU_MILLI * len(placement.gpus)
             )
             self._refresh_node(node)
+        if request.kind != "none":
+            self.node_gpu_pods[node, gpu_shape(request)] -= 1
+        self.node_changes[node] += 1
         self.cpu_free[node] += pod.cpu_milli
         self.mem_free[node] += pod.memory_mib
 
@@ -453,6 +468,7 @@ class ClusterState:
         mem = np.array([n.memory_mib for n in self.spec.nodes], dtype=np.int64)
         milli = np.zeros(self.gpu_count, dtype=np.int64)
         slots = np.zeros(self.gpu_count, dtype=np.int64)
+        shapes = np.zeros_like(self.node_gpu_pods)
         mig_taken: dict[tuple[int, int], int] = {}
         for job_id, held in self.holdings.items():
             job = jobs[job_id]
@@ -460,6 +476,7 @@ class ClusterState:
                 cpu[placement.node] -= job.pod.cpu_milli
                 mem[placement.node] -= job.pod.memory_mib
                 request = job.pod.gpu
+                shapes[placement.node, gpu_shape(request)] += request.kind != "none"
                 if request.kind == "mig":
                     key = (placement.gpus[0], placement.instance)
                     assert key not in mig_taken, f"MIG instance {key} held twice"
@@ -477,6 +494,7 @@ class ClusterState:
         assert (milli <= FULL_GPU_MILLI).all(), "shares on a GPU exceed 1000 milli"
         assert (slots <= self.gpu_replicas).all(), "more pods than replicas on a GPU"
         assert (milli == self.gpu_used_milli).all() and (slots == self.gpu_used_slots).all()
+        assert (shapes == self.node_gpu_pods).all(), "GPU pod shape count drift"
         for g, layout in self.mig_layout.items():
             mig.validate_layout(self.gpu_model_name[g], layout)  # starts, overlap, <= 7 compute
             for i, holder in enumerate(self.mig_holder[g]):

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from gpuparley.agents.registry import INCUMBENTS, SCHEDULERS, make_allocator, timer_of
+from gpuparley.agents.registry import (
+    INCUMBENTS,
+    PAPER_POLICIES,
+    SCHEDULERS,
+    make_allocator,
+    timer_of,
+)
 from gpuparley.agents.schedulers.kai import Kai
 from gpuparley.agents.schedulers.kube_default import KubeDefault
 from gpuparley.agents.schedulers.kueue import Kueue
@@ -161,12 +167,16 @@ def test_kai_min_runtime_protects_young_jobs_from_reclaim() -> None:
     assert sim.records[2].first_start == 100
 
 
-def test_fgd_leaves_fewer_unallocated_gpus_than_best_fit_on_openb() -> None:
+def test_the_paper_policies_keep_the_papers_order_on_openb() -> None:
+    """FGD > BestFit > GpuPacking, GpuClustering, DotProd > Random: the paper's order on openb."""
     scenario = load_scenario("openb")
-    fgd = run_inflation(scenario, "fgd", seed=0)
-    best = run_inflation(scenario, "best-fit", seed=0)
+    runs = {name: run_inflation(scenario, name, seed=0) for name in PAPER_POLICIES}
+    ratio = {name: run["final_allocation_ratio"] for name, run in runs.items()}
+    fgd, best = runs["fgd"], runs["best-fit"]
     assert fgd["unallocated_gpus"] < best["unallocated_gpus"]
-    assert fgd["final_allocation_ratio"] > best["final_allocation_ratio"]
+    middle = [ratio["gpu-packing"], ratio["gpu-clustering"], ratio["dot-product"]]
+    assert ratio["fgd"] > ratio["best-fit"] > max(middle)
+    assert min(middle) > ratio["random"]
     curve = fgd["allocation_ratio"]
     assert curve[0] == 0 and all(b >= a for a, b in itertools.pairwise(curve))
     assert len(curve) == len(fgd["arrived"]) and fgd["arrived"][-1] == pytest.approx(1.3)
@@ -193,7 +203,7 @@ GANG_AWARE = sorted(set(SCHEDULERS) - {"kube-default"})
 @pytest.mark.parametrize("scenario_name", ["tiny", "mig-mixed", "gang-heavy", "timeslice-noisy"])
 def test_invariants_hold_and_gang_aware_never_half_place(scenario_name: str) -> None:
     scenario = load_scenario(scenario_name, overrides={"settings.horizon": 4 * 3600.0})
-    for name in [*INCUMBENTS, "best-fit", "random-fit"]:
+    for name in [*INCUMBENTS, *PAPER_POLICIES, "best-fit-gpu"]:
         result = simulate(scenario, name, seed=0)
         sim = result.simulator
         sim.state.check_invariants(sim.jobs)

@@ -3,7 +3,8 @@
 `SchedulerContext` is what the registry hands a scheduler factory: the tenants (with their
 weights and quota shares), the cluster, the workload (FGD estimates its target distribution
 from it) and the seed for any randomness. `GangPlacer` is the plain arrival-order, gang-atomic
-loop that first-fit, FGD, best-fit and random-fit share; they differ only in the node chooser.
+loop that first-fit and the FGD paper's placement policies share; they differ only in the node
+chooser.
 """
 
 from __future__ import annotations

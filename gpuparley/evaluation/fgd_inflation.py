@@ -5,17 +5,22 @@ time with no departures until `target` x GPU capacity has arrived; the paper's f
 A record holds one policy x seed: its metrics per target, suffixed `@<target %>`
 (`final_allocation_ratio@130%`), and the curve of the largest target. Only central schedulers
 replay that protocol; a market has no per-pod placement choice, so market specs are refused up
-front.
+front. The runs are independent and deterministic, so seeds go to worker processes (one per
+core by default), each running every policy and target of its seeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from typing import Any
 
 from gpuparley.envs.scenario import Scenario
 from gpuparley.evaluation.inflation_protocol import run_inflation
 from gpuparley.evaluation.results import Results
-from gpuparley.evaluation.tournament import Progress, each_run, tournament_config
+from gpuparley.evaluation.tournament import Progress, tournament_config
 from gpuparley.policy.specs import PolicySpec
 
 EXPERIMENT = "fgd-inflation"
@@ -59,30 +64,53 @@ def run_inflation_experiment(
     seeds: Sequence[int],
     targets: Sequence[float] = DEFAULT_TARGETS,
     on_progress: Progress | None = None,
+    workers: int | None = None,
 ) -> Results:
-    """Every scheduler x seed x target; each record keeps the largest target's curve."""
+    """Every scheduler x seed x target; each record keeps the largest target's curve.
+
+    `workers` processes share the seeds (default: one per CPU core, at most one per seed; 1
+    runs everything in this process); the records are the same with any number."""
     check_schedulers(policies)
     config = tournament_config(scenario, policies, seeds, experiment=EXPERIMENT)
     config["targets"] = list(targets)
     results = Results(config=config)
-    for policy, seed, report in each_run(policies, seeds, on_progress):
-        metrics: dict[str, float] = {}
-        wall = 0.0
-        for index, target in enumerate(targets):
-            raw = run_inflation(scenario, policy.name, seed, target=target)
-            metrics.update({target_key(key, target): raw[key] for key in PER_TARGET})
-            metrics["gpus"] = raw["gpus"]
-            wall += raw["wall_s"]
-            report((index + 1) / len(targets))
-        results.runs.append(
-            {
-                "policy": policy.spec,
-                "seed": seed,
-                "scenario": scenario.name,
-                "metrics": metrics,
-                "arrived": raw["arrived"],
-                "allocation_ratio": raw["allocation_ratio"],
-                "wall_s": wall,
-            }
-        )
+    names = [policy.name for policy in policies]
+    count = workers or min(len(seeds), os.cpu_count() or 1)
+    pool = ProcessPoolExecutor(count) if count > 1 else None
+    per_seed: Iterable[list[dict[str, Any]]] = (
+        pool.map(seed_records, repeat(scenario), repeat(names), seeds, repeat(tuple(targets)))
+        if pool is not None
+        else (seed_records(scenario, names, seed, targets) for seed in seeds)
+    )
+    total = len(policies) * len(seeds)
+    try:
+        if on_progress is not None:
+            on_progress(0.0, f"0/{total} runs")
+        for done, (seed, records) in enumerate(zip(seeds, per_seed, strict=True), start=1):
+            for policy, record in zip(policies, records, strict=True):
+                results.runs.append({"policy": policy.spec, "seed": seed, **record})
+            if on_progress is not None:
+                runs = done * len(policies)
+                on_progress(float(runs), f"seed {seed} done ({runs}/{total} runs)")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return results
+
+
+def seed_records(
+    scenario: Scenario, names: Sequence[str], seed: int, targets: Sequence[float]
+) -> list[dict[str, Any]]:
+    """One record per named scheduler for one seed: metrics per target and the largest
+    target's curve. Targets outside, schedulers inside, so the runs of a target share its pods."""
+    records: list[dict[str, Any]] = [
+        {"scenario": scenario.name, "metrics": {}, "wall_s": 0.0} for _ in names
+    ]
+    for target in targets:
+        for record, name in zip(records, names, strict=True):
+            raw = run_inflation(scenario, name, seed, target=target)
+            record["metrics"].update({target_key(key, target): raw[key] for key in PER_TARGET})
+            record["metrics"]["gpus"] = raw["gpus"]
+            record.update(arrived=raw["arrived"], allocation_ratio=raw["allocation_ratio"])
+            record["wall_s"] += raw["wall_s"]
+    return records

@@ -14,12 +14,14 @@ Protocol (`schedulers-and-research.md`, followed exactly):
 Placement is the policy's own node chooser (`allocator.choose`, the callback its scheduler
 passes to `plan_job`) on a fresh `ClusterState` of the scenario's cluster, so the experiment
 measures exactly what the scheduler does in the simulator. Randomness (the copies and the
-shuffle) comes from `seed`; the policy is built with the same seed (random-fit uses it).
+shuffle) comes from `seed`; the policy is built with the same seed (`random` uses it). Every
+policy of a seed replays the same pods: the last seed's workload is kept, not rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -58,28 +60,46 @@ def inflate(pods: list[Job], capacity_milli: int, target: float, seed: int) -> l
     return [workload[i] for i in order]
 
 
+@functools.lru_cache(maxsize=1)
+def seed_workload(scenario: Scenario, seed: int, target: float) -> tuple[list[Job], list[Job]]:
+    """The scenario's jobs for `seed` and the inflated, shuffled pods replayed for it. Jobs are
+    immutable and nothing changes the lists, so the runs of one seed share them."""
+    jobs = scenario.build_jobs(seed)
+    return jobs, inflated(scenario, jobs, seed, target)
+
+
+def inflated(scenario: Scenario, jobs: list[Job], seed: int, target: float) -> list[Job]:
+    """`jobs`' pods inflated to `target` of the scenario cluster's GPU capacity, shuffled."""
+    gpus = sum(node.gpu_count for node in scenario.build_cluster().nodes)
+    return inflate(trace_pods(jobs), gpus * 1000, target, seed)
+
+
 def run_inflation(
     scenario: Scenario,
     policy_name: str,
     seed: int,
     target: float = 1.3,
     points: int = 131,
+    trace: list[Job] | None = None,
 ) -> dict[str, Any]:
-    """Run the inflation experiment for one policy and seed (module docstring).
+    """Run the inflation experiment for one policy and seed (module docstring), on the
+    scenario's jobs for `seed` or on `trace` when given.
 
     Returns the curve (`arrived` as a share of GPU capacity, `allocation_ratio` at each of
     `points` evenly spaced arrival levels from 0 to `target`), `final_allocation_ratio`,
     `unallocated_gpus` (capacity minus allocated, in GPUs), pod counts and the wall time.
     """
     start = time.perf_counter()
-    jobs = scenario.build_jobs(seed)
+    if trace is None:
+        jobs, workload = seed_workload(scenario, seed, target)
+    else:
+        jobs, workload = trace, inflated(scenario, trace, seed, target)
     allocator = make_allocator(policy_name, scenario, seed, jobs)
     choose = getattr(allocator, "choose", None)
     if choose is None:
         raise ValueError(f"policy {policy_name!r} has no per-pod placement choice to replay")
     state = ClusterState(scenario.build_cluster())
     capacity_milli = state.gpu_count * 1000
-    workload = inflate(trace_pods(jobs), capacity_milli, target, seed)
 
     grid = np.linspace(0.0, target, points)
     curve = np.zeros(points)
