@@ -36,9 +36,13 @@ bench: install
 	$(BIN)/python benchmarks/policy_latency.py
 	$(BIN)/python benchmarks/control_plane_cost.py
 
+# Style, the layer contracts (.importlinter: each layer imports only from below; the runtime
+# and the cluster side never import the training stack) and types of envs and policy.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy -p gpuparley.envs -p gpuparley.policy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -105,17 +105,6 @@ def _release_pods(state: ClusterState, job: Job, count: int) -> None:
         state.bind(job, keep)
 
 
-def evict_and_place(sim: Simulator, job: Job, victims: Sequence[Job], choose: NodeChooser) -> bool:
-    """Evict `victims` through the simulator, then place `job`; True if it was placed."""
-    for victim in victims:
-        sim.evict(victim)
-    plan = plan_job(sim.state, job, choose)
-    if plan is None:
-        return False
-    sim.bind(job, plan)
-    return True
-
-
 def move_jobs(sim: Simulator, victims: Sequence[Job], choose: NodeChooser) -> int:
     """Re-place evicted jobs (consolidation's second half); returns how many found a home."""
     moved = 0

@@ -6,7 +6,7 @@ markets and reports all price and time a GPU the same way.
 Sources and assumptions (documented because several figures are not published):
 
 * Memory and MIG capability of A100-40GB, A100-80GB and H100-80GB follow NVIDIA's data sheets
-  (`../shared/reference/gpu-sharing.md`).
+  (summarised in `docs/reference.md`).
 * `relative_speed` is throughput on a typical deep-learning job relative to an A100-40GB (1.0).
   H100 ~2.5x (NVIDIA's training claims range 2-3x), V100 ~0.5x, P100 ~0.3x, T4 ~0.2x, A10 ~0.5x.
 * The openb trace's models G1/G2/G3 are undisclosed internal codes; their memory and speed here are

@@ -80,7 +80,6 @@ class ClusterState:
         self.node_gpu_count = counts
         self.gpu_count = int(counts.sum())
         self.gpu_node = np.repeat(np.arange(self.node_count), counts)
-        self.node_mode = [n.mode for n in nodes]
         self.node_model_id = np.array(
             [_MODEL_ID[n.gpu_model] if n.gpu_model else -1 for n in nodes], dtype=np.int64
         )
@@ -266,10 +265,6 @@ class ClusterState:
         candidates = self.candidate_placements(node, pod)
         return candidates[0] if candidates else None
 
-    def free_milli(self, g: int) -> int:
-        """Unallocated milli-GPU of a non-MIG GPU."""
-        return FULL_GPU_MILLI - int(self.gpu_used_milli[g])
-
     # ----------------------------------------------------------------- changes
     def bind(self, job: Job, bindings: Sequence[Binding]) -> None:
         """Place pods of `job`; all of them or none (raises PlacementError, state unchanged)."""
@@ -402,7 +397,7 @@ class ClusterState:
                     self.gpu_used_slots[g] = self._gpu_replicas[g]
                 self.gpu_holders[g].append(job.id)
             self.allocated_milli += request.milli if shared else FULL_GPU_MILLI * len(gpus)
-            self._refresh_node(node)
+            self.refresh_node_summary(node)
         if request.kind != "none":
             self.node_gpu_pods[node, gpu_shape(request)] += 1
         self.node_changes[node] += 1
@@ -432,14 +427,14 @@ class ClusterState:
             self.allocated_milli -= (
                 request.milli if shared else FULL_GPU_MILLI * len(placement.gpus)
             )
-            self._refresh_node(node)
+            self.refresh_node_summary(node)
         if request.kind != "none":
             self.node_gpu_pods[node, gpu_shape(request)] -= 1
         self.node_changes[node] += 1
         self.cpu_free[node] += pod.cpu_milli
         self.mem_free[node] += pod.memory_mib
 
-    def _refresh_node(self, node: int) -> None:
+    def refresh_node_summary(self, node: int) -> None:
         """Recompute a node's free-GPU count and largest free share from its GPUs (in plain
         Python: a node has a handful of GPUs, too few for numpy to pay off)."""
         gpus = self._gpu_range[node]
@@ -457,74 +452,7 @@ class ClusterState:
         else:
             self.node_max_free_milli[node] = FULL_GPU_MILLI if free_gpus else 0
 
-    # ----------------------------------------------------------------- audit
-    def check_invariants(self, jobs: dict[int, Job]) -> None:
-        """Recompute all occupancy from the holdings and compare; raise AssertionError on drift.
-
-        Used by the property tests: it proves no slice is held twice, MIG instances sit only at
-        allowed starts with at most 7 compute slices per GPU, shares fit, and CPU/memory balance.
-        """
-        cpu = np.array([n.cpu_milli for n in self.spec.nodes], dtype=np.int64)
-        mem = np.array([n.memory_mib for n in self.spec.nodes], dtype=np.int64)
-        milli = np.zeros(self.gpu_count, dtype=np.int64)
-        slots = np.zeros(self.gpu_count, dtype=np.int64)
-        shapes = np.zeros_like(self.node_gpu_pods)
-        mig_taken: dict[tuple[int, int], int] = {}
-        for job_id, held in self.holdings.items():
-            job = jobs[job_id]
-            for _pod, placement in held:
-                cpu[placement.node] -= job.pod.cpu_milli
-                mem[placement.node] -= job.pod.memory_mib
-                request = job.pod.gpu
-                shapes[placement.node, gpu_shape(request)] += request.kind != "none"
-                if request.kind == "mig":
-                    key = (placement.gpus[0], placement.instance)
-                    assert key not in mig_taken, f"MIG instance {key} held twice"
-                    mig_taken[key] = job_id
-                for g in placement.gpus if request.kind in ("whole", "share") else ():
-                    if request.kind == "share" and self.node_is_timeslice[placement.node]:
-                        milli[g] += request.milli
-                        slots[g] += 1
-                    else:
-                        assert milli[g] == 0 and slots[g] == 0, f"GPU {g} held twice"
-                        milli[g] = FULL_GPU_MILLI
-                        slots[g] = self.gpu_replicas[g]
-        assert (cpu >= 0).all() and (mem >= 0).all(), "CPU or memory over-committed"
-        assert (cpu == self.cpu_free).all() and (mem == self.mem_free).all(), "CPU/memory drift"
-        assert (milli <= FULL_GPU_MILLI).all(), "shares on a GPU exceed 1000 milli"
-        assert (slots <= self.gpu_replicas).all(), "more pods than replicas on a GPU"
-        assert (milli == self.gpu_used_milli).all() and (slots == self.gpu_used_slots).all()
-        assert (shapes == self.node_gpu_pods).all(), "GPU pod shape count drift"
-        for g, layout in self.mig_layout.items():
-            mig.validate_layout(self.gpu_model_name[g], layout)  # starts, overlap, <= 7 compute
-            for i, holder in enumerate(self.mig_holder[g]):
-                assert (holder >= 0) == ((g, i) in mig_taken), f"MIG holder drift on GPU {g}"
-        mig_slices = np.zeros(self.gpu_count, dtype=np.int64)
-        for (g, i), job_id in mig_taken.items():
-            mig_slices[g] += jobs[job_id].pod.gpu.compute_slices
-            assert self.mig_layout[g][i][0] == jobs[job_id].pod.gpu.profile, "wrong MIG profile"
-        assert (mig_slices == self.mig_used_slices).all(), "MIG slice count drift"
-        assert not (milli[self.gpu_is_mig]).any(), "a MIG GPU holds a non-MIG pod"
-        self._check_node_summaries()
-
-    def _check_node_summaries(self) -> None:
-        """The vectorised per-node summaries must equal a recomputation from the GPUs."""
-        summaries = (self.node_free_gpus.copy(), self.node_max_free_milli.copy())
-        mig_free = {name: array.copy() for name, array in self.node_mig_free.items()}
-        for node in range(self.node_count):
-            if not self.node_is_mig[node] and self.node_gpu_count[node]:
-                self._refresh_node(node)
-        assert (summaries[0] == self.node_free_gpus).all(), "free-GPU summary drift"
-        assert (summaries[1] == self.node_max_free_milli).all(), "largest-share summary drift"
-        for name, array in mig_free.items():
-            recount = np.zeros(self.node_count, dtype=np.int64)
-            for g, layout in self.mig_layout.items():
-                if self.gpu_down_until[g] > 0:
-                    continue
-                for i, (profile, _start) in enumerate(layout):
-                    recount[self.gpu_node[g]] += profile == name and self.mig_holder[g][i] < 0
-            assert (recount == array).all(), f"free {name} instance summary drift"
-
+    # ----------------------------------------------------------------- queries by job
     def held_gpus(self, job_id: int) -> Iterable[int]:
         """GPUs a job holds (whole, share or MIG)."""
         for _pod, placement in self.holdings.get(job_id, ()):

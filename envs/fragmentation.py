@@ -379,7 +379,7 @@ class FragmentationIndex:
             after = np.where(take, 0, free[ok])
             out[ok, 0] = fragmentation(after, cpu[ok], access[ok]) - before[ok]
         else:
-            take = self._share_take(nodes, request.milli)
+            take = np.asarray(self._share_take(nodes, request.milli))
             row, slot = np.nonzero(free >= take[:, None])
             # GPUs of one node with the same free capacity give the same F: evaluate one each.
             _, first, back = np.unique(

@@ -1,6 +1,6 @@
 """Summary metrics of one simulation, as the papers report them.
 
-Definitions follow `../shared/reference/schedulers-and-research.md`:
+Definitions follow `docs/reference.md` ("Metrics"):
 
 * Allocation ratio, utilisation, unallocated and fragmented GPUs (`timeline`) are time averages
   over the window in which the workload is offered, from the start to the last arrival: every
@@ -56,15 +56,12 @@ class DeadlockMonitor:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.episodes = 0
-        self.deadlocked_instants = 0
         self._in_episode = False
 
     def __call__(self) -> None:
         deadlocked = is_gang_deadlocked(self.sim)
-        if deadlocked:
-            self.deadlocked_instants += 1
-            if not self._in_episode:
-                self.episodes += 1
+        if deadlocked and not self._in_episode:
+            self.episodes += 1
         self._in_episode = deadlocked
 
 
@@ -150,6 +147,8 @@ def summarise(
     records = list(sim.records.values())
     done = [r for r in records if r.finish is not None]
     started = [r for r in records if r.first_start is not None]
+    finish = {r.job.id: r.finish for r in done if r.finish is not None}  # (typed: never None)
+    first_start = {r.job.id: r.first_start for r in started if r.first_start is not None}
     arrivals = [r.job.arrival for r in records if r.arrived]
     capacity = float(sim.state.gpu_count)
     timeline = sim.timeline
@@ -167,15 +166,20 @@ def summarise(
         "utilisation_mean": timeline.time_average("utilisation", offered_until),
         "unallocated_gpus_mean": timeline.time_average("unallocated_gpus", offered_until),
         "fragmented_gpus_mean": timeline.time_average("fragmented_gpus", offered_until),
-        "makespan": (max(r.finish for r in done) - min(arrivals)) if done and arrivals else None,
+        "makespan": (max(finish.values()) - min(arrivals)) if done and arrivals else None,
     }
-    summary.update(percentiles([r.finish - r.job.arrival for r in done], "jct"))
-    summary.update(percentiles([r.first_start - r.job.arrival for r in started], "queueing_delay"))
+    summary.update(percentiles([finish[r.job.id] - r.job.arrival for r in done], "jct"))
+    summary.update(
+        percentiles([first_start[r.job.id] - r.job.arrival for r in started], "queueing_delay")
+    )
     for qos in QoS:
-        delays = [r.first_start - r.job.arrival for r in started if r.job.qos is qos]
+        delays = [first_start[r.job.id] - r.job.arrival for r in started if r.job.qos is qos]
         summary[f"queueing_delay_mean_{qos.value}"] = float(np.mean(delays)) if delays else None
 
-    rho = [(r.finish - r.job.arrival) / _independent_time(r, capacity, len(agents)) for r in done]
+    rho = [
+        (finish[r.job.id] - r.job.arrival) / _independent_time(r, capacity, len(agents))
+        for r in done
+    ]
     summary["ftf_rho_max"] = float(max(rho)) if rho else None
     summary["ftf_rho_mean"] = float(np.mean(rho)) if rho else None
     summary["ftf_share_rho_above_1"] = float(np.mean(np.asarray(rho) > 1.0)) if rho else None

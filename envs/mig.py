@@ -3,7 +3,7 @@
 A MIG-capable GPU has 8 memory slices and 7 compute slices. An instance of profile `Ng.Mgb` uses
 N compute slices and a contiguous run of memory slices starting at one of the profile's allowed
 start positions; instances never overlap and their compute slices add up to at most 7. The tables
-are NVIDIA's (`nvidia-smi mig -lgipp`), copied in `../shared/reference/gpu-sharing.md`.
+are NVIDIA's (`nvidia-smi mig -lgipp`), copied in `docs/reference.md` ("MIG").
 
 Simplification: the `+me` (media extension) profiles are left out.
 

@@ -26,7 +26,7 @@ the scenario file. Without one, the bundled openb development split is used.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -130,11 +130,13 @@ class NodeGroup(_Strict):
             if value.startswith("all-"):
                 return mig.uniform_layout(model, mig.lookup_profile(model, value[4:]).name)
             raise ValueError(f"unknown mig_layout {value!r}; use {choices}")
-        if all(isinstance(item, str) for item in value):
-            return mig.fill_layout(model, value)
-        if all(isinstance(item, tuple) for item in value):
-            mig.validate_layout(model, value)
-            return list(value)
+        names = [item for item in value if isinstance(item, str)]
+        pairs = [item for item in value if isinstance(item, tuple)]
+        if len(names) == len(value):
+            return mig.fill_layout(model, names)
+        if len(pairs) == len(value):
+            mig.validate_layout(model, pairs)
+            return pairs
         raise ValueError("mig_layout lists either profile names or [profile, start] pairs")
 
     @model_validator(mode="after")
@@ -146,7 +148,8 @@ class NodeGroup(_Strict):
         return self
 
     def build(self) -> list[NodeSpec]:
-        layout = tuple(self.mig_layout or ())
+        # `_resolve_layout` turned any accepted form into explicit (profile, start) pairs
+        layout = tuple(cast("list[mig.Instance]", self.mig_layout or []))
         return [
             NodeSpec(
                 name=f"{self.name}-{i}",
@@ -284,7 +287,9 @@ class WorkloadConfig(_Strict):
 
     @property
     def kind(self) -> str:
-        return "generator" if self.generator is not None else f"trace:{self.trace.name}"
+        if self.trace is not None:
+            return f"trace:{self.trace.name}"
+        return "generator"
 
 
 class SettingsConfig(_Strict):

@@ -139,9 +139,6 @@ class Simulator:
         """No event left: every job has arrived and nothing is running."""
         return self._live_events == 0
 
-    def next_event_time(self) -> float | None:
-        return self._events[0][0] if self._events else None
-
     # ----------------------------------------------------------- placement
     def bind(self, job: Job, bindings: Sequence[Binding]) -> None:
         """Place pods of a pending job (atomically); the job starts once all pods are placed."""

@@ -1,6 +1,6 @@
 """Cluster-wide measurements over time, one sample per simulated instant.
 
-Definitions (FGD-style where the paper defines them, see `schedulers-and-research.md`):
+Definitions (FGD-style where the paper defines them, see `docs/reference.md`):
 
 * `allocation_ratio` - allocated milli-GPU / total milli-GPU. A MIG instance counts its compute
   share (N/7 of a GPU); a share counts its milli; a whole or exclusive GPU counts 1000.

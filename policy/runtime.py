@@ -32,6 +32,7 @@ from gpuparley.policy.encoder_spec import (
 
 Activation = Literal["tanh", "relu", "identity"]
 Backend = Literal["onnxruntime", "numpy"]
+_ONNX_ACTIVATIONS: dict[str, Activation] = {"Tanh": "tanh", "Relu": "relu"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +141,8 @@ def read_onnx(path: str | Path) -> tuple[list[Layer], dict[str, str]]:
     for index, node in enumerate(nodes):
         if node.op_type != "Gemm":
             continue
-        following = nodes[index + 1].op_type if index + 1 < len(nodes) else None
-        activation: Activation = {"Tanh": "tanh", "Relu": "relu"}.get(following, "identity")
+        following = nodes[index + 1].op_type if index + 1 < len(nodes) else ""
+        activation = _ONNX_ACTIVATIONS.get(following, "identity")
         layers.append(Layer(weights[node.input[1]], weights[node.input[2]], activation))
     if not layers:
         raise ValueError(f"ONNX policy {path} holds no dense (Gemm) layers")

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from gpuparley.envs import mig
 from gpuparley.envs.cluster import ClusterState, PlacementError, PodPlacement
+from gpuparley.envs.cluster_audit import check_invariants
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 
 from builders import mixed_cluster
@@ -82,7 +83,7 @@ def test_any_sequence_of_binds_and_releases_keeps_every_invariant(steps):
             state.bind(job, list(enumerate(raw)))
         except PlacementError:
             assert equal(before, snapshot(state)), "a rejected bind changed the state"
-        state.check_invariants(jobs)
+        check_invariants(state, jobs)
         # 2) a legal first-fit placement of the remaining pods whenever one exists
         for pod in range(job.pods):
             if pod in {p for p, _ in state.holdings.get(job.id, ())}:
@@ -93,14 +94,14 @@ def test_any_sequence_of_binds_and_releases_keeps_every_invariant(steps):
                 assert placement is not None, "feasible_nodes promised a node that cannot fit"
                 state.bind(job, [(pod, placement)])
                 break
-        state.check_invariants(jobs)
+        check_invariants(state, jobs)
         if release_one and state.holdings:
             victim = sorted(state.holdings)[index % len(state.holdings)]
             state.release(jobs[victim])
-            state.check_invariants(jobs)
+            check_invariants(state, jobs)
     for job_id in list(state.holdings):
         state.release(jobs[job_id])
-    state.check_invariants(jobs)
+    check_invariants(state, jobs)
     assert state.allocated_milli == 0
     assert (state.cpu_free == [n.cpu_milli for n in state.spec.nodes]).all()
 
@@ -122,10 +123,10 @@ def test_relayout_only_accepts_legal_layouts_on_empty_gpus(profiles):
             layout.append((name, starts[-1]))
     if layout:
         state.relayout(g, layout, down_until=5.0)
-        state.check_invariants({})
+        check_invariants(state, {})
         assert state.free_instances(2, layout[0][0]) == [
             (g2, i) for g2, i in state.free_instances(2, layout[0][0]) if g2 != g
         ], "a GPU in re-layout downtime must not offer instances"
         state.finish_relayout(g)
         assert any(g2 == g for g2, _ in state.free_instances(2, layout[0][0]))
-    state.check_invariants({})
+    check_invariants(state, {})

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gpuparley.agents.negotiators.simple import RandomNegotiator
 from gpuparley.envs import gpu_market_v0
+from gpuparley.envs.cluster_audit import check_invariants
 from gpuparley.envs.market.encoding import decode
 from gpuparley.envs.simulator import JobState
 
@@ -24,7 +25,7 @@ def audit(market) -> None:
     ), "what one pays, another or the market receives"
     assert min(ledger.balances.values()) >= -1e-9, "a budget was overdrawn"
     sim = market.sim
-    sim.state.check_invariants(sim.jobs)  # no slice held twice, MIG geometry, CPU/memory
+    check_invariants(sim.state, sim.jobs)  # no slice held twice, MIG geometry, CPU/memory
     for record in sim.records.values():
         assert record.state is not JobState.PARTIAL, "a gang was half placed"
     for lease in market.leases.values():

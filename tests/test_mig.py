@@ -1,4 +1,4 @@
-"""The MIG placement engine against NVIDIA's tables (gpu-sharing.md)."""
+"""The MIG placement engine against NVIDIA's tables (docs/reference.md)."""
 
 import pytest
 

@@ -29,6 +29,7 @@ from gpuparley.agents.schedulers.paper_baselines import (
 )
 from gpuparley.agents.scoring import least_allocated, most_allocated
 from gpuparley.envs.cluster import ClusterState, PodPlacement
+from gpuparley.envs.cluster_audit import check_invariants
 from gpuparley.envs.fragmentation import FragmentationIndex, TargetWorkload, free_gpus
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.planner import plan_job
@@ -334,4 +335,4 @@ def test_each_paper_policy_places_every_kind_of_pod(name: str) -> None:
         plan = plan_job(state, one, allocator.choose)
         assert plan is not None, name
         state.bind(one, plan)
-    state.check_invariants({one.id: one for one in jobs})
+    check_invariants(state, {one.id: one for one in jobs})

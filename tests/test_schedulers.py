@@ -18,6 +18,7 @@ from gpuparley.agents.schedulers.kai import Kai
 from gpuparley.agents.schedulers.kube_default import KubeDefault
 from gpuparley.agents.schedulers.kueue import Kueue
 from gpuparley.agents.schedulers.volcano import Volcano
+from gpuparley.envs.cluster_audit import check_invariants
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.metrics import DeadlockMonitor, summarise
 from gpuparley.envs.scenario import load_scenario
@@ -44,7 +45,7 @@ def run(
         seen.update(r.state for r in sim.records.values())
 
     sim.run(observe)
-    sim.state.check_invariants(sim.jobs)
+    check_invariants(sim.state, sim.jobs)
     owners = sorted({j.owner for j in jobs})
     return sim, summarise(sim, owners, monitor), seen
 
@@ -206,7 +207,7 @@ def test_invariants_hold_and_gang_aware_never_half_place(scenario_name: str) -> 
     for name in [*INCUMBENTS, *PAPER_POLICIES, "best-fit-gpu"]:
         result = simulate(scenario, name, seed=0)
         sim = result.simulator
-        sim.state.check_invariants(sim.jobs)
+        check_invariants(sim.state, sim.jobs)
         if name in GANG_AWARE:
             assert result.metrics["gangs_partially_held"] == 0, name
             assert all(r.state is not JobState.PARTIAL for r in sim.records.values()), name

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpuparley.agents.first_fit import FirstFit
+from gpuparley.envs.cluster_audit import check_invariants
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.metrics import summarise
 from gpuparley.envs.settings import SimulationSettings
@@ -49,7 +50,7 @@ def run(jobs, overhead=0.1, check=True):
 
     def audit() -> None:
         if check:
-            sim.state.check_invariants(sim.jobs)
+            check_invariants(sim.state, sim.jobs)
             assert all(r.state is not JobState.PARTIAL for r in sim.records.values())
             for r in sim.records.values():
                 held = len(sim.state.holdings.get(r.job.id, ()))

@@ -94,7 +94,6 @@ class MarketVecEnv(VecEnv):
         self.pool = pool
         self.reward_scale = reward_scale
         self.render_mode = None
-        self.seed_value = seed
         env_kwargs = {"max_epochs": max_epochs, "reward_shaping": reward_shaping}
         loaded = [load_scenario(name) for name in scenarios]
         self.games = [
@@ -122,7 +121,6 @@ class MarketVecEnv(VecEnv):
     # -- seeding and seats ------------------------------------------------------------------
     def _reseed(self, seed: int) -> None:
         """Each game's draws (mechanism, workload seed, seats) come from its own seeded stream."""
-        self.seed_value = seed
         for index, game in enumerate(self.games):
             game.rng = np.random.default_rng([seed, index])
 

@@ -101,8 +101,7 @@ def preemptible_running(sim: Simulator, min_runtime: float = 0.0) -> list[Job]:
     return [
         job
         for job in sim.running()
-        if sim.records[job.id].start is not None
-        and sim.now - sim.records[job.id].start >= min_runtime
+        if (start := sim.records[job.id].start) is not None and sim.now - start >= min_runtime
     ]
 
 

@@ -55,7 +55,6 @@ class FairQueues:
         self.reclaim = reclaim
         self.max_reclaims = max_reclaims_per_cycle
         self.weight = {t.name: t.weight for t in context.tenants}
-        self.total_gpus = float(context.cluster_gpus)
         self._state: ClusterState | None = None
 
     # ------------------------------------------------------------ hooks
@@ -91,6 +90,8 @@ class FairQueues:
 
     def need(self, job: Job) -> float:
         """GPU-equivalents the whole waiting job will hold (charged before it is placed)."""
+        if self._state is None:
+            raise RuntimeError("need() is asked during schedule(), once the state is known")
         return demand_gpus(self._state, job)
 
     def schedule(self, sim: Simulator) -> None:

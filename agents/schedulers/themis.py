@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gpuparley.agents.schedulers.base import SchedulerContext, shape_of, tenant_names
@@ -52,7 +53,6 @@ class _Bids:
         self.fixed: dict[str, float] = defaultdict(float)
         self.count: dict[str, int] = defaultdict(int)
         self.gain: dict[int, float] = {}  # rho reduction of a job if it starts now
-        self.waiting_rho: dict[int, float] = {}
         for job in [*sim.running(), *sim.pending()]:
             record = sim.records[job.id]
             independent = job.duration * max(1.0, job.gpus / share if share > 0 else 1.0)
@@ -65,7 +65,7 @@ class _Bids:
                 self.fixed[job.owner] += (waited + lease + job.duration) / independent
                 self.gain[job.id] = lease / independent
 
-    def rho(self, owner: str, started: list[Job] = ()) -> float:
+    def rho(self, owner: str, started: Sequence[Job] = ()) -> float:
         total = self.fixed[owner] - sum(self.gain[j.id] for j in started)
         return total / max(1, self.count[owner])
 

@@ -28,7 +28,7 @@ from gpuparley.envs.cluster import Binding, PlacementError
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
-from gpuparley.envs.market.messages import MARKET, Bid, Lease
+from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
 from gpuparley.envs.simulator import JobState
 
@@ -86,9 +86,6 @@ class Auction:
                 **common,
             }
         )
-
-    def bid_for(self, job_id: int) -> SealedBid | None:
-        return self.bids.get(job_id)
 
     def handle(self, message: Any) -> str | None:
         market = self.market
@@ -197,7 +194,7 @@ class Auction:
         gpu_hours = bid.job.gpus * self.market.epoch_seconds / HOUR
         return min(bid.message.price, density * gpu_hours)
 
-    def _end(self, lease: Lease, reason: str) -> None:
+    def _end(self, lease: Lease, reason: ReleaseReason) -> None:
         market = self.market
         job = market.jobs_by_name[lease.job]
         if market.sim.record(job.id).state is JobState.RUNNING:

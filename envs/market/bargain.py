@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gpuparley.envs.jobs import Job
-from gpuparley.envs.market.messages import Accept, CounterOffer, Lease, Offer, Reject
+from gpuparley.envs.market.messages import (
+    Accept,
+    CounterOffer,
+    Lease,
+    Offer,
+    Reject,
+    ReleaseReason,
+)
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
 from gpuparley.envs.simulator import JobState
 
@@ -150,9 +157,6 @@ class Bargain:
     def effective_quota(self, agent: str) -> int:
         return self.quota_book().effective[agent]
 
-    def idle_quota(self, agent: str) -> int:
-        return self.quota_book().idle[agent]
-
     def _recount_usage(self) -> None:
         usage: dict[str, int] = defaultdict(int)
         sim = self.market.sim
@@ -160,9 +164,6 @@ class Bargain:
             job = sim.jobs[job_id]
             usage[job.owner] += job.milli_gpu
         self.usage = {agent: usage[agent] for agent in self.market.agents}
-
-    def fits_quota(self, job: Job) -> bool:
-        return self.shortfall(job) == 0
 
     def shortfall(self, job: Job) -> int:
         return self.quota_book().shortfall(job)
@@ -221,7 +222,7 @@ class Bargain:
         self.threads.clear()
         self._recount_usage()
         for lease in market.due_leases():
-            reason = (
+            reason: ReleaseReason = (
                 "expired"
                 if lease.expires_epoch - lease.start_epoch >= market.term_epochs
                 else "reclaimed"

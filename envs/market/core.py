@@ -34,6 +34,7 @@ from gpuparley.envs.market.messages import (
     MessageError,
     Reject,
     Release,
+    ReleaseReason,
     ResourceItem,
     parse_message,
 )
@@ -270,7 +271,7 @@ class Market:
         self.leases[lease.lease_id] = renewed
         return renewed
 
-    def end_lease(self, lease_id: str, reason: str) -> Release:
+    def end_lease(self, lease_id: str, reason: ReleaseReason) -> Release:
         lease = self.leases.pop(lease_id)
         job = self.jobs_by_name[lease.job]
         self.lease_by_job.pop(job.id, None)

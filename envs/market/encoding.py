@@ -32,7 +32,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -472,7 +472,8 @@ def view_from_dict(data: dict[str, object]) -> AgentView:
     """Inverse of `view_to_dict` (JSON floats round-trip exactly); raises ValueError/TypeError
     on a document that is not a view."""
     fields = dict(data)
-    slots = tuple(JobSlot(**slot) for slot in fields.pop("slots", ()))  # type: ignore[union-attr]
+    slot_documents = cast("list[dict[str, Any]]", fields.pop("slots", []))
+    slots = tuple(JobSlot(**slot) for slot in slot_documents)
     inbox = fields.pop("inbox", None)
     return AgentView(
         **fields,  # type: ignore[arg-type]

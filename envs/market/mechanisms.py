@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gpuparley.envs.market.auction import Auction
@@ -10,7 +11,7 @@ from gpuparley.envs.market.bargain import Bargain
 if TYPE_CHECKING:
     from gpuparley.envs.market.core import Market, Mechanism
 
-MECHANISMS = {"auction": Auction, "bargain": Bargain}
+MECHANISMS: dict[str, Callable[[Market], Mechanism]] = {"auction": Auction, "bargain": Bargain}
 
 
 def make_mechanism(name: str, market: Market) -> Mechanism:

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-API_VERSION = "gpuparley.io/v1alpha1"
+API_VERSION: Literal["gpuparley.io/v1alpha1"] = "gpuparley.io/v1alpha1"
+ReleaseReason = Literal["expired", "reclaimed", "returned", "finished", "lost"]
 MARKET = "market"
 """The sender/receiver name of the market itself (auction clearing, lease issuing)."""
 
@@ -146,7 +147,7 @@ class Release(_Message):
 
     kind: Literal["Release"] = "Release"
     lease_id: str = _ID
-    reason: Literal["expired", "reclaimed", "returned", "finished", "lost"]
+    reason: ReleaseReason
 
 
 Message = Annotated[

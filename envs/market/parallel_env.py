@@ -136,8 +136,14 @@ class GPUMarketEnv(ParallelEnv):
             self.agents = []
         return observations, rewards, terminations, truncations, infos
 
+    def _running(self) -> Market:
+        """The market of the episode under way (there is none before `reset`)."""
+        if self.market is None:
+            raise RuntimeError("call reset() first")
+        return self.market
+
     def _observe(self) -> dict[str, dict[str, np.ndarray]]:
-        self.views = views = agent_views(self.market)
+        self.views = views = agent_views(self._running())
         vectors, masks = encode_many([views[agent] for agent in self.agents])
         observations = {}
         self._masks = {}
@@ -147,7 +153,7 @@ class GPUMarketEnv(ParallelEnv):
         return observations
 
     def _infos(self) -> dict[str, dict[str, Any]]:
-        market = self.market
+        market = self._running()
         ledger = market.ledger
         epoch, substep, now = market.epoch, market.substep, market.sim.now
         return {
@@ -164,7 +170,7 @@ class GPUMarketEnv(ParallelEnv):
         }
 
     def _shaping(self) -> dict[str, float]:
-        market = self.market
+        market = self._running()
         allocated = dict.fromkeys(self.agents, 0.0)
         for record in market.sim.records.values():
             if record.job.owner in allocated:
@@ -178,7 +184,7 @@ class GPUMarketEnv(ParallelEnv):
 
     def episode_summary(self) -> dict[str, Any]:
         """All foundation metrics of the run plus the market's own."""
-        market = self.market
+        market = self._running()
         summary = summarise(market.sim, market.agents, market.deadlocks)
         summary.update(market.summary_extras())
         summary["scenario"] = self.scenario.name

@@ -44,6 +44,7 @@ def gpu_cells(market: Market, g: int) -> list[int]:
     def owner_of(job_id: int) -> int:
         return owner_index.get(market.sim.jobs[job_id].owner, FREE)
 
+    cells: list[int]
     if state.gpu_is_mig[g]:
         cells = [NO_INSTANCE] * CELLS
         model = state.gpu_model_name[g]
@@ -52,7 +53,7 @@ def gpu_cells(market: Market, g: int) -> list[int]:
             for cell in range(start, start + size):
                 cells[cell] = owner_of(holder) if holder >= 0 else FREE
         return cells
-    cells: list[int] = []
+    cells = []
     holders = state.gpu_holders[g]
     if state.node_is_timeslice[state.gpu_node[g]]:
         for job_id in holders:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -22,8 +22,6 @@ from gpuparley.envs.market.parallel_env import GPUMarketEnv, observation_space
 class SingleAgentMarketEnv(gymnasium.Env):
     """`GPUMarketEnv` seen from one seat."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"]}
-
     def __init__(
         self,
         opponents: Mapping[str, Negotiator] | Negotiator,
@@ -33,6 +31,7 @@ class SingleAgentMarketEnv(gymnasium.Env):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self.metadata = {"render_modes": ["ansi", "rgb_array"]}
         self.market_env = GPUMarketEnv(
             scenario=scenario, mechanism=mechanism, render_mode=render_mode, **kwargs
         )

@@ -257,7 +257,7 @@ def assign_agent(pod_name: str, agents: Mapping[str, float]) -> str:
         cumulative += weight
         if point < cumulative:
             return name
-    return next(reversed(agents))  # point == total up to rounding
+    return list(agents)[-1]  # point == total up to rounding
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The FGD paper's "inflation" experiment: GPU allocation ratio as arrived workload grows.
 
-Protocol (`schedulers-and-research.md`, followed exactly):
+Protocol (the paper's, as `docs/reference.md` states it, followed exactly):
 
 1. take every pod of the trace split (the scenario's jobs; a multi-pod job gives each pod);
 2. add copies of pods drawn uniformly at random from that list until the summed GPU request
