@@ -27,7 +27,8 @@ from gpuparley.agents.schedulers.paper_baselines import (
 )
 from gpuparley.agents.schedulers.themis import Themis
 from gpuparley.agents.schedulers.volcano import Volcano
-from gpuparley.agents.scoring import least_free_gpu, scored_chooser, tightest_candidate
+from gpuparley.agents.scoring import least_free_gpu, scored_chooser
+from gpuparley.envs.free_capacity import tightest_candidate
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.simulator import Allocator
 

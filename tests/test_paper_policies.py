@@ -17,22 +17,22 @@ from hypothesis import strategies as st
 
 from gpuparley.agents.registry import PAPER_POLICIES, make_allocator
 from gpuparley.agents.schedulers.base import SchedulerContext
-from gpuparley.agents.schedulers.fgd import Fgd, fgd, fgd_score
-from gpuparley.agents.schedulers.paper_baselines import (
-    best_fit,
+from gpuparley.agents.schedulers.fgd import fgd
+from gpuparley.agents.schedulers.paper_baselines import best_fit, random_placement
+from gpuparley.agents.scoring import least_allocated, most_allocated
+from gpuparley.envs.cluster import ClusterState, PodPlacement
+from gpuparley.envs.cluster_audit import check_invariants
+from gpuparley.envs.fgd_score import Fgd, fgd_score
+from gpuparley.envs.fragmentation import FragmentationIndex, TargetWorkload, free_gpus
+from gpuparley.envs.jobs import GPURequest, Job, PodDemand
+from gpuparley.envs.planner import plan_job
+from gpuparley.envs.score_plugins import (
     best_fit_score,
     dot_product_score,
     gpu_clustering_score,
     gpu_packing_score,
     normalise,
-    random_placement,
 )
-from gpuparley.agents.scoring import least_allocated, most_allocated
-from gpuparley.envs.cluster import ClusterState, PodPlacement
-from gpuparley.envs.cluster_audit import check_invariants
-from gpuparley.envs.fragmentation import FragmentationIndex, TargetWorkload, free_gpus
-from gpuparley.envs.jobs import GPURequest, Job, PodDemand
-from gpuparley.envs.planner import plan_job
 from gpuparley.envs.topology import ClusterSpec, NodeSpec, SharingMode
 
 TS = SharingMode.TIMESLICE

@@ -40,12 +40,11 @@ from gpuparley.agents.schedulers.queues import EPS, FairQueues
 from gpuparley.agents.scoring import (
     held_gpus,
     most_allocated,
-    node_free_milli,
     scored_chooser,
-    tightest_candidate,
     water_fill,
 )
 from gpuparley.envs.cluster import FULL_GPU_MILLI
+from gpuparley.envs.free_capacity import node_free_milli, tightest_candidate
 from gpuparley.envs.jobs import Job
 
 if TYPE_CHECKING:
