@@ -6,28 +6,33 @@ translation of *one* node spec into a Kubernetes Node in :func:`node_manifest` s
 loader can reuse it.
 
 GPUs are advertised the way the NVIDIA device plugin and GPU Feature Discovery (GFD) do on real
-nodes, so the real kube-scheduler does real extended-resource accounting:
+nodes, so the real kube-scheduler does real extended-resource accounting. The resources are named
+by ``deploy/gpu_resources.py`` (shared with the market controller); the GFD labels are made here:
 
-* ``exclusive``: ``nvidia.com/gpu = gpu_count``.
-* ``timeslice``: ``nvidia.com/gpu = gpu_count * replicas`` (device-plugin time-slicing renames
-  nothing by default), labels ``nvidia.com/gpu.replicas`` and
+* ``exclusive``: label ``nvidia.com/gpu.sharing-strategy=none``.
+* ``timeslice``: labels ``nvidia.com/gpu.replicas`` and
   ``nvidia.com/gpu.sharing-strategy=time-slicing``, product suffixed ``-SHARED``.
-* ``mig`` (mixed strategy): one resource per profile, ``nvidia.com/mig-<profile> = count`` summed
-  over the node's GPUs, labels ``nvidia.com/mig.strategy=mixed`` and ``nvidia.com/mig.config``.
+* ``mig`` (mixed strategy): labels ``nvidia.com/mig.strategy=mixed`` and ``nvidia.com/mig.config``.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-Sharing = Literal["exclusive", "mig", "timeslice"]
+from gpuparley.deploy.gpu_resources import (
+    MigLayout,
+    Sharing,
+    env_mig_layout,
+    env_sharing,
+    node_resources,
+)
+
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 MIG_PROFILE_RE = re.compile(r"^\d+g\.\d+gb(\+me)?$")
 
@@ -82,7 +87,7 @@ class NodeSpec:
     gpu_model: str
     gpu_count: int
     sharing: Sharing = "exclusive"
-    mig_layout: tuple[tuple[tuple[str, int], ...], ...] = ()
+    mig_layout: MigLayout = ()
     replicas: int = 1
     max_pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
@@ -105,14 +110,7 @@ class NodeSpec:
 
     def gpu_resources(self) -> dict[str, int]:
         """Extended resources this node advertises (what the device plugin would report)."""
-        if self.gpu_count == 0:
-            return {}
-        if self.sharing == "exclusive":
-            return {"nvidia.com/gpu": self.gpu_count}
-        if self.sharing == "timeslice":
-            return {"nvidia.com/gpu": self.gpu_count * self.replicas}
-        counts = Counter(profile for gpu in self.mig_layout for profile, _ in gpu)
-        return {f"nvidia.com/mig-{p}": n for p, n in sorted(counts.items())}
+        return node_resources(self.sharing, self.gpu_count, self.replicas, self.mig_layout)
 
 
 def gpu_labels(spec: NodeSpec) -> dict[str, str]:
@@ -199,7 +197,7 @@ def create_nodes(api: Any, specs: Iterable[NodeSpec]) -> list[str]:
     return names
 
 
-def mig_uniform(profile: str, slices: int, gpus: int) -> tuple[tuple[tuple[str, int], ...], ...]:
+def mig_uniform(profile: str, slices: int, gpus: int) -> MigLayout:
     """A layout with ``slices`` instances of ``profile`` on each of ``gpus`` GPUs."""
     size = int(profile.split("g", 1)[0])
     return tuple(tuple((profile, i * size) for i in range(slices)) for _ in range(gpus))
@@ -268,19 +266,14 @@ def node_spec_from_env(node: Any) -> NodeSpec:
     """Translate one ``gpuparley.envs.topology.NodeSpec`` (the simulator's node) into a
     :class:`NodeSpec`. The simulator gives one MIG layout that every GPU of the node carries;
     its free-form labels are kept under the ``gpuparley.io/`` prefix."""
-    mode = str(getattr(node.mode, "value", node.mode))
-    layout: tuple[tuple[tuple[str, int], ...], ...] = ()
-    if mode == "mig":
-        one = tuple((str(profile), int(start)) for profile, start in node.mig_layout)
-        layout = tuple(one for _ in range(node.gpu_count))
     return NodeSpec(
         name=node.name,
         cpu_milli=int(node.cpu_milli),
         memory_mib=int(node.memory_mib),
         gpu_model=node.gpu_model or "",
         gpu_count=int(node.gpu_count),
-        sharing=mode,  # type: ignore[arg-type]
-        mig_layout=layout,
+        sharing=env_sharing(node),
+        mig_layout=env_mig_layout(node),
         replicas=int(node.replicas),
         labels={f"gpuparley.io/{k}": str(v) for k, v in (node.labels or {}).items()},
     )
