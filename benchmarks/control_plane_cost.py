@@ -60,7 +60,7 @@ def measure_planes(n_agents: int, cache: str | None) -> dict[str, Any]:
         agents = [f"a{i}" for i in range(n_agents)]
         start = time.monotonic()
         state = planes.up(
-            tmp, nodes.default_node_specs(), agents, cache=cache, die_with_parent=True
+            tmp, nodes.default_fake_nodes(), agents, cache=cache, die_with_parent=True
         )
         up_seconds = time.monotonic() - start
         try:

@@ -197,7 +197,7 @@ def measure(node_count: int, jobs: int) -> dict[str, Any]:
         loaded = load_scenario(scenario)
         state = planes.up(
             work / "state",
-            nodes.node_specs_from_scenario(scenario),
+            nodes.fake_nodes_from_scenario(scenario),
             [a.name for a in loaded.agents],
             scenario=str(scenario),
             die_with_parent=True,

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy.cluster import build, pki
-from gpuparley.deploy.cluster.nodes import FAKE_NODE_ANNOTATION, NodeSpec, create_nodes
+from gpuparley.deploy.cluster.nodes import FAKE_NODE_ANNOTATION, FakeNode, create_nodes
 from gpuparley.deploy.rbac import MARKET_USER
 
 HOST = "host"
@@ -601,7 +601,7 @@ def _wait_nodes_ready(host: Plane, names: Sequence[str], timeout: float) -> None
 
 def up(
     state_dir: str | os.PathLike[str],
-    node_specs: Sequence[NodeSpec],
+    fake_nodes: Sequence[FakeNode],
     agents: Sequence[str],
     **options: Any,
 ) -> ClusterState:
@@ -610,16 +610,16 @@ def up(
     component binds it (clusters brought up side by side, or any outgoing connection)."""
     for _retry in range(2):
         try:
-            return start_planes(state_dir, node_specs, agents, **options)
+            return start_planes(state_dir, fake_nodes, agents, **options)
         except ClusterError as exc:
             if "address already in use" not in str(exc):
                 raise
-    return start_planes(state_dir, node_specs, agents, **options)
+    return start_planes(state_dir, fake_nodes, agents, **options)
 
 
 def start_planes(
     state_dir: str | os.PathLike[str],
-    node_specs: Sequence[NodeSpec],
+    fake_nodes: Sequence[FakeNode],
     agents: Sequence[str],
     *,
     cache: str | None = None,
@@ -691,11 +691,11 @@ def start_planes(
         _start_scheduler(sup, host, cache, scheduler_qps)
         _start_kwok(sup, host, cache)
 
-        say(f"creating {len(node_specs)} GPU node(s), agent namespaces and RBAC")
+        say(f"creating {len(fake_nodes)} GPU node(s), agent namespaces and RBAC")
         with api_client(host.kubeconfig) as api:
             from kubernetes import client
 
-            state.nodes = create_nodes(client.CoreV1Api(api), node_specs)
+            state.nodes = create_nodes(client.CoreV1Api(api), fake_nodes)
         setup_agent_access(host, agents)
         state.save()
 

@@ -34,7 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[planes.Cluster
     state_dir = tmp_path_factory.mktemp("cluster-state")
     try:
         _state = planes.up(
-            state_dir, nodes.default_node_specs(), AGENTS, scenario="default", die_with_parent=True
+            state_dir, nodes.default_fake_nodes(), AGENTS, scenario="default", die_with_parent=True
         )
     except planes.ClusterError as exc:
         pytest.fail(f"cluster did not come up: {exc}", pytrace=False)

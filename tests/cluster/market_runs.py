@@ -83,7 +83,7 @@ def market_run(
         pytest.fail(f"component binaries missing: {missing}; run `{build.BUILD_COMMAND}`")
     state = planes.up(
         state_dir,
-        nodes.node_specs_from_scenario(SCENARIO),
+        nodes.fake_nodes_from_scenario(SCENARIO),
         AGENTS,
         scenario=SCENARIO,
         die_with_parent=True,
