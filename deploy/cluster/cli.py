@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpuparley.deploy.cluster import build, pki, planes
+from gpuparley.deploy.cluster import build, pki, planes, processes
 from gpuparley.deploy.cluster.nodes import fake_nodes_from_scenario, scenario_agent_names
 
 app = typer.Typer(
@@ -108,7 +108,7 @@ def up(
                 scenario=scenario,
                 progress=lambda m: spinner.update(m),
             )
-    except (build.MissingBinaryError, planes.ClusterError, pki.PKIError, ValueError) as exc:
+    except (build.MissingBinaryError, processes.ClusterError, pki.PKIError, ValueError) as exc:
         err.print(f"[red]cluster up failed:[/] {exc}")
         raise typer.Exit(1) from exc
     console.print(

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy.apply import apply_objects
-from gpuparley.deploy.cluster.planes import ClusterState, api_client
-from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.cluster.planes import LocalPlanes
+from gpuparley.deploy.kube import Kube, connect
 from gpuparley.deploy.rbac import MARKET_USER
 from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.deploy.workload import submit_jobs
@@ -36,9 +36,9 @@ def gpuparley_command(*args: str) -> list[str]:
 
 @dataclass
 class MarketRig:
-    """Processes of one in-cluster market run on a running `ClusterState`."""
+    """Processes of one in-cluster market run on a running `LocalPlanes`."""
 
-    state: ClusterState
+    state: LocalPlanes
     scenario: str
     seed: int
     policy: str
@@ -63,7 +63,7 @@ class MarketRig:
         """Apply every agent's bundle (CRDs, RBAC, admission policies, Negotiator) to the host,
         as admin, with the scenario's budget."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with api_client(self.state.host.kubeconfig) as api:
+        with connect(self.state.host.kubeconfig) as api:
             for agent in load_scenario(self.scenario).agents:
                 bundle = AgentBundle(
                     agent=agent.name,
