@@ -33,6 +33,7 @@ import argparse
 import re
 import ssl
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
@@ -43,13 +44,17 @@ import yaml
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import control_plane, nodes, planes
-from gpuparley.deploy.cluster.market_rig import MarketRig
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.workload import pods_for_job
 from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import load_scenario
 
 from _common import save
+
+# The market rig is test code (tests/cluster/market_rig.py), outside the installed package; this
+# benchmark runs from a source checkout, so it shares the rig with the end-to-end tests from there.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests" / "cluster"))
+from market_rig import MarketRig
 
 BASELINE_NS = "baseline"
 

@@ -19,11 +19,11 @@ import pytest
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import build, nodes, planes
-from gpuparley.deploy.cluster.market_rig import MarketRig
 from gpuparley.deploy.kube import Kube
 from gpuparley.envs.resources import checkpoints_dir
 
 from .helpers import wait_for
+from .market_rig import MarketRig
 from .observer import Observations, Observer
 
 SCENARIO = "cluster-e2e"

@@ -1,10 +1,15 @@
 """The whole in-cluster market on the local planes: bundles applied, workloads submitted, the
 market controller and one negotiator per agent running as separate processes.
 
-Used by the end-to-end tests (`tests/cluster/test_market_e2e.py`) and by
-`benchmarks/negotiation_e2e.py`. Every process is a real `gpuparley` command with its own
-credentials: the market as user `gpuparley:market`, each negotiator as user `agent-<a>` on the
-host plus its own plane's admin; nothing runs in the caller's process.
+Every process is a real `gpuparley` command with its own credentials: the market as user
+`gpuparley:market`, each negotiator as user `agent-<a>` on the host plus its own plane's admin;
+nothing runs in the caller's process.
+
+Why it lives here: it is a test rig, not part of the installed package (nothing under `gpuparley`
+imports it). The end-to-end tests use it (`market_runs.py`), and so does
+`benchmarks/negotiation_e2e.py`, which runs from a source checkout and puts this folder on
+`sys.path` to import it as `market_rig`. So this module imports only `gpuparley` and the standard
+library -- no relative imports, no pytest.
 """
 
 from __future__ import annotations
