@@ -12,9 +12,9 @@ in the container's limits (names from `deploy/gpu_resources.py`):
   information for the market, the replica is what the kubelet enforces).
 
 The workload submitter (`pods_for_job`) writes these, the negotiator reads them back
-(`demands_from_pods`) and bids with the resulting `Demand`, and the market checks it against its
-own record of the job with the same `demand_for` rule, so a pod whose spec does not say what the
-job is cannot be bid for.
+(`group_pods`, then `PodGroup.demand`) and bids with the resulting `Demand`, and the market
+checks it against its own record of the job with the same `demand_for` rule, so a pod whose spec
+does not say what the job is cannot be bid for.
 """
 
 from __future__ import annotations
