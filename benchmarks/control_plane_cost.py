@@ -30,7 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gpuparley.deploy.cluster import build, nodes, planes
+from gpuparley.deploy import objects
+from gpuparley.deploy.cluster import build, host_plane, nodes, planes, processes
+from gpuparley.deploy.kube import connect
 
 RESULTS = Path(__file__).resolve().parent / "results" / "control_plane_cost.json"
 MANAGED_USD_PER_MONTH = 73.0  # EKS / GKE standard control plane: $0.10/hour x 730 h
@@ -43,14 +45,14 @@ IDLE_SECONDS = 15.0
 UNTHROTTLED_QPS = 5000  # high enough that the scheduler itself, not its rate limiter, is measured
 
 
-def _proc(state: planes.ClusterState, name: str) -> planes.Proc:
+def _proc(state: planes.LocalPlanes, name: str) -> processes.Proc:
     return next(p for p in state.processes if p.name == name)
 
 
-def _usage(proc: planes.Proc) -> dict[str, float]:
+def _usage(proc: processes.Proc) -> dict[str, float]:
     return {
-        "rss_mib": round(planes.rss_bytes(proc.pid) / 2**20, 1),
-        "cpu_s": round(planes.cpu_seconds(proc.pid), 2),
+        "rss_mib": round(processes.rss_bytes(proc.pid) / 2**20, 1),
+        "cpu_s": round(processes.cpu_seconds(proc.pid), 2),
     }
 
 
@@ -60,7 +62,7 @@ def measure_planes(n_agents: int, cache: str | None) -> dict[str, Any]:
         agents = [f"a{i}" for i in range(n_agents)]
         start = time.monotonic()
         state = planes.up(
-            tmp, nodes.default_node_specs(), agents, cache=cache, die_with_parent=True
+            tmp, nodes.default_fake_nodes(), agents, cache=cache, die_with_parent=True
         )
         up_seconds = time.monotonic() - start
         try:
@@ -72,7 +74,7 @@ def measure_planes(n_agents: int, cache: str | None) -> dict[str, Any]:
             assert not remaining, remaining
     per_agent = []
     for agent in agents:
-        key = f"{planes.agent_plane_name(agent)}-kube-apiserver"
+        key = f"{objects.agent_namespace(agent)}-kube-apiserver"
         per_agent.append(
             {
                 "agent": agent,
@@ -124,7 +126,7 @@ def measure_bind_rate(
     n_nodes: int,
     n_pods: int,
     cache: str | None,
-    scheduler_qps: int = planes.SCHEDULER_QPS,
+    scheduler_qps: int = host_plane.SCHEDULER_QPS,
     pause_kwok: bool = False,
 ) -> dict[str, Any]:
     """Bind rate of the host's real kube-scheduler for a burst of single-GPU pods.
@@ -158,11 +160,11 @@ def measure_bind_rate(
 
         def make(i: int) -> None:
             if not hasattr(local, "core"):
-                local.core = client.CoreV1Api(planes.api_client(state.host.kubeconfig))
+                local.core = client.CoreV1Api(connect(state.host.kubeconfig))
             local.core.create_namespaced_pod("bench", _pod_body(i))
 
         try:
-            with planes.api_client(state.host.kubeconfig) as api:
+            with connect(state.host.kubeconfig) as api:
                 core = client.CoreV1Api(api)
                 core.create_namespace({"metadata": {"name": "bench"}})
                 os.kill(scheduler.pid, signal.SIGSTOP)
@@ -176,7 +178,7 @@ def measure_bind_rate(
                 finally:
                     os.kill(scheduler.pid, signal.SIGCONT)
                 resumed = time.monotonic()
-                cpu_before = planes.cpu_seconds(scheduler.pid)
+                cpu_before = processes.cpu_seconds(scheduler.pid)
                 bound_at = running_at = float("nan")
                 deadline = resumed + 300
                 while time.monotonic() < deadline:
@@ -191,7 +193,7 @@ def measure_bind_rate(
                     time.sleep(0.1)
                 if pause_kwok:
                     os.kill(kwok.pid, signal.SIGCONT)
-                scheduler_cpu = planes.cpu_seconds(scheduler.pid) - cpu_before
+                scheduler_cpu = processes.cpu_seconds(scheduler.pid) - cpu_before
                 usage = {p.name: _usage(p) for p in state.processes}
                 per_node = _pods_per_node(core)
         finally:
@@ -269,7 +271,7 @@ def main() -> None:
             )
 
     results["bind"] = []
-    for qps, pause_kwok in ((planes.SCHEDULER_QPS, False), (UNTHROTTLED_QPS, True)):
+    for qps, pause_kwok in ((host_plane.SCHEDULER_QPS, False), (UNTHROTTLED_QPS, True)):
         print(
             f"bind rate: {args.pods} pods on {args.nodes} fake 8-GPU nodes, scheduler client "
             f"QPS {qps}, KWOK {'paused until bound' if pause_kwok else 'running'} ...",

@@ -33,6 +33,7 @@ import argparse
 import re
 import ssl
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
@@ -42,14 +43,18 @@ from typing import Any
 import yaml
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.cluster import nodes, planes
-from gpuparley.deploy.cluster.market_rig import MarketRig
+from gpuparley.deploy.cluster import control_plane, nodes, planes
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.workload import pods_for_job
 from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import load_scenario
 
 from _common import save
+
+# The market rig is test code (tests/cluster/market_rig.py), outside the installed package; this
+# benchmark runs from a source checkout, so it shares the rig with the end-to-end tests from there.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests" / "cluster"))
+from market_rig import MarketRig
 
 BASELINE_NS = "baseline"
 
@@ -74,7 +79,7 @@ def scenario_file(directory: Path, node_count: int, jobs: int) -> Path:
     return path
 
 
-def request_total(plane: planes.Plane) -> float:
+def request_total(plane: control_plane.Plane) -> float:
     """Sum of apiserver_request_total on one apiserver (read as its admin)."""
     token_cfg = yaml.safe_load(Path(plane.token_kubeconfig).read_text())
     token = token_cfg["users"][0]["user"]["token"]
@@ -90,7 +95,9 @@ def request_total(plane: planes.Plane) -> float:
     )
 
 
-def requests_during(planes_: list[planes.Plane], background: float, work: Any) -> tuple[Any, float]:
+def requests_during(
+    planes_: list[control_plane.Plane], background: float, work: Any
+) -> tuple[Any, float]:
     """Run `work()`; its result and the requests it caused on `planes_` beyond `background`
     requests/second."""
     before, started = sum(request_total(p) for p in planes_), time.perf_counter()
@@ -99,7 +106,7 @@ def requests_during(planes_: list[planes.Plane], background: float, work: Any) -
     return result, sum(request_total(p) for p in planes_) - before - background * elapsed
 
 
-def background_rate(planes_: list[planes.Plane], seconds: float = 5.0) -> float:
+def background_rate(planes_: list[control_plane.Plane], seconds: float = 5.0) -> float:
     """Requests/second the idle planes serve anyway (controllers, KWOK heartbeats)."""
     before = sum(request_total(p) for p in planes_)
     time.sleep(seconds)
@@ -130,7 +137,7 @@ def latencies(created: dict[str, float], bound: dict[str, float]) -> dict[str, f
     return {"p50_s": statistics.median(values), "p99_s": quantiles[98], "max_s": values[-1]}
 
 
-def run_baseline(state: planes.ClusterState, jobs: list[Any]) -> dict[str, Any]:
+def run_baseline(state: planes.LocalPlanes, jobs: list[Any]) -> dict[str, Any]:
     host = Kube(state.host.kubeconfig)
     host.create("namespaces", None, {"metadata": {"name": BASELINE_NS}})
     background = background_rate([state.host])
@@ -152,7 +159,7 @@ def run_baseline(state: planes.ClusterState, jobs: list[Any]) -> dict[str, Any]:
             "requests_per_placement": requests / len(created)}  # fmt: skip
 
 
-def run_market(state: planes.ClusterState, scenario: Path, work: Path) -> dict[str, Any]:
+def run_market(state: planes.LocalPlanes, scenario: Path, work: Path) -> dict[str, Any]:
     rig = MarketRig(state, str(scenario), 0, "scripted:truthful", work / "logs")
     rig.prepare_bundles()
     loaded = load_scenario(scenario)
@@ -197,7 +204,7 @@ def measure(node_count: int, jobs: int) -> dict[str, Any]:
         loaded = load_scenario(scenario)
         state = planes.up(
             work / "state",
-            nodes.node_specs_from_scenario(scenario),
+            nodes.fake_nodes_from_scenario(scenario),
             [a.name for a in loaded.agents],
             scenario=str(scenario),
             die_with_parent=True,

@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpuparley.deploy.crds import GROUP
+from gpuparley.deploy.gpu_resources import NVIDIA_PREFIX
 from gpuparley.deploy.objects import LEASE_GATE, MARKET_NAMESPACE, SENDER_LABEL, VIEW_CONFIGMAP
 from gpuparley.deploy.rbac import (
     MARKET_SERVICE_ACCOUNT,
@@ -48,7 +49,6 @@ ADMIN_GROUP = "system:masters"
 OFFER_SENDER_POLICY = "gpuparley-offer-sender"
 MARKET_VIEW_POLICY = "gpuparley-market-view"
 LEASE_GATE_POLICY = "gpuparley-lease-gate"
-GPU_RESOURCE_PREFIX = "nvidia.com/"  # nvidia.com/gpu and the MIG profiles nvidia.com/mig-*
 
 _MARKET_IDENTITIES = (
     f"['{MARKET_USER}', 'system:serviceaccount:{MARKET_NAMESPACE}:{MARKET_SERVICE_ACCOUNT}']"
@@ -188,7 +188,7 @@ def lease_gate_policy() -> dict[str, Any]:
         "c, has(c.resources) && ("
         + " || ".join(
             f"(has(c.resources.{kind}) && c.resources.{kind}.exists(k,"
-            f" k.startsWith('{GPU_RESOURCE_PREFIX}')))"
+            f" k.startsWith('{NVIDIA_PREFIX}')))"
             for kind in ("limits", "requests")
         )
         + ")"

@@ -97,11 +97,11 @@ def apply(
 ) -> None:
     """Server-side apply the agent's manifests (idempotent; CRDs first, waits for Established)."""
     from gpuparley.deploy.apply import ApplyError, apply_objects
-    from gpuparley.deploy.cluster.planes import api_client
+    from gpuparley.deploy.kube import connect
 
     bundle = _bundle(agent, namespace, policy, mechanism, budget, peer, image)
     try:
-        with api_client(kubeconfig) as api:
+        with connect(kubeconfig) as api:
             results = apply_objects(api, render_objects(bundle))
     except ApplyError as exc:
         err.print(f"[red]apply failed:[/] {exc}")

@@ -3,9 +3,10 @@
 Three CRDs in `gpuparley.io/v1alpha1`, all namespaced:
 
 * `Offer` (plural `offers`): any *negotiation* message (Bid, Offer, CounterOffer, Accept,
-  Reject) verbatim in `spec`, discriminated by `spec.kind`. One CRD rather than five so a
-  negotiator reads its whole inbox with one watch (one resourceVersion order across a thread), RBAC
-  has one resource to grant, and `kubectl get offers` shows a negotiation in order. The price is a
+  Reject) verbatim in `spec`, discriminated by `spec.kind`. One CRD rather than five so an inbox
+  is read with one list request (the market controller lists its inbox once per sub-step and takes
+  the messages in agent order, then by object name), RBAC has one resource to grant, and
+  `kubectl get offers` shows a whole negotiation. The price is a
   union schema: the generator proves that a field shared by kinds has the same schema in each, and
   per-kind "required / not allowed" rules become CEL `x-kubernetes-validations` (the apiserver
   enforces them; pydantic's `extra="forbid"` for kinds that lack a field included).

@@ -34,16 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.cluster.nodes import node_spec_from_env
+from gpuparley.deploy.gpu_resources import env_node_resources, is_gpu_resource
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.trace import LeaseEvent, epoch_events
-from gpuparley.deploy.workload import (
-    GPU_RESOURCE,
-    HOSTNAME_LABEL,
-    MIG_RESOURCE_PREFIX,
-    ungate,
-)
+from gpuparley.deploy.workload import HOSTNAME_LABEL, ungate
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.encoding import view_to_dict
 from gpuparley.envs.market.episode import default_max_epochs
@@ -65,7 +60,7 @@ def check_host_nodes(kube: Kube, scenario: Scenario) -> None:
     found = {node["metadata"]["name"]: node for node in kube.list("nodes")}
     problems = []
     for node in scenario.build_cluster().nodes:
-        want = node_spec_from_env(node).gpu_resources()
+        want = env_node_resources(node)
         host = found.get(node.name)
         if host is None:
             problems.append(f"node {node.name} is missing")
@@ -99,7 +94,7 @@ def _placed(lease: Lease, pods: list[dict[str, Any]]) -> bool:
 def _is_gpu_pod(pod: dict[str, Any]) -> bool:
     for container in (pod.get("spec") or {}).get("containers") or []:
         limits = (container.get("resources") or {}).get("limits") or {}
-        if any(k == GPU_RESOURCE or k.startswith(MIG_RESOURCE_PREFIX) for k in limits):
+        if any(is_gpu_resource(k) for k in limits):
             return True
     return False
 

@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 
 from gpuparley.deploy import objects
+from gpuparley.deploy.gpu_resources import GPU_RESOURCE, mig_resource
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import (
-    GPU_RESOURCE,
     HOSTNAME_LABEL,
-    MIG_RESOURCE_PREFIX,
     PodGroup,
     WorkloadError,
     gate_index,
@@ -61,7 +60,7 @@ log = logging.getLogger("gpuparley.negotiator")
 def host_gpu_limits(item: ResourceItem) -> dict[str, str]:
     """What one leased pod asks the host kubelet for: the lease's GPUs, MIG instance or replica."""
     if item.gpu_kind == "mig":
-        return {f"{MIG_RESOURCE_PREFIX}{item.mig_profile}": "1"}
+        return {mig_resource(item.mig_profile): "1"}
     if item.gpu_kind in ("whole", "share"):
         return {GPU_RESOURCE: str(max(len(item.gpus), 1))}
     return {}

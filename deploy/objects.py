@@ -33,7 +33,8 @@ def agent_name(agent: str) -> str:
 
 
 def agent_namespace(agent: str) -> str:
-    """Namespace (and host-plane user) of an agent: the same rule as `deploy/cluster/planes.py`."""
+    """Home namespace of an agent; also its user on the local host plane and the name of its
+    own local plane (`deploy/cluster/`)."""
     return f"agent-{agent_name(agent)}"
 
 

@@ -11,7 +11,7 @@ them. That the sender named in an offer is the identity creating it is enforced 
 (`deploy/admission.py`), not RBAC.
 
 Identities: on a real cluster the negotiator runs as ServiceAccount `negotiator` in `agent-a`; on
-the local rig (`deploy/cluster/planes.py`) the agent is the static-token user `agent-a` in group
+the local rig (`deploy/cluster/host_plane.py`) the agent is the static-token user `agent-a` in group
 `gpuparley:agents`. Both are bound. The market is user `gpuparley:market` or ServiceAccount
 `market` in `gpuparley-system`.
 

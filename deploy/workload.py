@@ -3,7 +3,7 @@
 A job of `pods` identical pods is a *pod group*: every pod carries the label `gpuparley.io/job`
 (the group's object-safe name) and the annotations below; a gang is a group of several pods (or
 one pod asking for several GPUs). The GPU request lives where the NVIDIA device plugin puts it,
-in the container's limits:
+in the container's limits (names from `deploy/gpu_resources.py`):
 
 * `whole`: `nvidia.com/gpu: <count>`;
 * `mig`: `nvidia.com/mig-<profile>: 1` (mixed strategy);
@@ -12,9 +12,9 @@ in the container's limits:
   information for the market, the replica is what the kubelet enforces).
 
 The workload submitter (`pods_for_job`) writes these, the negotiator reads them back
-(`demands_from_pods`) and bids with the resulting `Demand`, and the market checks it against its
-own record of the job with the same `demand_for` rule, so a pod whose spec does not say what the
-job is cannot be bid for.
+(`group_pods`, then `PodGroup.demand`) and bids with the resulting `Demand`, and the market
+checks it against its own record of the job with the same `demand_for` rule, so a pod whose spec
+does not say what the job is cannot be bid for.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gpuparley.deploy.gpu_resources import GPU_RESOURCE, MIG_RESOURCE_PREFIX, mig_resource
 from gpuparley.deploy.objects import JOB_LABEL, LABEL_PREFIX, LEASE_GATE
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.market.demand import demand_for, job_name
@@ -37,8 +38,6 @@ INDEX_ANNOTATION = f"{LABEL_PREFIX}/pod-index"
 MILLI_ANNOTATION = f"{LABEL_PREFIX}/gpu-milli"
 MODELS_ANNOTATION = f"{LABEL_PREFIX}/allowed-models"  # comma-separated GPU model names
 HOSTNAME_LABEL = "kubernetes.io/hostname"
-GPU_RESOURCE = "nvidia.com/gpu"
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 JOB_IMAGE = "registry.invalid/gpuparley/job:sim"  # never pulled: KWOK runs no containers
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
@@ -61,7 +60,7 @@ def gpu_limits(request: GPURequest) -> dict[str, str]:
     if request.kind == "share":
         return {GPU_RESOURCE: "1"}
     if request.kind == "mig":
-        return {f"{MIG_RESOURCE_PREFIX}{request.profile}": "1"}
+        return {mig_resource(request.profile): "1"}
     return {}
 
 

@@ -10,11 +10,11 @@ import urllib.request
 import pytest
 
 from gpuparley.deploy import objects
+from gpuparley.deploy.gpu_resources import GPU_RESOURCE
 from gpuparley.deploy.negotiator import host_gpu_limits, host_pod
 from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (
-    GPU_RESOURCE,
     WorkloadError,
     gate_index,
     group_pods,

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 GO_DIR = Path(__file__).resolve().parent / "go"
@@ -59,7 +59,6 @@ class Component:
     stamp_kubernetes_version: bool = False
     optional: bool = False
     upstream: str = ""  # the upstream module the version is read from (for display)
-    extra_sources: tuple[str, ...] = field(default=())
 
     @property
     def module_dir(self) -> Path:

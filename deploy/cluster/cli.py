@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpuparley.deploy.cluster import build, pki, planes
-from gpuparley.deploy.cluster.nodes import node_specs_from_scenario, scenario_agent_names
+from gpuparley.deploy.cluster import build, pki, planes, processes
+from gpuparley.deploy.cluster.nodes import fake_nodes_from_scenario, scenario_agent_names
 
 app = typer.Typer(
     help="Real local Kubernetes control planes (etcd, kube-apiserver, kube-scheduler, KWOK).",
@@ -86,7 +86,7 @@ def up(
 ) -> None:
     """Start etcd, the host plane with the scenario's GPU nodes, and one apiserver per agent."""
     try:
-        specs = node_specs_from_scenario(scenario)
+        fake_nodes = fake_nodes_from_scenario(scenario)
         if agent_names:
             names = [n.strip() for n in agent_names.split(",") if n.strip()]
         elif agents is not None:
@@ -102,13 +102,13 @@ def up(
         with console.status("starting") as spinner:
             state = planes.up(
                 target,
-                specs,
+                fake_nodes,
                 names,
                 cache=str(cache_dir) if cache_dir else None,
                 scenario=scenario,
                 progress=lambda m: spinner.update(m),
             )
-    except (build.MissingBinaryError, planes.ClusterError, pki.PKIError, ValueError) as exc:
+    except (build.MissingBinaryError, processes.ClusterError, pki.PKIError, ValueError) as exc:
         err.print(f"[red]cluster up failed:[/] {exc}")
         raise typer.Exit(1) from exc
     console.print(

@@ -1,33 +1,39 @@
-"""Fake GPU nodes (managed by KWOK) built from a plain list of node specs.
+"""Fake GPU nodes for the local host plane: Node objects that KWOK keeps Ready and that carry the
+GPU resources and labels of real NVIDIA nodes, so the real kube-scheduler binds pods against them.
 
-Why plain specs: the scenario model lives in ``gpuparley.envs`` and is written separately; this
-module takes a small documented dataclass so the cluster can come up independently, and keeps the
-translation of *one* node spec into a Kubernetes Node in :func:`node_manifest` so the real scenario
-loader can reuse it.
+Why its own small dataclass (:class:`FakeNode`) rather than the simulator's node: a cluster can
+come up from three sources -- the built-in three-node topology, a plain ``nodes:`` YAML list, or a
+``gpuparley.envs`` scenario (translated by :func:`fake_node_from_env`) -- and all three end in
+:func:`node_manifest`, the one translation of a node into a Kubernetes Node.
 
 GPUs are advertised the way the NVIDIA device plugin and GPU Feature Discovery (GFD) do on real
-nodes, so the real kube-scheduler does real extended-resource accounting:
+nodes, so the real kube-scheduler does real extended-resource accounting. The resources are named
+by ``deploy/gpu_resources.py`` (shared with the market controller); the GFD labels are made here:
 
-* ``exclusive``: ``nvidia.com/gpu = gpu_count``.
-* ``timeslice``: ``nvidia.com/gpu = gpu_count * replicas`` (device-plugin time-slicing renames
-  nothing by default), labels ``nvidia.com/gpu.replicas`` and
+* ``exclusive``: label ``nvidia.com/gpu.sharing-strategy=none``.
+* ``timeslice``: labels ``nvidia.com/gpu.replicas`` and
   ``nvidia.com/gpu.sharing-strategy=time-slicing``, product suffixed ``-SHARED``.
-* ``mig`` (mixed strategy): one resource per profile, ``nvidia.com/mig-<profile> = count`` summed
-  over the node's GPUs, labels ``nvidia.com/mig.strategy=mixed`` and ``nvidia.com/mig.config``.
+* ``mig`` (mixed strategy): labels ``nvidia.com/mig.strategy=mixed`` and ``nvidia.com/mig.config``.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-Sharing = Literal["exclusive", "mig", "timeslice"]
+from gpuparley.deploy.gpu_resources import (
+    MigLayout,
+    Sharing,
+    env_mig_layout,
+    env_sharing,
+    node_resources,
+)
+
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 MIG_PROFILE_RE = re.compile(r"^\d+g\.\d+gb(\+me)?$")
 
@@ -59,8 +65,8 @@ GPU_PRODUCT = {
 
 
 @dataclass(frozen=True)
-class NodeSpec:
-    """One GPU node.
+class FakeNode:
+    """One fake GPU node of the host plane.
 
     Attributes:
         name: Kubernetes node name (DNS-1123).
@@ -82,7 +88,7 @@ class NodeSpec:
     gpu_model: str
     gpu_count: int
     sharing: Sharing = "exclusive"
-    mig_layout: tuple[tuple[tuple[str, int], ...], ...] = ()
+    mig_layout: MigLayout = ()
     replicas: int = 1
     max_pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
@@ -105,37 +111,30 @@ class NodeSpec:
 
     def gpu_resources(self) -> dict[str, int]:
         """Extended resources this node advertises (what the device plugin would report)."""
-        if self.gpu_count == 0:
-            return {}
-        if self.sharing == "exclusive":
-            return {"nvidia.com/gpu": self.gpu_count}
-        if self.sharing == "timeslice":
-            return {"nvidia.com/gpu": self.gpu_count * self.replicas}
-        counts = Counter(profile for gpu in self.mig_layout for profile, _ in gpu)
-        return {f"nvidia.com/mig-{p}": n for p, n in sorted(counts.items())}
+        return node_resources(self.sharing, self.gpu_count, self.replicas, self.mig_layout)
 
 
-def gpu_labels(spec: NodeSpec) -> dict[str, str]:
+def gpu_labels(node: FakeNode) -> dict[str, str]:
     """GFD-style labels describing the node's GPUs."""
-    if spec.gpu_count == 0:
+    if node.gpu_count == 0:
         return {}
-    product = GPU_PRODUCT.get(spec.gpu_model, re.sub(r"[^A-Za-z0-9._-]", "-", spec.gpu_model))
+    product = GPU_PRODUCT.get(node.gpu_model, re.sub(r"[^A-Za-z0-9._-]", "-", node.gpu_model))
     labels = {
         "nvidia.com/gpu.present": "true",
         "nvidia.com/gpu.product": product,
-        "nvidia.com/gpu.count": str(spec.gpu_count),
+        "nvidia.com/gpu.count": str(node.gpu_count),
         "nvidia.com/gpu.family": "gpuparley-sim",
     }
-    if spec.gpu_model in GPU_MEMORY_MIB:
-        labels["nvidia.com/gpu.memory"] = str(GPU_MEMORY_MIB[spec.gpu_model])
-    if spec.sharing == "timeslice":
+    if node.gpu_model in GPU_MEMORY_MIB:
+        labels["nvidia.com/gpu.memory"] = str(GPU_MEMORY_MIB[node.gpu_model])
+    if node.sharing == "timeslice":
         labels["nvidia.com/gpu.product"] = f"{product}-SHARED"
-        labels["nvidia.com/gpu.replicas"] = str(spec.replicas)
+        labels["nvidia.com/gpu.replicas"] = str(node.replicas)
         labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
-    elif spec.sharing == "mig":
-        profiles = sorted({p for gpu in spec.mig_layout for p, _ in gpu})
+    elif node.sharing == "mig":
+        profiles = sorted({p for gpu in node.mig_layout for p, _ in gpu})
         uniform = len(profiles) == 1 and all(
-            len(g) == len(spec.mig_layout[0]) for g in spec.mig_layout
+            len(g) == len(node.mig_layout[0]) for g in node.mig_layout
         )
         labels["nvidia.com/mig.strategy"] = "mixed"
         labels["nvidia.com/mig.capable"] = "true"
@@ -146,33 +145,33 @@ def gpu_labels(spec: NodeSpec) -> dict[str, str]:
     return labels
 
 
-def node_manifest(spec: NodeSpec) -> dict[str, Any]:
-    """The Kubernetes Node object (a plain dict) for one spec, status included.
+def node_manifest(node: FakeNode) -> dict[str, Any]:
+    """The Kubernetes Node object (a plain dict) for one fake node, status included.
 
     The annotation ``kwok.x-k8s.io/node: fake`` hands the node to KWOK; capacity and allocatable
     are equal (no system reservations are simulated).
     """
     resources = {
-        "cpu": f"{spec.cpu_milli}m",
-        "memory": f"{spec.memory_mib}Mi",
-        "pods": str(spec.max_pods),
+        "cpu": f"{node.cpu_milli}m",
+        "memory": f"{node.memory_mib}Mi",
+        "pods": str(node.max_pods),
         "ephemeral-storage": "1Ti",
-        **{k: str(v) for k, v in spec.gpu_resources().items()},
+        **{k: str(v) for k, v in node.gpu_resources().items()},
     }
     labels = {
-        "kubernetes.io/hostname": spec.name,
+        "kubernetes.io/hostname": node.name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
         "type": "kwok",
-        "gpuparley.io/sharing": spec.sharing,
-        **gpu_labels(spec),
-        **spec.labels,
+        "gpuparley.io/sharing": node.sharing,
+        **gpu_labels(node),
+        **node.labels,
     }
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": spec.name,
+            "name": node.name,
             "labels": labels,
             "annotations": {FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
         },
@@ -185,31 +184,31 @@ def node_manifest(spec: NodeSpec) -> dict[str, Any]:
     }
 
 
-def create_nodes(api: Any, specs: Iterable[NodeSpec]) -> list[str]:
+def create_nodes(api: Any, fake_nodes: Iterable[FakeNode]) -> list[str]:
     """Create the nodes through a ``kubernetes.client.CoreV1Api`` and make sure their status
     (the GPU capacity) is set, patching ``/status`` if the apiserver dropped it on create."""
     names = []
-    for spec in specs:
-        body = node_manifest(spec)
+    for node in fake_nodes:
+        body = node_manifest(node)
         created = api.create_node(body=body)
         capacity = (created.status.capacity or {}) if created.status else {}
         if any(k not in capacity for k in body["status"]["capacity"]):
-            api.patch_node_status(spec.name, {"status": body["status"]})
-        names.append(spec.name)
+            api.patch_node_status(node.name, {"status": body["status"]})
+        names.append(node.name)
     return names
 
 
-def mig_uniform(profile: str, slices: int, gpus: int) -> tuple[tuple[tuple[str, int], ...], ...]:
+def mig_uniform(profile: str, slices: int, gpus: int) -> MigLayout:
     """A layout with ``slices`` instances of ``profile`` on each of ``gpus`` GPUs."""
     size = int(profile.split("g", 1)[0])
     return tuple(tuple((profile, i * size) for i in range(slices)) for _ in range(gpus))
 
 
-def default_node_specs() -> list[NodeSpec]:
+def default_fake_nodes() -> list[FakeNode]:
     """The built-in topology used when no scenario file exists: one node per sharing mode."""
     return [
-        NodeSpec("gpu-a100-excl-0", 96_000, 1_000_000, "A100-80GB", 8, "exclusive"),
-        NodeSpec(
+        FakeNode("gpu-a100-excl-0", 96_000, 1_000_000, "A100-80GB", 8, "exclusive"),
+        FakeNode(
             "gpu-a100-mig-0",
             96_000,
             1_000_000,
@@ -218,22 +217,22 @@ def default_node_specs() -> list[NodeSpec]:
             "mig",
             mig_layout=mig_uniform("1g.10gb", 7, 8),
         ),
-        NodeSpec("gpu-l4-ts-0", 48_000, 192_000, "L4", 4, "timeslice", replicas=4),
+        FakeNode("gpu-l4-ts-0", 48_000, 192_000, "L4", 4, "timeslice", replicas=4),
     ]
 
 
-def uniform_gpu_nodes(count: int, gpus_per_node: int = 8, prefix: str = "gpu") -> list[NodeSpec]:
+def uniform_gpu_nodes(count: int, gpus_per_node: int = 8, prefix: str = "gpu") -> list[FakeNode]:
     """``count`` identical exclusive A100 nodes (for load tests such as the bind-rate benchmark)."""
     return [
-        NodeSpec(f"{prefix}-{i:04d}", 96_000, 1_000_000, "A100-80GB", gpus_per_node, max_pods=110)
+        FakeNode(f"{prefix}-{i:04d}", 96_000, 1_000_000, "A100-80GB", gpus_per_node, max_pods=110)
         for i in range(count)
     ]
 
 
-def _spec_from_mapping(item: dict[str, Any], name: str) -> NodeSpec:
+def _fake_node_from_mapping(item: dict[str, Any], name: str) -> FakeNode:
     gpu = item.get("gpu") if isinstance(item.get("gpu"), dict) else {}
     layout = item.get("mig_layout") or gpu.get("mig_layout") or ()
-    return NodeSpec(
+    return FakeNode(
         name=name,
         cpu_milli=int(item.get("cpu_milli", int(float(item.get("cpu", 32)) * 1000))),
         memory_mib=int(item.get("memory_mib", int(float(item.get("memory_gib", 256)) * 1024))),
@@ -247,40 +246,35 @@ def _spec_from_mapping(item: dict[str, Any], name: str) -> NodeSpec:
     )
 
 
-def node_specs_from_mappings(items: Sequence[dict[str, Any]]) -> list[NodeSpec]:
-    """Node specs from plain mappings (as in a scenario YAML ``nodes:`` list).
+def fake_nodes_from_mappings(items: Sequence[dict[str, Any]]) -> list[FakeNode]:
+    """Fake nodes from plain mappings (as in a scenario YAML ``nodes:`` list).
 
-    Each mapping has the :class:`NodeSpec` fields; ``count: N`` repeats it with names
+    Each mapping has the :class:`FakeNode` fields; ``count: N`` repeats it with names
     ``<name>-0 .. <name>-(N-1)``; ``cpu`` (cores) and ``memory_gib`` are accepted as alternatives.
     """
-    specs: list[NodeSpec] = []
+    fake_nodes: list[FakeNode] = []
     for i, item in enumerate(items):
         base = str(item.get("name", f"node-{i}"))
         count = int(item.get("count", 1))
         if count == 1 and "count" not in item:
-            specs.append(_spec_from_mapping(item, base))
+            fake_nodes.append(_fake_node_from_mapping(item, base))
         else:
-            specs.extend(_spec_from_mapping(item, f"{base}-{j}") for j in range(count))
-    return specs
+            fake_nodes.extend(_fake_node_from_mapping(item, f"{base}-{j}") for j in range(count))
+    return fake_nodes
 
 
-def node_spec_from_env(node: Any) -> NodeSpec:
+def fake_node_from_env(node: Any) -> FakeNode:
     """Translate one ``gpuparley.envs.topology.NodeSpec`` (the simulator's node) into a
-    :class:`NodeSpec`. The simulator gives one MIG layout that every GPU of the node carries;
-    its free-form labels are kept under the ``gpuparley.io/`` prefix."""
-    mode = str(getattr(node.mode, "value", node.mode))
-    layout: tuple[tuple[tuple[str, int], ...], ...] = ()
-    if mode == "mig":
-        one = tuple((str(profile), int(start)) for profile, start in node.mig_layout)
-        layout = tuple(one for _ in range(node.gpu_count))
-    return NodeSpec(
+    :class:`FakeNode` (sharing mode and per-GPU MIG layout as ``deploy/gpu_resources.py`` reads
+    them); its free-form labels are kept under the ``gpuparley.io/`` prefix."""
+    return FakeNode(
         name=node.name,
         cpu_milli=int(node.cpu_milli),
         memory_mib=int(node.memory_mib),
         gpu_model=node.gpu_model or "",
         gpu_count=int(node.gpu_count),
-        sharing=mode,  # type: ignore[arg-type]
-        mig_layout=layout,
+        sharing=env_sharing(node),
+        mig_layout=env_mig_layout(node),
         replicas=int(node.replicas),
         labels={f"gpuparley.io/{k}": str(v) for k, v in (node.labels or {}).items()},
     )
@@ -295,25 +289,25 @@ def _load_env_scenario(name_or_path: str | Path) -> Any:
         raise ValueError(str(exc)) from None
 
 
-def node_specs_from_scenario(name_or_path: str | Path | None = None) -> list[NodeSpec]:
-    """Node specs for a scenario.
+def fake_nodes_from_scenario(name_or_path: str | Path | None = None) -> list[FakeNode]:
+    """Fake nodes for a scenario.
 
-    * ``None`` or ``"default"``: the built-in topology (:func:`default_node_specs`).
-    * a YAML file with a top-level ``nodes:`` list: plain node specs
-      (see :func:`node_specs_from_mappings`).
+    * ``None`` or ``"default"``: the built-in topology (:func:`default_fake_nodes`).
+    * a YAML file with a top-level ``nodes:`` list: plain fake nodes
+      (see :func:`fake_nodes_from_mappings`).
     * otherwise a scenario name (``configs/scenarios/<name>.yaml``) or path, loaded and validated
       by ``gpuparley.envs.scenario.load_scenario``; its cluster's nodes are translated with
-      :func:`node_spec_from_env`. An unknown name is an error (ValueError), not a silent default.
+      :func:`fake_node_from_env`. An unknown name is an error (ValueError), not a silent default.
     """
     if name_or_path is None or str(name_or_path) == "default":
-        return default_node_specs()
+        return default_fake_nodes()
     path = Path(name_or_path)
     if path.is_file():
         doc = yaml.safe_load(path.read_text()) or {}
         if isinstance(doc, dict) and isinstance(doc.get("nodes"), list):
-            return node_specs_from_mappings(doc["nodes"])
+            return fake_nodes_from_mappings(doc["nodes"])
     scenario = _load_env_scenario(name_or_path)
-    return [node_spec_from_env(node) for node in scenario.build_cluster().nodes]
+    return [fake_node_from_env(node) for node in scenario.build_cluster().nodes]
 
 
 def scenario_agent_names(name_or_path: str | Path | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Start, inspect and stop real Kubernetes control planes as plain processes.
+"""The set of local planes as one unit: start, inspect and stop real Kubernetes control planes.
 
 Topology (one ``gpuparley cluster up``)::
 
@@ -12,27 +12,21 @@ CA, admin credentials), while GPUs live in one host cluster whose real kube-sche
 against extended resources on KWOK-simulated nodes. One etcd with one prefix per apiserver is what
 envtest/kwokctl-style setups do and keeps memory low.
 
-Everything a later ``status``/``down`` needs is written to ``<state_dir>/state.json`` as soon as
-each process starts (PID, process-group id, /proc start time), so ``down`` can kill exactly the
-processes it started -- by process group, after checking the PID was not reused -- even after a
-crash halfway through ``up``.
+This module owns what the planes share -- etcd, the order they start in, and the record of them
+(:class:`LocalPlanes`, saved as ``<state_dir>/state.json`` as soon as each process starts, so
+``status`` and ``down`` work from another process, even after a crash halfway through ``up``).
+How one plane is made is in ``control_plane.py``, what the host adds in ``host_plane.py``, and how
+a process is started, recorded and stopped in ``processes.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import ssl
-import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,72 +34,38 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpuparley.deploy.cluster import build, pki
-from gpuparley.deploy.cluster.nodes import FAKE_NODE_ANNOTATION, NodeSpec, create_nodes
-from gpuparley.deploy.rbac import MARKET_USER
+from gpuparley.deploy.cluster import build
+from gpuparley.deploy.cluster.control_plane import Plane, apiserver_command, plane_files, readyz
+from gpuparley.deploy.cluster.host_plane import (
+    SCHEDULER_QPS,
+    add_fake_nodes,
+    component_healthz,
+    setup_agent_access,
+    start_kwok,
+    start_scheduler,
+    wait_nodes_ready,
+)
+from gpuparley.deploy.cluster.nodes import FakeNode
+from gpuparley.deploy.cluster.processes import (
+    ClusterError,
+    Proc,
+    Supervisor,
+    free_port,
+    is_alive,
+    log_tail,
+    rss_bytes,
+    stop_processes,
+    wait_ready,
+)
+from gpuparley.deploy.objects import agent_name, agent_namespace
 
 HOST = "host"
-AGENT_GROUP = "gpuparley:agents"
-STAGE_FILES = (
-    "node-initialize.yaml",
-    "node-heartbeat.yaml",
-    "pod-ready.yaml",
-    "pod-complete.yaml",
-    "pod-delete.yaml",
-)
-SERVICE_CIDR = "10.0.0.0/24"
-POD_CIDR = "10.128.0.0/16"
-SCHEDULER_QPS = 200
 AGENT_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,48}[a-z0-9])?")
 Progress = Callable[[str], None]
 
 
-class ClusterError(RuntimeError):
-    """A component failed to start or become ready (the message includes its log tail)."""
-
-
-# ----------------------------------------------------------------------------------- state
-
-
 @dataclass
-class Proc:
-    """One supervised process."""
-
-    name: str
-    pid: int
-    start_time: int  # /proc/<pid>/stat field 22: tells a live process from a reused PID
-    log: str
-    cmd: list[str]
-    plane: str = ""
-    health_url: str = ""  # HTTPS health endpoint with a self-signed certificate, if any
-
-
-@dataclass
-class Plane:
-    """One kube-apiserver (and, for the host, its scheduler and KWOK)."""
-
-    name: str
-    kind: str  # "host" | "agent"
-    port: int
-    etcd_prefix: str
-    kubeconfig: str  # admin (client certificate, group system:masters)
-    token_kubeconfig: str  # admin again, by bearer token (for tools that dislike client certs)
-    pki_dir: str
-    # host only: user -> kubeconfig/token, for every agent and for the market (`gpuparley:market`)
-    agent_kubeconfigs: dict[str, str] = field(default_factory=dict)
-    agent_tokens: dict[str, str] = field(default_factory=dict)  # host only: agent -> token
-
-    @property
-    def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def ca_cert(self) -> str:
-        return str(Path(self.pki_dir) / "ca.crt")
-
-
-@dataclass
-class ClusterState:
+class LocalPlanes:
     """Everything ``status`` and ``down`` need, persisted as ``state.json``."""
 
     state_dir: str
@@ -129,7 +89,7 @@ class ClusterState:
         os.replace(tmp, self.path)
 
     @classmethod
-    def load(cls, state_dir: str | os.PathLike[str]) -> ClusterState | None:
+    def load(cls, state_dir: str | os.PathLike[str]) -> LocalPlanes | None:
         path = Path(state_dir) / "state.json"
         if not path.is_file():
             return None
@@ -143,12 +103,7 @@ class ClusterState:
         return self.planes[HOST]
 
     def agent(self, name: str) -> Plane:
-        return self.planes[agent_plane_name(name)]
-
-
-def agent_plane_name(agent: str) -> str:
-    """Plane, namespace and user name for an agent (one naming rule everywhere)."""
-    return agent if agent.startswith("agent-") else f"agent-{agent}"
+        return self.planes[agent_namespace(name)]
 
 
 def default_state_dir(cache: str | os.PathLike[str] | None = None) -> Path:
@@ -156,179 +111,7 @@ def default_state_dir(cache: str | os.PathLike[str] | None = None) -> Path:
     return build.cache_dir(cache) / "run" / "default"
 
 
-# ------------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if it is gone (or a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def is_alive(proc: Proc) -> bool:
-    """Whether the recorded process is still the same running process."""
-    return proc_start_time(proc.pid) == proc.start_time
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (VmRSS), 0 if gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU time a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def log_tail(path: str | os.PathLike[str], lines: int = 40) -> str:
-    """Last lines of a component log (for error messages and failed-test reports)."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class Supervisor:
-    """Starts processes in their own process group and records them in the state file."""
-
-    def __init__(self, state: ClusterState, die_with_parent: bool = False) -> None:
-        self.state = state
-        self.die_with_parent = die_with_parent
-        self.log_dir = Path(state.state_dir) / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str, cmd: Sequence[str], plane: str = "", health_url: str = "") -> Proc:
-        log = self.log_dir / f"{name}.log"
-        with open(log, "ab") as out:
-            popen = subprocess.Popen(
-                list(cmd),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: `down` kills the whole group
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
-                cwd=self.state.state_dir,
-            )
-        start_time = None
-        for _ in range(100):
-            start_time = proc_start_time(popen.pid)
-            if start_time is not None:
-                break
-            time.sleep(0.01)
-        if start_time is None:
-            raise ClusterError(f"{name} exited at once:\n{log_tail(log)}")
-        proc = Proc(name, popen.pid, start_time, str(log), list(cmd), plane, health_url)
-        self.state.processes.append(proc)
-        self.state.save()
-        return proc
-
-
-def stop_processes(procs: Sequence[Proc], timeout: float = 10.0) -> list[str]:
-    """SIGTERM each live process group, wait, SIGKILL stragglers; return what is still alive."""
-    live = [p for p in procs if is_alive(p)]
-    for p in live:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(is_alive(p) for p in live):
-        time.sleep(0.1)
-    for p in live:
-        if is_alive(p):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(is_alive(p) for p in live):
-        time.sleep(0.05)
-    # Reap our own children so they do not linger as zombies in this process.
-    for p in live:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(p.pid, os.WNOHANG)
-    # Anything else left in those process groups (there should be nothing).
-    for p in live:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGKILL)
-    return [p.name for p in live if is_alive(p)]
-
-
-# ---------------------------------------------------------------------------- readiness
-
-
-def _ssl_context(ca_cert: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=ca_cert)
-    ctx.check_hostname = True
-    return ctx
-
-
-def readyz(plane: Plane, timeout: float = 2.0) -> tuple[bool, str]:
-    """GET /readyz on a plane's apiserver (anonymous access is allowed for health endpoints)."""
-    try:
-        with urllib.request.urlopen(
-            f"{plane.server}/readyz", timeout=timeout, context=_ssl_context(plane.ca_cert)
-        ) as resp:
-            body = resp.read().decode(errors="replace").strip()
-            return resp.status == 200 and body == "ok", body
-    except urllib.error.HTTPError as exc:
-        return False, f"HTTP {exc.code}: {exc.read().decode(errors='replace')[-300:]}"
-    except (OSError, ssl.SSLError) as exc:
-        return False, str(exc)
-
-
-def _wait(
-    what: str, check: Callable[[], tuple[bool, str]], proc: Proc | None, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        ok, last = check()
-        if ok:
-            return
-        if proc is not None and not is_alive(proc):
-            raise ClusterError(f"{what}: process exited.\n--- {proc.log} ---\n{log_tail(proc.log)}")
-        time.sleep(0.2)
-    tail = f"\n--- {proc.log} ---\n{log_tail(proc.log)}" if proc else ""
-    raise ClusterError(f"{what}: not ready after {timeout:.0f}s (last: {last}){tail}")
-
-
-def component_healthz(url: str) -> tuple[bool, str]:
-    """GET a component's /healthz (served with a self-signed certificate, so not verified)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
-            body = resp.read().decode(errors="replace").strip()
-            return resp.status == 200 and body == "ok", body
-    except (OSError, ssl.SSLError) as exc:
-        return False, str(exc)
+# ---------------------------------------------------------------------------------- etcd
 
 
 def _etcd_health(url: str) -> tuple[bool, str]:
@@ -340,9 +123,6 @@ def _etcd_health(url: str) -> tuple[bool, str]:
         return False, str(exc)
 
 
-# ---------------------------------------------------------------------------------- up
-
-
 def _tmpfs_dir(prefix: str) -> Path:
     """Data directory for etcd: /dev/shm when it is a writable tmpfs (no disk sync cost)."""
     shm = Path("/dev/shm")
@@ -350,8 +130,7 @@ def _tmpfs_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
-def _start_etcd(sup: Supervisor, cache: str | None) -> Proc:
-    state = sup.state
+def _start_etcd(sup: Supervisor, state: LocalPlanes, cache: str | None) -> Proc:
     data = _tmpfs_dir("gpuparley-etcd-")
     client, peer = free_port(), free_port()
     state.etcd_url = f"http://127.0.0.1:{client}"
@@ -373,253 +152,38 @@ def _start_etcd(sup: Supervisor, cache: str | None) -> Proc:
     return sup.start("etcd", cmd)
 
 
-def _plane_files(state: ClusterState, name: str, kind: str, agents: Sequence[str]) -> Plane:
-    """Make the PKI and kubeconfigs of one plane (before its apiserver starts)."""
-    plane_dir = Path(state.state_dir) / "planes" / name
-    plane_dir.mkdir(parents=True, exist_ok=True)
-    tokens: dict[str, tuple[str, list[str]]] = {}
-    if kind == "host":
-        for agent in agents:
-            user = agent_plane_name(agent)
-            tokens[user] = (os.urandom(16).hex(), [AGENT_GROUP])
-        # The market controller's own identity (its RBAC comes with the deploy bundle).
-        tokens[MARKET_USER] = (os.urandom(16).hex(), [])
-    cred = pki.make_plane_pki(plane_dir / "pki", name, tokens)
-    port = free_port()
-    server = f"https://127.0.0.1:{port}"
-    plane = Plane(
-        name=name,
-        kind=kind,
-        port=port,
-        etcd_prefix=f"/{name}",
-        kubeconfig=str(plane_dir / "admin.kubeconfig"),
-        token_kubeconfig=str(plane_dir / "admin-token.kubeconfig"),
-        pki_dir=str(cred.directory),
-    )
-    pki.write_kubeconfig(
-        Path(plane.kubeconfig), server, cred.ca_cert, "admin", client=cred.admin, cluster=name
-    )
-    pki.write_kubeconfig(
-        Path(plane.token_kubeconfig),
-        server,
-        cred.ca_cert,
-        "admin",
-        token=cred.admin_token,
-        cluster=name,
-    )
-    pki.write_kubeconfig(
-        plane_dir / "scheduler.kubeconfig",
-        server,
-        cred.ca_cert,
-        "system:kube-scheduler",
-        client=cred.scheduler,
-        cluster=name,
-    )
-    for user, (token, _groups) in tokens.items():
-        # ":" separates files in a kubeconfig path list, so it may not appear in the name.
-        path = plane_dir / f"{user.replace(':', '-')}.kubeconfig"
-        pki.write_kubeconfig(path, server, cred.ca_cert, user, token=token, cluster=name)
-        plane.agent_kubeconfigs[user] = str(path)
-        plane.agent_tokens[user] = token
+def _add_plane(state: LocalPlanes, name: str, kind: str, agents: Sequence[str]) -> Plane:
+    """Make one plane's files and record it (saved at once, like every process)."""
+    plane = plane_files(Path(state.state_dir) / "planes" / name, name, kind, agents)
     state.planes[name] = plane
     state.save()
     return plane
 
 
-def apiserver_command(plane: Plane, etcd_url: str, cache: str | None) -> list[str]:
-    """kube-apiserver flags for one plane (what envtest/kwokctl use, minus what needs a kubelet
-    or a controller-manager)."""
-    d = Path(plane.pki_dir)
-    return [
-        str(build.binary_path("kube-apiserver", cache)),
-        f"--etcd-servers={etcd_url}",
-        f"--etcd-prefix={plane.etcd_prefix}",
-        f"--secure-port={plane.port}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        f"--tls-cert-file={d / 'apiserver.crt'}",
-        f"--tls-private-key-file={d / 'apiserver.key'}",
-        f"--client-ca-file={d / 'ca.crt'}",
-        f"--token-auth-file={d / 'tokens.csv'}",
-        "--authorization-mode=RBAC",
-        f"--service-account-issuer=https://{plane.name}.gpuparley.local",
-        f"--service-account-key-file={d / 'sa.pub'}",
-        f"--service-account-signing-key-file={d / 'sa.key'}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # No controller-manager runs: nothing would create the default ServiceAccount, and
-        # nothing (node lifecycle controller) would lift the not-ready taint that
-        # TaintNodesByCondition puts on every new node, so neither plugin can be on.
-        "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
-        "--enable-garbage-collector=false",
-        # The apiserver listens on 127.0.0.1, which may not appear in the `kubernetes` Endpoints.
-        "--endpoint-reconciler-type=none",
-        "--profiling=false",
-        "--event-ttl=30m",
-        "--v=0",
-    ]
-
-
-def _start_scheduler(
-    sup: Supervisor, plane: Plane, cache: str | None, qps: int = SCHEDULER_QPS
-) -> Proc:
-    plane_dir = Path(plane.kubeconfig).parent
-    kubeconfig = plane_dir / "scheduler.kubeconfig"
-    config = plane_dir / "scheduler-config.yaml"
-    config.write_text(
-        "apiVersion: kubescheduler.config.k8s.io/v1\n"
-        "kind: KubeSchedulerConfiguration\n"
-        "clientConnection:\n"
-        f"  kubeconfig: {kubeconfig}\n"
-        f"  qps: {qps}\n"
-        f"  burst: {qps * 2}\n"
-        "leaderElection:\n"
-        "  leaderElect: false\n"
-    )
-    port = free_port()
-    cmd = [
-        str(build.binary_path("kube-scheduler", cache)),
-        f"--config={config}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        # No front-proxy is configured; do not look for its CA in kube-system (log noise only).
-        "--authentication-skip-lookup=true",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        "--v=1",
-    ]
-    health = f"https://127.0.0.1:{port}/healthz"
-    return sup.start(f"{plane.name}-kube-scheduler", cmd, plane.name, health)
-
-
-def _start_kwok(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
-    cmd = [
-        str(build.binary_path("kwok", cache)),
-        f"--kubeconfig={plane.kubeconfig}",
-        f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-        f"--cidr={POD_CIDR}",
-        "--node-lease-duration-seconds=40",
-        *(f"--config={build.KWOK_STAGE_DIR / f}" for f in STAGE_FILES),
-    ]
-    return sup.start(f"{plane.name}-kwok", cmd, plane.name)
-
-
-def api_client(kubeconfig: str | os.PathLike[str]) -> Any:
-    """A ``kubernetes.client.ApiClient`` for a kubeconfig file (its own Configuration object, so
-    clients for different planes never share credentials)."""
-    from kubernetes import client, config
-
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-    return client.ApiClient(cfg)
-
-
-def setup_agent_access(host: Plane, agents: Sequence[str]) -> None:
-    """In the host plane: one namespace per agent, a Role limited to it, and read-only access to
-    nodes for every agent (they must see the GPU inventory they negotiate over)."""
-    from kubernetes import client
-
-    with api_client(host.kubeconfig) as api:
-        core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
-            {
-                "metadata": {"name": "gpuparley-agent-nodes-reader"},
-                "rules": [
-                    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
-                ],
-            }
-        )
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": "gpuparley-agents-nodes-reader"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "gpuparley-agent-nodes-reader",
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": AGENT_GROUP}
-                ],
-            }
-        )
-        for agent in agents:
-            ns = agent_plane_name(agent)
-            core.create_namespace({"metadata": {"name": ns, "labels": {"gpuparley.io/agent": ns}}})
-            rbac.create_namespaced_role(
-                ns,
-                {
-                    "metadata": {"name": "gpuparley-agent"},
-                    "rules": [
-                        {
-                            "apiGroups": [""],
-                            "resources": ["pods", "configmaps", "events"],
-                            "verbs": ["*"],
-                        },
-                        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get"]},
-                        {
-                            "apiGroups": ["coordination.k8s.io"],
-                            "resources": ["leases"],
-                            "verbs": ["*"],
-                        },
-                    ],
-                },
-            )
-            rbac.create_namespaced_role_binding(
-                ns,
-                {
-                    "metadata": {"name": "gpuparley-agent"},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "Role",
-                        "name": "gpuparley-agent",
-                    },
-                    "subjects": [
-                        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": ns}
-                    ],
-                },
-            )
-
-
-def _wait_nodes_ready(host: Plane, names: Sequence[str], timeout: float) -> None:
-    from kubernetes import client
-
-    want = set(names)
-    deadline = time.monotonic() + timeout
-    with api_client(host.kubeconfig) as api:
-        core = client.CoreV1Api(api)
-        while True:
-            ready = set()
-            for node in core.list_node().items:
-                for cond in node.status.conditions or []:
-                    if cond.type == "Ready" and cond.status == "True":
-                        ready.add(node.metadata.name)
-            if want <= ready:
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(f"KWOK did not make nodes Ready: {sorted(want - ready)[:10]}")
-            time.sleep(0.3)
+# ------------------------------------------------------------------------------------ up
 
 
 def up(
     state_dir: str | os.PathLike[str],
-    node_specs: Sequence[NodeSpec],
+    fake_nodes: Sequence[FakeNode],
     agents: Sequence[str],
     **options: Any,
-) -> ClusterState:
+) -> LocalPlanes:
     """`start_planes`, tried again (up to three times) when a component lost its port to
     another process: ports are picked free, but another program may take one before the
     component binds it (clusters brought up side by side, or any outgoing connection)."""
     for _retry in range(2):
         try:
-            return start_planes(state_dir, node_specs, agents, **options)
+            return start_planes(state_dir, fake_nodes, agents, **options)
         except ClusterError as exc:
             if "address already in use" not in str(exc):
                 raise
-    return start_planes(state_dir, node_specs, agents, **options)
+    return start_planes(state_dir, fake_nodes, agents, **options)
 
 
 def start_planes(
     state_dir: str | os.PathLike[str],
-    node_specs: Sequence[NodeSpec],
+    fake_nodes: Sequence[FakeNode],
     agents: Sequence[str],
     *,
     cache: str | None = None,
@@ -628,7 +192,7 @@ def start_planes(
     die_with_parent: bool = False,
     ready_timeout: float = 120.0,
     scheduler_qps: int = SCHEDULER_QPS,
-) -> ClusterState:
+) -> LocalPlanes:
     """Start etcd, the host plane (apiserver, scheduler, KWOK, GPU nodes, agent namespaces and
     RBAC) and one apiserver per agent. On any failure everything started is stopped again.
 
@@ -644,7 +208,7 @@ def start_planes(
             f"run `{build.BUILD_COMMAND}` first"
         )
     state_path = Path(state_dir).resolve()
-    previous = ClusterState.load(state_path)
+    previous = LocalPlanes.load(state_path)
     if previous and any(is_alive(p) for p in previous.processes):
         raise ClusterError(
             f"a cluster is already running from {state_path}; run `gpuparley cluster down"
@@ -655,25 +219,25 @@ def start_planes(
     state_path.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(state_path / "planes", ignore_errors=True)
     shutil.rmtree(state_path / "logs", ignore_errors=True)
-    agents = [a.removeprefix("agent-") for a in agents]
+    agents = [agent_name(a) for a in agents]
     if len(set(agents)) != len(agents):
         raise ValueError(f"duplicate agent names in {agents}")
     bad = [a for a in agents if not AGENT_NAME_RE.fullmatch(a)]
     if bad:
         raise ValueError(f"agent names must be DNS labels (a-z, 0-9, '-', <= 50 chars): {bad}")
-    state = ClusterState(
+    state = LocalPlanes(
         state_dir=str(state_path), scenario=scenario, agents=list(agents), started_at=time.time()
     )
     state.save()
     sup = Supervisor(state, die_with_parent=die_with_parent)
     try:
         say("starting etcd")
-        etcd = _start_etcd(sup, cache)
-        _wait("etcd", lambda: _etcd_health(state.etcd_url), etcd, 30)
+        etcd = _start_etcd(sup, state, cache)
+        wait_ready("etcd", lambda: _etcd_health(state.etcd_url), etcd, 30)
 
         say("making certificates")
-        host = _plane_files(state, HOST, "host", agents)
-        agent_planes = [_plane_files(state, agent_plane_name(a), "agent", []) for a in agents]
+        host = _add_plane(state, HOST, "host", agents)
+        agent_planes = [_add_plane(state, agent_namespace(a), "agent", []) for a in agents]
 
         # All apiservers start together: their start-up is mostly waiting on etcd and on
         # post-start hooks, so overlapping them is faster than one after another even on 2 cores.
@@ -685,24 +249,21 @@ def start_planes(
             for p in [host, *agent_planes]
         }
         say("waiting for the host apiserver /readyz")
-        _wait("host kube-apiserver", lambda: readyz(host), apiservers[HOST], ready_timeout)
+        wait_ready("host kube-apiserver", lambda: readyz(host), apiservers[HOST], ready_timeout)
 
         say("starting kube-scheduler and KWOK on the host plane")
-        _start_scheduler(sup, host, cache, scheduler_qps)
-        _start_kwok(sup, host, cache)
+        start_scheduler(sup, host, cache, scheduler_qps)
+        start_kwok(sup, host, cache)
 
-        say(f"creating {len(node_specs)} GPU node(s), agent namespaces and RBAC")
-        with api_client(host.kubeconfig) as api:
-            from kubernetes import client
-
-            state.nodes = create_nodes(client.CoreV1Api(api), node_specs)
+        say(f"creating {len(fake_nodes)} GPU node(s), agent namespaces and RBAC")
+        state.nodes = add_fake_nodes(host, fake_nodes)
         setup_agent_access(host, agents)
         state.save()
 
         with ThreadPoolExecutor(max_workers=max(1, len(agent_planes))) as pool:
             futures = [
                 pool.submit(
-                    _wait,
+                    wait_ready,
                     f"{p.name} kube-apiserver",
                     lambda p=p: readyz(p),
                     apiservers[p.name],
@@ -714,7 +275,7 @@ def start_planes(
             for f in futures:
                 f.result()
         say("waiting for KWOK to mark nodes Ready")
-        _wait_nodes_ready(host, state.nodes, ready_timeout)
+        wait_nodes_ready(host, state.nodes, ready_timeout)
         for proc in state.processes:
             if not is_alive(proc):
                 raise ClusterError(f"{proc.name} died during start-up:\n{log_tail(proc.log)}")
@@ -741,7 +302,7 @@ class ComponentStatus:
 
 def status(state_dir: str | os.PathLike[str]) -> list[ComponentStatus]:
     """Liveness of every recorded process, plus /readyz for each apiserver."""
-    state = ClusterState.load(state_dir)
+    state = LocalPlanes.load(state_dir)
     if state is None:
         return []
     out = []
@@ -763,7 +324,7 @@ def status(state_dir: str | os.PathLike[str]) -> list[ComponentStatus]:
     return out
 
 
-def _cleanup_files(state: ClusterState) -> None:
+def _cleanup_files(state: LocalPlanes) -> None:
     if state.etcd_data_dir and Path(state.etcd_data_dir).name.startswith("gpuparley-etcd-"):
         shutil.rmtree(state.etcd_data_dir, ignore_errors=True)
 
@@ -773,7 +334,7 @@ def down(state_dir: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
 
     Returns (stopped, still_alive); ``still_alive`` is empty unless something refused SIGKILL.
     """
-    state = ClusterState.load(state_dir)
+    state = LocalPlanes.load(state_dir)
     if state is None:
         return [], []
     live = [p.name for p in state.processes if is_alive(p)]

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from gpuparley.deploy.cluster import build, nodes, planes
+from gpuparley.deploy.cluster import build, nodes, planes, processes
+from gpuparley.deploy.kube import connect
 
 AGENTS = ("alpha", "beta")
-_state: planes.ClusterState | None = None
+_state: planes.LocalPlanes | None = None
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[planes.ClusterState]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[planes.LocalPlanes]:
     """Bring the planes up once per session; always tear them down (and check nothing is left)."""
     global _state
     missing = build.missing_binaries()
@@ -34,9 +35,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[planes.Cluster
     state_dir = tmp_path_factory.mktemp("cluster-state")
     try:
         _state = planes.up(
-            state_dir, nodes.default_node_specs(), AGENTS, scenario="default", die_with_parent=True
+            state_dir, nodes.default_fake_nodes(), AGENTS, scenario="default", die_with_parent=True
         )
-    except planes.ClusterError as exc:
+    except processes.ClusterError as exc:
         pytest.fail(f"cluster did not come up: {exc}", pytrace=False)
     try:
         yield _state
@@ -53,16 +54,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.failed and _state is not None and "cluster" in getattr(item, "fixturenames", ()):
         for proc in _state.processes:
-            alive = "alive" if planes.is_alive(proc) else "DEAD"
+            alive = "alive" if processes.is_alive(proc) else "DEAD"
             report.sections.append(
-                (f"{proc.name} log ({alive}, {proc.log})", planes.log_tail(proc.log, 50))
+                (f"{proc.name} log ({alive}, {proc.log})", processes.log_tail(proc.log, 50))
             )
 
 
 @pytest.fixture(scope="session")
-def host_core(cluster: planes.ClusterState) -> Iterator[Any]:
+def host_core(cluster: planes.LocalPlanes) -> Iterator[Any]:
     """CoreV1Api for the host plane, as its admin."""
     from kubernetes import client
 
-    with planes.api_client(cluster.host.kubeconfig) as api:
+    with connect(cluster.host.kubeconfig) as api:
         yield client.CoreV1Api(api)

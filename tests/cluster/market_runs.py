@@ -19,11 +19,11 @@ import pytest
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import build, nodes, planes
-from gpuparley.deploy.cluster.market_rig import MarketRig
 from gpuparley.deploy.kube import Kube
 from gpuparley.envs.resources import checkpoints_dir
 
 from .helpers import wait_for
+from .market_rig import MarketRig
 from .observer import Observations, Observer
 
 SCENARIO = "cluster-e2e"
@@ -83,7 +83,7 @@ def market_run(
         pytest.fail(f"component binaries missing: {missing}; run `{build.BUILD_COMMAND}`")
     state = planes.up(
         state_dir,
-        nodes.node_specs_from_scenario(SCENARIO),
+        nodes.fake_nodes_from_scenario(SCENARIO),
         AGENTS,
         scenario=SCENARIO,
         die_with_parent=True,

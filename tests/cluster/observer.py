@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.cluster.planes import ClusterState
+from gpuparley.deploy.cluster.planes import LocalPlanes
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, gate_index, group_pods
 
@@ -51,7 +51,7 @@ class Observations:
 class Observer(threading.Thread):
     """Samples until `stop()`; results in `.seen`."""
 
-    def __init__(self, state: ClusterState, agents: list[str], interval: float = 0.1) -> None:
+    def __init__(self, state: LocalPlanes, agents: list[str], interval: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.host = Kube(state.host.kubeconfig)
         self.planes = {a: Kube(state.agent(a).kubeconfig) for a in agents}

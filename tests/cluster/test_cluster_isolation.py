@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gpuparley.deploy.cluster import planes
+from gpuparley.deploy.kube import connect
 
 pytestmark = pytest.mark.cluster
 
@@ -60,7 +61,7 @@ def raw_client() -> Iterator[Any]:
         api.close()
 
 
-def test_each_agent_has_its_own_storage_prefix_and_ca(cluster: planes.ClusterState) -> None:
+def test_each_agent_has_its_own_storage_prefix_and_ca(cluster: planes.LocalPlanes) -> None:
     a, b = cluster.agent("alpha"), cluster.agent("beta")
     assert len({a.etcd_prefix, b.etcd_prefix, cluster.host.etcd_prefix}) == 3
     assert len({a.port, b.port, cluster.host.port}) == 3
@@ -68,13 +69,13 @@ def test_each_agent_has_its_own_storage_prefix_and_ca(cluster: planes.ClusterSta
 
 
 def test_objects_in_one_agent_plane_are_invisible_elsewhere(
-    cluster: planes.ClusterState,
+    cluster: planes.LocalPlanes,
 ) -> None:
     name = f"plan-{uuid.uuid4().hex[:6]}"
     with (
-        planes.api_client(cluster.agent("alpha").kubeconfig) as a_api,
-        planes.api_client(cluster.agent("beta").kubeconfig) as b_api,
-        planes.api_client(cluster.host.kubeconfig) as h_api,
+        connect(cluster.agent("alpha").kubeconfig) as a_api,
+        connect(cluster.agent("beta").kubeconfig) as b_api,
+        connect(cluster.host.kubeconfig) as h_api,
     ):
         a, b, h = _core(a_api), _core(b_api), _core(h_api)
         a.create_namespaced_config_map("default", _configmap(name))
@@ -88,7 +89,7 @@ def test_objects_in_one_agent_plane_are_invisible_elsewhere(
 
 
 def test_agent_credentials_are_rejected_by_another_plane(
-    cluster: planes.ClusterState, raw_client: Any
+    cluster: planes.LocalPlanes, raw_client: Any
 ) -> None:
     a, b = cluster.agent("alpha"), cluster.agent("beta")
     a_pki = Path(a.pki_dir)
@@ -109,7 +110,7 @@ def test_agent_credentials_are_rejected_by_another_plane(
 
 
 def test_agent_identity_in_host_is_confined_to_its_namespace(
-    cluster: planes.ClusterState, raw_client: Any
+    cluster: planes.LocalPlanes, raw_client: Any
 ) -> None:
     host = cluster.host
     token = host.agent_tokens["agent-alpha"]
@@ -128,6 +129,6 @@ def test_agent_identity_in_host_is_confined_to_its_namespace(
     assert _status_of(lambda: alpha.create_namespace({"metadata": {"name": "evil"}})) == 403
     assert _status_of(lambda: alpha.delete_node("gpu-a100-excl-0")) == 403
     # The kubeconfig written for the agent carries the same identity.
-    with planes.api_client(host.agent_kubeconfigs["agent-alpha"]) as api:
+    with connect(host.agent_kubeconfigs["agent-alpha"]) as api:
         assert _status_of(lambda: _core(api).list_namespaced_pod("agent-beta")) == 403
         assert _core(api).list_namespaced_pod("agent-alpha") is not None

@@ -1,6 +1,6 @@
 """Proof that the real kube-scheduler does GPU accounting on KWOK nodes, and KWOK runs pods.
 
-Default topology (``nodes.default_node_specs``): an 8x A100 exclusive node, an 8x A100 node cut
+Default topology (``nodes.default_fake_nodes``): an 8x A100 exclusive node, an 8x A100 node cut
 into 7x ``1g.10gb`` MIG instances per GPU (56 ``nvidia.com/mig-1g.10gb``), and a 4x L4 node
 time-sliced 4 ways (16 ``nvidia.com/gpu``).
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gpuparley.deploy.cluster.nodes import default_node_specs
+from gpuparley.deploy.cluster.nodes import default_fake_nodes
 
 from .helpers import pod_manifest, wait_for
 
@@ -33,7 +33,7 @@ def _condition(pod: Any, kind: str) -> Any:
 
 
 def test_nodes_advertise_gpus_as_extended_resources(host_core: Any) -> None:
-    specs = {s.name: s for s in default_node_specs()}
+    specs = {s.name: s for s in default_fake_nodes()}
     live = {n.metadata.name: n for n in host_core.list_node().items}
     assert set(specs) <= set(live)
     mig = live["gpu-a100-mig-0"]

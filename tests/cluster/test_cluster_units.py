@@ -8,16 +8,16 @@ import pytest
 
 from gpuparley.deploy.cluster import build
 from gpuparley.deploy.cluster.nodes import (
-    NodeSpec,
-    default_node_specs,
+    FakeNode,
+    default_fake_nodes,
+    fake_nodes_from_scenario,
     mig_uniform,
     node_manifest,
-    node_specs_from_scenario,
 )
 
 
 def test_exclusive_node_advertises_whole_gpus() -> None:
-    node = node_manifest(NodeSpec("n", 8000, 64_000, "A100-80GB", 8))
+    node = node_manifest(FakeNode("n", 8000, 64_000, "A100-80GB", 8))
     assert node["status"]["capacity"]["nvidia.com/gpu"] == "8"
     assert node["status"]["allocatable"]["cpu"] == "8000m"
     assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
@@ -25,7 +25,7 @@ def test_exclusive_node_advertises_whole_gpus() -> None:
 
 
 def test_timeslice_node_advertises_replicas() -> None:
-    node = node_manifest(NodeSpec("n", 8000, 64_000, "T4", 4, "timeslice", replicas=4))
+    node = node_manifest(FakeNode("n", 8000, 64_000, "T4", 4, "timeslice", replicas=4))
     assert node["status"]["capacity"]["nvidia.com/gpu"] == "16"
     assert node["metadata"]["labels"]["nvidia.com/gpu.replicas"] == "4"
     assert node["metadata"]["labels"]["nvidia.com/gpu.product"].endswith("-SHARED")
@@ -33,7 +33,7 @@ def test_timeslice_node_advertises_replicas() -> None:
 
 def test_mig_node_advertises_one_resource_per_profile() -> None:
     layout = ((("3g.40gb", 0), ("2g.20gb", 4), ("1g.10gb", 6)),) * 2
-    node = node_manifest(NodeSpec("n", 8000, 64_000, "A100-80GB", 2, "mig", mig_layout=layout))
+    node = node_manifest(FakeNode("n", 8000, 64_000, "A100-80GB", 2, "mig", mig_layout=layout))
     cap = node["status"]["capacity"]
     assert cap["nvidia.com/mig-3g.40gb"] == "2"
     assert cap["nvidia.com/mig-1g.10gb"] == "2"
@@ -41,7 +41,7 @@ def test_mig_node_advertises_one_resource_per_profile() -> None:
     assert node["metadata"]["labels"]["nvidia.com/mig.config"] == "custom"
     assert (
         node_manifest(
-            NodeSpec("m", 1, 1, "A100-80GB", 1, "mig", mig_layout=mig_uniform("1g.10gb", 7, 1))
+            FakeNode("m", 1, 1, "A100-80GB", 1, "mig", mig_layout=mig_uniform("1g.10gb", 7, 1))
         )["metadata"]["labels"]["nvidia.com/mig.config"]
         == "all-1g.10gb"
     )
@@ -49,17 +49,17 @@ def test_mig_node_advertises_one_resource_per_profile() -> None:
 
 def test_mig_layout_must_cover_every_gpu() -> None:
     with pytest.raises(ValueError, match="mig_layout"):
-        NodeSpec("n", 1, 1, "A100-80GB", 2, "mig", mig_layout=mig_uniform("1g.10gb", 7, 1))
+        FakeNode("n", 1, 1, "A100-80GB", 2, "mig", mig_layout=mig_uniform("1g.10gb", 7, 1))
 
 
 def test_default_and_scenario_topologies() -> None:
-    assert {s.sharing for s in default_node_specs()} == {"exclusive", "mig", "timeslice"}
-    specs = node_specs_from_scenario("mig-mixed")
+    assert {s.sharing for s in default_fake_nodes()} == {"exclusive", "mig", "timeslice"}
+    specs = fake_nodes_from_scenario("mig-mixed")
     assert any(s.sharing == "mig" for s in specs)
     for spec in specs:
         node_manifest(spec)  # every scenario node translates
     with pytest.raises(ValueError, match="unknown scenario"):
-        node_specs_from_scenario("no-such-scenario")
+        fake_nodes_from_scenario("no-such-scenario")
 
 
 def test_missing_binary_names_the_build_command(tmp_path: Path) -> None:

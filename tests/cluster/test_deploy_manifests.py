@@ -5,7 +5,7 @@ way `deploy/README.md` says.
 
 Identities: the rig's agents are static-token users `agent-<a>` (group `gpuparley:agents`). The
 rig itself grants them a Role in their home namespace (pods, configmaps, events, leases: `*`;
-`deploy/cluster/planes.py`), so the bundle's own RBAC for a negotiator is checked as its
+`deploy/cluster/host_plane.py`), so the bundle's own RBAC for a negotiator is checked as its
 ServiceAccount `agent-<a>/negotiator`, and the market as `gpuparley:market` and
 `gpuparley-system/market` -- all by impersonation from the admin client."""
 
@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from gpuparley.deploy import admission, crds, objects, rbac
 from gpuparley.deploy.apply import apply_objects
 from gpuparley.deploy.cluster import planes
+from gpuparley.deploy.kube import connect
 from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.envs.market import messages
 
@@ -138,15 +139,15 @@ def _wait_enforced(what: str, probe: Callable[[], int], timeout: float = 20.0) -
 
 
 @pytest.fixture(scope="module")
-def deployed(cluster: planes.ClusterState) -> Iterator[Any]:
+def deployed(cluster: planes.LocalPlanes) -> Iterator[Any]:
     """Both agents' bundles applied once, as the host admin, and the admission policies in
     force; yields the admin ApiClient."""
     from kubernetes import client
 
-    with planes.api_client(cluster.host.kubeconfig) as api:
+    with connect(cluster.host.kubeconfig) as api:
         for agent in AGENTS:
             apply_objects(api, render_objects(AgentBundle(agent=agent)))
-        with planes.api_client(cluster.host.agent_kubeconfigs["agent-alpha"]) as alpha:
+        with connect(cluster.host.agent_kubeconfigs["agent-alpha"]) as alpha:
             custom, core = client.CustomObjectsApi(alpha), client.CoreV1Api(alpha)
             forged = objects.offer_object(_bid("beta", "probe"))
             _wait_enforced(
@@ -173,14 +174,14 @@ def deployed(cluster: planes.ClusterState) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def as_user(cluster: planes.ClusterState, deployed: Any) -> Iterator[Callable[[str], Any]]:
+def as_user(cluster: planes.LocalPlanes, deployed: Any) -> Iterator[Callable[[str], Any]]:
     """An ApiClient impersonating a user (e.g. `gpuparley:market`, or a ServiceAccount as
     `system:serviceaccount:<ns>:<name>`), via the admin's credentials."""
     opened: dict[str, Any] = {}
 
     def make(user: str) -> Any:
         if user not in opened:
-            api = planes.api_client(cluster.host.kubeconfig)
+            api = connect(cluster.host.kubeconfig)
             api.set_default_header("Impersonate-User", user)
             opened[user] = api
         return opened[user]
@@ -191,7 +192,7 @@ def as_user(cluster: planes.ClusterState, deployed: Any) -> Iterator[Callable[[s
 
 
 @pytest.fixture(scope="module")
-def agent_custom(cluster: planes.ClusterState) -> Iterator[Callable[[str], Any]]:
+def agent_custom(cluster: planes.LocalPlanes) -> Iterator[Callable[[str], Any]]:
     """CustomObjectsApi (and CoreV1Api) as an agent's own host-plane identity."""
     from kubernetes import client
 
@@ -200,7 +201,7 @@ def agent_custom(cluster: planes.ClusterState) -> Iterator[Callable[[str], Any]]
     def make(agent: str) -> Any:
         if agent not in opened:
             path = cluster.host.agent_kubeconfigs[objects.agent_namespace(agent)]
-            opened[agent] = planes.api_client(path)
+            opened[agent] = connect(path)
         return opened[agent]
 
     yield lambda agent: client.CustomObjectsApi(make(agent))
@@ -413,7 +414,7 @@ def test_rbac_confines_agents(deployed: Any, agent_custom: Callable[[str], Any])
     )
 
 
-def test_deploy_apply_cli_is_idempotent(cluster: planes.ClusterState, deployed: Any) -> None:
+def test_deploy_apply_cli_is_idempotent(cluster: planes.LocalPlanes, deployed: Any) -> None:
     from gpuparley.deploy.cli import app
 
     runner = CliRunner()

@@ -14,14 +14,14 @@ from gpuparley.deploy.leader import LeaderElector
 pytestmark = pytest.mark.cluster
 
 
-def _electors(cluster: planes.ClusterState, name: str, count: int) -> list[LeaderElector]:
+def _electors(cluster: planes.LocalPlanes, name: str, count: int) -> list[LeaderElector]:
     kube = Kube(cluster.host.agent_kubeconfigs["agent-alpha"])  # the agent's own credentials
     return [
         LeaderElector(kube, "agent-alpha", name, f"replica-{i}", duration=2.0) for i in range(count)
     ]
 
 
-def test_one_leader_then_handover_on_release_and_on_expiry(cluster: planes.ClusterState) -> None:
+def test_one_leader_then_handover_on_release_and_on_expiry(cluster: planes.LocalPlanes) -> None:
     first, second = _electors(cluster, "election-handover", 2)
     assert first.try_acquire_or_renew() and first.is_leader
     assert not second.try_acquire_or_renew() and not second.is_leader
@@ -39,7 +39,7 @@ def test_one_leader_then_handover_on_release_and_on_expiry(cluster: planes.Clust
     assert lease["spec"]["leaseTransitions"] == 2
 
 
-def test_racing_replicas_never_both_lead(cluster: planes.ClusterState) -> None:
+def test_racing_replicas_never_both_lead(cluster: planes.LocalPlanes) -> None:
     electors = _electors(cluster, "election-race", 4)
     for _round in range(5):
         barrier = threading.Barrier(len(electors))

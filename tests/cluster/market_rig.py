@@ -1,10 +1,15 @@
 """The whole in-cluster market on the local planes: bundles applied, workloads submitted, the
 market controller and one negotiator per agent running as separate processes.
 
-Used by the end-to-end tests (`tests/cluster/test_market_e2e.py`) and by
-`benchmarks/negotiation_e2e.py`. Every process is a real `gpuparley` command with its own
-credentials: the market as user `gpuparley:market`, each negotiator as user `agent-<a>` on the
-host plus its own plane's admin; nothing runs in the caller's process.
+Every process is a real `gpuparley` command with its own credentials: the market as user
+`gpuparley:market`, each negotiator as user `agent-<a>` on the host plus its own plane's admin;
+nothing runs in the caller's process.
+
+Why it lives here: it is a test rig, not part of the installed package (nothing under `gpuparley`
+imports it). The end-to-end tests use it (`market_runs.py`), and so does
+`benchmarks/negotiation_e2e.py`, which runs from a source checkout and puts this folder on
+`sys.path` to import it as `market_rig`. So this module imports only `gpuparley` and the standard
+library -- no relative imports, no pytest.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy.apply import apply_objects
-from gpuparley.deploy.cluster.planes import ClusterState, api_client
-from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.cluster.planes import LocalPlanes
+from gpuparley.deploy.kube import Kube, connect
 from gpuparley.deploy.rbac import MARKET_USER
 from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.deploy.workload import submit_jobs
@@ -36,9 +41,9 @@ def gpuparley_command(*args: str) -> list[str]:
 
 @dataclass
 class MarketRig:
-    """Processes of one in-cluster market run on a running `ClusterState`."""
+    """Processes of one in-cluster market run on a running `LocalPlanes`."""
 
-    state: ClusterState
+    state: LocalPlanes
     scenario: str
     seed: int
     policy: str
@@ -63,7 +68,7 @@ class MarketRig:
         """Apply every agent's bundle (CRDs, RBAC, admission policies, Negotiator) to the host,
         as admin, with the scenario's budget."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with api_client(self.state.host.kubeconfig) as api:
+        with connect(self.state.host.kubeconfig) as api:
             for agent in load_scenario(self.scenario).agents:
                 bundle = AgentBundle(
                     agent=agent.name,
