@@ -162,6 +162,8 @@ class Scenario:
             fractional=trace.fractional,
             mig_model=trace.mig_model,
             time_scale=trace.time_scale,
+            arrival_scale=trace.arrival_scale,
+            offset=trace.offset,
             limit=trace.limit,
             phases=trace.phases,
             value_per_gpu_hour=trace.value_per_gpu_hour,
@@ -175,7 +177,7 @@ class Scenario:
         data = self.config.model_dump(mode="json", exclude_none=True)
         data["name"] = self.name
         if self.config.cluster.nodes is not None:  # trace-only options do not apply
-            for key in ("mode", "replicas", "include_cpu_nodes"):
+            for key in ("mode", "replicas", "include_cpu_nodes", "node_fraction"):
                 data["cluster"].pop(key)
         elif data["cluster"]["trace"] == {}:
             data["cluster"]["trace"] = "openb"  # the bundled node list, as files name it
