@@ -66,6 +66,15 @@ class Scenario:
         if config.workload.generator is not None:
             self._check_servable(config.workload.generator)
 
+    def with_horizon(self, seconds: float) -> Scenario:
+        """The same scenario with `settings.horizon` set to `seconds` (everything else, and the
+        already-built cluster, shared): how an evaluation gives every policy the same cap."""
+        settings = self.config.settings.model_copy(update={"horizon": seconds})
+        capped = Scenario(self.config.model_copy(update={"settings": settings}), self.path)
+        if "_cluster" in self.__dict__:
+            capped.__dict__["_cluster"] = self._cluster
+        return capped
+
     def trace_files(self) -> dict[str, Path]:
         """The trace files the scenario reads, by the field that names them (bundled defaults
         filled in): `workload.trace.path`, `cluster.trace.nodes`, `cluster.trace.cpu_nodes`."""
