@@ -13,6 +13,15 @@ Definitions follow `docs/reference.md` ("Metrics"):
   the uncontended duration on the GPUs it got, stretched by demand / (capacity / N) when the job
   needs more than a 1/N share. Simplification: the private share is assumed to have free
   capacity of the right shape on arrival (no queueing behind the tenant's own jobs).
+  A job that arrived but did not finish counts too, with the end of the run as its finish time:
+  a lower bound of its rho, included in rho mean, max and the share above 1, so a policy cannot
+  improve its fairness by leaving the worst-served jobs unfinished. In `gpuparley eval` every
+  run ends when every job is done or at the horizon cap common to every policy
+  (`gpuparley.evaluation.horizon`), so that end is the cap. (A job that never arrived, possible
+  only with a cap before the last arrival, has no rho.)
+* Unfinished work: `jobs_unfinished` (jobs not finished at the end of the run, arrived or not)
+  and `unfinished_gpu_hours`, the work they still needed then (GPU-equivalents x remaining
+  run time at full speed; a job evicted without kept progress needs its whole duration again).
 * Jain's index over tenants, of GPU-seconds received and of that normalised by the GPU-seconds
   each tenant asked for (a tenant that asks for little is not "starved" by receiving little).
 * Gang outcomes: gangs started, gangs that ever held part of their pods without running
@@ -27,7 +36,8 @@ Definitions follow `docs/reference.md` ("Metrics"):
   episodes (None when the run was not monitored).
 * Noisy-neighbour slowdown: for jobs that shared a time-sliced GPU with others, wall run time
   over the run time they would have needed alone.
-* Welfare: the sum of realised job values (value model in `jobs.Job`).
+* Welfare: the sum of realised job values (value model in `jobs.Job`); an unfinished job
+  realises nothing.
 """
 
 from __future__ import annotations
@@ -160,6 +170,9 @@ def summarise(
         "jobs": len(records),
         "jobs_finished": len(done),
         "jobs_unfinished": len(records) - len(done),
+        "unfinished_gpu_hours": float(
+            sum(r.remaining * r.job.gpus for r in records if r.finish is None) / 3600
+        ),
         "sim_time": sim.now,
         "allocation_ratio_mean": timeline.time_average("allocation_ratio", offered_until),
         "allocation_ratio_peak": float(timeline.column("allocation_ratio").max(initial=0.0)),
@@ -176,9 +189,12 @@ def summarise(
         delays = [first_start[r.job.id] - r.job.arrival for r in started if r.job.qos is qos]
         summary[f"queueing_delay_mean_{qos.value}"] = float(np.mean(delays)) if delays else None
 
+    # Unfinished jobs that arrived count with the run's end as a lower-bound finish (docstring).
     rho = [
-        (finish[r.job.id] - r.job.arrival) / _independent_time(r, capacity, len(agents))
-        for r in done
+        (finish.get(r.job.id, sim.now) - r.job.arrival)
+        / _independent_time(r, capacity, len(agents))
+        for r in records
+        if r.arrived
     ]
     summary["ftf_rho_max"] = float(max(rho)) if rho else None
     summary["ftf_rho_mean"] = float(np.mean(rho)) if rho else None

@@ -66,6 +66,15 @@ class Scenario:
         if config.workload.generator is not None:
             self._check_servable(config.workload.generator)
 
+    def with_horizon(self, seconds: float) -> Scenario:
+        """The same scenario with `settings.horizon` set to `seconds` (everything else, and the
+        already-built cluster, shared): how an evaluation gives every policy the same cap."""
+        settings = self.config.settings.model_copy(update={"horizon": seconds})
+        capped = Scenario(self.config.model_copy(update={"settings": settings}), self.path)
+        if "_cluster" in self.__dict__:
+            capped.__dict__["_cluster"] = self._cluster
+        return capped
+
     def trace_files(self) -> dict[str, Path]:
         """The trace files the scenario reads, by the field that names them (bundled defaults
         filled in): `workload.trace.path`, `cluster.trace.nodes`, `cluster.trace.cpu_nodes`."""
@@ -162,6 +171,8 @@ class Scenario:
             fractional=trace.fractional,
             mig_model=trace.mig_model,
             time_scale=trace.time_scale,
+            arrival_scale=trace.arrival_scale,
+            offset=trace.offset,
             limit=trace.limit,
             phases=trace.phases,
             value_per_gpu_hour=trace.value_per_gpu_hour,
@@ -175,7 +186,7 @@ class Scenario:
         data = self.config.model_dump(mode="json", exclude_none=True)
         data["name"] = self.name
         if self.config.cluster.nodes is not None:  # trace-only options do not apply
-            for key in ("mode", "replicas", "include_cpu_nodes"):
+            for key in ("mode", "replicas", "include_cpu_nodes", "node_fraction"):
                 data["cluster"].pop(key)
         elif data["cluster"]["trace"] == {}:
             data["cluster"]["trace"] = "openb"  # the bundled node list, as files name it

@@ -12,9 +12,10 @@ Layout of a file (every section is documented in the bundled scenarios)::
     cluster:  {nodes: [{name, count, cpu_milli, memory_mib, gpu_model, gpus, mode, replicas,
                         mig_layout}]}
               or {trace: openb | {nodes: FILE, cpu_nodes: FILE}, mode, replicas,
-                  include_cpu_nodes}
+                  include_cpu_nodes, node_fraction}
     workload: {generator: {...}}
-              or {trace: {name: openb, split | path: FILE, fractional, ...}}
+              or {trace: {name: openb, split | path: FILE, fractional, time_scale,
+                          arrival_scale, offset, limit, ...}}
     settings: SimulationSettings fields
     market:   {mechanism, epoch_seconds, lease_term_epochs, ...}
 
@@ -33,6 +34,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationInfo,
@@ -180,6 +182,8 @@ class ClusterConfig(_Strict):
     """Either explicit node groups (`nodes`) or a trace's nodes (`trace` + its options).
 
     `trace: openb` is the bundled openb node list; `trace: {nodes: FILE}` any openb-format one.
+    `node_fraction` < 1 keeps that share of the trace's nodes with their mix of shapes
+    (`envs.workloads.openb.sample_nodes`): a smaller cluster a replay can load.
     """
 
     nodes: list[NodeGroup] | None = None
@@ -187,6 +191,7 @@ class ClusterConfig(_Strict):
     mode: Literal["exclusive", "timeslice"] = "timeslice"
     replicas: PositiveInt = DEFAULT_REPLICAS
     include_cpu_nodes: bool = False
+    node_fraction: float = Field(default=1.0, gt=0, le=1)
 
     @field_validator("trace", mode="before")
     @classmethod
@@ -202,7 +207,12 @@ class ClusterConfig(_Strict):
         if (self.nodes is None) == (self.trace is None):
             raise ValueError("give exactly one of `nodes` (node groups) or `trace: openb`")
         if self.nodes is not None:
-            trace_only = self.model_fields_set & {"mode", "replicas", "include_cpu_nodes"}
+            trace_only = self.model_fields_set & {
+                "mode",
+                "replicas",
+                "include_cpu_nodes",
+                "node_fraction",
+            }
             if trace_only:
                 raise ValueError(
                     f"{', '.join(sorted(trace_only))} apply to `trace` clusters; "
@@ -226,6 +236,7 @@ class ClusterConfig(_Strict):
                     self.include_cpu_nodes,
                     nodes_file=self.trace.nodes,
                     all_nodes_file=self.trace.cpu_nodes,
+                    fraction=self.node_fraction,
                 )
             )
         )
@@ -235,6 +246,10 @@ class TraceWorkload(_Strict):
     """A trace replay (see `gpuparley.envs.workloads.openb` for every mapping choice).
 
     The pods are the bundled `split` (only `dev` ships) or any openb-format pod list at `path`.
+    `time_scale` multiplies arrivals and lifetimes (a change of clock); `arrival_scale`
+    multiplies the arrivals only, so below 1 the same pods arrive closer together and load the
+    cluster more (`envs.load.offered_load` measures it). `offset` skips that many pods in
+    creation order before `limit` takes the next ones.
     """
 
     name: Literal["openb"] = "openb"
@@ -243,6 +258,8 @@ class TraceWorkload(_Strict):
     fractional: Fractional = "timeslice"
     mig_model: str | None = None
     time_scale: PositiveFloat = 1.0
+    arrival_scale: PositiveFloat = 1.0
+    offset: NonNegativeInt = 0
     limit: PositiveInt | None = None
     phases: list[Literal["Running", "Succeeded", "Failed", "Pending"]] | None = None
     value_per_gpu_hour: NonNegativeFloat = 2.0

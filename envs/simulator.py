@@ -199,7 +199,9 @@ class Simulator:
         self._set_clock(max(self.now, limit))
 
     def run(self, on_event: Callable[[], None] | None = None) -> None:
-        """Run to the end of the workload (or the horizon)."""
+        """Run to the end of the workload, or to the horizon if one is set and a job is still
+        unfinished there: jobs an allocator leaves waiting forever wait until the horizon, the
+        same window a run that is cut by it observes."""
         horizon = self.settings.horizon
         while self._events and (horizon is None or self._events[0][0] <= horizon):
             if self.finished:
@@ -207,7 +209,7 @@ class Simulator:
             self._step()
             if on_event is not None:
                 on_event()
-        if horizon is not None and self.now < horizon and not self.finished:
+        if horizon is not None and self.now < horizon and len(self.completed) < len(self.records):
             self._set_clock(horizon)
         self.timeline.sample(self.now, len(self._queue), len(self._running))
 

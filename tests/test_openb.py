@@ -129,3 +129,42 @@ def test_missing_trace_names_path_and_env(tmp_path, monkeypatch) -> None:
     with pytest.raises(TraceNotFoundError, match="GPUPARLEY_TRACES") as error:
         load_openb_nodes()
     assert str(tmp_path / "openb") in str(error.value)
+
+
+def test_arrival_scale_moves_arrivals_only(jobs) -> None:
+    packed = load_openb_jobs(AGENTS, arrival_scale=0.1, limit=50)
+    for original, scaled in zip(jobs[:50], packed, strict=True):
+        assert scaled.arrival == pytest.approx(original.arrival * 0.1)
+        assert scaled.duration == original.duration and scaled.value == original.value
+    both = load_openb_jobs(AGENTS, time_scale=0.5, arrival_scale=0.1, limit=5)
+    assert both[4].arrival == pytest.approx(jobs[4].arrival * 0.05)
+    assert both[4].duration == pytest.approx(jobs[4].duration * 0.5)
+
+
+def test_offset_skips_pods_in_creation_order(jobs) -> None:
+    window = load_openb_jobs(AGENTS, offset=100, limit=20)
+    assert [j.name for j in window] == [j.name for j in jobs[100:120]]
+    assert window[0].arrival == 0 and [j.id for j in window] == list(range(20))
+    assert window[5].arrival == pytest.approx(jobs[105].arrival - jobs[100].arrival)
+    assert load_openb_jobs(AGENTS, offset=5706) == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("arrival_scale", 0), ("offset", -1)])
+def test_bad_slice_arguments_name_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        load_openb_jobs(AGENTS, limit=5, **{field: value})
+
+
+def test_node_sample_keeps_the_mix(nodes) -> None:
+    sample = load_openb_nodes(fraction=0.1)
+    assert len(sample) == 121
+    names = [n.name for n in nodes]
+    assert [names.index(n.name) for n in sample] == sorted(names.index(n.name) for n in sample)
+    full = Counter((n.gpu_model, n.gpu_count) for n in nodes)
+    kept = Counter((n.gpu_model, n.gpu_count) for n in sample)
+    for shape, count in full.items():  # systematic sampling: within one node of the share
+        assert abs(kept[shape] - count * 0.1) <= 1, shape
+    assert load_openb_nodes(fraction=1.0) == nodes
+    assert len(load_openb_nodes(fraction=1e-6)) == 1
+    with pytest.raises(ValueError, match="fraction"):
+        load_openb_nodes(fraction=0)

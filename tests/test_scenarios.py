@@ -9,16 +9,27 @@ import yaml
 from typer.testing import CliRunner
 
 from gpuparley.cli import app
+from gpuparley.envs.load import offered_load, offered_work_ratio, peak_demand
 from gpuparley.envs.scenario import (
     Scenario,
     ScenarioError,
+    _can_host,
     _validate,
     list_scenarios,
     load_scenario,
 )
 from gpuparley.envs.settings import SimulationSettings
 
-BUNDLED = ["cluster-e2e", "gang-heavy", "mig-mixed", "openb", "timeslice-noisy", "tiny"]
+BUNDLED = [
+    "cluster-e2e",
+    "gang-heavy",
+    "mig-mixed",
+    "openb",
+    "openb-loaded",
+    "timeslice-noisy",
+    "tiny",
+]
+TRACES = ("openb", "openb-loaded")
 
 GOOD = {
     "description": "test",
@@ -61,7 +72,7 @@ def test_list_scenarios_names_descriptions() -> None:
     assert all(listed.values())
 
 
-@pytest.mark.parametrize("name", [n for n in BUNDLED if n != "openb"])
+@pytest.mark.parametrize("name", [n for n in BUNDLED if n not in TRACES])
 def test_bundled_generated_scenarios_build(name: str) -> None:
     scenario = load_scenario(name)
     cluster = scenario.build_cluster()
@@ -81,6 +92,36 @@ def test_openb_scenario() -> None:
     assert len(scenario.build_jobs()) == 5706
     assert len(scenario.agents) == 8
     assert not scenario.settings.contention and not scenario.settings.speed_scaling
+
+
+def test_openb_loaded_is_a_loaded_slice_of_the_trace() -> None:
+    scenario = load_scenario("openb-loaded")
+    cluster, jobs = scenario.build_cluster(), scenario.build_jobs()
+    assert (len(cluster.nodes), cluster.gpu_count, len(jobs)) == (12, 62, 1000)
+    assert cluster.gpu_models() == {"G2": 40, "G3": 8, "T4": 8, "V100M16": 4, "P100": 2}
+    trace = load_scenario("openb").build_jobs()
+    assert [j.name for j in jobs] == [j.name for j in trace[3123:4123]]
+    for job, original in zip(jobs, trace[3123:4123], strict=True):  # lifetimes unchanged
+        assert job.duration == original.duration
+        assert job.arrival == pytest.approx((original.arrival - trace[3123].arrival) * 0.0718)
+    assert 1.0 <= offered_load(jobs, cluster.gpu_count) <= 1.2
+    assert offered_load(jobs, cluster.gpu_count) == pytest.approx(1.100, rel=1e-3)  # the YAML's
+    assert offered_work_ratio(jobs, cluster.gpu_count) == pytest.approx(2.21, rel=1e-2)
+    assert peak_demand(jobs) > 1.4 * cluster.gpu_count  # the cluster really fills up
+    assert all(  # every pod can run somewhere, so "run until every job finishes" can end
+        any(_can_host(node, job.pod, job.allowed_models) for node in cluster.nodes) for job in jobs
+    )
+
+
+def test_trace_slice_options_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"workload\.trace\.arrival_scale"):
+        load_scenario("openb-loaded", {"workload.trace.arrival_scale": 0})
+    with pytest.raises(ScenarioError, match=r"workload\.trace\.offset"):
+        load_scenario("openb-loaded", {"workload.trace.offset": -3})
+    with pytest.raises(ScenarioError, match=r"cluster\.node_fraction"):
+        load_scenario("openb-loaded", {"cluster.node_fraction": 1.5})
+    with pytest.raises(ScenarioError, match="node_fraction apply to `trace` clusters"):
+        load_scenario(write(tmp_path, with_("cluster.node_fraction", 0.5)))
 
 
 def test_tiny_is_small() -> None:

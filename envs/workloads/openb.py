@@ -38,6 +38,14 @@ Modelling choices, each explicit because the trace does not decide them:
   kept in the `phase` tag so an analysis can filter. `phases=` restricts the load.
 * **Time** - `arrival = creation_time` shifted so the first pod arrives at 0, and both arrival and
   duration are multiplied by `time_scale` (a change of clock: the load's shape is unchanged).
+  `arrival_scale` then multiplies the arrivals alone: below 1 it packs the same pods, with the
+  same lifetimes, into a shorter arrival window, so the cluster carries more of them at once
+  (the offered load of `envs.load` grows about as 1 / arrival_scale). It is how a replay is
+  made to load a cluster without changing any pod.
+* **Slices** - `offset` skips that many pods (in creation order, after `phases`) before `limit`
+  takes the next ones, so a replay can start anywhere in the trace. `sample_nodes` keeps a share
+  of the nodes with the trace's node mix (its docstring says how); pods and nodes are sliced
+  independently, and a scenario states both.
 * **Tenants** - the trace has none. `assign_agent` hashes the pod name (BLAKE2b) to a point in
   [0, 1) and picks the agent whose slice of the cumulative weights holds it: deterministic, the
   same for every seed and for any `limit`, and independent of pod order.
@@ -170,9 +178,13 @@ def load_openb_nodes(
     include_cpu_nodes: bool = False,
     nodes_file: Path | None = None,
     all_nodes_file: Path | None = None,
+    fraction: float = 1.0,
 ) -> list[NodeSpec]:
     """A node list's GPU nodes in the given sharing mode, then optionally the CPU-only nodes of
-    the all-node list (defaults: the bundled openb lists)."""
+    the all-node list (defaults: the bundled openb lists); `fraction` < 1 keeps that share of
+    each group by `sample_nodes`."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if mode is SharingMode.MIG:
         raise ValueError("openb GPU models do not support MIG; use exclusive or timeslice")
     path = nodes_file or openb_dir() / GPU_NODE_FILE
@@ -182,6 +194,7 @@ def load_openb_nodes(
         for line, row in _rows(path, NODE_COLUMNS)
         if _count(path, line, row, "gpu") > 0
     ]
+    nodes = sample_nodes(nodes, fraction)
     if include_cpu_nodes:
         all_path = all_nodes_file or openb_dir() / ALL_NODE_FILE
         cpu_rows = [
@@ -189,7 +202,7 @@ def load_openb_nodes(
             for line, row in _rows(all_path, NODE_COLUMNS)
             if _count(all_path, line, row, "gpu") == 0
         ]
-        nodes += [
+        cpu_nodes = [
             NodeSpec(
                 name=f"openb-cpu-{i:04d}",
                 cpu_milli=_count(all_path, line, row, "cpu_milli"),
@@ -198,7 +211,34 @@ def load_openb_nodes(
             )
             for i, (line, row) in enumerate(cpu_rows)
         ]
+        nodes += sample_nodes(cpu_nodes, fraction)
     return nodes
+
+
+def sample_nodes(nodes: list[NodeSpec], fraction: float) -> list[NodeSpec]:
+    """A systematic sample of `fraction` of the nodes that keeps the list's node mix.
+
+    The nodes are ordered by shape (GPU model, GPU count, CPU, memory; list order within a
+    shape) and `round(fraction x n)` of them (at least one) are taken at evenly spaced
+    positions, the middle of each stride. Every shape thus keeps its share of the nodes up to
+    rounding (a shape rarer than 1 / fraction keeps one node or none), which a prefix of the
+    list would not: openb's node list is not shuffled. The kept nodes stay in list order.
+    """
+    if fraction >= 1 or not nodes:
+        return list(nodes)
+    order = sorted(
+        range(len(nodes)),
+        key=lambda i: (
+            nodes[i].gpu_model or "",
+            nodes[i].gpu_count,
+            nodes[i].cpu_milli,
+            nodes[i].memory_mib,
+            i,
+        ),
+    )
+    keep = max(1, round(fraction * len(nodes)))
+    stride = len(nodes) / keep
+    return [nodes[i] for i in sorted(order[int((k + 0.5) * stride)] for k in range(keep))]
 
 
 def _node(
@@ -325,6 +365,8 @@ def load_openb_jobs(
     fractional: Fractional = "timeslice",
     mig_model: str | None = None,
     time_scale: float = 1.0,
+    arrival_scale: float = 1.0,
+    offset: int = 0,
     limit: int | None = None,
     phases: Iterable[str] | None = None,
     value_per_gpu_hour: float = 2.0,
@@ -333,9 +375,13 @@ def load_openb_jobs(
     default_lifetime: float = DEFAULT_LIFETIME,
 ) -> list[Job]:
     """The pods of an openb pod list (default: the bundled dev split) as jobs, sorted by
-    arrival with ids 0..n-1."""
+    arrival with ids 0..n-1 (slicing and scaling: module docstring)."""
     if time_scale <= 0:
         raise ValueError("time_scale must be > 0")
+    if arrival_scale <= 0:
+        raise ValueError("arrival_scale must be > 0")
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
     keep = set(phases) if phases is not None else None
     pods = [
         pod
@@ -343,6 +389,7 @@ def load_openb_jobs(
         if keep is None or pod.phase in keep
     ]
     pods.sort(key=lambda pod: pod.created)  # stable: ties keep file order
+    pods = pods[offset:]
     if limit is not None:
         pods = pods[:limit]
     start = pods[0].created if pods else 0
@@ -363,7 +410,7 @@ def load_openb_jobs(
                 owner=assign_agent(pod.name, agents),
                 pod=PodDemand(request, pod.cpu_milli, pod.memory_mib),
                 duration=duration,
-                arrival=(pod.created - start) * time_scale,
+                arrival=(pod.created - start) * time_scale * arrival_scale,
                 allowed_models=mig_family if request.kind == "mig" else pod.gpu_spec,
                 value=value_per_gpu_hour * work_hours * float(noise[job_id]),
                 deadline=math.inf,

@@ -54,7 +54,7 @@ def run_evaluation(
     policies: str,
     seeds: str,
     experiment: str = "tournament",
-    max_epochs: int | None = None,
+    horizon: float | None = None,
     overrides: list[str] | None = None,
     trace: Path | None = None,
     targets: str | None = None,
@@ -68,6 +68,8 @@ def run_evaluation(
     seed_list = parse_seeds(seeds)
     if experiment == INFLATION:
         check_schedulers(parsed)
+        if horizon is not None:
+            raise ValueError(f"--horizon applies to tournaments; {INFLATION} has no clock")
     elif targets is not None:
         raise ValueError(f"--targets belongs to --experiment {INFLATION}")
     target_list = parse_targets(targets) if targets is not None else list(DEFAULT_TARGETS)
@@ -81,7 +83,7 @@ def run_evaluation(
 
         if experiment == INFLATION:
             return run_inflation_experiment(resolved, parsed, seed_list, target_list, on_progress)
-        return run_tournament(resolved, parsed, seed_list, max_epochs, on_progress)
+        return run_tournament(resolved, parsed, seed_list, horizon, on_progress)
 
 
 def save(results: Results, out: Path) -> None:
@@ -160,8 +162,13 @@ def register(app: typer.Typer) -> None:
         experiment: Annotated[
             str, typer.Option(help=f"What to run: {', '.join(EXPERIMENTS)}.")
         ] = "tournament",
-        max_epochs: Annotated[
-            int | None, typer.Option(min=1, help="Cap market episodes at this many epochs.")
+        horizon: Annotated[
+            float | None,
+            typer.Option(
+                min=1e-9,
+                help="Cap every run at this many simulated seconds (default: the scenario's "
+                "settings.horizon, else last uncontended finish + 10 x work / capacity).",
+            ),
         ] = None,
         overrides: Annotated[
             list[str] | None,
@@ -182,7 +189,7 @@ def register(app: typer.Typer) -> None:
         """Run every policy x seed on one scenario; write results and a paper-ready report."""
         try:
             results = run_evaluation(
-                scenario, policies, seeds, experiment, max_epochs, overrides, trace, targets
+                scenario, policies, seeds, experiment, horizon, overrides, trace, targets
             )
         except ValueError as error:  # ScenarioError is a ValueError too
             fail(str(error))

@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gpuparley.evaluation import plots
 from gpuparley.evaluation.fgd_inflation import DEFAULT_TARGETS, target_key
@@ -35,6 +35,8 @@ HEADLINE = (
     Row("allocation_ratio_mean", "allocation ratio (time avg)", "max", "{:.3f}"),
     Row("utilisation_mean", "GPU utilisation (time avg)", "max", "{:.3f}"),
     Row("jobs_finished", "jobs finished", "max", "{:.1f}"),
+    Row("jobs_unfinished", "jobs unfinished at the horizon", "min", "{:.1f}"),
+    Row("unfinished_gpu_hours", "unfinished work (GPU-hours)", "min", "{:.1f}"),
     Row("jct_mean", "JCT mean (s)", "min", "{:.0f}"),
     Row("jct_p50", "JCT p50 (s)", "min", "{:.0f}"),
     Row("jct_p95", "JCT p95 (s)", "min", "{:.0f}"),
@@ -154,8 +156,7 @@ def _header(results: Results) -> list[str]:
             f"- trace `{trace['file']}` ({field}): {trace['rows']:,} rows, sha256 "
             f"`{trace['sha256'][:16]}…`"
         )
-    if config.get("max_epochs") is not None:
-        lines.append(f"- market episodes capped at {config['max_epochs']} epochs")
+    lines += _horizon_lines(config)
     lines += [
         f"- cells: mean ± {confidence}% CI half-width (Student t over seeds; one seed: mean "
         f"only); **bold** = best of the row (↑ higher / ↓ lower is better); {MISSING} = not "
@@ -163,6 +164,39 @@ def _header(results: Results) -> list[str]:
         "",
     ]
     return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.0f} s ({value / 3600:,.1f} h)"
+
+
+def _horizon_lines(config: Mapping[str, Any]) -> list[str]:
+    """The horizon every policy shared (results before the equal-horizon rule say what they
+    had instead)."""
+    horizon = config.get("horizon")
+    if horizon:
+        caps = horizon["seconds_by_seed"]
+        values = sorted(set(caps.values()))
+        cap = (
+            _seconds(values[0])
+            if len(values) == 1
+            else "per seed " + ", ".join(f"{seed}: {_seconds(v)}" for seed, v in caps.items())
+        )
+        source = horizon["source"]
+        source = source if isinstance(source, str) else " / ".join(source)
+        rule = f" = {horizon['rule']}" if "default rule" in source else ""
+        return [
+            f"- horizon: every policy runs until every job has finished or the cap of {cap} "
+            f"of simulated time, whichever comes first (cap from the {source}{rule}); a market "
+            "plays the epochs that cover the cap, its simulator stopped at the cap. Unfinished "
+            "jobs realise no value, count in ρ with the cap as their finish time, and their "
+            "remaining work is `unfinished work`"
+        ]
+    if config.get("max_epochs") is not None:
+        return [f"- market episodes capped at {config['max_epochs']} epochs"]
+    if config.get("experiment", "tournament") != INFLATION:
+        return ["- horizon: not recorded (results from before the equal-horizon rule)"]
+    return []
 
 
 def _plot_section(images: Iterable[tuple[str, Path]]) -> list[str]:
@@ -181,8 +215,8 @@ def render(results: Results, images: Iterable[tuple[str, Path]] = ()) -> str:
     if results.experiment != INFLATION:
         lines += [
             "JCT, queueing delay and makespan are over finished jobs only: read them with "
-            "`jobs finished`. Utility in the plots is value minus net payments for a market, "
-            "value for a central scheduler (which charges nothing).",
+            "`jobs finished` and `unfinished work`. Utility in the plots is value minus net "
+            "payments for a market, value for a central scheduler (which charges nothing).",
             "",
         ]
     lines += _plot_section(images)

@@ -1,11 +1,13 @@
 """A tournament: every policy x seed on one scenario, each seed's workload shared by all policies.
 
 The workload is drawn from the seed (`Scenario.build_jobs(seed)`) by both the simulator and the
-market, so for a given seed every policy faces exactly the same jobs and differences between
-policies are the policies' own. Each run is reduced to a JSON-native record (see `results`):
-scalar metrics, the timeline averaged into at most `TIMELINE_POINTS` steps, the sorted JCTs
-(at most `JCT_POINTS` evenly spaced order statistics) and per-agent utility (value minus net
-payments in a market; value for a central scheduler, which charges nothing).
+market, so for a given seed every policy faces exactly the same jobs, and the same horizon: the
+run ends when every job has finished or at one cap in simulated seconds, the same for every
+policy of that seed (`horizon`: rule, override, and how a market is held to it). Differences
+between policies are thus the policies' own. Each run is reduced to a JSON-native record (see
+`results`): scalar metrics, the timeline averaged into at most `TIMELINE_POINTS` steps, the
+sorted JCTs (at most `JCT_POINTS` evenly spaced order statistics) and per-agent utility (value
+minus net payments in a market; value for a central scheduler, which charges nothing).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import Simulator
 from gpuparley.envs.timeline import COLUMNS
+from gpuparley.evaluation.horizon import Horizon, describe, resolve_horizon
 from gpuparley.evaluation.market_run import run_market
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.runner import simulate
@@ -95,28 +98,33 @@ def run_policy(
     scenario: Scenario,
     policy: PolicySpec,
     seed: int,
-    max_epochs: int | None = None,
+    horizon: Horizon | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """One policy on one seed, reduced to a results record (module docstring).
+    """One policy on one seed until every job is done or the horizon cap (default: the seed's
+    `resolve_horizon`), reduced to a results record (module docstring).
 
-    `max_epochs` caps market episodes only (a scheduler runs to the scenario's horizon)."""
+    A scheduler's simulator stops at the cap; a market plays the epochs that cover it, its
+    simulator stopped at the cap too, so both observe exactly the same window."""
+    horizon = horizon or resolve_horizon(scenario, seed)
+    capped = scenario.with_horizon(horizon.seconds)
     start = time.perf_counter()
     if policy.is_market:
         run = run_market(
-            scenario,
+            capped,
             policy.negotiator(seed),
             seed,
             mechanism=policy.mechanism,
             on_progress=on_progress,
-            max_epochs=max_epochs,
+            max_epochs=horizon.epochs(capped.market.epoch_seconds),
         )
         sim, metrics = run.env.market.sim, run.metrics
         utility, mechanism = metrics["utility_by_agent"], metrics["mechanism"]
     else:
-        result = simulate(scenario, policy.name, seed, on_progress)
+        result = simulate(capped, policy.name, seed, on_progress)
         sim, metrics = result.simulator, result.metrics
         utility, mechanism = metrics["value_by_agent"], None
+    metrics["horizon"] = horizon.seconds
     records = sim.records.values()
     jcts = [r.finish - r.job.arrival for r in records if r.finish is not None]
     return {
@@ -137,19 +145,21 @@ def run_tournament(
     scenario: Scenario,
     policies: Sequence[PolicySpec],
     seeds: Sequence[int],
-    max_epochs: int | None = None,
+    horizon: float | None = None,
     on_progress: Progress | None = None,
 ) -> Results:
-    """Run every policy on every seed (order: `each_run`).
+    """Run every policy on every seed (order: `each_run`), each seed to its common horizon cap
+    (`horizon` seconds for every seed if given; else `resolve_horizon`).
 
     Market policies build their negotiator once up front, so a broken checkpoint fails before
     any run (ValueError)."""
     for policy in policies:
         if policy.is_market:
             policy.negotiator(0)
-    results = Results(config=tournament_config(scenario, policies, seeds, max_epochs))
+    caps = {seed: resolve_horizon(scenario, seed, horizon) for seed in seeds}
+    results = Results(config=tournament_config(scenario, policies, seeds, caps))
     for policy, seed, report in each_run(policies, seeds, on_progress):
-        results.runs.append(run_policy(scenario, policy, seed, max_epochs, report))
+        results.runs.append(run_policy(scenario, policy, seed, caps[seed], report))
     return results
 
 
@@ -176,16 +186,17 @@ def tournament_config(
     scenario: Scenario,
     policies: Sequence[PolicySpec],
     seeds: Sequence[int],
-    max_epochs: int | None = None,
+    horizons: dict[int, Horizon] | None = None,
     experiment: str = "tournament",
 ) -> dict[str, Any]:
-    """What was run, saved beside the results so a report states it and a rerun can repeat it."""
+    """What was run, saved beside the results so a report states it and a rerun can repeat it
+    (`horizon`: the cap per seed and its rule; None for experiments without a clock)."""
     return {
         "experiment": experiment,
         "scenario": scenario.name,
         "policies": [policy.spec for policy in policies],
         "seeds": list(seeds),
-        "max_epochs": max_epochs,
+        "horizon": describe(horizons) if horizons else None,
         "confidence": 0.95,
         "scenario_config": scenario.to_dict(),
         "trace_files": scenario.provenance,
