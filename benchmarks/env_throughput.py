@@ -1,4 +1,4 @@
-"""Environment throughput: agent-steps per second of `gpu_market_v0`, and how a step's cost grows.
+"""Environment throughput: agent-steps per second of `gpu_market_v1`, and how a step's cost grows.
 
 Figures (printed and saved to benchmarks/results/env_throughput.json):
 
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from gpuparley.envs import gpu_market_v0
+from gpuparley.envs import gpu_market_v1
 
 from _common import peak_rss_mib, save
 
@@ -48,7 +48,7 @@ def throughput(steps: int = STEPS, repeats: int = REPEATS, **env_kwargs) -> dict
 
 def _run(steps: int, **env_kwargs) -> tuple[int, float, float, int]:
     """(agents, seconds inside the environment, seconds of the whole loop, agent-steps)."""
-    env = gpu_market_v0.parallel_env(**env_kwargs)
+    env = gpu_market_v1.parallel_env(**env_kwargs)
     draws = iter(np.random.default_rng(0).random(steps * len(env.possible_agents)).tolist())
     observations, _ = env.reset(seed=0)  # building the first episode is not a step's cost
     clock = time.perf_counter

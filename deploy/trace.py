@@ -56,12 +56,15 @@ def _event(epoch: int, kind: str, lease: Lease, reason: str = "") -> LeaseEvent:
 def epoch_events(
     market: Market, before: dict[str, Lease], releases_seen: int, epoch: int
 ) -> list[LeaseEvent]:
-    """What changed between `before` (the leases when the sub-step began) and now;
-    `releases_seen` is how many of `market.releases` were already reported."""
-    events = [
-        _event(epoch, "released", lease, release.reason)
-        for lease, release in market.releases[releases_seen:]
-    ]
+    """What changed between `before` (the leases when the step began) and now;
+    `releases_seen` is how many of `market.releases` were already reported. A lease signed and
+    ended within the step (an environment step plays out rounds nobody decides in) is reported
+    as both."""
+    events = []
+    for lease, release in market.releases[releases_seen:]:
+        if lease.lease_id not in before:
+            events.append(_event(epoch, "signed", lease))
+        events.append(_event(epoch, "released", lease, release.reason))
     for lease_id, lease in market.leases.items():
         old = before.get(lease_id)
         if old is None:

@@ -228,5 +228,7 @@ def summarise(
     summary["timeslice_jobs_contended"] = len(slowdowns)
     summary.update(percentiles(slowdowns, "noisy_neighbour_slowdown"))
     summary["evictions"] = sim.evictions
+    # progress thrown away by evictions (restarts from zero), in GPU-hours of work to redo
+    summary["work_lost_gpu_hours"] = sim.lost_gpu_seconds / 3600
     summary["mig_relayouts"] = sim.relayouts
     return summary

@@ -321,7 +321,20 @@ class SettingsConfig(_Strict):
 
 
 class MarketConfig(_Strict):
-    """Knobs of the negotiation market (used by the market allocators)."""
+    """Knobs of the negotiation market (used by the market allocators).
+
+    `epoch_seconds` is the billing period: rents are per epoch, budgets refill each epoch and
+    lease terms count epochs. `clearing` says when allocations are decided: `continuous` clears
+    whenever something changes (an arrival, a completion, a new bid or offer, an epoch boundary),
+    at most once per `clearing_interval` seconds (0: at every such event); `epoch` only at epoch
+    boundaries. `placement` packs winning bundles by FGD's fragmentation score or first-fit.
+    With `incumbency` a running job keeps its lease, renewed each term at its rent, for as long
+    as its holder pays; without it leases are re-auctioned at the end of every term (the old
+    rule, kept for ablation). `preemption_premium`: when set, a waiting bid whose price per
+    GPU-hour exceeds a running lease's by more than this fraction may preempt it (the victim
+    keeps its progress as `settings.preemption_keeps_progress` says); unset, nothing running is
+    ever preempted.
+    """
 
     mechanism: Literal["auction", "bargain"] = "auction"
     epoch_seconds: PositiveFloat = 300.0
@@ -330,6 +343,11 @@ class MarketConfig(_Strict):
     payment_rule: Literal["first", "second"] = "second"
     max_rounds: PositiveInt = 10
     budget_refill: Literal["reset", "accumulate"] = "accumulate"
+    clearing: Literal["continuous", "epoch"] = "continuous"
+    clearing_interval: NonNegativeFloat = 0.0
+    placement: Literal["fragmentation", "first-fit"] = "fragmentation"
+    incumbency: bool = True
+    preemption_premium: NonNegativeFloat | None = None
 
 
 class ScenarioConfig(_Strict):

@@ -78,6 +78,7 @@ class JobRecord:
     partial_gpu_seconds: float = 0.0
     run_seconds: float = 0.0
     gpu_seconds: float = 0.0
+    lost_gpu_seconds: float = 0.0  # GPU-seconds of progress thrown away by evictions
     contended: bool = False
     delivered: float = 0.0  # GPU-equivalents of compute it receives right now
     shared_gpus: tuple[int, ...] = field(default=())
@@ -116,6 +117,7 @@ class Simulator:
         self._live_events = 0  # events other than timers still queued
         self.relayouts = 0
         self.evictions = 0
+        self.lost_gpu_seconds = 0.0
         self.events_processed = 0
         self.timeline = Timeline(self.state, self.settings)
         for job in sorted(jobs, key=lambda j: (j.arrival, j.id)):
@@ -133,6 +135,14 @@ class Simulator:
 
     def record(self, job_id: int) -> JobRecord:
         return self.records[job_id]
+
+    def next_event_time(self) -> float:
+        """When the next queued event (arrival, finish, end of a re-layout) falls; inf if none.
+
+        A finish event may be stale (its job was evicted or re-timed): the time is then early,
+        never late, which is what an event-driven caller needs.
+        """
+        return self._events[0][0] if self._events else float("inf")
 
     @property
     def finished(self) -> bool:
@@ -156,15 +166,25 @@ class Simulator:
             record.state = JobState.PARTIAL
             record.partial_since = self.now
 
-    def evict(self, job: Job) -> None:
-        """Stop a job and free what it holds; it waits again (progress kept only if configured)."""
+    def evict(self, job: Job, keep_progress: bool | None = None) -> None:
+        """Stop a job and free what it holds; it waits again.
+
+        Its progress is kept (a checkpoint) if `keep_progress`, by default if the scenario's
+        `preemption_keeps_progress` says so; progress thrown away is counted, in GPU-seconds of
+        uncontended reference-speed work, in `lost_gpu_seconds`.
+        """
         record = self.records[job.id]
+        if keep_progress is None:
+            keep_progress = self.settings.preemption_keeps_progress
         if record.state is JobState.RUNNING:
             self._settle(record)
             self._running.discard(job.id)
             touched = self._deactivate(record)
             record.version += 1
-            if not self.settings.preemption_keeps_progress:
+            if not keep_progress:
+                lost = (job.duration - record.remaining) * job.gpus
+                record.lost_gpu_seconds += lost
+                self.lost_gpu_seconds += lost
                 record.remaining = job.duration
             self.state.release(job)
             self._refresh_rates(touched)
@@ -189,7 +209,13 @@ class Simulator:
 
     # ----------------------------------------------------------- the clock
     def advance(self, until: float, on_event: Callable[[], None] | None = None) -> None:
-        """Process every event up to and including `until`, then set the clock to `until`."""
+        """Process every event up to and including `until`, then set the clock to `until`.
+
+        What a caller placed or evicted since the last event (a market's clearing) is sampled
+        first, at the instant it happened: otherwise the timeline would hold the state before
+        the change until the next event, and under-count the caller's allocation.
+        """
+        self.timeline.sample(self.now, len(self._queue), len(self._running))
         horizon = self.settings.horizon
         limit = until if horizon is None else min(until, horizon)
         while self._events and self._events[0][0] <= limit:

@@ -11,9 +11,10 @@ all parse the same strings here:
   `learned:checkpoints/default` works from anywhere.
 
 In evaluation a negotiator spec means "a market where every seat plays it", and may end in
-`@<mechanism>` (`@auction`, `@bargain`; default: the scenario's). Specs are parsed (and
-checkpoints found) before anything runs, so a typo costs nothing; the spec string is kept
-verbatim as the policy's name in every table.
+`@<mechanism>` (`@auction`, `@bargain`) and/or `@<clearing>` (`@continuous`, `@epoch`), in
+either order (default: the scenario's), e.g. `scripted:truthful@auction@epoch`. Specs are
+parsed (and checkpoints found) before anything runs, so a typo costs nothing; the spec string is
+kept verbatim as the policy's name in every table.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Literal
 
 from gpuparley.agents.negotiators.registry import NEGOTIATORS, make_negotiator
 from gpuparley.agents.registry import SCHEDULERS
-from gpuparley.envs.market.mechanisms import MECHANISMS
+from gpuparley.envs.market.mechanisms import CLEARINGS, MECHANISMS
 from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.resources import checkpoints_dir
 from gpuparley.policy.learned import ONNX_FILE, LearnedNegotiator
@@ -42,6 +43,7 @@ class PolicySpec:
     name: str  # scheduler or negotiator name, or the learned source as written
     mechanism: str | None = None
     source: Path | None = None  # the ONNX file a learned spec loads
+    clearing: str | None = None
 
     @property
     def is_market(self) -> bool:
@@ -76,7 +78,7 @@ def _choices_message(spec: str, detail: str | None = None, negotiators_only: boo
     choices = negotiator_choices() if negotiators_only else policy_choices()
     return (
         f"unknown policy {spec!r}{reason}; choose one of: {', '.join(choices)} "
-        f"(a negotiator may add @{' or @'.join(MECHANISMS)})"
+        f"(a negotiator may add @{' or @'.join(MECHANISMS)} and @{' or @'.join(CLEARINGS)})"
     )
 
 
@@ -118,14 +120,20 @@ def parse_policy(spec: str, negotiators_only: bool = False) -> PolicySpec:
     kind, _, rest = spec.partition(":")
     if kind not in ("scripted", "learned") or not rest:
         raise ValueError(_choices_message(spec, None, negotiators_only))
-    name, at, mechanism = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    if at and mechanism not in MECHANISMS:
-        raise ValueError(_choices_message(spec, f"no mechanism {mechanism!r}", negotiators_only))
+    name, *suffixes = rest.split("@")
+    options: dict[str, str] = {}
+    for suffix in suffixes:
+        option = "mechanism" if suffix in MECHANISMS else "clearing" if suffix in CLEARINGS else ""
+        if not option or option in options:
+            detail = f"no mechanism or clearing {suffix!r}" if not option else f"two {option}s"
+            raise ValueError(_choices_message(spec, detail, negotiators_only))
+        options[option] = suffix
+    mechanism, clearing = options.get("mechanism"), options.get("clearing")
     if kind == "learned":
-        return PolicySpec(spec, "learned", name, mechanism or None, learned_source(name))
+        return PolicySpec(spec, "learned", name, mechanism, learned_source(name), clearing)
     if name not in NEGOTIATORS:
         raise ValueError(_choices_message(spec, f"no negotiator {name!r}", negotiators_only))
-    return PolicySpec(spec, "scripted", name, mechanism or None)
+    return PolicySpec(spec, "scripted", name, mechanism, None, clearing)
 
 
 def parse_negotiator(spec: str) -> PolicySpec:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from gpuparley.envs import gpu_market_v0
+from gpuparley.envs import gpu_market_v1
 from gpuparley.envs.cluster import _largest
 from gpuparley.envs.market.encoding import (
     SLOT_FEATURES,
@@ -71,7 +71,7 @@ def test_quick_constructors_build_ordinary_frozen_instances():
 @pytest.mark.parametrize("mechanism", ["auction", "bargain"])
 @pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
 def test_batched_encoding_equals_encoding_one_view_at_a_time(scenario, mechanism):
-    env = gpu_market_v0.parallel_env(scenario=scenario, mechanism=mechanism)
+    env = gpu_market_v1.parallel_env(scenario=scenario, mechanism=mechanism)
     for _ in _random_rollout(env, seed=4, steps=150):
         views = [env.views[agent] for agent in env.agents]
         vectors, masks = encode_many(views)
@@ -84,7 +84,7 @@ def test_batched_encoding_equals_encoding_one_view_at_a_time(scenario, mechanism
 
 @pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
 def test_slot_codes_equal_the_slot_features_converted_by_numpy(scenario):
-    env = gpu_market_v0.parallel_env(scenario=scenario, mechanism="auction")
+    env = gpu_market_v1.parallel_env(scenario=scenario, mechanism="auction")
     checked = 0
     for _ in _random_rollout(env, seed=5, steps=150):
         for view in env.views.values():
@@ -112,7 +112,7 @@ def test_slot_bid_levels_equal_the_level_by_level_check(epoch_value):
 
 
 def test_cached_fit_checks_agree_with_the_node_mask():
-    env = gpu_market_v0.parallel_env(scenario="mig-mixed", mechanism="auction")
+    env = gpu_market_v1.parallel_env(scenario="mig-mixed", mechanism="auction")
     checked = 0
     for _ in _random_rollout(env, seed=2, steps=120):
         state = env.market.sim.state
@@ -125,7 +125,7 @@ def test_cached_fit_checks_agree_with_the_node_mask():
 
 @pytest.mark.parametrize("scenario", ["tiny", "mig-mixed"])
 def test_kept_quota_book_agrees_with_a_fresh_one(scenario):
-    env = gpu_market_v0.parallel_env(scenario=scenario, mechanism="bargain")
+    env = gpu_market_v1.parallel_env(scenario=scenario, mechanism="bargain")
     reused = 0
     for _ in _random_rollout(env, seed=3, steps=200):
         bargain = env.market.mechanism
@@ -144,7 +144,7 @@ def test_kept_quota_book_agrees_with_a_fresh_one(scenario):
 @pytest.mark.parametrize("mechanism", ["auction", "bargain"])
 def test_views_are_built_field_by_field(mechanism):
     """The views' quick constructors are called positionally: every field holds its own value."""
-    env = gpu_market_v0.parallel_env(scenario="tiny", mechanism=mechanism)
+    env = gpu_market_v1.parallel_env(scenario="tiny", mechanism=mechanism)
     inboxes = slots = 0
     for _ in _random_rollout(env, seed=6, steps=300):
         market = env.market

@@ -7,7 +7,7 @@ from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
 
 from gpuparley.agents.negotiators.simple import Truthful
-from gpuparley.envs import gpu_market_v0
+from gpuparley.envs import gpu_market_v1
 from gpuparley.envs.market.single_agent import SingleAgentMarketEnv
 from gpuparley.envs.scenario import list_scenarios
 
@@ -31,13 +31,13 @@ def test_every_bundled_scenario_is_covered():
 def test_pettingzoo_api_and_seed_tests(scenario, mechanism):
     cycles = 30 if scenario == "openb" else 100
     parallel_api_test(
-        gpu_market_v0.parallel_env(scenario=scenario, mechanism=mechanism), num_cycles=cycles
+        gpu_market_v1.parallel_env(scenario=scenario, mechanism=mechanism), num_cycles=cycles
     )
-    api_test(gpu_market_v0.env(scenario=scenario, mechanism=mechanism), num_cycles=cycles)
+    api_test(gpu_market_v1.env(scenario=scenario, mechanism=mechanism), num_cycles=cycles)
     parallel_seed_test(
-        lambda: gpu_market_v0.parallel_env(scenario=scenario, mechanism=mechanism), num_cycles=20
+        lambda: gpu_market_v1.parallel_env(scenario=scenario, mechanism=mechanism), num_cycles=20
     )
-    seed_test(lambda: gpu_market_v0.env(scenario=scenario, mechanism=mechanism), num_cycles=20)
+    seed_test(lambda: gpu_market_v1.env(scenario=scenario, mechanism=mechanism), num_cycles=20)
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
@@ -48,7 +48,7 @@ def test_single_agent_view_passes_gymnasiums_checker(mechanism):
 
 @pytest.mark.parametrize("mode", ["ansi", "rgb_array"])
 def test_render_modes_show_occupancy(mode):
-    env = gpu_market_v0.parallel_env(scenario="mig-mixed", render_mode=mode)
+    env = gpu_market_v1.parallel_env(scenario="mig-mixed", render_mode=mode)
     observations, _ = env.reset(seed=1)
     policy = Truthful()
     for _ in range(40):
@@ -60,7 +60,8 @@ def test_render_modes_show_occupancy(mode):
     picture = env.render()
     if mode == "ansi":
         assert "epoch" in picture and "[" in picture
-        assert any(c.isupper() for line in picture.splitlines()[1:] for c in line.split()[-1])
+        cells = [line.split(None, 2)[2] for line in picture.splitlines()[1:]]  # the GPUs
+        assert any(c.isupper() for row in cells for c in row)  # someone holds something
     else:
         assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype.name == "uint8"
         assert len({tuple(px) for px in picture.reshape(-1, 3)}) > 2  # owners drawn in colour
@@ -68,8 +69,8 @@ def test_render_modes_show_occupancy(mode):
 
 def test_bad_arguments_fail_clearly():
     with pytest.raises(ValueError, match="mechanism must be"):
-        gpu_market_v0.parallel_env(scenario="tiny", mechanism="lottery")
+        gpu_market_v1.parallel_env(scenario="tiny", mechanism="lottery")
     with pytest.raises(ValueError, match="render_mode"):
-        gpu_market_v0.parallel_env(scenario="tiny", render_mode="human")
+        gpu_market_v1.parallel_env(scenario="tiny", render_mode="human")
     with pytest.raises(ValueError, match="available"):
-        gpu_market_v0.parallel_env(scenario="no-such-scenario")
+        gpu_market_v1.parallel_env(scenario="no-such-scenario")

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpuparley.agents.negotiators.simple import RandomNegotiator
-from gpuparley.envs import gpu_market_v0
+from gpuparley.envs import gpu_market_v1
 from gpuparley.envs.cluster_audit import check_invariants
 from gpuparley.envs.market.encoding import decode
 from gpuparley.envs.simulator import JobState
@@ -50,7 +50,7 @@ def audit(market) -> None:
     seed=st.integers(0, 10_000),
 )
 def test_random_play_never_raises_and_keeps_every_invariant(scenario, mechanism, seed):
-    env = gpu_market_v0.parallel_env(scenario=scenario, mechanism=mechanism, max_epochs=60)
+    env = gpu_market_v1.parallel_env(scenario=scenario, mechanism=mechanism, max_epochs=60)
     observations, _ = env.reset(seed=seed)
     players = {a: RandomNegotiator(seed + i) for i, a in enumerate(env.possible_agents)}
     while env.agents:
@@ -68,7 +68,7 @@ def test_random_play_never_raises_and_keeps_every_invariant(scenario, mechanism,
 @pytest.mark.parametrize("mechanism", ["auction", "bargain"])
 def test_every_action_the_mask_allows_is_accepted(mechanism):
     """At sampled states, each agent's every legal action, tried alone, is accepted."""
-    env = gpu_market_v0.parallel_env(scenario="mig-mixed", mechanism=mechanism, max_epochs=40)
+    env = gpu_market_v1.parallel_env(scenario="mig-mixed", mechanism=mechanism, max_epochs=40)
     observations, _ = env.reset(seed=3)
     players = {a: RandomNegotiator(i) for i, a in enumerate(env.possible_agents)}
     checked = 0
@@ -92,7 +92,7 @@ def test_every_action_the_mask_allows_is_accepted(mechanism):
 
 
 def test_masked_out_actions_decode_to_harmless_decisions():
-    env = gpu_market_v0.parallel_env(scenario="tiny")
+    env = gpu_market_v1.parallel_env(scenario="tiny")
     observations, _ = env.reset(seed=0)
     for agent, obs in observations.items():
         for action in np.flatnonzero(obs["action_mask"] == 0):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpuparley.envs import gpu_market_v0
+from gpuparley.envs import gpu_market_v1
 from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.market.messages import (
     API_VERSION,
@@ -18,7 +18,7 @@ from gpuparley.envs.market.messages import (
 
 
 def fresh_market(mechanism="auction"):
-    env = gpu_market_v0.parallel_env(scenario="tiny", mechanism=mechanism)
+    env = gpu_market_v1.parallel_env(scenario="tiny", mechanism=mechanism)
     env.reset(seed=0)
     # let jobs arrive
     while not env.market.sim.pending():
@@ -85,7 +85,7 @@ def test_malformed_messages_are_rejected_with_the_field_named(changes, reason):
         parse_message(a_valid_bid(market, **changes))
 
 
-def test_stale_replayed_forged_and_unaffordable_messages_change_nothing():
+def test_stale_replayed_and_forged_messages_change_nothing():
     market = fresh_market()
     bid = a_valid_bid(market)
     owner = bid["sender"]
@@ -95,7 +95,6 @@ def test_stale_replayed_forged_and_unaffordable_messages_change_nothing():
         "stale": a_valid_bid(market, epoch=market.epoch + 7),
         "forged": a_valid_bid(market, sender=others[0]),  # bids for someone else's job
         "unknown": a_valid_bid(market, sender="mallory"),
-        "rich": a_valid_bid(market, price=1e9),
         "lease": {**a_valid_bid(market), "kind": "Release", "lease_id": "x", "reason": "expired"},
     }
     for name, message in cases.items():
@@ -105,6 +104,26 @@ def test_stale_replayed_forged_and_unaffordable_messages_change_nothing():
     assert market.receive(bid).accepted
     assert not market.receive(bid).accepted  # replayed id
     assert sum(market.stats.rejected.values()) >= len(cases) + 1
+
+
+def test_a_bid_is_a_value_but_an_offer_is_a_promise_to_pay():
+    """An auction bid may exceed the balance (the auction checks what is paid, not what is
+    bid); a bargaining offer may not (it is paid on acceptance)."""
+    auction = fresh_market()
+    assert auction.receive(a_valid_bid(auction, price=1e9)).accepted
+    assert auction.free_balance(auction.sim.pending()[0].owner) < 0  # committed, not paid
+    bargain = fresh_market("bargain")
+    job = bargain.sim.pending()[0]
+    lender = next(a for a in bargain.agents if a != job.owner)
+    offer = {
+        **a_valid_bid(bargain, price=1e9, receiver=lender),
+        "kind": "Offer",
+        "round": 1,
+    }
+    before = state_of(bargain)
+    receipt = bargain.receive(offer)
+    assert not receipt.accepted and "balance" in receipt.reason
+    assert state_of(bargain) == before
 
 
 MARKET = fresh_market("bargain")  # module-level: hypothesis examples share it read-only

@@ -1,22 +1,37 @@
-"""The sealed-bid auction: each epoch, bids for whole bundles are cleared greedily by value.
+"""The sealed-bid auction: bids for whole bundles are cleared greedily by value.
 
 Rules (one definition for the simulator and the in-cluster negotiators):
 
 * A bid is a rent per epoch for a job's whole demand (all its pods: a gang is won all or
-  nothing) over one lease term, and may not exceed the bidder's free balance (balance minus its
-  other bids this epoch). The first epoch's rent is paid at clearing, the rest epoch by epoch.
+  nothing) over one lease term: what the job is worth to its owner, whatever its balance. The
+  budget binds what is paid, not what is bid: a bid wins only if its owner can pay its rent at
+  signing (for the rest of the epoch; the whole epoch under epoch clearing), and the rent is
+  then due at every epoch boundary. So capacity nobody else wants goes to whoever values it at
+  the reserve price, broke or not, and contested capacity to the highest bid its owner can pay.
 * Clearing ranks bids by price per GPU-hour (ties: earlier job first) and walks down the list,
-  placing each bundle if it fits (MIG geometry, GPU models, CPU and memory: the placement engine
-  decides) and its price per GPU-hour is at least the reserve.
-* Holders of leases that end this epoch re-bid to renew; their current resources are
-  re-auctioned with everything else, but a renewing job keeps its exact placement when it is
-  still free at its turn (no restart). A renewal that loses, or a lease not renewed, ends: the
-  job is evicted and waits again.
+  placing each bundle if it fits (MIG geometry, GPU models, CPU and memory: the market's
+  placement rule decides where) and its price per GPU-hour is at least the reserve.
+* Continuous clearing: a bid that loses stands, and is cleared again at every later clearing
+  until it wins or its owner replaces it with a new bid for the same job. A standing bid that
+  lost for room while a bid at least as high won was outbid: its job is offered to its owner
+  again for one round, to raise the bid or let it stand. Epoch clearing: bids last one clearing.
+* Incumbency (default): a won lease renews itself at the end of every term at its rent, so a
+  running job keeps its placement while its holder pays; nothing running is re-auctioned.
+  Without incumbency (the ablation), holders of leases that end re-bid to renew, their resources
+  are re-auctioned with everything else (a renewing job keeps its exact placement when it is
+  still free at its turn), and a renewal that loses ends the lease and stops the job.
+* A lease whose rent goes unpaid lapses (`Market._charge_rents`): its job runs on, unpaid,
+  until its holder pays again or a higher bid that does not fit otherwise takes its place; the
+  lease then ends as `lost` and the job waits again with its progress. Preemption proper (only
+  with `market.preemption_premium` set): such a bid may also take the place of running auction
+  leases whose price per GPU-hour, raised by the premium, is below its own, cheapest first;
+  their leases end as `preempted` and their jobs wait again (keeping progress as
+  `settings.preemption_keeps_progress` says).
 * Payment: `first` price pays the bid. `second` price pays, per GPU-hour, the highest losing bid
-  ranked below the winner that lost for lack of room (or the reserve): the (k+1)-th price rule,
-  truthful for bidders that want one unit of a homogeneous good; for multi-GPU bundles it is an
-  approximation of the critical price. Payments go to the market.
-* CPU-only jobs need no GPU and are placed without a bid, first-fit.
+  ranked below the winner that lost for lack of room in the same clearing (or the reserve): the
+  (k+1)-th price rule, truthful for bidders that want one unit of a homogeneous good; for
+  multi-GPU bundles it approximates the critical price. Payments go to the market.
+* CPU-only jobs need no GPU and are placed without a bid.
 """
 
 from __future__ import annotations
@@ -29,7 +44,7 @@ from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
 from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason
-from gpuparley.envs.market.placement import market_plan, place_cpu_only
+from gpuparley.envs.market.placement import place_cpu_only
 from gpuparley.envs.simulator import JobState
 
 if TYPE_CHECKING:
@@ -52,6 +67,7 @@ class Award:
     bid: SealedBid
     plan: list[Binding]
     kept_placement: bool
+    victims: tuple[Lease, ...] = ()  # running leases this award preempts
 
 
 class Auction:
@@ -61,10 +77,10 @@ class Auction:
 
     def __init__(self, market: Market) -> None:
         self.market = market
-        self.bids: dict[int, SealedBid] = {}
+        self.bids: dict[int, SealedBid] = {}  # by job id; standing ones under continuous clearing
+        self.outbid: set[int] = set()  # jobs whose standing bid was outbid at the last clearing
 
     def begin(self) -> None:
-        self.bids.clear()
         place_cpu_only(self.market)
 
     def pending_answer(self, agent: str) -> None:
@@ -72,6 +88,15 @@ class Auction:
 
     def pending_answers(self) -> dict[str, Any]:
         return {}
+
+    def engaged_jobs(self) -> set[int]:
+        """Jobs whose owner has nothing to decide now: a standing bid that was not outbid."""
+        return set(self.bids) - self.outbid if self.outbid else set(self.bids)
+
+    def standing_bid(self, job: Job) -> float:
+        """The rent the job's standing bid offers (0 if it has none)."""
+        bid = self.bids.get(job.id)
+        return bid.message.price if bid is not None else 0.0
 
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Bid:
         market = self.market
@@ -98,7 +123,8 @@ class Auction:
             return reason
         if message.term_epochs != market.term_epochs:
             return f"the lease term is {market.term_epochs} epochs"
-        if job.id in self.bids:
+        replaced = self.bids.get(job.id)
+        if replaced is not None and not market.continuous:
             return "this job already has a bid this epoch"
         record = market.sim.record(job.id)
         renewal = None
@@ -110,13 +136,18 @@ class Auction:
                 return reason
         elif not record.arrived or record.state is not JobState.PENDING:
             return f"job {message.demand.job!r} is not waiting for resources"
-        if message.price > market.free_balance(message.sender) + 1e-9:
-            return "the bid exceeds the free balance"
         gpu_hours = job.gpus * market.epoch_seconds / HOUR
         self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal)
-        market.committed[message.sender] += message.price
+        self.outbid.discard(job.id)
+        self._recommit(message.sender)
         market.stats.proposals += 1
         return None
+
+    def _recommit(self, agent: str) -> None:
+        """The agent's committed credits: the sum of its outstanding bids."""
+        self.market.committed[agent] = sum(
+            bid.message.price for bid in self.bids.values() if bid.message.sender == agent
+        )
 
     def clear(self) -> None:
         market = self.market
@@ -125,27 +156,76 @@ class Auction:
             if lease.lease_id not in renewing:
                 self._end(lease, "expired")
         ranked = sorted(self.bids.values(), key=lambda b: (-b.density, b.job.arrival, b.job.id))
-        awards, lost_for_room, lost = self._allocate(ranked)
+        awards, lost, prices = self._settle_awards(ranked)
         for bid in lost:
             if bid.renewal is not None:
                 self._end(bid.renewal, "expired")
         for award in awards:
+            for victim in award.victims:
+                self._preempt(victim)
             if award.bid.renewal is not None and not award.kept_placement:
-                market.sim.evict(award.bid.job)  # migration: it restarts on its new resources
+                market.stop(award.bid.job)  # migration to its new resources
+        for award, price in zip(awards, prices, strict=True):
+            self._sign(award, price)
+        top = max((award.bid.density for award in awards), default=None)
+        if market.continuous:
+            for award in awards:
+                del self.bids[award.bid.job.id]
+            for bid in lost:
+                if bid.renewal is not None:
+                    del self.bids[bid.job.id]  # its lease has ended; the job may bid anew
+            # outbid: lost for room while a bid at least as high won
+            self.outbid = {
+                bid.job.id for bid in self.bids.values() if top is not None and bid.density <= top
+            }
+        else:
+            self.bids.clear()
+        for agent in market.agents:
+            self._recommit(agent)
+
+    def _settle_awards(
+        self, ranked: list[SealedBid]
+    ) -> tuple[list[Award], list[SealedBid], list[float]]:
+        """Winners, losers, and each winner's rent.
+
+        A bidder must be able to pay what its awards cost at signing. What a second-price
+        winner pays depends on the bids below it, so the walk admits a bid its owner could pay
+        at the reserve; an award whose actual payment its owner then cannot cover (with the
+        owner's awards ranked above it) is dropped, lost for lack of budget, and the walk runs
+        again without it until every award is affordable.
+        """
+        market = self.market
         reserve = market.config.reserve_price_per_gpu_hour
-        for award in awards:
-            bid = award.bid
-            if not award.kept_placement:
-                market.place(bid.job, award.plan)
-            price = self._price(bid, lost_for_room, reserve)
-            market.ledger.pay(bid.message.sender, MARKET, price)
-            if bid.renewal is not None:
-                market.renew_lease(bid.renewal, price)
-            else:
-                market.issue_lease(bid.message.sender, MARKET, bid.job, price)
-            market.stats.agreements += 1
-            market.record_price(price, bid.job.gpus)
-        self.bids.clear()
+        dropped: list[SealedBid] = []
+        while True:
+            left = [bid for bid in ranked if bid not in dropped]
+            awards, lost_for_room, lost = self._allocate(left)
+            prices = [self._price(award.bid, lost_for_room, reserve) for award in awards]
+            spent: dict[str, float] = {}
+            unaffordable = None
+            for award, price in zip(awards, prices, strict=True):
+                sender = award.bid.message.sender
+                spent[sender] = spent.get(sender, 0.0) + market.first_payment(price)
+                if not market.ledger.can_pay(sender, spent[sender]):
+                    unaffordable = award.bid
+                    break
+            if unaffordable is None:
+                return awards, [*lost, *dropped], prices
+            market.stats.rejected["unaffordable-bid"] += 1
+            dropped.append(unaffordable)
+
+    def _sign(self, award: Award, price: float) -> None:
+        """Place an award (unless it kept its placement), take the payment, write the lease."""
+        market, bid = self.market, award.bid
+        if not award.kept_placement:
+            market.place(bid.job, award.plan)
+        market.ledger.pay(bid.message.sender, MARKET, market.first_payment(price))
+        if bid.renewal is not None:
+            market.renew_lease(bid.renewal, price)
+        else:
+            market.issue_lease(bid.message.sender, MARKET, bid.job, price)
+        market.stats.agreements += 1
+        market.record_price(price, bid.job.gpus)
 
     def _allocate(
         self, ranked: list[SealedBid]
@@ -155,15 +235,18 @@ class Auction:
         state = market.sim.state
         reserve = market.config.reserve_price_per_gpu_hour
         saved = {b.job.id: state.release(b.job) for b in ranked if b.renewal is not None}
+        preemptible = self._preemptible()
+        taken: list[tuple[Job, list[Binding]]] = []  # victims released during the walk
         awards: list[Award] = []
         lost_for_room: list[float] = []
         lost: list[SealedBid] = []
+        spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
         try:
             for bid in ranked:
-                if bid.density < reserve:
+                if bid.density < reserve or not self._affordable(bid, spent):
                     lost.append(bid)
                     continue
-                plan, kept = None, False
+                plan, kept, victims = None, False, ()
                 if bid.renewal is not None:
                     try:
                         state.bind(bid.job, saved[bid.job.id])
@@ -171,20 +254,90 @@ class Auction:
                     except PlacementError:
                         pass
                 if plan is None:
-                    plan = market_plan(state, bid.job)
-                    if plan is not None:
-                        state.bind(bid.job, plan)
+                    plan = market.plan(bid.job)
+                if plan is None and preemptible:
+                    plan, victims = self._plan_with_preemption(bid, preemptible, taken)
                 if plan is None:
                     lost_for_room.append(bid.density)
                     lost.append(bid)
-                else:
-                    awards.append(Award(bid, plan, kept))
+                    continue
+                if not kept:
+                    state.bind(bid.job, plan)
+                awards.append(Award(bid, plan, kept, victims))
+                sender = bid.message.sender
+                spent[sender] = spent.get(sender, 0.0) + self._least_payment(bid)
         finally:
             for award in awards:
                 state.release(award.bid.job)
+            for job, held in reversed(taken):
+                state.bind(job, held)
             for job_id, held in saved.items():
                 state.bind(market.sim.jobs[job_id], held)
         return awards, lost_for_room, lost
+
+    def _least_payment(self, bid: SealedBid) -> float:
+        """The least an award of `bid` can cost at signing: at the reserve under second price."""
+        market = self.market
+        price = bid.message.price
+        if market.config.payment_rule == "second":
+            gpu_hours = bid.job.gpus * market.epoch_seconds / HOUR
+            price = min(price, market.config.reserve_price_per_gpu_hour * gpu_hours)
+        return market.first_payment(price)
+
+    def _affordable(self, bid: SealedBid, spent: dict[str, float]) -> bool:
+        """Whether the bidder could pay the least an award of `bid` costs, on top of what its
+        awards ranked above cost (a standing bid may outlive the balance it was made with)."""
+        sender = bid.message.sender
+        return self.market.ledger.can_pay(sender, spent.get(sender, 0.0) + self._least_payment(bid))
+
+    def _preemptible(self) -> list[tuple[float, Lease]]:
+        """Running auction leases a bid may take the place of, with the price per GPU-hour it
+        must exceed, cheapest first: lapsed (unpaid) leases at their rent, and with
+        `preemption_premium` set every other one at its rent raised by the premium."""
+        market = self.market
+        premium = market.config.preemption_premium
+        if premium is None and not market.lapsed:
+            return []
+        out = []
+        for lease in market.leases.values():
+            lapsed = lease.lease_id in market.lapsed
+            if lease.lender != MARKET or (premium is None and not lapsed):
+                continue
+            job = market.jobs_by_name[lease.job]
+            if market.sim.record(job.id).state is JobState.RUNNING:
+                density = lease.price / (job.gpus * market.epoch_seconds / HOUR)
+                out.append((density if lapsed else density * (1.0 + (premium or 0.0)), lease))
+        out.sort(key=lambda pair: (pair[0], pair[1].start_epoch, pair[1].lease_id))
+        return out
+
+    def _plan_with_preemption(
+        self,
+        bid: SealedBid,
+        preemptible: list[tuple[float, Lease]],
+        taken: list[tuple[Job, list[Binding]]],
+    ) -> tuple[list[Binding] | None, tuple[Lease, ...]]:
+        """Free the cheapest leases the bid outbids by the premium until it fits, or put them
+        back and return no plan."""
+        market = self.market
+        state = market.sim.state
+        victims: list[Lease] = []
+        for threshold, lease in list(preemptible):
+            if threshold >= bid.density:
+                break
+            job = market.jobs_by_name[lease.job]
+            if job.id not in state.holdings:
+                continue
+            taken.append((job, state.release(job)))
+            victims.append(lease)
+            plan = market.plan(bid.job)
+            if plan is not None:
+                for victim in victims:
+                    preemptible.remove(next(p for p in preemptible if p[1] is victim))
+                return plan, tuple(victims)
+        for _ in victims:
+            job, held = taken.pop()
+            state.bind(job, held)
+        return None, ()
 
     def _price(self, bid: SealedBid, lost_for_room: list[float], reserve: float) -> float:
         if self.market.config.payment_rule == "first":
@@ -196,7 +349,17 @@ class Auction:
 
     def _end(self, lease: Lease, reason: ReleaseReason) -> None:
         market = self.market
-        job = market.jobs_by_name[lease.job]
-        if market.sim.record(job.id).state is JobState.RUNNING:
-            market.sim.evict(job)
+        market.stop(market.jobs_by_name[lease.job])
         market.end_lease(lease.lease_id, reason)
+
+    def _preempt(self, lease: Lease) -> None:
+        """Take a lease's place: a lapsed one's job keeps its progress; a priced preemption's
+        victim keeps it as the scenario says."""
+        market = self.market
+        job = market.jobs_by_name[lease.job]
+        lapsed = lease.lease_id in market.lapsed
+        if market.sim.record(job.id).state is JobState.RUNNING:
+            market.sim.evict(job, keep_progress=True if lapsed else None)
+        market.end_lease(lease.lease_id, "lost" if lapsed else "preempted")
+        if not lapsed:
+            market.stats.preemptions += 1

@@ -6,17 +6,18 @@ Rules (one definition for the simulator and the in-cluster negotiators):
   (a whole GPU = 1000, a MIG instance its compute share), like a ResourceQuota. Simplification:
   one pool across GPU models; physical fit is still checked by the placement engine.
 * Within its effective quota (own + borrowed - lent) an agent's jobs are admitted free, oldest
-  first, at the start of every epoch (CPU-only jobs need no quota).
+  first, at the start of every round of clearing (CPU-only jobs need no quota).
 * An agent short of quota proposes to the agent with the most idle quota that can cover the job
   (resource = the job's demand, term = one lease term, price). The lender accepts, counters or
   rejects; the two alternate until agreement, rejection or `max_rounds` offers.
 * An agreement becomes a lease of quota from lender to borrower; the borrower pays the lender the
-  agreed rent now and every further epoch of the term, and its job is placed at once (if it no
+  agreed rent now (for the rest of the epoch under continuous clearing) and every further epoch
+  of the term, and its job is placed at once (if it no
   longer fits physically, the deal fails and nothing is paid). Leases end after their term
   unless renewed by a new agreement.
 * Reclaim notice: a lender whose own job waits for quota it has lent out gives notice; the lease
-  then ends after `RECLAIM_NOTICE_EPOCHS`, and the borrower's job is evicted if it no longer fits
-  the borrower's quota.
+  then ends after `RECLAIM_NOTICE_EPOCHS`, and the borrower's job is stopped if it no longer fits
+  the borrower's quota (with incumbency it keeps its progress and waits again).
 * An agent that rejects every offer keeps its capacity: nothing is ever taken without consent,
   except by the lease expiry or reclaim it agreed to.
 """
@@ -36,7 +37,7 @@ from gpuparley.envs.market.messages import (
     Reject,
     ReleaseReason,
 )
-from gpuparley.envs.market.placement import market_plan, place_cpu_only
+from gpuparley.envs.market.placement import place_cpu_only
 from gpuparley.envs.simulator import JobState
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class QuotaBook:
 
     def can_borrow_for(self, job: Job) -> bool:
         """Whether the job's owner lacks quota for it and another agent could lend enough: the
-        jobs worth a proposal (a job within quota is admitted free at the next epoch)."""
+        jobs worth a proposal (a job within quota is admitted free at the next round)."""
         key = (job.owner, job.milli_gpu)
         answer = self._borrowable.get(key)
         if answer is None:
@@ -184,7 +185,7 @@ class Bargain:
         for job in market.sim.pending():
             if job.pod.gpu.kind == "none" or book.shortfall(job) > 0:
                 continue
-            plan = market_plan(market.sim.state, job)
+            plan = market.plan(job)
             if plan is not None:
                 market.place(job, plan)
                 self.usage[job.owner] += job.milli_gpu
@@ -233,7 +234,7 @@ class Bargain:
             if record.state is JobState.RUNNING and self.usage[job.owner] > self.effective_quota(
                 job.owner
             ):
-                market.sim.evict(job)
+                market.stop(job)
                 self.usage[job.owner] -= job.milli_gpu
 
     # ------------------------------------------------------------ messages
@@ -248,6 +249,15 @@ class Bargain:
             ):
                 answers[thread.awaiting] = thread
         return answers
+
+    def engaged_jobs(self) -> set[int]:
+        """Jobs under negotiation: their owners act on them through the inbox."""
+        return {thread.job.id for thread in self.threads.values()}
+
+    def standing_bid(self, job: Job) -> float:
+        """Bargaining has no standing bids: a negotiation lasts one round."""
+        del job
+        return 0.0
 
     def pending_answer(self, agent: str) -> Thread | None:
         return self.pending_answers().get(agent)
@@ -366,7 +376,7 @@ class Bargain:
             if book.idle[thread.lender] < thread.quota or book.shortfall(job) > thread.quota:
                 market.stats.rejected["quota-changed"] += 1
                 return
-            plan = market_plan(market.sim.state, job)
+            plan = market.plan(job)
             if plan is None:
                 market.stats.rejected["no-physical-room"] += 1
                 return
@@ -382,7 +392,7 @@ class Bargain:
             )
         else:
             market.renew_lease(thread.renewal, thread.price)
-        market.ledger.pay(thread.borrower, thread.lender, thread.price)
+        market.ledger.pay(thread.borrower, thread.lender, market.first_payment(thread.price))
         market.stats.agreements += 1
         market.stats.rounds_to_agreement.append(thread.round)
         market.record_price(thread.price, job.gpus)

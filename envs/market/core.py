@@ -1,20 +1,23 @@
-"""The market: shared state of both mechanisms, and the epoch loop that drives the simulator.
+"""The market: shared state of both mechanisms, and the clearing loop that drives the simulator.
 
 One `Market` owns a `Simulator` (the same one the central schedulers run on), a `Ledger` of
 credits, the active leases, and a mechanism (`auction` or `bargain`) that decides who gets what.
 Agents act only by sending messages (`receive`), or by decisions that are turned into messages
 (`decide`); a message that fails validation is rejected with a reason and changes nothing.
 
-An epoch runs: `begin` (expire leases, admit what needs no negotiation) -> sub-steps in which
-every agent acts once (bids, offers, answers) -> `clear` (the auction allocates) -> the simulator
-advances `epoch_seconds` -> finished jobs pay out their value. The decision latency this adds
-(a job arriving mid-epoch waits for the next clearing) is part of the design being evaluated.
+A round runs: `begin` (admit what needs no negotiation) -> sub-steps in which every agent acts
+once (bids, offers, answers) -> `clear` (the auction allocates) -> the simulator advances to the
+next clearing -> finished jobs pay out their value. With `clearing: continuous` the next clearing
+is the next event (an arrival, a completion, the end of a MIG re-layout) or the next epoch
+boundary, whichever is first, but no sooner than `clearing_interval` after this one; with
+`clearing: epoch` it is the next epoch boundary, so a job arriving mid-epoch waits for it.
+Epochs are the billing period: at each boundary budgets refill, running leases pay their rent,
+and with incumbency a lease at the end of its term renews itself at its rent.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +28,7 @@ from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR, demand_of, job_name
 from gpuparley.envs.market.encoding import Decision
 from gpuparley.envs.market.ledger import Ledger
+from gpuparley.envs.market.market_metrics import MarketStats, market_summary
 from gpuparley.envs.market.messages import (
     MARKET,
     Accept,
@@ -38,6 +42,7 @@ from gpuparley.envs.market.messages import (
     ResourceItem,
     parse_message,
 )
+from gpuparley.envs.market.placement import market_chooser, market_plan
 from gpuparley.envs.metrics import DeadlockMonitor
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import JobState, Simulator
@@ -68,28 +73,27 @@ class Mechanism(Protocol):
     def pending_answers(self) -> dict[str, Any]:
         """`pending_answer` of every agent that has one."""
 
+    def engaged_jobs(self) -> set[int]:
+        """Jobs with a live bid or negotiation whose owner has nothing to decide about now."""
+
+    def standing_bid(self, job: Job) -> float:
+        """The rent `job`'s standing bid offers (0 if none)."""
+
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Any:
         """The bid or offer message for `job` at `price` (None if nobody could take it)."""
-
-
-@dataclass
-class MarketStats:
-    """Counters behind the market metrics of the episode summary."""
-
-    messages: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-    proposals: int = 0
-    agreements: int = 0
-    rounds_to_agreement: list[int] = field(default_factory=list)
-    allocations: int = 0
-    prices: list[tuple[float, float]] = field(default_factory=list)  # (time, credits/GPU-hour)
 
 
 class Market:
     """The negotiated allocation of one scenario's cluster among its agents."""
 
-    def __init__(self, scenario: Scenario, seed: int, mechanism: str | None = None) -> None:
-        from gpuparley.envs.market.mechanisms import make_mechanism
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        mechanism: str | None = None,
+        clearing: str | None = None,
+    ) -> None:
+        from gpuparley.envs.market.mechanisms import CLEARINGS, make_mechanism
 
         self.scenario = scenario
         self.config = scenario.market
@@ -97,11 +101,18 @@ class Market:
         self.agent_config = {agent.name: agent for agent in scenario.agents}
         jobs = scenario.build_jobs(seed)
         self.sim = Simulator(scenario.build_cluster(), jobs, None, scenario.settings)
+        self.chooser = market_chooser(self.config.placement, jobs)
+        self.clearing = clearing or self.config.clearing
+        if self.clearing not in CLEARINGS:
+            raise ValueError(f"clearing must be one of {', '.join(CLEARINGS)}, not {clearing!r}")
+        self.continuous = self.clearing == "continuous"
+        self.incumbency = bool(self.config.incumbency)
         self.deadlocks = DeadlockMonitor(self.sim)
         self.jobs_by_name: dict[str, Job] = {job_name(job): job for job in jobs}
         self._demands: dict[int, Demand] = {}
         self.ledger = Ledger(self.agents)
         self.epoch = 0
+        self.clearings = 0
         self.substep = 0
         self.epoch_seconds = float(self.config.epoch_seconds)
         self.term_epochs = int(self.config.lease_term_epochs)
@@ -113,6 +124,7 @@ class Market:
             a.name: round((a.quota_share or 0.0) * self.cluster_milli) for a in scenario.agents
         }
         self.leases: dict[str, Lease] = {}
+        self.lapsed: set[str] = set()  # unpaid leases a higher bid needing their room may take
         # Every ended lease with its release, in order: what a market controller publishes.
         self.releases: list[tuple[Lease, Release]] = []
         self.lease_by_job: dict[int, str] = {}
@@ -273,6 +285,7 @@ class Market:
 
     def end_lease(self, lease_id: str, reason: ReleaseReason) -> Release:
         lease = self.leases.pop(lease_id)
+        self.lapsed.discard(lease_id)
         job = self.jobs_by_name[lease.job]
         self.lease_by_job.pop(job.id, None)
         release = Release(
@@ -315,9 +328,30 @@ class Market:
         return [lease for lease in self.leases.values() if lease.expires_epoch <= self.epoch]
 
     # ------------------------------------------------------------------ placing
+    def plan(self, job: Job) -> list[Binding] | None:
+        """Where `job`'s unplaced pods would go now by the market's placement rule, or None."""
+        return market_plan(self.sim.state, job, self.chooser)
+
     def place(self, job: Job, plan: list[Binding]) -> None:
         self.sim.bind(job, plan)
         self.stats.allocations += 1
+
+    def stop(self, job: Job) -> None:
+        """Stop a running job whose lease ended without a priced preemption.
+
+        With incumbency the market never throws work away: the job keeps its progress (a
+        checkpoint) and waits again. Without it (the re-auction ablation), the scenario's
+        `preemption_keeps_progress` decides, as it always did.
+        """
+        if self.sim.record(job.id).state is JobState.RUNNING:
+            self.sim.evict(job, keep_progress=True if self.incumbency else None)
+
+    def first_payment(self, rent: float) -> float:
+        """What a lease signed now pays at signing: the rent for the rest of this epoch."""
+        if not self.continuous:
+            return rent
+        left = (self.epoch + 1) * self.epoch_seconds - self.sim.now
+        return rent * min(1.0, max(0.0, left / self.epoch_seconds))
 
     def term_seconds(self) -> float:
         return self.term_epochs * self.epoch_seconds
@@ -354,42 +388,68 @@ class Market:
         return all(agent in self.passed and agent not in answers for agent in self.agents)
 
     def end_substep(self) -> bool:
-        """Close a sub-step; close the epoch too when it is over. Returns True at epoch end."""
+        """Close a sub-step; close the round too when it is over. Returns True at round end."""
         self.substep += 1
         if not self.substeps_over:
             return False
         self.mechanism.clear()
-        self.sim.advance((self.epoch + 1) * self.epoch_seconds, self.deadlocks)
+        self.clearings += 1
+        boundary = (self.epoch + 1) * self.epoch_seconds
+        until = boundary if not self.continuous else self.next_clearing(boundary)
+        self.sim.advance(until, self.deadlocks)
         self._settle_finished()
-        self.epoch += 1
+        if until >= boundary or self.sim.now < until:  # (the horizon stops the clock: move on)
+            self.epoch += 1
+            self._refill()
+            self._charge_rents()
         self.substep = 0
         self.passed.clear()
-        self.committed = dict.fromkeys(self.agents, 0.0)
-        self._refill()
-        self._charge_rents()
         self.mechanism.begin()
         return True
 
-    def _charge_rents(self) -> None:
-        """Each running lease's holder pays its rent for the new epoch; unpaid leases lapse.
+    def next_clearing(self, boundary: float) -> float:
+        """When a continuous market clears next: the next event or epoch boundary, whichever
+        comes first, but no sooner than `clearing_interval` after now."""
+        now = self.sim.now
+        event = self.sim.next_event_time()
+        until = max(event, now + float(self.config.clearing_interval))
+        return boundary if until >= boundary or until <= now else until
 
-        Leases are charged oldest first, so an agent over-committed beyond its budget loses its
-        newest leases (their jobs are stopped) and never goes into debt.
+    def _charge_rents(self) -> None:
+        """Each running lease's holder pays its rent for the new epoch.
+
+        With incumbency an auction lease at the end of its term renews itself for another term
+        at the same rent (its holder keeps its placement while it pays), and a lease whose rent
+        goes unpaid lapses until its holder pays again: its job runs on, unpaid, but any bid
+        higher than its rent that needs its room takes it (`lapsed`; the job then waits again,
+        keeping its progress). Otherwise (loans between
+        agents, or no incumbency) an unpaid lease ends and its job stops. Leases are charged
+        oldest first, so an over-committed agent loses its newest leases and never goes into
+        debt.
         """
         epoch, ledger = self.epoch, self.ledger
         for lease in sorted(
             self.leases.values(), key=lambda lease: (lease.start_epoch, lease.lease_id)
         ):
-            if lease.start_epoch == epoch or lease.expires_epoch <= epoch:
-                continue  # paid at signing / up for renewal this epoch
+            if lease.start_epoch == epoch:
+                continue  # paid at signing
+            auctioned = self.incumbency and lease.lender == MARKET
+            if lease.expires_epoch <= epoch:
+                if not auctioned:
+                    continue  # up for renewal (re-auction), or a loan whose lender decides
+                lease = self.leases[lease.lease_id] = lease.model_copy(
+                    update={"expires_epoch": lease.expires_epoch + self.term_epochs}
+                )
             if ledger.can_pay(lease.holder, lease.price):
                 ledger.pay(lease.holder, lease.lender, lease.price)
+                self.lapsed.discard(lease.lease_id)
+                continue
+            self.stats.rejected["rent-unpaid"] += 1
+            if auctioned:
+                self.lapsed.add(lease.lease_id)
             else:
-                job = self.jobs_by_name[lease.job]
-                if self.sim.record(job.id).state is JobState.RUNNING:
-                    self.sim.evict(job)
+                self.stop(self.jobs_by_name[lease.job])
                 self.end_lease(lease.lease_id, "lost")
-                self.stats.rejected["rent-unpaid"] += 1
 
     def _refill(self) -> None:
         amounts = {}
@@ -428,36 +488,6 @@ class Market:
         """All jobs done, or nothing left that could ever happen."""
         return len(self.sim.completed) == len(self.sim.records)
 
-    # ------------------------------------------------------------------ metrics
     def summary_extras(self) -> dict[str, Any]:
-        stats = self.stats
-        prices = [p for _, p in stats.prices]
-        utility = {
-            agent: self.utility[agent] - self.ledger.paid[agent] + self.ledger.received[agent]
-            for agent in self.agents
-        }
-        proposals = max(stats.proposals, 1)
-        return {
-            "mechanism": self.mechanism.name,
-            "social_welfare": float(sum(self.utility.values())),
-            "utility_by_agent": utility,
-            "payments_by_agent": dict(self.ledger.paid),
-            "market_revenue": self.ledger.market_revenue,
-            "ledger_imbalance": self.ledger.imbalance(),
-            "proposals": stats.proposals,
-            "agreements": stats.agreements,
-            "agreement_rate": stats.agreements / proposals if stats.proposals else None,
-            "rounds_to_agreement_mean": (
-                float(np.mean(stats.rounds_to_agreement)) if stats.rounds_to_agreement else None
-            ),
-            "price_mean": float(np.mean(prices)) if prices else None,
-            "price_cv": (
-                float(np.std(prices) / np.mean(prices)) if prices and np.mean(prices) > 0 else None
-            ),
-            "messages": int(sum(stats.messages.values())),
-            "messages_rejected": dict(stats.rejected),
-            "messages_per_allocation": (
-                sum(stats.messages.values()) / stats.allocations if stats.allocations else None
-            ),
-            "epochs": self.epoch,
-        }
+        """The market's own metrics of the episode (`market_metrics`)."""
+        return market_summary(self)

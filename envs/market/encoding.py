@@ -10,7 +10,7 @@ simulator (`envs.market.views`) or from real cluster state (`deploy`).
 
 Actions (one `Discrete` space shared by every agent, so one policy can be shared)::
 
-    0                         pass (no more bids/proposals this epoch)
+    0                         pass (no more bids/proposals this round)
     1 + j*L + l               bid for / propose job slot j at price level l
     1 + J*L                   accept the offer at the head of the inbox
     2 + J*L                   reject it
@@ -38,7 +38,7 @@ import numpy as np
 
 from gpuparley.envs.market.frozen import quick_constructor
 
-SPEC_VERSION = "gpu_market_v0/1"
+SPEC_VERSION = "gpu_market_v1/1"
 JOB_SLOTS = 4
 PRICE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)
 TRUTHFUL_LEVEL = PRICE_LEVELS.index(1.0)
@@ -68,6 +68,7 @@ class JobSlot:
     renewal: bool
     fits_now: bool
     within_quota: bool
+    standing_bid: float = 0.0  # the rent its standing bid offers (0: none); shown when outbid
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class AgentView:
 
     balance: float
     budget_per_epoch: float
-    committed: float  # credits promised by this epoch's outstanding bids/offers
+    committed: float  # credits promised by outstanding bids/offers
     reference_price: float  # list price per GPU-hour, cluster average
     last_price: float  # last clearing/agreement price per GPU-hour (0 if none yet)
     quota_gpus: float
@@ -103,11 +104,12 @@ class AgentView:
     running_jobs: int
     leases_held: int
     leases_lent: int
-    epoch_fraction: float  # sub-step within the epoch / max sub-steps
+    epoch_fraction: float  # sub-step within the round / max sub-steps
     mechanism: Literal["auction", "bargain"]
     slots: tuple[JobSlot, ...] = ()
     inbox: InboxItem | None = None
     passed: bool = False
+    since_decision_hours: float = 0.0  # simulated time since this agent last had a decision
     extras: dict[str, float] = field(default_factory=dict, compare=False)
 
 
@@ -133,6 +135,7 @@ GLOBAL_FEATURES = (
     "log1p(leases_lent)",
     "epoch_fraction",
     "mechanism_is_bargain",
+    "tanh(since_decision_hours)",
 )
 SLOT_FEATURES = (
     "present",
@@ -146,6 +149,7 @@ SLOT_FEATURES = (
     "renewal",
     "fits_now",
     "within_quota",
+    "standing_bid/epoch_value",
 )
 INBOX_FEATURES = (
     "present",
@@ -218,7 +222,8 @@ def encode_many(views: Sequence[AgentView]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def action_mask(view: AgentView) -> np.ndarray:
-    """Which actions are legal: answer the inbox first; never bid beyond the free balance."""
+    """Which actions are legal: answer the inbox first; never offer (bargaining) beyond the free
+    balance. Auction bids at every level are legal: the auction checks payments, not bids."""
     budget = max(view.budget_per_epoch, 1e-9)
     return np.ndarray(
         (ACTION_COUNT,), _INT8, bytearray(_mask_bytes(view, _slot_codes(view, budget)))
@@ -258,6 +263,7 @@ def _encode_bytes(view: AgentView) -> tuple[bytes, bytes]:
             _log_count(view.leases_lent),
             view.epoch_fraction,
             float(view.mechanism == "bargain"),
+            math.tanh(view.since_decision_hours),
         )
     ]
     parts += [code.features for code in codes]
@@ -296,6 +302,8 @@ def _mask_bytes(view: AgentView, codes: list[_SlotCode]) -> bytes:
         return b"".join((_NO_BIDS, accept, b"\1", counters))
     if view.passed:
         return _PASS_ONLY
+    if view.mechanism == "auction":  # a bid is a value; the budget binds only what is paid
+        free = math.inf
     return b"".join(
         (
             b"\1",
@@ -383,6 +391,7 @@ def _state_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
         float(slot.renewal),
         float(slot.fits_now),
         float(slot.within_quota),
+        min(_ratio(slot.standing_bid, slot.epoch_value), 10.0),
     )
 
 

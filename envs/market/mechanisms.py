@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from gpuparley.envs.market.core import Market, Mechanism
 
 MECHANISMS: dict[str, Callable[[Market], Mechanism]] = {"auction": Auction, "bargain": Bargain}
+CLEARINGS = ("continuous", "epoch")
+"""When a market clears (`market.clearing`; `envs.market.core`)."""
 
 
 def make_mechanism(name: str, market: Market) -> Mechanism:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 API_VERSION: Literal["gpuparley.io/v1alpha1"] = "gpuparley.io/v1alpha1"
-ReleaseReason = Literal["expired", "reclaimed", "returned", "finished", "lost"]
+ReleaseReason = Literal["expired", "reclaimed", "returned", "finished", "lost", "preempted"]
 MARKET = "market"
 """The sender/receiver name of the market itself (auction clearing, lease issuing)."""
 
@@ -143,7 +143,8 @@ class Lease(_Message):
 
 
 class Release(_Message):
-    """End of a lease: expired, reclaimed, given back, or the job finished."""
+    """End of a lease: expired, reclaimed, given back, the job finished, its rent went unpaid
+    (lost), or a higher bid preempted it."""
 
     kind: Literal["Release"] = "Release"
     lease_id: str = _ID

@@ -1,12 +1,18 @@
 """The PettingZoo face of the market: a thin RL wrapper over `Market` and its simulator.
 
-Each `step` is one negotiation sub-step: every agent takes one action (bid / propose on a job,
-answer an offer, or pass). When every agent has passed with nothing left to answer, or the
-sub-step cap is reached, the epoch closes: the auction clears, the simulator advances one epoch,
-and finished jobs pay out. Rewards are realised job value minus net payments (payments made minus
-payments received), credited when they happen. Optional shaping (off by default) adds
-`shaping x (GPU-hours newly allocated to the agent's jobs / cluster GPUs)` each epoch, a dense
-signal for early training; evaluation always reports unshaped utility.
+The environment steps at decision points. Each `step` is one negotiation sub-step: every agent
+takes one action (bid / propose on a job, answer an offer, or pass; an agent with nothing to
+decide has only `pass` legal). When every agent has passed with nothing left to answer, or the
+sub-step cap is reached, the round closes: the market clears and the simulator advances to the
+next clearing (see `envs.market.core`). Rounds in which no agent has anything to decide (no new
+job, no outbid or renewable bid, no offer to answer) are played out inside the same `step`, so
+simulated time moves on between decisions and the policy is asked only when it has a choice; each
+observation carries the simulated time since its agent last had one.
+
+Rewards are realised job value minus net payments (payments made minus payments received),
+credited when they happen. Optional shaping (off by default) adds `shaping x (GPU-hours newly
+allocated to the agent's jobs / cluster GPUs)` each round, a dense signal for early training;
+evaluation always reports unshaped utility.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from gpuparley.envs.metrics import summarise
 from gpuparley.envs.scenario import Scenario, load_scenario
 
 
+def _has_decision(view: AgentView) -> bool:
+    """Whether the agent has something to decide: a job to bid on or an offer to answer."""
+    return bool(view.slots) or view.inbox is not None
+
+
 def observation_space() -> spaces.Dict:
     return spaces.Dict(
         {
@@ -49,7 +60,7 @@ class GPUMarketEnv(ParallelEnv):
     """Agents (tenants) negotiate for GPU capacity on a simulated cluster."""
 
     metadata: ClassVar[dict[str, Any]] = {
-        "name": "gpu_market_v0",
+        "name": "gpu_market_v1",
         "render_modes": ["ansi", "rgb_array"],
         "is_parallelizable": True,
     }
@@ -63,6 +74,7 @@ class GPUMarketEnv(ParallelEnv):
         render_mode: str | None = None,
         max_epochs: int | None = None,
         reward_shaping: float = 0.0,
+        clearing: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -79,6 +91,7 @@ class GPUMarketEnv(ParallelEnv):
             raise ValueError(
                 f"mechanism must be 'auction' or 'bargain', got {self.mechanism_name!r}"
             )
+        self.clearing = clearing
         self.render_mode = render_mode
         self.reward_shaping = reward_shaping
         self._max_epochs = max_epochs
@@ -102,12 +115,15 @@ class GPUMarketEnv(ParallelEnv):
     ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
         if seed is not None:
             self._default_seed = seed
-        self.market = Market(self.scenario, self._default_seed, self.mechanism_name)
+        self.market = Market(self.scenario, self._default_seed, self.mechanism_name, self.clearing)
         self.max_epochs = self._max_epochs or default_max_epochs(self.scenario, self.market)
         self.agents = list(self.possible_agents)
         self._allocated_seen = dict.fromkeys(self.agents, 0.0)
-        observations = self._observe()
-        return observations, self._infos()
+        self._last_decision = dict.fromkeys(self.agents, 0.0)
+        views = self._views()
+        while not any(_has_decision(view) for view in views.values()) and not self._over():
+            views = self._play_out_round()
+        return self._observe(views), self._infos()
 
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         market = self.market
@@ -116,14 +132,18 @@ class GPUMarketEnv(ParallelEnv):
         views, masks = self.views, self._masks
         for agent in self.agents:
             market.decide(agent, decode(actions.get(agent, 0), views[agent], masks.get(agent)))
-        epoch_ended = market.end_substep()
+        round_ended = market.end_substep()
+        views = self._views()
+        while not any(map(_has_decision, views.values())) and not self._over():
+            views = self._play_out_round()
+            round_ended = True
         rewards = market.collect_rewards()
-        if epoch_ended and self.reward_shaping:
+        if round_ended and self.reward_shaping:
             for agent, bonus in self._shaping().items():
                 rewards[agent] += bonus
         terminated = market.finished
         truncated = not terminated and market.epoch >= self.max_epochs
-        observations = self._observe()
+        observations = self._observe(views)
         infos = self._infos()
         if terminated or truncated:
             summary = self.episode_summary()
@@ -142,8 +162,30 @@ class GPUMarketEnv(ParallelEnv):
             raise RuntimeError("call reset() first")
         return self.market
 
-    def _observe(self) -> dict[str, dict[str, np.ndarray]]:
-        self.views = views = agent_views(self._running())
+    def _over(self) -> bool:
+        market = self._running()
+        return market.finished or market.epoch >= self.max_epochs
+
+    def _play_out_round(self) -> dict[str, AgentView]:
+        """Close the round when nobody has anything (left) to decide; the next round's views."""
+        market = self._running()
+        market.passed.update(self.agents)
+        while not market.end_substep():
+            market.passed.update(self.agents)
+        return self._views()
+
+    def _views(self) -> dict[str, AgentView]:
+        """Every agent's view now, with the time since its last decision (which it updates)."""
+        market = self._running()
+        now = market.sim.now
+        views = agent_views(market, self._last_decision)
+        for agent, view in views.items():
+            if _has_decision(view):
+                self._last_decision[agent] = now
+        return views
+
+    def _observe(self, views: dict[str, AgentView]) -> dict[str, dict[str, np.ndarray]]:
+        self.views = views
         vectors, masks = encode_many([views[agent] for agent in self.agents])
         observations = {}
         self._masks = {}

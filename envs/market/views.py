@@ -63,7 +63,7 @@ def _gpu_modes(market: Market) -> tuple[int, np.ndarray, int]:
     return modes
 
 
-def _slots(market: Market) -> dict[tuple[int, bool], JobSlot]:
+def _slots(market: Market) -> dict[tuple[int, bool, float], JobSlot]:
     """Job slots built so far; they hold until the clock, the cluster or the leases change."""
     key = (market.sim.now, market.sim.state.version, len(market.leases))
     cached = market.view_cache.get("slots")
@@ -72,7 +72,9 @@ def _slots(market: Market) -> dict[tuple[int, bool], JobSlot]:
     return cached[1]
 
 
-def _build_slot(market: Market, job: Job, renewal: bool, within_quota: bool) -> JobSlot:
+def _build_slot(
+    market: Market, job: Job, renewal: bool, within_quota: bool, standing: float
+) -> JobSlot:
     sim = market.sim
     now = sim.now
     name, gpus, kind, density, due = _job_facts(market, job)
@@ -91,6 +93,7 @@ def _build_slot(market: Market, job: Job, renewal: bool, within_quota: bool) -> 
         renewal,  # renewal
         renewal or sim.state.can_fit_somewhere(job),  # fits_now
         within_quota,  # within_quota
+        standing,  # standing_bid
     )
 
 
@@ -159,8 +162,7 @@ def _candidates(
     """Per agent: the slots of the jobs it may act on now, at most `JOB_SLOTS` (renewals due
     first, then waiting jobs by value per unit of work; ties by job id)."""
     mechanism = market.mechanism
-    busy = {t.job.id for t in getattr(mechanism, "threads", {}).values()}
-    busy |= set(getattr(mechanism, "bids", {}))
+    busy = mechanism.engaged_jobs()
     built = _slots(market)
     by_agent: dict[str, list[JobSlot]] = {agent: [] for agent in market.agents}
     renewals = []
@@ -173,9 +175,9 @@ def _candidates(
     for job in renewals:
         slots = by_agent[job.owner]
         if len(slots) < JOB_SLOTS:
-            slot = built.get((job.id, True))
+            slot = built.get((job.id, True, 0.0))
             if slot is None:
-                slot = built[(job.id, True)] = _build_slot(market, job, True, True)
+                slot = built[(job.id, True, 0.0)] = _build_slot(market, job, True, True, 0.0)
             slots.append(slot)
     for agent, jobs in ranked.items():
         slots = by_agent[agent]
@@ -184,9 +186,12 @@ def _candidates(
                 break
             if job.id in busy or (book is not None and not book.can_borrow_for(job)):
                 continue
-            slot = built.get((job.id, False))
+            standing = mechanism.standing_bid(job)
+            slot = built.get((job.id, False, standing))
             if slot is None:
-                slot = built[(job.id, False)] = _build_slot(market, job, False, book is None)
+                slot = built[(job.id, False, standing)] = _build_slot(
+                    market, job, False, book is None, standing
+                )
             slots.append(slot)
     return {agent: tuple(slots) for agent, slots in by_agent.items()}
 
@@ -217,8 +222,11 @@ def _occupancy(market: Market) -> _Occupancy:
     return occupancy
 
 
-def agent_views(market: Market) -> dict[str, AgentView]:
-    """The current view of every agent."""
+def agent_views(
+    market: Market, last_decision: dict[str, float] | None = None
+) -> dict[str, AgentView]:
+    """The current view of every agent; `last_decision`: when each last had a decision (the
+    environment keeps it; absent, the time since is 0)."""
     occupancy = _occupancy(market)
     whole, mig_free, share_free = occupancy.free
     running, used = occupancy.running, occupancy.used
@@ -235,6 +243,7 @@ def agent_views(market: Market) -> dict[str, AgentView]:
     reference_price, last_price = market.reference_price, market.last_price
     cluster_gpus = float(market.sim.state.gpu_count)
     epoch_fraction = market.substep / market.max_substeps
+    now = market.sim.now
     views = {}
     for agent in market.agents:
         thread = answers.get(agent)
@@ -279,6 +288,7 @@ def agent_views(market: Market) -> dict[str, AgentView]:
             candidates[agent],  # slots
             inbox,  # inbox
             agent in passed,  # passed
+            (now - last_decision[agent]) / HOUR if last_decision else 0.0,  # since_decision_hours
         )
     return views
 

@@ -1,4 +1,4 @@
-"""One market run: the scenario's agents negotiate through `gpu_market_v0` until the episode ends.
+"""One market run: the scenario's agents negotiate through `gpu_market_v1` until the episode ends.
 
 This is the market's counterpart of `runner.simulate`: same scenario, same seed, same workload
 and simulator, the allocation decided by negotiators instead of a central scheduler. Evaluation,
@@ -32,9 +32,12 @@ def run_market(
     mechanism: str | None = None,
     on_progress: Callable[[float], None] | None = None,
     max_epochs: int | None = None,
+    clearing: str | None = None,
 ) -> MarketRun:
     """Play one episode; `negotiators` is one policy for every seat or one per agent."""
-    env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
+    env = GPUMarketEnv(
+        scenario=scenario, mechanism=mechanism, max_epochs=max_epochs, clearing=clearing
+    )
 
     def watch(env: GPUMarketEnv) -> None:
         if on_progress is not None and env.market is not None and env.market.epoch % 20 == 0:

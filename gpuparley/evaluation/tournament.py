@@ -117,6 +117,7 @@ def run_policy(
             mechanism=policy.mechanism,
             on_progress=on_progress,
             max_epochs=horizon.epochs(capped.market.epoch_seconds),
+            clearing=policy.clearing,
         )
         sim, metrics = run.env.market.sim, run.metrics
         utility, mechanism = metrics["utility_by_agent"], metrics["mechanism"]

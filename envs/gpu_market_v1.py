@@ -1,7 +1,7 @@
-"""`gpu_market_v0`: the PettingZoo GPU-market environment.
+"""`gpu_market_v1`: the PettingZoo GPU-market environment.
 
-    from gpuparley.envs import gpu_market_v0
-    env = gpu_market_v0.parallel_env(scenario="tiny", mechanism="auction", seed=0)
+    from gpuparley.envs import gpu_market_v1
+    env = gpu_market_v1.parallel_env(scenario="tiny", mechanism="auction", seed=0)
 
 `parallel_env` is the native ParallelEnv; `raw_env` its AEC conversion; `env` the AEC
 environment with PettingZoo's standard safety wrappers.
