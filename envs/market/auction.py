@@ -8,9 +8,12 @@ Rules (one definition for the simulator and the in-cluster negotiators):
   signing (for the rest of the epoch; the whole epoch under epoch clearing), and the rent is
   then due at every epoch boundary. So capacity nobody else wants goes to whoever values it at
   the reserve price, broke or not, and contested capacity to the highest bid its owner can pay.
-* Clearing ranks bids by price per GPU-hour (ties: earlier job first) and walks down the list,
-  placing each bundle if it fits (MIG geometry, GPU models, CPU and memory: the market's
-  placement rule decides where) and its price per GPU-hour is at least the reserve.
+* Clearing ranks bids by their rent per epoch, highest first (ties: earlier job first), and
+  walks down the list, placing each bundle if it fits (MIG geometry, GPU models, CPU and memory:
+  the market's placement rule decides where) and its price per GPU-hour is at least the reserve.
+  Greedy by value rather than by value per GPU: large valuable bundles are placed before the
+  small ones that would fragment their room (first-fit-decreasing in spirit), which on the
+  bundled scenarios allocates 0-3 points more than ranking by density for the same welfare.
 * Continuous clearing: a bid that loses stands, and is cleared again at every later clearing
   until it wins or its owner replaces it with a new bid for the same job. A standing bid that
   lost for room while a bid at least as high won was outbid: its job is offered to its owner
@@ -27,10 +30,12 @@ Rules (one definition for the simulator and the in-cluster negotiators):
   leases whose price per GPU-hour, raised by the premium, is below its own, cheapest first;
   their leases end as `preempted` and their jobs wait again (keeping progress as
   `settings.preemption_keeps_progress` says).
-* Payment: `first` price pays the bid. `second` price pays, per GPU-hour, the highest losing bid
-  ranked below the winner that lost for lack of room in the same clearing (or the reserve): the
-  (k+1)-th price rule, truthful for bidders that want one unit of a homogeneous good; for
-  multi-GPU bundles it approximates the critical price. Payments go to the market.
+* Payment: `first` price pays the bid. `second` price pays, per GPU-hour, the first bid ranked
+  below the winner that lost for lack of room in the same clearing and would fit in the room
+  the winner takes (or the reserve), at most the winner's own bid: the (k+1)-th price rule,
+  truthful for bidders that want one unit of a homogeneous good; for bundles it approximates
+  the critical price (a gang that could not use the winner's room does not raise its price).
+  Payments go to the market.
 * CPU-only jobs need no GPU and are placed without a bid.
 """
 
@@ -60,6 +65,13 @@ class SealedBid:
 
 
 _new_sealed_bid = quick_constructor(SealedBid)  # a bid or more per sub-step (see `frozen`)
+CRITICAL_SCAN = 16
+"""Losing bids tried, highest first, for the one that sets a winner's second price."""
+
+
+def _rank(bid: SealedBid) -> tuple[float, float, int]:
+    """Clearing order: highest rent per epoch first, then the earlier job."""
+    return (-bid.message.price, bid.job.arrival, bid.job.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +167,7 @@ class Auction:
         for lease in market.due_leases():
             if lease.lease_id not in renewing:
                 self._end(lease, "expired")
-        ranked = sorted(self.bids.values(), key=lambda b: (-b.density, b.job.arrival, b.job.id))
+        ranked = sorted(self.bids.values(), key=_rank)
         awards, lost, prices = self._settle_awards(ranked)
         for bid in lost:
             if bid.renewal is not None:
@@ -199,8 +211,8 @@ class Auction:
         dropped: list[SealedBid] = []
         while True:
             left = [bid for bid in ranked if bid not in dropped]
-            awards, lost_for_room, lost = self._allocate(left)
-            prices = [self._price(award.bid, lost_for_room, reserve) for award in awards]
+            awards, critical, lost = self._allocate(left)
+            prices = [self._price(a.bid, c, reserve) for a, c in zip(awards, critical, strict=True)]
             spent: dict[str, float] = {}
             unaffordable = None
             for award, price in zip(awards, prices, strict=True):
@@ -230,7 +242,10 @@ class Auction:
     def _allocate(
         self, ranked: list[SealedBid]
     ) -> tuple[list[Award], list[float], list[SealedBid]]:
-        """Decide winners on the engine without touching the simulator, then restore it."""
+        """Decide winners on the engine without touching the simulator, then restore it.
+
+        Returns the awards, each award's critical density (`_critical`) and the losing bids.
+        """
         market = self.market
         state = market.sim.state
         reserve = market.config.reserve_price_per_gpu_hour
@@ -238,8 +253,9 @@ class Auction:
         preemptible = self._preemptible()
         taken: list[tuple[Job, list[Binding]]] = []  # victims released during the walk
         awards: list[Award] = []
-        lost_for_room: list[float] = []
+        lost_for_room: list[SealedBid] = []
         lost: list[SealedBid] = []
+        critical: list[float] = []
         spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
         try:
             for bid in ranked:
@@ -258,7 +274,7 @@ class Auction:
                 if plan is None and preemptible:
                     plan, victims = self._plan_with_preemption(bid, preemptible, taken)
                 if plan is None:
-                    lost_for_room.append(bid.density)
+                    lost_for_room.append(bid)
                     lost.append(bid)
                     continue
                 if not kept:
@@ -266,6 +282,7 @@ class Auction:
                 awards.append(Award(bid, plan, kept, victims))
                 sender = bid.message.sender
                 spent[sender] = spent.get(sender, 0.0) + self._least_payment(bid)
+            critical = [self._critical(award, lost_for_room) for award in awards]
         finally:
             for award in awards:
                 state.release(award.bid.job)
@@ -273,7 +290,25 @@ class Auction:
                 state.bind(job, held)
             for job_id, held in saved.items():
                 state.bind(market.sim.jobs[job_id], held)
-        return awards, lost_for_room, lost
+        return awards, critical, lost
+
+    def _critical(self, award: Award, lost_for_room: list[SealedBid]) -> float:
+        """The density of the first bid ranked below the award that lost for room and would fit
+        in the room the award takes (0 if none among the first `CRITICAL_SCAN`): what the winner
+        displaced, the density it must pay under second price. A loser that could not use that
+        room (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
+        """
+        state = self.market.sim.state
+        job = award.bid.job
+        held = state.release(job)
+        try:
+            below = [b for b in lost_for_room if _rank(b) > _rank(award.bid)]
+            for bid in below[:CRITICAL_SCAN]:
+                if self.market.plan(bid.job) is not None:
+                    return bid.density
+            return 0.0
+        finally:
+            state.bind(job, held)
 
     def _least_payment(self, bid: SealedBid) -> float:
         """The least an award of `bid` can cost at signing: at the reserve under second price."""
@@ -339,11 +374,10 @@ class Auction:
             state.bind(job, held)
         return None, ()
 
-    def _price(self, bid: SealedBid, lost_for_room: list[float], reserve: float) -> float:
+    def _price(self, bid: SealedBid, critical: float, reserve: float) -> float:
         if self.market.config.payment_rule == "first":
             return bid.message.price
-        below = [d for d in lost_for_room if d <= bid.density]
-        density = max([reserve, *below])
+        density = max(reserve, critical)
         gpu_hours = bid.job.gpus * self.market.epoch_seconds / HOUR
         return min(bid.message.price, density * gpu_hours)
 
