@@ -4,6 +4,9 @@ Figures (printed and saved to benchmarks/results/env_throughput.json):
 
 * agent-steps/s on `tiny` (3 agents) for both mechanisms; target >= 20,000 on one core;
 * the same at `openb` scale (1,213 nodes, 5,706 pods) with 8 agents;
+* simulated jobs per second of whole truthful-market episodes on `openb-loaded` (continuous
+  clearing, FGD placement), as a ratio to the FGD scheduler replaying the same jobs in the same
+  process (what one market decision costs over one scheduling decision);
 * cost per environment step as the number of agents grows 2 -> 64 (on `gang-heavy`) and as the
   cluster grows 100 -> 5,000 nodes (gang-heavy's node groups repeated), each as a ratio to the
   smallest run in the same process.
@@ -23,7 +26,11 @@ import time
 
 import numpy as np
 
+from gpuparley.agents.negotiators.simple import Truthful
 from gpuparley.envs import gpu_market_v1
+from gpuparley.envs.market.episode import play_episode
+from gpuparley.envs.scenario import load_scenario
+from gpuparley.evaluation.runner import simulate
 
 from _common import peak_rss_mib, save
 
@@ -71,8 +78,31 @@ def _run(steps: int, **env_kwargs) -> tuple[int, float, float, int]:
     return len(env.possible_agents), env_seconds, clock() - start, agent_steps
 
 
+def jobs_per_second(scenario: str = "openb-loaded", seed: int = 0) -> dict[str, float]:
+    """Jobs per wall second of a whole truthful-market episode and of the FGD scheduler on the
+    same jobs (best of `REPEATS` each), and their ratio."""
+    loaded = load_scenario(scenario)
+    market, scheduler, jobs = [], [], 0
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        env = gpu_market_v1.parallel_env(scenario=loaded)
+        episode = play_episode(env, Truthful(), seed)
+        market.append(time.perf_counter() - start)
+        jobs = int(episode.summary["jobs_finished"])
+        start = time.perf_counter()
+        simulate(loaded, "fgd", seed)
+        scheduler.append(time.perf_counter() - start)
+    return {
+        "jobs": jobs,
+        "market_jobs_per_s": jobs / min(market),
+        "fgd_jobs_per_s": jobs / min(scheduler),
+        "market_over_fgd_time": min(market) / min(scheduler),
+    }
+
+
 def main() -> None:
     figures: dict[str, object] = {}
+    figures["openb_loaded_jobs"] = jobs_per_second()
     for mechanism in ("auction", "bargain"):
         figures[f"tiny_{mechanism}"] = throughput(scenario="tiny", mechanism=mechanism)
         figures[f"openb_{mechanism}"] = throughput(steps=300, scenario="openb", mechanism=mechanism)
@@ -107,6 +137,12 @@ def main() -> None:
             f"({row['agents']} agents, {row['us_per_step']:.0f} us/step; "
             f"{row['loop_agent_steps_per_s']:,.0f} with the random policy's time)"
         )
+    row = figures["openb_loaded_jobs"]
+    print(
+        f"openb-loaded: {row['market_jobs_per_s']:,.0f} jobs/s through the truthful market, "
+        f"{row['fgd_jobs_per_s']:,.0f} through FGD (market x{row['market_over_fgd_time']:.1f} "
+        f"the time, {row['jobs']} jobs)"
+    )
     print("step cost vs agents (gang-heavy), ratio to 2 agents:")
     for row in agents:
         print(

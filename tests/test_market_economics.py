@@ -3,6 +3,7 @@
 import pytest
 
 from gpuparley.agents.negotiators.simple import Truthful
+from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.market.encoding import REJECT, decode, encode
 from gpuparley.envs.market.messages import Offer
@@ -12,6 +13,7 @@ from gpuparley.envs.simulator import JobState
 from market_builders import gpu_job, market_with_jobs, scenario_file
 
 RICH = 1000.0
+SPEED = CATALOGUE["A100-80GB"].relative_speed  # rents are per epoch of reference-speed compute
 
 
 def play_epoch(market, policies):
@@ -44,7 +46,7 @@ def test_truthful_second_price_allocates_the_highest_values_and_charges_the_next
     assert running == {ranked[0].id, ranked[1].id}
     # (k+1)-th price: both winners pay the losing bid's rent (per GPU-hour, equal sizes here)
     # for the epoch cleared and, at the start of the next, for the second epoch of the lease
-    losing_rent = ranked[2].value * 300 / 3600
+    losing_rent = ranked[2].value * 300 / 3600 * SPEED
     for job in ranked[:2]:
         assert market.ledger.paid[job.owner] == pytest.approx(2 * losing_rent)
     assert market.ledger.paid[ranked[2].owner] == 0
@@ -58,7 +60,7 @@ def test_first_price_charges_the_bid(tmp_path):
     market = market_with_jobs(path, jobs, "auction")
     play_epoch(market, dict.fromkeys(market.agents, Truthful()))
     assert market.sim.record(0).state is JobState.RUNNING
-    assert market.ledger.paid["ann"] == pytest.approx(2 * 12.0 * 300 / 3600)
+    assert market.ledger.paid["ann"] == pytest.approx(2 * 12.0 * 300 / 3600 * SPEED)
 
 
 def test_reserve_price_keeps_cheap_bids_out(tmp_path):

@@ -4,7 +4,8 @@ Truthful: bids what an epoch of running is worth to its most valuable job (level
 per sub-step; when the budget cannot cover that, the highest affordable lower level, or the next
 job (a budget-constrained truthful bidder: it never overstates its value). As a lender it
 accepts any offer of at least the list price of the capacity when it has work of its own
-waiting, and any positive offer otherwise (idle quota earns nothing); it never counters. As a
+waiting, and any offer otherwise (idle quota earns nothing, so lending it costs nothing); it
+never counters. As a
 proposer facing a counter it accepts a price up to the job's worth and rejects anything above.
 """
 
@@ -33,7 +34,7 @@ class Truthful:
         inbox = view.inbox
         if inbox is not None:
             if inbox.as_lender:
-                reservation = inbox.anchor if view.pending_jobs else 1e-9
+                reservation = inbox.anchor if view.pending_jobs else 0.0
                 return first_legal(mask, [ACCEPT if inbox.price >= reservation else REJECT])
             return first_legal(mask, [ACCEPT if inbox.price <= inbox.anchor else REJECT])
         levels = range(TRUTHFUL_LEVEL, -1, -1)

@@ -8,6 +8,8 @@ Rules (one definition for the simulator and the in-cluster negotiators):
   signing (for the rest of the epoch; the whole epoch under epoch clearing), and the rent is
   then due at every epoch boundary. So capacity nobody else wants goes to whoever values it at
   the reserve price, broke or not, and contested capacity to the highest bid its owner can pay.
+  Rents are per epoch of reference-speed compute: on GPUs of relative speed s a lease pays s x
+  its rent per epoch, and its job runs s times as fast.
 * Clearing ranks bids by their rent per epoch, highest first (ties: earlier job first), and
   walks down the list, placing each bundle if it fits (MIG geometry, GPU models, CPU and memory:
   the market's placement rule decides where) and its price per GPU-hour is at least the reserve.
@@ -18,8 +20,10 @@ Rules (one definition for the simulator and the in-cluster negotiators):
   until it wins or its owner replaces it with a new bid for the same job. A standing bid that
   lost for room while a bid at least as high won was outbid: its job is offered to its owner
   again for one round, to raise the bid or let it stand. Epoch clearing: bids last one clearing.
-* Incumbency (default): a won lease renews itself at the end of every term at its rent, so a
-  running job keeps its placement while its holder pays; nothing running is re-auctioned.
+* Incumbency (default): a won lease renews itself at the end of every term, so a running job
+  keeps its placement while its holder pays; nothing running is re-auctioned. Under second
+  price the renewed rent is the going rate for its room (`renewal_price`): what the first
+  waiting bid that could use the room offers (the reserve if none), never above the winning bid.
   Without incumbency (the ablation), holders of leases that end re-bid to renew, their resources
   are re-auctioned with everything else (a renewing job keeps its exact placement when it is
   still free at its turn), and a renewal that loses ends the lease and stops the job.
@@ -49,7 +53,8 @@ from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
 from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason
-from gpuparley.envs.market.placement import place_cpu_only
+from gpuparley.envs.market.placement import market_plan, place_cpu_only
+from gpuparley.envs.planner import first_fit_choice
 from gpuparley.envs.simulator import JobState
 
 if TYPE_CHECKING:
@@ -91,6 +96,7 @@ class Auction:
         self.market = market
         self.bids: dict[int, SealedBid] = {}  # by job id; standing ones under continuous clearing
         self.outbid: set[int] = set()  # jobs whose standing bid was outbid at the last clearing
+        self.ceilings: dict[str, float] = {}  # lease id -> the bid that won it
 
     def begin(self) -> None:
         place_cpu_only(self.market)
@@ -192,8 +198,10 @@ class Auction:
             }
         else:
             self.bids.clear()
-        for agent in market.agents:
-            self._recommit(agent)
+        committed = dict.fromkeys(market.agents, 0.0)
+        for bid in self.bids.values():
+            committed[bid.message.sender] += bid.message.price
+        market.committed = committed
 
     def _settle_awards(
         self, ranked: list[SealedBid]
@@ -217,7 +225,8 @@ class Auction:
             unaffordable = None
             for award, price in zip(awards, prices, strict=True):
                 sender = award.bid.message.sender
-                spent[sender] = spent.get(sender, 0.0) + market.first_payment(price)
+                rent = price * market.speed_of(award.plan)
+                spent[sender] = spent.get(sender, 0.0) + market.first_payment(rent)
                 if not market.ledger.can_pay(sender, spent[sender]):
                     unaffordable = award.bid
                     break
@@ -231,11 +240,13 @@ class Auction:
         market, bid = self.market, award.bid
         if not award.kept_placement:
             market.place(bid.job, award.plan)
-        market.ledger.pay(bid.message.sender, MARKET, market.first_payment(price))
+        rent = price * market.speed_of(award.plan)
+        market.ledger.pay(bid.message.sender, MARKET, market.first_payment(rent))
         if bid.renewal is not None:
-            market.renew_lease(bid.renewal, price)
+            lease = market.renew_lease(bid.renewal, price)
         else:
-            market.issue_lease(bid.message.sender, MARKET, bid.job, price)
+            lease = market.issue_lease(bid.message.sender, MARKET, bid.job, price)
+        self.ceilings[lease.lease_id] = bid.message.price
         market.stats.agreements += 1
         market.record_price(price, bid.job.gpus)
 
@@ -298,13 +309,16 @@ class Auction:
         displaced, the density it must pay under second price. A loser that could not use that
         room (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
         """
+        rank = _rank(award.bid)
+        below = [b for b in lost_for_room if _rank(b) > rank][:CRITICAL_SCAN]
+        if not below:
+            return 0.0
         state = self.market.sim.state
         job = award.bid.job
         held = state.release(job)
         try:
-            below = [b for b in lost_for_room if _rank(b) > _rank(award.bid)]
-            for bid in below[:CRITICAL_SCAN]:
-                if self.market.plan(bid.job) is not None:
+            for bid in below:  # whether it fits, not where: the cheap chooser answers that
+                if market_plan(state, bid.job, first_fit_choice) is not None:
                     return bid.density
             return 0.0
         finally:
@@ -373,6 +387,30 @@ class Auction:
             job, held = taken.pop()
             state.bind(job, held)
         return None, ()
+
+    def renewal_price(self, lease: Lease) -> float:
+        """The rent of an incumbent lease for its next term: under second price, what the
+        first waiting bid that could use its room offers per GPU-hour (the reserve if none), at
+        most the bid that won the lease; under first price, unchanged. A holder thus pays the
+        going rate for keeping its place, not the price of the day it signed."""
+        market = self.market
+        ceiling = self.ceilings.get(lease.lease_id, lease.price)
+        if market.config.payment_rule == "first":
+            return lease.price
+        job = market.jobs_by_name[lease.job]
+        state = market.sim.state
+        waiting = sorted(self.bids.values(), key=_rank)[:CRITICAL_SCAN]
+        density = market.config.reserve_price_per_gpu_hour
+        if waiting and job.id in state.holdings:
+            held = state.release(job)
+            try:
+                for bid in waiting:
+                    if market_plan(state, bid.job, first_fit_choice) is not None:
+                        density = max(density, bid.density)
+                        break
+            finally:
+                state.bind(job, held)
+        return min(ceiling, density * job.gpus * market.epoch_seconds / HOUR)
 
     def _price(self, bid: SealedBid, critical: float, reserve: float) -> float:
         if self.market.config.payment_rule == "first":

@@ -259,6 +259,10 @@ class Bargain:
         del job
         return 0.0
 
+    def renewal_price(self, lease: Lease) -> float:
+        """Loans never renew themselves: their renewal is a new agreement."""
+        return lease.price
+
     def pending_answer(self, agent: str) -> Thread | None:
         return self.pending_answers().get(agent)
 

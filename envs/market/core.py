@@ -79,6 +79,9 @@ class Mechanism(Protocol):
     def standing_bid(self, job: Job) -> float:
         """The rent `job`'s standing bid offers (0 if none)."""
 
+    def renewal_price(self, lease: Lease) -> float:
+        """The rent of a lease that renews itself (incumbency) for its next term."""
+
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Any:
         """The bid or offer message for `job` at `price` (None if nobody could take it)."""
 
@@ -346,6 +349,23 @@ class Market:
         if self.sim.record(job.id).state is JobState.RUNNING:
             self.sim.evict(job, keep_progress=True if self.incumbency else None)
 
+    def speed_of(self, plan: list[Binding]) -> float:
+        """The relative speed a job placed by `plan` runs at (its slowest GPU's; 1 without
+        speed scaling): an auction lease pays its rent per epoch of reference-speed compute,
+        `rent x speed` per epoch, so what a job pays over its life does not depend on the GPU
+        model it lands on (it runs `speed` times as fast)."""
+        models = self.sim.state.gpu_model_name
+        speeds = [CATALOGUE[models[g]].relative_speed for _, pod in plan for g in pod.gpus]
+        return min(speeds) if speeds and self.scenario.settings.speed_scaling else 1.0
+
+    def rent_due(self, lease: Lease) -> float:
+        """One epoch's rent of a running lease: scaled by its job's speed if the market lent
+        it (`speed_of`); a loan between agents pays what they agreed."""
+        if lease.lender != MARKET:
+            return lease.price
+        job = self.jobs_by_name[lease.job]
+        return lease.price * self.speed_of(list(self.sim.state.holdings.get(job.id, ())))
+
     def first_payment(self, rent: float) -> float:
         """What a lease signed now pays at signing: the rent for the rest of this epoch."""
         if not self.continuous:
@@ -357,11 +377,13 @@ class Market:
         return self.term_epochs * self.epoch_seconds
 
     def epoch_value(self, job: Job) -> float:
-        """What one epoch of running is worth to a job's owner: its value times the share of
-        the remaining work one epoch completes (the truthful rent)."""
+        """What one epoch of running is worth to a job's owner (the truthful rent): what the
+        job is worth if it runs from now to the end (less once its deadline is missed), times
+        the share of the remaining work one epoch completes."""
         record = self.sim.record(job.id)
         remaining = max(record.remaining, 1e-9)
-        return job.value * min(1.0, self.epoch_seconds / remaining)
+        worth = job.realised_value(self.sim.now + remaining)
+        return worth * min(1.0, self.epoch_seconds / remaining)
 
     def list_cost(self, gpus: float) -> float:
         """List-price rent of `gpus` GPU-equivalents for one epoch."""
@@ -419,13 +441,12 @@ class Market:
         """Each running lease's holder pays its rent for the new epoch.
 
         With incumbency an auction lease at the end of its term renews itself for another term
-        at the same rent (its holder keeps its placement while it pays), and a lease whose rent
-        goes unpaid lapses until its holder pays again: its job runs on, unpaid, but any bid
-        higher than its rent that needs its room takes it (`lapsed`; the job then waits again,
-        keeping its progress). Otherwise (loans between
-        agents, or no incumbency) an unpaid lease ends and its job stops. Leases are charged
-        oldest first, so an over-committed agent loses its newest leases and never goes into
-        debt.
+        at the mechanism's renewal price (its holder keeps its placement while it pays); a lease
+        whose rent goes unpaid lapses until its holder pays again: its job runs on, unpaid, but
+        any bid higher than its rent that needs its room takes it (`lapsed`; the job then waits
+        again, keeping its progress). Otherwise (loans between agents, or no incumbency) an
+        unpaid lease ends and its job stops. Leases are charged oldest first, so an
+        over-committed agent loses its newest leases and never goes into debt.
         """
         epoch, ledger = self.epoch, self.ledger
         for lease in sorted(
@@ -438,10 +459,14 @@ class Market:
                 if not auctioned:
                     continue  # up for renewal (re-auction), or a loan whose lender decides
                 lease = self.leases[lease.lease_id] = lease.model_copy(
-                    update={"expires_epoch": lease.expires_epoch + self.term_epochs}
+                    update={
+                        "expires_epoch": lease.expires_epoch + self.term_epochs,
+                        "price": self.mechanism.renewal_price(lease),
+                    }
                 )
-            if ledger.can_pay(lease.holder, lease.price):
-                ledger.pay(lease.holder, lease.lender, lease.price)
+            rent = self.rent_due(lease)
+            if ledger.can_pay(lease.holder, rent):
+                ledger.pay(lease.holder, lease.lender, rent)
                 self.lapsed.discard(lease.lease_id)
                 continue
             self.stats.rejected["rent-unpaid"] += 1
@@ -464,7 +489,9 @@ class Market:
         if len(completed) == self._settled:
             return  # nothing finished since the last call, so no lease can have ended either
         for job_id, lease_id in list(self.lease_by_job.items()):
-            if self.sim.record(job_id).state is JobState.DONE:
+            record = self.sim.record(job_id)
+            if record.state is JobState.DONE:
+                self._refund_unused(self.leases[lease_id], record.finish or self.sim.now)
                 self.end_lease(lease_id, "finished")
         for job_id in sorted(completed[self._settled :]):  # by id, as rewards are summed
             record = self.sim.records[job_id]
@@ -472,6 +499,16 @@ class Market:
             self.rewards[record.job.owner] += value
             self.utility[record.job.owner] += value
         self._settled = len(completed)
+
+    def _refund_unused(self, lease: Lease, finish: float) -> None:
+        """Give back the part of this epoch's prepaid market rent after the job finished."""
+        if lease.lender != MARKET:
+            return
+        epoch_end = (self.epoch + 1) * self.epoch_seconds
+        unused = min(1.0, max(0.0, (epoch_end - finish) / self.epoch_seconds))
+        refund = self.rent_due(lease) * unused
+        if refund > 0:
+            self.ledger.refund(lease.holder, min(refund, self.ledger.market_revenue))
 
     def collect_rewards(self) -> dict[str, float]:
         """Value realised minus net payments since the last call, per agent."""

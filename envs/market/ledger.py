@@ -68,6 +68,15 @@ class Ledger:
             balances[payee] += amount
             self.received[payee] += amount
 
+    def refund(self, agent: str, amount: float) -> None:
+        """The market pays back `amount` of its revenue to `agent` (rent prepaid for time its
+        job no longer ran): its net payments fall by that much."""
+        if not math.isfinite(amount) or amount < 0 or amount > self.market_revenue + 1e-9:
+            raise BudgetError(f"refund must be within the market's revenue, got {amount}")
+        self.market_revenue -= amount
+        self.balances[agent] += amount
+        self.paid[agent] -= amount
+
     def imbalance(self) -> float:
         """minted - (balances + market revenue + burned): zero up to rounding, always."""
         return self.minted - (sum(self.balances.values()) + self.market_revenue + self.burned)
