@@ -75,19 +75,26 @@ def epoch_events(
 
 
 class _Recorder:
-    """Turns the market's state after each step into that step's lease events."""
+    """Records a simulated market's lease events sub-step by sub-step, the granularity at which
+    a market controller publishes them (an environment step may close many sub-steps)."""
 
     def __init__(self) -> None:
         self.events: list[LeaseEvent] = []
-        self.before: tuple[int, dict[str, Lease], int] | None = None
+        self.before: tuple[dict[str, Lease], int] = ({}, 0)
+        self.market: Market | None = None
 
     def __call__(self, env: GPUMarketEnv) -> None:
+        """`play_episode`'s watcher: follow the episode's market from its reset on."""
         market = env.market
-        assert market is not None
-        if self.before is not None:
-            epoch, leases, releases_seen = self.before
-            self.events.extend(epoch_events(market, leases, releases_seen, epoch))
-        self.before = (market.epoch, dict(market.leases), len(market.releases))
+        if market is not None and market is not self.market:
+            self.market = market
+            self.before = (dict(market.leases), len(market.releases))
+            market.substep_watchers.append(self.substep_closed)
+
+    def substep_closed(self, market: Market, epoch: int) -> None:
+        leases, releases_seen = self.before
+        self.events.extend(epoch_events(market, leases, releases_seen, epoch))
+        self.before = (dict(market.leases), len(market.releases))
 
 
 def simulated_trace(

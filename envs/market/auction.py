@@ -54,6 +54,7 @@ from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
 from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
+from gpuparley.envs.market.rent import first_payment, speed_of
 from gpuparley.envs.planner import first_fit_choice
 from gpuparley.envs.simulator import JobState
 
@@ -225,8 +226,8 @@ class Auction:
             unaffordable = None
             for award, price in zip(awards, prices, strict=True):
                 sender = award.bid.message.sender
-                rent = price * market.speed_of(award.plan)
-                spent[sender] = spent.get(sender, 0.0) + market.first_payment(rent)
+                rent = price * speed_of(market, award.plan)
+                spent[sender] = spent.get(sender, 0.0) + first_payment(market, rent)
                 if not market.ledger.can_pay(sender, spent[sender]):
                     unaffordable = award.bid
                     break
@@ -240,8 +241,8 @@ class Auction:
         market, bid = self.market, award.bid
         if not award.kept_placement:
             market.place(bid.job, award.plan)
-        rent = price * market.speed_of(award.plan)
-        market.ledger.pay(bid.message.sender, MARKET, market.first_payment(rent))
+        rent = price * speed_of(market, award.plan)
+        market.ledger.pay(bid.message.sender, MARKET, first_payment(market, rent))
         if bid.renewal is not None:
             lease = market.renew_lease(bid.renewal, price)
         else:
@@ -273,7 +274,8 @@ class Auction:
                 if bid.density < reserve or not self._affordable(bid, spent):
                     lost.append(bid)
                     continue
-                plan, kept, victims = None, False, ()
+                plan, kept = None, False
+                victims: tuple[Lease, ...] = ()
                 if bid.renewal is not None:
                     try:
                         state.bind(bid.job, saved[bid.job.id])
@@ -331,7 +333,7 @@ class Auction:
         if market.config.payment_rule == "second":
             gpu_hours = bid.job.gpus * market.epoch_seconds / HOUR
             price = min(price, market.config.reserve_price_per_gpu_hour * gpu_hours)
-        return market.first_payment(price)
+        return first_payment(market, price)
 
     def _affordable(self, bid: SealedBid, spent: dict[str, float]) -> bool:
         """Whether the bidder could pay the least an award of `bid` costs, on top of what its

@@ -38,6 +38,7 @@ from gpuparley.envs.market.messages import (
     ReleaseReason,
 )
 from gpuparley.envs.market.placement import place_cpu_only
+from gpuparley.envs.market.rent import first_payment
 from gpuparley.envs.simulator import JobState
 
 if TYPE_CHECKING:
@@ -396,7 +397,7 @@ class Bargain:
             )
         else:
             market.renew_lease(thread.renewal, thread.price)
-        market.ledger.pay(thread.borrower, thread.lender, market.first_payment(thread.price))
+        market.ledger.pay(thread.borrower, thread.lender, first_payment(market, thread.price))
         market.stats.agreements += 1
         market.stats.rounds_to_agreement.append(thread.round)
         market.record_price(thread.price, job.gpus)

@@ -17,6 +17,7 @@ and with incumbency a lease at the end of its term renews itself at its rent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +44,7 @@ from gpuparley.envs.market.messages import (
     parse_message,
 )
 from gpuparley.envs.market.placement import market_chooser, market_plan
+from gpuparley.envs.market.rent import charge_rents, refund_unused
 from gpuparley.envs.metrics import DeadlockMonitor
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import JobState, Simulator
@@ -127,6 +129,7 @@ class Market:
             a.name: round((a.quota_share or 0.0) * self.cluster_milli) for a in scenario.agents
         }
         self.leases: dict[str, Lease] = {}
+        self.substep_watchers: list[Callable[[Market, int], None]] = []
         self.lapsed: set[str] = set()  # unpaid leases a higher bid needing their room may take
         # Every ended lease with its release, in order: what a market controller publishes.
         self.releases: list[tuple[Lease, Release]] = []
@@ -349,30 +352,6 @@ class Market:
         if self.sim.record(job.id).state is JobState.RUNNING:
             self.sim.evict(job, keep_progress=True if self.incumbency else None)
 
-    def speed_of(self, plan: list[Binding]) -> float:
-        """The relative speed a job placed by `plan` runs at (its slowest GPU's; 1 without
-        speed scaling): an auction lease pays its rent per epoch of reference-speed compute,
-        `rent x speed` per epoch, so what a job pays over its life does not depend on the GPU
-        model it lands on (it runs `speed` times as fast)."""
-        models = self.sim.state.gpu_model_name
-        speeds = [CATALOGUE[models[g]].relative_speed for _, pod in plan for g in pod.gpus]
-        return min(speeds) if speeds and self.scenario.settings.speed_scaling else 1.0
-
-    def rent_due(self, lease: Lease) -> float:
-        """One epoch's rent of a running lease: scaled by its job's speed if the market lent
-        it (`speed_of`); a loan between agents pays what they agreed."""
-        if lease.lender != MARKET:
-            return lease.price
-        job = self.jobs_by_name[lease.job]
-        return lease.price * self.speed_of(list(self.sim.state.holdings.get(job.id, ())))
-
-    def first_payment(self, rent: float) -> float:
-        """What a lease signed now pays at signing: the rent for the rest of this epoch."""
-        if not self.continuous:
-            return rent
-        left = (self.epoch + 1) * self.epoch_seconds - self.sim.now
-        return rent * min(1.0, max(0.0, left / self.epoch_seconds))
-
     def term_seconds(self) -> float:
         return self.term_epochs * self.epoch_seconds
 
@@ -410,7 +389,19 @@ class Market:
         return all(agent in self.passed and agent not in answers for agent in self.agents)
 
     def end_substep(self) -> bool:
-        """Close a sub-step; close the round too when it is over. Returns True at round end."""
+        """Close a sub-step; close the round too when it is over. Returns True at round end.
+
+        Every `substep_watchers` callable is then called with the market and the epoch the
+        sub-step began in (a lease trace is recorded at this granularity, as a market
+        controller publishes it).
+        """
+        epoch = self.epoch
+        ended = self._close_substep()
+        for watch in self.substep_watchers:
+            watch(self, epoch)
+        return ended
+
+    def _close_substep(self) -> bool:
         self.substep += 1
         if not self.substeps_over:
             return False
@@ -423,7 +414,7 @@ class Market:
         if until >= boundary or self.sim.now < until:  # (the horizon stops the clock: move on)
             self.epoch += 1
             self._refill()
-            self._charge_rents()
+            charge_rents(self)
         self.substep = 0
         self.passed.clear()
         self.mechanism.begin()
@@ -436,45 +427,6 @@ class Market:
         event = self.sim.next_event_time()
         until = max(event, now + float(self.config.clearing_interval))
         return boundary if until >= boundary or until <= now else until
-
-    def _charge_rents(self) -> None:
-        """Each running lease's holder pays its rent for the new epoch.
-
-        With incumbency an auction lease at the end of its term renews itself for another term
-        at the mechanism's renewal price (its holder keeps its placement while it pays); a lease
-        whose rent goes unpaid lapses until its holder pays again: its job runs on, unpaid, but
-        any bid higher than its rent that needs its room takes it (`lapsed`; the job then waits
-        again, keeping its progress). Otherwise (loans between agents, or no incumbency) an
-        unpaid lease ends and its job stops. Leases are charged oldest first, so an
-        over-committed agent loses its newest leases and never goes into debt.
-        """
-        epoch, ledger = self.epoch, self.ledger
-        for lease in sorted(
-            self.leases.values(), key=lambda lease: (lease.start_epoch, lease.lease_id)
-        ):
-            if lease.start_epoch == epoch:
-                continue  # paid at signing
-            auctioned = self.incumbency and lease.lender == MARKET
-            if lease.expires_epoch <= epoch:
-                if not auctioned:
-                    continue  # up for renewal (re-auction), or a loan whose lender decides
-                lease = self.leases[lease.lease_id] = lease.model_copy(
-                    update={
-                        "expires_epoch": lease.expires_epoch + self.term_epochs,
-                        "price": self.mechanism.renewal_price(lease),
-                    }
-                )
-            rent = self.rent_due(lease)
-            if ledger.can_pay(lease.holder, rent):
-                ledger.pay(lease.holder, lease.lender, rent)
-                self.lapsed.discard(lease.lease_id)
-                continue
-            self.stats.rejected["rent-unpaid"] += 1
-            if auctioned:
-                self.lapsed.add(lease.lease_id)
-            else:
-                self.stop(self.jobs_by_name[lease.job])
-                self.end_lease(lease.lease_id, "lost")
 
     def _refill(self) -> None:
         amounts = {}
@@ -491,7 +443,7 @@ class Market:
         for job_id, lease_id in list(self.lease_by_job.items()):
             record = self.sim.record(job_id)
             if record.state is JobState.DONE:
-                self._refund_unused(self.leases[lease_id], record.finish or self.sim.now)
+                refund_unused(self, self.leases[lease_id], record.finish or self.sim.now)
                 self.end_lease(lease_id, "finished")
         for job_id in sorted(completed[self._settled :]):  # by id, as rewards are summed
             record = self.sim.records[job_id]
@@ -499,16 +451,6 @@ class Market:
             self.rewards[record.job.owner] += value
             self.utility[record.job.owner] += value
         self._settled = len(completed)
-
-    def _refund_unused(self, lease: Lease, finish: float) -> None:
-        """Give back the part of this epoch's prepaid market rent after the job finished."""
-        if lease.lender != MARKET:
-            return
-        epoch_end = (self.epoch + 1) * self.epoch_seconds
-        unused = min(1.0, max(0.0, (epoch_end - finish) / self.epoch_seconds))
-        refund = self.rent_due(lease) * unused
-        if refund > 0:
-            self.ledger.refund(lease.holder, min(refund, self.ledger.market_revenue))
 
     def collect_rewards(self) -> dict[str, float]:
         """Value realised minus net payments since the last call, per agent."""

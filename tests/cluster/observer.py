@@ -105,10 +105,14 @@ class Observer(threading.Thread):
         for ns, pods in host_pods.items():
             for pod in pods:
                 node = (pod.get("spec") or {}).get("nodeName")
-                if not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                if not node:
                     continue
                 name = pod["metadata"]["name"]
+                # a finished pod keeps its node: a short one that ran between two samples is
+                # still seen as bound, but it holds nothing any more
                 self.seen.bound[(ns, name)] = node
+                if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    continue
                 count[node] += 1
                 for container in pod["spec"]["containers"]:
                     for k, v in ((container.get("resources") or {}).get("limits") or {}).items():
