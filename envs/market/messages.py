@@ -154,7 +154,7 @@ class Release(_Message):
 Message = Annotated[
     Bid | Offer | CounterOffer | Accept | Reject | Lease | Release, Field(discriminator="kind")
 ]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)  # type: ignore[arg-type]  # an Annotated union
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
 MESSAGE_TYPES = (Bid, Offer, CounterOffer, Accept, Reject, Lease, Release)
 
 
