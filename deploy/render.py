@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from gpuparley.deploy import admission, rbac
-from gpuparley.deploy.crds import API_VERSION, crd_documents, dump_yaml
+from gpuparley.deploy import admission, quotas, rbac
+from gpuparley.deploy.crds import API_VERSION, PlainDumper, crd_documents, dump_yaml
 from gpuparley.deploy.negotiator_config import NegotiatorSpec
 from gpuparley.deploy.objects import AGENT_LABEL, agent_name, agent_namespace
 
@@ -38,17 +38,20 @@ def package_version() -> str:
 
 @dataclass(frozen=True)
 class AgentBundle:
-    """Inputs of one agent's manifests (defaults: a scripted bargainer with a modest budget)."""
+    """Inputs of one agent's manifests. Defaults are what the in-cluster market runs: the
+    auction (the only mechanism `market run` serves) and the shipped learned policy."""
 
     agent: str
     namespace: str | None = None
-    policy: str = "scripted:truthful"
-    mechanism: str = "bargain"
+    policy: str = "learned:default"
+    mechanism: str = "auction"
     budget_per_epoch: float = 100.0
     peers: tuple[str, ...] = ()
     image: str | None = None
     replicas: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    offer_quota: int = quotas.DEFAULT_OFFERS
+    pod_quota: int = quotas.DEFAULT_PODS
 
     @property
     def name(self) -> str:
@@ -195,9 +198,11 @@ def shared_objects() -> list[dict[str, Any]]:
 
 def render_objects(bundle: AgentBundle) -> list[dict[str, Any]]:
     """All objects of one agent's bundle, in apply order."""
+    home, inbox = rbac.agent_namespaces(bundle.agent, bundle.namespace)
     return [
         *shared_objects(),
         *rbac.agent_rbac(bundle.agent, bundle.peers, bundle.namespace),
+        *quotas.agent_quotas(bundle.agent, home, inbox, bundle.offer_quota, bundle.pod_quota),
         config_map(bundle),
         negotiator_object(bundle),
         deployment(bundle),
@@ -205,5 +210,8 @@ def render_objects(bundle: AgentBundle) -> list[dict[str, Any]]:
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:
-    """Multi-document YAML (`---` separated), as `kubectl apply -f -` takes it."""
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False, width=10_000)
+    """Multi-document YAML (`---` separated), as `kubectl apply -f -` takes it; plain (no
+    anchors)."""
+    return yaml.dump_all(
+        objects, Dumper=PlainDumper, sort_keys=False, default_flow_style=False, width=10_000
+    )

@@ -14,6 +14,7 @@ with `-m "not network"`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -41,12 +42,16 @@ def image_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     key = hashlib.sha256(json.dumps([sys.version, requirements]).encode()).hexdigest()[:16]
     env_dir = cache_root() / f"image-venv-{key}"
     python = env_dir / "bin" / "python"
-    if not (env_dir / ".ready").is_file():
-        shutil.rmtree(env_dir, ignore_errors=True)
-        venv.create(env_dir, with_pip=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, *requirements], check=True, timeout=1200)
-        (env_dir / ".ready").touch()
+    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Test workers (pytest -n) may build the same venv at once: one builds, the others wait.
+    with open(env_dir.parent / f"{env_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (env_dir / ".ready").is_file():
+            shutil.rmtree(env_dir, ignore_errors=True)
+            venv.create(env_dir, with_pip=True)
+            pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            subprocess.run([*pip, *requirements], check=True, timeout=1200)
+            (env_dir / ".ready").touch()
     wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",

@@ -1,4 +1,5 @@
-"""Build the real Kubernetes components (etcd, kube-apiserver, kube-scheduler, KWOK) from Go.
+"""Build the real Kubernetes components (etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager, KWOK) from Go.
 
 Why build from source: this project's cluster tests run real control planes as plain processes, on
 machines with no Docker engine and no container registry, where only package registries (PyPI,
@@ -86,13 +87,13 @@ COMPONENTS: dict[str, Component] = {
             upstream="k8s.io/kubernetes",
         ),
         Component("kwok", "kwok", ".", upstream="sigs.k8s.io/kwok"),
+        # The host runs its resourcequota controller (per-agent quotas; host_plane.py).
         Component(
             "kube-controller-manager",
             "kubernetes",
             "./cmd/kube-controller-manager",
             tags=("selinux", "notest", "grpcnotrace"),
             stamp_kubernetes_version=True,
-            optional=True,
             upstream="k8s.io/kubernetes",
         ),
         Component(

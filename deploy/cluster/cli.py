@@ -50,13 +50,12 @@ def build_cmd(
     cache_dir: CacheDir = None,
     with_: Annotated[
         list[str] | None,
-        typer.Option(
-            "--with", help="Also build an optional component (kube-controller-manager, kubectl)."
-        ),
+        typer.Option("--with", help="Also build an optional component (kubectl)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the cache is fresh.")] = False,
 ) -> None:
-    """Build etcd, kube-apiserver, kube-scheduler and KWOK into the cache (idempotent)."""
+    """Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager and KWOK into the
+    cache (idempotent)."""
     names = [*build.DEFAULT_COMPONENTS, *(with_ or [])]
     start = time.monotonic()
     try:

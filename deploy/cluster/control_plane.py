@@ -96,6 +96,15 @@ def plane_files(plane_dir: Path, name: str, kind: str, agents: Sequence[str]) ->
         client=cred.scheduler,
         cluster=name,
     )
+    if kind == "host":
+        pki.write_kubeconfig(
+            plane_dir / "controller-manager.kubeconfig",
+            server,
+            cred.ca_cert,
+            "system:kube-controller-manager",
+            client=cred.controller_manager,
+            cluster=name,
+        )
     for user, (token, _groups) in tokens.items():
         # ":" separates files in a kubeconfig path list, so it may not appear in the name.
         path = plane_dir / f"{user.replace(':', '-')}.kubeconfig"

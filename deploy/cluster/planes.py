@@ -4,6 +4,7 @@ Topology (one ``gpuparley cluster up``)::
 
     etcd (one process, data on tmpfs, --unsafe-no-fsync)
      ├─ /host          kube-apiserver + kube-scheduler + KWOK   -- the shared GPU cluster
+     │                 + kube-controller-manager (resourcequota only)
      ├─ /agent-<a>     kube-apiserver                           -- agent a's own control plane
      └─ /agent-<b>     kube-apiserver                           -- ...
 
@@ -40,7 +41,9 @@ from gpuparley.deploy.cluster.host_plane import (
     SCHEDULER_QPS,
     add_fake_nodes,
     component_healthz,
+    install_crds,
     setup_agent_access,
+    start_controller_manager,
     start_kwok,
     start_scheduler,
     wait_nodes_ready,
@@ -201,7 +204,7 @@ def start_planes(
     kube-scheduler's client rate limit (burst = 2x); it caps the bind rate.
     """
     say = progress or (lambda _msg: None)
-    missing = build.missing_binaries(("etcd", "kube-apiserver", "kube-scheduler", "kwok"), cache)
+    missing = build.missing_binaries(build.DEFAULT_COMPONENTS, cache)
     if missing:
         raise build.MissingBinaryError(
             f"missing component binaries {missing} in {build.bin_dir(cache)}: "
@@ -251,8 +254,11 @@ def start_planes(
         say("waiting for the host apiserver /readyz")
         wait_ready("host kube-apiserver", lambda: readyz(host), apiservers[HOST], ready_timeout)
 
-        say("starting kube-scheduler and KWOK on the host plane")
+        say("installing the gpuparley CRDs on the host plane")
+        install_crds(host)
+        say("starting kube-scheduler, kube-controller-manager (quotas) and KWOK on the host")
         start_scheduler(sup, host, cache, scheduler_qps)
+        start_controller_manager(sup, host, cache)
         start_kwok(sup, host, cache)
 
         say(f"creating {len(fake_nodes)} GPU node(s), agent namespaces and RBAC")
