@@ -122,11 +122,19 @@ class Supervisor:
         self.log_dir = Path(record.state_dir) / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, cmd: Sequence[str], plane: str = "", health_url: str = "") -> Proc:
+    def start(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        plane: str = "",
+        health_url: str = "",
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         log = self.log_dir / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen(
                 list(cmd),
+                env={**os.environ, **env} if env else None,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

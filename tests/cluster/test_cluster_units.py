@@ -128,3 +128,30 @@ def test_process_figures_come_from_psutil() -> None:
     assert 0 < processes.pss_bytes(os.getpid()) <= processes.rss_bytes(os.getpid())
     assert processes.cpu_seconds(os.getpid()) > 0
     assert processes.rss_bytes(2**22 + 12345) == 0  # no such process
+
+
+def test_agent_planes_are_slim_by_default_and_full_on_request(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gpuparley.deploy.cluster import profiles
+    from gpuparley.deploy.cluster.cli import app
+
+    slim = profiles.apiserver_flags("slim")
+    assert "--runtime-config=api/all=false,v1=true," in ",".join(slim) + ","
+    assert "apps/v1=true" not in ",".join(slim)
+    assert "--watch-cache=false" in slim and "--enable-priority-and-fairness=false" in slim
+    disabled = next(f for f in slim if f.startswith("--disable-admission-plugins="))
+    assert "ValidatingAdmissionPolicy" in disabled and "NamespaceLifecycle" not in disabled
+    assert profiles.apiserver_env("slim") == {
+        "GOGC": "30",
+        "GOMEMLIMIT": "160MiB",
+        "GOMAXPROCS": "1",
+    }
+    full = profiles.apiserver_flags("full")
+    assert full == ["--disable-admission-plugins=ServiceAccount,TaintNodesByCondition"]
+    assert profiles.apiserver_env("full") == {}
+    with pytest.raises(ValueError, match="unknown control-plane profile"):
+        profiles.apiserver_flags("tiny")  # type: ignore[arg-type]
+    result = CliRunner().invoke(app, ["up", "--profile", "tiny", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--profile" in result.output
