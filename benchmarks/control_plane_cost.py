@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    missing = build.missing_binaries(build.DEFAULT_COMPONENTS, args.cache_dir)
+    missing = build.missing_binaries(build.PLANE_COMPONENTS, args.cache_dir)
     if missing:
         raise SystemExit(f"missing {missing}: run `{build.BUILD_COMMAND}` first")
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}

@@ -43,6 +43,14 @@ Peers = Annotated[
 Image = Annotated[
     str | None, typer.Option(help="Image (default gpuparley-negotiator:<package version>).")
 ]
+PolicyConfigMap = Annotated[
+    str | None,
+    typer.Option(
+        "--policy-configmap",
+        help="NAME[:KEY]: a ConfigMap holding the ONNX policy (key default policy.onnx); the "
+        "Deployment mounts it and runs it (kubectl create configmap NAME --from-file=policy.onnx).",
+    ),
+]
 # NegotiatorSpec field -> the option that sets it, and what a valid value looks like.
 _OPTIONS = {
     "agent": ("--agent", "a DNS label such as alpha"),
@@ -68,7 +76,9 @@ def _bundle(
     budget: float,
     peers: list[str] | None,
     image: str | None,
+    policy_configmap: str | None = None,
 ) -> AgentBundle:
+    configmap, _, key = (policy_configmap or "").partition(":")
     bundle = AgentBundle(
         agent=agent,
         namespace=namespace,
@@ -77,7 +87,17 @@ def _bundle(
         budget_per_epoch=budget,
         peers=tuple(peers or ()),
         image=image,
+        policy_configmap=configmap or None,
+        policy_key=key or "policy.onnx",
     )
+    if policy.startswith("learned:/") and not configmap:
+        _fail(
+            f"--policy: the image holds no {policy.removeprefix('learned:')}; mount it with "
+            "--policy-configmap NAME[:KEY] (a ConfigMap holding the .onnx), or use the Helm "
+            "chart's policy.source (configMap, volume or image)"
+        )
+    if configmap and not _DNS_LABEL.fullmatch(configmap):
+        _fail(f"--policy-configmap: {configmap!r} is not a ConfigMap name (a DNS label)")
     if bundle.name == MARKET:
         _fail(f"--agent: the name {MARKET!r} is reserved for the market; choose another name")
     if namespace is not None and not _DNS_LABEL.fullmatch(namespace):
@@ -108,9 +128,10 @@ def render(
     budget: Budget = 100.0,
     peer: Peers = None,
     image: Image = None,
+    policy_configmap: PolicyConfigMap = None,
 ) -> None:
     """Print the agent's manifests as multi-document YAML (pipe to `kubectl apply -f -`)."""
-    bundle = _bundle(agent, namespace, policy, mechanism, budget, peer, image)
+    bundle = _bundle(agent, namespace, policy, mechanism, budget, peer, image, policy_configmap)
     sys.stdout.write(to_yaml(_objects(bundle)))
 
 
@@ -124,6 +145,7 @@ def apply(
     budget: Budget = 100.0,
     peer: Peers = None,
     image: Image = None,
+    policy_configmap: PolicyConfigMap = None,
 ) -> None:
     """Server-side apply the agent's manifests (idempotent; CRDs first, waits for Established)."""
     from kubernetes.config.config_exception import ConfigException
@@ -131,7 +153,7 @@ def apply(
     from gpuparley.deploy.apply import ApplyError, apply_objects
     from gpuparley.deploy.kube import connect
 
-    bundle = _bundle(agent, namespace, policy, mechanism, budget, peer, image)
+    bundle = _bundle(agent, namespace, policy, mechanism, budget, peer, image, policy_configmap)
     try:
         with connect(kubeconfig) as api:
             results = apply_objects(api, _objects(bundle))

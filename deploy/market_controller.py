@@ -39,6 +39,7 @@ from typing import Any
 from gpuparley.deploy import objects
 from gpuparley.deploy.gpu_resources import env_node_resources
 from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.market_pods import LeasePods
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.trace import LeaseEvent, epoch_events
@@ -124,11 +125,30 @@ class MarketController:
     def done(self) -> bool:
         return self.market.finished or self.market.epoch >= self.max_epochs
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-        """Step until the workload is done (or the epoch cap, or `should_stop`); the summary."""
+    def run(
+        self, should_stop: Callable[[], bool] = lambda: False, elector: LeaderElector | None = None
+    ) -> dict[str, Any]:
+        """Step until the workload is done (or the epoch cap, or `should_stop`); the summary.
+
+        With an `elector` (several replicas, `--leader-elect`) only the leader steps; a standby
+        waits, and takes over with a *new* market if the leader goes (the ledger lives in the
+        leader's memory: the stated limit of this controller). A leader that cannot renew stops
+        stepping before anyone else may take over."""
         check_host_nodes(self.kube, self.market.scenario)
+        while elector is not None and not should_stop() and not elector.try_acquire_or_renew():
+            self.telemetry.heartbeat()
+            self.telemetry.leader.set(0)
+            time.sleep(elector.duration / 5)
         self.telemetry.ready = True
+        renewed = time.monotonic()
         while not self.done and not should_stop():
+            if elector is not None:
+                if time.monotonic() - renewed > elector.duration / 3:
+                    elector.try_acquire_or_renew()
+                    renewed = time.monotonic()
+                self.telemetry.leader.set(1 if elector.is_leader else 0)
+                if not elector.is_leader:
+                    raise MarketSetupError("lost the market's leadership; exiting to restart")
             self.substep()
         return self.publish_status()
 
@@ -169,6 +189,8 @@ class MarketController:
                 "seconds": round(time.perf_counter() - started, 4),
             },
         )
+        self.telemetry.price.labels("clearing").set(market.last_price)
+        self.telemetry.price.labels("reference").set(market.reference_price)
         if ended:
             self.telemetry.epoch.set(market.epoch)
             self.pods.enforce()

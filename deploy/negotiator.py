@@ -291,6 +291,7 @@ class NegotiatorProcess:
         bid_object = objects.offer_object(bid, namespace=self.config.namespace)
         self.host.create("offers", self.config.namespace, bid_object)
         self.telemetry.messages.labels("Bid", "sent").inc()
+        self.telemetry.price.labels("bid").set(bid.price)
         log.info(
             "bid",
             extra={

@@ -144,6 +144,8 @@ def cluster_roles() -> list[dict[str, Any]]:
             [
                 # The market's public status ConfigMap.
                 _rule(["configmaps"], [*READ, "create", "update", "patch"], group=""),
+                # Leader election among market replicas (the Lease gpuparley-market).
+                _rule(["leases"], [*READ, "create", "update", "patch"], group=COORDINATION_GROUP),
                 *_events_create(),
             ],
         ),

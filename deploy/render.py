@@ -24,6 +24,7 @@ IMAGE_REPOSITORY = "gpuparley-negotiator"
 CONFIG_FILE = "negotiator.yaml"
 
 AGENT_PLANE_MOUNT = "/etc/gpuparley/agent-plane"
+POLICY_MOUNT = "/etc/gpuparley/policy"  # where a policy from a ConfigMap is mounted
 AGENT_PLANE_SECRET = "gpuparley-agent-plane"
 METRICS_PORT = 9464
 
@@ -52,6 +53,17 @@ class AgentBundle:
     extra_env: dict[str, str] = field(default_factory=dict)
     offer_quota: int = quotas.DEFAULT_OFFERS
     pod_quota: int = quotas.DEFAULT_PODS
+    # A ConfigMap holding the ONNX policy under `policy_key`; the Deployment mounts it and the
+    # policy becomes learned:<POLICY_MOUNT>/<key> (the image holds only the shipped policies).
+    policy_configmap: str | None = None
+    policy_key: str = "policy.onnx"
+
+    @property
+    def policy_spec(self) -> str:
+        """The policy the negotiator runs (the mounted file when it comes from a ConfigMap)."""
+        if self.policy_configmap:
+            return f"learned:{POLICY_MOUNT}/{self.policy_key}"
+        return self.policy
 
     @property
     def name(self) -> str:
@@ -67,7 +79,7 @@ class AgentBundle:
             agent=self.name,
             budget_per_epoch=self.budget_per_epoch,
             mechanism=self.mechanism,  # type: ignore[arg-type]
-            policy=self.policy,
+            policy=self.policy_spec,
             peers=tuple(agent_name(p) for p in self.peers),
         )
 
@@ -106,9 +118,18 @@ def config_map(bundle: AgentBundle) -> dict[str, Any]:
             "GPUPARLEY_AGENT": bundle.name,
             "GPUPARLEY_MECHANISM": spec["mechanism"],
             "GPUPARLEY_POLICY": spec["policy"],
-            "GPUPARLEY_BUDGET_PER_EPOCH": repr(spec["budget_per_epoch"]),
+            # %g, as the Helm chart prints it (Go's %v): 100, 2.5.
+            "GPUPARLEY_BUDGET_PER_EPOCH": f"{spec['budget_per_epoch']:g}",
         },
     }
+
+
+def _policy_volume(bundle: AgentBundle) -> list[dict[str, Any]]:
+    if not bundle.policy_configmap:
+        return []
+    key = bundle.policy_key
+    source = {"name": bundle.policy_configmap, "items": [{"key": key, "path": key}]}
+    return [{"name": "policy", "configMap": source}]
 
 
 def deployment(bundle: AgentBundle) -> dict[str, Any]:
@@ -150,7 +171,14 @@ def deployment(bundle: AgentBundle) -> dict[str, Any]:
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "metrics"}},
         "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "metrics"}},
-        "volumeMounts": [{"name": "agent-plane", "mountPath": AGENT_PLANE_MOUNT, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "agent-plane", "mountPath": AGENT_PLANE_MOUNT, "readOnly": True},
+            *(
+                [{"name": "policy", "mountPath": POLICY_MOUNT, "readOnly": True}]
+                if bundle.policy_configmap
+                else []
+            ),
+        ],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},
@@ -176,7 +204,8 @@ def deployment(bundle: AgentBundle) -> dict[str, Any]:
                     "serviceAccountName": rbac.NEGOTIATOR_SERVICE_ACCOUNT,
                     "containers": [container],
                     "volumes": [
-                        {"name": "agent-plane", "secret": {"secretName": AGENT_PLANE_SECRET}}
+                        {"name": "agent-plane", "secret": {"secretName": AGENT_PLANE_SECRET}},
+                        *_policy_volume(bundle),
                     ],
                 },
             },

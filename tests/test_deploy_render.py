@@ -424,3 +424,21 @@ def test_no_wildcards() -> None:
     for role in rbac.cluster_roles():
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role
+
+
+def test_a_policy_outside_the_image_needs_a_mount() -> None:
+    """`learned:/models/a.onnx` would point at a file the image does not hold: refused in one
+    line naming the fix; with --policy-configmap the Deployment mounts it and runs it."""
+    refused = CliRunner().invoke(app, ["render", "--agent", "a", "--policy", "learned:/m/a.onnx"])
+    assert refused.exit_code == 2
+    assert refused.output.strip().startswith("error: --policy: the image holds no /m/a.onnx")
+    ok = CliRunner().invoke(app, ["render", "--agent", "a", "--policy-configmap", "pol:v3.onnx"])
+    assert ok.exit_code == 0, ok.output
+    docs = [d for d in yaml.safe_load_all(ok.output) if d]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "policy"]
+    assert volume["configMap"] == {"name": "pol", "items": [{"key": "v3.onnx", "path": "v3.onnx"}]}
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--policy") + 1] == "learned:/etc/gpuparley/policy/v3.onnx"
+    spec = next(d for d in docs if d["kind"] == "Negotiator")["spec"]
+    assert spec["policy"] == "learned:/etc/gpuparley/policy/v3.onnx"

@@ -213,7 +213,7 @@ def start_planes(
     agent planes' (`profiles.py`; the host is always full).
     """
     say = progress or (lambda _msg: None)
-    missing = build.missing_binaries(build.DEFAULT_COMPONENTS, cache)
+    missing = build.missing_binaries(build.PLANE_COMPONENTS, cache)
     if missing:
         raise build.MissingBinaryError(
             f"missing component binaries {missing} in {build.bin_dir(cache)}: "
