@@ -105,7 +105,12 @@ def grant_violations(pod: Mapping[str, Any], grant: Mapping[str, Any] | None) ->
         where = f"init container {init.get('name')}"
         problems += _container_violations(init, granted, where)
         for resource, value in _limits(init).items():
-            if resource in granted and quantity(value) > granted[resource]:
+            try:
+                too_big = resource in granted and quantity(value) > granted[resource]
+            except ValueError as exc:  # the apiserver validates quantities; never crash on one
+                problems.append(f"{where}: {exc}")
+                continue
+            if too_big:
                 problems.append(f"{where}: {resource} {value} exceeds the lease's grant")
     nodes = list(grant.get("nodes") or [])
     index_text = str((meta.get("annotations") or {}).get(INDEX_ANNOTATION, ""))

@@ -283,3 +283,14 @@ def test_a_renewal_that_moves_the_job_moves_the_grant() -> None:
     )
     assert controller.pods.grant(lease)["nodes"] == ["whole-0"]
     assert controller.pods.grant(moved)["nodes"] == ["shared-0"]  # same lease id, new node
+
+
+def test_an_unreadable_quantity_is_a_violation_not_a_crash() -> None:
+    _lease_obj, grant, (pod,) = _host_pods("whole")
+    bad = copy.deepcopy(pod)
+    _limits(bad)["cpu"] = "lots"
+    init = {"name": "i", "resources": {"limits": {"cpu": "many", "memory": "1Mi"}}}
+    bad["spec"]["initContainers"] = [init]
+    problems = grant_violations(bad, grant)
+    assert any("not a quantity: 'lots'" in p for p in problems)
+    assert any("not a quantity: 'many'" in p for p in problems)
