@@ -148,7 +148,9 @@ def apply(
     policy_configmap: PolicyConfigMap = None,
 ) -> None:
     """Server-side apply the agent's manifests (idempotent; CRDs first, waits for Established)."""
+    from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
+    from urllib3.exceptions import HTTPError
 
     from gpuparley.deploy.apply import ApplyError, apply_objects
     from gpuparley.deploy.kube import connect
@@ -157,8 +159,11 @@ def apply(
     try:
         with connect(kubeconfig) as api:
             results = apply_objects(api, _objects(bundle))
-    except (ConfigException, OSError) as exc:
-        _fail(f"--kubeconfig: cannot reach the cluster with {kubeconfig}: {exc}")
+    except (ConfigException, OSError, HTTPError) as exc:
+        reason = " ".join(str(getattr(exc, "reason", None) or exc).split())
+        _fail(f"--kubeconfig: cannot reach the cluster with {kubeconfig}: {reason}")
+    except ApiException as exc:
+        _fail(f"--kubeconfig: the cluster refused {kubeconfig}'s user: {exc.status} {exc.reason}")
     except ApplyError as exc:
         _fail(f"apply failed: {' '.join(str(exc).split())}")
     for r in results:

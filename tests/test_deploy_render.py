@@ -442,3 +442,23 @@ def test_a_policy_outside_the_image_needs_a_mount() -> None:
     assert args[args.index("--policy") + 1] == "learned:/etc/gpuparley/policy/v3.onnx"
     spec = next(d for d in docs if d["kind"] == "Negotiator")["spec"]
     assert spec["policy"] == "learned:/etc/gpuparley/policy/v3.onnx"
+
+
+def test_apply_to_an_unreachable_cluster_is_one_line_exit_2(tmp_path: Any) -> None:
+    kubeconfig = tmp_path / "k"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["apply", "--kubeconfig", str(kubeconfig), "--agent", "a"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --kubeconfig: cannot reach the cluster")
