@@ -47,8 +47,8 @@ HOURS_PER_MONTH = 730.0
 # into its parts, ~$0.096/h for 2 vCPU + 8 GiB): stated so the comparison can be redone.
 USD_PER_VCPU_HOUR = 0.0336
 USD_PER_GIB_HOUR = 0.0036
-SETTLE_SECONDS = 20.0  # post-start hooks and first syncs finish before the quiet interval
-IDLE_SECONDS = 30.0
+SETTLE_SECONDS = 30.0  # post-start hooks and first syncs finish before the quiet interval
+IDLE_SECONDS = 60.0  # long enough to take in the planes' periodic work (30-60 s loops)
 UNTHROTTLED_QPS = 5000  # high enough that the scheduler itself, not its rate limiter, is measured
 MIB = 2**20
 
