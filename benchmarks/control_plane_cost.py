@@ -5,21 +5,27 @@ plane (EKS / GKE standard) bills about $0.10/hour, ~$73/month, per cluster; this
 the same isolation costs as plain local processes (kube-apiserver sharing one etcd, one prefix
 per agent), and how fast the host's real kube-scheduler binds GPU pods on KWOK nodes.
 
-Measured with the real binaries from ``gpuparley cluster build``:
+Measured with the real binaries from ``gpuparley cluster build`` and psutil:
 
-* time to bring up the host plane + N agent planes (N = 1, 2, 4 by default);
-* per agent plane: resident memory (VmRSS from /proc) and CPU seconds of its kube-apiserver
-  right after start-up, and its idle CPU over a quiet interval;
-* the host's bind rate: 1,000 single-GPU pods on 500 fake 8-GPU nodes.
+* time to bring up the host plane + N agent planes (N = 1, 8, 32 by default), per profile
+  (``slim``, the default, and ``full``: ``deploy/cluster/profiles.py``);
+* per agent plane, after it settled: resident memory (RSS), proportional set size (PSS: shared
+  pages of the one kube-apiserver binary split between the copies mapping them -- what one more
+  plane really adds), and idle CPU over a quiet interval;
+* etcd's memory (RSS and PSS) and its data, which lives on tmpfs and so is RAM too;
+* the host's bind rate: 1,000 single-GPU pods on 500 fake 8-GPU nodes (``--no-bind`` keeps the
+  last saved figures).
 
 Results are printed and saved to ``benchmarks/results/control_plane_cost.json``.
 
-    python benchmarks/control_plane_cost.py [--agents 1,2,4] [--nodes 500] [--pods 1000]
+    python benchmarks/control_plane_cost.py [--agents 1,8,32] [--profiles slim,full]
+        [--full-agents 1,8] [--nodes 500] [--pods 1000] [--no-bind]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -41,62 +47,89 @@ HOURS_PER_MONTH = 730.0
 # into its parts, ~$0.096/h for 2 vCPU + 8 GiB): stated so the comparison can be redone.
 USD_PER_VCPU_HOUR = 0.0336
 USD_PER_GIB_HOUR = 0.0036
-IDLE_SECONDS = 15.0
+SETTLE_SECONDS = 30.0  # post-start hooks and first syncs finish before the quiet interval
+IDLE_SECONDS = 60.0  # long enough to take in the planes' periodic work (30-60 s loops)
 UNTHROTTLED_QPS = 5000  # high enough that the scheduler itself, not its rate limiter, is measured
+MIB = 2**20
 
 
 def _proc(state: planes.LocalPlanes, name: str) -> processes.Proc:
     return next(p for p in state.processes if p.name == name)
 
 
-def _usage(proc: processes.Proc) -> dict[str, float]:
-    return {
-        "rss_mib": round(processes.rss_bytes(proc.pid) / 2**20, 1),
-        "cpu_s": round(processes.cpu_seconds(proc.pid), 2),
-    }
+def _tree_bytes(path: str) -> int:
+    """Bytes allocated to the files under `path` (etcd's data on tmpfs: RAM; its WAL segments
+    are preallocated, so allocated, not written, is what they hold)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed while walking
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+    return total
 
 
-def measure_planes(n_agents: int, cache: str | None) -> dict[str, Any]:
-    """Bring up host + n agent planes, sample usage at start and after an idle interval."""
+def measure_planes(n_agents: int, cache: str | None, profile: str = "slim") -> dict[str, Any]:
+    """Bring up host + n agent planes, let them settle, then measure memory and idle CPU."""
     with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
         agents = [f"a{i}" for i in range(n_agents)]
         start = time.monotonic()
         state = planes.up(
-            tmp, nodes.default_fake_nodes(), agents, cache=cache, die_with_parent=True
+            tmp,
+            nodes.default_fake_nodes(),
+            agents,
+            cache=cache,
+            die_with_parent=True,
+            ready_timeout=600,
+            profile=profile,  # type: ignore[arg-type]
         )
         up_seconds = time.monotonic() - start
         try:
-            at_start = {p.name: _usage(p) for p in state.processes}
+            time.sleep(SETTLE_SECONDS)
+            cpu_before = {p.name: processes.cpu_seconds(p.pid) for p in state.processes}
+            load_before = os.getloadavg()[0]
             time.sleep(IDLE_SECONDS)
-            after = {p.name: _usage(p) for p in state.processes}
+            usage = {
+                p.name: {
+                    "rss_mib": round(processes.rss_bytes(p.pid) / MIB, 1),
+                    "pss_mib": round(processes.pss_bytes(p.pid) / MIB, 1),
+                    "idle_cpu_pct": round(
+                        100 * (processes.cpu_seconds(p.pid) - cpu_before[p.name]) / IDLE_SECONDS,
+                        2,
+                    ),
+                }
+                for p in state.processes
+            }
+            etcd_data = _tree_bytes(state.etcd_data_dir)
+            load_after = os.getloadavg()[0]
+            alive = all(processes.is_alive(p) for p in state.processes)
         finally:
             _, remaining = planes.down(tmp)
             assert not remaining, remaining
-    per_agent = []
-    for agent in agents:
-        key = f"{objects.agent_namespace(agent)}-kube-apiserver"
-        per_agent.append(
-            {
-                "agent": agent,
-                "rss_mib": after[key]["rss_mib"],
-                "startup_cpu_s": at_start[key]["cpu_s"],
-                "idle_cpu_pct": round(
-                    100 * (after[key]["cpu_s"] - at_start[key]["cpu_s"]) / IDLE_SECONDS, 2
-                ),
-            }
-        )
-    host = {
-        name: {
-            **u,
-            "idle_cpu_pct": round(100 * (u["cpu_s"] - at_start[name]["cpu_s"]) / IDLE_SECONDS, 2),
-        }
-        for name, u in after.items()
-        if not name.startswith("agent-")
-    }
+    per_agent = [
+        {"agent": a, **usage[f"{objects.agent_namespace(a)}-kube-apiserver"]} for a in agents
+    ]
+    host = {name: u for name, u in usage.items() if not name.startswith("agent-")}
+    etcd = host["etcd"]
     return {
         "agents": n_agents,
+        "profile": profile,
         "up_seconds": round(up_seconds, 2),
+        "all_alive": alive,
+        # The machine is shared: its 1-minute load average before and after the quiet interval.
+        "load_average": [round(load_before, 2), round(load_after, 2)],
         "per_agent": per_agent,
+        "per_agent_summary": {
+            key: {
+                "mean": round(statistics.mean(a[key] for a in per_agent), 2),
+                "max": round(max(a[key] for a in per_agent), 2),
+            }
+            for key in ("rss_mib", "pss_mib", "idle_cpu_pct")
+        },
+        "etcd": {
+            **etcd,
+            "data_mib": round(etcd_data / MIB, 1),
+            "memory_incl_data_mib": round(etcd["rss_mib"] + etcd_data / MIB, 1),
+        },
         "host": host,
     }
 
@@ -194,7 +227,10 @@ def measure_bind_rate(
                 if pause_kwok:
                     os.kill(kwok.pid, signal.SIGCONT)
                 scheduler_cpu = processes.cpu_seconds(scheduler.pid) - cpu_before
-                usage = {p.name: _usage(p) for p in state.processes}
+                usage = {
+                    p.name: {"rss_mib": round(processes.rss_bytes(p.pid) / MIB, 1)}
+                    for p in state.processes
+                }
                 per_node = _pods_per_node(core)
         finally:
             _, remaining = planes.down(tmp)
@@ -230,19 +266,54 @@ def monthly_cost(rss_mib: float, cpu_pct: float) -> float:
     return HOURS_PER_MONTH * (rss_mib / 1024 * USD_PER_GIB_HOUR + cpu_pct / 100 * USD_PER_VCPU_HOUR)
 
 
+def _print_planes(r: dict[str, Any]) -> None:
+    s, etcd = r["per_agent_summary"], r["etcd"]
+    print(
+        f"  up in {r['up_seconds']:.1f}s; per {r['profile']} agent plane: "
+        f"RSS {s['rss_mib']['mean']:.0f} MiB (max {s['rss_mib']['max']:.0f}), "
+        f"PSS {s['pss_mib']['mean']:.0f} MiB (max {s['pss_mib']['max']:.0f}), "
+        f"idle CPU {s['idle_cpu_pct']['mean']:.2f}% of a core "
+        f"(max {s['idle_cpu_pct']['max']:.2f}%); "
+        f"etcd RSS {etcd['rss_mib']:.0f} MiB + data {etcd['data_mib']:.0f} MiB on tmpfs"
+    )
+    for name, u in r["host"].items():
+        if name != "etcd":
+            print(
+                f"    {name:<30} RSS {u['rss_mib']:>6.0f} MiB  {u['idle_cpu_pct']:>5.2f}% idle CPU"
+            )
+
+
+def _cost(results: dict[str, Any]) -> dict[str, Any]:
+    """Monthly cost of one agent plane at the stated VM prices, per profile (largest run)."""
+    out: dict[str, Any] = {
+        "managed_usd_per_month_per_plane": MANAGED_USD_PER_MONTH,
+        "assumptions": {
+            "usd_per_vcpu_hour": USD_PER_VCPU_HOUR,
+            "usd_per_gib_hour": USD_PER_GIB_HOUR,
+        },
+    }
+    for run in results["planes"]:
+        s = run["per_agent_summary"]
+        local = monthly_cost(s["pss_mib"]["mean"], s["idle_cpu_pct"]["mean"])
+        out[f"local_usd_per_month_per_{run['profile']}_plane"] = round(local, 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--agents", default="1,2,4", help="comma-separated agent counts")
+    parser.add_argument("--agents", default="1,8,32", help="agent counts, slim profile")
+    parser.add_argument("--full-agents", default="1,8", help="agent counts, full profile")
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--no-bind", action="store_true", help="keep the saved bind figures")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    missing = build.missing_binaries(cache=args.cache_dir)
+    missing = build.missing_binaries(build.PLANE_COMPONENTS, args.cache_dir)
     if missing:
         raise SystemExit(f"missing {missing}: run `{build.BUILD_COMMAND}` first")
-
+    previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -252,61 +323,41 @@ def main() -> None:
         "versions": {
             n: build.module_version(build.COMPONENTS[n]) for n in ("etcd", "kube-apiserver", "kwok")
         },
+        "settle_seconds": SETTLE_SECONDS,
+        "idle_seconds": IDLE_SECONDS,
         "planes": [],
     }
-    for n in [int(x) for x in args.agents.split(",") if x]:
-        print(f"bringing up host + {n} agent plane(s) ...", flush=True)
-        r = measure_planes(n, args.cache_dir)
+    runs = [("slim", int(x)) for x in args.agents.split(",") if x]
+    runs += [("full", int(x)) for x in args.full_agents.split(",") if x]
+    for profile, n in runs:
+        print(f"bringing up host + {n} {profile} agent plane(s) ...", flush=True)
+        r = measure_planes(n, args.cache_dir, profile)
         results["planes"].append(r)
-        rss = statistics.mean(a["rss_mib"] for a in r["per_agent"])
-        cpu = statistics.mean(a["idle_cpu_pct"] for a in r["per_agent"])
-        print(
-            f"  up in {r['up_seconds']:.1f}s; per agent plane: {rss:.0f} MiB RSS, "
-            f"{statistics.mean(a['startup_cpu_s'] for a in r['per_agent']):.1f} CPU-s to start, "
-            f"{cpu:.1f}% of a core idle"
-        )
-        for name, u in r["host"].items():
+        _print_planes(r)
+
+    if args.no_bind:
+        results["bind"] = previous.get("bind", [])
+    else:
+        results["bind"] = []
+        for qps, pause_kwok in ((host_plane.SCHEDULER_QPS, False), (UNTHROTTLED_QPS, True)):
             print(
-                f"    host {name:<26} {u['rss_mib']:>7.0f} MiB  {u['idle_cpu_pct']:>5.1f}% idle CPU"
+                f"bind rate: {args.pods} pods on {args.nodes} fake 8-GPU nodes, scheduler client "
+                f"QPS {qps}, KWOK {'paused until bound' if pause_kwok else 'running'} ...",
+                flush=True,
             )
-
-    results["bind"] = []
-    for qps, pause_kwok in ((host_plane.SCHEDULER_QPS, False), (UNTHROTTLED_QPS, True)):
-        print(
-            f"bind rate: {args.pods} pods on {args.nodes} fake 8-GPU nodes, scheduler client "
-            f"QPS {qps}, KWOK {'paused until bound' if pause_kwok else 'running'} ...",
-            flush=True,
-        )
-        b = measure_bind_rate(args.nodes, args.pods, args.cache_dir, qps, pause_kwok)
-        results["bind"].append(b)
-        print(
-            f"  host up with {b['nodes']} nodes in {b['up_seconds_with_nodes']:.1f}s; "
-            f"{b['pods']} pods created (scheduler paused) in {b['client_create_seconds']:.1f}s; "
-            f"after resuming, all bound in {b['all_bound_seconds_after_resume']:.2f}s "
-            f"= {b['binds_per_second']:.0f} binds/s ({b['scheduler_cpu_seconds']:.1f} scheduler "
-            f"CPU-s), all Running (KWOK) after {b['all_running_seconds_after_resume']:.1f}s; "
-            f"{b['nodes_used']} nodes used"
-        )
-
-    last = results["planes"][-1]["per_agent"] if results["planes"] else []
-    if last:
-        rss = statistics.mean(a["rss_mib"] for a in last)
-        cpu = statistics.mean(a["idle_cpu_pct"] for a in last)
-        local = monthly_cost(rss, cpu)
-        results["cost"] = {
-            "managed_usd_per_month_per_plane": MANAGED_USD_PER_MONTH,
-            "local_usd_per_month_per_plane": round(local, 2),
-            "assumptions": {
-                "usd_per_vcpu_hour": USD_PER_VCPU_HOUR,
-                "usd_per_gib_hour": USD_PER_GIB_HOUR,
-            },
-        }
-        print(
-            f"cost: a managed control plane is ~${MANAGED_USD_PER_MONTH:.0f}/month each; a local "
-            f"agent plane holds {rss:.0f} MiB and {cpu:.1f}% of a core idle, ~${local:.2f}/month "
-            f"at ${USD_PER_GIB_HOUR}/GiB-h + ${USD_PER_VCPU_HOUR}/vCPU-h "
-            f"(~{MANAGED_USD_PER_MONTH / max(local, 0.01):.0f}x cheaper)"
-        )
+            b = measure_bind_rate(args.nodes, args.pods, args.cache_dir, qps, pause_kwok)
+            results["bind"].append(b)
+            print(
+                f"  {b['pods']} pods bound in {b['all_bound_seconds_after_resume']:.2f}s "
+                f"= {b['binds_per_second']:.0f} binds/s; {b['nodes_used']} nodes used"
+            )
+    results["cost"] = _cost(results)
+    for key, value in results["cost"].items():
+        if key.startswith("local_"):
+            print(
+                f"cost: {key} = ${value:.2f} (PSS and idle CPU at ${USD_PER_GIB_HOUR}/GiB-h + "
+                f"${USD_PER_VCPU_HOUR}/vCPU-h) vs ~${MANAGED_USD_PER_MONTH:.0f} managed"
+            )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {args.output}")

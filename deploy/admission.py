@@ -1,6 +1,6 @@
 """Admission policies for what RBAC cannot express, as Python data (rendered by `render.py`).
 
-RBAC decides *whether* an identity may create an `Offer` in a namespace, not *what* it says. Three
+RBAC decides *whether* an identity may create an `Offer` in a namespace, not *what* it says.
 `ValidatingAdmissionPolicy` objects (admissionregistration.k8s.io/v1, GA since Kubernetes 1.30;
 CEL evaluated in the apiserver, no webhook to run) close the gaps:
 
@@ -10,19 +10,17 @@ CEL evaluated in the apiserver, no webhook to run) close the gaps:
   market identity (user `gpuparley:market` or ServiceAccount `gpuparley-system/market`). Group
   `system:masters` (cluster admins: tests, tooling) may send as anyone. Denied with **403**
   (`reason: Forbidden`). The `gpuparley.io/sender` label must equal `spec.sender` (receivers
-  select by label): denied with **422** (`reason: Invalid`). Admins are exempt from both, so tests
-  can still inject malformed messages that the market must refuse on its own.
+  select by label): **422** (`reason: Invalid`). In an agent's home namespace (its outbox, where
+  its bids to the market wait) the sender must be that agent: **403**. Agents may add no
+  finalizers (an undeletable Offer is storage nobody can reclaim): **403**. Admins are exempt
+  from all of these, so tests can still inject messages the market must refuse on its own.
 * `gpuparley-market-view`: only the market (or `system:masters`) may create, update or delete a
   ConfigMap named `gpuparley-market-view` (an agent's private market view). RBAC already denies
   agents configmap writes in the bundle's roles; this also holds where something else grants them
   (the local rig's per-agent Role grants `configmaps: *`), and RBAC cannot name the object of a
   `create`.
-
-* `gpuparley-lease-gate`: in agent home namespaces (label `gpuparley.io/role: agent`), a pod
-  requesting an `nvidia.com/*` resource must be created behind the scheduling gate
-  `gpuparley.io/lease`, and only the market (or `system:masters`) may remove that gate. So a GPU
-  pod is only ever scheduled under a lease the market issued (`market_controller._admit_pods`);
-  RBAC cannot say this, since the negotiator must create, patch and delete its own pods.
+* the pod policies `gpuparley-lease-gate` and `gpuparley-lease-fit` (`admission_pods.py`): a pod
+  in an agent namespace runs only under, and inside, a lease.
 
 All are cluster-scoped and identical in every agent's bundle. Limitation: with `deploy
 --namespace NS` the negotiator ServiceAccount is `NS/negotiator`, which the sender policy does not
@@ -33,61 +31,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuparley.deploy.crds import GROUP
-from gpuparley.deploy.gpu_resources import NVIDIA_PREFIX
-from gpuparley.deploy.objects import LEASE_GATE, MARKET_NAMESPACE, SENDER_LABEL, VIEW_CONFIGMAP
-from gpuparley.deploy.rbac import (
-    MARKET_SERVICE_ACCOUNT,
-    MARKET_USER,
-    NEGOTIATOR_SERVICE_ACCOUNT,
-    ROLE_LABEL,
+from gpuparley.deploy.admission_cel import (
+    ADMIN_GROUP,
+    ADMISSION_API,
+    IDENTITY_VARIABLES,
+    NO_NEW_FINALIZERS,
+    binding,
+    policy,
 )
+from gpuparley.deploy.admission_pods import (
+    LEASE_FIT_POLICY,
+    LEASE_GATE_POLICY,
+    pod_admission_objects,
+)
+from gpuparley.deploy.crds import GROUP
+from gpuparley.deploy.objects import AGENT_LABEL, SENDER_LABEL, VIEW_CONFIGMAP
+from gpuparley.deploy.rbac import NEGOTIATOR_SERVICE_ACCOUNT, ROLE_LABEL
 from gpuparley.envs.market import messages
 
-ADMISSION_API = "admissionregistration.k8s.io/v1"
-ADMIN_GROUP = "system:masters"
-OFFER_SENDER_POLICY = "gpuparley-offer-sender"
-MARKET_VIEW_POLICY = "gpuparley-market-view"
-LEASE_GATE_POLICY = "gpuparley-lease-gate"
-
-_MARKET_IDENTITIES = (
-    f"['{MARKET_USER}', 'system:serviceaccount:{MARKET_NAMESPACE}:{MARKET_SERVICE_ACCOUNT}']"
-)
-# Shared by both policies.
-_IDENTITY_VARIABLES = [
-    {"name": "user", "expression": "request.userInfo.username"},
-    {
-        "name": "admin",
-        "expression": f"has(request.userInfo.groups) && '{ADMIN_GROUP}' in request.userInfo.groups",
-    },
-    {"name": "market", "expression": f"request.userInfo.username in {_MARKET_IDENTITIES}"},
+__all__ = [
+    "ADMIN_GROUP",
+    "ADMISSION_API",
+    "LEASE_FIT_POLICY",
+    "LEASE_GATE_POLICY",
+    "MARKET_VIEW_POLICY",
+    "OFFER_SENDER_POLICY",
+    "admission_objects",
+    "market_view_policy",
+    "offer_sender_policy",
 ]
 
-
-def _policy(
-    name: str,
-    group: str,
-    resource: str,
-    operations: list[str],
-    spec: dict[str, Any],
-    namespace_selector: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A ValidatingAdmissionPolicy on one resource that fails closed."""
-    rule = {
-        "apiGroups": [group],
-        "apiVersions": ["*"] if group else ["v1"],
-        "operations": operations,
-        "resources": [resource],
-    }
-    constraints: dict[str, Any] = {"resourceRules": [rule]}
-    if namespace_selector:
-        constraints["namespaceSelector"] = namespace_selector
-    return {
-        "apiVersion": ADMISSION_API,
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail", "matchConstraints": constraints, **spec},
-    }
+OFFER_SENDER_POLICY = "gpuparley-offer-sender"
+# The CRD bounds an Offer's spec (`schema_bounds.py`); its metadata is bounded here, or an agent
+# could still store 256 KiB of annotations per object.
+_SMALL_METADATA = (
+    "(!has(object.metadata.labels) || size(object.metadata.labels) <= 16)"
+    " && (!has(object.metadata.annotations) || (size(object.metadata.annotations) <= 8"
+    " && object.metadata.annotations.all(k, size(object.metadata.annotations[k]) <= 1024)))"
+)
+MARKET_VIEW_POLICY = "gpuparley-market-view"
 
 
 def offer_sender_policy() -> dict[str, Any]:
@@ -103,7 +85,14 @@ def offer_sender_policy() -> dict[str, Any]:
         " || variables.user == 'system:serviceaccount:agent-' + variables.sender"
         f" + ':{NEGOTIATOR_SERVICE_ACCOUNT}')"
     )
-    return _policy(
+    # The agent whose home namespace this is ('' for inboxes and everything else).
+    labels = "namespaceObject.metadata.labels"
+    home_of = (
+        f"namespaceObject != null && has({labels}) && '{ROLE_LABEL}' in {labels}"
+        f" && {labels}['{ROLE_LABEL}'] == 'agent' && '{AGENT_LABEL}' in {labels}"
+        f" ? {labels}['{AGENT_LABEL}'] : ''"
+    )
+    return policy(
         OFFER_SENDER_POLICY,
         GROUP,
         "offers",
@@ -112,7 +101,8 @@ def offer_sender_policy() -> dict[str, Any]:
             "variables": [
                 {"name": "sender", "expression": sender},
                 {"name": "label", "expression": label},
-                *_IDENTITY_VARIABLES,
+                {"name": "home_of", "expression": home_of},
+                *IDENTITY_VARIABLES,
             ],
             "validations": [
                 {
@@ -134,6 +124,36 @@ def offer_sender_policy() -> dict[str, Any]:
                     ),
                     "reason": "Invalid",
                 },
+                {
+                    "expression": (
+                        "variables.admin || variables.home_of == ''"
+                        " || variables.home_of == 'agent-' + variables.sender"
+                    ),
+                    "message": "an agent's home namespace holds only its own offers",
+                    "messageExpression": (
+                        "'namespace ' + request.namespace + ' is the outbox of '"
+                        " + variables.home_of + ': it holds no Offer from ' + variables.sender"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": f"variables.admin || ({_SMALL_METADATA})",
+                    "message": "an Offer carries at most 16 labels and 8 annotations of 1 KiB",
+                    "messageExpression": (
+                        "'an Offer carries at most 16 labels and 8 annotations of at most 1024"
+                        " characters (from ' + variables.user + ')'"
+                    ),
+                    "reason": "Invalid",
+                },
+                {
+                    "expression": f"variables.admin || variables.market || {NO_NEW_FINALIZERS}",
+                    "message": "agents may not add finalizers to Offers",
+                    "messageExpression": (
+                        "'an Offer takes no finalizers from ' + variables.user"
+                        " + ' (the receiver must be able to delete what it consumed)'"
+                    ),
+                    "reason": "Forbidden",
+                },
             ],
         },
     )
@@ -141,7 +161,7 @@ def offer_sender_policy() -> dict[str, Any]:
 
 def market_view_policy() -> dict[str, Any]:
     """Only the market writes an agent's market view ConfigMap."""
-    return _policy(
+    return policy(
         MARKET_VIEW_POLICY,
         "",
         "configmaps",
@@ -159,7 +179,7 @@ def market_view_policy() -> dict[str, Any]:
                     ),
                 }
             ],
-            "variables": list(_IDENTITY_VARIABLES),
+            "variables": list(IDENTITY_VARIABLES),
             "validations": [
                 {
                     "expression": "variables.admin || variables.market",
@@ -175,89 +195,12 @@ def market_view_policy() -> dict[str, Any]:
     )
 
 
-def _gated(pod: str) -> str:
-    return (
-        f"has({pod}.spec.schedulingGates)"
-        f" && {pod}.spec.schedulingGates.exists(g, g.name == '{LEASE_GATE}')"
-    )
-
-
-def lease_gate_policy() -> dict[str, Any]:
-    """GPU pods in agent namespaces start behind the lease gate; only the market lifts it."""
-    wants_gpu = (
-        "c, has(c.resources) && ("
-        + " || ".join(
-            f"(has(c.resources.{kind}) && c.resources.{kind}.exists(k,"
-            f" k.startsWith('{NVIDIA_PREFIX}')))"
-            for kind in ("limits", "requests")
-        )
-        + ")"
-    )
-    gpu = (
-        f"object.spec.containers.exists({wants_gpu}) || (has(object.spec.initContainers)"
-        f" && object.spec.initContainers.exists({wants_gpu}))"
-    )
-    # The pod itself: not pods/status (kubelet, KWOK) nor pods/binding (scheduler).
-    return _policy(
-        LEASE_GATE_POLICY,
-        "",
-        "pods",
-        ["CREATE", "UPDATE"],
-        {
-            "variables": [
-                *_IDENTITY_VARIABLES,
-                {"name": "gpu", "expression": gpu},
-                {"name": "gated", "expression": _gated("object")},
-                {"name": "was_gated", "expression": f"oldObject != null && {_gated('oldObject')}"},
-            ],
-            "validations": [
-                {
-                    "expression": (
-                        "variables.admin || variables.market || request.operation != 'CREATE'"
-                        " || !variables.gpu || variables.gated"
-                    ),
-                    "message": f"GPU pods must be created behind the scheduling gate {LEASE_GATE}",
-                    "messageExpression": (
-                        "'pod ' + object.metadata.name + ' requests GPUs: it must be created"
-                        f" behind the scheduling gate {LEASE_GATE} (the market lifts it under"
-                        " a lease), not by ' + variables.user"
-                    ),
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": (
-                        "variables.admin || variables.market || !variables.was_gated"
-                        " || variables.gated"
-                    ),
-                    "message": f"only the market lifts the scheduling gate {LEASE_GATE}",
-                    "messageExpression": (
-                        f"'only the market lifts the scheduling gate {LEASE_GATE} (pod '"
-                        " + object.metadata.name + '), not ' + variables.user"
-                    ),
-                    "reason": "Forbidden",
-                },
-            ],
-        },
-        namespace_selector={"matchLabels": {ROLE_LABEL: "agent"}},
-    )
-
-
-def _binding(policy: str) -> dict[str, Any]:
-    return {
-        "apiVersion": ADMISSION_API,
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": policy},
-        "spec": {"policyName": policy, "validationActions": ["Deny"]},
-    }
-
-
 def admission_objects() -> list[dict[str, Any]]:
     """Policies and their bindings, in apply order (a binding names its policy)."""
     return [
         offer_sender_policy(),
-        _binding(OFFER_SENDER_POLICY),
+        binding(OFFER_SENDER_POLICY),
         market_view_policy(),
-        _binding(MARKET_VIEW_POLICY),
-        lease_gate_policy(),
-        _binding(LEASE_GATE_POLICY),
+        binding(MARKET_VIEW_POLICY),
+        *pod_admission_objects(),
     ]

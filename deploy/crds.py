@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from gpuparley.deploy.negotiator_config import NegotiatorSpec
 from gpuparley.deploy.schema import SchemaConversionError, strip_defaults, structural
+from gpuparley.deploy.schema_bounds import bounded, check_bounded
 from gpuparley.envs.market import messages
 
 GROUP = "gpuparley.io"
@@ -112,16 +113,21 @@ def _crd(
     status: dict[str, Any] | None = None,
     short_names: list[str] | None = None,
     columns: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    # Every field an agent or the market writes gets a size limit (`schema_bounds.py`).
+    data = {"spec": spec, **(extra or {}), **({"status": status} if status is not None else {})}
+    data = {name: bounded(schema) for name, schema in data.items()}
+    for name, schema in data.items():
+        check_bounded(schema, f"{kind}.{name}")
     properties: dict[str, Any] = {
         "apiVersion": {"type": "string"},
         "kind": {"type": "string"},
         "metadata": {"type": "object"},
-        "spec": spec,
+        **data,
     }
     version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
     if status is not None:
-        properties["status"] = status
         version["subresources"] = {"status": {}}
     version["schema"] = {
         "openAPIV3Schema": {"type": "object", "properties": properties, "required": ["spec"]}
@@ -165,6 +171,33 @@ def offer_crd() -> dict[str, Any]:
     )
 
 
+# What each pod of a lease may use (`lease_grant.py`): written by the market beside the message.
+GRANT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Per pod: the resource limits it may use (all pods alike) and, by pod slot, "
+    "its node. Written by the market; admission and the market hold pods to it.",
+    "properties": {
+        "limits": {
+            "type": "object",
+            "maxProperties": 16,
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 64,
+                "x-kubernetes-validations": [
+                    {"rule": "isQuantity(self)", "message": "must be a resource quantity"}
+                ],
+            },
+        },
+        "nodes": {
+            "type": "array",
+            "maxItems": 1024,
+            "items": {"type": "string", "maxLength": 253},
+        },
+    },
+    "required": ["limits", "nodes"],
+}
+
+
 def gpulease_crd() -> dict[str, Any]:
     release = _schema(messages.Release)
     status = {"type": "object", "properties": {"release": release}}
@@ -173,6 +206,7 @@ def gpulease_crd() -> dict[str, Any]:
         "gpuleases",
         _schema(messages.Lease),
         status=status,
+        extra={"grant": GRANT_SCHEMA},
         short_names=["gplease"],
         columns=[
             _column("Holder", ".spec.holder"),
@@ -216,9 +250,19 @@ def crd_documents() -> list[dict[str, Any]]:
     return [offer_crd(), gpulease_crd(), negotiator_crd()]
 
 
+class PlainDumper(yaml.SafeDumper):
+    """Never writes anchors and aliases (`&id001`/`*id001`): objects sharing a sub-dict are
+    written out in full, because some Kubernetes tools reject YAML aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump_yaml(doc: dict[str, Any]) -> str:
-    """One YAML document, deterministic (key order preserved, no line wrapping)."""
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=10_000)
+    """One YAML document, deterministic (key order preserved, no line wrapping), plain."""
+    return yaml.dump(
+        doc, Dumper=PlainDumper, sort_keys=False, default_flow_style=False, width=10_000
+    )
 
 
 def rendered_files() -> dict[str, str]:

@@ -21,6 +21,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from gpuparley.envs.market.messages import ResourceItem
     from gpuparley.envs.topology import NodeSpec
 
 NVIDIA_PREFIX = "nvidia.com/"  # every resource below (admission policies match on it)
@@ -40,6 +41,16 @@ def mig_resource(profile: str) -> str:
 def is_gpu_resource(name: str) -> bool:
     """Whether a resource name is a whole GPU, a time-slice replica or a MIG instance."""
     return name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX)
+
+
+def lease_item_limits(item: ResourceItem) -> dict[str, str]:
+    """What one leased pod may ask the kubelet for: the lease's GPUs, MIG instance or one
+    time-slice replica (a share is one replica; its milli-GPU is the market's bookkeeping)."""
+    if item.gpu_kind == "mig":
+        return {mig_resource(str(item.mig_profile)): "1"}
+    if item.gpu_kind in ("whole", "share"):
+        return {GPU_RESOURCE: str(max(len(item.gpus), 1))}
+    return {}
 
 
 def node_resources(

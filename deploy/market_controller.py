@@ -8,13 +8,16 @@ message validation), driven by real messages instead of in-process calls:
    read;
 2. it waits until every agent's `Negotiator` status says it answered that (epoch, sub-step), or
    the sub-step times out (a silent agent passes: a partitioned agent only delays);
-3. it reads the `Offer` objects (bids) in its inbox, checks that the object's sender label and
-   namespace agree with the message, hands each message to `Market.receive` (which rejects
-   malformed, stale, replayed, unauthorised and unaffordable ones with a reason, changing
-   nothing), and deletes them (consumed);
+3. it reads the `Offer` objects addressed to it (bids wait in their senders' home namespaces),
+   checks that the object's sender label and namespace agree with the message, takes at most
+   one bid per agent and sub-step (the decision's own, id `<agent>.<epoch>.<sub-step>`, first;
+   further valid bids are rejected as `duplicate`), hands each message to `Market.receive` (which
+   rejects malformed, stale, replayed, unauthorised and unaffordable ones with a reason, changing
+   nothing), and deletes them (consumed); objects already being deleted are ignored;
 4. at the epoch's end it clears, writes the new/renewed leases as `GPULease` objects in the
-   holders' namespaces, ends the others by setting `status.release`, and deletes GPU pods in agent
-   namespaces that no active lease covers (a lease is the only right to run: `_enforce_leases`).
+   holders' namespaces (with the `grant` their pods must stay inside), ends the others by setting
+   `status.release`, and deletes pods in agent namespaces that no active lease covers
+   (`market_pods.py`: a lease is the only right to run, and its pods are checked against it).
 
 Simplification (stated in deploy/README.md): the market's clock is logical (one epoch per
 clearing, not per `epoch_seconds` of wall time), and job progress comes from the market's
@@ -34,15 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.gpu_resources import env_node_resources, is_gpu_resource
+from gpuparley.deploy.gpu_resources import env_node_resources
 from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.market_pods import LeasePods
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.trace import LeaseEvent, epoch_events
-from gpuparley.deploy.workload import HOSTNAME_LABEL, ungate
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.encoding import view_to_dict
 from gpuparley.envs.market.episode import default_max_epochs
-from gpuparley.envs.market.messages import Lease, Release
+from gpuparley.envs.market.messages import MARKET, Lease, MessageError, Release, parse_message
 from gpuparley.envs.market.views import agent_views
 from gpuparley.envs.scenario import Scenario
 
@@ -77,26 +81,6 @@ def check_host_nodes(kube: Kube, scenario: Scenario) -> None:
             + "; ".join(problems[:10])
             + " (create the nodes with `gpuparley cluster up --scenario` for this scenario)"
         )
-
-
-def _lease_key(lease: Lease) -> tuple[str, str]:
-    """(holder namespace, GPULease object name): how host pods name their lease."""
-    return objects.agent_namespace(lease.holder), objects.object_name(lease.lease_id, "lease")
-
-
-def _placed(lease: Lease, pods: list[dict[str, Any]]) -> bool:
-    """Every pod of the lease is bound to a node the lease names."""
-    nodes = {item.node for item in lease.resources}
-    bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") in nodes]
-    return len(bound) == len(lease.resources)
-
-
-def _is_gpu_pod(pod: dict[str, Any]) -> bool:
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        limits = (container.get("resources") or {}).get("limits") or {}
-        if any(is_gpu_resource(k) for k in limits):
-            return True
-    return False
 
 
 class MarketController:
@@ -134,19 +118,37 @@ class MarketController:
         self.trace_path = Path(trace_path) if trace_path else None
         self.rejected: Counter[str] = Counter()
         self.timeouts: Counter[str] = Counter()
-        self.evicted: list[str] = []  # namespace/pod of every eviction, in order
-        self.reclaimed_pods = 0
+        self.pods = LeasePods(kube, self.market, self.agents, self.telemetry)
 
     # ------------------------------------------------------------------ the loop
     @property
     def done(self) -> bool:
         return self.market.finished or self.market.epoch >= self.max_epochs
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-        """Step until the workload is done (or the epoch cap, or `should_stop`); the summary."""
+    def run(
+        self, should_stop: Callable[[], bool] = lambda: False, elector: LeaderElector | None = None
+    ) -> dict[str, Any]:
+        """Step until the workload is done (or the epoch cap, or `should_stop`); the summary.
+
+        With an `elector` (several replicas, `--leader-elect`) only the leader steps; a standby
+        waits, and takes over with a *new* market if the leader goes (the ledger lives in the
+        leader's memory: the stated limit of this controller). A leader that cannot renew stops
+        stepping before anyone else may take over."""
         check_host_nodes(self.kube, self.market.scenario)
+        while elector is not None and not should_stop() and not elector.try_acquire_or_renew():
+            self.telemetry.heartbeat()
+            self.telemetry.leader.set(0)
+            time.sleep(elector.duration / 5)
         self.telemetry.ready = True
+        renewed = time.monotonic()
         while not self.done and not should_stop():
+            if elector is not None:
+                if time.monotonic() - renewed > elector.duration / 3:
+                    elector.try_acquire_or_renew()
+                    renewed = time.monotonic()
+                self.telemetry.leader.set(1 if elector.is_leader else 0)
+                if not elector.is_leader:
+                    raise MarketSetupError("lost the market's leadership; exiting to restart")
             self.substep()
         return self.publish_status()
 
@@ -157,10 +159,13 @@ class MarketController:
         token = (market.epoch, market.substep)
         started = time.perf_counter()
         self._publish_views()
-        if market.substep == 0:
-            # The views are out (holders learn of new leases from them); the epoch only runs
-            # once the leases of the last clearing are real.
-            self._await_placements()
+        # The views are out (holders learn of new leases from them); an epoch only runs once
+        # the leases of the last clearing are real.
+        if market.substep == 0 and not self.pods.await_placements(
+            self.placement_timeout, self.poll_interval
+        ):
+            self.placement_timeouts += 1
+            self.telemetry.rejections.labels("placement-timeout").inc()
         answers = self._wait_for_answers(token)
         before, seen = dict(market.leases), len(market.releases)
         self._receive_bids()
@@ -184,9 +189,11 @@ class MarketController:
                 "seconds": round(time.perf_counter() - started, 4),
             },
         )
+        self.telemetry.price.labels("clearing").set(market.last_price)
+        self.telemetry.price.labels("reference").set(market.reference_price)
         if ended:
             self.telemetry.epoch.set(market.epoch)
-            self._enforce_leases()
+            self.pods.enforce()
             self.publish_status()
 
     # ------------------------------------------------------------------ views and answers
@@ -223,28 +230,65 @@ class MarketController:
             time.sleep(self.poll_interval)
 
     def _receive_bids(self) -> None:
+        """Hand the bids addressed to the market to it, at most one per agent, and consume them.
+
+        Bids wait in their senders' home namespaces (one list request across them, by receiver
+        label). An object whose namespace or label disagrees with its sender is `forged`. Of an
+        agent's valid bids for this sub-step only one reaches the market -- its decision's own
+        (`<agent>.<epoch>.<sub-step>`) if present, else the first by name; the rest are
+        `duplicate` (one action per agent per sub-step, as in the simulator). Objects already
+        being deleted (a finalizer holds them) were consumed before and are skipped.
+        """
         order = {agent: i for i, agent in enumerate(self.agents)}
-        offers = self.kube.list("offers", objects.MARKET_INBOX)
-        offers.sort(
-            key=lambda o: (
-                order.get((o.get("spec") or {}).get("sender"), len(order)),
-                o["metadata"]["name"],
-            )
-        )
-        for obj in offers:
+        decision = {a: f"{a}.{self.market.epoch}.{self.market.substep}" for a in self.agents}
+        selector = f"{objects.RECEIVER_LABEL}={MARKET}"
+        offers = [
+            o
+            for o in self.kube.list("offers", None, selector=selector)
+            if not o["metadata"].get("deletionTimestamp")
+        ]
+
+        def rank(obj: dict[str, Any]) -> tuple[int, bool, str]:
             spec = obj.get("spec") or {}
-            labels = obj["metadata"].get("labels") or {}
-            if labels.get(objects.SENDER_LABEL) != spec.get("sender"):
+            sender = spec.get("sender")
+            mine = isinstance(sender, str) and spec.get("id") == decision.get(sender)
+            return order.get(sender, len(order)), not mine, obj["metadata"]["name"]
+
+        bid_from: set[str] = set()
+        for obj in sorted(offers, key=rank):
+            spec = obj.get("spec") or {}
+            meta = obj["metadata"]
+            sender = spec.get("sender")
+            if (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender:
                 self._rejected("forged", obj, "sender label and message sender differ")
+            elif not isinstance(sender, str) or meta.get("namespace") != objects.agent_namespace(
+                sender
+            ):
+                self._rejected("forged", obj, "a bid must wait in its sender's home namespace")
+            elif sender in bid_from and self._valid_bid(sender, spec):
+                self._rejected("duplicate", obj, "one bid per agent and sub-step")
             else:
                 before = Counter(self.market.stats.rejected)
                 receipt = self.market.receive(spec)
                 if receipt.accepted:
+                    bid_from.add(sender)
                     self.telemetry.messages.labels(spec.get("kind", "?"), "received").inc()
                 else:
                     category = next(iter(self.market.stats.rejected - before), "invalid")
                     self._rejected(category, obj, receipt.reason)
-            self.kube.delete("offers", objects.MARKET_INBOX, obj["metadata"]["name"])
+            self.kube.delete("offers", meta["namespace"], meta["name"])
+
+    def _valid_bid(self, sender: str, spec: dict[str, Any]) -> bool:
+        """Whether `spec` is a bid the market would take from `sender` now, by the checks that
+        change nothing (so a second bid is a `duplicate`, while junk keeps its own reason)."""
+        try:
+            message = parse_message(spec)
+        except MessageError:
+            return False
+        if message.kind != "Bid" or message.sender != sender or message.epoch != self.market.epoch:
+            return False
+        job, _reason = self.market.job_asked_for(sender, message.demand)
+        return job is not None
 
     def _rejected(self, category: str, obj: dict[str, Any], reason: str) -> None:
         self.rejected[category] += 1
@@ -273,117 +317,15 @@ class MarketController:
                     out.write(json.dumps(event.to_json()) + "\n")
 
     def _write_lease(self, lease: Lease, release: Release | None) -> None:
-        obj = objects.gpulease_object(lease)
+        obj = objects.gpulease_object(lease, self.pods.grant(lease))
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         if not self.kube.create("gpuleases", namespace, obj):
-            self.kube.merge_patch("gpuleases", namespace, name, {"spec": obj["spec"]})
+            self.kube.merge_patch(
+                "gpuleases", namespace, name, {"spec": obj["spec"], "grant": obj["grant"]}
+            )
         if release is not None:
             status = {"status": {"release": release.model_dump(mode="json")}}
             self.kube.merge_patch("gpuleases/status", namespace, name, status)
-
-    def _covered_nodes(self) -> dict[tuple[str, str], set[str]]:
-        """(holder namespace, GPULease object name) -> the nodes its active lease names."""
-        return {
-            _lease_key(lease): {item.node for item in lease.resources}
-            for lease in self.market.leases.values()
-        }
-
-    def _await_placements(self) -> None:
-        """Hold the next epoch until every active lease's pods are bound where it says.
-
-        In the simulator a lease is placed the instant it is signed; on a cluster the holder
-        must sync its pods, the market must admit them and kube-scheduler must bind them. Job
-        progress is modelled per epoch, so the logical clock may only move on once the leases it
-        granted are real. A holder that does not sync within `placement_timeout` (crashed,
-        partitioned) is counted and the market moves on: it can delay, never block, the market.
-        """
-        deadline = time.monotonic() + self.placement_timeout
-        while True:
-            pods = self._lease_pods()
-            self._admit_pods(pods)
-            unplaced = [
-                lease.lease_id
-                for lease in self.market.leases.values()
-                if not _placed(lease, pods.get(_lease_key(lease), []))
-            ]
-            if not unplaced:
-                return
-            if time.monotonic() > deadline:
-                self.placement_timeouts += 1
-                self.telemetry.rejections.labels("placement-timeout").inc()
-                log.warning("leases not placed in time", extra={"leases": unplaced[:10]})
-                return
-            time.sleep(self.poll_interval)
-
-    def _lease_pods(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """Host pods that carry a lease label, by (namespace, lease object name)."""
-        found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for agent in self.agents:
-            namespace = objects.agent_namespace(agent)
-            for pod in self.kube.list("pods", namespace, selector=objects.LEASE_LABEL):
-                lease = pod["metadata"]["labels"][objects.LEASE_LABEL]
-                found.setdefault((namespace, lease), []).append(pod)
-        return found
-
-    def _admit_pods(self, pods: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
-        """Lift the lease gate of host pods whose lease is active, a lease's pods all at once.
-
-        Agents create their host pods behind the gate (the admission policy refuses GPU pods
-        without it, and lets only the market lift it), so a GPU pod can only ever be scheduled
-        under a lease the market issued, and a gang is handed to the scheduler whole.
-        """
-        for lease in self.market.leases.values():
-            nodes = {item.node for item in lease.resources}
-            mine = [
-                pod
-                for pod in pods.get(_lease_key(lease), [])
-                if ((pod.get("spec") or {}).get("nodeSelector") or {}).get(HOSTNAME_LABEL) in nodes
-            ]
-            if len(mine) != len(lease.resources):
-                continue  # the holder has not created every pod of the lease yet
-            for pod in mine:
-                ungate(self.kube, pod["metadata"]["namespace"], pod)
-
-    def _enforce_leases(self) -> None:
-        """Delete GPU pods in agent namespaces that no active lease of that agent covers.
-
-        A pod of one of the market's own leases - one that has just ended, or one whose renewal
-        moved the job to another node - is *reclaimed*: its holder is told (`status.release`, or
-        the lease's new resources) and normally deletes or moves it within moments, but the
-        capacity already belongs to someone else. Any other uncovered pod - no lease, someone
-        else's lease, a lease that never existed - is *evicted*: that is an agent running GPUs
-        it did not win.
-        """
-        covered = self._covered_nodes()
-        ended = {_lease_key(lease) for lease, _release in self.market.releases}
-        for agent in self.agents:
-            namespace = objects.agent_namespace(agent)
-            for pod in self.kube.list("pods", namespace):
-                if not _is_gpu_pod(pod):
-                    continue
-                meta, spec = pod["metadata"], pod.get("spec") or {}
-                lease = (meta.get("labels") or {}).get(objects.LEASE_LABEL) or ""
-                nodes = covered.get((namespace, lease))
-                node = spec.get("nodeName") or (spec.get("nodeSelector") or {}).get(HOSTNAME_LABEL)
-                if nodes is not None and node in nodes:
-                    continue
-                if not self.kube.delete("pods", namespace, meta["name"]):
-                    continue
-                if (namespace, lease) in ended or (namespace, lease) in covered:
-                    self.reclaimed_pods += 1
-                    self.telemetry.pods_synced.labels("reclaimed").inc()
-                    continue
-                self.evicted.append(f"{namespace}/{meta['name']}")
-                self.telemetry.pods_synced.labels("evicted").inc()
-                log.warning(
-                    "evicted a GPU pod no lease covers",
-                    extra={
-                        "namespace": namespace,
-                        "pod": meta["name"],
-                        "lease": lease,
-                        "node": node,
-                    },
-                )
 
     # ------------------------------------------------------------------ status
     def publish_status(self) -> dict[str, Any]:
@@ -398,9 +340,10 @@ class MarketController:
             "rejected": dict(self.rejected),
             "timeouts": dict(self.timeouts),
             "placement_timeouts": self.placement_timeouts,
-            "evicted_pods": len(self.evicted),
-            "evicted": self.evicted[-20:],
-            "reclaimed_pods": self.reclaimed_pods,
+            "evicted_pods": len(self.pods.evicted),
+            "evicted": self.pods.evicted[-20:],
+            "misfit_pods": dict(self.pods.misfits),
+            "reclaimed_pods": self.pods.reclaimed_pods,
             "social_welfare": extras["social_welfare"],
             "ledger_imbalance": extras["ledger_imbalance"],
             "agreements": extras["agreements"],

@@ -8,7 +8,8 @@ or a second replica picks up exactly where the first left off):
   grouped into jobs by the `gpuparley.io/job` label (`deploy/workload.py`);
 * **decisions**: the market's view for the current (epoch, sub-step) is encoded with the
   environment's encoder and answered by the policy (the exported ONNX model, or a scripted
-  negotiator); a bid is sent as an `Offer` object into the market's inbox, named after its id so a
+  negotiator); a bid is sent as an `Offer` object into the agent's own home namespace (where the
+  market reads it; the agent's Offer quota bounds them), named after its id so a
   repeated send is a no-op, and the answer is recorded in the agent's `Negotiator` status;
 * **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
   namespace with the lease's node and GPU resources (as a virtual control plane syncs pods),
@@ -36,12 +37,13 @@ from typing import Any
 import numpy as np
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.gpu_resources import GPU_RESOURCE, mig_resource
+from gpuparley.deploy.gpu_resources import lease_item_limits
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import (
     HOSTNAME_LABEL,
+    INDEX_ANNOTATION,
     PodGroup,
     WorkloadError,
     gate_index,
@@ -57,27 +59,19 @@ from gpuparley.envs.market.negotiator import Negotiator
 log = logging.getLogger("gpuparley.negotiator")
 
 
-def host_gpu_limits(item: ResourceItem) -> dict[str, str]:
-    """What one leased pod asks the host kubelet for: the lease's GPUs, MIG instance or replica."""
-    if item.gpu_kind == "mig":
-        return {mig_resource(item.mig_profile): "1"}
-    if item.gpu_kind in ("whole", "share"):
-        return {GPU_RESOURCE: str(max(len(item.gpus), 1))}
-    return {}
-
-
 def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -> dict[str, Any]:
     """The host copy of an agent-plane pod, pinned by the lease to its node."""
     meta = agent_pod["metadata"]
     container = dict(agent_pod["spec"]["containers"][0])
-    container["resources"] = pod_resources(pod_demand(agent_pod), host_gpu_limits(item))
+    container["resources"] = pod_resources(pod_demand(agent_pod), lease_item_limits(item))
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": meta["name"],
             "labels": {**(meta.get("labels") or {}), objects.LEASE_LABEL: lease_object},
-            "annotations": dict(meta.get("annotations") or {}),
+            # The lease's pod slot: the market and admission pin slot i to the lease's node i.
+            "annotations": {**(meta.get("annotations") or {}), INDEX_ANNOTATION: str(item.pod)},
         },
         "spec": {
             # Only the market lifts this gate, once every pod of the lease exists.
@@ -294,8 +288,10 @@ class NegotiatorProcess:
         except (WorkloadError, MessageError, ValueError) as exc:
             self._reject("bad-demand", str(exc))
             return "pass", ""
-        self.host.create("offers", objects.MARKET_INBOX, objects.offer_object(bid))
+        bid_object = objects.offer_object(bid, namespace=self.config.namespace)
+        self.host.create("offers", self.config.namespace, bid_object)
         self.telemetry.messages.labels("Bid", "sent").inc()
+        self.telemetry.price.labels("bid").set(bid.price)
         log.info(
             "bid",
             extra={

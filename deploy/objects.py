@@ -22,7 +22,6 @@ LEASE_LABEL = f"{LABEL_PREFIX}/lease"  # on a synced host pod: the GPULease it r
 LEASE_GATE = f"{LABEL_PREFIX}/lease"  # the scheduling gate that holds a pod until its lease
 
 MARKET_NAMESPACE = "gpuparley-system"
-MARKET_INBOX = f"{MARKET_NAMESPACE}-inbox"  # where agents send bids (create-only for them)
 VIEW_CONFIGMAP = "gpuparley-market-view"  # in each agent's home namespace, written by the market
 VIEW_KEY = "view.json"  # its data key: {"epoch", "substep", "term_epochs", "view"}
 
@@ -39,11 +38,25 @@ def agent_namespace(agent: str) -> str:
 
 
 def inbox_namespace(agent: str) -> str:
-    """Where other agents drop messages for `agent` (create-only for them); bids addressed to
-    the market go to the market's inbox."""
+    """Where other agents drop messages for `agent` (create-only for them)."""
     if agent == messages.MARKET:
-        return MARKET_INBOX
+        raise ValueError("the market has no inbox: bids wait in their sender's home namespace")
     return f"{agent_namespace(agent)}-inbox"
+
+
+def outbox_namespace(
+    message: messages.Bid
+    | messages.Offer
+    | messages.CounterOffer
+    | messages.Accept
+    | messages.Reject,
+) -> str:
+    """Where a message waits for its receiver: a bid to the market in its sender's own home
+    namespace (so the sender's Offer quota bounds what it can post, and one agent's flood cannot
+    fill a namespace other agents need), anything else in the receiver's inbox."""
+    if message.receiver == messages.MARKET:
+        return agent_namespace(message.sender)
+    return inbox_namespace(message.receiver)
 
 
 def object_name(message_id: str, kind: str) -> str:
@@ -60,13 +73,14 @@ def offer_object(
     | messages.Reject,
     namespace: str | None = None,
 ) -> dict[str, Any]:
-    """An `Offer` custom resource carrying `message`, addressed to the receiver's inbox."""
+    """An `Offer` custom resource carrying `message`, where its receiver reads it
+    (`outbox_namespace`)."""
     return {
         "apiVersion": API_VERSION,
         "kind": "Offer",
         "metadata": {
             "name": object_name(message.id, message.kind),
-            "namespace": namespace or inbox_namespace(message.receiver),
+            "namespace": namespace or outbox_namespace(message),
             "labels": {
                 SENDER_LABEL: message.sender,
                 RECEIVER_LABEL: message.receiver,
@@ -77,9 +91,10 @@ def offer_object(
     }
 
 
-def gpulease_object(lease: messages.Lease) -> dict[str, Any]:
-    """A `GPULease` custom resource in the holder's namespace (written by the market only)."""
-    return {
+def gpulease_object(lease: messages.Lease, grant: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A `GPULease` custom resource in the holder's namespace (written by the market only), with
+    the `grant` its pods must stay inside (`lease_grant.py`) beside the message."""
+    obj = {
         "apiVersion": API_VERSION,
         "kind": "GPULease",
         "metadata": {
@@ -92,6 +107,9 @@ def gpulease_object(lease: messages.Lease) -> dict[str, Any]:
         },
         "spec": lease.model_dump(mode="json"),
     }
+    if grant is not None:
+        obj["grant"] = grant
+    return obj
 
 
 def message_from_object(obj: dict[str, Any]) -> Any:

@@ -163,6 +163,10 @@ def market_run(
     trace: Annotated[Path | None, typer.Option(help="Append lease events (JSON lines).")] = None,
     metrics_port: Port = 9465,
     metrics_address: Address = "127.0.0.1",
+    leader_elect: Annotated[
+        bool, typer.Option(help="Elect a leader among replicas (Lease gpuparley-market).")
+    ] = False,
+    identity: Annotated[str, typer.Option(help="Replica identity (default host-pid).")] = "",
     log_level: str = "info",
 ) -> None:
     """Run the market until the scenario's workload is done; print the final status as JSON."""
@@ -191,7 +195,17 @@ def market_run(
             telemetry=telemetry,
             trace_path=trace,
         )
-        status = controller.run(stop.is_set)
+        elector = None
+        if leader_elect:
+            import os
+            import socket
+
+            from gpuparley.deploy.leader import LeaderElector
+            from gpuparley.deploy.objects import MARKET_NAMESPACE
+
+            who = identity or f"{socket.gethostname()}-{os.getpid()}"
+            elector = LeaderElector(controller.kube, MARKET_NAMESPACE, "gpuparley-market", who)
+        status = controller.run(stop.is_set, elector)
     except MarketSetupError as exc:
         _fail(str(exc))
     json.dump(status, sys.stdout)

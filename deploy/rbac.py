@@ -2,10 +2,13 @@
 
 RBAC cannot filter by label, so "read only what is addressed to you" is made a *namespace*
 property: each agent `a` owns namespace `agent-a` (its negotiator, config, market view, leases and
-pods) and an inbox namespace `agent-a-inbox`; the market owns `gpuparley-system` and its inbox
-`gpuparley-system-inbox` (where agents send bids). In any inbox, agents may only `create` offers
-(no get/list/watch, update or delete: a sender cannot read, change or withdraw what others sent);
-the inbox owner may read and delete (consume) them. `GPULease` objects live in the holder's
+pods, and its bids to the market, which wait there until the market consumes them) and an inbox
+namespace `agent-a-inbox`; the market owns `gpuparley-system`. In any inbox, agents may only
+`create` offers (no get/list/watch, update or delete: a sender cannot read, change or withdraw
+what others sent); the inbox owner may read and delete (consume) them. The market reads and
+deletes offers everywhere. Bids live in their sender's namespace rather than in one shared market
+inbox so that each agent's Offer quota (`quotas.py`) bounds its own bids: a flood fills only the
+flooder's namespace. `GPULease` objects live in the holder's
 namespace; only the market identity may write them (and their status), the holder may only read
 them. That the sender named in an offer is the identity creating it is enforced by admission
 (`deploy/admission.py`), not RBAC.
@@ -28,7 +31,6 @@ from typing import Any
 from gpuparley.deploy.crds import GROUP
 from gpuparley.deploy.objects import (
     AGENT_LABEL,
-    MARKET_INBOX,
     MARKET_NAMESPACE,
     VIEW_CONFIGMAP,
     agent_name,
@@ -94,8 +96,9 @@ def cluster_roles() -> list[dict[str, Any]]:
         _cluster_role(
             NEGOTIATOR_ROLE,
             [
-                # Its own outbox: a record of what it sent (the copy in the receiver's inbox is
-                # create-only for it).
+                # Its own outbox: its bids wait here for the market (which consumes them), and
+                # a record of what it sent to peers (the copy in a peer's inbox is create-only
+                # for it).
                 _rule(["offers"], [*READ, *WRITE]),
                 _rule(["gpuleases", "negotiators"], READ),
                 # Which market sub-step it has answered.
@@ -141,6 +144,8 @@ def cluster_roles() -> list[dict[str, Any]]:
             [
                 # The market's public status ConfigMap.
                 _rule(["configmaps"], [*READ, "create", "update", "patch"], group=""),
+                # Leader election among market replicas (the Lease gpuparley-market).
+                _rule(["leases"], [*READ, "create", "update", "patch"], group=COORDINATION_GROUP),
                 *_events_create(),
             ],
         ),
@@ -217,21 +222,26 @@ def namespace(name: str, role: str, agent: str | None = None) -> dict[str, Any]:
 
 
 def market_rbac() -> list[dict[str, Any]]:
-    """The market's namespaces, ServiceAccount, its binding in its own namespace and the shared
-    sender binding in its inbox (shared: identical in every agent's bundle). Each agent's
-    ServiceAccount is added as a sender by its own RoleBinding (`agent_rbac`), since
-    ServiceAccounts cannot join a custom group."""
+    """The market's namespace, ServiceAccount and its binding there (shared: identical in every
+    agent's bundle)."""
     return [
         namespace(MARKET_NAMESPACE, "market"),
-        namespace(MARKET_INBOX, "inbox"),
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
             "metadata": {"name": MARKET_SERVICE_ACCOUNT, "namespace": MARKET_NAMESPACE},
         },
         _role_binding(MARKET_ROLE, MARKET_NAMESPACE, MARKET_HOME_ROLE, market_subjects()),
-        _role_binding(SENDER_ROLE, MARKET_INBOX, SENDER_ROLE, [_subject_group(AGENTS_GROUP)]),
     ]
+
+
+def agent_namespaces(agent: str, home: str | None = None) -> tuple[str, str]:
+    """An agent's (home, inbox) namespaces: `agent-<a>` and `agent-<a>-inbox`, or `<home>` and
+    `<home>-inbox` when the home namespace is given. The name `market` is reserved."""
+    if agent_name(agent) == messages.MARKET:
+        raise ValueError(f"agent name {messages.MARKET!r} is reserved for the market")
+    ns = home or agent_namespace(agent)
+    return ns, (f"{ns}-inbox" if home else inbox_namespace(agent_name(agent)))
 
 
 def agent_rbac(
@@ -244,12 +254,11 @@ def agent_rbac(
     ServiceAccount of each of `peers` (ServiceAccounts cannot join a custom group, so on a real
     cluster the peers must be listed). `home` overrides the namespace `agent-<agent>`; the inbox
     is then `<home>-inbox` (senders must be told: `objects.offer_object(..., namespace=...)`).
-    The name `market` is reserved: its inbox is the market's."""
+    The name `market` is reserved: it is the receiver of bids."""
     name = agent_name(agent)
     if name == messages.MARKET:
         raise ValueError(f"agent name {name!r} is reserved for the market")
-    ns = home or agent_namespace(agent)
-    inbox = f"{ns}-inbox" if home else inbox_namespace(name)
+    ns, inbox = agent_namespaces(agent, home)
     me = agent_subjects(agent, ns)
     my_sa = _subject_sa(NEGOTIATOR_SERVICE_ACCOUNT, ns)
     senders = [_subject_group(AGENTS_GROUP)] + [
@@ -268,6 +277,5 @@ def agent_rbac(
         _role_binding(MARKET_ROLE, ns, MARKET_AGENT_ROLE, market_subjects()),
         _role_binding(INBOX_OWNER_ROLE, inbox, INBOX_OWNER_ROLE, me),
         _role_binding(SENDER_ROLE, inbox, SENDER_ROLE, senders),
-        _role_binding(f"{SENDER_ROLE}-{name}", MARKET_INBOX, SENDER_ROLE, [my_sa]),
         _cluster_role_binding(f"{NODE_READER_ROLE}-{name}", NODE_READER_ROLE, [my_sa]),
     ]

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from gpuparley.deploy import admission, rbac
-from gpuparley.deploy.crds import API_VERSION, crd_documents, dump_yaml
+from gpuparley.deploy import admission, quotas, rbac
+from gpuparley.deploy.crds import API_VERSION, PlainDumper, crd_documents, dump_yaml
 from gpuparley.deploy.negotiator_config import NegotiatorSpec
 from gpuparley.deploy.objects import AGENT_LABEL, agent_name, agent_namespace
 
@@ -24,6 +24,7 @@ IMAGE_REPOSITORY = "gpuparley-negotiator"
 CONFIG_FILE = "negotiator.yaml"
 
 AGENT_PLANE_MOUNT = "/etc/gpuparley/agent-plane"
+POLICY_MOUNT = "/etc/gpuparley/policy"  # where a policy from a ConfigMap is mounted
 AGENT_PLANE_SECRET = "gpuparley-agent-plane"
 METRICS_PORT = 9464
 
@@ -38,17 +39,31 @@ def package_version() -> str:
 
 @dataclass(frozen=True)
 class AgentBundle:
-    """Inputs of one agent's manifests (defaults: a scripted bargainer with a modest budget)."""
+    """Inputs of one agent's manifests. Defaults are what the in-cluster market runs: the
+    auction (the only mechanism `market run` serves) and the shipped learned policy."""
 
     agent: str
     namespace: str | None = None
-    policy: str = "scripted:truthful"
-    mechanism: str = "bargain"
+    policy: str = "learned:default"
+    mechanism: str = "auction"
     budget_per_epoch: float = 100.0
     peers: tuple[str, ...] = ()
     image: str | None = None
     replicas: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    offer_quota: int = quotas.DEFAULT_OFFERS
+    pod_quota: int = quotas.DEFAULT_PODS
+    # A ConfigMap holding the ONNX policy under `policy_key`; the Deployment mounts it and the
+    # policy becomes learned:<POLICY_MOUNT>/<key> (the image holds only the shipped policies).
+    policy_configmap: str | None = None
+    policy_key: str = "policy.onnx"
+
+    @property
+    def policy_spec(self) -> str:
+        """The policy the negotiator runs (the mounted file when it comes from a ConfigMap)."""
+        if self.policy_configmap:
+            return f"learned:{POLICY_MOUNT}/{self.policy_key}"
+        return self.policy
 
     @property
     def name(self) -> str:
@@ -64,7 +79,7 @@ class AgentBundle:
             agent=self.name,
             budget_per_epoch=self.budget_per_epoch,
             mechanism=self.mechanism,  # type: ignore[arg-type]
-            policy=self.policy,
+            policy=self.policy_spec,
             peers=tuple(agent_name(p) for p in self.peers),
         )
 
@@ -103,9 +118,18 @@ def config_map(bundle: AgentBundle) -> dict[str, Any]:
             "GPUPARLEY_AGENT": bundle.name,
             "GPUPARLEY_MECHANISM": spec["mechanism"],
             "GPUPARLEY_POLICY": spec["policy"],
-            "GPUPARLEY_BUDGET_PER_EPOCH": repr(spec["budget_per_epoch"]),
+            # %g, as the Helm chart prints it (Go's %v): 100, 2.5.
+            "GPUPARLEY_BUDGET_PER_EPOCH": f"{spec['budget_per_epoch']:g}",
         },
     }
+
+
+def _policy_volume(bundle: AgentBundle) -> list[dict[str, Any]]:
+    if not bundle.policy_configmap:
+        return []
+    key = bundle.policy_key
+    source = {"name": bundle.policy_configmap, "items": [{"key": key, "path": key}]}
+    return [{"name": "policy", "configMap": source}]
 
 
 def deployment(bundle: AgentBundle) -> dict[str, Any]:
@@ -147,7 +171,14 @@ def deployment(bundle: AgentBundle) -> dict[str, Any]:
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "metrics"}},
         "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "metrics"}},
-        "volumeMounts": [{"name": "agent-plane", "mountPath": AGENT_PLANE_MOUNT, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "agent-plane", "mountPath": AGENT_PLANE_MOUNT, "readOnly": True},
+            *(
+                [{"name": "policy", "mountPath": POLICY_MOUNT, "readOnly": True}]
+                if bundle.policy_configmap
+                else []
+            ),
+        ],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},
@@ -173,7 +204,8 @@ def deployment(bundle: AgentBundle) -> dict[str, Any]:
                     "serviceAccountName": rbac.NEGOTIATOR_SERVICE_ACCOUNT,
                     "containers": [container],
                     "volumes": [
-                        {"name": "agent-plane", "secret": {"secretName": AGENT_PLANE_SECRET}}
+                        {"name": "agent-plane", "secret": {"secretName": AGENT_PLANE_SECRET}},
+                        *_policy_volume(bundle),
                     ],
                 },
             },
@@ -195,9 +227,11 @@ def shared_objects() -> list[dict[str, Any]]:
 
 def render_objects(bundle: AgentBundle) -> list[dict[str, Any]]:
     """All objects of one agent's bundle, in apply order."""
+    home, inbox = rbac.agent_namespaces(bundle.agent, bundle.namespace)
     return [
         *shared_objects(),
         *rbac.agent_rbac(bundle.agent, bundle.peers, bundle.namespace),
+        *quotas.agent_quotas(bundle.agent, home, inbox, bundle.offer_quota, bundle.pod_quota),
         config_map(bundle),
         negotiator_object(bundle),
         deployment(bundle),
@@ -205,5 +239,8 @@ def render_objects(bundle: AgentBundle) -> list[dict[str, Any]]:
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:
-    """Multi-document YAML (`---` separated), as `kubectl apply -f -` takes it."""
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False, width=10_000)
+    """Multi-document YAML (`---` separated), as `kubectl apply -f -` takes it; plain (no
+    anchors)."""
+    return yaml.dump_all(
+        objects, Dumper=PlainDumper, sort_keys=False, default_flow_style=False, width=10_000
+    )

@@ -129,9 +129,18 @@ def check_structural(node: dict[str, Any], where: str = "$") -> None:
     generator bug shows up in the unit tests rather than as a 422 on the CRD itself)."""
     if "type" not in node:
         raise SchemaConversionError(f"{where}: no type")
-    for key in ("$ref", "$defs", "anyOf", "oneOf", "allOf", "const", "additionalProperties"):
+    for key in ("$ref", "$defs", "anyOf", "oneOf", "allOf", "const"):
         if key in node:
             raise SchemaConversionError(f"{where}: {key} left in a structural schema")
+    extra = node.get("additionalProperties")
+    if extra is not None:
+        # A map (schema for every value) is structural; beside `properties`, or as a boolean
+        # (pydantic's extra="forbid"), it is not.
+        if not isinstance(extra, dict) or "properties" in node:
+            raise SchemaConversionError(
+                f"{where}: additionalProperties left in a structural schema"
+            )
+        check_structural(extra, f"{where}{{}}")
     for name, sub in node.get("properties", {}).items():
         check_structural(sub, f"{where}.{name}")
     if "items" in node:

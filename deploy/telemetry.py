@@ -92,6 +92,14 @@ class Telemetry:
             registry=registry,
         )
         self.leader = Gauge("gpuparley_leader", "1 while this replica leads", registry=registry)
+        # Prices an operator watches: the market's last clearing price and its reference price
+        # (mean catalogue price per GPU-hour), and each negotiator's last bid (credits/epoch).
+        self.price = Gauge(
+            "gpuparley_price",
+            "Last price seen, by kind (clearing, reference, bid)",
+            ["kind"],
+            registry=registry,
+        )
         self._beat = time.monotonic()
         self.ready = False
         self.stale_after = 30.0

@@ -205,21 +205,22 @@ def gate_index(pod: Mapping[str, Any]) -> int | None:
     return next((i for i, g in enumerate(gates) if g.get("name") == LEASE_GATE), None)
 
 
-def ungate(kube: Any, namespace: str, pod: dict[str, Any]) -> None:
+def ungate(kube: Any, namespace: str, pod: dict[str, Any], guard_version: bool = False) -> None:
     """Remove the lease gate, guarded by a JSON-patch `test` so a stale copy of the pod cannot
-    remove some other gate that moved into its position."""
+    remove some other gate that moved into its position. With `guard_version` the patch also
+    tests the pod's resourceVersion: it applies only to the very pod the caller checked (the
+    market, which verified the pod against its lease); otherwise the apiserver answers 422."""
     index = gate_index(pod)
     if index is None:
         return
-    kube.json_patch(
-        "pods",
-        namespace,
-        pod["metadata"]["name"],
-        [
-            {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": LEASE_GATE},
-            {"op": "remove", "path": f"/spec/schedulingGates/{index}"},
-        ],
-    )
+    ops = [
+        {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": LEASE_GATE},
+        {"op": "remove", "path": f"/spec/schedulingGates/{index}"},
+    ]
+    version = (pod.get("metadata") or {}).get("resourceVersion")
+    if guard_version and version:
+        ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
+    kube.json_patch("pods", namespace, pod["metadata"]["name"], ops)
     pod["spec"]["schedulingGates"] = [
         g for i, g in enumerate(pod["spec"]["schedulingGates"]) if i != index
     ]

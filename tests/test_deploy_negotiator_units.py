@@ -11,7 +11,8 @@ import pytest
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.gpu_resources import GPU_RESOURCE
-from gpuparley.deploy.negotiator import host_gpu_limits, host_pod
+from gpuparley.deploy.gpu_resources import lease_item_limits as host_gpu_limits
+from gpuparley.deploy.negotiator import host_pod
 from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (

@@ -36,11 +36,12 @@ def test_render_cli_prints_every_kind() -> None:
         "CustomResourceDefinition": 3,
         "ClusterRole": 7,
         "ClusterRoleBinding": 3,
-        "ValidatingAdmissionPolicy": 3,
-        "ValidatingAdmissionPolicyBinding": 3,
-        "Namespace": 4,
+        "ValidatingAdmissionPolicy": 4,
+        "ValidatingAdmissionPolicyBinding": 4,
+        "Namespace": 3,
         "ServiceAccount": 2,
-        "RoleBinding": 7,
+        "RoleBinding": 5,
+        "ResourceQuota": 2,
         "ConfigMap": 1,
         "Negotiator": 1,
         "Deployment": 1,
@@ -59,34 +60,57 @@ def test_render_cli_prints_every_kind() -> None:
     assert {"kind": "ServiceAccount", "name": "negotiator", "namespace": "agent-beta"} in senders[
         "agent-alpha-inbox"
     ]["subjects"]
-    # Into the market's inbox: every rig agent (shared binding) and alpha's own ServiceAccount.
-    market_inbox = [
-        d for d in docs if d["metadata"].get("namespace") == objects.MARKET_INBOX and "roleRef" in d
-    ]
-    assert {d["roleRef"]["name"] for d in market_inbox} == {rbac.SENDER_ROLE}
-    assert sorted(d["metadata"]["name"] for d in market_inbox) == [
-        "gpuparley-offer-sender",
-        "gpuparley-offer-sender-alpha",
-    ]
+    assert set(senders) == {"agent-alpha-inbox"}  # bids wait in the sender's own namespace
+    spec = next(d for d in docs if d["kind"] == "Negotiator")["spec"]
+    assert (spec["mechanism"], spec["policy"]) == ("auction", "learned:default")  # what runs
+    assert "&id" not in result.output and "*id" not in result.output  # plain YAML
 
 
-def test_render_rejects_bad_policy() -> None:
-    result = CliRunner().invoke(app, ["render", "--agent", "alpha", "--policy", "torch:x.pt"])
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--policy", "torch:x.pt"], "--policy"),
+        (["--mechanism", "poker"], "--mechanism"),
+        (["--budget", "-1"], "--budget"),
+        (["--namespace", "Team_A"], "--namespace"),
+    ],
+)
+def test_render_errors_are_one_line_naming_the_option(args: list[str], option: str) -> None:
+    result = CliRunner().invoke(app, ["render", "--agent", "alpha", *args])
     assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {option}:"), result.output
+    assert "Traceback" not in result.output
+
+
+def test_render_refuses_the_market_as_an_agent_in_one_line() -> None:
+    result = CliRunner().invoke(app, ["render", "--agent", "market"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --agent: the name 'market' is reserved for the market; choose another name"
+    ]
+
+
+def test_yaml_has_no_anchors_even_for_shared_subobjects() -> None:
+    shared = {"a": 1}
+    text = to_yaml([{"x": shared, "y": shared}])
+    assert "&" not in text and "*" not in text
+    assert yaml.safe_load(text) == {"x": {"a": 1}, "y": {"a": 1}}
 
 
 def test_namespace_override_moves_home_and_inbox() -> None:
     docs = render_objects(AgentBundle(agent="alpha", namespace="team-a"))
     namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
-    assert namespaces == {"team-a", "team-a-inbox", objects.MARKET_NAMESPACE, objects.MARKET_INBOX}
+    assert namespaces == {"team-a", "team-a-inbox", objects.MARKET_NAMESPACE}
     sa = {"kind": "ServiceAccount", "name": "negotiator", "namespace": "team-a"}
     own = [d for d in docs if d["kind"].endswith("Binding") and sa in d.get("subjects", [])]
     assert {(d["metadata"].get("namespace"), d["roleRef"]["name"]) for d in own} == {
         ("team-a", rbac.NEGOTIATOR_ROLE),
         ("team-a-inbox", rbac.INBOX_OWNER_ROLE),
-        (objects.MARKET_INBOX, rbac.SENDER_ROLE),
         (None, rbac.NODE_READER_ROLE),
     }
+    quotas = {d["metadata"]["namespace"] for d in docs if d["kind"] == "ResourceQuota"}
+    assert quotas == {"team-a", "team-a-inbox"}
     assert yaml.safe_load_all(to_yaml(docs))
 
 
@@ -140,6 +164,21 @@ def test_offer_object_addresses_receiver_inbox() -> None:
     assert objects.message_from_object(obj) == accept
 
 
+def test_a_bid_waits_in_its_senders_home_namespace() -> None:
+    demand = messages.Demand(
+        job="j", pods=1, gpu_kind="whole", gpu_count=1, cpu_milli=1, memory_mib=1
+    )
+    bid = messages.Bid(
+        id="alpha.0.0", sender="alpha", receiver=messages.MARKET, epoch=0, demand=demand,
+        price=1.0, term_epochs=1,
+    )  # fmt: skip
+    obj = objects.offer_object(bid)
+    assert obj["metadata"]["namespace"] == "agent-alpha"
+    assert obj["metadata"]["labels"][objects.RECEIVER_LABEL] == messages.MARKET
+    with pytest.raises(ValueError, match="no inbox"):
+        objects.inbox_namespace(messages.MARKET)
+
+
 # ------------------------------------------------------------------ bundles side by side
 
 
@@ -176,7 +215,7 @@ def test_apply_order() -> None:
     scoped = ["namespace" in d["metadata"] or d["kind"] == "Namespace" for d in shared]
     first_market = scoped.index(True)
     assert not any(scoped[:first_market]) and all(scoped[first_market:])
-    market = {None, objects.MARKET_NAMESPACE, objects.MARKET_INBOX}
+    market = {None, objects.MARKET_NAMESPACE}
     assert all(d["metadata"].get("namespace") in market for d in shared[first_market:])
     created: set[tuple[str, str | None, str]] = set()
     for doc in docs:
@@ -201,13 +240,15 @@ def test_admission_policies_deny_and_cover_offers_and_view() -> None:
         admission.OFFER_SENDER_POLICY: ("gpuparley.io", "offers", {"CREATE", "UPDATE"}),
         admission.MARKET_VIEW_POLICY: ("", "configmaps", {"CREATE", "UPDATE", "DELETE"}),
         admission.LEASE_GATE_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
+        admission.LEASE_FIT_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
     }
     for name, (group, resource, operations) in policies.items():
         policy = docs["ValidatingAdmissionPolicy", name]
         binding = docs["ValidatingAdmissionPolicyBinding", name]
         assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
         assert policy["spec"]["failurePolicy"] == "Fail"
-        assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+        assert binding["spec"]["policyName"] == name
+        assert binding["spec"]["validationActions"] == ["Deny"]
         (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
         assert (rule["apiGroups"], rule["resources"]) == ([group], [resource])
         assert set(rule["operations"]) == operations
@@ -215,7 +256,7 @@ def test_admission_policies_deny_and_cover_offers_and_view() -> None:
         for check in policy["spec"]["validations"]:
             assert check["reason"] in ("Forbidden", "Invalid")
             assert check["message"]  # the fallback if the messageExpression cannot be evaluated
-            assert "variables.user" in check["messageExpression"] or "label" in check["expression"]
+            assert "+" in check["messageExpression"]  # names the object or the requester
     gate = docs["ValidatingAdmissionPolicy", admission.LEASE_GATE_POLICY]["spec"]
     assert gate["matchConstraints"]["namespaceSelector"] == {
         "matchLabels": {rbac.ROLE_LABEL: "agent"}
@@ -295,17 +336,17 @@ def _allowed(
 
 G = "gpuparley.io."
 HOME, BETA_HOME = "agent-alpha", "agent-beta"
-INBOX, BETA_INBOX, MKT_INBOX = "agent-alpha-inbox", "agent-beta-inbox", objects.MARKET_INBOX
+INBOX, BETA_INBOX = "agent-alpha-inbox", "agent-beta-inbox"
 # (identities, verb, resource, namespace, allowed); a resource is "[group.]plural[:sub]".
 MATRIX = [
-    # The market inbox: agents create only; the market reads and consumes.
-    ((ALPHA, ALPHA_SA), "create", G + "offers", MKT_INBOX, True),
-    ((ALPHA, ALPHA_SA), "list", G + "offers", MKT_INBOX, False),
-    ((ALPHA, ALPHA_SA), "get", G + "offers", MKT_INBOX, False),
-    ((ALPHA, ALPHA_SA), "delete", G + "offers", MKT_INBOX, False),
-    ((ALPHA, ALPHA_SA), "update", G + "offers", MKT_INBOX, False),
-    ((MARKET, MARKET_SA), "list", G + "offers", MKT_INBOX, True),
-    ((MARKET, MARKET_SA), "delete", G + "offers", MKT_INBOX, True),
+    # Bids wait in the sender's home (its outbox): only it writes there; the market consumes.
+    ((ALPHA, ALPHA_SA), "create", G + "offers", HOME, True),
+    ((ALPHA, ALPHA_SA), "create", G + "offers", BETA_HOME, False),
+    ((ALPHA, ALPHA_SA), "list", G + "offers", BETA_HOME, False),
+    ((MARKET, MARKET_SA), "list", G + "offers", CLUSTER, True),
+    ((MARKET, MARKET_SA), "delete", G + "offers", BETA_HOME, True),
+    ((ALPHA, ALPHA_SA), "update", "resourcequotas", HOME, False),
+    ((ALPHA, ALPHA_SA), "delete", "resourcequotas", HOME, False),
     # Agent inboxes: peers create only (alpha's SA is beta's peer? no: only beta's bundle says).
     ((ALPHA,), "create", G + "offers", BETA_INBOX, True),
     ((ALPHA_SA,), "create", G + "offers", BETA_INBOX, False),
@@ -383,3 +424,41 @@ def test_no_wildcards() -> None:
     for role in rbac.cluster_roles():
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role
+
+
+def test_a_policy_outside_the_image_needs_a_mount() -> None:
+    """`learned:/models/a.onnx` would point at a file the image does not hold: refused in one
+    line naming the fix; with --policy-configmap the Deployment mounts it and runs it."""
+    refused = CliRunner().invoke(app, ["render", "--agent", "a", "--policy", "learned:/m/a.onnx"])
+    assert refused.exit_code == 2
+    assert refused.output.strip().startswith("error: --policy: the image holds no /m/a.onnx")
+    ok = CliRunner().invoke(app, ["render", "--agent", "a", "--policy-configmap", "pol:v3.onnx"])
+    assert ok.exit_code == 0, ok.output
+    docs = [d for d in yaml.safe_load_all(ok.output) if d]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "policy"]
+    assert volume["configMap"] == {"name": "pol", "items": [{"key": "v3.onnx", "path": "v3.onnx"}]}
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--policy") + 1] == "learned:/etc/gpuparley/policy/v3.onnx"
+    spec = next(d for d in docs if d["kind"] == "Negotiator")["spec"]
+    assert spec["policy"] == "learned:/etc/gpuparley/policy/v3.onnx"
+
+
+def test_apply_to_an_unreachable_cluster_is_one_line_exit_2(tmp_path: Any) -> None:
+    kubeconfig = tmp_path / "k"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["apply", "--kubeconfig", str(kubeconfig), "--agent", "a"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --kubeconfig: cannot reach the cluster")

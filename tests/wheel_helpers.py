@@ -5,12 +5,22 @@ track), copied to a scratch folder, so nothing left in the checkout (an old `bui
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO / "deploy" / "Dockerfile"
+
+
+def dockerfile_requirements() -> list[str]:
+    """The quoted requirement specs of the Dockerfile's runtime `RUN pip install` step."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    steps = [line for line in text.splitlines() if re.match(r"\s*RUN pip install\s+\"", line)]
+    assert len(steps) == 1, f'expected one `RUN pip install "..."` step in {DOCKERFILE}'
+    return re.findall(r'"([^"]+)"', steps[0])
 
 
 def clean_source_copy(destination: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Build the real Kubernetes components (etcd, kube-apiserver, kube-scheduler, KWOK) from Go.
+"""Build the real Kubernetes components (etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager, KWOK) from Go.
 
 Why build from source: this project's cluster tests run real control planes as plain processes, on
 machines with no Docker engine and no container registry, where only package registries (PyPI,
@@ -59,6 +60,7 @@ class Component:
     stamp_kubernetes_version: bool = False
     optional: bool = False
     upstream: str = ""  # the upstream module the version is read from (for display)
+    version_var: str = ""  # a Go string variable `-X` stamps with the version (helm's)
 
     @property
     def module_dir(self) -> Path:
@@ -86,13 +88,21 @@ COMPONENTS: dict[str, Component] = {
             upstream="k8s.io/kubernetes",
         ),
         Component("kwok", "kwok", ".", upstream="sigs.k8s.io/kwok"),
+        # The chart tests' `helm lint` / `helm template` (deploy/charts/); not a plane component.
+        Component(
+            "helm",
+            "helm",
+            ".",
+            upstream="helm.sh/helm/v4",
+            version_var="helm.sh/helm/v4/internal/version.version",
+        ),
+        # The host runs its resourcequota controller (per-agent quotas; host_plane.py).
         Component(
             "kube-controller-manager",
             "kubernetes",
             "./cmd/kube-controller-manager",
             tags=("selinux", "notest", "grpcnotrace"),
             stamp_kubernetes_version=True,
-            optional=True,
             upstream="k8s.io/kubernetes",
         ),
         Component(
@@ -107,6 +117,9 @@ COMPONENTS: dict[str, Component] = {
     )
 }
 DEFAULT_COMPONENTS: tuple[str, ...] = tuple(n for n, c in COMPONENTS.items() if not c.optional)
+# What `gpuparley cluster up` runs (helm is built by default, for the chart tests, but no plane
+# needs it).
+PLANE_COMPONENTS: tuple[str, ...] = tuple(n for n in DEFAULT_COMPONENTS if n != "helm")
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -226,6 +239,8 @@ def go_version(go: Path) -> str:
 def ldflags(component: Component) -> str:
     """Strip symbols like upstream release builds and stamp the version so `--version` is right."""
     flags = ["-s", "-w"]
+    if component.version_var:
+        flags.append(f"-X {component.version_var}={module_version(component)}")
     if component.stamp_kubernetes_version:
         version = module_version(component)
         major, minor = version.lstrip("v").split(".")[:2]

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from gpuparley.deploy.cluster import build, pki, planes, processes
 from gpuparley.deploy.cluster.nodes import fake_nodes_from_scenario, scenario_agent_names
+from gpuparley.deploy.cluster.profiles import DEFAULT_PROFILE, PROFILES
 
 app = typer.Typer(
     help="Real local Kubernetes control planes (etcd, kube-apiserver, kube-scheduler, KWOK).",
@@ -50,13 +51,12 @@ def build_cmd(
     cache_dir: CacheDir = None,
     with_: Annotated[
         list[str] | None,
-        typer.Option(
-            "--with", help="Also build an optional component (kube-controller-manager, kubectl)."
-        ),
+        typer.Option("--with", help="Also build an optional component (kubectl)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the cache is fresh.")] = False,
 ) -> None:
-    """Build etcd, kube-apiserver, kube-scheduler and KWOK into the cache (idempotent)."""
+    """Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager and KWOK into the
+    cache (idempotent)."""
     names = [*build.DEFAULT_COMPONENTS, *(with_ or [])]
     start = time.monotonic()
     try:
@@ -83,8 +83,18 @@ def up(
     ] = None,
     state_dir: StateDir = None,
     cache_dir: CacheDir = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Agent planes: slim (only the APIs an agent's pods need; see "
+            "deploy/cluster/profiles.py) or full (a stock kube-apiserver)."
+        ),
+    ] = DEFAULT_PROFILE,
 ) -> None:
     """Start etcd, the host plane with the scenario's GPU nodes, and one apiserver per agent."""
+    if profile not in PROFILES:
+        err.print(f"error: --profile: {profile!r} is not one of {', '.join(PROFILES)}")
+        raise typer.Exit(2)
     try:
         fake_nodes = fake_nodes_from_scenario(scenario)
         if agent_names:
@@ -107,13 +117,14 @@ def up(
                 cache=str(cache_dir) if cache_dir else None,
                 scenario=scenario,
                 progress=lambda m: spinner.update(m),
+                profile=profile,  # type: ignore[arg-type]
             )
     except (build.MissingBinaryError, processes.ClusterError, pki.PKIError, ValueError) as exc:
         err.print(f"[red]cluster up failed:[/] {exc}")
         raise typer.Exit(1) from exc
     console.print(
         f"[green]up[/] in {time.monotonic() - start:.1f}s: {len(state.nodes)} GPU node(s), "
-        f"{len(names)} agent plane(s); state in {target}"
+        f"{len(names)} {profile} agent plane(s); state in {target}"
     )
     for plane in state.planes.values():
         console.print(f"[bold]{plane.name}[/] {plane.server}")

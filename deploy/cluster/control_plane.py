@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gpuparley.deploy.cluster import build, pki
 from gpuparley.deploy.cluster.processes import free_port
+from gpuparley.deploy.cluster.profiles import Profile, apiserver_flags
 from gpuparley.deploy.objects import agent_namespace
 from gpuparley.deploy.rbac import MARKET_USER
 
@@ -96,6 +97,15 @@ def plane_files(plane_dir: Path, name: str, kind: str, agents: Sequence[str]) ->
         client=cred.scheduler,
         cluster=name,
     )
+    if kind == "host":
+        pki.write_kubeconfig(
+            plane_dir / "controller-manager.kubeconfig",
+            server,
+            cred.ca_cert,
+            "system:kube-controller-manager",
+            client=cred.controller_manager,
+            cluster=name,
+        )
     for user, (token, _groups) in tokens.items():
         # ":" separates files in a kubeconfig path list, so it may not appear in the name.
         path = plane_dir / f"{user.replace(':', '-')}.kubeconfig"
@@ -105,9 +115,12 @@ def plane_files(plane_dir: Path, name: str, kind: str, agents: Sequence[str]) ->
     return plane
 
 
-def apiserver_command(plane: Plane, etcd_url: str, cache: str | None) -> list[str]:
+def apiserver_command(
+    plane: Plane, etcd_url: str, cache: str | None, profile: Profile = "full"
+) -> list[str]:
     """kube-apiserver flags for one plane (what envtest/kwokctl use, minus what needs a kubelet
-    or a controller-manager)."""
+    or a controller-manager), plus those of its profile (`profiles.py`: agent planes are slim
+    by default)."""
     d = Path(plane.pki_dir)
     return [
         str(build.binary_path("kube-apiserver", cache)),
@@ -125,10 +138,7 @@ def apiserver_command(plane: Plane, etcd_url: str, cache: str | None) -> list[st
         f"--service-account-key-file={d / 'sa.pub'}",
         f"--service-account-signing-key-file={d / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # No controller-manager runs: nothing would create the default ServiceAccount, and
-        # nothing (node lifecycle controller) would lift the not-ready taint that
-        # TaintNodesByCondition puts on every new node, so neither plugin can be on.
-        "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+        *apiserver_flags(profile),
         "--enable-garbage-collector=false",
         # The apiserver listens on 127.0.0.1, which may not appear in the `kubernetes` Endpoints.
         "--endpoint-reconciler-type=none",

@@ -1,5 +1,5 @@
 """What makes the host plane the shared GPU cluster: kube-scheduler, KWOK, the fake GPU nodes,
-and each agent's namespace and access.
+kube-controller-manager's resourcequota controller, and each agent's namespace and access.
 
 Why its own module: an agent's plane is a bare kube-apiserver (``control_plane.py``); the host is
 that plus the parts that schedule pods onto GPUs and let agents in. Starting those components and
@@ -66,6 +66,35 @@ def start_scheduler(
     return sup.start(f"{plane.name}-kube-scheduler", cmd, plane.name, health)
 
 
+def start_controller_manager(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
+    """kube-controller-manager on the host, running only the resourcequota controller.
+
+    Why: the per-agent ResourceQuotas (`deploy/quotas.py`) bound how many Offers and pods an
+    agent can store; the apiserver refuses creates over a quota, but only this controller keeps
+    the quotas' usage (without it every create in a quota'd namespace is refused). Each
+    controller runs as its own ServiceAccount in kube-system, as on a real cluster; there is no
+    kubelet, so nothing else of the controller-manager is needed.
+    """
+    plane_dir = Path(plane.kubeconfig).parent
+    kubeconfig = plane_dir / "controller-manager.kubeconfig"
+    port = free_port()
+    cmd = [
+        str(build.binary_path("kube-controller-manager", cache)),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--authentication-skip-lookup=true",
+        "--controllers=resourcequota",
+        "--use-service-account-credentials=true",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        "--v=1",
+    ]
+    health = f"https://127.0.0.1:{port}/healthz"
+    return sup.start(f"{plane.name}-kube-controller-manager", cmd, plane.name, health)
+
+
 def start_kwok(sup: Supervisor, plane: Plane, cache: str | None) -> Proc:
     """KWOK on the plane: it keeps the fake nodes Ready and plays the pods' lifecycle
     (the Stages in ``kwok/``)."""
@@ -91,6 +120,16 @@ def component_healthz(url: str) -> tuple[bool, str]:
             return resp.status == 200 and body == "ok", body
     except (OSError, ssl.SSLError) as exc:
         return False, str(exc)
+
+
+def install_crds(host: Plane) -> None:
+    """The gpuparley CRDs, before kube-controller-manager starts: its quota controller discovers
+    resource types at start-up (then only every 30 s), and the agents' quotas count Offers."""
+    from gpuparley.deploy.apply import apply_objects
+    from gpuparley.deploy.crds import crd_documents
+
+    with connect(host.kubeconfig) as api:
+        apply_objects(api, crd_documents())
 
 
 def add_fake_nodes(host: Plane, fake_nodes: Sequence[FakeNode]) -> list[str]:

@@ -1,78 +1,127 @@
-"""Certificates, keys and token files for a local control plane, made with the ``openssl`` CLI.
+"""Certificates, keys and token files for a local control plane, made with ``cryptography``.
 
 Why: every kube-apiserver needs a serving certificate, a service-account key pair and a way to
 authenticate its admin. Each plane gets its *own* CA, so credentials of one agent's plane are
 rejected by every other plane (a real 401 from the apiserver, which is what the isolation tests
-check). The ``openssl`` command is used instead of the ``cryptography`` package to avoid a new
-Python dependency; it ships with every Debian/Ubuntu base image.
+check). The maintained ``cryptography`` package builds them in-process: no ``openssl`` command
+to find, no temporary CSR/extension files, and errors are Python exceptions.
 
 Keys are ECDSA P-256 (fast to generate; kube-apiserver accepts ES256 service-account keys).
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import secrets
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 CERT_DAYS = 30
+SERVING_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
+SERVING_IPS = ("127.0.0.1", "10.0.0.1")
 
 
 class PKIError(RuntimeError):
-    """openssl is missing or failed."""
+    """A certificate or key could not be written."""
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    exe = shutil.which("openssl")
-    if exe is None:
-        raise PKIError(
-            "the `openssl` command is needed to make certificates (apt-get install openssl)"
-        )
-    proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PKIError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
-
-
-def _key(path: Path) -> None:
-    _openssl(
-        "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(path), cwd=path.parent
+def _write_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key, written as PEM (PKCS#8), readable by its owner only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    path.chmod(0o600)
+    try:
+        path.write_bytes(pem)
+        path.chmod(0o600)
+    except OSError as exc:
+        raise PKIError(f"cannot write key {path}: {exc}") from exc
+    return key
+
+
+def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    usage: ExtendedKeyUsageOID | None = None,
+    san: x509.SubjectAlternativeName | None = None,
+) -> x509.Certificate:
+    """One certificate valid for CERT_DAYS (from a minute ago: clocks of a fresh VM drift)."""
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=not ca,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> Path:
+    try:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    except OSError as exc:
+        raise PKIError(f"cannot write certificate {path}: {exc}") from exc
+    return path
+
+
+@dataclass(frozen=True)
+class _Authority:
+    name: x509.Name
+    key: ec.EllipticCurvePrivateKey
 
 
 def _sign(
-    directory: Path, name: str, subject: str, extensions: str, ca_name: str = "ca"
+    directory: Path,
+    name: str,
+    subject: x509.Name,
+    ca: _Authority,
+    usage: ExtendedKeyUsageOID,
+    san: x509.SubjectAlternativeName | None = None,
 ) -> tuple[Path, Path]:
-    """Make ``name.key`` and ``name.crt`` signed by ``ca_name`` with the given v3 extensions."""
-    key, csr, crt = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
-    ext_file = directory / f"{name}.ext"
-    _key(key)
-    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr), cwd=directory)
-    ext_file.write_text(extensions)
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        f"{ca_name}.crt",
-        "-CAkey",
-        f"{ca_name}.key",
-        "-CAcreateserial",
-        "-days",
-        str(CERT_DAYS),
-        "-sha256",
-        "-extfile",
-        str(ext_file),
-        "-out",
-        str(crt),
-        cwd=directory,
-    )
-    csr.unlink()
-    ext_file.unlink()
-    return crt, key
+    """Make ``name.key`` and ``name.crt`` signed by the plane's CA."""
+    key_path = directory / f"{name}.key"
+    key = _write_key(key_path)
+    cert = _certificate(subject, key.public_key(), ca.name, ca.key, ca=False, usage=usage, san=san)
+    return _write_cert(directory / f"{name}.crt", cert), key_path
 
 
 @dataclass(frozen=True)
@@ -96,6 +145,7 @@ class PlanePKI:
     sa_pub: Path
     admin: ClientCert
     scheduler: ClientCert
+    controller_manager: ClientCert
     token_file: Path
     admin_token: str
 
@@ -111,47 +161,39 @@ def make_plane_pki(
     """
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    _key(directory / "ca.key")
-    _openssl(
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "ca.key",
-        "-subj",
-        f"/CN=gpuparley-{plane}-ca",
-        "-days",
-        str(CERT_DAYS),
-        "-sha256",
-        "-out",
-        "ca.crt",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=directory,
+    ca_key = _write_key(directory / "ca.key")
+    ca_name = _name(f"gpuparley-{plane}-ca")
+    ca_cert = _certificate(ca_name, ca_key.public_key(), ca_name, ca_key, ca=True)
+    _write_cert(directory / "ca.crt", ca_cert)
+    ca = _Authority(ca_name, ca_key)
+    serving_san = x509.SubjectAlternativeName(
+        [x509.DNSName(n) for n in SERVING_NAMES]
+        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
     )
     serving_crt, serving_key = _sign(
         directory,
         "apiserver",
-        f"/CN=gpuparley-{plane}-apiserver",
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,IP:10.0.0.1\n",
+        _name(f"gpuparley-{plane}-apiserver"),
+        ca,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        serving_san,
     )
-    client_ext = (
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=clientAuth\n"
+    client = ExtendedKeyUsageOID.CLIENT_AUTH
+    admin = ClientCert(*_sign(directory, "admin", _name("admin", ("system:masters",)), ca, client))
+    scheduler = ClientCert(
+        *_sign(directory, "scheduler", _name("system:kube-scheduler"), ca, client)
     )
-    admin = ClientCert(*_sign(directory, "admin", "/O=system:masters/CN=admin", client_ext))
-    scheduler = ClientCert(*_sign(directory, "scheduler", "/CN=system:kube-scheduler", client_ext))
+    controller_manager = ClientCert(
+        *_sign(directory, "controller-manager", _name("system:kube-controller-manager"), ca, client)
+    )
     sa_key = directory / "sa.key"
-    _key(sa_key)
+    sa_private = _write_key(sa_key)
     sa_pub = directory / "sa.pub"
-    _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
+    sa_pub.write_bytes(
+        sa_private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     admin_token = secrets.token_hex(16)
     lines = [f'{admin_token},admin,admin,"system:masters"']
     for user, (token, groups) in tokens.items():
@@ -159,7 +201,6 @@ def make_plane_pki(
     token_file = directory / "tokens.csv"
     token_file.write_text("\n".join(lines) + "\n")
     token_file.chmod(0o600)
-    (directory / "ca.srl").unlink(missing_ok=True)
     return PlanePKI(
         directory=directory,
         ca_cert=directory / "ca.crt",
@@ -170,6 +211,7 @@ def make_plane_pki(
         sa_pub=sa_pub,
         admin=admin,
         scheduler=scheduler,
+        controller_manager=controller_manager,
         token_file=token_file,
         admin_token=admin_token,
     )

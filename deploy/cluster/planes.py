@@ -4,6 +4,7 @@ Topology (one ``gpuparley cluster up``)::
 
     etcd (one process, data on tmpfs, --unsafe-no-fsync)
      ├─ /host          kube-apiserver + kube-scheduler + KWOK   -- the shared GPU cluster
+     │                 + kube-controller-manager (resourcequota only)
      ├─ /agent-<a>     kube-apiserver                           -- agent a's own control plane
      └─ /agent-<b>     kube-apiserver                           -- ...
 
@@ -40,7 +41,9 @@ from gpuparley.deploy.cluster.host_plane import (
     SCHEDULER_QPS,
     add_fake_nodes,
     component_healthz,
+    install_crds,
     setup_agent_access,
+    start_controller_manager,
     start_kwok,
     start_scheduler,
     wait_nodes_ready,
@@ -56,6 +59,12 @@ from gpuparley.deploy.cluster.processes import (
     rss_bytes,
     stop_processes,
     wait_ready,
+)
+from gpuparley.deploy.cluster.profiles import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    Profile,
+    apiserver_env,
 )
 from gpuparley.deploy.objects import agent_name, agent_namespace
 
@@ -77,6 +86,7 @@ class LocalPlanes:
     planes: dict[str, Plane] = field(default_factory=dict)
     processes: list[Proc] = field(default_factory=list)
     started_at: float = 0.0
+    profile: str = DEFAULT_PROFILE  # of the agent planes (`profiles.py`)
 
     @property
     def path(self) -> Path:
@@ -192,16 +202,18 @@ def start_planes(
     die_with_parent: bool = False,
     ready_timeout: float = 120.0,
     scheduler_qps: int = SCHEDULER_QPS,
+    profile: Profile = DEFAULT_PROFILE,
 ) -> LocalPlanes:
     """Start etcd, the host plane (apiserver, scheduler, KWOK, GPU nodes, agent namespaces and
     RBAC) and one apiserver per agent. On any failure everything started is stopped again.
 
     ``die_with_parent`` makes the components die with the calling process (for test fixtures);
     the CLI leaves it off so the planes outlive ``gpuparley cluster up``. ``scheduler_qps`` is
-    kube-scheduler's client rate limit (burst = 2x); it caps the bind rate.
+    kube-scheduler's client rate limit (burst = 2x); it caps the bind rate. ``profile`` is the
+    agent planes' (`profiles.py`; the host is always full).
     """
     say = progress or (lambda _msg: None)
-    missing = build.missing_binaries(("etcd", "kube-apiserver", "kube-scheduler", "kwok"), cache)
+    missing = build.missing_binaries(build.PLANE_COMPONENTS, cache)
     if missing:
         raise build.MissingBinaryError(
             f"missing component binaries {missing} in {build.bin_dir(cache)}: "
@@ -225,8 +237,14 @@ def start_planes(
     bad = [a for a in agents if not AGENT_NAME_RE.fullmatch(a)]
     if bad:
         raise ValueError(f"agent names must be DNS labels (a-z, 0-9, '-', <= 50 chars): {bad}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
     state = LocalPlanes(
-        state_dir=str(state_path), scenario=scenario, agents=list(agents), started_at=time.time()
+        state_dir=str(state_path),
+        scenario=scenario,
+        agents=list(agents),
+        started_at=time.time(),
+        profile=profile,
     )
     state.save()
     sup = Supervisor(state, die_with_parent=die_with_parent)
@@ -242,17 +260,25 @@ def start_planes(
         # All apiservers start together: their start-up is mostly waiting on etcd and on
         # post-start hooks, so overlapping them is faster than one after another even on 2 cores.
         say(f"starting {1 + len(agent_planes)} kube-apiserver(s)")
+        # The host serves everything the market uses; agent planes run `profile` (slim:
+        # only the APIs an agent's pods need, `profiles.py`).
         apiservers = {
             p.name: sup.start(
-                f"{p.name}-kube-apiserver", apiserver_command(p, state.etcd_url, cache), p.name
+                f"{p.name}-kube-apiserver",
+                apiserver_command(p, state.etcd_url, cache, "full" if p is host else profile),
+                p.name,
+                env=None if p is host else apiserver_env(profile),
             )
             for p in [host, *agent_planes]
         }
         say("waiting for the host apiserver /readyz")
         wait_ready("host kube-apiserver", lambda: readyz(host), apiservers[HOST], ready_timeout)
 
-        say("starting kube-scheduler and KWOK on the host plane")
+        say("installing the gpuparley CRDs on the host plane")
+        install_crds(host)
+        say("starting kube-scheduler, kube-controller-manager (quotas) and KWOK on the host")
         start_scheduler(sup, host, cache, scheduler_qps)
+        start_controller_manager(sup, host, cache)
         start_kwok(sup, host, cache)
 
         say(f"creating {len(fake_nodes)} GPU node(s), agent namespaces and RBAC")

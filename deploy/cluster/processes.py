@@ -3,7 +3,7 @@
 Why its own module: the components (etcd, kube-apiserver, kube-scheduler, KWOK) are plain
 processes that must outlive ``gpuparley cluster up`` and still be stopped exactly by a later
 ``down`` -- possibly after a crash halfway through ``up``. So each one runs in its own process
-group and is recorded (PID, /proc start time, log) the moment it starts; ``down`` kills by
+group and is recorded (PID, start time, log) the moment it starts; ``down`` kills by
 process group, after checking the PID was not reused. Nothing here knows what a control plane is.
 """
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import psutil
+
 
 class ClusterError(RuntimeError):
     """A component failed to start or become ready (the message includes its log tail)."""
@@ -32,7 +34,7 @@ class Proc:
 
     name: str
     pid: int
-    start_time: int  # /proc/<pid>/stat field 22: tells a live process from a reused PID
+    start_time: float  # the process's creation time: tells a live process from a reused PID
     log: str
     cmd: list[str]
     plane: str = ""
@@ -55,16 +57,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def proc_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if it is gone (or a zombie)."""
+def proc_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), or None if it is gone (or a zombie)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return None
+        return process.create_time()
+    except psutil.Error:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
 def is_alive(proc: Proc) -> bool:
@@ -73,23 +74,29 @@ def is_alive(proc: Proc) -> bool:
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (VmRSS), 0 if gone."""
+    """Resident memory of a process, 0 if gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size (shared pages split between the processes mapping them): what a
+    process really adds when many copies of the same binary run. 0 if gone or unreadable."""
+    try:
+        return int(getattr(psutil.Process(pid).memory_full_info(), "pss", 0))
+    except psutil.Error:
+        return 0
 
 
 def cpu_seconds(pid: int) -> float:
-    """User+system CPU time a process has used so far."""
+    """User+system CPU time a process has used so far (0 if gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float(times.user + times.system)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -115,11 +122,19 @@ class Supervisor:
         self.log_dir = Path(record.state_dir) / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, cmd: Sequence[str], plane: str = "", health_url: str = "") -> Proc:
+    def start(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        plane: str = "",
+        health_url: str = "",
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         log = self.log_dir / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen(
                 list(cmd),
+                env={**os.environ, **env} if env else None,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

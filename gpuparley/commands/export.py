@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gpuparley.commands.console import console, fail
+from gpuparley.commands.console import console, fail, require_training_stack
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +18,10 @@ def register(app: typer.Typer) -> None:
             "policy.onnx"
         ),
     ) -> None:
-        """Export the policy's action logits to ONNX, spec version and hash in its metadata."""
+        """Export the policy's action logits to ONNX, spec version and hash in its metadata.
+
+        Needs the training extra: pip install 'gpuparley[train]'."""
+        require_training_stack("export")
         from gpuparley.policy.encoder_spec import SpecMismatchError
         from gpuparley.train.checkpoint import CheckpointError, export_checkpoint
 

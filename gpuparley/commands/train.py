@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gpuparley.commands.console import console, errors, fail
+from gpuparley.commands.console import console, errors, fail, require_training_stack
 
 
 def training_progress() -> Progress:
@@ -45,7 +45,10 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Override the config's output directory (runs/).")
         ] = None,
     ) -> None:
-        """Train with (Maskable)PPO, one policy shared by all learner seats; keep best/last."""
+        """Train with (Maskable)PPO, one policy shared by all learner seats; keep best/last.
+
+        Needs the training extra: pip install 'gpuparley[train]'."""
+        require_training_stack("train")
         from gpuparley.policy.encoder_spec import SpecMismatchError
         from gpuparley.train.checkpoint import CheckpointError
         from gpuparley.train.config import TrainConfigError, load_config

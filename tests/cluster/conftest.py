@@ -67,3 +67,102 @@ def host_core(cluster: planes.LocalPlanes) -> Iterator[Any]:
 
     with connect(cluster.host.kubeconfig) as api:
         yield client.CoreV1Api(api)
+
+
+@pytest.fixture(scope="session")
+def deployed(cluster: planes.LocalPlanes) -> Iterator[Any]:
+    """Every session agent's bundle applied once, as the host admin, with the admission policies
+    in force and the quotas counted; yields the admin ApiClient."""
+    from gpuparley.deploy import admission, objects
+    from gpuparley.deploy.apply import apply_objects
+    from gpuparley.deploy.kube import Kube
+    from gpuparley.deploy.render import AgentBundle, render_objects
+
+    from .helpers import wait_denied_by, wait_quotas_counted
+
+    with connect(cluster.host.kubeconfig) as api:
+        for agent in AGENTS:
+            apply_objects(api, render_objects(AgentBundle(agent=agent)))
+        alpha = Kube(cluster.host.agent_kubeconfigs["agent-alpha"])
+        admin = Kube(cluster.host.kubeconfig)
+        try:
+            forged = {"apiVersion": "gpuparley.io/v1alpha1", "kind": "Offer",
+                      "metadata": {"name": "probe", "labels": {objects.SENDER_LABEL: "beta"}},
+                      "spec": {"kind": "Accept", "id": "p", "sender": "beta",
+                               "receiver": "alpha", "epoch": 0, "in_reply_to": "x"}}  # fmt: skip
+            dry = {"dryRun": "All"}
+            wait_denied_by(
+                admission.OFFER_SENDER_POLICY,
+                lambda: alpha.call(
+                    "POST", "/apis/gpuparley.io/v1alpha1/namespaces/agent-beta-inbox/offers",
+                    forged, dry,
+                ),
+            )  # fmt: skip
+            view = {"metadata": {"name": objects.VIEW_CONFIGMAP}, "data": {}}
+            wait_denied_by(
+                admission.MARKET_VIEW_POLICY,
+                lambda: alpha.call("POST", "/api/v1/namespaces/agent-alpha/configmaps", view, dry),
+            )
+            # The gate policy probed with a request only it denies: a controller (which the fit
+            # policy trusts) lifting the gate of a pod an admin made. (The fit policy has no
+            # parameter to act on until a lease exists; its tests wait for their own.)
+            pod = {"metadata": {"name": "probe"},
+                   "spec": {"schedulingGates": [{"name": objects.LEASE_GATE}],
+                            "containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
+            pods = "/api/v1/namespaces/agent-alpha/pods"
+            admin.create("pods", "agent-alpha", pod)
+            controller = Kube(cluster.host.kubeconfig)
+            controller.api.set_default_header(
+                "Impersonate-User", "system:serviceaccount:kube-system:replicaset-controller"
+            )
+            lift = [{"op": "remove", "path": "/spec/schedulingGates/0"}]
+            patch = "application/json-patch+json"
+            wait_denied_by(
+                admission.LEASE_GATE_POLICY,
+                lambda: controller.call("PATCH", f"{pods}/probe", lift, dry, content_type=patch),
+            )
+            controller.close()
+            admin.delete("pods", "agent-alpha", "probe")
+            homes = [objects.agent_namespace(a) for a in AGENTS]
+            wait_quotas_counted(admin, homes + [f"{h}-inbox" for h in homes])
+        finally:
+            alpha.close()
+            admin.close()
+        yield api
+
+
+@pytest.fixture(scope="session")
+def as_user(cluster: planes.LocalPlanes, deployed: Any) -> Iterator[Any]:
+    """An ApiClient impersonating a user (e.g. `gpuparley:market`, or a ServiceAccount as
+    `system:serviceaccount:<ns>:<name>`), via the admin's credentials."""
+    opened: dict[str, Any] = {}
+
+    def make(user: str) -> Any:
+        if user not in opened:
+            api = connect(cluster.host.kubeconfig)
+            api.set_default_header("Impersonate-User", user)
+            opened[user] = api
+        return opened[user]
+
+    yield make
+    for api in opened.values():
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def agent_custom(cluster: planes.LocalPlanes) -> Iterator[Any]:
+    """CustomObjectsApi as an agent's own host-plane identity (`.api_client` for others)."""
+    from kubernetes import client
+
+    from gpuparley.deploy.objects import agent_namespace
+
+    opened: dict[str, Any] = {}
+
+    def make(agent: str) -> Any:
+        if agent not in opened:
+            opened[agent] = connect(cluster.host.agent_kubeconfigs[agent_namespace(agent)])
+        return opened[agent]
+
+    yield lambda agent: client.CustomObjectsApi(make(agent))
+    for api in opened.values():
+        api.close()

@@ -28,6 +28,7 @@ from typing import Any
 from gpuparley.deploy.apply import apply_objects
 from gpuparley.deploy.cluster.planes import LocalPlanes
 from gpuparley.deploy.kube import Kube, connect
+from gpuparley.deploy.quotas import QUOTA_NAME
 from gpuparley.deploy.rbac import MARKET_USER
 from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.deploy.workload import submit_jobs
@@ -50,6 +51,8 @@ class MarketRig:
     log_dir: Path
     substep_timeout: float = 15.0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Agents whose negotiator is the attacker's (`hostile_negotiator.py`), and its record.
+    hostile: frozenset[str] = frozenset()
 
     @property
     def agents(self) -> list[str]:
@@ -58,6 +61,10 @@ class MarketRig:
     @property
     def trace_path(self) -> Path:
         return self.log_dir / "lease-trace.jsonl"
+
+    @property
+    def attack_log(self) -> Path:
+        return self.log_dir / "attacks.jsonl"
 
     def prepare(self) -> None:
         """Apply every agent's bundle, then submit every agent's jobs."""
@@ -77,6 +84,27 @@ class MarketRig:
                     budget_per_epoch=float(agent.budget_per_epoch or 0.0),
                 )
                 apply_objects(api, render_objects(bundle))
+        self.wait_quotas_counted()
+
+    def wait_quotas_counted(self, timeout: float = 60.0) -> None:
+        """Until kube-controller-manager has counted each agent's quotas, the apiserver refuses
+        every create in those namespaces (quotas fail closed): wait for it."""
+        admin = Kube(self.state.host.kubeconfig)
+        deadline = time.monotonic() + timeout
+        try:
+            for agent in self.agents:
+                for namespace in (f"agent-{agent}", f"agent-{agent}-inbox"):
+                    while True:
+                        quota = admin.get("resourcequotas", namespace, QUOTA_NAME) or {}
+                        if set((quota.get("status") or {}).get("hard") or {}) == set(
+                            (quota.get("spec") or {}).get("hard") or {"?": 0}
+                        ):
+                            break
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"quota in {namespace} not counted: {quota}")
+                        time.sleep(0.1)
+        finally:
+            admin.close()
 
     def submit_workloads(self) -> None:
         """Each agent's jobs as gated pods in its own plane."""
@@ -101,6 +129,8 @@ class MarketRig:
         self, agent: str, *extra: str, name: str | None = None
     ) -> subprocess.Popen[bytes]:
         host = self.state.host
+        if agent in self.hostile:
+            return self._start_hostile(agent, name)
         return self._start(
             f"negotiator-{name or agent}",
             [
@@ -113,6 +143,29 @@ class MarketRig:
                 *extra,
             ],
         )  # fmt: skip
+
+    def _start_hostile(self, agent: str, name: str | None) -> subprocess.Popen[bytes]:
+        script = Path(__file__).with_name("hostile_negotiator.py")
+        args = [
+            "--agent", agent,
+            "--policy", self.policy,
+            "--host-kubeconfig", self.state.host.agent_kubeconfigs[f"agent-{agent}"],
+            "--agent-kubeconfig", self.state.agent(agent).kubeconfig,
+            "--attack-log", str(self.attack_log),
+        ]  # fmt: skip
+        log = (self.log_dir / f"negotiator-{name or agent}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.procs[f"negotiator-{name or agent}"] = proc
+        return proc
+
+    def attacks(self) -> list[dict[str, Any]]:
+        """What the hostile negotiators tried, and the apiserver's answers."""
+        if not self.attack_log.exists():
+            return []
+        return [json.loads(line) for line in self.attack_log.read_text().splitlines() if line]
 
     def start_market(self, *extra: str) -> subprocess.Popen[bytes]:
         return self._start(

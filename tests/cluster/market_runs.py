@@ -41,6 +41,7 @@ class Run:
     trace: list[dict[str, Any]] = field(default_factory=list)
     seen: Observations | None = None
     denials: dict[str, int] = field(default_factory=dict)
+    attacks: list[dict[str, Any]] = field(default_factory=list)
     final_agent_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -77,6 +78,7 @@ def market_run(
     *,
     replicas: dict[str, int] | None = None,
     substep_timeout: float = 15.0,
+    hostile: frozenset[str] = frozenset(),
 ) -> Iterator[Run]:
     missing = build.missing_binaries()
     if missing:
@@ -90,6 +92,7 @@ def market_run(
     )
     rig = MarketRig(state, SCENARIO, SEED, f"learned:{POLICY_FILE}", state_dir / "logs")
     rig.substep_timeout = substep_timeout
+    rig.hostile = hostile
     run = Run(rig)
     observer: Observer | None = None
     try:
@@ -112,6 +115,7 @@ def market_run(
         wait_for("every agent pod to be marked Succeeded", all_finished, timeout=30)
         run.seen = observer.stop()
         observer = None
+        run.attacks = rig.attacks()
         yield run
     except BaseException:
         for log in sorted(rig.log_dir.glob("*.log")):

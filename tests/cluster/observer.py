@@ -8,6 +8,10 @@ Invariants checked at every sample:
 * **inside a lease**: every bound host pod carries a lease label naming a `GPULease` of its own
   namespace whose resources name that node (after a renewal that moved the job to another node,
   the old copy may linger for at most `MIGRATION_GRACE_S`);
+* **inside its grant**, pod by pod (not only node totals): every bound pod's GPU resources, CPU
+  and memory are within its lease's grant and it sits on the node of the slot it claims
+  (`lease_grant.grant_violations`, the rule admission and the market apply), and no two bound pods
+  hold one slot of a lease;
 * **atomic gangs**: when any pod of a multi-pod job has left the gate in its agent's plane while
   the job holds an active lease, every pod of that job exists on the host (the agent plane is
   sampled before the host, so "ungated at t1" implies "created on the host before t1").
@@ -24,6 +28,7 @@ from typing import Any
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster.planes import LocalPlanes
 from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.lease_grant import grant_violations, pod_index
 from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, gate_index, group_pods
 
 _RESOURCE_PREFIXES = ("nvidia.com/", "cpu", "memory")
@@ -43,6 +48,7 @@ class Observations:
     samples: int = 0
     overcommit: list[str] = field(default_factory=list)
     outside_lease: list[str] = field(default_factory=list)
+    outside_grant: list[str] = field(default_factory=list)
     gang_splits: list[str] = field(default_factory=list)
     bound: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, pod) -> node
     peak_pods_per_node: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -102,6 +108,7 @@ class Observer(threading.Thread):
     ) -> None:
         used: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         count: dict[str, int] = defaultdict(int)
+        slots: dict[tuple[str, str, int], str] = {}
         for ns, pods in host_pods.items():
             for pod in pods:
                 node = (pod.get("spec") or {}).get("nodeName")
@@ -120,6 +127,14 @@ class Observer(threading.Thread):
                 lease_name = (pod["metadata"].get("labels") or {}).get(objects.LEASE_LABEL, "")
                 lease = leases[ns].get(lease_name)
                 nodes = {r["node"] for r in ((lease or {}).get("spec") or {}).get("resources", [])}
+                if lease is not None and node in nodes:
+                    # (A copy left on a node its lease no longer names is the migration case
+                    # below, with its grace.)
+                    for problem in grant_violations(pod, lease.get("grant")):
+                        self.seen.outside_grant.append(f"{ns}/{name}: {problem}")
+                    holder = slots.setdefault((ns, lease_name, pod_index(pod)), name)
+                    if holder != name:
+                        self.seen.outside_grant.append(f"{ns}/{name} and {holder} share a slot")
                 if lease is None:
                     self.seen.outside_lease.append(f"{ns}/{name} on {node} (lease {lease_name!r})")
                 elif node not in nodes:

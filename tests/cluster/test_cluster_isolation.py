@@ -132,3 +132,27 @@ def test_agent_identity_in_host_is_confined_to_its_namespace(
     with connect(host.agent_kubeconfigs["agent-alpha"]) as api:
         assert _status_of(lambda: _core(api).list_namespaced_pod("agent-beta")) == 403
         assert _core(api).list_namespaced_pod("agent-alpha") is not None
+
+
+def test_agent_planes_serve_only_what_an_agent_needs(cluster: planes.LocalPlanes) -> None:
+    """The default (slim) agent plane serves pods but not the groups an agent never uses; the
+    host serves everything."""
+    from gpuparley.deploy.kube import Kube
+
+    from .helpers import status_of
+
+    assert cluster.profile == "slim"
+    agent, host = Kube(cluster.agent("alpha").kubeconfig), Kube(cluster.host.kubeconfig)
+    try:
+        for kube, path, want in (
+            (agent, "/api/v1/namespaces/default/pods", 200),
+            (agent, "/apis/coordination.k8s.io/v1/namespaces/default/leases", 200),
+            (agent, "/apis/apps/v1/namespaces/default/deployments", 404),
+            (agent, "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies", 404),
+            (host, "/apis/apps/v1/namespaces/default/deployments", 200),
+        ):
+            status = status_of(lambda kube=kube, path=path: kube.call("GET", path))
+            assert status == want, (path, status)
+    finally:
+        agent.close()
+        host.close()

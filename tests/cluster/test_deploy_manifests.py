@@ -12,43 +12,23 @@ ServiceAccount `agent-<a>/negotiator`, and the market as `gpuparley:market` and
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from gpuparley.deploy import admission, crds, objects, rbac
-from gpuparley.deploy.apply import apply_objects
 from gpuparley.deploy.cluster import planes
-from gpuparley.deploy.kube import connect
 from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.envs.market import messages
 
+from .helpers import outcome, status_of
+
 pytestmark = pytest.mark.cluster
-AGENTS = ("alpha", "beta")
 
 
-def _status_of(call: Callable[[], Any]) -> int:
-    return _outcome(call)[0]
-
-
-def _outcome(call: Callable[[], Any]) -> tuple[int, str]:
-    """HTTP status of an API call (200 for any success) and the apiserver's message."""
-    import json
-
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        call()
-    except ApiException as exc:
-        try:
-            message = json.loads(exc.body or "{}").get("message", "")
-        except ValueError:
-            message = str(exc.body)
-        return int(exc.status), message
-    return 200, ""
+_status_of, _outcome = status_of, outcome
 
 
 def _demand() -> messages.Demand:
@@ -104,109 +84,6 @@ def _bid(sender: str, tag: str) -> messages.Bid:
         price=4.5,
         term_epochs=5,
     )
-
-
-def _pod(name: str, *, gated: bool = True, gpus: int = 1) -> dict[str, Any]:
-    """A leased-workload-like host pod: behind the lease gate unless `gated=False`, pinned to a
-    node that does not exist (so never scheduled even once ungated: no side effects)."""
-    limits = {"nvidia.com/gpu": str(gpus)} if gpus else {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {objects.JOB_LABEL: "job-7"}},
-        "spec": {
-            "schedulingGates": [{"name": objects.LEASE_GATE}] if gated else [],
-            "nodeSelector": {"kubernetes.io/hostname": "no-such-node"},
-            "containers": [{"name": "work", "image": "busybox", "resources": {"limits": limits}}],
-        },
-    }
-
-
-def _view(data: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": objects.VIEW_CONFIGMAP, "labels": {"gpuparley.io/test": "view"}},
-        "data": {"view.json": data},
-    }
-
-
-def _wait_enforced(what: str, probe: Callable[[], int], timeout: float = 20.0) -> None:
-    """Admission policies take effect asynchronously (the apiserver's policy informer): wait
-    until a dry-run request that must be denied is denied."""
-    deadline = time.monotonic() + timeout
-    while (status := probe()) != 403:
-        assert time.monotonic() < deadline, f"{what} not enforced after {timeout}s ({status})"
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def deployed(cluster: planes.LocalPlanes) -> Iterator[Any]:
-    """Both agents' bundles applied once, as the host admin, and the admission policies in
-    force; yields the admin ApiClient."""
-    from kubernetes import client
-
-    with connect(cluster.host.kubeconfig) as api:
-        for agent in AGENTS:
-            apply_objects(api, render_objects(AgentBundle(agent=agent)))
-        with connect(cluster.host.agent_kubeconfigs["agent-alpha"]) as alpha:
-            custom, core = client.CustomObjectsApi(alpha), client.CoreV1Api(alpha)
-            forged = objects.offer_object(_bid("beta", "probe"))
-            _wait_enforced(
-                admission.OFFER_SENDER_POLICY,
-                lambda: _status_of(lambda: _create(custom, forged, "offers", dry_run="All")),
-            )
-            _wait_enforced(
-                admission.MARKET_VIEW_POLICY,
-                lambda: _status_of(
-                    lambda: core.create_namespaced_config_map(
-                        "agent-alpha", _view("{}"), dry_run="All"
-                    )
-                ),
-            )
-            _wait_enforced(
-                admission.LEASE_GATE_POLICY,
-                lambda: _status_of(
-                    lambda: core.create_namespaced_pod(
-                        "agent-alpha", _pod("probe", gated=False), dry_run="All"
-                    )
-                ),
-            )
-        yield api
-
-
-@pytest.fixture(scope="module")
-def as_user(cluster: planes.LocalPlanes, deployed: Any) -> Iterator[Callable[[str], Any]]:
-    """An ApiClient impersonating a user (e.g. `gpuparley:market`, or a ServiceAccount as
-    `system:serviceaccount:<ns>:<name>`), via the admin's credentials."""
-    opened: dict[str, Any] = {}
-
-    def make(user: str) -> Any:
-        if user not in opened:
-            api = connect(cluster.host.kubeconfig)
-            api.set_default_header("Impersonate-User", user)
-            opened[user] = api
-        return opened[user]
-
-    yield make
-    for api in opened.values():
-        api.close()
-
-
-@pytest.fixture(scope="module")
-def agent_custom(cluster: planes.LocalPlanes) -> Iterator[Callable[[str], Any]]:
-    """CustomObjectsApi (and CoreV1Api) as an agent's own host-plane identity."""
-    from kubernetes import client
-
-    opened: dict[str, Any] = {}
-
-    def make(agent: str) -> Any:
-        if agent not in opened:
-            path = cluster.host.agent_kubeconfigs[objects.agent_namespace(agent)]
-            opened[agent] = connect(path)
-        return opened[agent]
-
-    yield lambda agent: client.CustomObjectsApi(make(agent))
-    for api in opened.values():
-        api.close()
 
 
 def _create(custom: Any, obj: dict[str, Any], plural: str, **kw: Any) -> Any:
@@ -438,18 +315,21 @@ def test_offer_sender_is_the_creator(
     """The admission policy: alpha may only send as alpha, only the market as `market`."""
     from kubernetes import client
 
-    g, v, inbox = crds.GROUP, crds.VERSION, objects.MARKET_INBOX
+    g, v, home = crds.GROUP, crds.VERSION, "agent-alpha"
     alpha = agent_custom("alpha")
     bid = objects.offer_object(_bid("alpha", "vap-alpha"))
-    assert bid["metadata"]["namespace"] == inbox
+    assert bid["metadata"]["namespace"] == home  # a bid waits in its sender's home
     assert _outcome(lambda: _create(alpha, bid, "offers")) == (200, "")
 
-    # Forged sender, in the market's inbox: 403 from the policy, naming sender and user.
-    forged = objects.offer_object(_bid("beta", "vap-forged"))
+    # Forged sender, in alpha's home: 403 from the policy, naming sender and user.
+    forged = objects.offer_object(_bid("beta", "vap-forged"), namespace=home)
     status, message = _outcome(lambda: _create(alpha, forged, "offers"))
     assert status == 403, message
     assert f"ValidatingAdmissionPolicy '{admission.OFFER_SENDER_POLICY}'" in message
     assert "spec.sender beta cannot be sent by agent-alpha" in message
+    # ... and alpha cannot post into beta's home at all (RBAC).
+    into_beta = objects.offer_object(_bid("alpha", "vap-into-beta"), namespace="agent-beta")
+    assert _status_of(lambda: _create(alpha, into_beta, "offers")) == 403
 
     # In beta's inbox: as itself yes; as beta or as the market no.
     to_beta = messages.Offer(
@@ -475,6 +355,11 @@ def test_offer_sender_is_the_creator(
     admin = client.CustomObjectsApi(deployed)
     assert _status_of(lambda: _create(admin, mislabelled, "offers", dry_run="All")) == 200
     assert _status_of(lambda: _create(admin, forged, "offers", dry_run="All")) == 200
+    # An agent's home holds only its own offers, even from an admitted sender (the admin
+    # posting as beta into alpha's home passes; beta itself has no RBAC there).
+    misplaced = objects.offer_object(_bid("beta", "vap-misplaced"), namespace=home)
+    sa_beta = client.CustomObjectsApi(as_user("system:serviceaccount:agent-beta:negotiator"))
+    assert _status_of(lambda: _create(sa_beta, misplaced, "offers", dry_run="All")) == 403
 
     # UPDATE too: alpha cannot rewrite its own outbox record into a message from beta.
     outbox = objects.offer_object(_bid("alpha", "vap-outbox"), namespace="agent-alpha")
@@ -490,258 +375,43 @@ def test_offer_sender_is_the_creator(
     assert status == 403, message
     assert "spec.sender beta cannot be sent by agent-alpha" in message
 
-    # The market's inbox is create-only for agents.
+    # Beta cannot read, change or withdraw alpha's bids.
     bname = bid["metadata"]["name"]
-    assert _status_of(lambda: alpha.list_namespaced_custom_object(g, v, inbox, "offers")) == 403
-    assert _status_of(lambda: alpha.get_namespaced_custom_object(g, v, inbox, "offers", bname)) == (
-        403
-    )
+    beta = agent_custom("beta")
+    assert _status_of(lambda: beta.list_namespaced_custom_object(g, v, home, "offers")) == 403
     assert (
-        _status_of(lambda: alpha.delete_namespaced_custom_object(g, v, inbox, "offers", bname))
-        == 403
+        _status_of(lambda: beta.delete_namespaced_custom_object(g, v, home, "offers", bname)) == 403
     )
 
     # The negotiator ServiceAccount: same rule, bound by the bundle's per-agent RoleBinding.
     sa = client.CustomObjectsApi(as_user(NEGOTIATOR_SA))
     own = objects.offer_object(_bid("alpha", "vap-sa"))
     assert _outcome(lambda: _create(sa, own, "offers")) == (200, "")
-    forged_sa = objects.offer_object(_bid("beta", "vap-sa-forged"))
+    forged_sa = objects.offer_object(_bid("beta", "vap-sa-forged"), namespace="agent-alpha")
     status, message = _outcome(lambda: _create(sa, forged_sa, "offers"))
     assert status == 403, message
     assert f"cannot be sent by {NEGOTIATOR_SA}" in message
 
-    # The market reads and consumes its inbox, and sends only as `market`.
+    # The market reads the bids where they wait (by receiver label, across namespaces) and
+    # consumes them, and sends only as `market`.
+    selector = f"{objects.RECEIVER_LABEL}={messages.MARKET}"
     for user in (rbac.MARKET_USER, MARKET_SA):
         market = client.CustomObjectsApi(as_user(user))
-        got = market.list_namespaced_custom_object(g, v, inbox, "offers")
+        got = market.list_cluster_custom_object(g, v, "offers", label_selector=selector)
         assert bname in {o["metadata"]["name"] for o in got["items"]}
     market = client.CustomObjectsApi(as_user(rbac.MARKET_USER))
     assert (
-        _status_of(lambda: market.delete_namespaced_custom_object(g, v, inbox, "offers", bname))
+        _status_of(lambda: market.delete_namespaced_custom_object(g, v, home, "offers", bname))
         == 200
     )
     assert (
-        _status_of(lambda: market.get_namespaced_custom_object(g, v, inbox, "offers", bname)) == 404
+        _status_of(lambda: market.get_namespaced_custom_object(g, v, home, "offers", bname)) == 404
     )
     from_market = to_beta.model_copy(update={"id": "vap-market", "sender": messages.MARKET})
     assert _status_of(lambda: _create(market, objects.offer_object(from_market), "offers")) == 200
     as_alpha = to_beta.model_copy(update={"id": "vap-market-as-alpha"})
     status, message = _outcome(lambda: _create(market, objects.offer_object(as_alpha), "offers"))
     assert status == 403, message
-
-
-def test_market_view_is_written_by_the_market_only(
-    deployed: Any, agent_custom: Callable[[str], Any], as_user: Callable[[str], Any]
-) -> None:
-    from kubernetes import client
-
-    home, view = "agent-alpha", objects.VIEW_CONFIGMAP
-    alpha = client.CoreV1Api(agent_custom("alpha").api_client)
-    market = client.CoreV1Api(as_user(rbac.MARKET_USER))
-    admin = client.CoreV1Api(deployed)
-    try:
-        assert _status_of(lambda: market.create_namespaced_config_map(home, _view("{}"))) == 200
-        patch = {"data": {"view.json": '{"step": 1}'}}
-        assert _status_of(lambda: market.patch_namespaced_config_map(view, home, patch)) == 200
-        assert alpha.read_namespaced_config_map(view, home).data == patch["data"]
-        # The rig's Role lets agent-alpha write configmaps: the policy stops it (403).
-        forged = {"data": {"view.json": '{"price": 0}'}}
-        for call in (
-            lambda: alpha.patch_namespaced_config_map(view, home, forged),
-            lambda: alpha.delete_namespaced_config_map(view, home),
-            # A collection delete is admitted object by object (the policy matches on the
-            # old object's name: the request's name is empty).
-            lambda: alpha.delete_collection_namespaced_config_map(
-                home, label_selector="gpuparley.io/test=view"
-            ),
-        ):
-            status, message = _outcome(call)
-            assert status == 403, message
-            assert f"ConfigMap {view} is written by the market only, not by agent-alpha" in message
-        # As the negotiator ServiceAccount, RBAC already says no.
-        sa = client.CoreV1Api(as_user(NEGOTIATOR_SA))
-        assert sa.read_namespaced_config_map(view, home).data == patch["data"]
-        assert _status_of(lambda: sa.patch_namespaced_config_map(view, home, forged)) == 403
-        other = {"metadata": {"name": "negotiator-scratch"}}
-        assert _status_of(lambda: sa.create_namespaced_config_map(home, other)) == 403
-        assert alpha.read_namespaced_config_map(view, home).data == patch["data"]
-        # Nor may alpha read or write beta's view.
-        assert _status_of(lambda: alpha.read_namespaced_config_map(view, "agent-beta")) == 403
-        assert (
-            _status_of(lambda: alpha.create_namespaced_config_map("agent-beta", _view("{}"))) == 403
-        )
-        # The market writes views in agent homes only, and no other configmap there.
-        assert (
-            _status_of(
-                lambda: market.create_namespaced_config_map("default", _view("{}"), dry_run="All")
-            )
-            == 403
-        )
-        assert (
-            _status_of(
-                lambda: market.patch_namespaced_config_map("gpuparley-negotiator", home, forged)
-            )
-            == 403
-        )
-    finally:
-        admin.delete_namespaced_config_map(view, home)
-
-
-_ELECTION = {"metadata": {"name": "gpuparley-negotiator"}, "spec": {"holderIdentity": "r-0"}}
-_EVENT = {
-    "metadata": {"generateName": "alpha-"},
-    "involvedObject": {"kind": "Negotiator", "name": "alpha", "namespace": "agent-alpha"},
-    "reason": "Answered",
-    "message": "sub-step 1",
-    "type": "Normal",
-}
-_ANSWERED = {"status": {"phase": "Answered", "observedEpoch": 3}}
-
-
-def _check_negotiator_identity(api: Any) -> None:
-    """Agent alpha's negotiator (as `api`): its home yes, beta's home no; nodes read-only."""
-    from kubernetes import client
-
-    g, v = crds.GROUP, crds.VERSION
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    coord = client.CoordinationV1Api(api)
-    node = core.list_node().items[0].metadata.name
-    assert _status_of(lambda: core.read_node(node)) == 200
-    assert _status_of(lambda: core.list_namespaced_pod("agent-alpha")) == 200
-    assert _status_of(lambda: core.read_namespaced_pod_status("none", "agent-alpha")) == 404
-    for ns, want in (("agent-alpha", 200), ("agent-beta", 403)):
-        calls = {
-            "pod": lambda ns=ns: core.create_namespaced_pod(ns, _pod("w"), dry_run="All"),
-            "lease": lambda ns=ns: coord.create_namespaced_lease(ns, _ELECTION, dry_run="All"),
-            "event": lambda ns=ns: core.create_namespaced_event(ns, _EVENT, dry_run="All"),
-        }
-        for what, call in calls.items():
-            assert _status_of(call) == want, (what, ns)
-    own, other = ("agent-alpha", "alpha"), ("agent-beta", "beta")
-    for (ns, name), want in ((own, 200), (other, 403)):
-        assert (
-            _status_of(
-                lambda ns=ns, name=name: custom.patch_namespaced_custom_object_status(
-                    g, v, ns, "negotiators", name, _ANSWERED
-                )
-            )
-            == want
-        )
-    # Its spec (budget, policy) is the operator's, not the negotiator's.
-    budget = {"spec": {"budget_per_epoch": 1e9}}
-    assert (
-        _status_of(
-            lambda: custom.patch_namespaced_custom_object(
-                g, v, "agent-alpha", "negotiators", "alpha", budget
-            )
-        )
-        == 403
-    )
-    assert (
-        _status_of(lambda: core.create_node({"metadata": {"name": "fake"}}, dry_run="All")) == 403
-    )
-
-
-def test_negotiator_pods_leases_nodes_and_status(
-    deployed: Any, agent_custom: Callable[[str], Any], as_user: Callable[[str], Any]
-) -> None:
-    """What a negotiator does on a lease, as the rig user and as the bundle's ServiceAccount."""
-    from kubernetes import client
-
-    g, v = crds.GROUP, crds.VERSION
-    _check_negotiator_identity(agent_custom("alpha").api_client)
-    _check_negotiator_identity(as_user(NEGOTIATOR_SA))
-    got = client.CustomObjectsApi(deployed).get_namespaced_custom_object(
-        g, v, "agent-alpha", "negotiators", "alpha"
-    )
-    assert got["status"] == _ANSWERED["status"]
-    assert got["spec"]["budget_per_epoch"] == 100.0
-
-    # A leased pod for real; the market lifts its gate and may evict it.
-    sa = client.CoreV1Api(as_user(NEGOTIATOR_SA))
-    pod = "alpha-job-7-0"
-    sa.create_namespaced_pod("agent-alpha", _pod(pod))
-    market = client.CoreV1Api(as_user(rbac.MARKET_USER))
-    assert pod in {p.metadata.name for p in market.list_namespaced_pod("agent-alpha").items}
-    assert (
-        _status_of(lambda: market.create_namespaced_pod("agent-alpha", _pod("m"), dry_run="All"))
-        == 403
-    )
-    ungate = [
-        {"op": "test", "path": "/spec/schedulingGates/0/name", "value": objects.LEASE_GATE},
-        {"op": "remove", "path": "/spec/schedulingGates/0"},
-    ]
-    for who in (sa, client.CoreV1Api(agent_custom("alpha").api_client)):
-        status, message = _outcome(
-            lambda who=who: who.patch_namespaced_pod(pod, "agent-alpha", ungate)
-        )
-        assert status == 403, message
-        assert f"only the market lifts the scheduling gate {objects.LEASE_GATE}" in message
-    assert _status_of(lambda: market.patch_namespaced_pod(pod, "agent-alpha", ungate)) == 200
-    assert not market.read_namespaced_pod(pod, "agent-alpha").spec.scheduling_gates
-    assert (
-        _status_of(lambda: market.delete_namespaced_pod(pod, "agent-alpha", grace_period_seconds=0))
-        == 200
-    )
-    # ... only in agent namespaces (it may list pods anywhere, by lease label).
-    assert _status_of(lambda: market.delete_namespaced_pod("x", "kube-system")) == 403
-    assert _status_of(lambda: market.patch_namespaced_pod("x", "kube-system", ungate)) == 403
-    assert (
-        _status_of(lambda: market.list_pod_for_all_namespaces(label_selector=objects.LEASE_LABEL))
-        == 200
-    )
-
-
-def test_gpu_pods_start_behind_the_lease_gate(
-    deployed: Any, agent_custom: Callable[[str], Any], as_user: Callable[[str], Any]
-) -> None:
-    """An agent cannot schedule a GPU pod on its own: created gated, ungated by the market."""
-    from kubernetes import client
-
-    for api, user in (
-        (agent_custom("alpha").api_client, "agent-alpha"),
-        (as_user(NEGOTIATOR_SA), NEGOTIATOR_SA),
-    ):
-        core = client.CoreV1Api(api)
-        status, message = _outcome(
-            lambda core=core: core.create_namespaced_pod(
-                "agent-alpha", _pod("free-gpus", gated=False), dry_run="All"
-            )
-        )
-        assert status == 403, message
-        assert f"ValidatingAdmissionPolicy '{admission.LEASE_GATE_POLICY}'" in message
-        assert f"behind the scheduling gate {objects.LEASE_GATE}" in message
-        assert message.endswith(f"not by {user}")
-        # MIG profiles are GPUs too; pods without GPUs need no gate.
-        mig = _pod("free-mig", gated=False, gpus=0)
-        mig["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] = "1"
-        assert (
-            _status_of(
-                lambda core=core, mig=mig: core.create_namespaced_pod(
-                    "agent-alpha", mig, dry_run="All"
-                )
-            )
-            == 403
-        )
-        plain = _pod("cpu-only", gated=False, gpus=0)
-        assert (
-            _status_of(
-                lambda core=core, plain=plain: core.create_namespaced_pod(
-                    "agent-alpha", plain, dry_run="All"
-                )
-            )
-            == 200
-        )
-    # Cluster admins (tests, tooling) are not held by it.
-    admin = client.CoreV1Api(deployed)
-    assert (
-        _status_of(
-            lambda: admin.create_namespaced_pod(
-                "agent-alpha", _pod("admin", gated=False), dry_run="All"
-            )
-        )
-        == 200
-    )
 
 
 def test_market_reads_negotiators_and_nodes(

@@ -1,12 +1,15 @@
 """The in-cluster market end to end, on real components: a host plane (etcd, kube-apiserver,
-kube-scheduler, KWOK with whole-GPU, MIG and time-sliced fake nodes), three agent control planes,
-the market controller and three negotiators running the exported default policy as separate
-processes (beta's as two replicas that elect a leader), and the `cluster-e2e` scenario's jobs
-submitted as gated pods.
+kube-scheduler, kube-controller-manager's quota controller, KWOK with whole-GPU, MIG and
+time-sliced fake nodes), three agent control planes, the market controller and three negotiators
+running the exported default policy as separate processes (beta's as two replicas that elect a
+leader), and the `cluster-e2e` scenario's jobs submitted as gated pods.
 
-One run (module fixture) with faults injected while it goes: a negotiator is SIGKILLed mid-run
-and restarted, malformed / forged / stale / unknown-job offers are posted, and an agent tries to
-run a GPU pod it holds no lease for. The tests then check what the run left behind.
+One run (module fixture) with faults injected while it goes: alpha's negotiator is the
+attacker's (`hostile_negotiator.py`: a GPU more in every pod it creates, a second bid per
+decision, a CPU-only squatter, finalizers, 1.4 MB Offers), it is SIGKILLed mid-run and restarted,
+malformed / forged / stale / unknown-job offers are posted, and an agent tries to run a GPU pod
+it holds no lease for. The tests then check what the run left behind: every attack refused or
+harmless, and the run's allocations and ledger exactly those of the simulator.
 """
 
 from __future__ import annotations
@@ -71,25 +74,27 @@ def _inject_faults(run: Run) -> None:
     admin = Kube(state.host.kubeconfig)
     alpha = Kube(state.host.agent_kubeconfigs["agent-alpha"])
     epoch = market_epoch(admin)
+    home = "agent-alpha"  # where alpha's bids wait for the market
     # Forged: alpha's credentials posting a bid in beta's name (admission policy: 403).
+    forged = objects.offer_object(_bid("beta", epoch), namespace=home)
     try:
-        alpha.create("offers", objects.MARKET_INBOX, objects.offer_object(_bid("beta", epoch)))
+        alpha.create("offers", home, forged)
     except ApiError as exc:
         run.denials["forged-by-agent"] = exc.status
     # Malformed beyond the schema: a negative price (CRD validation: 422).
     bad = objects.offer_object(_bid("alpha", epoch))
     bad["spec"]["price"] = -5
     try:
-        alpha.create("offers", objects.MARKET_INBOX, bad)
+        alpha.create("offers", home, bad)
     except ApiError as exc:
         run.denials["malformed"] = exc.status
     # Admin-posted messages get past admission; the market must reject them itself.
     label_mismatch = objects.offer_object(_bid("alpha", epoch, id="injected.mismatch"))
     label_mismatch["metadata"]["labels"][objects.SENDER_LABEL] = "beta"
-    admin.create("offers", objects.MARKET_INBOX, label_mismatch)  # forged (label != sender)
-    admin.create("offers", objects.MARKET_INBOX, objects.offer_object(_bid("alpha", 0)))  # stale
+    admin.create("offers", home, label_mismatch)  # forged (label != sender)
+    admin.create("offers", home, objects.offer_object(_bid("alpha", 0)))  # stale
     unknown = objects.offer_object(_bid("alpha", epoch, job="no-such-job", id="injected.unknown"))
-    admin.create("offers", objects.MARKET_INBOX, unknown)  # unknown job
+    admin.create("offers", home, unknown)  # unknown job
     # A GPU pod without the lease gate is refused at admission; with the gate but no lease it is
     # never admitted by the market, and evicted at the next epoch's end.
     rogue = pod_manifest("rogue", {"nvidia.com/gpu": "1"})
@@ -136,8 +141,10 @@ def _crash_and_junk(run: Run) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     state_dir = tmp_path_factory.mktemp("market-e2e")
-    # beta runs as two replicas that elect a leader
-    with market_run(state_dir, _crash_and_junk, replicas={"beta": 2}) as result:
+    # beta runs as two replicas that elect a leader; alpha's negotiator is the attacker's
+    with market_run(
+        state_dir, _crash_and_junk, replicas={"beta": 2}, hostile=frozenset({"alpha"})
+    ) as result:
         yield result
 
 
@@ -158,6 +165,7 @@ def test_the_workload_completes_with_every_pod_bound_under_a_lease(run: Run) -> 
     every_pod = {p["metadata"]["name"] for pods in run.final_agent_pods.values() for p in pods}
     assert every_pod <= bound, sorted(every_pod - bound)
     assert not run.seen.outside_lease, run.seen.outside_lease[:5]
+    assert not run.seen.outside_grant, run.seen.outside_grant[:5]  # pod by pod
 
 
 def test_no_gpu_is_ever_overcommitted_and_gangs_start_whole(run: Run) -> None:
@@ -193,8 +201,44 @@ def test_faults_are_refused_and_counted(run: Run) -> None:
     assert rejected.get("forged") == 1
     assert rejected.get("stale") == 1
     assert rejected.get("invalid") == 1  # the unknown job
-    assert run.status["evicted"] == ["agent-alpha/rogue-gated"]  # its lease is made up
+    assert "agent-alpha/rogue-gated" in run.status["evicted"]  # its lease is made up
     assert run.status["ledger_imbalance"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_attackers_pods_and_objects_are_refused_or_harmless(run: Run) -> None:
+    """The issue's attacks, made by alpha's negotiator throughout the run (every lease it won,
+    every bid it sent, and once per process the rest): each answer is asserted, and what slipped
+    past admission (an oversized pod whose lease the admission cache had not seen yet, a gated
+    CPU-only pod before alpha held any lease) was evicted by the market before it could run."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for attack in run.attacks:
+        by_kind.setdefault(attack["attack"], []).append(attack)
+    evicted = {entry.split("/", 1)[1] for entry in run.status["evicted"]}
+    oversized = by_kind["oversized-pod"]
+    # One per pod of every lease alpha won: whole GPUs, the 2-pod gang, shares and MIG 3g.40gb.
+    leased_jobs = {e["job"] for e in run.trace if e["holder"] == "alpha"}
+    assert {"gen-000002", "gen-000019", "gen-000001"} <= leased_jobs
+    assert len(oversized) >= sum(
+        j.pods for j in load_scenario(SCENARIO).build_jobs(SEED) if j.name in leased_jobs
+    )
+    refused = [a for a in oversized if a["status"] == 403]
+    assert all("gpuparley-lease-fit" in a["message"] for a in refused)
+    slipped = [a for a in oversized if a["status"] != 403]
+    assert {a["status"] for a in slipped} <= {201}
+    assert {a["name"] for a in slipped} <= evicted, "an oversized pod was admitted and kept"
+    assert len(refused) >= len(oversized) // 2  # admission is the first line, nearly always
+    for attack in ("cpu-only-pod", "pod-finalizer", "offer-finalizer"):
+        assert by_kind[attack] and {a["status"] for a in by_kind[attack]} == {403}, attack
+    for queued in by_kind["cpu-only-gated-pod"]:
+        assert queued["status"] == 403 or queued["name"] in evicted
+    huge = by_kind["huge-offer"]
+    assert len(huge) >= 40 and {a["status"] for a in huge} == {422}
+    # A second bid per decision is refused by the market, and never moved an allocation (the
+    # trace equals the simulator's: test_allocations_match_the_simulator_exactly).
+    seconds = by_kind["second-bid"]
+    assert seconds and {a["status"] for a in seconds} <= {201, 409}
+    assert 1 <= run.status["rejected"].get("duplicate", 0) <= len(seconds)
+    assert run.seen is not None and not run.seen.outside_grant and not run.seen.overcommit
 
 
 def test_restarted_negotiator_lost_and_doubled_nothing(run: Run) -> None:

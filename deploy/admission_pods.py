@@ -1,0 +1,246 @@
+"""Admission policies on pods in agent namespaces: a pod runs only inside a lease.
+
+RBAC lets a negotiator create, patch and delete its pods on the host; it cannot say *which* pods.
+Two `ValidatingAdmissionPolicy` objects (CEL in the apiserver, no webhook) do, for every request
+except those of cluster admins (`system:masters`), the market and Kubernetes' controllers (the
+negotiator's own Deployment, whose template the operator wrote):
+
+* `gpuparley-lease-gate`: every pod is created behind the scheduling gate `gpuparley.io/lease`
+  -- GPU or CPU-only alike (a CPU-only pod squatting on a GPU node starves the leases placed
+  there; the market leases GPUs only, so such a pod never runs) -- and only the market lifts
+  it. No finalizers may be added (a finalizer keeps an evicted pod, and its node resources,
+  alive).
+* `gpuparley-lease-fit`: a pod names its `GPULease` (label `gpuparley.io/lease`) and its pod slot
+  (annotation `gpuparley.io/pod-index`), and stays inside the lease's `grant`
+  (`lease_grant.py`): pinned to the slot's node, no GPU resource the lease does not grant, and
+  per resource, summed over its containers, no more than the grant (every container limits CPU
+  and memory; each init container fits alone; no pod-level resources or overhead). The leases
+  are the policy's *parameters* (`paramKind: GPULease`, every lease of the pod's namespace): a
+  binding that selects several parameters ANDs their verdicts, so each lease checks only the pods
+  that name it.
+
+What admission cannot do, the market does before it lifts a gate (`market_pods.py`): count a
+lease's pods (one per slot), and check a pod whose lease the policy cannot see -- a lease the
+apiserver's parameter cache has not caught up with, one that does not exist, or a namespace with
+no lease at all (no parameter: the policy does not apply). Such a pod is admitted behind its gate
+and stays there; the market's check, against the leases it holds itself, is the authoritative
+one, and its end-of-epoch sweep evicts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpuparley.deploy.admission_cel import (
+    IDENTITY_VARIABLES,
+    NO_NEW_FINALIZERS,
+    TRUSTED_REQUEST,
+    binding,
+    policy,
+)
+from gpuparley.deploy.crds import API_VERSION
+from gpuparley.deploy.gpu_resources import NVIDIA_PREFIX
+from gpuparley.deploy.lease_grant import GRANT_FIELD
+from gpuparley.deploy.objects import LEASE_GATE, LEASE_LABEL
+from gpuparley.deploy.rbac import ROLE_LABEL
+from gpuparley.deploy.workload import HOSTNAME_LABEL, INDEX_ANNOTATION
+
+LEASE_GATE_POLICY = "gpuparley-lease-gate"
+LEASE_FIT_POLICY = "gpuparley-lease-fit"
+AGENT_NAMESPACES = {"matchLabels": {ROLE_LABEL: "agent"}}
+_TRUSTED = "variables.admin || variables.market || variables.controller"
+
+
+def _gated(pod: str) -> str:
+    return (
+        f"has({pod}.spec.schedulingGates)"
+        f" && {pod}.spec.schedulingGates.exists(g, g.name == '{LEASE_GATE}')"
+    )
+
+
+def lease_gate_policy() -> dict[str, Any]:
+    """Agents' pods start behind the lease gate, only the market lifts it, no new finalizers."""
+    # The pod itself: not pods/status (kubelet, KWOK) nor pods/binding (scheduler).
+    return policy(
+        LEASE_GATE_POLICY,
+        "",
+        "pods",
+        ["CREATE", "UPDATE"],
+        {
+            "variables": [
+                *IDENTITY_VARIABLES,
+                {"name": "gated", "expression": _gated("object")},
+                {"name": "was_gated", "expression": f"oldObject != null && {_gated('oldObject')}"},
+            ],
+            "validations": [
+                {
+                    "expression": (
+                        f"{_TRUSTED} || request.operation != 'CREATE' || variables.gated"
+                    ),
+                    "message": f"pods must be created behind the scheduling gate {LEASE_GATE}",
+                    "messageExpression": (
+                        "'pod ' + object.metadata.name + ' must be created behind the"
+                        f" scheduling gate {LEASE_GATE} (the market lifts it under a lease),"
+                        " not ungated by ' + variables.user"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": (
+                        "variables.admin || variables.market || !variables.was_gated"
+                        " || variables.gated"
+                    ),
+                    "message": f"only the market lifts the scheduling gate {LEASE_GATE}",
+                    "messageExpression": (
+                        f"'only the market lifts the scheduling gate {LEASE_GATE} (pod '"
+                        " + object.metadata.name + '), not ' + variables.user"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": f"{_TRUSTED} || {NO_NEW_FINALIZERS}",
+                    "message": "agents may not add finalizers to pods",
+                    "messageExpression": (
+                        "'pod ' + object.metadata.name + ': agents may not add finalizers (an"
+                        " evicted pod must go), not ' + variables.user"
+                    ),
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+        namespace_selector=AGENT_NAMESPACES,
+    )
+
+
+def _limit(container: str, resource: str) -> str:
+    """CEL: a container's limit of `resource` as a float (0 without one)."""
+    return (
+        f"(has({container}.resources) && has({container}.resources.limits)"
+        f" && {resource} in {container}.resources.limits"
+        f" ? quantity({container}.resources.limits[{resource}]).asApproximateFloat() : 0.0)"
+    )
+
+
+def _bounded(container: str) -> str:
+    """CEL: the container limits CPU and memory, and asks for no GPU outside the grant."""
+    granted = f"params.{GRANT_FIELD}.limits"
+    only_granted = f"(!k.startsWith('{NVIDIA_PREFIX}') || k in {granted})"
+    return (
+        f"has({container}.resources) && has({container}.resources.limits)"
+        f" && 'cpu' in {container}.resources.limits && 'memory' in {container}.resources.limits"
+        f" && {container}.resources.limits.all(k, {only_granted})"
+        f" && (!has({container}.resources.requests)"
+        f" || {container}.resources.requests.all(k, {only_granted}))"
+    )
+
+
+def lease_fit_policy() -> dict[str, Any]:
+    """Each pod is inside the grant of the lease it names (see the module docstring)."""
+    grant = f"params.{GRANT_FIELD}"
+    annotation = f"object.metadata.annotations['{INDEX_ANNOTATION}']"
+    pod = "'pod ' + object.metadata.name + ' (lease ' + variables.lease + ')'"
+    sums = (
+        f"{grant}.limits.all(r, object.spec.containers.map(c, {_limit('c', 'r')}).sum()"
+        f" <= quantity({grant}.limits[r]).asApproximateFloat())"
+    )
+    inits = (
+        "!has(object.spec.initContainers) || object.spec.initContainers.all(c,"
+        f" {_bounded('c')} && {grant}.limits.all(r, {_limit('c', 'r')}"
+        f" <= quantity({grant}.limits[r]).asApproximateFloat()))"
+    )
+
+    def check(expression: str, message: str, detail: str) -> dict[str, str]:
+        return {
+            "expression": f"!variables.mine || ({expression})",
+            "message": message,
+            "messageExpression": f"{pod} + ': {detail}'",
+            "reason": "Forbidden",
+        }
+
+    return policy(
+        LEASE_FIT_POLICY,
+        "",
+        "pods",
+        ["CREATE", "UPDATE"],
+        {
+            "paramKind": {"apiVersion": API_VERSION, "kind": "GPULease"},
+            # Trusted requests are not checked at all (and need no lease to exist).
+            "matchConditions": [{"name": "untrusted", "expression": f"!({TRUSTED_REQUEST})"}],
+            "variables": [
+                {
+                    "name": "lease",
+                    "expression": (
+                        f"has(object.metadata.labels) && '{LEASE_LABEL}' in object.metadata.labels"
+                        f" ? object.metadata.labels['{LEASE_LABEL}'] : ''"
+                    ),
+                },
+                {"name": "mine", "expression": "params.metadata.name == variables.lease"},
+                {
+                    "name": "index",
+                    "expression": (
+                        f"has(object.metadata.annotations)"
+                        f" && '{INDEX_ANNOTATION}' in object.metadata.annotations"
+                        f" && {annotation}.matches('^[0-9]{{1,4}}$') ? int({annotation}) : -1"
+                    ),
+                },
+                {
+                    "name": "node",
+                    "expression": (
+                        "has(object.spec.nodeSelector)"
+                        f" && '{HOSTNAME_LABEL}' in object.spec.nodeSelector"
+                        f" ? object.spec.nodeSelector['{HOSTNAME_LABEL}'] : ''"
+                    ),
+                },
+            ],
+            "validations": [
+                {
+                    "expression": "variables.lease != ''",
+                    "message": f"a pod in an agent namespace names its GPULease ({LEASE_LABEL})",
+                    "messageExpression": (
+                        "'pod ' + object.metadata.name + ' must name the GPULease it runs under"
+                        f" (label {LEASE_LABEL})'"
+                    ),
+                    "reason": "Forbidden",
+                },
+                check(
+                    f"has({grant}) && !(has(params.status) && has(params.status.release))",
+                    "the lease has ended",
+                    "the lease has ended or grants nothing",
+                ),
+                check(
+                    f"variables.index >= 0 && variables.index < size({grant}.nodes)"
+                    f" && variables.node == {grant}.nodes[variables.index]",
+                    "pod not pinned to its lease slot's node",
+                    f"pod slot ({INDEX_ANNOTATION}) and node ({HOSTNAME_LABEL}) must be a slot of"
+                    " the lease and its node",
+                ),
+                check(
+                    "!has(object.spec.resources) && !has(object.spec.overhead)"
+                    f" && object.spec.containers.all(c, {_bounded('c')})",
+                    "every container limits cpu and memory and asks no ungranted GPU",
+                    "every container must limit cpu and memory, ask for no GPU resource the lease"
+                    " does not grant, and the pod may set no pod-level resources or overhead",
+                ),
+                check(
+                    f"{sums} && ({inits})",
+                    "the pod asks for more than its lease grants",
+                    "its containers ask for more than the lease grants per pod",
+                ),
+            ],
+        },
+        namespace_selector=AGENT_NAMESPACES,
+    )
+
+
+def pod_admission_objects() -> list[dict[str, Any]]:
+    """The pod policies and their bindings (the fit binding takes every lease as a parameter)."""
+    # Allow when a namespace holds no lease at all: the apiserver resolves parameters before it
+    # evaluates match conditions, so "Deny" would refuse admins and controllers there too. Such
+    # an agent's pods are still held by the gate policy, and evicted by the market.
+    every_lease = {"selector": {}, "parameterNotFoundAction": "Allow"}
+    return [
+        lease_gate_policy(),
+        binding(LEASE_GATE_POLICY),
+        lease_fit_policy(),
+        binding(LEASE_FIT_POLICY, every_lease),
+    ]

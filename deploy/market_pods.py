@@ -1,0 +1,212 @@
+"""The market's side of pods: admit a lease's pods together, evict what no lease covers.
+
+Why apart from the controller's loop: this is the part that makes a lease the only right to
+run, and it is where an agent's pods are checked against what it was granted. The market is the
+one party that knows every lease for certain (it holds them in memory; admission sees them
+through a cache), so before it lifts the scheduling gate of a lease's pods it checks them itself:
+
+* every pod must fit the lease's grant (`lease_grant.grant_violations`: resources, GPU kind,
+  node of its slot); a pod that does not is evicted at once (deleted, counted as
+  `pod-exceeds-lease`, logged), and the holder may create a correct one;
+* a lease's slots hold one pod each; a second pod claiming a taken slot is evicted likewise;
+* only when every slot holds a fitting pod are the gates lifted, each guarded by the pod's
+  resourceVersion, so a pod changed after the check is not released on the strength of it.
+
+At each epoch's end every pod of an agent namespace that the market polices -- it asks for a GPU,
+waits behind the lease gate, or names a lease -- and that no active lease covers is deleted
+(reclaimed from a lease that just ended or moved, evicted otherwise). Pods an operator runs
+there (the negotiator's own Deployment) are none of these and are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.gpu_resources import is_gpu_resource
+from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.lease_grant import grant_violations, lease_grant, lease_of, pod_index
+from gpuparley.deploy.telemetry import Telemetry
+from gpuparley.deploy.workload import HOSTNAME_LABEL, gate_index, ungate
+from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.messages import Lease
+
+log = logging.getLogger("gpuparley.market")
+Pods = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def lease_key(lease: Lease) -> tuple[str, str]:
+    """(holder namespace, GPULease object name): how host pods name their lease."""
+    return objects.agent_namespace(lease.holder), objects.object_name(lease.lease_id, "lease")
+
+
+def placed(lease: Lease, pods: list[dict[str, Any]]) -> bool:
+    """Every pod of the lease is bound to a node the lease names."""
+    nodes = {item.node for item in lease.resources}
+    bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") in nodes]
+    return len(bound) == len(lease.resources)
+
+
+def is_gpu_pod(pod: dict[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        resources = container.get("resources") or {}
+        for kind in ("limits", "requests"):
+            if any(is_gpu_resource(k) for k in resources.get(kind) or {}):
+                return True
+    return False
+
+
+def policed(pod: dict[str, Any]) -> bool:
+    """Whether the market answers for this pod: it asks for a GPU, waits for a lease, or names
+    one (everything an agent may create in its namespace is one of these)."""
+    return is_gpu_pod(pod) or gate_index(pod) is not None or bool(lease_of(pod))
+
+
+def _deleting(pod: dict[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+class LeasePods:
+    """Pods under the market's leases on the host (state: counters the status reports)."""
+
+    def __init__(self, kube: Kube, market: Market, agents: list[str], telemetry: Telemetry):
+        self.kube = kube
+        self.market = market
+        self.agents = agents
+        self.telemetry = telemetry
+        self.evicted: list[str] = []  # namespace/pod of every eviction, in order
+        self.reclaimed_pods = 0
+        self.misfits: Counter[str] = Counter()  # why pods were evicted at admission
+
+    def grant(self, lease: Lease) -> dict[str, Any]:
+        """What each pod of `lease` may use, from the market's own record of the job (computed
+        afresh: a renewal keeps the lease id but may move the job to other nodes)."""
+        return lease_grant(lease, self.market.jobs_by_name[lease.job].pod)
+
+    def lease_pods(self) -> Pods:
+        """Host pods that carry a lease label, by (namespace, lease object name)."""
+        found: Pods = {}
+        for agent in self.agents:
+            namespace = objects.agent_namespace(agent)
+            for pod in self.kube.list("pods", namespace, selector=objects.LEASE_LABEL):
+                found.setdefault((namespace, lease_of(pod)), []).append(pod)
+        return found
+
+    def admit(self, pods: Pods) -> None:
+        """Lift the lease gate of each active lease's pods, all at once, once every slot holds
+        a pod that fits the lease (misfits and second claimants of a slot are evicted)."""
+        for lease in self.market.leases.values():
+            key = lease_key(lease)
+            grant = self.grant(lease)
+            slots: dict[int, dict[str, Any]] = {}
+            candidates = sorted(
+                (p for p in pods.get(key, []) if not _deleting(p)),
+                key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]),
+            )
+            for pod in candidates:
+                problems = grant_violations(pod, grant)
+                taken = slots.get(pod_index(pod))
+                if not problems and taken is not None:
+                    problems = [f"slot {pod_index(pod)} is held by {taken['metadata']['name']}"]
+                if problems:
+                    self._evict(pod, "pod-exceeds-lease", problems[0])
+                    continue
+                slots[pod_index(pod)] = pod
+            if len(slots) != len(lease.resources):
+                continue  # the holder has not created every pod of the lease yet
+            for pod in slots.values():
+                self._ungate(pod)
+
+    def _ungate(self, pod: dict[str, Any]) -> None:
+        try:
+            ungate(self.kube, pod["metadata"]["namespace"], pod, guard_version=True)
+        except ApiError as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+            # Gone, or changed since it was checked: the next look checks it again.
+
+    def _evict(self, pod: dict[str, Any], category: str, reason: str) -> None:
+        meta = pod["metadata"]
+        if not self.kube.delete("pods", meta["namespace"], meta["name"]):
+            return
+        self.misfits[category] += 1
+        self.evicted.append(f"{meta['namespace']}/{meta['name']}")
+        self.telemetry.rejections.labels(category).inc()
+        self.telemetry.pods_synced.labels("evicted").inc()
+        log.warning(
+            "evicted a pod outside its lease",
+            extra={"namespace": meta["namespace"], "pod": meta["name"], "reason": reason},
+        )
+
+    def await_placements(self, timeout: float, poll_interval: float) -> bool:
+        """Hold until every active lease's pods are bound where it says (True), or `timeout`.
+
+        In the simulator a lease is placed the instant it is signed; on a cluster the holder
+        must sync its pods, the market must admit them and kube-scheduler must bind them. Job
+        progress is modelled per epoch, so the logical clock may only move on once the leases it
+        granted are real. A holder that does not sync in time (crashed, partitioned, or whose
+        pods keep being evicted) can delay the market, never block it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = self.lease_pods()
+            self.admit(pods)
+            unplaced = [
+                lease.lease_id
+                for lease in self.market.leases.values()
+                if not placed(lease, pods.get(lease_key(lease), []))
+            ]
+            if not unplaced:
+                return True
+            if time.monotonic() > deadline:
+                log.warning("leases not placed in time", extra={"leases": unplaced[:10]})
+                return False
+            time.sleep(poll_interval)
+
+    def enforce(self) -> None:
+        """Delete the policed pods of agent namespaces that no active lease of theirs covers.
+
+        A pod of one of the market's own leases - one that has just ended, or one whose renewal
+        moved the job to another node - is *reclaimed*: its holder is told (`status.release`, or
+        the lease's new resources) and normally deletes or moves it within moments, but the
+        capacity already belongs to someone else. Any other uncovered pod - no lease, someone
+        else's lease, a lease that never existed, a CPU-only pod waiting for a lease that will
+        never come - is *evicted*: that is an agent running (or queueing) what it did not win.
+        """
+        covered = {
+            lease_key(lease): {item.node for item in lease.resources}
+            for lease in self.market.leases.values()
+        }
+        ended = {lease_key(lease) for lease, _release in self.market.releases}
+        for agent in self.agents:
+            namespace = objects.agent_namespace(agent)
+            for pod in self.kube.list("pods", namespace):
+                if not policed(pod) or _deleting(pod):
+                    continue
+                meta, spec = pod["metadata"], pod.get("spec") or {}
+                lease = lease_of(pod)
+                nodes = covered.get((namespace, lease))
+                node = spec.get("nodeName") or (spec.get("nodeSelector") or {}).get(HOSTNAME_LABEL)
+                if nodes is not None and node in nodes:
+                    continue
+                if not self.kube.delete("pods", namespace, meta["name"]):
+                    continue
+                if (namespace, lease) in ended or (namespace, lease) in covered:
+                    self.reclaimed_pods += 1
+                    self.telemetry.pods_synced.labels("reclaimed").inc()
+                    continue
+                self.evicted.append(f"{namespace}/{meta['name']}")
+                self.telemetry.pods_synced.labels("evicted").inc()
+                log.warning(
+                    "evicted a pod no lease covers",
+                    extra={
+                        "namespace": namespace,
+                        "pod": meta["name"],
+                        "lease": lease,
+                        "node": node,
+                    },
+                )

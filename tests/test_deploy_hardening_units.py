@@ -1,0 +1,296 @@
+"""The hardening rules without a cluster: pods against their lease's grant, bounded CRD fields,
+and the market's handling of bids (one per decision, forged, being deleted) and of pods.
+
+The same rules run against the real apiservers in `tests/cluster/test_attacks.py`; here each is
+pinned on hand-built objects so a failure names the rule, not a run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from gpuparley.deploy import crds, objects
+from gpuparley.deploy.kube import ApiError
+from gpuparley.deploy.lease_grant import grant_violations, lease_grant
+from gpuparley.deploy.market_controller import MarketController
+from gpuparley.deploy.negotiator import host_pod
+from gpuparley.deploy.schema_bounds import open_fields
+from gpuparley.deploy.workload import pods_for_job
+from gpuparley.envs.market.demand import demand_of
+from gpuparley.envs.market.messages import Bid, Lease, ResourceItem
+from gpuparley.envs.market.views import agent_views
+from gpuparley.envs.scenario import load_scenario
+
+SCENARIO = "cluster-e2e"
+JOBS = {job.name: job for job in load_scenario(SCENARIO).build_jobs(0)}
+# One job of each kind the issue's attacker oversized: a whole GPU, a 2-pod gang, a time-slice
+# share and a MIG 3g.40gb instance.
+KINDS = {
+    "whole": ("gen-000021", [ResourceItem(pod=0, node="whole-0", gpu_kind="whole", gpus=(1,))]),
+    "gang": (
+        "gen-000002",
+        [
+            ResourceItem(pod=0, node="whole-0", gpu_kind="whole", gpus=(0,)),
+            ResourceItem(pod=1, node="whole-0", gpu_kind="whole", gpus=(2,)),
+        ],
+    ),
+    "share": (
+        "gen-000001",
+        [ResourceItem(pod=0, node="shared-0", gpu_kind="share", gpus=(0,), gpu_milli=250)],
+    ),
+    "mig": (
+        "gen-000019",
+        [ResourceItem(pod=0, node="mig-0", gpu_kind="mig", mig_profile="3g.40gb", mig_start=0)],
+    ),
+}
+
+
+def _lease(kind: str) -> Lease:
+    job, items = KINDS[kind]
+    return Lease(
+        id=f"market.{kind}", sender="market", receiver=JOBS[job].owner, epoch=0,
+        lease_id=f"lease-{kind}", holder=JOBS[job].owner, lender="market", job=job,
+        resources=tuple(items), start_epoch=0, expires_epoch=4, price=1.0,
+    )  # fmt: skip
+
+
+def _host_pods(kind: str) -> tuple[Lease, dict[str, Any], list[dict[str, Any]]]:
+    lease = _lease(kind)
+    job = JOBS[lease.job]
+    grant = lease_grant(lease, job.pod)
+    agent_pods = pods_for_job(job)
+    name = objects.object_name(lease.lease_id, "lease")
+    pods = [host_pod(agent_pods[item.pod], name, item) for item in lease.resources]
+    return lease, grant, pods
+
+
+def _limits(pod: dict[str, Any]) -> dict[str, str]:
+    return pod["spec"]["containers"][0]["resources"]["limits"]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_an_honest_negotiators_pods_fit_their_grant(kind: str) -> None:
+    _lease_obj, grant, pods = _host_pods(kind)
+    for pod in pods:
+        assert grant_violations(pod, grant) == []
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_issues_oversized_pods_do_not_fit(kind: str) -> None:
+    """The attack: one more GPU in each pod's limits (and for MIG, a bigger profile)."""
+    _lease_obj, grant, pods = _host_pods(kind)
+    for pod in pods:
+        bigger = copy.deepcopy(pod)
+        limits = _limits(bigger)
+        gpu = next(k for k in limits if k.startswith("nvidia.com/"))
+        limits[gpu] = str(int(limits[gpu]) + 1)
+        assert any("exceeds" in p for p in grant_violations(bigger, grant))
+        swapped = copy.deepcopy(pod)
+        _limits(swapped).pop(gpu)
+        _limits(swapped)["nvidia.com/mig-7g.80gb"] = "1"
+        assert any("does not grant" in p for p in grant_violations(swapped, grant))
+
+
+def test_cpu_memory_node_slot_and_pod_shape_are_bound() -> None:
+    _lease_obj, grant, (pod,) = _host_pods("whole")
+
+    def changed(edit: Any) -> list[str]:
+        other = copy.deepcopy(pod)
+        edit(other)
+        return grant_violations(other, grant)
+
+    assert changed(lambda p: _limits(p).update(cpu="60"))
+    assert changed(lambda p: _limits(p).update(memory="500Gi"))
+    assert changed(lambda p: _limits(p).pop("cpu"))
+    assert changed(lambda p: p["spec"]["nodeSelector"].update({"kubernetes.io/hostname": "mig-0"}))
+    assert changed(lambda p: p["metadata"]["annotations"].update({"gpuparley.io/pod-index": "1"}))
+    assert changed(lambda p: p["spec"].update(resources={"limits": {"cpu": "64"}}))
+    side = {"name": "side", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Mi"}}}
+    assert changed(lambda p: p["spec"]["containers"].append(side))  # the sum exceeds the CPU
+    init = {"name": "i", "image": "x", "resources": {"limits": {"cpu": "64", "memory": "1Mi"}}}
+    assert changed(lambda p: p["spec"].update(initContainers=[init]))
+    assert grant_violations(pod, None) == ["its lease carries no grant"]
+
+
+def test_every_crd_field_has_a_size_limit_never_looser_than_the_model() -> None:
+    for crd in crds.crd_documents():
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for name in set(schema["properties"]) - {"apiVersion", "kind", "metadata"}:
+            assert open_fields(schema["properties"][name]) == [], (crd["metadata"]["name"], name)
+    spec = crds.offer_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    fields = spec["spec"]["properties"]
+    assert fields["renewal_of"]["maxLength"] == 128
+    assert fields["demand"]["properties"]["allowed_models"]["maxItems"] == 32
+    assert fields["id"]["maxLength"] == 128  # the model's own bound, kept
+    assert fields["price"]["maximum"] == 1e12
+    assert fields["demand"]["properties"]["pods"]["maximum"] == 1024
+
+
+# --------------------------------------------------------------- the market, with a fake host
+
+
+class FakeKube:
+    """Enough of `Kube` for the market: objects by (resource, namespace, name)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.patches: list[tuple[str, str, list[dict[str, Any]]]] = []
+        self.requests: Counter[str] = Counter()
+
+    def add(self, resource: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        meta.setdefault("resourceVersion", "1")
+        self.objects[resource, meta.get("namespace", ""), meta["name"]] = obj
+
+    def list(
+        self, resource: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        found = []
+        for (kind, ns, _name), obj in sorted(self.objects.items()):
+            if kind != resource or (namespace and ns != namespace):
+                continue
+            labels = obj["metadata"].get("labels") or {}
+            key, _, value = (selector or "").partition("=")
+            if selector and (key not in labels or (value and labels[key] != value)):
+                continue
+            found.append(copy.deepcopy(obj))
+        return found
+
+    def delete(self, resource: str, namespace: str | None, name: str) -> bool:
+        return self.objects.pop((resource, namespace or "", name), None) is not None
+
+    def json_patch(
+        self, resource: str, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> None:
+        obj = self.objects[resource, namespace, name]
+        for op in ops:
+            if (
+                op["path"] == "/metadata/resourceVersion"
+                and op["value"] != obj["metadata"]["resourceVersion"]
+            ):
+                raise ApiError(422, "Invalid", "the test operation failed")
+        self.patches.append((resource, name, ops))
+        obj["spec"]["schedulingGates"] = []
+
+
+def _controller() -> tuple[MarketController, FakeKube]:
+    kube = FakeKube()
+    return MarketController(kube, load_scenario(SCENARIO), 0), kube  # type: ignore[arg-type]
+
+
+def _bid_object(controller: MarketController, job: str, bid_id: str) -> dict[str, Any]:
+    owner = JOBS[job].owner
+    bid = Bid(
+        id=bid_id, sender=owner, receiver="market", epoch=controller.market.epoch,
+        demand=demand_of(JOBS[job]), price=0.1, term_epochs=controller.market.term_epochs,
+    )  # fmt: skip
+    return objects.offer_object(bid)
+
+
+def _alpha_waits_for_two_jobs(controller: MarketController) -> list[str]:
+    """Pass sub-steps until two of alpha's jobs have arrived (none has at epoch 0)."""
+    market = controller.market
+    for _ in range(500):
+        waiting = [s.job for s in agent_views(market)["alpha"].slots if s.job]
+        if len(waiting) >= 2:
+            return waiting
+        market.passed.update(market.agents)
+        market.end_substep()
+    raise AssertionError("alpha's jobs never arrived")
+
+
+def test_the_market_takes_one_bid_per_agent_and_decision() -> None:
+    controller, kube = _controller()
+    first, second = _alpha_waits_for_two_jobs(controller)[:2]
+    decision = f"alpha.{controller.market.epoch}.{controller.market.substep}"
+    kube.add("offers", _bid_object(controller, first, "alpha.zzz-fresh-id"))
+    kube.add("offers", _bid_object(controller, second, decision))
+    junk = _bid_object(controller, first, "alpha.junk")
+    junk["spec"]["demand"]["job"] = "no-such-job"
+    kube.add("offers", junk)
+    controller._receive_bids()
+    assert controller.rejected == {"duplicate": 1, "invalid": 1}
+    assert controller.market.stats.messages["Bid"] == 1
+    assert kube.list("offers") == []  # all consumed
+
+
+def test_bids_outside_their_senders_namespace_are_forged_and_deleting_ones_ignored() -> None:
+    controller, kube = _controller()
+    first, second = _alpha_waits_for_two_jobs(controller)[:2]
+    elsewhere = _bid_object(controller, first, "alpha.x")
+    elsewhere["metadata"]["namespace"] = "agent-beta"
+    kube.add("offers", elsewhere)
+    held = _bid_object(controller, second, "alpha.y")
+    held["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"  # a finalizer holds it
+    kube.add("offers", held)
+    controller._receive_bids()
+    controller._receive_bids()
+    assert controller.rejected == {"forged": 1}  # the held one is neither read nor rejected
+    assert [o["metadata"]["name"] for o in kube.list("offers")] == [held["metadata"]["name"]]
+
+
+def test_the_market_lifts_gates_only_when_every_slot_holds_a_fitting_pod() -> None:
+    controller, kube = _controller()
+    lease, _grant, (first, second) = _host_pods("gang")
+    controller.market.leases[lease.lease_id] = lease
+    for pod in (first, second):
+        pod["metadata"]["namespace"] = "agent-alpha"
+    oversized = copy.deepcopy(second)
+    _limits(oversized)["nvidia.com/gpu"] = "2"
+    kube.add("pods", first)
+    kube.add("pods", oversized)
+    controller.pods.admit(controller.pods.lease_pods())
+    assert kube.patches == []  # not lifted: slot 1 held a misfit, which is gone
+    assert controller.pods.evicted == [f"agent-alpha/{second['metadata']['name']}"]
+    assert controller.pods.misfits == {"pod-exceeds-lease": 1}
+    kube.add("pods", second)
+    stale = kube.objects["pods", "agent-alpha", first["metadata"]["name"]]
+    pods = controller.pods.lease_pods()
+    stale["metadata"]["resourceVersion"] = "2"  # changed after the market looked
+    controller.pods.admit(pods)
+    assert [name for _r, name, _ops in kube.patches] == [second["metadata"]["name"]]
+    controller.pods.admit(controller.pods.lease_pods())
+    assert len(kube.patches) == 2
+    assert all(ops[0]["path"] == "/metadata/resourceVersion" for _r, _n, ops in kube.patches)
+
+
+def test_pods_no_lease_covers_are_evicted_and_operator_pods_left_alone() -> None:
+    controller, kube = _controller()
+    gated_cpu = {
+        "metadata": {"name": "cpu-only", "namespace": "agent-alpha"},
+        "spec": {"schedulingGates": [{"name": objects.LEASE_GATE}], "containers": []},
+    }
+    operator = {
+        "metadata": {"name": "gpuparley-negotiator-abc", "namespace": "agent-alpha"},
+        "spec": {"containers": [{"name": "n", "resources": {"limits": {"cpu": "1"}}}]},
+    }
+    kube.add("pods", gated_cpu)
+    kube.add("pods", operator)
+    controller.pods.enforce()
+    assert controller.pods.evicted == ["agent-alpha/cpu-only"]
+    assert [p["metadata"]["name"] for p in kube.list("pods")] == ["gpuparley-negotiator-abc"]
+
+
+def test_a_renewal_that_moves_the_job_moves_the_grant() -> None:
+    controller, _kube = _controller()
+    lease = _lease("whole")
+    moved = lease.model_copy(
+        update={"resources": (ResourceItem(pod=0, node="shared-0", gpu_kind="whole", gpus=(0,)),)}
+    )
+    assert controller.pods.grant(lease)["nodes"] == ["whole-0"]
+    assert controller.pods.grant(moved)["nodes"] == ["shared-0"]  # same lease id, new node
+
+
+def test_an_unreadable_quantity_is_a_violation_not_a_crash() -> None:
+    _lease_obj, grant, (pod,) = _host_pods("whole")
+    bad = copy.deepcopy(pod)
+    _limits(bad)["cpu"] = "lots"
+    init = {"name": "i", "resources": {"limits": {"cpu": "many", "memory": "1Mi"}}}
+    bad["spec"]["initContainers"] = [init]
+    problems = grant_violations(bad, grant)
+    assert any("not a quantity: 'lots'" in p for p in problems)
+    assert any("not a quantity: 'many'" in p for p in problems)
