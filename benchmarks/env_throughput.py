@@ -17,11 +17,13 @@ not the environment); `loop_agent_steps_per_s` divides by the whole loop, this r
 included. Each figure is the best of `REPEATS` runs, the one least disturbed by other load on
 the machine.
 
-Run: `.venv/bin/python benchmarks/env_throughput.py`.
+Run: `.venv/bin/python benchmarks/env_throughput.py` (all figures), or with `--quick` only the
+`tiny` rates and the `openb-loaded` jobs per second (saved as env_throughput_quick.json).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -100,6 +102,22 @@ def jobs_per_second(scenario: str = "openb-loaded", seed: int = 0) -> dict[str, 
     }
 
 
+def quick() -> None:
+    """The headline figures only: `tiny` agent-steps/s of both mechanisms, openb-loaded jobs/s."""
+    figures: dict[str, object] = {
+        f"tiny_{mechanism}": throughput(scenario="tiny", mechanism=mechanism)
+        for mechanism in ("auction", "bargain")
+    }
+    figures["openb_loaded_jobs"] = row = jobs_per_second()
+    for key in ("tiny_auction", "tiny_bargain"):
+        print(f"{key:>14}: {figures[key]['agent_steps_per_s']:>9,.0f} agent-steps/s")
+    print(
+        f"openb-loaded: {row['market_jobs_per_s']:,.0f} jobs/s through the truthful market, "
+        f"{row['fgd_jobs_per_s']:,.0f} through FGD (market x{row['market_over_fgd_time']:.1f})"
+    )
+    print(f"saved {save('env_throughput_quick', figures)}")
+
+
 def main() -> None:
     figures: dict[str, object] = {}
     figures["openb_loaded_jobs"] = jobs_per_second()
@@ -160,4 +178,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    quick() if "--quick" in sys.argv[1:] else main()

@@ -334,10 +334,17 @@ class Simulator:
         }
 
     def _speed_of(self, job: Job) -> float:
-        if not self.settings.speed_scaling or job.pod.gpu.kind == "none":
+        if job.pod.gpu.kind == "none":
             return 1.0
-        models = {self.state.gpu_model_name[g] for g in self.state.held_gpus(job.id)}
-        return min(CATALOGUE[m].relative_speed for m in models)
+        return self.speed_on(self.state.held_gpus(job.id))
+
+    def speed_on(self, gpus: Iterable[int]) -> float:
+        """Relative speed of a job on these GPUs: the slowest one's (1 without speed scaling
+        or without GPUs)."""
+        if not self.settings.speed_scaling:
+            return 1.0
+        models = {self.state.gpu_model_name[g] for g in gpus}
+        return min((CATALOGUE[m].relative_speed for m in models), default=1.0)
 
     def contention_factor(self, active: int) -> float:
         """Speed share of each of `active` jobs time-sliced on one GPU."""

@@ -91,9 +91,9 @@ def test_only_a_priced_preemption_throws_work_away(tmp_path):
     preempted = {lease.job for lease, release in market.releases if release.reason == "preempted"}
     lost = {record.job.id for record in market.sim.records.values() if record.lost_gpu_seconds > 0}
     assert summary["preemptions"] == len([r for _, r in market.releases if r.reason == "preempted"])
-    assert {market.jobs_by_name[name].id for name in preempted} >= lost
-    if summary["preemptions"]:
-        assert summary["work_lost_gpu_hours"] > 0
+    assert summary["preemptions"] > 0  # the scarce cluster does provoke them
+    assert lost and {market.jobs_by_name[name].id for name in preempted} >= lost
+    assert summary["work_lost_gpu_hours"] > 0
 
 
 def test_continuous_clearing_decides_at_arrival_not_at_the_next_epoch(tmp_path):

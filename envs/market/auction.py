@@ -158,15 +158,16 @@ class Auction:
         gpu_hours = job.gpus * market.epoch_seconds / HOUR
         self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal)
         self.outbid.discard(job.id)
-        self._recommit(message.sender)
+        self._recommit()
         market.stats.proposals += 1
         return None
 
-    def _recommit(self, agent: str) -> None:
-        """The agent's committed credits: the sum of its outstanding bids."""
-        self.market.committed[agent] = sum(
-            bid.message.price for bid in self.bids.values() if bid.message.sender == agent
-        )
+    def _recommit(self) -> None:
+        """Every agent's committed credits: the sum of its outstanding bids."""
+        committed = dict.fromkeys(self.market.agents, 0.0)
+        for bid in self.bids.values():
+            committed[bid.message.sender] += bid.message.price
+        self.market.committed = committed
 
     def clear(self) -> None:
         market = self.market
@@ -199,10 +200,7 @@ class Auction:
             }
         else:
             self.bids.clear()
-        committed = dict.fromkeys(market.agents, 0.0)
-        for bid in self.bids.values():
-            committed[bid.message.sender] += bid.message.price
-        market.committed = committed
+        self._recommit()
 
     def _settle_awards(
         self, ranked: list[SealedBid]
@@ -312,14 +310,19 @@ class Auction:
         room (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
         """
         rank = _rank(award.bid)
-        below = [b for b in lost_for_room if _rank(b) > rank][:CRITICAL_SCAN]
-        if not below:
-            return 0.0
+        below = [b for b in lost_for_room if _rank(b) > rank]
+        return self._first_to_fit_in_room_of(award.bid.job, below)
+
+    def _first_to_fit_in_room_of(self, job: Job, bids: list[SealedBid]) -> float:
+        """The density of the first of `bids` (at most `CRITICAL_SCAN` tried) that would fit if
+        `job` released what it holds now, or 0; the state is left as it was."""
+        bids = bids[:CRITICAL_SCAN]
         state = self.market.sim.state
-        job = award.bid.job
+        if not bids or job.id not in state.holdings:
+            return 0.0
         held = state.release(job)
         try:
-            for bid in below:  # whether it fits, not where: the cheap chooser answers that
+            for bid in bids:  # whether it fits, not where: the cheap chooser answers that
                 if market_plan(state, bid.job, first_fit_choice) is not None:
                     return bid.density
             return 0.0
@@ -400,18 +403,10 @@ class Auction:
         if market.config.payment_rule == "first":
             return lease.price
         job = market.jobs_by_name[lease.job]
-        state = market.sim.state
-        waiting = sorted(self.bids.values(), key=_rank)[:CRITICAL_SCAN]
-        density = market.config.reserve_price_per_gpu_hour
-        if waiting and job.id in state.holdings:
-            held = state.release(job)
-            try:
-                for bid in waiting:
-                    if market_plan(state, bid.job, first_fit_choice) is not None:
-                        density = max(density, bid.density)
-                        break
-            finally:
-                state.bind(job, held)
+        waiting = sorted(self.bids.values(), key=_rank)
+        density = max(
+            market.config.reserve_price_per_gpu_hour, self._first_to_fit_in_room_of(job, waiting)
+        )
         return min(ceiling, density * job.gpus * market.epoch_seconds / HOUR)
 
     def _price(self, bid: SealedBid, critical: float, reserve: float) -> float:

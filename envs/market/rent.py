@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.market.messages import MARKET, Lease
 
 if TYPE_CHECKING:
@@ -23,9 +22,7 @@ def speed_of(market: Market, plan: list[Binding]) -> float:
     speed scaling): an auction lease pays its rent per epoch of reference-speed compute,
     `rent x speed` per epoch, so what a job pays over its life does not depend on the GPU
     model it lands on (it runs `speed` times as fast)."""
-    models = market.sim.state.gpu_model_name
-    speeds = [CATALOGUE[models[g]].relative_speed for _, pod in plan for g in pod.gpus]
-    return min(speeds) if speeds and market.scenario.settings.speed_scaling else 1.0
+    return market.sim.speed_on(g for _, pod in plan for g in pod.gpus)
 
 
 def rent_due(market: Market, lease: Lease) -> float:
