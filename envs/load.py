@@ -14,6 +14,12 @@ workload, not what any policy made of it.
   exceeds it by the work of jobs that outlive it: with heavy-tailed lifetimes (the openb trace:
   its 10 largest pods of a slice often hold half the work) it overstates the load a lot.
 * `peak_demand` - the largest of those held GPU-equivalents at any instant.
+
+What a job holds is its GPU-equivalents (`Job.gpus`) unless a `demand` per job is given:
+`gpu_demand` is the honest one for a simulated cluster, where a time-slice share under
+contention takes turns on a whole GPU. Capacity is in GPUs; `speed_weighted_capacity` counts
+each GPU at its model's relative speed, the capacity that durations (measured on a reference
+GPU) are served at.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.jobs import Job
+from gpuparley.envs.settings import SimulationSettings
+from gpuparley.envs.topology import ClusterSpec
 
 
 def arrival_window(jobs: Sequence[Job]) -> tuple[float, float]:
@@ -34,14 +43,38 @@ def arrival_window(jobs: Sequence[Job]) -> tuple[float, float]:
     return min(arrivals), max(arrivals)
 
 
-def _columns(jobs: Sequence[Job]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Arrivals (from the first), durations and GPU-equivalents; ValueError on no window."""
+def gpu_demand(job: Job, settings: SimulationSettings) -> float:
+    """GPU-equivalents the job takes from the cluster while it runs at full speed: its GPUs,
+    except that a time-slice share under contention takes turns on a whole GPU (k sharers each
+    run at (1 - overhead) / k), so it takes one GPU per pod, plus the overhead."""
+    if job.pod.gpu.kind == "share" and settings.contention:
+        return job.pods / (1 - settings.timeslice_overhead)
+    return job.gpus
+
+
+def speed_weighted_capacity(cluster: ClusterSpec, speed_scaling: bool = True) -> float:
+    """The cluster's GPUs, each counted at its model's relative speed (1 each without
+    `speed_scaling`): reference-GPU seconds of work it serves per second."""
+    return sum(
+        (CATALOGUE[model].relative_speed if speed_scaling else 1.0) * count
+        for model, count in cluster.gpu_models().items()
+    )
+
+
+Demand = Sequence[float] | None
+"""GPU-equivalents each job holds while it runs (None: `Job.gpus`)."""
+
+
+def _columns(jobs: Sequence[Job], demand: Demand) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrivals (from the first), durations and GPUs held; ValueError on no window."""
     start, end = arrival_window(jobs)
     if end <= start:
         raise ValueError("every job arrives at once: the arrival window has no length")
     arrivals = np.array([job.arrival - start for job in jobs])
     durations = np.array([job.duration for job in jobs])
-    gpus = np.array([job.gpus for job in jobs])
+    gpus = np.array([job.gpus for job in jobs] if demand is None else list(demand), dtype=float)
+    if len(gpus) != len(jobs):
+        raise ValueError(f"demand has {len(gpus)} entries for {len(jobs)} jobs")
     return arrivals, durations, gpus
 
 
@@ -53,15 +86,15 @@ def _clipped_load(
     return float(held.sum() / (capacity * span))
 
 
-def offered_load(jobs: Sequence[Job], capacity_gpus: float) -> float:
+def offered_load(jobs: Sequence[Job], capacity_gpus: float, demand: Demand = None) -> float:
     """Mean GPU-equivalents the jobs would hold over their arrival window / capacity (module
     docstring)."""
-    return _clipped_load(*_columns(jobs), capacity_gpus)
+    return _clipped_load(*_columns(jobs, demand), capacity_gpus)
 
 
-def offered_work_ratio(jobs: Sequence[Job], capacity_gpus: float) -> float:
+def offered_work_ratio(jobs: Sequence[Job], capacity_gpus: float, demand: Demand = None) -> float:
     """All GPU work / (capacity x arrival window): `offered_load` without clipping lifetimes."""
-    arrivals, durations, gpus = _columns(jobs)
+    arrivals, durations, gpus = _columns(jobs, demand)
     return float((gpus * durations).sum() / (capacity_gpus * arrivals.max()))
 
 
@@ -75,17 +108,26 @@ def peak_demand(jobs: Sequence[Job]) -> float:
     return float(np.cumsum(steps[order]).max(initial=0.0))
 
 
-def arrival_scale_for(jobs: Sequence[Job], capacity_gpus: float, target: float) -> float:
+def load_ceiling(jobs: Sequence[Job], capacity_gpus: float, demand: Demand = None) -> float:
+    """The `offered_load` the jobs tend to as their arrivals are compressed towards the first
+    (no job then ends inside the window): sum(GPUs x share of the window left after the
+    arrival) / capacity. No arrival scale reaches it."""
+    arrivals, _durations, gpus = _columns(jobs, demand)
+    return float((gpus * (1 - arrivals / arrivals.max())).sum() / capacity_gpus)
+
+
+def arrival_scale_for(
+    jobs: Sequence[Job], capacity_gpus: float, target: float, demand: Demand = None
+) -> float:
     """The factor on the jobs' arrivals (lifetimes kept) that makes `offered_load` == `target`.
 
     How a scenario's `workload.trace.arrival_scale` is computed from its data: pass the jobs
     it builds with arrival_scale 1. Compressing arrivals can only raise the load (fewer jobs
     end inside a shorter window), so a bisection on the scale's logarithm finds it. The load
-    tends to sum(GPUs x share of the window left after the arrival) / capacity as the scale
-    tends to 0 (no job ends inside the window); ValueError when that is not above `target`.
+    tends to `load_ceiling` as the scale tends to 0; ValueError when that is not above `target`.
     """
-    arrivals, durations, gpus = _columns(jobs)
-    ceiling = float((gpus * (1 - arrivals / arrivals.max())).sum() / capacity_gpus)
+    arrivals, durations, gpus = _columns(jobs, demand)
+    ceiling = load_ceiling(jobs, capacity_gpus, demand)
     if ceiling <= target:
         raise ValueError(
             f"these jobs load the cluster to at most {ceiling:.2f} of its capacity however "

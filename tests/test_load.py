@@ -9,10 +9,15 @@ import pytest
 from gpuparley.envs.load import (
     arrival_scale_for,
     arrival_window,
+    gpu_demand,
+    load_ceiling,
     offered_load,
     offered_work_ratio,
     peak_demand,
+    speed_weighted_capacity,
 )
+from gpuparley.envs.settings import SimulationSettings
+from gpuparley.envs.topology import ClusterSpec, NodeSpec
 
 from builders import gpu_job
 
@@ -60,3 +65,28 @@ def test_unreachable_load_and_degenerate_windows_are_errors() -> None:
         offered_load([gpu_job(0, "a"), gpu_job(1, "a")], 4)
     with pytest.raises(ValueError, match="without jobs"):
         offered_work_ratio([], 4)
+
+
+def test_a_contended_share_holds_a_whole_gpu() -> None:
+    share = gpu_job(0, "a", milli=250)
+    contended = SimulationSettings(timeslice_overhead=0.2)
+    assert gpu_demand(share, contended) == pytest.approx(1 / 0.8)
+    assert gpu_demand(share, SimulationSettings(contention=False)) == pytest.approx(0.25)
+    assert gpu_demand(gpu_job(1, "a", gpus=4), contended) == 4.0
+    jobs = workload()
+    demand = [gpu_demand(job, contended) for job in jobs]
+    # the share arrives last, so it never counts inside the window: only the ceiling moves
+    assert offered_load(jobs, 4, demand) == pytest.approx(offered_load(jobs, 4))
+    assert load_ceiling(jobs, 4) == pytest.approx((2 + 1) / 4)
+
+
+def test_capacity_counts_each_gpu_at_its_speed() -> None:
+    cluster = ClusterSpec(
+        (
+            NodeSpec("h", 1000, 1000, "H100-80GB", 2),
+            NodeSpec("t", 1000, 1000, "T4", 4),
+            NodeSpec("cpu", 1000, 1000),
+        )
+    )
+    assert speed_weighted_capacity(cluster) == pytest.approx(2 * 2.5 + 4 * 0.2)
+    assert speed_weighted_capacity(cluster, speed_scaling=False) == 6.0

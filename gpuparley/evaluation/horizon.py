@@ -36,6 +36,7 @@ from typing import Any
 
 from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.jobs import Job
+from gpuparley.envs.load import gpu_demand, speed_weighted_capacity
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.settings import SimulationSettings
 from gpuparley.envs.topology import ClusterSpec
@@ -68,15 +69,6 @@ def _speeds(cluster: ClusterSpec, speed_scaling: bool) -> dict[str, float]:
     }
 
 
-def gpu_seconds_needed(job: Job, settings: SimulationSettings) -> float:
-    """GPU-seconds the job takes from the cluster at full speed: its work, except that a
-    time-slice share under contention takes turns on a whole GPU (k sharers each run at
-    (1 - overhead) / k), so it needs its whole duration of one GPU, plus the overhead."""
-    if job.pod.gpu.kind == "share" and settings.contention:
-        return job.pods * job.duration / (1 - settings.timeslice_overhead)
-    return job.work
-
-
 def default_horizon(
     jobs: Sequence[Job], cluster: ClusterSpec, settings: SimulationSettings, epoch_seconds: float
 ) -> float:
@@ -84,7 +76,7 @@ def default_horizon(
     if not jobs:
         return epoch_seconds
     speeds = _speeds(cluster, settings.speed_scaling)
-    capacity = sum(speeds[model] * count for model, count in cluster.gpu_models().items())
+    capacity = speed_weighted_capacity(cluster, settings.speed_scaling)
     if capacity <= 0:
         raise ValueError("the default horizon needs a cluster with GPUs")
 
@@ -93,7 +85,9 @@ def default_horizon(
         return min(allowed) if allowed and job.gpus > 0 else 1.0
 
     latest = max(job.arrival + job.duration / slowest(job) for job in jobs)
-    drain = sum(gpu_seconds_needed(job, settings) for job in jobs) / capacity
+    # GPU-seconds taken from the cluster at full speed (`gpu_demand`: a contended time-slice
+    # share takes turns on a whole GPU)
+    drain = sum(gpu_demand(job, settings) * job.duration for job in jobs) / capacity
     cap = latest + DRAIN_FACTOR * drain
     return math.ceil(cap / epoch_seconds) * epoch_seconds
 
