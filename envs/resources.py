@@ -3,12 +3,13 @@
 Everything gpuparley needs at run time is package data, found with `importlib.resources`, so a
 plain `pip install` works from any directory and nothing is read from beside the checkout:
 
-* bundled scenarios and training configs: `gpuparley.configs` (`scenarios/`, `train/`);
+* bundled scenarios, training configs and scenario-generator ranges: `gpuparley.configs`
+  (`scenarios/`, `train/`, `generator/`);
 * the openb trace (dev split, GPU and all-node lists): `gpuparley.envs.workloads/traces/openb`;
 * shipped checkpoints (the default learned negotiator): `gpuparley.checkpoints`.
 
 Two environment variables override the bundled copies: `GPUPARLEY_CONFIGS` (a folder holding
-`scenarios/` and `train/`) and `GPUPARLEY_TRACES` (a folder holding `openb/`).
+`scenarios/`, `train/` and `generator/`) and `GPUPARLEY_TRACES` (a folder holding `openb/`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _package_dir(package: str) -> Path:
 
 
 def configs_dir() -> Path:
-    """The folder with `scenarios/` and `train/` (bundled, or `GPUPARLEY_CONFIGS`)."""
+    """The folder with `scenarios/`, `train/` and `generator/` (bundled, or `GPUPARLEY_CONFIGS`)."""
     override = os.environ.get("GPUPARLEY_CONFIGS")
     return Path(override) if override else _package_dir("gpuparley.configs")
 
@@ -38,6 +39,11 @@ def scenarios_dir() -> Path:
 
 def train_configs_dir() -> Path:
     return configs_dir() / "train"
+
+
+def generator_configs_dir() -> Path:
+    """Ranges files of the scenario generator (`envs.generator_schema`)."""
+    return configs_dir() / "generator"
 
 
 def traces_dir() -> Path:

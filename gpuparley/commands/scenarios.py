@@ -1,4 +1,5 @@
-"""`gpuparley scenarios` and `gpuparley scenario show`: what scenarios exist and what one holds.
+"""`gpuparley scenarios`, `gpuparley scenario show` and `gpuparley scenario sample`: what scenarios
+exist, what one holds, and a random one from the scenario generator.
 
 Errors in scenario files are user errors, so they print the loader's message (file, field,
 allowed values) and exit with status 2 instead of showing a traceback.
@@ -7,6 +8,7 @@ allowed values) and exit with status 2 instead of showing a traceback.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,8 +16,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from gpuparley.envs.generator_schema import RangesError, load_ranges
 from gpuparley.envs.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
+from gpuparley.envs.scenario_generator import scenario_text
 from gpuparley.envs.workloads import TraceFormatError
+from gpuparley.envs.yaml_text import dump_yaml
 
 USAGE_ERROR = 2
 scenario_app = typer.Typer(help="Inspect one scenario.", no_args_is_help=True)
@@ -39,18 +44,6 @@ def _parse_sets(assignments: list[str]) -> dict[str, Any]:
             )
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, except lists of scalars (MIG instances, model lists) stay on one line."""
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-    flow = all(not isinstance(item, dict | list) for item in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
 
 
 def list_command() -> None:
@@ -115,7 +108,7 @@ def show_command(
     """Print the resolved scenario as YAML, then a summary of its cluster and workload."""
     try:
         scenario = load_scenario(name, _parse_sets(set_ or []))
-        text = yaml.dump(scenario.to_dict(), Dumper=_Dumper, sort_keys=False, width=100)
+        text = dump_yaml(scenario.to_dict())
         tables = _summary(scenario, scenario.seed if seed is None else seed)
     except (ScenarioError, TraceFormatError) as error:
         raise _fail(error) from None
@@ -123,6 +116,31 @@ def show_command(
     console = Console()
     for table in tables:
         console.print(table)
+
+
+@scenario_app.command("sample")
+def sample_command(
+    seed: Annotated[int, typer.Option(min=0, help="Generator seed: the same seed, the same file.")],
+    ranges: Annotated[
+        str,
+        typer.Option(help="Generator ranges: a bundled name (configs/generator/) or a YAML file."),
+    ] = "default",
+    out: Annotated[
+        Path | None, typer.Option(help="Write the scenario here (default: print it).")
+    ] = None,
+) -> None:
+    """Draw one random scenario from the generator's ranges and write it as a scenario file."""
+    try:
+        text = scenario_text(seed, load_ranges(ranges), ranges)
+    except (RangesError, ScenarioError) as error:
+        raise _fail(error) from None
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    scenario = load_scenario(out)  # what a user gets back: the ordinary loader and checks
+    typer.echo(f"wrote {out}: {scenario.description}")
 
 
 def register(app: typer.Typer) -> None:
