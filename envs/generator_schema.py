@@ -96,6 +96,7 @@ class ScenarioRanges(BaseModel):
     cpu_only_nodes: Probability = 0.3
     # -- workload
     offered_load: Annotated[FloatPair, _range(1e-3)] = (0.5, 1.5)
+    arrival_hours: Annotated[FloatPair, _range(1e-3)] = (4.0, 48.0)  # log-uniform
     jobs: Annotated[IntPair, _range(2)] = (30, 300)
     class_weight: Annotated[FloatPair, _range(1e-3)] = (0.5, 3.0)
     duration_scale: Annotated[FloatPair, _range(1e-3)] = (0.25, 2.0)  # log-uniform

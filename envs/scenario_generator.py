@@ -18,21 +18,25 @@ the document validates and loads like any scenario file. What is drawn, in that 
   nodes, `inference` (MIG profiles the layouts hold, so that every size has a home without a
   re-layout, which needs an empty GPU) with MIG nodes, `notebook` (time-slice
   shares) with time-sliced nodes, and `batch` (CPU-only pods) with CPU-only nodes; each with
-  scaled durations and values, value noise, deadline and decay factors, and a weight that
+  scaled durations and values, value noise, deadline and decay factors (stretched by the
+  slowest GPU the class may run on: deadlines count reference-GPU time), and a weight that
   loads the nodes serving it about as much as the others (times a drawn factor), so that no
   class floods the few nodes it can use;
 * **market and physics**: mechanism, epoch length, lease term, clearing (continuous or per
   epoch) and clearing interval; time-slice overhead, MIG re-layout downtime, whether preempted
   work keeps its progress;
-* **offered load**: a target in `offered_load`, met exactly on the scenario's own workload seed
-  by the arrival rate (`envs.load.arrival_scale_for`). Load here is the honest one for this
-  simulator: GPUs held (`envs.load.gpu_demand`: a contended time-slice share takes turns on a
-  whole GPU) over the speed-weighted capacity (`envs.load.speed_weighted_capacity`: durations
-  are on a reference GPU). The job count is drawn from `jobs`, raised when needed so that the
-  target is at most `1 / LOAD_MARGIN` of what those jobs could offer however closely they
-  arrive (`envs.load.load_ceiling`); when even `jobs`' maximum cannot, the target is lowered to
-  that, and the description says so (about one scenario in seven with the default ranges:
-  MIG clusters of small slices need many small jobs).
+* **offered load and arrival window**: a target in `offered_load` and a window in
+  `arrival_hours`, met on the scenario's own workload seed: as many jobs as arrive within the
+  window (within `jobs`) and the arrival rate that makes them offer the target
+  (`envs.load.arrival_scale_for`). Load here is the honest one for this simulator: GPUs held
+  (`envs.load.gpu_demand`: a contended time-slice share takes turns on a whole GPU) over the
+  speed-weighted capacity (`envs.load.speed_weighted_capacity`: durations are on a reference
+  GPU). The count is raised when needed so that the target is at most `1 / LOAD_MARGIN` of
+  what the jobs could offer however closely they arrive (`envs.load.load_ceiling`); when even
+  `jobs`' maximum cannot, the target is lowered to that (MIG clusters of small slices need
+  many small jobs). When even `jobs`' minimum would take longer than the window (big jobs on a
+  small, slow cluster), every duration is shortened to fit (at most 20-fold). The description
+  states each such exception.
 
 Seeds are split into disjoint sets (`SEED_SETS`): training draws from its configured seeds,
 model selection during training from `validation`, and `gpuparley eval --experiment
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,6 +55,7 @@ import numpy as np
 from gpuparley.envs import mig
 from gpuparley.envs.catalogue import CATALOGUE
 from gpuparley.envs.generator_schema import ScenarioRanges
+from gpuparley.envs.jobs import Job
 from gpuparley.envs.load import (
     arrival_scale_for,
     gpu_demand,
@@ -75,6 +81,7 @@ VALIDATION_SEEDS = SEED_SETS["validation"]
 SHARE_SIZES = (100, 250, 400, 500, 750)
 GANG_PODS = (2, 4)
 LOAD_MARGIN = 1.25  # the ceiling the drawn jobs could offer, over the target load
+MIN_DURATION_FACTOR = 0.05  # the most durations are shortened to fit the arrival window
 _NODE_CPU_PER_GPU, _NODE_MEMORY_PER_GPU = 16_000, 131_072
 _CPU_NODE = {"cpu_milli": 64_000, "memory_mib": 262_144}
 
@@ -220,10 +227,25 @@ def _classes(ranges: ScenarioRanges, groups: list[dict[str, Any]], draw: _Draw) 
         base_value = DEFAULT_CLASSES.get(name, {}).get("value_per_gpu_hour", 0.0)
         spec["value_per_gpu_hour"] = _round(base_value * draw.log_uniform(ranges.value_scale))
         spec["value_sigma"] = draw.uniform(ranges.value_sigma)
-        spec["deadline_factor"] = draw.uniform(ranges.deadline_factor)
-        spec["decay_factor"] = draw.uniform(ranges.decay_factor)
+        # deadlines count reference-GPU durations: on slower GPUs they stretch alike
+        stretch = 1 / min(1.0, _slowest(name, groups))
+        spec["deadline_factor"] = _round(draw.uniform(ranges.deadline_factor) * stretch)
+        spec["decay_factor"] = _round(draw.uniform(ranges.decay_factor) * stretch)
     _weigh(classes, groups, ranges, draw)
     return classes
+
+
+def _slowest(name: str, groups: list[dict[str, Any]]) -> float:
+    """The slowest relative speed among the GPU nodes that can host the class (1 for CPU-only
+    jobs): MIG nodes for inference, the others for whole GPUs and time-slice shares."""
+    if name == "batch":
+        return 1.0
+    speeds = [
+        CATALOGUE[g["gpu_model"]].relative_speed
+        for g in groups
+        if g.get("gpus") and (g["mode"] == "mig") == (name == "inference")
+    ]
+    return min(speeds)
 
 
 def _home_capacity(name: str, groups: list[dict[str, Any]]) -> float:
@@ -302,34 +324,82 @@ def _validated(document: dict[str, Any], seed: int) -> Scenario:
     return Scenario(validate_document(ScenarioConfig, document, where, ScenarioError))
 
 
+@dataclass(frozen=True)
+class _Stream:
+    """The first jobs of a scenario's own workload (at one arrival per hour unless a rate is
+    given), with the GPUs each holds (`gpu_demand`) and the cluster's speed-weighted capacity."""
+
+    jobs: list[Job]
+    demand: list[float]
+    capacity: float
+
+    @classmethod
+    def of(cls, document: dict[str, Any], seed: int, count: int, rate: float = 1.0) -> _Stream:
+        document["workload"]["generator"].update(jobs=count, rate_per_hour=rate)
+        scenario = _validated(document, seed)
+        jobs = scenario.build_jobs(seed)
+        capacity = speed_weighted_capacity(
+            scenario.build_cluster(), scenario.settings.speed_scaling
+        )
+        return cls(jobs, [gpu_demand(job, scenario.settings) for job in jobs], capacity)
+
+    def ceiling(self, count: int) -> float:
+        return load_ceiling(self.jobs[:count], self.capacity, self.demand[:count])
+
+    def scale(self, count: int, load: float) -> float:
+        """The arrival scale that makes the first `count` jobs offer `load`."""
+        return arrival_scale_for(self.jobs[:count], self.capacity, load, self.demand[:count])
+
+    def hours(self, count: int, load: float) -> float:
+        """The arrival window of the first `count` jobs when they offer `load`."""
+        jobs = self.jobs[:count]
+        return (jobs[-1].arrival - jobs[0].arrival) * self.scale(count, load) / 3600
+
+
+def _shorten(classes: dict[str, dict[str, Any]], factor: float) -> None:
+    """Scale every class's durations (median and clipping bounds) by `factor`."""
+    for spec in classes.values():
+        duration = spec["duration"]
+        for key in ("median_seconds", "min_seconds", "max_seconds"):
+            if duration.get(key) is not None:
+                duration[key] = _round(duration[key] * factor)
+
+
 def _fit_load(
     document: dict[str, Any], ranges: ScenarioRanges, seed: int, draw: _Draw
-) -> tuple[float, float, float]:
-    """Set the job count and arrival rate for a drawn target load (module docstring); returns
-    (the drawn target, the target used, the load the scenario's own workload offers)."""
+) -> dict[str, float]:
+    """Set the job count, arrival rate (and, if need be, durations) for a drawn target load and
+    arrival window (module docstring); returns what was drawn and what came of it."""
     target = draw.uniform(ranges.offered_load)
-    wanted = draw.integer(ranges.jobs)
-    generator = document["workload"]["generator"]
-    generator.update(jobs=ranges.jobs[1], rate_per_hour=1.0)
-    scenario = _validated(document, seed)
-    stream = scenario.build_jobs(seed)
-    demand = [gpu_demand(job, scenario.settings) for job in stream]
-    capacity = speed_weighted_capacity(scenario.build_cluster(), scenario.settings.speed_scaling)
+    hours = draw.log_uniform(ranges.arrival_hours)
+    low, high = ranges.jobs
+    stream = _Stream.of(document, seed, high)
     count = next(
-        (
-            n
-            for n in range(max(wanted, ranges.jobs[0]), len(stream) + 1)
-            if load_ceiling(stream[:n], capacity, demand[:n]) >= LOAD_MARGIN * target
-        ),
-        len(stream),
+        (n for n in range(low, high + 1) if stream.ceiling(n) >= LOAD_MARGIN * target), None
     )
-    ceiling = load_ceiling(stream[:count], capacity, demand[:count])
-    used = min(target, _round(ceiling / LOAD_MARGIN))
-    scale = arrival_scale_for(stream[:count], capacity, used, demand[:count])
-    generator.update(jobs=count, rate_per_hour=_round(1.0 / scale))
-    jobs = _validated(document, seed).build_jobs(seed)
-    load = offered_load(jobs, capacity, [gpu_demand(job, scenario.settings) for job in jobs])
-    return target, used, load
+    used, factor = target, 1.0
+    if count is None:  # even `high` jobs cannot offer the target: lower it
+        count = high
+        used = _round(stream.ceiling(high) / LOAD_MARGIN)
+    elif stream.hours(count, used) > hours:  # the fewest jobs already take too long
+        factor = max(MIN_DURATION_FACTOR, _round(hours / stream.hours(count, used)))
+        _shorten(document["workload"]["generator"]["classes"], factor)
+        stream = _Stream.of(document, seed, high)
+    else:  # the most jobs whose window fits (windows grow with the count)
+        top = high
+        while count < top:
+            middle = (count + top + 1) // 2
+            count, top = (
+                (middle, top) if stream.hours(middle, used) <= hours else (count, middle - 1)
+            )
+    final = _Stream.of(document, seed, count, _round(1.0 / stream.scale(count, used)))
+    return {
+        "target": target,
+        "used": used,
+        "load": offered_load(final.jobs, final.capacity, final.demand),
+        "hours": (final.jobs[-1].arrival - final.jobs[0].arrival) / 3600,
+        "factor": factor,
+    }
 
 
 def sample_document(seed: int, ranges: ScenarioRanges | None = None) -> dict[str, Any]:
@@ -358,11 +428,11 @@ def sample_document(seed: int, ranges: ScenarioRanges | None = None) -> dict[str
             "clearing_interval": float(draw.choice(ranges.clearing_interval)),
         },
     }
-    document["description"] = _describe(document, *_fit_load(document, ranges, seed, draw))
+    document["description"] = _describe(document, _fit_load(document, ranges, seed, draw))
     return document
 
 
-def _describe(document: dict[str, Any], target: float, used: float, load: float) -> str:
+def _describe(document: dict[str, Any], fit: dict[str, float]) -> str:
     groups = document["cluster"]["nodes"]
     gpus = sum(g.get("gpus", 0) * g["count"] for g in groups)
     shapes = ", ".join(
@@ -370,11 +440,16 @@ def _describe(document: dict[str, Any], target: float, used: float, load: float)
     )
     cpu = sum(g["count"] for g in groups if not g.get("gpus"))
     jobs = document["workload"]["generator"]["jobs"]
-    lowered = f", lowered from {target:.3g}: more jobs than {jobs} needed" if used < target else ""
+    notes = []
+    if fit["used"] < fit["target"]:
+        notes.append(f"lowered from {fit['target']:.3g}: more jobs than {jobs} needed")
+    if fit["factor"] < 1:
+        notes.append(f"durations x{fit['factor']:.3g} to arrive within the window")
     return (
         f"{len(document['agents'])} agents; {gpus} GPUs ({shapes})"
         + (f" + {cpu} CPU-only nodes" if cpu else "")
-        + f"; {jobs} jobs at offered load {load:.2f} (target {used:.3g}{lowered})"
+        + f"; {jobs} jobs arriving over {fit['hours']:.1f} h at offered load {fit['load']:.2f}"
+        + f" (target {fit['used']:.3g}{''.join('; ' + note for note in notes)})"
     )
 
 
@@ -391,6 +466,16 @@ def scenario_text(seed: int, ranges: ScenarioRanges | None = None, source: str =
         f"# (envs/scenario_generator.py); the same seed and ranges always give this file.\n"
     )
     return header + dump_yaml(sample_document(seed, ranges))
+
+
+def parse_seed_range(text: str) -> range:
+    """`first-last` (inclusive) as a range; ValueError saying the form otherwise."""
+    first, dash, last = text.partition("-")
+    if not (first.strip().isdigit() and dash and last.strip().isdigit()):
+        raise ValueError(f"seeds {text!r}: use first-last, e.g. 0-999")
+    if int(last) < int(first):
+        raise ValueError(f"seeds {text!r}: the end is below the start")
+    return range(int(first), int(last) + 1)
 
 
 def check_training_seeds(seeds: range) -> None:

@@ -68,7 +68,7 @@ def test_scenarios_stay_within_their_ranges(scenarios: dict) -> None:
         assert market.epoch_seconds in ranges.epoch_seconds
 
 
-def test_the_offered_load_is_the_drawn_one_or_says_why_not(scenarios: dict) -> None:
+def test_load_and_window_are_the_drawn_ones_or_say_why_not(scenarios: dict) -> None:
     low, high = ScenarioRanges().offered_load
     lowered = 0
     for seed, scenario in scenarios.items():
@@ -77,11 +77,15 @@ def test_the_offered_load_is_the_drawn_one_or_says_why_not(scenarios: dict) -> N
         load = offered_load(jobs, speed_weighted_capacity(scenario.build_cluster()), demand)
         stated = float(re.search(r"offered load ([\d.]+)", scenario.description).group(1))
         assert load == pytest.approx(stated, abs=0.006), seed
+        hours = float(re.search(r"over ([\d.]+) h", scenario.description).group(1))
+        window = (jobs[-1].arrival - jobs[0].arrival) / 3600
+        assert window == pytest.approx(hours, abs=0.06), seed
         if "lowered" in scenario.description:
             lowered += 1
             assert load < high, seed
         else:
             assert low * 0.99 <= load <= high * 1.01, seed
+            assert hours <= ScenarioRanges().arrival_hours[1] * 1.01, seed
     assert lowered <= len(scenarios) // 4  # the exception, not the rule
 
 
