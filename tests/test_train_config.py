@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpuparley.train.config import TrainConfigError, load_config
+from gpuparley.envs.generator_schema import ScenarioRanges
+from gpuparley.train.config import TrainConfigError, load_config, validate_config
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -16,11 +17,11 @@ def write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["default", "smoke"])
+@pytest.mark.parametrize("name", ["default", "smoke", "long"])
 def test_bundled_configs_load(name: str) -> None:
     config = load_config(name)
     assert config.name == name
-    assert not {"timeslice-noisy", "openb"} & set(config.scenarios)
+    assert not {"timeslice-noisy", "openb", "openb-loaded"} & set(config.scenarios)
 
 
 def test_unknown_key_names_file_field_and_suggestion(tmp_path: Path) -> None:
@@ -55,3 +56,39 @@ def test_unknown_opponent_lists_choices(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error() -> None:
     with pytest.raises(TrainConfigError, match="does not exist"):
         load_config("no-such-config")
+
+
+def test_the_default_config_trains_on_generated_scenarios_only() -> None:
+    config = load_config("default")
+    assert config.scenarios == [] and config.generator is not None
+    assert config.evaluation.select == "welfare" and config.evaluation.generated >= 1
+    resolved = config.resolved()
+    assert resolved["generator"]["ranges"] == ScenarioRanges().model_dump(mode="json")
+    assert validate_config(resolved, "resolved").resolved() == resolved  # a checkpoint reloads
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"generator": {"seeds": "999999-1000001"}}, "overlap the held-out generator seeds"),
+        ({"generator": {"seeds": "2000050-2000060"}}, "overlap the validation generator seeds"),
+        ({"generator": {"seeds": "ten"}}, "use first-last"),
+        ({"generator": {"learner_seats": 3, "ranges": {"agents": [2, 5]}}}, "learner_seats (3)"),
+        ({"generator": {"ranges": {"agents": [1, 5]}}}, "agents: the low end must be >= 2"),
+        ({"generator": {"ranges": "nowhere"}}, "not found"),
+        ({"scenarios": []}, "give `scenarios`"),
+        ({"scenarios": ["tiny"], "evaluation": {"select": "welfare"}}, "need a `generator`"),
+        ({"generator": {}, "evaluation": {"select": "welfare"}}, "generated >= 1"),
+    ],
+)
+def test_generator_mistakes_name_the_field(tmp_path: Path, section: dict, message: str) -> None:
+    path = write(tmp_path, {"name": "x", **section})
+    with pytest.raises(TrainConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+
+
+def test_bundled_evaluation_scenarios_stay_held_out(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "x", "scenarios": ["openb-loaded"]})
+    with pytest.raises(TrainConfigError, match="openb-loaded are held out"):
+        load_config(path)

@@ -10,6 +10,7 @@ from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_suppo
 
 from gpuparley.agents.negotiators.registry import NEGOTIATORS
 from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
+from gpuparley.envs.generator_schema import ScenarioRanges
 from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE
 from gpuparley.policy.learned import LearnedNegotiator
 from gpuparley.train.opponents import (
@@ -19,6 +20,7 @@ from gpuparley.train.opponents import (
     make_opponent,
     opponent_spec,
 )
+from gpuparley.train.scenario_sources import GeneratedGames, GeneratedScenarios
 from gpuparley.train.vec_env import MarketVecEnv
 from gpuparley.train.weights import policy_layers
 
@@ -138,3 +140,55 @@ def test_any_negotiator_plugs_in_by_name(monkeypatch: pytest.MonkeyPatch) -> Non
     env.step(random_legal(env.action_masks(), np.random.default_rng(0)))
     with pytest.raises(ValueError, match="no negotiator 'nobody'"):
         make_opponent("scripted:nobody", 0)
+
+
+def generated_env(**kwargs: object) -> MarketVecEnv:
+    ranges = ScenarioRanges(agents=(3, 6), jobs=(10, 30), max_gpus=8)
+    games = GeneratedGames(ranges, range(0, 20), games=2, learner_seats=2)
+    defaults = {"mechanisms": ("auction", "bargain"), "seed": 5, "max_epochs": 6}
+    return MarketVecEnv([], generated=games, **{**defaults, **kwargs})
+
+
+def test_generated_games_keep_their_width_as_agent_counts_change() -> None:
+    pool = SnapshotPool(2)
+    env = generated_env(mix={"self": 0.5, "scripted:truthful": 0.5}, pool=pool)
+    assert env.num_envs == 4  # 2 games x 2 learner seats, whatever the scenario
+    model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, device="cpu")
+    pool.set_current(policy_layers(model.policy))
+    env.reset()
+    rng = np.random.default_rng(0)
+    names, agent_counts, opponents = set(), set(), set()
+    for _ in range(300):
+        for game in env.games:
+            names.add(game.env.scenario.name)
+            agent_counts.add(len(game.env.possible_agents))
+            opponents |= {o.name for o in game.plan.opponents.values()}
+            assert len(game.plan.learners) == 2
+        obs, _rewards, _dones, _infos = env.step(random_legal(env.action_masks(), rng))
+        assert obs.shape == (4, OBSERVATION_SIZE)
+    assert len(names) >= 3 and len(agent_counts) >= 2
+    assert all(name.startswith("generated-") for name in names)
+    assert opponents == {"self", "truthful"}  # `self` seats play the current policy
+
+
+def test_generated_scenarios_are_drawn_from_the_training_seeds_and_kept() -> None:
+    source = GeneratedScenarios(GeneratedGames(ScenarioRanges(), range(40, 43), 1, 2))
+    rng = np.random.default_rng(0)
+    drawn = [source.draw(rng) for _ in range(12)]
+    assert {s.name for s in drawn} <= {"generated-40", "generated-41", "generated-42"}
+    first = {s.name: s for s in drawn}
+    assert all(s is first[s.name] for s in drawn)  # built once per seed
+
+
+def test_fixed_learner_seats_draw_the_rest_from_the_whole_mix() -> None:
+    agents = [f"a{i}" for i in range(6)]
+    pool = SnapshotPool(2)
+    rng = np.random.default_rng(1)
+    plan = draw_seats(agents, {"self": 1.0}, rng, pool, learners=2)
+    # no current policy yet: `self` seats fall back to the truthful negotiator
+    assert len(plan.learners) == 2 and all(isinstance(o, Truthful) for o in plan.opponents.values())
+    model = MaskablePPO("MlpPolicy", make_env(), n_steps=16, batch_size=16, device="cpu")
+    pool.set_current(policy_layers(model.policy))
+    plan = draw_seats(agents, {"self": 1.0}, rng, pool, learners=2)
+    assert len(plan.opponents) == 4
+    assert all(o.model is pool.current for o in plan.opponents.values())

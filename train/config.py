@@ -2,8 +2,12 @@
 
 Like scenario files, a typo must fail at load time with a message that names the file and the
 field (`ppo.n_steps: Input should be greater than 0`), not twenty minutes into a run. Unknown keys
-are errors. The resolved config (defaults filled in) is stored in every checkpoint, so a run can
-be repeated from its checkpoint alone.
+are errors. The resolved config (defaults filled in, generator ranges written out in full) is
+stored in every checkpoint, so a run can be repeated from its checkpoint alone.
+
+A run trains on bundled `scenarios`, on `generator` scenarios (a fresh random scenario from
+`envs.scenario_generator` every episode), or both. The scenarios `gpuparley eval` reports on
+as unseen (`HELD_OUT_SCENARIOS`) and the reserved generator seeds are refused.
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
     model_validator,
 )
 
+from gpuparley.envs.generator_schema import RangesError, ScenarioRanges, load_ranges
 from gpuparley.envs.resources import train_configs_dir
+from gpuparley.envs.scenario_generator import check_training_seeds, parse_seed_range
 from gpuparley.envs.validation import validate_document
 from gpuparley.policy.specs import parse_negotiator
 
-HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb"})
+HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb", "openb-loaded"})
 """Never trained on, so results on them measure generalisation to unseen clusters."""
 SELF, SNAPSHOTS = "self", "snapshots"
 
@@ -77,14 +84,66 @@ class SnapshotConfig(_Strict):
     pool_size: PositiveInt = 5  # the oldest is dropped beyond this
 
 
+class GeneratorConfig(_Strict):
+    """Training on generated scenarios: each of `games` games plays a new scenario every
+    episode, drawn from `ranges` with a generator seed from `seeds` (`first-last`; never the
+    held-out or validation seeds). The learner plays `learner_seats` seats of every game (a
+    fixed number, so the vectorised environment keeps its width whatever the agent count); the
+    other seats are drawn from the opponent mix, where `self` is the current policy."""
+
+    ranges: str | dict[str, Any] = "default"
+    seeds: str = "0-999"
+    games: PositiveInt = 4
+    learner_seats: PositiveInt = 2
+
+    @field_validator("ranges")
+    @classmethod
+    def _loadable(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        try:
+            load_ranges(value)
+        except RangesError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _training_seeds(cls, value: str) -> str:
+        check_training_seeds(parse_seed_range(value))
+        return value
+
+    @model_validator(mode="after")
+    def _seats_fit(self) -> GeneratorConfig:
+        fewest = self.scenario_ranges().agents[0]
+        if self.learner_seats > fewest:
+            raise ValueError(
+                f"learner_seats ({self.learner_seats}) exceeds the fewest agents a generated "
+                f"scenario may have (ranges.agents starts at {fewest})"
+            )
+        return self
+
+    def scenario_ranges(self) -> ScenarioRanges:
+        return load_ranges(self.ranges)
+
+    def seed_range(self) -> range:
+        return parse_seed_range(self.seeds)
+
+
 class EvaluationConfig(_Strict):
-    """Periodic evaluation: one learner seat against scripted opponents, unshaped utility."""
+    """Periodic evaluation: one learner seat against scripted opponents, unshaped utility, on
+    the training scenarios and on `generated` scenarios of the validation generator seeds
+    (`envs.scenario_generator.VALIDATION_SEEDS`; with a `generator` section only).
+
+    `select` picks the best checkpoint: `utility` (the seat's mean utility in budgets per
+    epoch) or `welfare` (on the generated validation scenarios, every seat played by the policy:
+    its welfare minus the all-truthful market's, relative to the latter, averaged)."""
 
     every: PositiveInt = 50_000
     episodes: PositiveInt = 1  # per scenario x mechanism
     opponents: list[str] = Field(default_factory=lambda: ["scripted:truthful"], min_length=1)
-    max_epochs: PositiveInt = 100
+    max_epochs: PositiveInt | None = 100  # None: each scenario's default episode length
     seed: int = 10_000  # evaluation workloads differ from training ones
+    generated: NonNegativeInt = 0
+    select: Literal["utility", "welfare"] = "utility"
 
 
 class TrainConfig(_Strict):
@@ -93,7 +152,8 @@ class TrainConfig(_Strict):
     seed: int = 0
     algorithm: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
     total_timesteps: PositiveInt = 100_000
-    scenarios: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
+    scenarios: list[str] = Field(default_factory=list)
+    generator: GeneratorConfig | None = None
     mechanisms: list[Literal["auction", "bargain"]] = Field(
         default_factory=lambda: ["auction", "bargain"], min_length=1
     )
@@ -138,9 +198,26 @@ class TrainConfig(_Strict):
             _negotiator_spec(name, "", "evaluation.opponents: ")
         return self
 
+    @model_validator(mode="after")
+    def _something_to_play(self) -> TrainConfig:
+        if not self.scenarios and self.generator is None:
+            raise ValueError("give `scenarios` (bundled names or files), `generator`, or both")
+        if self.generator is None and (
+            self.evaluation.generated or self.evaluation.select != "utility"
+        ):
+            raise ValueError(
+                "evaluation.generated and evaluation.select: welfare need a `generator` section"
+            )
+        if self.evaluation.select == "welfare" and not self.evaluation.generated:
+            raise ValueError("evaluation.select: welfare needs evaluation.generated >= 1")
+        return self
+
     def resolved(self) -> dict[str, Any]:
-        """Every field with defaults filled in, as plain YAML-able data."""
-        return self.model_dump(mode="json")
+        """Every field with defaults filled in (generator ranges in full), as plain data."""
+        data = self.model_dump(mode="json")
+        if self.generator is not None:
+            data["generator"]["ranges"] = self.generator.scenario_ranges().model_dump(mode="json")
+        return data
 
 
 def validate_config(raw: Any, source: str) -> TrainConfig:

@@ -1,10 +1,15 @@
-"""Evaluation: how much utility a negotiator earns against scripted opponents.
+"""Evaluation during training: a negotiator's utility against scripted opponents, and the
+welfare of a market where it plays every seat.
 
-One seat is played by the negotiator under test (rotating over the seats across episodes), every
-other seat by one scripted opponent; utility is the seat's unshaped reward summed over the episode
-(realised job value minus net payments, in credits). The same games with a truthful negotiator
-in the seat give the baseline the learner should beat. Workload seeds are fixed, so two policies
-are compared on identical games.
+`evaluate`: one seat is played by the negotiator under test (rotating over the seats across
+episodes), every other seat by one scripted opponent; utility is the seat's unshaped reward summed
+over the episode (realised job value minus net payments, in credits). The same games with a
+truthful negotiator in the seat give the baseline the learner should beat. Workload seeds are
+fixed, so two policies are compared on identical games.
+
+`welfare_gap`: the negotiator in every seat of each scenario, against truthful negotiators in
+every seat of the same games (what `gpuparley eval --experiment generalisation` reports, here on
+validation scenarios): welfare (realised value) relative to the truthful market's.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from gpuparley.agents.negotiators.simple import Truthful
 from gpuparley.envs.market.episode import play_episode
 from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
-from gpuparley.envs.scenario import load_scenario
+from gpuparley.envs.scenario import Scenario, load_scenario
 from gpuparley.train.opponents import opponent_spec
 
 
 def evaluate(
     make_player: Callable[[], Negotiator],
-    scenarios: Sequence[str | Path],
+    scenarios: Sequence[str | Path | Scenario],
     mechanisms: Sequence[str],
     opponents: Sequence[str],
     episodes: int = 1,
@@ -39,7 +45,9 @@ def evaluate(
     per_game: dict[str, float] = {}
     normalised = []
     for scenario_name in scenarios:
-        scenario = load_scenario(scenario_name)
+        scenario = (
+            scenario_name if isinstance(scenario_name, Scenario) else load_scenario(scenario_name)
+        )
         for mechanism in mechanisms:
             env = GPUMarketEnv(scenario, mechanism=mechanism, max_epochs=max_epochs)
             agents = env.possible_agents
@@ -62,4 +70,38 @@ def evaluate(
         "mean_utility": float(np.mean(list(per_game.values()))),
         "mean_budget_utility": float(np.mean(normalised)),
         "per_game": per_game,
+    }
+
+
+Baselines = dict[tuple[str, str], float]
+"""Welfare of the all-truthful market per (scenario name, mechanism): deterministic, so kept."""
+
+
+def welfare_gap(
+    make_player: Callable[[], Negotiator],
+    scenarios: Sequence[Scenario],
+    mechanisms: Sequence[str],
+    max_epochs: int | None = None,
+    baselines: Baselines | None = None,
+) -> dict[str, Any]:
+    """Mean over scenarios x mechanisms of (welfare with the player in every seat - the
+    all-truthful market's) / the latter's, each on the scenario's own workload seed.
+
+    `baselines` keeps the truthful markets' welfare between calls (filled as needed)."""
+    baselines = {} if baselines is None else baselines
+    gaps: dict[str, float] = {}
+    for scenario in scenarios:
+        for mechanism in mechanisms:
+            env = GPUMarketEnv(scenario, mechanism=mechanism, max_epochs=max_epochs)
+            key = (scenario.name, mechanism)
+            if key not in baselines:
+                baselines[key] = play_episode(env, Truthful(), scenario.seed).summary["welfare"]
+            welfare = play_episode(env, make_player(), scenario.seed).summary["welfare"]
+            base = baselines[key]
+            gaps[f"{scenario.name}/{mechanism}"] = (welfare - base) / max(abs(base), 1e-9)
+    values = list(gaps.values())
+    return {
+        "mean_welfare_gap": float(np.mean(values)),
+        "welfare_at_least_truthful": float(np.mean([gap >= -1e-9 for gap in values])),
+        "per_scenario": gaps,
     }

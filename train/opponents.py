@@ -11,7 +11,10 @@ scripted registry (`agents.negotiators.registry.NEGOTIATORS`).
 Seat assignment per episode (`draw_seats`): the `self` share of the mix fixes how many seats of a
 game the learner plays (round(share x seats), at least one; a fixed count per game so the
 vectorised environment has a fixed width); which seats those are, and who sits in each other
-seat (drawn from the remaining shares), is a seeded draw per episode.
+seat (drawn from the remaining shares), is a seeded draw per episode. A game whose agent count
+changes between episodes (generated scenarios) fixes the learner's seats instead; its other
+seats are drawn from the whole mix, `self` there meaning a frozen copy of the current policy
+(`SnapshotPool.current`, refreshed at every rollout).
 """
 
 from __future__ import annotations
@@ -47,13 +50,18 @@ def make_opponent(spec: str, seed: int) -> Negotiator:
 
 
 class SnapshotPool:
-    """The last `size` frozen policies; opponents seats sample one uniformly per episode."""
+    """The last `size` frozen policies; opponents seats sample one uniformly per episode.
+    `current` is a frozen copy of the policy being trained, for `self` opponents seats."""
 
     def __init__(self, size: int) -> None:
         self.policies: deque[NumpyMlp] = deque(maxlen=size)
+        self.current: NumpyMlp | None = None
 
     def add(self, layers: Sequence[Layer]) -> None:
         self.policies.append(NumpyMlp(layers))
+
+    def set_current(self, layers: Sequence[Layer]) -> None:
+        self.current = NumpyMlp(layers)
 
     def __len__(self) -> int:
         return len(self.policies)
@@ -81,24 +89,43 @@ def draw_seats(
     mix: Mapping[str, float],
     rng: np.random.Generator,
     pool: SnapshotPool | None = None,
+    learners: int | None = None,
 ) -> SeatPlan:
-    """One episode's seat assignment (see the module docstring). Without snapshots in the pool,
-    a snapshots seat is played by the first other member of the mix, or `FALLBACK`."""
-    count = learner_count(mix, len(agents))
+    """One episode's seat assignment (see the module docstring): `learners` fixed seats for the
+    learner, the others from the whole mix; or (None) the mix's `self` share of the seats, the
+    others from the rest of the mix. A seat with no policy to play yet (no snapshot, no current
+    copy) goes to the first other member of the mix, or `FALLBACK`."""
+    count = learner_count(mix, len(agents)) if learners is None else min(learners, len(agents))
     chosen = sorted(int(i) for i in rng.choice(len(agents), size=count, replace=False))
-    learners = tuple(agents[i] for i in chosen)
-    others = {name: w for name, w in mix.items() if name != SELF and w > 0}
+    plan_learners = tuple(agents[i] for i in chosen)
+    others = {
+        name: w for name, w in mix.items() if w > 0 and (name != SELF or learners is not None)
+    }
     names, weights = list(others), np.array(list(others.values()), dtype=float)
-    specs = [name for name in names if name != SNAPSHOTS] or [FALLBACK]
+    specs = [name for name in names if name not in (SNAPSHOTS, SELF)] or [FALLBACK]
     opponents: dict[str, Negotiator] = {}
     for agent in agents:
-        if agent in learners:
+        if agent in plan_learners:
             continue
         name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         seed = int(rng.integers(2**31))
-        if name == SNAPSHOTS and pool is not None and len(pool):
-            opponents[agent] = LearnedNegotiator(pool.sample(rng), name="snapshot")
+        frozen = _frozen_policy(name, pool, rng)
+        if frozen is not None:
+            opponents[agent] = LearnedNegotiator(frozen, name=name)
             opponents[agent].reset(seed)
         else:
-            opponents[agent] = make_opponent(specs[0] if name == SNAPSHOTS else name, seed)
-    return SeatPlan(learners, opponents)
+            opponents[agent] = make_opponent(specs[0] if name in (SNAPSHOTS, SELF) else name, seed)
+    return SeatPlan(plan_learners, opponents)
+
+
+def _frozen_policy(
+    name: str, pool: SnapshotPool | None, rng: np.random.Generator
+) -> NumpyMlp | None:
+    """The frozen policy a `snapshots` or `self` seat plays, if there is one yet."""
+    if pool is None:
+        return None
+    if name == SNAPSHOTS and len(pool):
+        return pool.sample(rng)
+    if name == SELF:
+        return pool.current
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
 from torch import nn
 
+from gpuparley.envs.scenario import Scenario
+from gpuparley.envs.scenario_generator import VALIDATION_SEEDS, sample_scenario
 from gpuparley.policy.learned import LearnedNegotiator
 from gpuparley.policy.runtime import NumpyMlp
 from gpuparley.train.checkpoint import ALGORITHMS, load_metrics, load_model, save_checkpoint
 from gpuparley.train.config import TrainConfig
-from gpuparley.train.evaluate import evaluate
+from gpuparley.train.evaluate import Baselines, evaluate, welfare_gap
 from gpuparley.train.opponents import SnapshotPool
+from gpuparley.train.scenario_sources import GeneratedGames
 from gpuparley.train.vec_env import MarketVecEnv
 from gpuparley.train.weights import policy_layers
 
@@ -51,6 +55,24 @@ def run_dir_of(config: TrainConfig) -> Path:
     return Path(config.output_dir) / config.name / f"seed-{config.seed}"
 
 
+def generated_games(config: TrainConfig) -> GeneratedGames | None:
+    """The generated games a config's `generator` section asks for (None without one)."""
+    spec = config.generator
+    if spec is None:
+        return None
+    return GeneratedGames(spec.scenario_ranges(), spec.seed_range(), spec.games, spec.learner_seats)
+
+
+def validation_scenarios(config: TrainConfig) -> list[Scenario]:
+    """The generated scenarios of the first `evaluation.generated` validation seeds."""
+    if config.generator is None:
+        return []
+    ranges = config.generator.scenario_ranges()
+    return [
+        sample_scenario(seed, ranges) for seed in VALIDATION_SEEDS[: config.evaluation.generated]
+    ]
+
+
 def build_env(
     config: TrainConfig,
     pool: SnapshotPool | None,
@@ -65,6 +87,7 @@ def build_env(
         reward_shaping=config.reward_shaping,
         reward_scale=config.reward_scale,
         pool=pool,
+        generated=generated_games(config),
     )
 
 
@@ -89,19 +112,39 @@ def build_model(config: TrainConfig, env: MarketVecEnv, log_dir: Path | None) ->
 def evaluate_policy(
     model: BaseAlgorithm,
     config: TrainConfig,
+    validation: Sequence[Scenario] = (),
+    baselines: Baselines | None = None,
 ) -> dict[str, Any]:
-    """The evaluation of `train.evaluate` for the model's current (deterministic) policy."""
+    """The evaluations of `train.evaluate` for the model's current (deterministic) policy, and
+    `score`, the one `evaluation.select` names: its utility against scripted opponents on the
+    training scenarios (and, selecting by utility, on the `validation` ones); the welfare of a
+    market it plays alone on the `validation` scenarios."""
     weights = NumpyMlp(policy_layers(model.policy))
     spec = config.evaluation
-    return evaluate(
-        lambda: LearnedNegotiator(weights),
-        config.scenarios,
-        config.mechanisms,
-        spec.opponents,
-        episodes=spec.episodes,
-        max_epochs=spec.max_epochs,
-        seed=spec.seed,
-    )
+    played = [*config.scenarios, *(validation if spec.select == "utility" else ())]
+    metrics: dict[str, Any] = {}
+    if played:
+        metrics = evaluate(
+            lambda: LearnedNegotiator(weights),
+            played,
+            config.mechanisms,
+            spec.opponents,
+            episodes=spec.episodes,
+            max_epochs=spec.max_epochs,
+            seed=spec.seed,
+        )
+        metrics["score"] = metrics["mean_budget_utility"]
+    if validation:
+        metrics["welfare"] = welfare_gap(
+            lambda: LearnedNegotiator(weights),
+            validation,
+            config.mechanisms,
+            spec.max_epochs,
+            baselines,
+        )
+        if spec.select == "welfare":
+            metrics["score"] = metrics["welfare"]["mean_welfare_gap"]
+    return metrics
 
 
 class TrainingCallback(BaseCallback):
@@ -121,6 +164,9 @@ class TrainingCallback(BaseCallback):
         self.start_steps = 0
         self.next_snapshot = 0
         self.next_eval = 0
+
+    def _on_rollout_start(self) -> None:
+        self.trainer.pool.set_current(policy_layers(self.model.policy))  # `self` opponents
 
     def _on_training_start(self) -> None:
         config = self.trainer.config
@@ -158,6 +204,8 @@ class Trainer:
         set_random_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.pool = SnapshotPool(config.snapshots.pool_size)
+        self.validation = validation_scenarios(config)
+        self.baselines: Baselines = {}
         self.env = build_env(config, self.pool)
         if resume is not None:
             self.model = load_model(resume, env=self.env)
@@ -169,16 +217,20 @@ class Trainer:
         else:
             self.model = build_model(config, self.env, self.run_dir / "tb")
         self.pool.add(policy_layers(self.model.policy))  # never an empty pool
+        self.pool.set_current(policy_layers(self.model.policy))
 
     def checkpoint(self, model: BaseAlgorithm, logger: Any = None) -> dict[str, Any]:
         """Evaluate, save `last/`, and `best/` when the score improved."""
-        metrics = evaluate_policy(model, self.config)
-        metrics["score"] = metrics["mean_budget_utility"]
+        metrics = evaluate_policy(model, self.config, self.validation, self.baselines)
         metrics["timesteps"] = int(model.num_timesteps)
         if logger is not None:
-            logger.record("eval/mean_utility", metrics["mean_utility"])
-            logger.record("eval/mean_budget_utility", metrics["mean_budget_utility"])
-            for game, value in metrics["per_game"].items():
+            logger.record("eval/score", metrics["score"])
+            for key in ("mean_utility", "mean_budget_utility"):
+                if key in metrics:
+                    logger.record(f"eval/{key}", metrics[key])
+            if "welfare" in metrics:
+                logger.record("eval/mean_welfare_gap", metrics["welfare"]["mean_welfare_gap"])
+            for game, value in metrics.get("per_game", {}).items():
                 logger.record(f"eval/{game}", value)
             logger.dump(model.num_timesteps)
         save_checkpoint(model, self.run_dir / LAST, self.config, metrics)

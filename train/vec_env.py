@@ -5,10 +5,12 @@ One policy plays all learner seats, so each seat is one sub-environment of the V
 learns from all their experience. The other seats of each game are played by opponents (scripted
 negotiators or frozen snapshots), re-drawn every episode (`opponents.draw_seats`).
 
-Each game is bound to one training scenario (so its seat count, and the VecEnv width, is fixed);
-the mechanism and the workload seed are drawn per episode. When a game ends, all its learner
-slots report `done` together (with `terminal_observation` and `TimeLimit.truncated`, so PPO
-bootstraps truncated episodes), and the game restarts with a new draw.
+Each game draws its scenario from a source (`train.scenario_sources`): one bundled scenario, or
+a new generated one every episode; either way the learner plays a fixed number of its seats, so
+the VecEnv width is fixed. The mechanism and the workload seed are drawn per episode too. When a
+game ends, all its learner slots report `done` together (with `terminal_observation` and
+`TimeLimit.truncated`, so PPO bootstraps truncated episodes), and the game restarts with a new
+draw.
 
 Observations given to the policy are the encoder's feature vector only; legal-action masks are
 served by `action_masks()`, the hook sb3-contrib's MaskablePPO calls. Rewards are each seat's
@@ -32,29 +34,33 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_BOUND, OBSERVATION_SIZE
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
 from gpuparley.envs.scenario import Scenario, load_scenario
-from gpuparley.train.opponents import (
-    SeatPlan,
-    SnapshotPool,
-    draw_seats,
-    learner_count,
+from gpuparley.train.opponents import SeatPlan, SnapshotPool, draw_seats
+from gpuparley.train.scenario_sources import (
+    FixedScenario,
+    GeneratedGames,
+    GeneratedScenarios,
+    ScenarioSource,
 )
 
 
 class _Game:
-    """One ParallelEnv copy: its per-mechanism envs, this episode's seats and observations."""
+    """One game: its scenario source, this episode's env, seats and observations."""
 
     def __init__(
         self,
-        scenario: Scenario,
+        source: ScenarioSource,
         mechanisms: Sequence[str],
         rng: np.random.Generator,
         env_kwargs: Mapping[str, Any],
+        learners: int,
     ) -> None:
-        self.envs = {m: GPUMarketEnv(scenario, mechanism=m, **env_kwargs) for m in mechanisms}
+        self.source = source
         self.mechanisms = list(mechanisms)
-        self.agents = list(self.envs[self.mechanisms[0]].possible_agents)
+        self.env_kwargs = env_kwargs
+        self.learners = learners
         self.rng = rng
-        self.env = self.envs[self.mechanisms[0]]
+        self._envs: dict[tuple[int, str], GPUMarketEnv] = {}
+        self._current: GPUMarketEnv | None = None
         self.plan = SeatPlan((), {})
         self.observations: dict[str, dict[str, np.ndarray]] = {}
         self.budgets: dict[str, float] = {}
@@ -63,10 +69,32 @@ class _Game:
         self.length = 0
         self.started = time.perf_counter()
 
-    def start(self, draw: Callable[[list[str], np.random.Generator], SeatPlan]) -> None:
-        self.env = self.envs[self.mechanisms[int(self.rng.integers(len(self.mechanisms)))]]
+    @property
+    def env(self) -> GPUMarketEnv:
+        """This episode's environment."""
+        if self._current is None:
+            raise RuntimeError("the game has not started: call reset() first")
+        return self._current
+
+    def _env(self, scenario: Scenario, mechanism: str) -> GPUMarketEnv:
+        """The environment of a scenario and mechanism (kept for a fixed scenario)."""
+        if isinstance(self.source, FixedScenario):
+            key = (id(scenario), mechanism)
+            if key not in self._envs:
+                self._envs[key] = GPUMarketEnv(scenario, mechanism=mechanism, **self.env_kwargs)
+            return self._envs[key]
+        return GPUMarketEnv(scenario, mechanism=mechanism, **self.env_kwargs)
+
+    def start(self, draw: Callable[[list[str], np.random.Generator, int | None], SeatPlan]) -> None:
+        if self._current is not None:
+            self._current.close()
+        scenario = self.source.draw(self.rng)
+        mechanism = self.mechanisms[int(self.rng.integers(len(self.mechanisms)))]
+        self._current = self._env(scenario, mechanism)
         seed = int(self.rng.integers(2**31))
-        self.plan = draw(self.agents, self.rng)
+        # a fixed scenario's learner seats follow the mix; a generated one's are fixed
+        fixed = None if isinstance(self.source, FixedScenario) else self.learners
+        self.plan = draw(list(self.env.possible_agents), self.rng, fixed)
         self.observations, _ = self.env.reset(seed=seed)
         self.budgets = {a: max(v.budget_per_epoch, 1e-9) for a, v in self.env.views.items()}
         self.returns = dict.fromkeys(self.plan.learners, 0.0)
@@ -74,9 +102,14 @@ class _Game:
         self.length = 0
         self.started = time.perf_counter()
 
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+
 
 class MarketVecEnv(VecEnv):
-    """Learner seats of `copies` games per scenario, as one VecEnv for one shared policy."""
+    """Learner seats of `copies` games per bundled scenario and of the `generated` games, as
+    one VecEnv for one shared policy."""
 
     def __init__(
         self,
@@ -89,22 +122,28 @@ class MarketVecEnv(VecEnv):
         reward_shaping: float = 0.0,
         reward_scale: float = 1.0,
         pool: SnapshotPool | None = None,
+        generated: GeneratedGames | None = None,
     ) -> None:
         self.mix = dict(mix or {"self": 1.0})
         self.pool = pool
         self.reward_scale = reward_scale
         self.render_mode = None
         env_kwargs = {"max_epochs": max_epochs, "reward_shaping": reward_shaping}
-        loaded = [load_scenario(name) for name in scenarios]
+        sources: list[ScenarioSource] = [
+            FixedScenario(load_scenario(name)) for name in scenarios for _ in range(copies)
+        ]
+        if generated is not None:
+            shared = GeneratedScenarios(generated)  # one cache for every generated game
+            sources += [shared] * generated.games
+        if not sources:
+            raise ValueError("no scenarios and no generated games to train on")
         self.games = [
-            _Game(scenario, mechanisms, np.random.default_rng(), env_kwargs)
-            for scenario in loaded
-            for _ in range(copies)
+            _Game(source, mechanisms, np.random.default_rng(), env_kwargs, learners)
+            for source in sources
+            if (learners := source.learner_seats(self.mix))
         ]
         self.slots: list[tuple[int, int]] = [
-            (g, k)
-            for g, game in enumerate(self.games)
-            for k in range(learner_count(self.mix, len(game.agents)))
+            (g, k) for g, game in enumerate(self.games) for k in range(game.learners)
         ]
         self._slots_of: dict[int, list[int]] = {}
         for index, (game, _) in enumerate(self.slots):
@@ -124,8 +163,8 @@ class MarketVecEnv(VecEnv):
         for index, game in enumerate(self.games):
             game.rng = np.random.default_rng([seed, index])
 
-    def _draw(self, agents: list[str], rng: np.random.Generator) -> SeatPlan:
-        return draw_seats(agents, self.mix, rng, self.pool)
+    def _draw(self, agents: list[str], rng: np.random.Generator, learners: int | None) -> SeatPlan:
+        return draw_seats(agents, self.mix, rng, self.pool, learners)
 
     def seat(self, index: int) -> tuple[int, str]:
         """(game index, agent name) the sub-environment `index` currently plays."""
@@ -200,8 +239,7 @@ class MarketVecEnv(VecEnv):
 
     def close(self) -> None:
         for game in self.games:
-            for env in game.envs.values():
-                env.close()
+            game.close()
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         value = getattr(self, attr_name)  # one adapter serves every seat

@@ -6,6 +6,7 @@ prints one clear message and exits with status 2; nothing runs until all inputs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,13 +26,17 @@ from gpuparley.evaluation.fgd_inflation import (
     target_key,
 )
 from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
+from gpuparley.evaluation.generalisation import BUNDLED, run_generalisation
+from gpuparley.evaluation.generalisation import EXPERIMENT as GENERALISATION
+from gpuparley.evaluation.generalisation_report import summary_rows
 from gpuparley.evaluation.report import MISSING, Row, summary, write_report
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
 from gpuparley.policy.specs import PolicySpec, parse_policies, policy_choices
 
-EXPERIMENTS = ("tournament", INFLATION)
+EXPERIMENTS = ("tournament", INFLATION, GENERALISATION)
 DEFAULT_POLICIES = ",".join((*INCUMBENTS, "scripted:truthful"))
+GENERALISATION_POLICY = "learned:default"
 DEMO_POLICIES = (
     "first-fit,kube-default,volcano,kai,kueue,fgd,themis,scripted:truthful,"
     "learned:checkpoints/default"
@@ -49,22 +54,48 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return overrides
 
 
+@dataclass(frozen=True)
+class GeneralisationOptions:
+    """`--experiment generalisation`'s own options (see `evaluation.generalisation`)."""
+
+    held_out: int = 100
+    training: int | None = None
+    incumbents: str = ",".join(INCUMBENTS)
+    workers: int | None = None
+    bundled: str = ",".join(BUNDLED)
+
+
 def run_evaluation(
-    scenario: str,
-    policies: str,
+    scenario: str | None,
+    policies: str | None,
     seeds: str,
     experiment: str = "tournament",
     horizon: float | None = None,
     overrides: list[str] | None = None,
     trace: Path | None = None,
     targets: str | None = None,
+    generalisation: GeneralisationOptions | None = None,
 ) -> Results:
     """Parse every input (ValueError says what is wrong), then run with a progress bar."""
     if experiment not in EXPERIMENTS:
         raise ValueError(
             f"unknown experiment {experiment!r}; choose one of: {', '.join(EXPERIMENTS)}"
         )
-    parsed: list[PolicySpec] = parse_policies(policies)
+    if experiment == GENERALISATION:
+        if scenario is not None or horizon is not None or overrides or trace or targets:
+            raise ValueError(
+                f"--experiment {GENERALISATION} plays the bundled and generated scenarios with "
+                "their own horizons: drop --scenario, --horizon, --set, --trace and --targets"
+            )
+        return _generalisation(policies, seeds, generalisation or GeneralisationOptions())
+    if generalisation is not None:
+        raise ValueError(
+            f"--held-out, --training-seeds, --incumbents, --workers and --bundled belong to "
+            f"--experiment {GENERALISATION}"
+        )
+    if scenario is None:
+        raise ValueError(f"--scenario is needed by --experiment {experiment}")
+    parsed: list[PolicySpec] = parse_policies(policies or DEFAULT_POLICIES)
     seed_list = parse_seeds(seeds)
     if experiment == INFLATION:
         check_schedulers(parsed)
@@ -84,6 +115,36 @@ def run_evaluation(
         if experiment == INFLATION:
             return run_inflation_experiment(resolved, parsed, seed_list, target_list, on_progress)
         return run_tournament(resolved, parsed, seed_list, horizon, on_progress)
+
+
+def _generalisation(policies: str | None, seeds: str, options: GeneralisationOptions) -> Results:
+    parsed = parse_policies(policies or GENERALISATION_POLICY)
+    if len(parsed) != 1:
+        raise ValueError(
+            f"--experiment {GENERALISATION} takes one learned negotiator in --policies "
+            "(truthful and the incumbents are added)"
+        )
+    seed_list = parse_seeds(seeds)
+    incumbents = [name.strip() for name in options.incumbents.split(",") if name.strip()]
+    bundled = [name.strip() for name in options.bundled.split(",") if name.strip()]
+    if options.held_out < 0 or (options.training is not None and options.training < 0):
+        raise ValueError("--held-out and --training-seeds count seeds: 0 or more")
+    with progress_bar() as bar:
+        task = bar.add_task(f"{GENERALISATION}: starting", total=None)
+
+        def on_progress(done: float, label: str) -> None:
+            bar.update(task, completed=done, description=f"{GENERALISATION}: {label}")
+
+        return run_generalisation(
+            parsed[0],
+            seed_list,
+            options.held_out,
+            options.training,
+            incumbents,
+            on_progress,
+            options.workers,
+            bundled,
+        )
 
 
 def save(results: Results, out: Path) -> None:
@@ -119,9 +180,26 @@ def compact_columns(results: Results) -> list[tuple[str, str, str]]:
     ]
 
 
+def generalisation_table(results: Results) -> Table:
+    """Per bundled scenario and generated group: the learned policy against truthful and the
+    best incumbent (welfare, paired, %); report.md has the intervals."""
+    table = Table(
+        title=f"{results.config['learned']}: welfare, paired; CIs in report.md",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for header in ("workloads", "n", "vs truthful", ">= truthful", "vs best inc.", "jobs L/B"):
+        table.add_column(header, justify="left" if header == "workloads" else "right")
+    for row in summary_rows(results):
+        table.add_row(*row)
+    return table
+
+
 def means_table(results: Results) -> Table:
     """The headline metrics, mean over seeds, a row per policy: fits an 80-column terminal
     (numbers never wrap; long policy names fold). report.md has every metric with its CI."""
+    if results.experiment == GENERALISATION:
+        return generalisation_table(results)
     columns = compact_columns(results)
     rows = [Row(key, header, "max", fmt) for key, header, fmt in columns]
     scenario = results.config["scenario"]
@@ -145,16 +223,21 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
         scenario: Annotated[
-            str, typer.Option(help="Scenario name (see `gpuparley scenarios`) or YAML path.")
-        ],
+            str | None,
+            typer.Option(
+                help="Scenario name (see `gpuparley scenarios`) or YAML path "
+                f"(not with --experiment {GENERALISATION}, which plays its own)."
+            ),
+        ] = None,
         policies: Annotated[
-            str,
+            str | None,
             typer.Option(
                 help="Comma-separated policy specs: "
                 + ", ".join(policy_choices())
-                + " (a market may add @auction or @bargain)."
+                + f" (a market may add @auction or @bargain). Default: {DEFAULT_POLICIES}; "
+                f"{GENERALISATION}: one learned negotiator, {GENERALISATION_POLICY}."
             ),
-        ] = DEFAULT_POLICIES,
+        ] = None,
         seeds: Annotated[str, typer.Option(help="Seeds: a range 0-4 or a list 0,2,7.")] = "0-4",
         out: Annotated[
             Path, typer.Option(help="Directory for results.json/csv, report.md and PNGs.")
@@ -185,11 +268,56 @@ def register(app: typer.Typer) -> None:
                 "e.g. 1.0,1.3 (default 1.3)."
             ),
         ] = None,
+        held_out: Annotated[
+            int | None,
+            typer.Option(help=f"{GENERALISATION}: held-out generator seeds to play (max 100)."),
+        ] = None,
+        training_seeds: Annotated[
+            int | None,
+            typer.Option(
+                help=f"{GENERALISATION}: training-distribution seeds (default: as --held-out)."
+            ),
+        ] = None,
+        incumbents: Annotated[
+            str | None,
+            typer.Option(help=f"{GENERALISATION}: incumbents to compare with (default: all six)."),
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help=f"{GENERALISATION}: worker processes (default: one per core)."
+            ),
+        ] = None,
+        bundled: Annotated[
+            str | None,
+            typer.Option(help=f"{GENERALISATION}: bundled scenarios to play (default: all five)."),
+        ] = None,
     ) -> None:
-        """Run every policy x seed on one scenario; write results and a paper-ready report."""
+        """Run every policy x seed on one scenario (or the generalisation experiment); write
+        results and a paper-ready report."""
+        given = {
+            key: value
+            for key, value in (
+                ("held_out", held_out),
+                ("training", training_seeds),
+                ("incumbents", incumbents),
+                ("workers", workers),
+                ("bundled", bundled),
+            )
+            if value is not None
+        }
+        options = replace(GeneralisationOptions(), **given) if given else None
         try:
             results = run_evaluation(
-                scenario, policies, seeds, experiment, horizon, overrides, trace, targets
+                scenario,
+                policies,
+                seeds,
+                experiment,
+                horizon,
+                overrides,
+                trace,
+                targets,
+                options,
             )
         except ValueError as error:  # ScenarioError is a ValueError too
             fail(str(error))

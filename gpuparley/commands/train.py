@@ -72,6 +72,6 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"trained {result.timesteps:,} steps in {result.seconds:,.0f} s "
             f"({result.steps_per_second:,.0f} steps/s); "
-            f"eval mean utility {result.metrics['mean_utility']:,.1f}"
+            f"evaluation score {result.metrics['score']:,.4g} ({loaded.evaluation.select})"
         )
         console.print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}")

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gpuparley.evaluation import plots
+from gpuparley.evaluation import generalisation_report, plots
 from gpuparley.evaluation.fgd_inflation import DEFAULT_TARGETS, target_key
 from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
+from gpuparley.evaluation.generalisation import EXPERIMENT as GENERALISATION
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.stats import mean_ci
 
@@ -224,9 +225,13 @@ def render(results: Results, images: Iterable[tuple[str, Path]] = ()) -> str:
 
 
 def write_report(results: Results, out_dir: Path) -> list[Path]:
-    """Draw the plots and write report.md into `out_dir`; returns every file written."""
+    """Draw the plots and write report.md into `out_dir`; returns every file written. The
+    generalisation experiment has its own report (`generalisation_report`) and no plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = plots.draw_all(results, out_dir)
     path = out_dir / REPORT_MD
+    if results.experiment == GENERALISATION:
+        path.write_text(generalisation_report.render(results))
+        return [path]
+    images = plots.draw_all(results, out_dir)
     path.write_text(render(results, images))
     return [path, *(image for _, image in images)]

@@ -4,7 +4,8 @@
 the downsampled series the plots need (timeline, JCTs, per-agent utility, or an inflation
 curve), so `gpuparley report DIR` rebuilds the report without re-running a simulation.
 `results.csv` has one row per policy x seed x metric (policy, seed, metric, value) for pandas
-or R; a metric a policy does not have (agreement rate of a scheduler) has an empty value.
+or R, and a `scenario` column first when the runs span several scenarios (the generalisation
+experiment); a metric a policy does not have (agreement rate of a scheduler) has an empty value.
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ def write_results(results: Results, out_dir: Path) -> list[Path]:
     document = {"format": FORMAT_VERSION, "config": results.config, "runs": results.runs}
     json_path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
     csv_path = out_dir / RESULTS_CSV
+    where = ("scenario",) if len(results.scenarios) > 1 else ()
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(("policy", "seed", "metric", "value"))
+        writer.writerow((*where, "policy", "seed", "metric", "value"))
         for run in results.runs:
+            scenario = (run["scenario"],) if where else ()
             for metric, value in run["metrics"].items():
                 writer.writerow(
-                    (run["policy"], run["seed"], metric, "" if value is None else value)
+                    (*scenario, run["policy"], run["seed"], metric, "" if value is None else value)
                 )
     return [json_path, csv_path]
 

@@ -1,4 +1,6 @@
-"""Means and Student-t confidence intervals over seeds (no scipy in the environment).
+"""Means and Student-t confidence intervals over seeds (no scipy in the environment): of one
+sample (`mean_ci`, also for paired differences) and of the difference of two independent
+samples (`difference_ci`, Welch).
 
 The t distribution's CDF has a closed form for integer degrees of freedom (Abramowitz & Stegun
 26.7.3-4), which is all a CI over n seeds needs; the quantile is found by bisection.
@@ -52,7 +54,7 @@ def mean_ci(
     values: Sequence[float | None], confidence: float = 0.95
 ) -> tuple[float | None, float | None]:
     """(mean, CI half-width) over the non-missing values; half-width None below two values."""
-    sample = [float(v) for v in values if v is not None and math.isfinite(v)]
+    sample = _sample(values)
     if not sample:
         return None, None
     mean = math.fsum(sample) / len(sample)
@@ -61,3 +63,30 @@ def mean_ci(
     variance = math.fsum((v - mean) ** 2 for v in sample) / (len(sample) - 1)
     sem = math.sqrt(variance / len(sample))
     return mean, t_critical(len(sample) - 1, confidence) * sem
+
+
+def _sample(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def difference_ci(
+    first: Sequence[float | None], second: Sequence[float | None], confidence: float = 0.95
+) -> tuple[float | None, float | None]:
+    """(mean of `first` - mean of `second`, CI half-width) for two independent samples: Welch's
+    interval, its degrees of freedom rounded down (conservative); half-width None when either
+    sample has fewer than two values."""
+    a, b = _sample(first), _sample(second)
+    if not a or not b:
+        return None, None
+    difference = math.fsum(a) / len(a) - math.fsum(b) / len(b)
+    if len(a) < 2 or len(b) < 2:
+        return difference, None
+    var_a, var_b = (
+        math.fsum((v - math.fsum(s) / len(s)) ** 2 for v in s) / (len(s) - 1) for s in (a, b)
+    )
+    sem_a, sem_b = var_a / len(a), var_b / len(b)
+    sem = math.sqrt(sem_a + sem_b)
+    if sem == 0:
+        return difference, 0.0
+    df = (sem_a + sem_b) ** 2 / (sem_a**2 / (len(a) - 1) + sem_b**2 / (len(b) - 1))
+    return difference, t_critical(max(1, int(df)), confidence) * sem
