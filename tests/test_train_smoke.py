@@ -16,15 +16,20 @@ from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_
 from gpuparley.envs.market.episode import play_episode
 from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
+from gpuparley.envs.scenario_generator import VALIDATION_SEEDS
 from gpuparley.policy.encoder_spec import SpecMismatchError
 from gpuparley.policy.learned import LearnedNegotiator
+from gpuparley.policy.runtime import NumpyMlp
 from gpuparley.train.checkpoint import (
     TorchLogits,
     load_checkpoint_config,
     load_metrics,
     load_model,
 )
-from gpuparley.train.trainer import train
+from gpuparley.train.config import EvaluationConfig, GeneratorConfig
+from gpuparley.train.imitation import collect, imitate
+from gpuparley.train.opponents import SnapshotPool
+from gpuparley.train.trainer import build_env, build_model, train
 from gpuparley.train.weights import policy_layers
 
 from train_helpers import flat, smoke_config, smoke_run, tampered_copy
@@ -141,3 +146,43 @@ def test_cli_refuses_resuming_a_checkpoint_of_another_spec(tmp_path: Path) -> No
     result = CliRunner().invoke(cli(), args)
     assert result.exit_code == 2
     assert "gpu_market_v0/0" in flat(result.output) and SPEC_VERSION in flat(result.output)
+
+
+def test_training_on_generated_scenarios_selects_by_welfare(tmp_path: Path) -> None:
+    generator = GeneratorConfig(
+        ranges={"agents": [2, 4], "jobs": [10, 20], "max_gpus": 8, "arrival_hours": [2, 4]},
+        seeds="0-49",
+        games=2,
+        learner_seats=2,
+    )
+    evaluation = EvaluationConfig(every=128, max_epochs=None, generated=1, select="welfare")
+    config = smoke_config(
+        tmp_path, scenarios=[], generator=generator, evaluation=evaluation, total_timesteps=256
+    )
+    result = train(config)
+    metrics = load_metrics(result.best)
+    assert metrics["score"] == metrics["welfare"]["mean_welfare_gap"]
+    assert list(metrics["welfare"]["per_scenario"]) == [
+        f"generated-{VALIDATION_SEEDS[0]}/{mechanism}" for mechanism in config.mechanisms
+    ]
+    stored = load_checkpoint_config(result.best)
+    assert stored.generator is not None and stored.generator.scenario_ranges().agents == (2, 4)
+
+
+def test_a_warm_start_imitates_its_teacher(tmp_path: Path) -> None:
+    """After imitating truthful, the untrained-by-PPO policy bids as truthful does."""
+    demonstrations_env = smoke_config(tmp_path, mechanisms=["auction"])
+    env = build_env(demonstrations_env, SnapshotPool(1))
+    model = build_model(demonstrations_env, env, None)
+    truthful = Truthful()
+    demonstrations = collect(env, truthful, 3000)
+    assert len(demonstrations.actions) >= 3000
+    before = NumpyMlp(policy_layers(model.policy))
+    accuracy = imitate(model, demonstrations, epochs=8)
+    assert accuracy > 0.95
+    learned = LearnedNegotiator(NumpyMlp(policy_layers(model.policy)))
+    untrained = LearnedNegotiator(before)
+    game = GPUMarketEnv("tiny", mechanism="auction")
+    played = play_episode(game, learned, 3).summary["welfare"]
+    assert played == pytest.approx(play_episode(game, truthful, 3).summary["welfare"], rel=1e-9)
+    assert play_episode(game, untrained, 3).summary["welfare"] != pytest.approx(played, rel=1e-9)

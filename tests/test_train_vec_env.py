@@ -192,3 +192,26 @@ def test_fixed_learner_seats_draw_the_rest_from_the_whole_mix() -> None:
     plan = draw_seats(agents, {"self": 1.0}, rng, pool, learners=2)
     assert len(plan.opponents) == 4
     assert all(o.model is pool.current for o in plan.opponents.values())
+
+
+def test_a_welfare_share_joins_each_seats_reward() -> None:
+    """r = (utility + w x welfare / agents) / budget x scale over a whole episode."""
+    weight, scale = 0.5, 0.05
+    env = make_env(mix={"self": 1.0}, max_epochs=None, reward_welfare=weight, reward_scale=scale)
+    env.reset()
+    rng = np.random.default_rng(0)
+    budgets = {g: dict(game.budgets) for g, game in enumerate(env.games)}
+    for _ in range(20_000):
+        _obs, _rewards, dones, infos = env.step(random_legal(env.action_masks(), rng))
+        if dones.any():
+            break
+    checked = 0
+    for index in np.flatnonzero(dones):
+        game, position = env.slots[index]
+        agent = env.games[game].plan.learners[position]  # seats keep their order when all learn
+        episode = infos[index]["episode"]
+        expected = episode["utility"] + weight * episode["welfare"] / len(budgets[game])
+        assert episode["welfare"] > 0
+        assert episode["r"] == pytest.approx(expected / budgets[game][agent] * scale, rel=1e-4)
+        checked += 1
+    assert checked

@@ -128,6 +128,21 @@ class GeneratorConfig(_Strict):
         return parse_seed_range(self.seeds)
 
 
+class WarmStartConfig(_Strict):
+    """Imitation before PPO (`train.imitation`): `decisions` of the `imitate` negotiator in the
+    learner's seats, fitted for `epochs` passes."""
+
+    imitate: str = "scripted:truthful"
+    decisions: PositiveInt = 30_000
+    epochs: PositiveInt = 10
+
+    @field_validator("imitate")
+    @classmethod
+    def _teacher(cls, value: str) -> str:
+        _negotiator_spec(value)
+        return value
+
+
 class EvaluationConfig(_Strict):
     """Periodic evaluation: one learner seat against scripted opponents, unshaped utility, on
     the training scenarios and on `generated` scenarios of the validation generator seeds
@@ -161,9 +176,11 @@ class TrainConfig(_Strict):
     max_epochs: PositiveInt = 150  # episode cap (truncation), keeps episodes short and varied
     reward_shaping: NonNegativeFloat = 0.0
     reward_scale: PositiveFloat = 1.0  # applied to reward / the seat's budget per epoch
+    reward_welfare: NonNegativeFloat = 0.0  # weight of the market's realised value per agent
     opponents: dict[str, NonNegativeFloat] = Field(
         default_factory=lambda: {SELF: 0.5, SNAPSHOTS: 0.3, "scripted:truthful": 0.2}
     )
+    warm_start: WarmStartConfig | None = None
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

@@ -1,7 +1,8 @@
 """Train one shared negotiator policy with (Maskable)PPO by self-play plus scripted opponents.
 
 A run writes to `<output_dir>/<name>/seed-<seed>/`: TensorBoard logs in `tb/`, two checkpoints,
-`best/` (highest evaluation score so far) and `last/`, and `training.json` (wall time, steps/s).
+`best/` (highest evaluation score so far) and `last/`, and `training.json` (wall time with the
+imitation warm start if any, steps/s of the PPO part, the warm start's fit).
 Everything random is seeded from the config's seed (torch, the policy's sampling, each game's
 workload/mechanism/seat draws), and torch runs single-threaded by default, so the same config and
 seed repeat the same run.
@@ -28,9 +29,10 @@ from gpuparley.envs.scenario_generator import VALIDATION_SEEDS, sample_scenario
 from gpuparley.policy.learned import LearnedNegotiator
 from gpuparley.policy.runtime import NumpyMlp
 from gpuparley.train.checkpoint import ALGORITHMS, load_metrics, load_model, save_checkpoint
-from gpuparley.train.config import TrainConfig
+from gpuparley.train.config import TrainConfig, WarmStartConfig
 from gpuparley.train.evaluate import Baselines, evaluate, welfare_gap
-from gpuparley.train.opponents import SnapshotPool
+from gpuparley.train.imitation import collect, imitate
+from gpuparley.train.opponents import SnapshotPool, opponent_spec
 from gpuparley.train.scenario_sources import GeneratedGames
 from gpuparley.train.vec_env import MarketVecEnv
 from gpuparley.train.weights import policy_layers
@@ -86,6 +88,7 @@ def build_env(
         max_epochs=config.max_epochs,
         reward_shaping=config.reward_shaping,
         reward_scale=config.reward_scale,
+        reward_welfare=config.reward_welfare,
         pool=pool,
         generated=generated_games(config),
     )
@@ -201,6 +204,8 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir_of(config)
         self.best_score = float("-inf")
+        self.imitation_accuracy: float | None = None
+        self.warm_start_seconds = 0.0
         set_random_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.pool = SnapshotPool(config.snapshots.pool_size)
@@ -216,8 +221,20 @@ class Trainer:
                 self.best_score = load_metrics(best).get("score", float("-inf"))
         else:
             self.model = build_model(config, self.env, self.run_dir / "tb")
+            if config.warm_start is not None:
+                started = time.perf_counter()
+                self.imitation_accuracy = self.warm_start(config.warm_start)
+                self.warm_start_seconds = time.perf_counter() - started
         self.pool.add(policy_layers(self.model.policy))  # never an empty pool
         self.pool.set_current(policy_layers(self.model.policy))
+
+    def warm_start(self, spec: WarmStartConfig) -> float:
+        """Imitate `spec.imitate` before PPO (`train.imitation`); the fitted share."""
+        teacher = opponent_spec(spec.imitate).negotiator(self.config.seed)
+        teacher.reset(self.config.seed)
+        demonstrations = collect(self.env, teacher, spec.decisions)
+        self.env.seed(self.config.seed)  # PPO's first reset replays the same draws
+        return imitate(self.model, demonstrations, spec.epochs, seed=self.config.seed)
 
     def checkpoint(self, model: BaseAlgorithm, logger: Any = None) -> dict[str, Any]:
         """Evaluate, save `last/`, and `best/` when the score improved."""
@@ -266,10 +283,12 @@ class Trainer:
             "config": self.config.name,
             "seed": self.config.seed,
             "timesteps": int(self.model.num_timesteps),
-            "wall_seconds": seconds,
+            "wall_seconds": seconds + self.warm_start_seconds,
+            "warm_start_seconds": self.warm_start_seconds,
             "cpu_seconds": time.process_time() - cpu_started,
             "steps_per_second": steps / max(seconds, 1e-9),
             "threads": self.config.threads,
+            "imitation_accuracy": self.imitation_accuracy,
         }
         (self.run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         return TrainResult(

@@ -3,7 +3,8 @@
 One policy plays all learner seats, so each seat is one sub-environment of the VecEnv: sb3 sees
 `num_envs = sum of learner seats over the games`, steps them with one batched forward pass, and
 learns from all their experience. The other seats of each game are played by opponents (scripted
-negotiators or frozen snapshots), re-drawn every episode (`opponents.draw_seats`).
+negotiators, frozen snapshots, or a frozen copy of the current policy), re-drawn every episode
+(`opponents.draw_seats`).
 
 Each game draws its scenario from a source (`train.scenario_sources`): one bundled scenario, or
 a new generated one every episode; either way the learner plays a fixed number of its seats, so
@@ -14,9 +15,11 @@ draw.
 
 Observations given to the policy are the encoder's feature vector only; legal-action masks are
 served by `action_masks()`, the hook sb3-contrib's MaskablePPO calls. Rewards are each seat's
-utility in units of its own budget per epoch (times `reward_scale`), so tenants of different
-sizes and scenarios train on comparable scales; `infos[i]["episode"]` has the scaled return
-(`r`, what sb3 logs) and the raw utility in credits.
+utility, plus `reward_welfare` x the value every agent realised in the step divided by the
+number of agents (0 by default: a selfish tenant), in units of the seat's own budget per epoch
+(times `reward_scale`), so tenants of different sizes and scenarios train on comparable scales;
+`infos[i]["episode"]` has the scaled return (`r`, what sb3 logs), the raw utility and the
+market's welfare (value realised by every agent) in credits.
 """
 
 from __future__ import annotations
@@ -106,6 +109,11 @@ class _Game:
         if self._current is not None:
             self._current.close()
 
+    def realised(self) -> float:
+        """The value every agent has realised so far this episode (credits)."""
+        market = self.env.market
+        return sum(market.utility.values()) if market is not None else 0.0
+
 
 class MarketVecEnv(VecEnv):
     """Learner seats of `copies` games per bundled scenario and of the `generated` games, as
@@ -123,10 +131,12 @@ class MarketVecEnv(VecEnv):
         reward_scale: float = 1.0,
         pool: SnapshotPool | None = None,
         generated: GeneratedGames | None = None,
+        reward_welfare: float = 0.0,
     ) -> None:
         self.mix = dict(mix or {"self": 1.0})
         self.pool = pool
         self.reward_scale = reward_scale
+        self.reward_welfare = reward_welfare
         self.render_mode = None
         env_kwargs = {"max_epochs": max_epochs, "reward_shaping": reward_shaping}
         sources: list[ScenarioSource] = [
@@ -138,9 +148,8 @@ class MarketVecEnv(VecEnv):
         if not sources:
             raise ValueError("no scenarios and no generated games to train on")
         self.games = [
-            _Game(source, mechanisms, np.random.default_rng(), env_kwargs, learners)
-            for source in sources
-            if (learners := source.learner_seats(self.mix))
+            _Game(source, mechanisms, np.random.default_rng(), env_kwargs, seats)
+            for source, seats in ((s, s.learner_seats(self.mix)) for s in sources)
         ]
         self.slots: list[tuple[int, int]] = [
             (g, k) for g, game in enumerate(self.games) for k in range(game.learners)
@@ -159,7 +168,8 @@ class MarketVecEnv(VecEnv):
 
     # -- seeding and seats ------------------------------------------------------------------
     def _reseed(self, seed: int) -> None:
-        """Each game's draws (mechanism, workload seed, seats) come from its own seeded stream."""
+        """Each game's draws (scenario, mechanism, workload seed, seats) come from its own seeded
+        stream."""
         for index, game in enumerate(self.games):
             game.rng = np.random.default_rng([seed, index])
 
@@ -211,14 +221,16 @@ class MarketVecEnv(VecEnv):
                 actions[agent] = negotiator.act(
                     obs["observation"], obs["action_mask"], game.env.views[agent]
                 )
+            realised = game.realised()
             observations, step_rewards, terminated, truncated, _ = game.env.step(actions)
+            shared = self.reward_welfare * (game.realised() - realised) / len(game.budgets)
             game.observations = observations
             game.length += 1
             finished = not game.env.agents
             for i in slots:
                 agent = game.plan.learners[self.slots[i][1]]
                 raw = step_rewards[agent]
-                rewards[i] = raw / game.budgets[agent] * self.reward_scale
+                rewards[i] = (raw + shared) / game.budgets[agent] * self.reward_scale
                 game.returns[agent] += float(rewards[i])
                 game.utility[agent] += raw
                 if finished:
@@ -231,6 +243,7 @@ class MarketVecEnv(VecEnv):
                             "l": game.length,
                             "t": round(time.perf_counter() - game.started, 6),
                             "utility": game.utility[agent],
+                            "welfare": game.realised(),
                         },
                     }
             if finished:
