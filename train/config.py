@@ -130,11 +130,13 @@ class GeneratorConfig(_Strict):
 
 class WarmStartConfig(_Strict):
     """Imitation before PPO (`train.imitation`): `decisions` of the `imitate` negotiator in the
-    learner's seats, fitted for `epochs` passes."""
+    learner's seats, fitted for `epochs` passes, `smoothing` of the target spread over every
+    legal action (the exploration PPO starts with)."""
 
     imitate: str = "scripted:truthful"
     decisions: PositiveInt = 30_000
     epochs: PositiveInt = 10
+    smoothing: float = Field(default=0.1, ge=0, lt=1)
 
     @field_validator("imitate")
     @classmethod

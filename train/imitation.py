@@ -5,8 +5,10 @@ out that bidding at all is worth something, and lands wherever the noise of self
 Starting from a negotiator that already plays sensibly (the truthful one, by default) turns the
 question into "where does deviating from it pay?". The warm start collects the teacher's
 decisions in the learner's own seats of the training games (the opponents drawn as in
-training), then fits the actor by cross-entropy on the legal actions only (the masked logits);
-PPO continues from there. The value head is left to PPO.
+training), then fits the actor by cross-entropy on the legal actions only (the masked logits),
+with some of the target spread over every legal action so that the policy is not so sure of
+itself that PPO never tries anything else; PPO continues from there. The value head is left to
+PPO.
 """
 
 from __future__ import annotations
@@ -56,12 +58,14 @@ def imitate(
     model: BaseAlgorithm,
     demonstrations: Demonstrations,
     epochs: int,
+    smoothing: float = 0.0,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     seed: int = 0,
 ) -> float:
-    """Fit the actor to the demonstrations (masked cross-entropy); returns the share of them
-    the fitted policy's argmax reproduces."""
+    """Fit the actor to the demonstrations (masked cross-entropy, the target spreading
+    `smoothing` of its mass over the legal actions, so that PPO still explores); returns the
+    share of them the fitted policy's argmax reproduces."""
     policy = model.policy
     actor = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
     optimiser = torch.optim.Adam(actor, lr=learning_rate)
@@ -73,8 +77,12 @@ def imitate(
         order = torch.randperm(len(targets), generator=generator)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            logits = _logits(policy, observations[batch]).masked_fill(illegal[batch], -1e9)
-            loss = torch.nn.functional.cross_entropy(logits, targets[batch])
+            legal = ~illegal[batch]
+            logits = _logits(policy, observations[batch]).masked_fill(~legal, -1e9)
+            target = torch.nn.functional.one_hot(targets[batch], logits.shape[1]).float()
+            spread = legal.float() / legal.sum(dim=1, keepdim=True)
+            target = (1 - smoothing) * target + smoothing * spread
+            loss = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -2,7 +2,9 @@
 
 A run writes to `<output_dir>/<name>/seed-<seed>/`: TensorBoard logs in `tb/`, two checkpoints,
 `best/` (highest evaluation score so far) and `last/`, and `training.json` (wall time with the
-imitation warm start if any, steps/s of the PPO part, the warm start's fit).
+imitation warm start if any, steps/s of the PPO part, the warm start's fit). A warm-started
+policy is evaluated before PPO begins, so `best/` may be the imitation itself (its
+`metrics.json` says at which step it was taken).
 Everything random is seeded from the config's seed (torch, the policy's sampling, each game's
 workload/mechanism/seat draws), and torch runs single-threaded by default, so the same config and
 seed repeat the same run.
@@ -234,7 +236,9 @@ class Trainer:
         teacher.reset(self.config.seed)
         demonstrations = collect(self.env, teacher, spec.decisions)
         self.env.seed(self.config.seed)  # PPO's first reset replays the same draws
-        return imitate(self.model, demonstrations, spec.epochs, seed=self.config.seed)
+        return imitate(
+            self.model, demonstrations, spec.epochs, spec.smoothing, seed=self.config.seed
+        )
 
     def checkpoint(self, model: BaseAlgorithm, logger: Any = None) -> dict[str, Any]:
         """Evaluate, save `last/`, and `best/` when the score improved."""
@@ -269,6 +273,8 @@ class Trainer:
         callback = TrainingCallback(self, progress, task)
         start_steps = self.model.num_timesteps
         started, cpu_started = time.perf_counter(), time.process_time()
+        if self.imitation_accuracy is not None and start_steps == 0:
+            self.checkpoint(self.model)  # the warm-started policy is a candidate for `best` too
         self.model.learn(
             total_timesteps=max(total - start_steps, 0),
             callback=callback,

@@ -8,6 +8,7 @@ from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
 from gpuparley.agents.negotiators.strategies import (
     Aggressive,
     BudgetPacing,
+    DeadlineAware,
     TitForTat,
     boulware,
     conceder,
@@ -21,10 +22,19 @@ NEGOTIATORS: dict[str, Callable[[int], Negotiator]] = {
     "boulware": lambda seed: boulware(),
     "conceder": lambda seed: conceder(),
     "tit-for-tat": lambda seed: TitForTat(),
+    "deadline-aware": lambda seed: DeadlineAware(),
     "random": RandomNegotiator,
 }
 
-SCRIPTED = ("truthful", "aggressive", "budget-pacing", "boulware", "conceder", "tit-for-tat")
+SCRIPTED = (
+    "truthful",
+    "aggressive",
+    "budget-pacing",
+    "boulware",
+    "conceder",
+    "tit-for-tat",
+    "deadline-aware",
+)
 
 
 def make_negotiator(name: str, seed: int = 0) -> Negotiator:

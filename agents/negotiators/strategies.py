@@ -13,6 +13,9 @@ the target is chosen:
 * conceder      - the same with beta = 5: concedes early.
 * tit-for-tat   - reciprocates: answers an offer at (2 - the opponent's level), i.e. concedes as
                   much as the other side did; in the auction it follows the last clearing price.
+* deadline-aware - truthful, except that a waiting job whose deadline is less than
+                  `URGENT_HOURS` away bids 1.5x its worth: earliest-deadline-first as a bid, so
+                  a job about to lose its value goes before one that can wait.
 
 "Time" for concession is the negotiation round over the maximum rounds when answering, and for
 bids the job's waiting time over its slack before the deadline (a job that waits longer bids
@@ -38,6 +41,7 @@ from gpuparley.envs.market.encoding import (
 from gpuparley.envs.market.negotiator import first_legal
 
 LOWEST, HIGHEST = PRICE_LEVELS[0], PRICE_LEVELS[-1]
+URGENT_HOURS = 2.0  # deadline-aware: slack below which a waiting job outbids
 
 
 def nearest_level(multiple: float) -> int:
@@ -140,6 +144,14 @@ class TitForTat(TargetStrategy):
     def answer_target(self, view: AgentView, inbox: InboxItem) -> float:
         their_level = inbox.price / max(inbox.anchor, 1e-9)
         return min(HIGHEST, max(LOWEST, 2.0 - their_level))
+
+
+class DeadlineAware(TargetStrategy):
+    name = "deadline-aware"
+
+    def bid_target(self, view: AgentView, slot: JobSlot) -> float:
+        urgent = not slot.renewal and slot.slack_hours < URGENT_HOURS
+        return HIGHEST if urgent else PRICE_LEVELS[TRUTHFUL_LEVEL]
 
 
 def boulware() -> TimeDependent:
