@@ -2,9 +2,9 @@
 
 A run writes to `<output_dir>/<name>/seed-<seed>/`: TensorBoard logs in `tb/`, two checkpoints,
 `best/` (highest evaluation score so far) and `last/`, and `training.json` (wall time with the
-imitation warm start if any, steps/s of the PPO part, the warm start's fit). A warm-started
-policy is evaluated before PPO begins, so `best/` may be the imitation itself (its
-`metrics.json` says at which step it was taken).
+imitation warm start if any, steps/s of the PPO part, the warm start's fit and evaluation
+score). A warm-started policy is evaluated before PPO begins, so `best/` may be the imitation
+itself (its `metrics.json` says at which step it was taken).
 Everything random is seeded from the config's seed (torch, the policy's sampling, each game's
 workload/mechanism/seat draws), and torch runs single-threaded by default, so the same config and
 seed repeat the same run.
@@ -208,6 +208,7 @@ class Trainer:
         self.best_score = float("-inf")
         self.imitation_accuracy: float | None = None
         self.warm_start_seconds = 0.0
+        self.warm_start_score: float | None = None
         set_random_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.pool = SnapshotPool(config.snapshots.pool_size)
@@ -274,7 +275,8 @@ class Trainer:
         start_steps = self.model.num_timesteps
         started, cpu_started = time.perf_counter(), time.process_time()
         if self.imitation_accuracy is not None and start_steps == 0:
-            self.checkpoint(self.model)  # the warm-started policy is a candidate for `best` too
+            # the warm-started policy is a candidate for `best` too
+            self.warm_start_score = self.checkpoint(self.model)["score"]
         self.model.learn(
             total_timesteps=max(total - start_steps, 0),
             callback=callback,
@@ -295,6 +297,7 @@ class Trainer:
             "steps_per_second": steps / max(seconds, 1e-9),
             "threads": self.config.threads,
             "imitation_accuracy": self.imitation_accuracy,
+            "warm_start_score": self.warm_start_score,
         }
         (self.run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         return TrainResult(
