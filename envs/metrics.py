@@ -162,8 +162,11 @@ def summarise(
     arrivals = [r.job.arrival for r in records if r.arrived]
     capacity = float(sim.state.gpu_count)
     timeline = sim.timeline
-    # Cluster-level averages cover the window in which the workload is offered (up to the last
-    # arrival), the same for every policy; the tail after it depends on how long a run lasts.
+    # Cluster-level averages cover the window in which the workload is offered, from the first
+    # arrival to the last, the same for every allocator: the tail after it depends on how long
+    # a run lasts, and the empty cluster before it on when an allocator's clock starts (a
+    # central scheduler's first event is the first arrival, a market's clock starts at 0).
+    offered_since = min(arrivals) if arrivals else None
     offered_until = max(arrivals) if arrivals and max(arrivals) > 0 else None
 
     summary: dict[str, Any] = {
@@ -174,11 +177,17 @@ def summarise(
             sum(r.remaining * r.job.gpus for r in records if r.finish is None) / 3600
         ),
         "sim_time": sim.now,
-        "allocation_ratio_mean": timeline.time_average("allocation_ratio", offered_until),
+        "allocation_ratio_mean": timeline.time_average(
+            "allocation_ratio", offered_until, offered_since
+        ),
         "allocation_ratio_peak": float(timeline.column("allocation_ratio").max(initial=0.0)),
-        "utilisation_mean": timeline.time_average("utilisation", offered_until),
-        "unallocated_gpus_mean": timeline.time_average("unallocated_gpus", offered_until),
-        "fragmented_gpus_mean": timeline.time_average("fragmented_gpus", offered_until),
+        "utilisation_mean": timeline.time_average("utilisation", offered_until, offered_since),
+        "unallocated_gpus_mean": timeline.time_average(
+            "unallocated_gpus", offered_until, offered_since
+        ),
+        "fragmented_gpus_mean": timeline.time_average(
+            "fragmented_gpus", offered_until, offered_since
+        ),
         "makespan": (max(finish.values()) - min(arrivals)) if done and arrivals else None,
     }
     summary.update(percentiles([finish[r.job.id] - r.job.arrival for r in done], "jct"))
