@@ -154,9 +154,7 @@ def test_a_lease_renews_only_the_job_it_was_signed_for(tmp_path):
 
 
 @pytest.mark.parametrize(("small_value", "preempted"), [(15.0, False), (50.0, True)])
-def test_a_bid_must_outbid_a_bundle_as_a_whole_to_take_its_place(
-    tmp_path, small_value, preempted
-):
+def test_a_bid_must_outbid_a_bundle_as_a_whole_to_take_its_place(tmp_path, small_value, preempted):
     """With a premium, a 1-GPU bid priced above a 4-GPU lease per GPU-hour preempts it only
     if its rent also beats the whole lease's: breaking up a gang loses all of its room."""
     agents = [{"name": n, "budget_per_epoch": RICH} for n in ("big", "small")]
