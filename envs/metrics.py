@@ -3,9 +3,10 @@
 Definitions follow `docs/reference.md` ("Metrics"):
 
 * Allocation ratio, utilisation, unallocated and fragmented GPUs (`timeline`) are time averages
-  over the window in which the workload is offered, from the start to the last arrival: every
+  over the window in which the workload is offered, from the first arrival to the last: every
   policy faces the same offered load there, while the tail after it lasts as long as a policy
-  takes to drain (and a market episode may be capped), which would make averages incomparable.
+  takes to drain (and a market episode may be capped), and the empty cluster before it as long
+  as an allocator's clock ran before the first job, which would make averages incomparable.
 * JCT = finish - arrival, over finished jobs (mean, p50, p95, p99); queueing delay = first
   start - arrival, overall and by QoS class; makespan = last finish - first arrival.
 * Finish-time fairness rho = T_shared / T_independent (Themis). T_shared is the job's JCT;
