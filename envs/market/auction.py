@@ -258,7 +258,8 @@ class Auction:
     ) -> tuple[list[Award], list[float], list[SealedBid]]:
         """Decide winners on the engine without touching the simulator, then restore it.
 
-        Returns the awards, each award's critical density (`_critical`) and the losing bids.
+        Returns the awards, each award's critical density (the second price per GPU-hour) and the
+        losing bids.
         """
         market = self.market
         state = market.sim.state
@@ -269,12 +270,16 @@ class Auction:
         awards: list[Award] = []
         lost_for_room: list[SealedBid] = []
         lost: list[SealedBid] = []
+        marks: list[int] = []  # per award: how many room losers ranked above it
         critical: list[float] = []
         spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
+        can_pay = market.ledger.can_pay
         try:
             for bid in ranked:
-                if bid.density < reserve or not self._affordable(bid, spent):
-                    lost.append(bid)
+                sender = bid.message.sender
+                least = self._least_payment(bid)
+                if bid.density < reserve or not can_pay(sender, spent.get(sender, 0.0) + least):
+                    lost.append(bid)  # below the reserve, or more than its owner can pay
                     continue
                 plan, kept = None, False
                 victims: tuple[Lease, ...] = ()
@@ -286,7 +291,7 @@ class Auction:
                         pass
                 if plan is None:
                     plan = market.plan(bid.job)
-                if plan is None and preemptible:
+                if plan is None and preemptible and preemptible[0][0] < bid.density:
                     plan, victims = self._plan_with_preemption(bid, preemptible, taken)
                 if plan is None:
                     lost_for_room.append(bid)
@@ -295,9 +300,15 @@ class Auction:
                 if not kept:
                     state.bind(bid.job, plan)
                 awards.append(Award(bid, plan, kept, victims))
-                sender = bid.message.sender
-                spent[sender] = spent.get(sender, 0.0) + self._least_payment(bid)
-            critical = [self._critical(award, lost_for_room) for award in awards]
+                marks.append(len(lost_for_room))
+                spent[sender] = spent.get(sender, 0.0) + least
+            # Second price: what each winner displaced, the first bid ranked below it that lost
+            # for room and would fit in the room it takes. A loser that could not use that room
+            # (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
+            critical = [
+                self._first_to_fit_in_room_of(award.bid.job, lost_for_room[mark:])
+                for award, mark in zip(awards, marks, strict=True)
+            ]
         finally:
             for award in awards:
                 state.release(award.bid.job)
@@ -306,16 +317,6 @@ class Auction:
             for job_id, held in saved.items():
                 state.bind(market.sim.jobs[job_id], held)
         return awards, critical, lost
-
-    def _critical(self, award: Award, lost_for_room: list[SealedBid]) -> float:
-        """The density of the first bid ranked below the award that lost for room and would fit
-        in the room the award takes (0 if none among the first `CRITICAL_SCAN`): what the winner
-        displaced, the density it must pay under second price. A loser that could not use that
-        room (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
-        """
-        rank = _rank(award.bid)
-        below = [b for b in lost_for_room if _rank(b) > rank]
-        return self._first_to_fit_in_room_of(award.bid.job, below)
 
     def _first_to_fit_in_room_of(self, job: Job, bids: list[SealedBid]) -> float:
         """The density of the first of `bids` (at most `CRITICAL_SCAN` tried) that would fit if
@@ -341,12 +342,6 @@ class Auction:
             gpu_hours = bid.job.gpus * market.epoch_seconds / HOUR
             price = min(price, market.config.reserve_price_per_gpu_hour * gpu_hours)
         return first_payment(market, price)
-
-    def _affordable(self, bid: SealedBid, spent: dict[str, float]) -> bool:
-        """Whether the bidder could pay the least an award of `bid` costs, on top of what its
-        awards ranked above cost (a standing bid may outlive the balance it was made with)."""
-        sender = bid.message.sender
-        return self.market.ledger.can_pay(sender, spent.get(sender, 0.0) + self._least_payment(bid))
 
     def _preemptible(self) -> list[tuple[float, Lease]]:
         """Running auction leases a bid may take the place of, with the price per GPU-hour it
