@@ -1,29 +1,37 @@
 """The market controller: the auctioneer and lease registry of one host cluster.
 
-It runs the very `Market` the simulator runs (`envs/market/core.py`: ledger, leases, clearing,
-message validation), driven by real messages instead of in-process calls:
+It runs the simulator's own market -- the `gpu_market_v1` environment over `Market`
+(`envs/market/`: ledger, leases, clearing, message validation; continuous or epoch clearing as
+the scenario says) -- driven by real messages instead of in-process calls, sub-step by sub-step:
 
-1. every sub-step, it publishes each agent's view (`agent_views`, the simulator's function) as
-   the ConfigMap `gpuparley-market-view` in that agent's home namespace, which only that agent can
-   read;
-2. it waits until every agent's `Negotiator` status says it answered that (epoch, sub-step), or
-   the sub-step times out (a silent agent passes: a partitioned agent only delays);
-3. it reads the `Offer` objects addressed to it (bids wait in their senders' home namespaces),
-   checks that the object's sender label and namespace agree with the message, takes at most
-   one bid per agent and sub-step (the decision's own, id `<agent>.<epoch>.<sub-step>`, first;
-   further valid bids are rejected as `duplicate`), hands each message to `Market.receive` (which
-   rejects malformed, stale, replayed, unauthorised and unaffordable ones with a reason, changing
-   nothing), and deletes them (consumed); objects already being deleted are ignored;
-4. at the epoch's end it clears, writes the new/renewed leases as `GPULease` objects in the
-   holders' namespaces (with the `grant` their pods must stay inside), ends the others by setting
-   `status.release`, and deletes pods in agent namespaces that no active lease covers
-   (`market_pods.py`: a lease is the only right to run, and its pods are checked against it).
+1. **views**: each agent with something to decide (a job to bid on, an offer to answer: the
+   environment's `has_decision`) gets its view (the environment's, with the time since its last
+   decision) as the ConfigMap `gpuparley-market-view` in its home namespace, which only that
+   agent can read; the others pass without being asked, as in the environment;
+2. **answers**: it waits (on a watch of the `Negotiator` objects) until every asked agent's status
+   says it answered this (epoch, sub-step), or the sub-step times out (a silent agent passes: a
+   partitioned agent only delays);
+3. **bids**: it takes the `Offer` objects addressed to it from its watch of them (`market_bids.py`:
+   forged, duplicate, malformed, stale, unaffordable ones are rejected with a reason);
+4. **commit**: the sub-step's inputs (accepted bids, passes) are appended to the market's journal
+   in the host apiserver (`market_state.py`), then the environment closes the sub-step
+   (`GPUMarketEnv.advance`: clearing when the round is over, the simulator moving to the next
+   clearing, rounds nobody decides in played out);
+5. **effects**: the leases are reconciled into `GPULease` objects in the holders' namespaces
+   (with the `grant` their pods must stay inside; ended ones get `status.release`), consumed
+   bids are deleted, pods no active lease covers are deleted at each clearing, and the gates of
+   a lease's pods are lifted as soon as all of them exist (`market_pods.py`, on a watch of the
+   host's pods); before the next views it waits until new leases are bound.
 
-Simplification (stated in deploy/README.md): the market's clock is logical (one epoch per
-clearing, not per `epoch_seconds` of wall time), and job progress comes from the market's
-simulator (the rig's KWOK containers compute nothing), so a job's lease ends "finished" when the
-model says it is done. The market's state lives in memory: a restarted controller starts a new
-market (the negotiators are the restart-safe side).
+**Restart-safe**: a controller killed at any point and started again (or a standby replica that
+takes over the leader election) replays the journal through the same environment, gets the same
+ledger, leases, lease ids and clock, checks them against the stored summary, reconciles the
+`GPULease` objects, and goes on from the sub-step it was in: no lease lost or doubled, no pod
+under a valid lease evicted, no job leased twice, credits conserved.
+
+Simplification (stated in deploy/README.md): the market's clock is logical (the simulator's; it
+moves at clearings, not with wall time), and job progress comes from the market's simulator (the
+rig's KWOK containers compute nothing), so a job's lease ends "finished" when the model says so.
 """
 
 from __future__ import annotations
@@ -38,20 +46,22 @@ from typing import Any
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.gpu_resources import env_node_resources
-from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.informer import Informer, Wakeup, wait_until
+from gpuparley.deploy.kube import ApiError, Kube, Unavailable
 from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.market_bids import BidIntake
+from gpuparley.deploy.market_leases import LeasePublisher
 from gpuparley.deploy.market_pods import LeasePods
+from gpuparley.deploy.market_state import MarketState, Record, StateError
 from gpuparley.deploy.telemetry import Telemetry
-from gpuparley.deploy.trace import LeaseEvent, epoch_events
-from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.encoding import view_to_dict
-from gpuparley.envs.market.episode import default_max_epochs
-from gpuparley.envs.market.messages import MARKET, Lease, MessageError, Release, parse_message
-from gpuparley.envs.market.views import agent_views
+from gpuparley.envs.market.messages import MARKET
+from gpuparley.envs.market.parallel_env import GPUMarketEnv, has_decision
 from gpuparley.envs.scenario import Scenario
 
 log = logging.getLogger("gpuparley.market")
 STATUS_CONFIGMAP = "gpuparley-market"
+BID_ARRIVAL_SECONDS = 2.0  # how long an announced bid may lag its sender's status in the watch
 
 
 class MarketSetupError(RuntimeError):
@@ -95,30 +105,63 @@ class MarketController:
         *,
         substep_timeout: float = 10.0,
         placement_timeout: float = 30.0,
-        poll_interval: float = 0.02,
         max_epochs: int | None = None,
         telemetry: Telemetry | None = None,
         trace_path: str | Path | None = None,
     ) -> None:
         self.kube = kube
-        self.market = Market(scenario, seed, mechanism)
-        if self.market.mechanism.name != "auction":
+        self.env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
+        self.env.reset(seed=seed)
+        market = self.env.market
+        assert market is not None
+        self.market = market
+        if market.mechanism.name != "auction":
             raise MarketSetupError(
                 "the in-cluster market runs the auction only (bargaining needs peer-to-peer "
                 "threads the controller does not route yet); use mechanism=auction"
             )
-        self.agents = list(self.market.agents)
+        self.agents = list(market.agents)
+        self.seq = 0  # sub-steps closed: the journal's length
         self.substep_timeout = substep_timeout
-        self.placement_timeout = placement_timeout
-        self.placement_timeouts = 0
-        self.poll_interval = poll_interval
-        self.max_epochs = max_epochs or default_max_epochs(scenario, self.market)
+        self.max_epochs = self.env.max_epochs
         self.telemetry = telemetry or Telemetry("market")
-        self.trace: list[LeaseEvent] = []
-        self.trace_path = Path(trace_path) if trace_path else None
-        self.rejected: Counter[str] = Counter()
         self.timeouts: Counter[str] = Counter()
-        self.pods = LeasePods(kube, self.market, self.agents, self.telemetry)
+        self.resumed_at = 0  # the journal length this process started from
+        self.state = MarketState(
+            kube,
+            {
+                "scenario": scenario.name,
+                "seed": seed,
+                "mechanism": market.mechanism.name,
+                "clearing": market.clearing,
+            },
+        )
+        self.wakeup = Wakeup()
+        everywhere = None
+        self.negotiators = Informer(kube, "negotiators", everywhere, notify=self.wakeup)
+        receiver = f"{objects.RECEIVER_LABEL}={MARKET}"
+        self.offers = Informer(kube, "offers", everywhere, selector=receiver, notify=self.wakeup)
+        self.pod_watch = Informer(kube, "pods", everywhere, notify=self.wakeup)
+        self.informers = [self.negotiators, self.offers, self.pod_watch]
+        self.bids = BidIntake(kube, market, self.telemetry)
+        self.pods = LeasePods(kube, market, self.agents, self.telemetry, self.pod_watch.objects)
+        self.leases = LeasePublisher(
+            kube,
+            market,
+            self.pods,
+            self.telemetry,
+            self.wakeup,
+            placement_timeout,
+            Path(trace_path) if trace_path else None,
+        )
+
+    @property
+    def trace(self) -> list[Any]:
+        return self.leases.recorder.events
+
+    @property
+    def rejected(self) -> Counter[str]:
+        return self.bids.rejected
 
     # ------------------------------------------------------------------ the loop
     @property
@@ -131,80 +174,133 @@ class MarketController:
         """Step until the workload is done (or the epoch cap, or `should_stop`); the summary.
 
         With an `elector` (several replicas, `--leader-elect`) only the leader steps; a standby
-        waits, and takes over with a *new* market if the leader goes (the ledger lives in the
-        leader's memory: the stated limit of this controller). A leader that cannot renew stops
-        stepping before anyone else may take over."""
+        waits, and when it takes over it resumes the market from the state in the apiserver.
+        A leader that cannot renew stops stepping before anyone else may take over."""
         check_host_nodes(self.kube, self.market.scenario)
         while elector is not None and not should_stop() and not elector.try_acquire_or_renew():
             self.telemetry.heartbeat()
             self.telemetry.leader.set(0)
             time.sleep(elector.duration / 5)
+        self.resume()
+        for informer in self.informers:
+            informer.start()
+        for informer in self.informers:
+            informer.wait_synced(30.0)
         self.telemetry.ready = True
         renewed = time.monotonic()
-        while not self.done and not should_stop():
-            if elector is not None:
-                if time.monotonic() - renewed > elector.duration / 3:
-                    elector.try_acquire_or_renew()
-                    renewed = time.monotonic()
-                self.telemetry.leader.set(1 if elector.is_leader else 0)
-                if not elector.is_leader:
-                    raise MarketSetupError("lost the market's leadership; exiting to restart")
-            self.substep()
+        try:
+            while not self.done and not should_stop():
+                if elector is not None:
+                    if time.monotonic() - renewed > elector.duration / 3:
+                        elector.try_acquire_or_renew()
+                        renewed = time.monotonic()
+                    self.telemetry.leader.set(1 if elector.is_leader else 0)
+                    if not elector.is_leader:
+                        raise MarketSetupError("lost the market's leadership; exiting to restart")
+                self.substep()
+        except StateError as exc:
+            raise MarketSetupError(str(exc)) from None
+        finally:
+            for informer in self.informers:
+                informer.stop()
         return self.publish_status()
 
+    def resume(self) -> None:
+        """Replay the stored journal (nothing for a new market), check the state it gives
+        against the stored summary, and reconcile the GPULease objects with it."""
+        try:
+            records = self.state.load()
+        except StateError as exc:
+            raise MarketSetupError(str(exc)) from None
+        existing = self.kube.list("gpuleases")
+        if not records and existing:
+            names = ", ".join(o["metadata"]["name"] for o in existing[:3])
+            raise MarketSetupError(
+                f"GPULease objects of an earlier market exist ({names}, ...) but no market state: "
+                "delete them before starting a new market (their ids would collide)"
+            )
+        for record in records[:-1]:
+            self._replay(record)
+        if records:  # the summary is of the state the last record was applied to
+            self._check_summary(self.state.summary)
+            self._restore_counters(self.state.summary.get("counters") or {})
+            self._replay(records[-1])
+            log.info("market resumed", extra={"substeps": self.seq, "epoch": self.market.epoch})
+        self.resumed_at = self.seq
+        self.leases.changes = []  # the replayed sub-steps' effects: reconciled here instead
+        self.leases.adopt(existing)
+        self.leases.publish()
+        self.pods.enforce()
+        self.leases.rewrite_trace()
+
+    def _replay(self, record: Record) -> None:
+        """Close one stored sub-step again: its bids received anew (each must be accepted
+        again, or the journal is not this market's), then `_close`."""
+        for spec in record.bids:
+            receipt = self.market.receive(spec)
+            if not receipt.accepted:
+                raise MarketSetupError(
+                    f"the journal does not replay: bid {spec.get('id')!r} at sub-step {self.seq} "
+                    f"is now rejected ({receipt.reason})"
+                )
+            self.bids.consumed.add(str(spec.get("id")))
+        self._close(record)
+
+    def _close(self, record: Record) -> None:
+        """Close the sub-step whose bids the market took: the passes, then the environment."""
+        self.market.passed.update(record.passed)
+        self.env.advance()
+        self.seq += 1
+
     def substep(self) -> None:
-        """Publish the views, collect the answers, apply them, and close the sub-step."""
+        """Ask the agents with a decision, take their bids, commit, close, publish."""
         market = self.market
         self.telemetry.heartbeat()
-        token = (market.epoch, market.substep)
+        token = (market.epoch, self.seq)
         started = time.perf_counter()
-        self._publish_views()
-        # The views are out (holders learn of new leases from them); an epoch only runs once
-        # the leases of the last clearing are real.
-        if market.substep == 0 and not self.pods.await_placements(
-            self.placement_timeout, self.poll_interval
-        ):
-            self.placement_timeouts += 1
-            self.telemetry.rejections.labels("placement-timeout").inc()
-        answers = self._wait_for_answers(token)
-        before, seen = dict(market.leases), len(market.releases)
-        self._receive_bids()
-        for agent in self.agents:
-            if answers.get(agent) is None:
+        deciders = [a for a in self.agents if has_decision(self.env.views[a])]
+        self._publish_views(deciders, token)
+        answers = self._wait_for_answers(deciders, token)
+        decision = {a: f"{a}.{token[0]}.{token[1]}" for a in self.agents}
+        accepted = self.bids.receive(self._offers(answers), decision)
+        for agent in deciders:
+            if agent not in answers:
                 self.timeouts[agent] += 1
                 self.telemetry.rejections.labels("timeout").inc()
-            if answers.get(agent) != "bid":
-                market.passed.add(agent)
-        epoch = market.epoch
-        ended = market.end_substep()
-        events = epoch_events(market, before, seen, epoch)
-        self._publish_leases(events)
+        passed = [a for a in self.agents if answers.get(a, ("pass", ""))[0] != "bid"]
+        clearings = market.clearings
+        record = Record(accepted, passed)
+        self._commit(record)  # before anything of this sub-step leaves the controller
+        self._close(record)
+        self.bids.consume()
+        self.leases.apply_changes()
+        events = self.leases.write_trace()
         log.info(
             "sub-step closed",
             extra={
                 "epoch": token[0],
                 "substep": token[1],
-                "bids": sum(1 for a in answers.values() if a == "bid"),
+                "asked": len(deciders),
+                "bids": len(accepted),
                 "leases_changed": len(events),
                 "seconds": round(time.perf_counter() - started, 4),
             },
         )
         self.telemetry.price.labels("clearing").set(market.last_price)
         self.telemetry.price.labels("reference").set(market.reference_price)
-        if ended:
+        if market.clearings != clearings:
             self.telemetry.epoch.set(market.epoch)
             self.pods.enforce()
             self.publish_status()
 
     # ------------------------------------------------------------------ views and answers
-    def _publish_views(self) -> None:
-        market = self.market
-        for agent, view in agent_views(market).items():
+    def _publish_views(self, agents: list[str], token: tuple[int, int]) -> None:
+        for agent in agents:
             document = {
-                "epoch": market.epoch,
-                "substep": market.substep,
-                "term_epochs": market.term_epochs,
-                "view": view_to_dict(view),
+                "epoch": token[0],
+                "substep": token[1],
+                "term_epochs": self.market.term_epochs,
+                "view": view_to_dict(self.env.views[agent]),
             }
             self.kube.apply_configmap(
                 objects.agent_namespace(agent),
@@ -212,120 +308,100 @@ class MarketController:
                 {objects.VIEW_KEY: json.dumps(document)},
             )
 
-    def _wait_for_answers(self, token: tuple[int, int]) -> dict[str, str]:
-        """agent -> its action ("bid" or "pass") for this sub-step; missing if it timed out."""
-        deadline = time.monotonic() + self.substep_timeout
-        while True:
-            answers = {}
-            for negotiator in self.kube.list("negotiators"):
-                status = negotiator.get("status") or {}
-                agent = (negotiator.get("spec") or {}).get("agent")
-                home = negotiator["metadata"].get("namespace")
-                if agent not in self.agents or home != objects.agent_namespace(agent):
-                    continue  # a Negotiator object elsewhere cannot answer for an agent
-                if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
-                    answers[agent] = status.get("action", "pass")
-            if len(answers) == len(self.agents) or time.monotonic() > deadline:
-                return answers
-            time.sleep(self.poll_interval)
+    def _answers(self, token: tuple[int, int]) -> dict[str, tuple[str, str]]:
+        """agent -> (its action, its message id) for this sub-step, from the Negotiator watch."""
+        answers = {}
+        for negotiator in self.negotiators.objects():
+            status = negotiator.get("status") or {}
+            agent = (negotiator.get("spec") or {}).get("agent")
+            home = negotiator["metadata"].get("namespace")
+            if agent not in self.agents or home != objects.agent_namespace(agent):
+                continue  # a Negotiator object elsewhere cannot answer for an agent
+            if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
+                answers[agent] = (status.get("action", "pass"), str(status.get("message") or ""))
+        return answers
 
-    def _receive_bids(self) -> None:
-        """Hand the bids addressed to the market to it, at most one per agent, and consume them.
+    def _wait_for_answers(
+        self, agents: list[str], token: tuple[int, int]
+    ) -> dict[str, tuple[str, str]]:
+        """The asked agents' answers; those that did not answer in time are missing. Leases'
+        pods are admitted meanwhile (the wait is on the same watches)."""
+        answers: dict[str, tuple[str, str]] = {}
 
-        Bids wait in their senders' home namespaces (one list request across them, by receiver
-        label). An object whose namespace or label disagrees with its sender is `forged`. Of an
-        agent's valid bids for this sub-step only one reaches the market -- its decision's own
-        (`<agent>.<epoch>.<sub-step>`) if present, else the first by name; the rest are
-        `duplicate` (one action per agent per sub-step, as in the simulator). Objects already
-        being deleted (a finalizer holds them) were consumed before and are skipped.
-        """
-        order = {agent: i for i, agent in enumerate(self.agents)}
-        decision = {a: f"{a}.{self.market.epoch}.{self.market.substep}" for a in self.agents}
-        selector = f"{objects.RECEIVER_LABEL}={MARKET}"
-        offers = [
-            o
-            for o in self.kube.list("offers", None, selector=selector)
-            if not o["metadata"].get("deletionTimestamp")
-        ]
+        def all_in() -> bool:
+            nonlocal answers
+            self.pods.admit(self.pods.lease_pods())
+            answers = {a: v for a, v in self._answers(token).items() if a in agents}
+            return len(answers) == len(agents)
 
-        def rank(obj: dict[str, Any]) -> tuple[int, bool, str]:
-            spec = obj.get("spec") or {}
-            sender = spec.get("sender")
-            mine = isinstance(sender, str) and spec.get("id") == decision.get(sender)
-            return order.get(sender, len(order)), not mine, obj["metadata"]["name"]
+        wait_until(self.wakeup, all_in, self.substep_timeout)
+        return answers
 
-        bid_from: set[str] = set()
-        for obj in sorted(offers, key=rank):
-            spec = obj.get("spec") or {}
-            meta = obj["metadata"]
-            sender = spec.get("sender")
-            if (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender:
-                self._rejected("forged", obj, "sender label and message sender differ")
-            elif not isinstance(sender, str) or meta.get("namespace") != objects.agent_namespace(
-                sender
-            ):
-                self._rejected("forged", obj, "a bid must wait in its sender's home namespace")
-            elif sender in bid_from and self._valid_bid(sender, spec):
-                self._rejected("duplicate", obj, "one bid per agent and sub-step")
-            else:
-                before = Counter(self.market.stats.rejected)
-                receipt = self.market.receive(spec)
-                if receipt.accepted:
-                    bid_from.add(sender)
-                    self.telemetry.messages.labels(spec.get("kind", "?"), "received").inc()
-                else:
-                    category = next(iter(self.market.stats.rejected - before), "invalid")
-                    self._rejected(category, obj, receipt.reason)
-            self.kube.delete("offers", meta["namespace"], meta["name"])
+    def _offers(self, answers: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+        """The Offers addressed to the market, once every announced bid is among them (the bid
+        is created before its sender's status, but two watches do not keep that order); a list
+        request if one does not show up in time."""
+        announced = {m for action, m in answers.values() if action == "bid" and m}
 
-    def _valid_bid(self, sender: str, spec: dict[str, Any]) -> bool:
-        """Whether `spec` is a bid the market would take from `sender` now, by the checks that
-        change nothing (so a second bid is a `duplicate`, while junk keeps its own reason)."""
-        try:
-            message = parse_message(spec)
-        except MessageError:
-            return False
-        if message.kind != "Bid" or message.sender != sender or message.epoch != self.market.epoch:
-            return False
-        job, _reason = self.market.job_asked_for(sender, message.demand)
-        return job is not None
+        def arrived() -> bool:
+            return announced <= {(o.get("spec") or {}).get("id") for o in self.offers.objects()}
 
-    def _rejected(self, category: str, obj: dict[str, Any], reason: str) -> None:
-        self.rejected[category] += 1
-        self.telemetry.rejections.labels(category).inc()
-        log.warning(
-            "message rejected",
-            extra={"category": category, "object": obj["metadata"]["name"], "reason": reason},
-        )
+        if wait_until(self.wakeup, arrived, BID_ARRIVAL_SECONDS):
+            return self.offers.objects()
+        return self.kube.list("offers", None, selector=f"{objects.RECEIVER_LABEL}={MARKET}")
 
-    # ------------------------------------------------------------------ leases and pods
-    def _publish_leases(self, events: list[LeaseEvent]) -> None:
+    # ------------------------------------------------------------------ state
+    def _summary(self) -> dict[str, Any]:
         market = self.market
-        released = {lease.lease_id: (lease, rel) for lease, rel in market.releases}
-        for event in events:
-            self.trace.append(event)
-            if event.event == "released":
-                lease, release = released[event.lease_id]
-                self._write_lease(lease, release)
-            else:
-                self._write_lease(market.leases[event.lease_id], None)
-                self.telemetry.agreements.inc()
-        self.telemetry.leases.set(len(market.leases))
-        if events and self.trace_path is not None:
-            with self.trace_path.open("a") as out:
-                for event in events:
-                    out.write(json.dumps(event.to_json()) + "\n")
+        return {
+            "substeps": self.seq,
+            "epoch": market.epoch,
+            "now": round(market.sim.now, 6),
+            "leases": sorted(market.leases),
+            "released": len(market.releases),
+            "balances": {a: round(b, 6) for a, b in market.ledger.balances.items()},
+            "counters": {
+                "rejected": dict(self.bids.rejected),
+                "timeouts": dict(self.timeouts),
+                "placement_timeouts": self.leases.placement_timeouts,
+                "evicted": self.pods.evicted,
+                "misfits": dict(self.pods.misfits),
+                "reclaimed_pods": self.pods.reclaimed_pods,
+            },
+        }
 
-    def _write_lease(self, lease: Lease, release: Release | None) -> None:
-        obj = objects.gpulease_object(lease, self.pods.grant(lease))
-        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        if not self.kube.create("gpuleases", namespace, obj):
-            self.kube.merge_patch(
-                "gpuleases", namespace, name, {"spec": obj["spec"], "grant": obj["grant"]}
+    def _check_summary(self, stored: dict[str, Any]) -> None:
+        replayed = self._summary()
+        differ = [k for k in stored if k != "counters" and stored[k] != replayed.get(k)]
+        if differ:
+            raise MarketSetupError(
+                f"the replayed market differs from the stored state in {', '.join(differ)} "
+                f"(stored {[stored[k] for k in differ]}, replayed {[replayed[k] for k in differ]})"
+                ": the scenario or the code changed since that run"
             )
-        if release is not None:
-            status = {"status": {"release": release.model_dump(mode="json")}}
-            self.kube.merge_patch("gpuleases/status", namespace, name, status)
+
+    def _restore_counters(self, counters: dict[str, Any]) -> None:
+        self.bids.rejected.update(counters.get("rejected") or {})
+        self.timeouts.update(counters.get("timeouts") or {})
+        self.leases.placement_timeouts = int(counters.get("placement_timeouts") or 0)
+        self.pods.evicted.extend(counters.get("evicted") or [])
+        self.pods.misfits.update(counters.get("misfits") or {})
+        self.pods.reclaimed_pods = int(counters.get("reclaimed_pods") or 0)
+
+    def _commit(self, record: Record) -> None:
+        """Write the sub-step's inputs to the journal, with the summary of the state they are
+        applied to; retried while the apiserver is unreachable (the market cannot go on
+        without it), StateError if deposed."""
+        delay = 0.1
+        while True:
+            try:
+                self.state.commit(record, self._summary())
+                return
+            except Unavailable as exc:
+                log.warning("cannot commit the sub-step; retrying", extra={"error": str(exc)})
+                self.telemetry.heartbeat()
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     # ------------------------------------------------------------------ status
     def publish_status(self) -> dict[str, Any]:
@@ -334,12 +410,14 @@ class MarketController:
         extras = market.summary_extras()
         status = {
             "epoch": market.epoch,
+            "substeps": self.seq,
+            "resumed_at": self.resumed_at,
             "finished": market.finished,
             "done": self.done,
             "leases_active": len(market.leases),
-            "rejected": dict(self.rejected),
+            "rejected": dict(self.bids.rejected),
             "timeouts": dict(self.timeouts),
-            "placement_timeouts": self.placement_timeouts,
+            "placement_timeouts": self.leases.placement_timeouts,
             "evicted_pods": len(self.pods.evicted),
             "evicted": self.pods.evicted[-20:],
             "misfit_pods": dict(self.pods.misfits),

@@ -43,6 +43,9 @@ class Run:
     denials: dict[str, int] = field(default_factory=dict)
     attacks: list[dict[str, Any]] = field(default_factory=list)
     final_agent_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    markets: list[str] = field(default_factory=list)  # the market processes' names
+    faults: dict[str, Any] = field(default_factory=dict)  # what a test's `during` did
+    leases_left: list[dict[str, Any]] = field(default_factory=list)  # GPULeases at the end
 
 
 def market_epoch(host: Kube) -> int:
@@ -79,6 +82,7 @@ def market_run(
     replicas: dict[str, int] | None = None,
     substep_timeout: float = 15.0,
     hostile: frozenset[str] = frozenset(),
+    market_replicas: int = 1,
 ) -> Iterator[Run]:
     missing = build.missing_binaries()
     if missing:
@@ -99,9 +103,9 @@ def market_run(
         rig.prepare()
         observer = Observer(state, list(AGENTS))
         observer.start()
-        rig.start_all(replicas)
+        run.markets = rig.start_all(replicas, market_replicas=market_replicas)
         during(run)
-        run.status = rig.wait_market(timeout=300)
+        run.status = rig.wait_market(timeout=300, names=run.markets)
         run.trace = rig.trace()
         agent_planes = {agent: Kube(state.agent(agent).kubeconfig) for agent in AGENTS}
 

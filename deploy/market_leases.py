@@ -1,0 +1,143 @@
+"""The market's leases on the host: `GPULease` objects that say what the market holds.
+
+Each closed sub-step's changes (the environment may close many in one step) are collected in
+order and published after the sub-step is committed (`apply_changes`): its new and renewed
+leases, then -- once their pods are bound, so a job the model starts and finishes between two
+clearings still runs on the cluster -- its releases (`status.release`). Writes are made only
+where an object differs from the market's record (`publish` compares everything, so it is also
+the reconcile after a restart: nothing missing, nothing doubled, nothing left active that the
+market ended). The lease trace (`trace.py`) is written alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.informer import Wakeup
+from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.market_pods import LeasePods, lease_key
+from gpuparley.deploy.telemetry import Telemetry
+from gpuparley.deploy.trace import LeaseRecorder
+from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.messages import Lease, Release
+
+
+class LeasePublisher:
+    """Collects lease changes sub-step by sub-step and writes them to the host."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        market: Market,
+        pods: LeasePods,
+        telemetry: Telemetry,
+        wakeup: Wakeup,
+        placement_timeout: float,
+        trace_path: Path | None,
+    ) -> None:
+        self.kube = kube
+        self.market = market
+        self.pods = pods
+        self.telemetry = telemetry
+        self.wakeup = wakeup
+        self.placement_timeout = placement_timeout
+        self.placement_timeouts = 0
+        self.trace_path = trace_path
+        self.recorder = LeaseRecorder()
+        self.recorder.follow(market)
+        market.substep_watchers.append(self.collect)  # after the recorder's
+        self._collected, self._ended, self._traced = 0, len(market.releases), 0
+        self.changes: list[tuple[list[Lease], list[tuple[Lease, Release]]]] = []
+        self._written: dict[tuple[str, str], tuple[Lease, bool]] = {}
+
+    def adopt(self, existing: list[dict[str, Any]]) -> None:
+        """Take the GPULease objects found on the host as written (after a restart)."""
+        for obj in existing:
+            try:
+                lease = Lease.model_validate(obj.get("spec") or {})
+            except ValueError:
+                continue
+            released = bool((obj.get("status") or {}).get("release"))
+            self._written[lease_key(lease)] = (lease, released)
+
+    def collect(self, market: Market, _epoch: int) -> None:
+        """A sub-step closed (the environment may close many in one `advance`): keep what it
+        changed, in order, for `apply_changes`."""
+        events = self.recorder.events[self._collected :]
+        self._collected = len(self.recorder.events)
+        ended = {lease.lease_id: (lease, rel) for lease, rel in market.releases[self._ended :]}
+        self._ended = len(market.releases)
+        signed = []
+        for event in events:
+            if event.event != "released":
+                lease = market.leases.get(event.lease_id) or ended[event.lease_id][0]
+                signed.append(lease)
+        if events:
+            self.changes.append((signed, list(ended.values())))
+
+    def apply_changes(self) -> None:
+        """Publish what the closed sub-steps changed, in their order: each one's new and renewed
+        leases, then -- once their pods are bound (a job the model starts and finishes between
+        two clearings still runs on the cluster) -- its releases."""
+        deadline = time.monotonic() + self.placement_timeout
+        for signed, ended in self.changes:
+            for lease in signed:
+                self._sync_lease(lease, None)
+            if signed and not self.pods.await_placements(signed, deadline, self.wakeup):
+                self.placement_timeouts += 1
+                self.telemetry.rejections.labels("placement-timeout").inc()
+                deadline = time.monotonic()  # late already: publish the rest at once
+            for lease, release in ended:
+                self._sync_lease(lease, release)
+        self.changes = []
+        self.publish()
+
+    def _sync_lease(self, lease: Lease, release: Release | None) -> None:
+        key, state = lease_key(lease), (lease, release is not None)
+        if self._written.get(key) != state:
+            self._write_lease(lease, release)
+            self._written[key] = state
+
+    def publish(self) -> None:
+        """Make the GPULease objects say what the market holds: every lease signed (spec and
+        grant as of its last renewal), `status.release` on every ended one; only differences
+        are written, so this is also the reconcile after a restart."""
+        market = self.market
+        wanted: list[tuple[Lease, Release | None]] = [(le, None) for le in market.leases.values()]
+        for lease, release in [*wanted, *market.releases]:
+            self._sync_lease(lease, release)
+        self.telemetry.leases.set(len(market.leases))
+
+    def _write_lease(self, lease: Lease, release: Release | None) -> None:
+        obj = objects.gpulease_object(lease, self.pods.grant(lease))
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        if self.kube.create("gpuleases", namespace, obj) is None:
+            self.kube.merge_patch(
+                "gpuleases", namespace, name, {"spec": obj["spec"], "grant": obj["grant"]}
+            )
+        else:
+            self.telemetry.agreements.inc()
+        if release is not None:
+            status = {"status": {"release": release.model_dump(mode="json")}}
+            self.kube.merge_patch("gpuleases/status", namespace, name, status)
+
+    def rewrite_trace(self) -> None:
+        """Write the whole trace afresh (after a restart's replay)."""
+        if self.trace_path is not None:
+            self.trace_path.write_text("")
+        self._traced = 0
+        self.write_trace()
+
+    def write_trace(self) -> list[Any]:
+        """Append the lease events not yet written to the trace file; those events."""
+        events = self.recorder.events[self._traced :]
+        if events and self.trace_path is not None:
+            with self.trace_path.open("a") as out:
+                for event in events:
+                    out.write(json.dumps(event.to_json()) + "\n")
+        self._traced = len(self.recorder.events)
+        return events
