@@ -48,6 +48,7 @@ class Informer:
         selector: str | None = None,
         field_selector: str | None = None,
         notify: Callable[[], None] = lambda: None,
+        on_object: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.kube = kube
         self.resource = resource
@@ -55,6 +56,7 @@ class Informer:
         self.selector = selector
         self.field_selector = field_selector
         self.notify = notify
+        self.on_object = on_object  # sees every version listed or watched (a history, if kept)
         self.items: dict[Key, dict[str, Any]] = {}
         self.version = ""  # the resourceVersion the next watch starts from ("" = list first)
         self.synced = threading.Event()
@@ -85,7 +87,7 @@ class Informer:
             return
         with self._lock:
             old = self.items.get(key_of(obj))
-            if old is None or _newer(obj, old):
+            if old is None or _uid(old) != _uid(obj) or _newer(obj, old):
                 self.items[key_of(obj)] = obj
 
     # ------------------------------------------------------------------ the loop
@@ -126,6 +128,8 @@ class Informer:
         with self._lock:
             self.items = {key_of(obj): obj for obj in items}
             self.version = version
+        for obj in items if self.on_object else ():
+            self.on_object(obj)
         self.lists += 1
         self.synced.set()
         self.notify()
@@ -143,14 +147,30 @@ class Informer:
             kind, obj = event.get("type"), event.get("object") or {}
             version = (obj.get("metadata") or {}).get("resourceVersion")
             with self._lock:
+                cached = self.items.get(key_of(obj))
                 if kind in ("ADDED", "MODIFIED"):
-                    self.items[key_of(obj)] = obj
-                elif kind == "DELETED":
+                    if cached is None or not _same_and_newer(cached, obj):
+                        self.items[key_of(obj)] = obj
+                elif kind == "DELETED" and (cached is None or _uid(cached) == _uid(obj)):
+                    # (a DELETED of an object whose name was reused since -- a pod deleted and
+                    # created again, taken into the cache by `observe` -- leaves the new one)
                     self.items.pop(key_of(obj), None)
                 if version:
                     self.version = str(version)
+            if kind in ("ADDED", "MODIFIED") and self.on_object is not None:
+                self.on_object(obj)
             if kind != "BOOKMARK":
                 self.notify()
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
+
+
+def _same_and_newer(cached: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether the cache already holds a later version of the event's object (one `observe`
+    took from a write's answer before the watch delivered the older event)."""
+    return _uid(cached) == _uid(event) and _newer(cached, event)
 
 
 def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:

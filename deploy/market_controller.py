@@ -11,15 +11,16 @@ the scenario says) -- driven by real messages instead of in-process calls, sub-s
 2. **answers**: it waits (on a watch of the `Negotiator` objects) until every asked agent's status
    says it answered this (epoch, sub-step), or the sub-step times out (a silent agent passes: a
    partitioned agent only delays);
-3. **bids**: it takes the `Offer` objects addressed to it from its watch of them (`market_bids.py`:
-   forged, duplicate, malformed, stale, unaffordable ones are rejected with a reason);
-4. **commit**: the sub-step's inputs (accepted bids, passes) are appended to the market's journal
-   in the host apiserver (`market_state.py`), then the environment closes the sub-step
-   (`GPUMarketEnv.advance`: clearing when the round is over, the simulator moving to the next
-   clearing, rounds nobody decides in played out);
+3. **messages**: it takes the `Offer` objects of the negotiation from its watch of them
+   (`market_intake.py`: forged, duplicate, malformed, stale, out-of-turn, unaffordable ones are
+   rejected with a reason; bargaining proposals are addressed to a lender);
+4. **commit**: the sub-step's inputs (the messages handed to the market, the passes) are appended
+   to the market's journal in the host apiserver (`market_state.py`), then the environment
+   closes the sub-step (`GPUMarketEnv.advance`: clearing when the round is over, the simulator
+   moving to the next clearing, rounds nobody decides in played out);
 5. **effects**: the leases are reconciled into `GPULease` objects in the holders' namespaces
    (with the `grant` their pods must stay inside; ended ones get `status.release`), consumed
-   bids are deleted, pods no active lease covers are deleted at each clearing, and the gates of
+   messages are deleted, pods no active lease covers are deleted at each clearing, and the gates of
    a lease's pods are lifted as soon as all of them exist (`market_pods.py`, on a watch of the
    host's pods); before the next views it waits until new leases are bound.
 
@@ -45,13 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.gpu_resources import env_node_resources
 from gpuparley.deploy.informer import Informer, Wakeup, wait_until
-from gpuparley.deploy.kube import ApiError, Kube, Unavailable
+from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
-from gpuparley.deploy.market_bids import BidIntake
+from gpuparley.deploy.market_intake import MessageIntake
 from gpuparley.deploy.market_leases import LeasePublisher
 from gpuparley.deploy.market_pods import LeasePods
+from gpuparley.deploy.market_setup import MarketSetupError, check_host_nodes, retrying
 from gpuparley.deploy.market_state import MarketState, Record, StateError
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.envs.market.encoding import view_to_dict
@@ -62,35 +63,6 @@ from gpuparley.envs.scenario import Scenario
 log = logging.getLogger("gpuparley.market")
 STATUS_CONFIGMAP = "gpuparley-market"
 BID_ARRIVAL_SECONDS = 2.0  # how long an announced bid may lag its sender's status in the watch
-
-
-class MarketSetupError(RuntimeError):
-    """The host cluster does not match the scenario the market was started with."""
-
-
-def check_host_nodes(kube: Kube, scenario: Scenario) -> None:
-    """Every node of the scenario's cluster exists on the host with the GPU resources the market
-    will lease (otherwise leases would name capacity the scheduler cannot bind)."""
-    found = {node["metadata"]["name"]: node for node in kube.list("nodes")}
-    problems = []
-    for node in scenario.build_cluster().nodes:
-        want = env_node_resources(node)
-        host = found.get(node.name)
-        if host is None:
-            problems.append(f"node {node.name} is missing")
-            continue
-        have = (host.get("status") or {}).get("allocatable") or {}
-        for resource, count in want.items():
-            if str(have.get(resource)) != str(count):
-                problems.append(
-                    f"node {node.name}: {resource} is {have.get(resource)!r}, want {count}"
-                )
-    if problems:
-        raise MarketSetupError(
-            "the host cluster does not match the scenario's cluster: "
-            + "; ".join(problems[:10])
-            + " (create the nodes with `gpuparley cluster up --scenario` for this scenario)"
-        )
 
 
 class MarketController:
@@ -115,11 +87,6 @@ class MarketController:
         market = self.env.market
         assert market is not None
         self.market = market
-        if market.mechanism.name != "auction":
-            raise MarketSetupError(
-                "the in-cluster market runs the auction only (bargaining needs peer-to-peer "
-                "threads the controller does not route yet); use mechanism=auction"
-            )
         self.agents = list(market.agents)
         self.seq = 0  # sub-steps closed: the journal's length
         self.substep_timeout = substep_timeout
@@ -137,13 +104,19 @@ class MarketController:
             },
         )
         self.wakeup = Wakeup()
+        self._cleared = False  # a clearing happened whose effects are not all made yet
+        self._unsettled = False  # the last sub-step's effects were interrupted
         everywhere = None
         self.negotiators = Informer(kube, "negotiators", everywhere, notify=self.wakeup)
-        receiver = f"{objects.RECEIVER_LABEL}={MARKET}"
-        self.offers = Informer(kube, "offers", everywhere, selector=receiver, notify=self.wakeup)
+        # The auction takes bids to the market only; bargaining brokers messages between agents.
+        self.selector = objects.RECEIVER_LABEL
+        if market.mechanism.name == "auction":
+            self.selector = f"{objects.RECEIVER_LABEL}={MARKET}"
+        self.offers = Informer(kube, "offers", everywhere, selector=self.selector)
+        self.offers.notify = self.wakeup
         self.pod_watch = Informer(kube, "pods", everywhere, notify=self.wakeup)
         self.informers = [self.negotiators, self.offers, self.pod_watch]
-        self.bids = BidIntake(kube, market, self.telemetry)
+        self.bids = MessageIntake(kube, market, self.telemetry)
         self.pods = LeasePods(kube, market, self.agents, self.telemetry, self.pod_watch.objects)
         self.leases = LeasePublisher(
             kube,
@@ -176,7 +149,7 @@ class MarketController:
         With an `elector` (several replicas, `--leader-elect`) only the leader steps; a standby
         waits, and when it takes over it resumes the market from the state in the apiserver.
         A leader that cannot renew stops stepping before anyone else may take over."""
-        check_host_nodes(self.kube, self.market.scenario)
+        retrying(lambda: check_host_nodes(self.kube, self.market.scenario))
         while elector is not None and not should_stop() and not elector.try_acquire_or_renew():
             self.telemetry.heartbeat()
             self.telemetry.leader.set(0)
@@ -197,7 +170,7 @@ class MarketController:
                     self.telemetry.leader.set(1 if elector.is_leader else 0)
                     if not elector.is_leader:
                         raise MarketSetupError("lost the market's leadership; exiting to restart")
-                self.substep()
+                self._step()
         except StateError as exc:
             raise MarketSetupError(str(exc)) from None
         finally:
@@ -209,10 +182,10 @@ class MarketController:
         """Replay the stored journal (nothing for a new market), check the state it gives
         against the stored summary, and reconcile the GPULease objects with it."""
         try:
-            records = self.state.load()
+            records = retrying(self.state.load)
         except StateError as exc:
             raise MarketSetupError(str(exc)) from None
-        existing = self.kube.list("gpuleases")
+        existing = retrying(lambda: self.kube.list("gpuleases"))
         if not records and existing:
             names = ", ".join(o["metadata"]["name"] for o in existing[:3])
             raise MarketSetupError(
@@ -229,21 +202,18 @@ class MarketController:
         self.resumed_at = self.seq
         self.leases.changes = []  # the replayed sub-steps' effects: reconciled here instead
         self.leases.adopt(existing)
-        self.leases.publish()
-        self.pods.enforce()
+        retrying(self.leases.publish)
         self.leases.rewrite_trace()
 
     def _replay(self, record: Record) -> None:
-        """Close one stored sub-step again: its bids received anew (each must be accepted
-        again, or the journal is not this market's), then `_close`."""
-        for spec in record.bids:
-            receipt = self.market.receive(spec)
-            if not receipt.accepted:
+        """Close one stored sub-step again: its messages handed to the market anew (each must
+        fare as it did, or the journal is not this market's), then `_close`."""
+        for entry in record.messages:
+            if not self.bids.replay(entry):
                 raise MarketSetupError(
-                    f"the journal does not replay: bid {spec.get('id')!r} at sub-step {self.seq} "
-                    f"is now rejected ({receipt.reason})"
+                    f"the journal does not replay: message {entry['source']!r} at sub-step "
+                    f"{self.seq} is not taken as it was (the scenario or the code changed)"
                 )
-            self.bids.consumed.add(str(spec.get("id")))
         self._close(record)
 
     def _close(self, record: Record) -> None:
@@ -262,36 +232,59 @@ class MarketController:
         self._publish_views(deciders, token)
         answers = self._wait_for_answers(deciders, token)
         decision = {a: f"{a}.{token[0]}.{token[1]}" for a in self.agents}
-        accepted = self.bids.receive(self._offers(answers), decision)
+        entries = self.bids.receive(self._offers(answers), decision, set(deciders))
         for agent in deciders:
             if agent not in answers:
                 self.timeouts[agent] += 1
                 self.telemetry.rejections.labels("timeout").inc()
-        passed = [a for a in self.agents if answers.get(a, ("pass", ""))[0] != "bid"]
+        passed = [a for a in self.agents if answers.get(a, ("pass", ""))[0] == "pass"]
         clearings = market.clearings
-        record = Record(accepted, passed)
+        record = Record(entries, passed)
         self._commit(record)  # before anything of this sub-step leaves the controller
         self._close(record)
-        self.bids.consume()
-        self.leases.apply_changes()
+        self._cleared = self._cleared or market.clearings != clearings
         events = self.leases.write_trace()
+        self._effects()
         log.info(
             "sub-step closed",
             extra={
                 "epoch": token[0],
                 "substep": token[1],
                 "asked": len(deciders),
-                "bids": len(accepted),
+                "messages": len(entries),
                 "leases_changed": len(events),
                 "seconds": round(time.perf_counter() - started, 4),
             },
         )
         self.telemetry.price.labels("clearing").set(market.last_price)
         self.telemetry.price.labels("reference").set(market.reference_price)
-        if market.clearings != clearings:
-            self.telemetry.epoch.set(market.epoch)
+
+    def _effects(self) -> None:
+        """What the committed sub-steps changed, made real on the host: consumed messages
+        deleted, leases published (and placed), and after a clearing the pods no lease covers
+        deleted and the status published. Idempotent: after a failure (the apiserver went away)
+        the loop calls it again until it is through."""
+        self.bids.consume()
+        self.leases.apply_changes()
+        if self._cleared:
+            self.telemetry.epoch.set(self.market.epoch)
             self.pods.enforce()
             self.publish_status()
+            self._cleared = False
+
+    def _step(self) -> None:
+        """One sub-step, or -- after the apiserver failed us -- the rest of the last one's
+        effects (a sub-step not committed yet is simply asked again)."""
+        try:
+            if self._unsettled:
+                self._effects()
+                self._unsettled = False
+            self.substep()
+        except ApiError as exc:  # Unavailable, or e.g. 403 while a restarted apiserver warms up
+            self._unsettled = True
+            log.warning("apiserver request failed; retrying", extra={"error": str(exc)})
+            self.telemetry.heartbeat()
+            self.wakeup.wait(1.0)
 
     # ------------------------------------------------------------------ views and answers
     def _publish_views(self, agents: list[str], token: tuple[int, int]) -> None:
@@ -300,13 +293,27 @@ class MarketController:
                 "epoch": token[0],
                 "substep": token[1],
                 "term_epochs": self.market.term_epochs,
+                "mechanism": self.market.mechanism.name,
                 "view": view_to_dict(self.env.views[agent]),
+                **self._routing(agent),
             }
             self.kube.apply_configmap(
                 objects.agent_namespace(agent),
                 objects.VIEW_CONFIGMAP,
                 {objects.VIEW_KEY: json.dumps(document)},
             )
+
+    def _routing(self, agent: str) -> dict[str, Any]:
+        """What a bargaining agent's reply must name that its view does not say (in the
+        simulator `Market.decide` fills it in): the negotiation awaiting its answer -- the
+        message to reply to, the other party, the round. (Proposals are addressed by the
+        market at the proposer's turn: `market_intake.py`.)"""
+        mechanism = self.market.mechanism
+        thread = mechanism.pending_answer(agent) if mechanism.name == "bargain" else None
+        if thread is None:
+            return {}
+        reply = {"in_reply_to": thread.last_id, "receiver": thread.other(agent)}
+        return {"reply": {**reply, "round": thread.round}}
 
     def _answers(self, token: tuple[int, int]) -> dict[str, tuple[str, str]]:
         """agent -> (its action, its message id) for this sub-step, from the Negotiator watch."""
@@ -341,14 +348,14 @@ class MarketController:
         """The Offers addressed to the market, once every announced bid is among them (the bid
         is created before its sender's status, but two watches do not keep that order); a list
         request if one does not show up in time."""
-        announced = {m for action, m in answers.values() if action == "bid" and m}
+        announced = {m for action, m in answers.values() if action != "pass" and m}
 
         def arrived() -> bool:
             return announced <= {(o.get("spec") or {}).get("id") for o in self.offers.objects()}
 
         if wait_until(self.wakeup, arrived, BID_ARRIVAL_SECONDS):
             return self.offers.objects()
-        return self.kube.list("offers", None, selector=f"{objects.RECEIVER_LABEL}={MARKET}")
+        return self.kube.list("offers", None, selector=self.selector)
 
     # ------------------------------------------------------------------ state
     def _summary(self) -> dict[str, Any]:
@@ -390,14 +397,14 @@ class MarketController:
 
     def _commit(self, record: Record) -> None:
         """Write the sub-step's inputs to the journal, with the summary of the state they are
-        applied to; retried while the apiserver is unreachable (the market cannot go on
-        without it), StateError if deposed."""
+        applied to; retried until it is written (the market has taken the messages, so it can
+        neither go on without the record nor forget it), StateError if deposed."""
         delay = 0.1
         while True:
             try:
                 self.state.commit(record, self._summary())
                 return
-            except Unavailable as exc:
+            except ApiError as exc:
                 log.warning("cannot commit the sub-step; retrying", extra={"error": str(exc)})
                 self.telemetry.heartbeat()
                 time.sleep(delay)

@@ -23,7 +23,9 @@ from gpuparley.deploy.market_pods import LeasePods, lease_key
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.trace import LeaseRecorder
 from gpuparley.envs.market.core import Market
-from gpuparley.envs.market.messages import Lease, Release
+from gpuparley.envs.market.demand import job_name
+from gpuparley.envs.market.messages import MARKET, Lease, Release
+from gpuparley.envs.simulator import JobState
 
 
 class LeasePublisher:
@@ -76,15 +78,75 @@ class LeasePublisher:
             if event.event != "released":
                 lease = market.leases.get(event.lease_id) or ended[event.lease_id][0]
                 signed.append(lease)
-        if events:
-            self.changes.append((signed, list(ended.values())))
+        quota_signed, quota_ended = self._quota_changes(market)
+        if events or quota_signed or quota_ended:
+            self.changes.append(([*signed, *quota_signed], [*ended.values(), *quota_ended]))
+
+    def _quota_changes(self, market: Market) -> tuple[list[Lease], list[tuple[Lease, Release]]]:
+        """Bargaining admits a job within its owner's own quota without a market lease (nothing
+        is traded); on a cluster its pods still need a grant to run. So each such running job
+        gets a quota grant: a `GPULease` from the market to the owner (lender = holder, price
+        0, id `quota-<job>-<clearing>`), ended (`finished`, or `returned` if the job stopped or
+        moved under a traded lease) when the job no longer runs on its own quota. Derived from
+        the market's state, so a replay gives the same grants."""
+        if market.mechanism.name != "bargain":
+            return [], []
+        own = self.pods.quota_leases
+        running = {
+            job_id
+            for job_id, record in market.sim.records.items()
+            if record.state is JobState.RUNNING and job_id not in market.lease_by_job
+        }
+        signed = []
+        for job_id in sorted(running - set(own)):
+            job = market.sim.records[job_id].job
+            name = job_name(job)
+            own[job_id] = lease = Lease.model_validate(
+                {
+                    "id": f"{MARKET}.{market.epoch}.quota.{name}.{market.clearings}",
+                    "sender": MARKET,
+                    "receiver": job.owner,
+                    "epoch": market.epoch,
+                    "lease_id": f"quota-{name}-{market.clearings}",
+                    "holder": job.owner,
+                    "lender": job.owner,
+                    "job": name,
+                    "resources": market.resources_of(job),
+                    "quota_milli": job.milli_gpu,
+                    "start_epoch": market.epoch,
+                    "expires_epoch": market.epoch + market.term_epochs,
+                    "price": 0.0,
+                }
+            )
+            signed.append(lease)
+        ended = []
+        for job_id in sorted(set(own) - running):
+            lease = own.pop(job_id)
+            done = market.sim.records[job_id].state is JobState.DONE
+            release = Release(
+                id=f"{MARKET}.{market.epoch}.end.{lease.lease_id}",
+                sender=MARKET,
+                receiver=lease.holder,
+                epoch=market.epoch,
+                lease_id=lease.lease_id,
+                reason="finished" if done else "returned",
+            )
+            self.pods.quota_releases.append((lease, release))
+            ended.append((lease, release))
+        return signed, ended
 
     def apply_changes(self) -> None:
-        """Publish what the closed sub-steps changed, in their order: each one's new and renewed
-        leases, then -- once their pods are bound (a job the model starts and finishes between
-        two clearings still runs on the cluster) -- its releases."""
+        """Publish what the closed sub-steps changed, in their order. Per sub-step: the releases
+        of older leases first (the capacity they free is what a job admitted at the end of the
+        sub-step runs on), then the new and renewed leases, and -- once those are bound, so a
+        job the model starts and finishes between two clearings still runs on the cluster --
+        the releases of leases that sub-step both signed and ended."""
         deadline = time.monotonic() + self.placement_timeout
         for signed, ended in self.changes:
+            fleeting = {lease.lease_id for lease in signed}
+            for lease, release in ended:
+                if lease.lease_id not in fleeting:
+                    self._sync_lease(lease, release)
             for lease in signed:
                 self._sync_lease(lease, None)
             if signed and not self.pods.await_placements(signed, deadline, self.wakeup):
@@ -92,7 +154,8 @@ class LeasePublisher:
                 self.telemetry.rejections.labels("placement-timeout").inc()
                 deadline = time.monotonic()  # late already: publish the rest at once
             for lease, release in ended:
-                self._sync_lease(lease, release)
+                if lease.lease_id in fleeting:
+                    self._sync_lease(lease, release)
         self.changes = []
         self.publish()
 
@@ -107,8 +170,8 @@ class LeasePublisher:
         grant as of its last renewal), `status.release` on every ended one; only differences
         are written, so this is also the reconcile after a restart."""
         market = self.market
-        wanted: list[tuple[Lease, Release | None]] = [(le, None) for le in market.leases.values()]
-        for lease, release in [*wanted, *market.releases]:
+        wanted: list[tuple[Lease, Release | None]] = [(le, None) for le in self.pods.active()]
+        for lease, release in [*wanted, *market.releases, *self.pods.quota_releases]:
             self._sync_lease(lease, release)
         self.telemetry.leases.set(len(market.leases))
 

@@ -38,7 +38,7 @@ from gpuparley.deploy.lease_grant import grant_violations, lease_grant, lease_of
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import HOSTNAME_LABEL, gate_index, ungate
 from gpuparley.envs.market.core import Market
-from gpuparley.envs.market.messages import Lease
+from gpuparley.envs.market.messages import Lease, Release
 
 log = logging.getLogger("gpuparley.market")
 Pods = dict[tuple[str, str], list[dict[str, Any]]]
@@ -93,9 +93,17 @@ class LeasePods:
         self.telemetry = telemetry
         self.source = source  # the host's pods as last seen (an informer's cache)
         self.namespaces = {objects.agent_namespace(agent) for agent in agents}
+        # Grants that are not market leases: jobs bargaining admits within their owner's own
+        # quota (`market_leases.QuotaGrants`), active and ended.
+        self.quota_leases: dict[int, Lease] = {}
+        self.quota_releases: list[tuple[Lease, Release]] = []
         self.evicted: list[str] = []  # namespace/pod of every eviction, in order
         self.reclaimed_pods = 0
         self.misfits: Counter[str] = Counter()  # why pods were evicted at admission
+
+    def active(self) -> list[Lease]:
+        """Every lease pods may run under now: the market's, and own-quota grants."""
+        return [*self.market.leases.values(), *self.quota_leases.values()]
 
     def grant(self, lease: Lease) -> dict[str, Any]:
         """What each pod of `lease` may use, from the market's own record of the job (computed
@@ -118,7 +126,7 @@ class LeasePods:
         """Lift the lease gate of each lease's pods (default: the active leases), all at once,
         once every slot holds a pod that fits the lease (misfits and second claimants of a slot
         are evicted)."""
-        for lease in self.market.leases.values() if leases is None else leases:
+        for lease in self.active() if leases is None else leases:
             key = lease_key(lease)
             grant = self.grant(lease)
             slots: dict[int, dict[str, Any]] = {}
@@ -194,10 +202,9 @@ class LeasePods:
         never come - is *evicted*: that is an agent running (or queueing) what it did not win.
         """
         covered = {
-            lease_key(lease): {item.node for item in lease.resources}
-            for lease in self.market.leases.values()
+            lease_key(lease): {item.node for item in lease.resources} for lease in self.active()
         }
-        ended = {lease_key(lease) for lease, _release in self.market.releases}
+        ended = {lease_key(le) for le, _rel in [*self.market.releases, *self.quota_releases]}
         for pod in self.agent_pods():
             if not policed(pod) or _deleting(pod):
                 continue

@@ -45,18 +45,19 @@ class StateError(RuntimeError):
 
 @dataclass
 class Record:
-    """The inputs of one closed sub-step: accepted bids (message dicts, in the order received)
-    and the agents that passed (or did not answer)."""
+    """The inputs of one closed sub-step: the messages handed to the market, in order (entries
+    of `MessageIntake.take`: the object's message id, what the market received, whether it
+    accepted it), with their senders, and the agents that passed (or did not answer)."""
 
-    bids: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
     passed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"bids": self.bids, "passed": self.passed}
+        return {"messages": self.messages, "passed": self.passed}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
-        return cls(list(data.get("bids") or []), list(data.get("passed") or []))
+        return cls(list(data.get("messages") or []), list(data.get("passed") or []))
 
 
 class MarketState:

@@ -45,6 +45,7 @@ from gpuparley.deploy.gpu_resources import lease_item_limits
 from gpuparley.deploy.informer import Informer, Wakeup
 from gpuparley.deploy.kube import AlreadyExists, ApiError, Invalid, Kube, NotFound
 from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.negotiator_messages import ACTIONS, NoMessage, message_for
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import (
     HOSTNAME_LABEL,
@@ -58,7 +59,7 @@ from gpuparley.deploy.workload import (
     ungate,
 )
 from gpuparley.envs.market.encoding import AgentView, decode, encode, view_from_dict
-from gpuparley.envs.market.messages import MARKET, Bid, Lease, MessageError, ResourceItem
+from gpuparley.envs.market.messages import Demand, Lease, MessageError, ResourceItem
 from gpuparley.envs.market.negotiator import Negotiator
 
 log = logging.getLogger("gpuparley.negotiator")
@@ -87,6 +88,10 @@ def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -
             "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
         },
     }
+
+
+def _no_demand() -> Demand:
+    raise WorkloadError("an offer needs the job's pods")
 
 
 def _regated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -275,48 +280,52 @@ class NegotiatorProcess:
         groups: dict[str, PodGroup],
         leases: list[dict[str, Any]],
     ) -> tuple[str, str]:
+        """Ask the policy; send the message its decision stands for. (action, message id)."""
         observation, mask = encode(view)
         action = int(self.policy.act(observation, mask, view))
         if not (0 <= action < len(mask) and mask[action]):
             self._reject("illegal-action", f"policy chose masked action {action}")
             return "pass", ""
         decision = decode(action, view, np.asarray(mask))
-        if decision.kind != "bid":
+        if decision.kind == "pass":
             return "pass", ""
         group = groups.get(decision.job or "")
-        if group is None or not group.complete:
+        if decision.kind == "bid" and (group is None or not group.complete):
             self._reject("no-pods", f"job {decision.job!r} has no complete pod group here")
             return "pass", ""
         try:
-            demand = group.demand()
-            bid = Bid(
-                id=f"{self.agent}.{token[0]}.{token[1]}",
-                sender=self.agent,
-                receiver=MARKET,
-                epoch=token[0],
-                demand=demand,
-                price=decision.price,
-                term_epochs=int(payload["term_epochs"]),
-                renewal_of=self._active_lease_of(decision.job or "", leases),
+            message = message_for(
+                self.agent,
+                decision,
+                payload,
+                lambda: group.demand() if group is not None else _no_demand(),
+                self._active_lease_of(decision.job or "", leases),
             )
+        except NoMessage as exc:
+            self._reject(exc.reason, str(exc))
+            return "pass", ""
         except (WorkloadError, MessageError, ValueError) as exc:
             self._reject("bad-demand", str(exc))
             return "pass", ""
-        bid_object = objects.offer_object(bid, namespace=self.config.namespace)
-        self.host.create("offers", self.config.namespace, bid_object)
-        self.telemetry.messages.labels("Bid", "sent").inc()
-        self.telemetry.price.labels("bid").set(bid.price)
+        namespace = objects.outbox_namespace(message)
+        if namespace == objects.agent_namespace(self.agent):
+            namespace = self.config.namespace  # a bid waits in the (configured) home
+        self.host.create("offers", namespace, objects.offer_object(message, namespace=namespace))
+        self.telemetry.messages.labels(message.kind, "sent").inc()
+        price = getattr(message, "price", None)
+        if price is not None:
+            self.telemetry.price.labels("bid").set(price)
         log.info(
-            "bid",
+            ACTIONS[message.kind],
             extra={
                 "epoch": token[0],
                 "substep": token[1],
-                "job": bid.demand.job,
-                "price": bid.price,
-                "renewal": bid.renewal_of,
+                "job": decision.job,
+                "price": price,
+                "to": message.receiver,
             },
         )
-        return "bid", bid.id
+        return ACTIONS[message.kind], message.id
 
     def _active_lease_of(self, job: str, leases: list[dict[str, Any]]) -> str | None:
         for obj in leases:

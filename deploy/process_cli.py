@@ -155,7 +155,7 @@ def market_run(
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
     kubeconfig: Kubeconfig = None,
     mechanism: Annotated[
-        str | None, typer.Option(help="auction (default: the scenario's).")
+        str | None, typer.Option(help="auction or bargain (default: the scenario's).")
     ] = None,
     substep_timeout: Annotated[float, typer.Option(help="Seconds to wait for answers.")] = 10.0,
     placement_timeout: Annotated[

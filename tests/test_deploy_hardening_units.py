@@ -188,7 +188,7 @@ def _receive_bids(controller: MarketController, kube: FakeKube) -> None:
     """One sub-step's intake of the offers on the (fake) host, consumed afterwards."""
     market = controller.market
     decision = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
-    controller.bids.receive(kube.list("offers"), decision)
+    controller.bids.receive(kube.list("offers"), decision, set(market.agents))
     controller.bids.consume()
 
 

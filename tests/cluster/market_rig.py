@@ -75,12 +75,13 @@ class MarketRig:
         """Apply every agent's bundle (CRDs, RBAC, admission policies, Negotiator) to the host,
         as admin, with the scenario's budget."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        loaded = load_scenario(self.scenario)
         with connect(self.state.host.kubeconfig) as api:
-            for agent in load_scenario(self.scenario).agents:
+            for agent in loaded.agents:
                 bundle = AgentBundle(
                     agent=agent.name,
                     policy=self.policy,
-                    mechanism="auction",
+                    mechanism=loaded.market.mechanism,
                     budget_per_epoch=float(agent.budget_per_epoch or 0.0),
                 )
                 apply_objects(api, render_objects(bundle))

@@ -31,35 +31,53 @@ from gpuparley.deploy import objects
 from gpuparley.deploy.cluster.control_plane import readyz
 from gpuparley.deploy.cluster.processes import Supervisor, is_alive, wait_ready
 from gpuparley.deploy.kube import Kube
-from gpuparley.deploy.trace import simulated_trace
+from gpuparley.deploy.market_state import CHUNK_RECORDS, STATE_CONFIGMAP
 from gpuparley.envs.scenario import load_scenario
-from gpuparley.policy.specs import parse_negotiator
 
 from .helpers import wait_for
 from .market_runs import (
-    POLICY_FILE,
     SCENARIO,
     SEED,
     Run,
     assert_one_lease_at_a_time,
     market_run,
-    wait_for_epoch,
+    simulated,
 )
 
 pytestmark = pytest.mark.cluster
 
-KILL_EPOCHS = (3, 8, 14)  # the three crash points: a random moment after each of these epochs
-APISERVER_RESTART_EPOCH = 18
+# The run closes about 22 sub-steps (the market's journal length) in a few seconds; the three
+# crash points are a seeded random moment (0-150 ms: inside a sub-step's views, answers, commit
+# or lease writes) after the journal reaches each of these lengths.
+KILL_AT_SUBSTEPS = (4, 9, 14)
+APISERVER_RESTART_AT = 17
+
+
+def journal_length(admin: Kube) -> int:
+    """How many sub-steps the market has committed (its state ConfigMap; 0 before the first)."""
+    head = admin.get("configmaps", objects.MARKET_NAMESPACE, STATE_CONFIGMAP)
+    if head is None:
+        return 0
+    data = head["data"]
+    return len(json.loads(data["chunks"])) * CHUNK_RECORDS + len(json.loads(data["tail"]))
+
+
+def wait_for_substeps(run: Run, count: int) -> None:
+    admin = Kube(run.rig.state.host.kubeconfig)
+    try:
+        wait_for(f"{count} sub-steps", lambda: journal_length(admin) >= count, 120, 0.01)
+    finally:
+        admin.close()
 
 
 def _kill_market_three_times(run: Run) -> None:
     rng = random.Random(18)
-    for epoch in KILL_EPOCHS:
-        wait_for_epoch(run, epoch)
-        time.sleep(rng.uniform(0.0, 1.0))
+    for count in KILL_AT_SUBSTEPS:
+        wait_for_substeps(run, count)
+        time.sleep(rng.uniform(0.0, 0.15))
         run.rig.kill("market")
-        run.rig.start_market()
-    wait_for_epoch(run, APISERVER_RESTART_EPOCH)
+        run.rig.start_market()  # (a resumed market runs fast: only the journal is polled)
+    wait_for_substeps(run, APISERVER_RESTART_AT)
     restart_host_apiserver(run)
 
 
@@ -77,7 +95,7 @@ def restart_host_apiserver(run: Run) -> None:
 
 
 def _kill_the_leader(run: Run) -> None:
-    wait_for_epoch(run, 6)
+    wait_for_substeps(run, 6)
     admin = Kube(run.rig.state.host.kubeconfig)
     try:
         lease = admin.get("leases", objects.MARKET_NAMESPACE, "gpuparley-market") or {}
@@ -113,18 +131,12 @@ def _gpulease_objects(run: Run) -> list[dict[str, Any]]:
         admin.close()
 
 
-def _simulated() -> list[dict[str, Any]]:
-    policy = parse_negotiator(f"learned:{POLICY_FILE}").negotiator(backend="onnxruntime")
-    trace = [e.to_json() for e in simulated_trace(load_scenario(SCENARIO), SEED, policy)]
-    return json.loads(json.dumps(trace))  # tuples -> lists, as in the trace file
-
-
 def _assert_the_same_market_went_on(run: Run) -> None:
     status = run.status
     assert status["finished"], status
     assert status["resumed_at"] > 0, "the market that finished must have resumed a journal"
     # Lease for lease the uninterrupted (simulated) run: nothing lost, doubled or re-decided.
-    assert run.trace == _simulated()
+    assert run.trace == simulated(SCENARIO)
     assert_one_lease_at_a_time(run.trace)
     finished = Counter(e["job"] for e in run.trace if e.get("reason") == "finished")
     jobs = {j.name for j in load_scenario(SCENARIO).build_jobs(SEED)}
@@ -145,7 +157,7 @@ def test_three_crashes_and_an_apiserver_restart_change_nothing(crashes: Run) -> 
     _assert_the_same_market_went_on(crashes)
     assert crashes.faults["apiserver-restarts"] == 1
     resumes = (crashes.rig.log_dir / "market.log").read_text().count('"market resumed"')
-    assert resumes == len(KILL_EPOCHS)
+    assert resumes == len(KILL_AT_SUBSTEPS)
 
 
 def test_the_standby_takes_over_the_same_market(failover: Run) -> None:
