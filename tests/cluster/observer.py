@@ -111,12 +111,14 @@ class Observer(threading.Thread):
 
     def sample(self) -> None:
         agent_pods = {a: self.planes[a].list("pods", "default") for a in self.agents}
-        host_pods: dict[str, list[dict[str, Any]]] = {}
-        leases: dict[str, dict[str, dict[str, Any]]] = {}
-        for agent in self.agents:
-            ns = objects.agent_namespace(agent)
-            host_pods[ns] = self.host.list("pods", ns)
-            leases[ns] = {o["metadata"]["name"]: o for o in self.host.list("gpuleases", ns)}
+        # One list each (one resourceVersion): per-namespace lists taken one after another
+        # would mix moments -- a pod gone in one namespace, its successor bound in another.
+        host_pods: dict[str, list[dict[str, Any]]] = {ns: [] for ns in self._homes}
+        leases: dict[str, dict[str, dict[str, Any]]] = {ns: {} for ns in self._homes}
+        for pod in self.host.list("pods"):
+            host_pods.get(pod["metadata"]["namespace"], []).append(pod)
+        for lease in self.host.list("gpuleases"):
+            leases.get(lease["metadata"]["namespace"], {})[lease["metadata"]["name"]] = lease
         self.seen.samples += 1
         self._check_nodes(host_pods, leases)
         self._check_gangs(agent_pods, host_pods, leases)
