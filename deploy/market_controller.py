@@ -63,6 +63,7 @@ from gpuparley.envs.scenario import Scenario
 log = logging.getLogger("gpuparley.market")
 STATUS_CONFIGMAP = "gpuparley-market"
 BID_ARRIVAL_SECONDS = 2.0  # how long an announced bid may lag its sender's status in the watch
+STATUS_SECONDS = 0.5  # the public status is rewritten at most this often (and at the end)
 
 
 class MarketController:
@@ -105,7 +106,8 @@ class MarketController:
         )
         self.wakeup = Wakeup()
         self._cleared = False  # a clearing happened whose effects are not all made yet
-        self._unsettled = False  # the last sub-step's effects were interrupted
+        self._unsettled = False  # sub-steps closed whose effects are not all made yet
+        self._status_at = 0.0  # when the status was last published
         everywhere = None
         self.negotiators = Informer(kube, "negotiators", everywhere, notify=self.wakeup)
         # The auction takes bids to the market only; bargaining brokers messages between agents.
@@ -171,6 +173,10 @@ class MarketController:
                     if not elector.is_leader:
                         raise MarketSetupError("lost the market's leadership; exiting to restart")
                 self._step()
+            while self.done and self._unsettled:  # the last sub-step's effects
+                self._step()
+            if self.done:
+                retrying(self.leases.settle)  # the last leases' pods, admitted before it goes
         except StateError as exc:
             raise MarketSetupError(str(exc)) from None
         finally:
@@ -230,6 +236,7 @@ class MarketController:
         started = time.perf_counter()
         deciders = [a for a in self.agents if has_decision(self.env.views[a])]
         self._publish_views(deciders, token)
+        self._effects()  # the last sub-step's, while the asked negotiators think
         answers = self._wait_for_answers(deciders, token)
         decision = {a: f"{a}.{token[0]}.{token[1]}" for a in self.agents}
         entries = self.bids.receive(self._offers(answers), decision, set(deciders))
@@ -243,8 +250,8 @@ class MarketController:
         self._commit(record)  # before anything of this sub-step leaves the controller
         self._close(record)
         self._cleared = self._cleared or market.clearings != clearings
+        self._unsettled = True
         events = self.leases.write_trace()
-        self._effects()
         log.info(
             "sub-step closed",
             extra={
@@ -261,27 +268,32 @@ class MarketController:
 
     def _effects(self) -> None:
         """What the committed sub-steps changed, made real on the host: consumed messages
-        deleted, leases published (and placed), and after a clearing the pods no lease covers
-        deleted and the status published. Idempotent: after a failure (the apiserver went away)
-        the loop calls it again until it is through."""
+        deleted, leases published, and after a clearing the pods no lease covers deleted and
+        (at most twice a second, and at the end) the status published. Run right after the next
+        sub-step's views are out, so the negotiators decide meanwhile. Idempotent: after a
+        failure (the apiserver went away) the loop calls it again until it is through."""
+        if not self._unsettled:
+            return
         self.bids.consume()
         self.leases.apply_changes()
         if self._cleared:
             self.telemetry.epoch.set(self.market.epoch)
             self.pods.enforce()
-            self.publish_status()
+            if self.done or time.monotonic() - self._status_at > STATUS_SECONDS:
+                self.publish_status()
+                self._status_at = time.monotonic()
             self._cleared = False
+        self._unsettled = False
 
     def _step(self) -> None:
         """One sub-step, or -- after the apiserver failed us -- the rest of the last one's
         effects (a sub-step not committed yet is simply asked again)."""
         try:
-            if self._unsettled:
+            if self.done:
                 self._effects()
-                self._unsettled = False
-            self.substep()
+            else:
+                self.substep()
         except ApiError as exc:  # Unavailable, or e.g. 403 while a restarted apiserver warms up
-            self._unsettled = True
             log.warning("apiserver request failed; retrying", extra={"error": str(exc)})
             self.telemetry.heartbeat()
             self.wakeup.wait(1.0)

@@ -1,9 +1,12 @@
 """The market's leases on the host: `GPULease` objects that say what the market holds.
 
 Each closed sub-step's changes (the environment may close many in one step) are collected in
-order and published after the sub-step is committed (`apply_changes`): its new and renewed
-leases, then -- once their pods are bound, so a job the model starts and finishes between two
-clearings still runs on the cluster -- its releases (`status.release`). Writes are made only
+order and published after the sub-step is committed (`apply_changes`): the releases
+(`status.release`) of older leases, then its new and renewed leases. The market does not wait
+for a new lease to be bound before it goes on negotiating (the holder syncs the pods and the
+market admits them meanwhile); it waits only before it publishes the end of a lease whose pods
+were never bound -- so a job the model starts and finishes between two clearings still runs on
+the cluster -- and before it exits (`settle`). Writes are made only
 where an object differs from the market's record (`publish` compares everything, so it is also
 the reconcile after a restart: nothing missing, nothing doubled, nothing left active that the
 market ended). The lease trace (`trace.py`) is written alongside.
@@ -54,6 +57,8 @@ class LeasePublisher:
         market.substep_watchers.append(self.collect)  # after the recorder's
         self._collected, self._ended, self._traced = 0, len(market.releases), 0
         self.changes: list[tuple[list[Lease], list[tuple[Lease, Release]]]] = []
+        self.unplaced: dict[str, Lease] = {}  # published, not seen bound yet
+        self._deadline = 0.0
         self._written: dict[tuple[str, str], tuple[Lease, bool]] = {}
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
@@ -138,26 +143,44 @@ class LeasePublisher:
     def apply_changes(self) -> None:
         """Publish what the closed sub-steps changed, in their order. Per sub-step: the releases
         of older leases first (the capacity they free is what a job admitted at the end of the
-        sub-step runs on), then the new and renewed leases, and -- once those are bound, so a
-        job the model starts and finishes between two clearings still runs on the cluster --
-        the releases of leases that sub-step both signed and ended."""
-        deadline = time.monotonic() + self.placement_timeout
+        sub-step runs on), then the new and renewed leases, then the releases of leases that
+        sub-step both signed and ended; a release waits until the lease's pods were bound."""
+        self._deadline = time.monotonic() + self.placement_timeout
         for signed, ended in self.changes:
             fleeting = {lease.lease_id for lease in signed}
             for lease, release in ended:
                 if lease.lease_id not in fleeting:
-                    self._sync_lease(lease, release)
+                    self._end(lease, release)
             for lease in signed:
                 self._sync_lease(lease, None)
-            if signed and not self.pods.await_placements(signed, deadline, self.wakeup):
-                self.placement_timeouts += 1
-                self.telemetry.rejections.labels("placement-timeout").inc()
-                deadline = time.monotonic()  # late already: publish the rest at once
+                self.unplaced[lease.lease_id] = lease
             for lease, release in ended:
                 if lease.lease_id in fleeting:
-                    self._sync_lease(lease, release)
+                    self._end(lease, release)
         self.changes = []
         self.publish()
+
+    def _end(self, lease: Lease, release: Release) -> None:
+        """Publish a release, once the lease's pods were bound (or the placement timeout)."""
+        if self.unplaced.pop(lease.lease_id, None) is not None:
+            self._await([lease])
+        self._sync_lease(lease, release)
+
+    def settle(self) -> None:
+        """Wait until every lease published but not seen bound yet is (before the market exits:
+        nobody would lift their pods' gates after it)."""
+        self._deadline = time.monotonic() + self.placement_timeout
+        active = {lease.lease_id for lease in self.pods.active()}
+        waiting = [lease for lease_id, lease in self.unplaced.items() if lease_id in active]
+        self.unplaced.clear()
+        if waiting:
+            self._await(waiting)
+
+    def _await(self, leases: list[Lease]) -> None:
+        if not self.pods.await_placements(leases, self._deadline, self.wakeup):
+            self.placement_timeouts += 1
+            self.telemetry.rejections.labels("placement-timeout").inc()
+            self._deadline = time.monotonic()  # late already: publish the rest at once
 
     def _sync_lease(self, lease: Lease, release: Release | None) -> None:
         key, state = lease_key(lease), (lease, release is not None)
