@@ -18,11 +18,12 @@ the scenario says) -- driven by real messages instead of in-process calls, sub-s
    to the market's journal in the host apiserver (`market_state.py`), then the environment
    closes the sub-step (`GPUMarketEnv.advance`: clearing when the round is over, the simulator
    moving to the next clearing, rounds nobody decides in played out);
-5. **effects**: the leases are reconciled into `GPULease` objects in the holders' namespaces
-   (with the `grant` their pods must stay inside; ended ones get `status.release`), consumed
-   messages are deleted, pods no active lease covers are deleted at each clearing, and the gates of
-   a lease's pods are lifted as soon as all of them exist (`market_pods.py`, on a watch of the
-   host's pods); before the next views it waits until new leases are bound.
+5. **effects** (after the next sub-step's views are out): the leases are reconciled into
+   `GPULease` objects in the holders' namespaces (`market_leases.py`: with the `grant` their pods
+   must stay inside; ended ones get `status.release`, once their pods were bound), consumed
+   messages are deleted, pods no active lease covers are deleted at each clearing, and the gates
+   of a lease's pods are lifted as soon as all of them exist (`market_pods.py`, on a watch of
+   the host's pods).
 
 **Restart-safe**: a controller killed at any point and started again (or a standby replica that
 takes over the leader election) replays the journal through the same environment, gets the same
