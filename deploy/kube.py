@@ -6,8 +6,8 @@ hands objects over as the plain dicts the apiserver sends (pods are copied betwe
 verbatim, custom resources have no generated classes), builds the request paths, and streams
 watches with the package's own `kubernetes.watch.Watch`. Why not an informer library: the
 maintained Python ones (kopf, kr8s) are operator frameworks that own the event loop and the
-process; the market and the negotiator only need list-then-watch caches (`informer.py`, 150
-lines on this module's `watch`), which keeps the dependency the one the package already has.
+process; the market and the negotiator only need list-then-watch caches (`informer.py`, about
+200 lines on this module's `watch`), which keeps the dependency the one the package already has.
 
 Two things are ours:
 
