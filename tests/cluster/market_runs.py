@@ -154,7 +154,9 @@ def market_run(
             print(f"---- {log.stem} ----\n{rig.log_tail(log.stem)}")
         raise
     finally:
-        if observer is not None:
-            observer.stop()
-        rig.stop()
-        planes.down(state_dir)
+        try:
+            if observer is not None:
+                observer.stop()
+        finally:  # processes and planes go even when the observer failed
+            rig.stop()
+            planes.down(state_dir)
