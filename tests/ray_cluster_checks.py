@@ -1,0 +1,75 @@
+"""Checks run on a real two-node Ray cluster (`ray_helpers.local_ray_cluster`), collected only
+by `test_ray.py`, which runs this file with pytest inside a loopback-only network namespace.
+
+Evaluation sweeps through `--address` equal the in-process run (every field of every record but
+the measured `wall_s`), and so does the FGD inflation experiment with one Ray worker and with two.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from gpuparley.cli import app
+from gpuparley.envs.scenario import load_scenario
+from gpuparley.evaluation.fgd_inflation import run_inflation_experiment
+from gpuparley.evaluation.ray_sweep import ray_cells
+from gpuparley.evaluation.results import Results
+from gpuparley.policy.specs import parse_policies
+
+from ray_helpers import local_ray_cluster
+
+EVAL = ["eval", "--scenario", "tiny", "--seeds", "0-1"]
+EVAL_POLICIES = "fgd,themis,scripted:truthful@auction,learned:default@bargain"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    with local_ray_cluster() as address:
+        yield address
+
+
+def without_timings(document: dict[str, Any]) -> dict[str, Any]:
+    """Results as JSON text with the measured wall times dropped (everything else compared)."""
+    runs = [{k: v for k, v in run.items() if k != "wall_s"} for run in document["runs"]]
+    return json.loads(json.dumps({**document, "runs": runs}))
+
+
+def evaluate(out: Path, *extra: str) -> dict[str, Any]:
+    result = CliRunner().invoke(
+        app, [*EVAL, "--policies", EVAL_POLICIES, "--out", str(out), *extra]
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "results.json").read_text())
+
+
+def test_eval_sweep_on_the_cluster_equals_the_serial_run(cluster: str, tmp_path: Path) -> None:
+    serial = evaluate(tmp_path / "serial")
+    on_ray = evaluate(tmp_path / "ray", "--address", cluster)
+    assert len(serial["runs"]) == 8
+    assert without_timings(on_ray) == without_timings(serial)
+    assert (tmp_path / "ray" / "report.md").read_text() == (
+        tmp_path / "serial" / "report.md"
+    ).read_text()
+
+
+def inflation(cells: Any = None) -> dict[str, Any]:
+    scenario = load_scenario("openb-loaded")
+    policies = parse_policies("fgd,best-fit,random")
+    results: Results = run_inflation_experiment(
+        scenario, policies, [0, 1], (1.0, 1.3), workers=1, cells=cells
+    )
+    return without_timings({"config": results.config, "runs": results.runs})
+
+
+def test_inflation_on_ray_equals_in_process_with_one_or_two_workers(cluster: str) -> None:
+    serial = inflation()
+    with ray_cells(cluster) as cells:
+        assert inflation(cells) == serial  # two nodes of one CPU each
+    with ray_cells(num_cpus=1) as cells:  # a local Ray with one worker
+        assert inflation(cells) == serial
