@@ -3,6 +3,8 @@ by `test_ray.py`, which runs this file with pytest inside a loopback-only networ
 
 Evaluation sweeps through `--address` equal the in-process run (every field of every record but
 the measured `wall_s`), and so does the FGD inflation experiment with one Ray worker and with two.
+A smoke RLlib training (a few thousand steps, env runners on both nodes) through `--address`
+writes checkpoints whose `gpuparley export` picks the module's actions on 10,000 observations.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
+import yaml
+from ray.rllib.core.columns import Columns
+from test_export_onnx import SAMPLES, random_masked_observations
 from typer.testing import CliRunner
 
 from gpuparley.cli import app
@@ -20,9 +27,13 @@ from gpuparley.envs.scenario import load_scenario
 from gpuparley.evaluation.fgd_inflation import run_inflation_experiment
 from gpuparley.evaluation.ray_sweep import ray_cells
 from gpuparley.evaluation.results import Results
+from gpuparley.policy.runtime import load_onnx_policy, masked_argmax
 from gpuparley.policy.specs import parse_policies
+from gpuparley.train.config import load_config
+from gpuparley.train.rllib_backend import load_rllib_module
 
 from ray_helpers import local_ray_cluster
+from train_helpers import assert_float32_close
 
 EVAL = ["eval", "--scenario", "tiny", "--seeds", "0-1"]
 EVAL_POLICIES = "fgd,themis,scripted:truthful@auction,learned:default@bargain"
@@ -73,3 +84,48 @@ def test_inflation_on_ray_equals_in_process_with_one_or_two_workers(cluster: str
         assert inflation(cells) == serial  # two nodes of one CPU each
     with ray_cells(num_cpus=1) as cells:  # a local Ray with one worker
         assert inflation(cells) == serial
+
+
+def smoke_rllib_config(folder: Path) -> Path:
+    raw = load_config("smoke").resolved()
+    raw.update(
+        total_timesteps=3000,
+        snapshots={"every": 1000, "pool_size": 2},
+        evaluation={**raw["evaluation"], "every": 1500},
+        rllib={"env_runners": 2},
+    )
+    path = folder / "smoke-rllib.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_rllib_training_on_the_cluster_exports_with_parity(cluster: str, tmp_path: Path) -> None:
+    config = smoke_rllib_config(tmp_path)
+    runs = tmp_path / "runs"
+    args = ["--config", str(config), "--backend", "rllib", "--address", cluster]
+    result = CliRunner().invoke(app, ["train", *args, "--output-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    run = runs / "smoke" / "seed-0"
+    record = json.loads((run / "training.json").read_text())
+    assert record["backend"] == "rllib" and record["timesteps"] >= 3000
+    best = run / "best"
+    assert {"rl_module", "policy.onnx", "spec.json", "config.yaml"} <= {
+        p.name for p in best.iterdir()
+    }
+    assert any((run / "tb").rglob("events.out.tfevents.*"))
+    out = tmp_path / "exported.onnx"
+    result = CliRunner().invoke(app, ["export", str(best), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+    module = load_rllib_module(best)
+    observations, masks = random_masked_observations(SAMPLES)
+    reference = module.logits(observations)
+    batch = {Columns.OBS: {"observation": torch.as_tensor(observations),
+                           "action_mask": torch.as_tensor(masks.astype(np.int8))}}  # fmt: skip
+    masked = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS].numpy()
+    expected = masked.argmax(axis=-1)  # the module's own masked choice
+    assert (expected == masked_argmax(reference, masks)).all()
+    for backend in ("onnxruntime", "numpy"):
+        logits = load_onnx_policy(out, backend=backend).logits(observations)
+        assert_float32_close(logits, reference)
+        assert (masked_argmax(logits, masks) == expected).all(), backend
