@@ -129,3 +129,17 @@ def test_rllib_training_on_the_cluster_exports_with_parity(cluster: str, tmp_pat
         logits = load_onnx_policy(out, backend=backend).logits(observations)
         assert_float32_close(logits, reference)
         assert (masked_argmax(logits, masks) == expected).all(), backend
+
+
+def test_tune_seed_sweep_on_the_cluster_reports_mean_and_ci(cluster: str, tmp_path: Path) -> None:
+    args = ["tune", "--config", "smoke", "--seeds", "0-1", "--grid", "ppo.n_epochs=1,2"]
+    result = CliRunner().invoke(app, [*args, "--address", cluster, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["config"]["experiment"] == "tune"
+    cells = {(run["policy"], run["seed"]) for run in document["runs"]}
+    assert cells == {(f"ppo.n_epochs={n}", s) for n in (1, 2) for s in (0, 1)}
+    for run in document["runs"]:
+        assert Path(run["best_checkpoint"], "policy.onnx").is_file()
+    report = (tmp_path / "report.md").read_text()
+    assert "| evaluation utility / budget per epoch (score) ↑ |" in report and " ± " in report

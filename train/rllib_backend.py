@@ -105,6 +105,7 @@ def algorithm_config(config: TrainConfig) -> PPOConfig:
         .multi_agent(
             policies={MODULE_ID},
             policy_mapping_fn=lambda agent_id, episode, **kwargs: MODULE_ID,
+            count_steps_by="agent_steps",  # batches in learner decisions, as sb3's rollouts
         )
         .rl_module(
             rl_module_spec=MultiRLModuleSpec(
