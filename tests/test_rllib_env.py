@@ -73,7 +73,7 @@ def test_the_env_creator_binds_games_to_scenarios_round_robin() -> None:
 def test_rllib_section_is_validated(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"name": "x", "rllib": {"env_runner": 2}}))
-    with pytest.raises(TrainConfigError, match="rllib.env_runner"):
+    with pytest.raises(TrainConfigError, match=r"rllib\.env_runner"):
         load_config(path)
     path.write_text(yaml.safe_dump({"name": "x", "backend": "rllib", "algorithm": "ppo"}))
     with pytest.raises(TrainConfigError, match="rllib backend trains masked PPO"):
