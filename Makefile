@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/eval_openb.py
 	$(BIN)/python benchmarks/policy_latency.py
 	$(BIN)/python benchmarks/control_plane_cost.py
+	$(BIN)/python benchmarks/ray_scaling.py
 
 # Style, the layer contracts (.importlinter: each layer imports only from below; the runtime
 # and the cluster side never import the training stack) and types of envs and policy.
