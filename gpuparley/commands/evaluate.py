@@ -208,7 +208,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 help="Run each policy x seed as a Ray task (same results): on a Ray started "
                 "for this run, or on the cluster at --address. Needs pip install "
-                "'gpuparley[ray]'."
+                "'gpuparley\\[ray]'."
             ),
         ] = False,
         address: Annotated[

@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train with (Maskable)PPO, one policy shared by all learner seats; keep best/last.
 
-        Needs the training extra: pip install 'gpuparley[train]' (and 'gpuparley[ray]' for
+        Needs the training extra: pip install 'gpuparley\\[train]' (and 'gpuparley\\[ray]' for
         --backend rllib)."""
         require_training_stack("train")
         from gpuparley.policy.encoder_spec import SpecMismatchError

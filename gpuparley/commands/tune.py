@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train every variant x seed as a Ray Tune trial; report mean ± CI over seeds.
 
-        Needs pip install 'gpuparley[train,ray]'."""
+        Needs pip install 'gpuparley\\[train,ray]'."""
         require_training_stack("tune")
         require_ray("tune")
         from gpuparley.evaluation.results import write_results
