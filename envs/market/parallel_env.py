@@ -98,7 +98,7 @@ class GPUMarketEnv(ParallelEnv):
         self._default_seed = self.scenario.seed if seed is None else seed
         self.possible_agents = [agent.name for agent in self.scenario.agents]
         self._observation_space = observation_space()
-        self._action_space = spaces.Discrete(ACTION_COUNT)
+        self._action_space: spaces.Discrete = spaces.Discrete(ACTION_COUNT)
         self.agents: list[str] = []
         self.market: Market | None = None
         self.views: dict[str, AgentView] = {}
