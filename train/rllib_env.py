@@ -119,15 +119,7 @@ class LearnerSeats(ParallelEnv):
         game = self.game
         seats = dict(zip(self.playing, game.plan.learners, strict=True))
         chosen = {seats[slot]: int(action) for slot, action in actions.items()}
-        for agent, negotiator in game.plan.opponents.items():
-            obs = game.observations[agent]
-            chosen[agent] = negotiator.act(
-                obs["observation"], obs["action_mask"], game.env.views[agent]
-            )
-        observations, rewards, terminated, _, _ = game.env.step(chosen)
-        game.observations = observations
-        game.length += 1
-        finished = not game.env.agents
+        rewards, terminated, _, finished = game.step(chosen)
         scaled = {
             slot: float(rewards[seat]) / game.budgets[seat] * self.reward_scale
             for slot, seat in seats.items()
