@@ -48,6 +48,7 @@ from gpuparley.train.checkpoint import (
     RLLIB_MODULE_DIR,
     check_checkpoint_spec,
     load_checkpoint_config,
+    load_metrics,
     write_checkpoint_files,
     write_layers,
 )
@@ -167,7 +168,7 @@ def export_rllib_checkpoint(checkpoint: Path, out: str | Path) -> Path:
     """`checkpoint.export_checkpoint` for an RLlib checkpoint: the same ONNX policy."""
     module = load_rllib_module(checkpoint)
     config = load_checkpoint_config(checkpoint)
-    steps = int(json.loads((checkpoint / "metrics.json").read_text()).get("timesteps", 0))
+    steps = int(load_metrics(checkpoint).get("timesteps", 0))
     return write_layers(module_layers(module), config, out, checkpoint.resolve().name, steps)
 
 
