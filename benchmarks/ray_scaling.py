@@ -1,7 +1,7 @@
 """Ray scaling: an evaluation sweep serial vs on 2 Ray workers, and RLlib vs sb3 training speed.
 
-1. The same tournament (`mig-mixed`, three policies incl. a market, seeds 0-3: 12 cells) in
-   this process and as Ray tasks on a local Ray with 2 CPUs; the records must be equal (wall
+1. The same tournament (`timeslice-noisy`, three schedulers and two markets, seeds 0-3: 20
+   cells of 0.2-4 s) in this process and as Ray tasks on a local Ray with 2 CPUs; the records must be equal (wall
    times aside). Reported: both wall times, their ratio (target >= 1.7x on 2 cores), and the
    Ray start/stop cost on top.
 2. The default training config for `--steps` learner decisions on each backend (no evaluation
@@ -34,8 +34,8 @@ from gpuparley.train.trainer import train
 
 from _common import save
 
-SCENARIO = "mig-mixed"
-POLICIES = "fgd,themis,scripted:truthful@auction"
+SCENARIO = "timeslice-noisy"
+POLICIES = "fgd,themis,kube-default,scripted:truthful@auction,scripted:truthful@bargain"
 SEEDS = [0, 1, 2, 3]
 WORKERS = 2
 
