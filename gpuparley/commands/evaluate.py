@@ -30,6 +30,8 @@ from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
 from gpuparley.evaluation.report import MISSING, Row, summary, write_report
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
+from gpuparley.evaluation.tune_report import EXPERIMENT as TUNE
+from gpuparley.evaluation.tune_report import write_tune_report
 from gpuparley.policy.specs import PolicySpec, parse_policies, policy_choices
 
 EXPERIMENTS = ("tournament", INFLATION)
@@ -239,11 +241,15 @@ def register(app: typer.Typer) -> None:
     def report_command(
         directory: Annotated[Path, typer.Argument(help="An `eval` output directory.")],
     ) -> None:
-        """Rebuild report.md and the PNGs from DIR/results.json (no simulation)."""
+        """Rebuild report.md and the PNGs from DIR/results.json (no simulation); of a
+        `gpuparley tune` sweep too."""
         try:
             results = load_results(directory)
         except (FileNotFoundError, ValueError) as error:
             fail(str(error))
+        if results.experiment == TUNE:
+            console.print(f"wrote {write_tune_report(results, directory)}")
+            return
         for path in write_report(results, directory):
             console.print(f"wrote {path}")
 

@@ -20,9 +20,9 @@ EXPERIMENT = "tune"
 ROWS = (
     Row("mean_budget_utility", "evaluation utility / budget per epoch (score)", "max", "{:.2f}"),
     Row("mean_utility", "evaluation utility (credits, mean over games)", "max", "{:.1f}"),
-    Row("best_timesteps", "steps at the best checkpoint", "max", "{:,.0f}"),
-    Row("wall_seconds", "training wall time (s)", "min", "{:,.0f}"),
-    Row("steps_per_second", "training steps/s", "max", "{:,.0f}"),
+    Row("best_timesteps", "steps at the best checkpoint", "max", "{:.0f}"),
+    Row("wall_seconds", "training wall time (s)", "min", "{:.0f}"),
+    Row("steps_per_second", "training steps/s", "max", "{:.0f}"),
 )
 
 
