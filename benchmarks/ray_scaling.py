@@ -2,8 +2,8 @@
 
 1. The same tournament (`timeslice-noisy`, three schedulers and two markets, seeds 0-3: 20
    cells of 0.2-4 s) in this process and as Ray tasks on a local Ray with 2 CPUs; the records
-   must be equal (wall times aside). Reported: both wall times, their ratio (target >= 1.7x on 2 cores), and the
-   Ray start/stop cost on top.
+   must be equal (wall times aside). Reported: both wall times, their ratio (target >= 1.7x
+   on 2 cores), and the Ray start/stop cost on top.
 2. The default training config for `--steps` learner decisions on each backend (no evaluation
    inside the window): steps/s as each trainer measures it (sampling + learning).
 
