@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,train]'
+	$(BIN)/pip install --quiet -e '.[dev,train,ray]'
 	touch $(STAMP)
 
 # The real Kubernetes components the cluster tests run against; cached outside the repo
@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/eval_openb.py
 	$(BIN)/python benchmarks/policy_latency.py
 	$(BIN)/python benchmarks/control_plane_cost.py
+	$(BIN)/python benchmarks/ray_scaling.py
 
 # Style, the layer contracts (.importlinter: each layer imports only from below; the runtime
 # and the cluster side never import the training stack) and types of envs and policy.

@@ -13,7 +13,7 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from gpuparley.commands import evaluate, export, scenarios, simulate, train
+    from gpuparley.commands import evaluate, export, scenarios, simulate, train, tune
     from gpuparley.deploy.cli import app as deploy_app
     from gpuparley.deploy.cluster.cli import app as cluster_app
     from gpuparley.deploy.process_cli import app_market, app_negotiator, app_workload
@@ -23,6 +23,7 @@ def _register_commands() -> None:
     train.register(app)
     export.register(app)
     evaluate.register(app)
+    tune.register(app)
     app.add_typer(
         cluster_app, name="cluster", help="Real Kubernetes control planes on this machine."
     )

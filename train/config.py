@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -87,11 +88,21 @@ class EvaluationConfig(_Strict):
     seed: int = 10_000  # evaluation workloads differ from training ones
 
 
+class RLlibConfig(_Strict):
+    """Settings only the RLlib backend reads (`backend: rllib`); PPO's hyperparameters come from
+    `ppo` with the same meaning (n_steps per learner seat, batch_size as the minibatch)."""
+
+    env_runners: NonNegativeInt = 1  # Ray actors stepping environments (0: the driver does)
+    envs_per_runner: PositiveInt | None = None  # default: one per scenario x copies
+    cpus_per_runner: PositiveFloat = 1.0
+
+
 class TrainConfig(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     seed: int = 0
     algorithm: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
+    backend: Literal["sb3", "rllib"] = "sb3"  # stable-baselines3, or RLlib on Ray
     total_timesteps: PositiveInt = 100_000
     scenarios: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
     mechanisms: list[Literal["auction", "bargain"]] = Field(
@@ -108,6 +119,7 @@ class TrainConfig(_Strict):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    rllib: RLlibConfig = Field(default_factory=RLlibConfig)
     output_dir: str = "runs"
     threads: PositiveInt = 1
 
@@ -131,6 +143,12 @@ class TrainConfig(_Strict):
         if value.get(SELF, 0.0) <= 0:
             raise ValueError("the mix needs a positive `self` share (the seats being trained)")
         return value
+
+    @model_validator(mode="after")
+    def _rllib_masks(self) -> TrainConfig:
+        if self.backend == "rllib" and self.algorithm != "maskable_ppo":
+            raise ValueError("algorithm: the rllib backend trains masked PPO; use maskable_ppo")
+        return self
 
     @model_validator(mode="after")
     def _evaluation_opponents(self) -> TrainConfig:

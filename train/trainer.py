@@ -23,7 +23,7 @@ from stable_baselines3.common.utils import set_random_seed
 from torch import nn
 
 from gpuparley.policy.learned import LearnedNegotiator
-from gpuparley.policy.runtime import NumpyMlp
+from gpuparley.policy.runtime import Layer, NumpyMlp
 from gpuparley.train.checkpoint import ALGORITHMS, load_metrics, load_model, save_checkpoint
 from gpuparley.train.config import TrainConfig
 from gpuparley.train.evaluate import evaluate
@@ -91,7 +91,12 @@ def evaluate_policy(
     config: TrainConfig,
 ) -> dict[str, Any]:
     """The evaluation of `train.evaluate` for the model's current (deterministic) policy."""
-    weights = NumpyMlp(policy_layers(model.policy))
+    return evaluate_layers(policy_layers(model.policy), config)
+
+
+def evaluate_layers(layers: list[Layer], config: TrainConfig) -> dict[str, Any]:
+    """The evaluation of `train.evaluate` for the actor with these dense layers."""
+    weights = NumpyMlp(layers)
     spec = config.evaluation
     return evaluate(
         lambda: LearnedNegotiator(weights),

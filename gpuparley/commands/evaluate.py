@@ -6,6 +6,7 @@ prints one clear message and exits with status 2; nothing runs until all inputs 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +16,9 @@ from rich import box
 from rich.table import Table
 
 from gpuparley.agents.registry import INCUMBENTS
-from gpuparley.commands.console import console, fail, progress_bar
+from gpuparley.commands.console import console, fail, progress_bar, require_ray
 from gpuparley.envs.scenario import load_scenario
+from gpuparley.evaluation.cells import CellMap
 from gpuparley.evaluation.fgd_inflation import (
     DEFAULT_TARGETS,
     check_schedulers,
@@ -28,6 +30,8 @@ from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
 from gpuparley.evaluation.report import MISSING, Row, summary, write_report
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
+from gpuparley.evaluation.tune_report import EXPERIMENT as TUNE
+from gpuparley.evaluation.tune_report import write_tune_report
 from gpuparley.policy.specs import PolicySpec, parse_policies, policy_choices
 
 EXPERIMENTS = ("tournament", INFLATION)
@@ -49,6 +53,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return overrides
 
 
+def cell_engine(ray: bool, address: str | None) -> AbstractContextManager[CellMap | None]:
+    """In-process runs (None), or Ray tasks: on the cluster at `address`, else on a Ray started
+    on this machine for the run."""
+    if not ray and address is None:
+        return nullcontext(None)
+    require_ray("eval")
+    from gpuparley.evaluation.ray_sweep import ray_cells
+
+    return ray_cells(address)
+
+
 def run_evaluation(
     scenario: str,
     policies: str,
@@ -58,8 +73,11 @@ def run_evaluation(
     overrides: list[str] | None = None,
     trace: Path | None = None,
     targets: str | None = None,
+    ray: bool = False,
+    address: str | None = None,
 ) -> Results:
-    """Parse every input (ValueError says what is wrong), then run with a progress bar."""
+    """Parse every input (ValueError says what is wrong), then run with a progress bar; with
+    `ray` or an `address`, each policy x seed as a Ray task (`cell_engine`)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(
             f"unknown experiment {experiment!r}; choose one of: {', '.join(EXPERIMENTS)}"
@@ -75,15 +93,17 @@ def run_evaluation(
     target_list = parse_targets(targets) if targets is not None else list(DEFAULT_TARGETS)
     resolved = load_scenario(scenario, parse_overrides(overrides or []), trace)
     total = len(parsed) * len(seed_list)
-    with progress_bar() as bar:
+    with cell_engine(ray, address) as cells, progress_bar() as bar:
         task = bar.add_task(f"{resolved.name}: starting", total=total)
 
         def on_progress(done: float, label: str) -> None:
             bar.update(task, completed=done, description=f"{resolved.name}: {label}")
 
         if experiment == INFLATION:
-            return run_inflation_experiment(resolved, parsed, seed_list, target_list, on_progress)
-        return run_tournament(resolved, parsed, seed_list, horizon, on_progress)
+            return run_inflation_experiment(
+                resolved, parsed, seed_list, target_list, on_progress, cells=cells
+            )
+        return run_tournament(resolved, parsed, seed_list, horizon, on_progress, cells)
 
 
 def save(results: Results, out: Path) -> None:
@@ -185,11 +205,32 @@ def register(app: typer.Typer) -> None:
                 "e.g. 1.0,1.3 (default 1.3)."
             ),
         ] = None,
+        ray: Annotated[
+            bool,
+            typer.Option(
+                help="Run each policy x seed as a Ray task (same results): on a Ray started "
+                "for this run, or on the cluster at --address. Needs pip install "
+                "'gpuparley\\[ray]'."
+            ),
+        ] = False,
+        address: Annotated[
+            str | None,
+            typer.Option(help="Ray cluster to run on (host:port, or auto); implies --ray."),
+        ] = None,
     ) -> None:
         """Run every policy x seed on one scenario; write results and a paper-ready report."""
         try:
             results = run_evaluation(
-                scenario, policies, seeds, experiment, horizon, overrides, trace, targets
+                scenario,
+                policies,
+                seeds,
+                experiment,
+                horizon,
+                overrides,
+                trace,
+                targets,
+                ray,
+                address,
             )
         except ValueError as error:  # ScenarioError is a ValueError too
             fail(str(error))
@@ -200,11 +241,15 @@ def register(app: typer.Typer) -> None:
     def report_command(
         directory: Annotated[Path, typer.Argument(help="An `eval` output directory.")],
     ) -> None:
-        """Rebuild report.md and the PNGs from DIR/results.json (no simulation)."""
+        """Rebuild report.md and the PNGs from DIR/results.json (no simulation); of a
+        `gpuparley tune` sweep too."""
         try:
             results = load_results(directory)
         except (FileNotFoundError, ValueError) as error:
             fail(str(error))
+        if results.experiment == TUNE:
+            console.print(f"wrote {write_tune_report(results, directory)}")
+            return
         for path in write_report(results, directory):
             console.print(f"wrote {path}")
 
