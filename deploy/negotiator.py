@@ -199,19 +199,28 @@ class NegotiatorProcess:
         return max(0.05, min(self.config.resync_interval, renew_at - time.monotonic()))
 
     def step(self) -> None:
-        """One reconcile from the caches: sync pods with the leases, answer a new view."""
+        """One reconcile from the caches: sync pods with the leases, answer a new view -- even
+        if the sync failed (its error is raised after): pod writes the host refuses for a while
+        (admission not ready after an apiserver restart) must not make the market time the
+        agent out as a pass, which would change the market."""
         self.telemetry.heartbeat()
         if not self._lead():
             self.telemetry.ready = False
             return
         groups = group_pods(self.agent_pods.objects())
         leases = self.leases.objects()
-        self._sync_leases(groups, leases)
+        sync_failed: ApiError | None = None
+        try:
+            self._sync_leases(groups, leases)
+        except ApiError as exc:
+            sync_failed = exc
         document = self.views.get(self.config.namespace, objects.VIEW_CONFIGMAP)
         version = (document or {}).get("metadata", {}).get("resourceVersion")
         if document is not None and version != self._view_version:
             self._answer_view(document, groups, leases)
             self._view_version = version
+        if sync_failed is not None:
+            raise sync_failed
         self.telemetry.ready = True
         self.telemetry.apiserver_requests.labels("host").set(sum(self.host.requests.values()))
         self.telemetry.apiserver_requests.labels("agent").set(sum(self.plane.requests.values()))

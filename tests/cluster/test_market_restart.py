@@ -135,6 +135,8 @@ def _assert_the_same_market_went_on(run: Run) -> None:
     status = run.status
     assert status["finished"], status
     assert status["resumed_at"] > 0, "the market that finished must have resumed a journal"
+    # A negotiator the market timed out passed where the simulator's agent acted.
+    assert status["timeouts"] == {}, "an agent did not answer in time"
     # Lease for lease the uninterrupted (simulated) run: nothing lost, doubled or re-decided.
     assert run.trace == simulated(SCENARIO)
     assert_one_lease_at_a_time(run.trace)
