@@ -85,6 +85,30 @@ def test_a_truncated_search_is_an_error(
         verify(Verification(scenario("cut-off").defines), tmp_path, spin)
 
 
+REPORT = """pan:1: assertion violated gpu_leased_once (at depth 412)
+pan:2: invalid end state (at depth 3001)
+pan:3: assertion violated (w<4) (at depth 77)
+State-vector 216 byte, depth reached 6671, errors: 3
+1.4567891e+08 states, stored
+2.2123049e+08 states, matched
+3.669096e+08 transitions (= stored+matched)
+ 7967.490\ttotal actual memory usage
+pan: elapsed time 632 seconds
+"""
+
+
+def test_the_verifiers_report_is_read_whole() -> None:
+    """Every error the verifier lists is named (the first one is the counterexample's), and
+    counts in pan's exponent notation are read as numbers."""
+    first, line, found = check.read_report(REPORT, SAFETY)
+    assert (first, line) == ("gpu_leased_once", "assertion violated gpu_leased_once")
+    assert found == {"gpu_leased_once", "deadlock", "assert (w<4)"}
+    assert check.read_figures(REPORT) == (145_678_910, 366_909_600, 6671, 632.0, 7967.49)
+    assert check.read_report("pan:1: acceptance cycle (at depth 9)", "leased_or_refused")[0] == (
+        "leased_or_refused"
+    )
+
+
 def test_missing_spin_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no spin on PATH, and none in this cache
     with pytest.raises(SpinError, match=INSTALL_COMMAND):

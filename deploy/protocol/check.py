@@ -146,14 +146,16 @@ def verify(
         if every_violation:
             every = _run([*search, "-c0"], workdir, "the verifier (pan -c0)", timeout)
             violations = read_report(every, check.prop)[2]
-    return Outcome(
-        violated=violated,
-        violations=violations,
-        report=report,
-        states=int(_number(r"(\d+) states, stored", text)),
-        transitions=int(_number(r"([\d.e+]+) transitions", text)),
-        depth=int(_number(r"depth reached (\d+)", text)),
-        seconds=_number(r"pan: elapsed time ([\d.e+]+) seconds", text),
-        memory_mb=_number(r"([\d.]+)\s+total actual memory usage", text),
-        trail=trail,
+    return Outcome(violated, violations, report, *read_figures(text), trail=trail)
+
+
+def read_figures(text: str) -> tuple[int, int, int, float, float]:
+    """(states stored, transitions, depth, search seconds, memory MB) from a verifier's report
+    (pan writes counts above a million as 1.2345e+08)."""
+    return (
+        int(_number(r"([\d.e+]+) states, stored", text)),
+        int(_number(r"([\d.e+]+) transitions", text)),
+        int(_number(r"depth reached (\d+)", text)),
+        _number(r"pan: elapsed time ([\d.e+]+) seconds", text),
+        _number(r"([\d.]+)\s+total actual memory usage", text),
     )

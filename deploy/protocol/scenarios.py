@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from gpuparley.deploy.protocol.check import DEADLOCK, SAFETY
 
 LEASED_OR_REFUSED = "leased_or_refused"  # every job is eventually leased or refused
-FINISHED_OR_REFUSED = "finished_or_refused"  # every job eventually finishes or is refused
+# every job eventually finishes or is refused, and nothing is left (leases released, pods gone)
+FINISHED_OR_REFUSED = "finished_or_refused"
 PROPERTIES = (SAFETY, LEASED_OR_REFUSED, FINISHED_OR_REFUSED)
 FAULTS = ("CRASHES", "LAPSES", "PARTITIONS", "CUTS", "DUPLICATES", "LOSSES", "HOSTILE")
 

@@ -42,7 +42,11 @@ init {
  * monotone, so "eventually all" is "all eventually". An agent cut off for good is excused. */
 #define served(j) (g_leased[j] || O_rej[j] || cut[j])
 #define settled(j) (g_done[j] || cut[j])
+/* nothing left behind: every GPULease released, every pod deleted */
+#define cleaned (!ACTIVE(0) && !ACTIVE(1) && !ACTIVE(2) && !ACTIVE(3) && \
+  P_st[0] == P_NONE && P_st[1] == P_NONE && P_st[2] == P_NONE)
 /* every job is eventually leased (its GPULease active) or refused */
 ltl leased_or_refused { <> (served(0) && served(1) && served(2)) }
-/* every job eventually finishes (its negotiator sees its lease end "finished") or is refused */
-ltl finished_or_refused { <> (settled(0) && settled(1) && settled(2)) }
+/* every job eventually finishes (its negotiator sees its lease end "finished") or is refused,
+ * and the market leaves nothing behind */
+ltl finished_or_refused { <> (settled(0) && settled(1) && settled(2) && cleaned) }

@@ -51,7 +51,10 @@ inline forget() {
   dirty[me] = 1; pchg[me * NP] = 1; pchg[me * NP + 1] = 1; pchg[me * NP + 2] = 1
 }
 
+/* the market deletes pod q: never a running pod of a lease that is neither ending nor released */
 inline delete_pod(q) {
+  no_eviction_under_lease = P_st[q] != P_RUN || !ACTIVE(P_l[q]) || O_end[P_l[q]];
+  assert(no_eviction_under_lease);
   P_st[q] = P_NONE; P_big[q] = 0; nev[PJOB(q)] = 1; pod_written(q)
 }
 

@@ -161,6 +161,7 @@ bit gpu_leased_once = 1;
 bit pod_inside_lease = 1;
 bit job_leased_once = 1;
 bit finished_after_work = 1;   /* checked where a negotiator is told its job finished */
+bit no_eviction_under_lease = 1;   /* checked where the market deletes a pod */
 
 active proctype monitor_gpu_leased_once() {
 end_watching:
