@@ -68,11 +68,8 @@ class Outcome:
         return self.violated is None
 
 
-def _run(command: list[str], cwd: Path, what: str, timeout: float | None) -> str:
-    try:
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise CheckError(f"{what} did not finish within {timeout} s") from exc
+def _run(command: list[str], cwd: Path, what: str) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr + done.stdout).strip().splitlines()[-8:]
         raise CheckError(f"{what} failed (exit {done.returncode}): " + " | ".join(tail))
@@ -116,7 +113,6 @@ def verify(
     check: Verification,
     workdir: Path,
     spin: Path | None = None,
-    timeout: float | None = None,
     every_violation: bool = False,
 ) -> Outcome:
     """Run `check` in `workdir` (the model is copied there; pan.c, pan and any trail stay).
@@ -125,26 +121,26 @@ def verify(
     spin = spin or find_spin()
     compiler = find_compiler()
     shutil.copytree(PROMELA, workdir, dirs_exist_ok=True)
-    _run([str(spin), "-a", *check.flags, MODEL], workdir, "spin -a", timeout)
+    _run([str(spin), "-a", *check.flags, MODEL], workdir, "spin -a")
     build = [compiler, "-O2" if check.optimize else "-O0", "-w", "-DCOLLAPSE"]
     if check.prop == SAFETY:
         build.append("-DNOCLAIM")
-    _run([*build, "-o", "pan", "pan.c"], workdir, f"{compiler} pan.c", timeout)
+    _run([*build, "-o", "pan", "pan.c"], workdir, f"{compiler} pan.c")
     search = ["./pan", f"-m{MAX_DEPTH}", "-w24" if check.optimize else "-w22"]
     if check.prop != SAFETY:
         search += ["-a", "-N", check.prop]
-    text = _run(search, workdir, "the verifier (pan)", timeout)
+    text = _run(search, workdir, "the verifier (pan)")
     violated, report, violations = read_report(text, check.prop)
     trail: tuple[str, ...] = ()
     if violated is not None:
-        replay = _run([str(spin), "-t", *check.flags, MODEL], workdir, "spin -t", timeout)
+        replay = _run([str(spin), "-t", *check.flags, MODEL], workdir, "spin -t")
         trail = tuple(
             line.strip().removeprefix("@ ")
             for line in replay.splitlines()
             if line.strip().startswith("@ ") or "START OF CYCLE" in line
         )
         if every_violation:
-            every = _run([*search, "-c0"], workdir, "the verifier (pan -c0)", timeout)
+            every = _run([*search, "-c0"], workdir, "the verifier (pan -c0)")
             violations = read_report(every, check.prop)[2]
     return Outcome(violated, violations, report, *read_figures(text), trail=trail)
 

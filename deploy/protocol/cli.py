@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,7 +37,8 @@ app = typer.Typer(
 console = Console()
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr: exit 2 for bad input, 1 when spin is missing or fails."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -132,7 +133,7 @@ def check(
         bool, typer.Option(help="Also check that every broken variant is rejected.")
     ] = True,
     deep: Annotated[
-        bool, typer.Option(help="Also the deep scenario: every fault at once (~4 minutes).")
+        bool, typer.Option(help="Also the deep scenario: every fault at once (~20 min, 8 GB).")
     ] = False,
     every_violation: Annotated[
         bool, typer.Option(help="For a broken variant, list every property it violates.")
