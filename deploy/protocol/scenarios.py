@@ -4,8 +4,8 @@ property, and the broken variants it must reject.
 All faults at once make the state space too large for a routine check (one job under every
 fault: 131 million states and 8 GB for the safety search, 19 minutes for all three searches:
 the `deep` scenario, run on request), so each scenario pairs the jobs with one family of
-faults, at any step of any process; together they use every fault of the model. Each broken variant is checked under the scenario that exposes
-it, and must fail with the property named.
+faults, at any step of any process; together they use every fault of the model. Each broken
+variant is checked under the scenario that exposes it, and must fail with the property named.
 """
 
 from __future__ import annotations
