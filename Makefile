@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast cluster-build bench lint clean
+.PHONY: install demo test test-fast cluster-build spin bench lint clean
 
 install: $(STAMP)
 
@@ -19,14 +19,19 @@ $(STAMP): pyproject.toml setup.py
 cluster-build: install
 	$(BIN)/gpuparley cluster build
 
+# The spin model checker the protocol tests run (Debian's package, unpacked into the same cache;
+# no root needed; a spin on PATH where there is no apt).
+spin: install
+	$(BIN)/gpuparley protocol spin
+
 demo: install
 	$(BIN)/gpuparley demo
 
-test: install cluster-build
+test: install cluster-build spin
 	$(BIN)/python -m pytest -q
 
 # Everything except the tests that need the real control planes.
-test-fast: install
+test-fast: install spin
 	$(BIN)/python -m pytest -q -m "not cluster"
 
 bench: install

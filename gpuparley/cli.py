@@ -17,6 +17,7 @@ def _register_commands() -> None:
     from gpuparley.deploy.cli import app as deploy_app
     from gpuparley.deploy.cluster.cli import app as cluster_app
     from gpuparley.deploy.process_cli import app_market, app_negotiator, app_workload
+    from gpuparley.deploy.protocol.cli import app as protocol_app
 
     scenarios.register(app)
     simulate.register(app)
@@ -31,6 +32,7 @@ def _register_commands() -> None:
     app.add_typer(app_negotiator, name="negotiator", help="One agent's in-cluster negotiator.")
     app.add_typer(app_market, name="market", help="The market controller on the host cluster.")
     app.add_typer(app_workload, name="workload", help="Scenario jobs as gated pods.")
+    app.add_typer(protocol_app, name="protocol", help="The market protocol, checked with spin.")
 
 
 _register_commands()
