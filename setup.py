@@ -10,7 +10,18 @@ their files every install carries.
 
 from setuptools import find_namespace_packages, setup
 
-DATA_FILES = ["*.yaml", "*.csv", "*.md", "*.json", "*.onnx", "*.zip", "*.go", "go.mod", "go.sum"]
+DATA_FILES = [
+    "*.yaml",
+    "*.csv",
+    "*.md",
+    "*.json",
+    "*.onnx",
+    "*.zip",
+    "*.go",
+    "go.mod",
+    "go.sum",
+    "*.pml",
+]
 
 packages = find_namespace_packages(include=["gpuparley", "gpuparley.*"], exclude=["*__pycache__*"])
 setup(packages=packages, package_data={"": DATA_FILES})

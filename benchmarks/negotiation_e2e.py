@@ -19,8 +19,9 @@ Requests per placement: the increase of `apiserver_request_total` on every apise
 (host; host + agent planes for the market) over the phase, minus the background rate measured on
 the idle planes just before (KWOK's node heartbeats grow with the node count), divided by the
 pods bound.
-The market's clock is logical: jobs arriving during epoch 0 are auctioned at epoch 1's first
-sub-step, so its latency includes one full epoch of the protocol (views, answers, clearing).
+
+Idle cost: requests/second on every plane with the three negotiators started and nothing to do
+(no pods, no market) against the same planes without them, over `--idle-seconds` each.
 
     python benchmarks/negotiation_e2e.py [--nodes 10,100,1000] [--jobs 20]
 
@@ -30,6 +31,7 @@ Prints a table and saves benchmarks/results/negotiation_e2e.json.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import ssl
 import statistics
@@ -159,19 +161,26 @@ def run_baseline(state: planes.LocalPlanes, jobs: list[Any]) -> dict[str, Any]:
             "requests_per_placement": requests / len(created)}  # fmt: skip
 
 
-def run_market(state: planes.LocalPlanes, scenario: Path, work: Path) -> dict[str, Any]:
+def run_market(
+    state: planes.LocalPlanes, scenario: Path, work: Path, idle_seconds: float
+) -> dict[str, Any]:
     rig = MarketRig(state, str(scenario), 0, "scripted:truthful", work / "logs")
     rig.prepare_bundles()
     loaded = load_scenario(scenario)
     jobs = loaded.build_jobs(0)
     every_plane = [state.host, *(state.agent(a.name) for a in loaded.agents)]
-    background = background_rate(every_plane)
+    idle_without = background_rate(every_plane, idle_seconds)
+    rig.start_negotiators()
+    for agent in loaded.agents:
+        rig.wait_ready(f"negotiator-{agent.name}")
+    time.sleep(2.0)  # their start-up lists and watches are not idle cost
+    idle_with = background_rate(every_plane, idle_seconds)
+    background = idle_with
     host = Kube(state.host.kubeconfig)
     namespaces = [objects.agent_namespace(a.name) for a in loaded.agents]
     created: dict[str, float] = {}
 
     def place() -> dict[str, float]:
-        rig.start_negotiators()
         for agent in loaded.agents:
             plane = Kube(state.agent(agent.name).kubeconfig)
             for job in (j for j in jobs if j.owner == agent.name):
@@ -194,10 +203,13 @@ def run_market(state: planes.LocalPlanes, scenario: Path, work: Path) -> dict[st
         rig.stop()
         host.close()
     return {**latencies(created, bound), "pods": len(created),
-            "requests_per_placement": requests / len(created)}  # fmt: skip
+            "requests_per_placement": requests / len(created),
+            "idle_requests_per_s_without_negotiators": idle_without,
+            "idle_requests_per_s_with_negotiators": idle_with,
+            "idle_ratio": idle_with / idle_without}  # fmt: skip
 
 
-def measure(node_count: int, jobs: int) -> dict[str, Any]:
+def measure(node_count: int, jobs: int, idle_seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
         work = Path(tmp)
         scenario = scenario_file(work, node_count, jobs)
@@ -211,7 +223,7 @@ def measure(node_count: int, jobs: int) -> dict[str, Any]:
         )
         try:
             baseline = run_baseline(state, loaded.build_jobs(0))
-            market = run_market(state, scenario, work)
+            market = run_market(state, scenario, work, idle_seconds)
         finally:
             planes.down(work / "state")
     return {
@@ -229,10 +241,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", default="10,100,1000")
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
     args = parser.parse_args()
     rows = []
+    load = os.getloadavg()
     for count in (int(n) for n in args.nodes.split(",")):
-        row = measure(count, args.jobs)
+        row = measure(count, args.jobs, args.idle_seconds)
+        row["loadavg_1_5_15"] = os.getloadavg()
         rows.append(row)
         b, m = row["baseline"], row["market"]
         print(
@@ -240,14 +255,17 @@ def main() -> None:
             f" p99 {b['p99_s'] * 1000:7.1f} ms {b['requests_per_placement']:5.1f} req/pod | "
             f"market p50 {m['p50_s'] * 1000:7.1f} ms p99 {m['p99_s'] * 1000:7.1f} ms "
             f"{m['requests_per_placement']:5.1f} req/pod | x{row['latency_ratio_p50']:.1f} p50, "
-            f"x{row['requests_ratio']:.1f} requests",
+            f"x{row['latency_ratio_p99']:.1f} p99, x{row['requests_ratio']:.1f} requests | idle "
+            f"{m['idle_requests_per_s_with_negotiators']:.2f} vs "
+            f"{m['idle_requests_per_s_without_negotiators']:.2f} req/s (x{m['idle_ratio']:.2f})"
+            f" | load {row['loadavg_1_5_15'][0]:.1f}",
             flush=True,
         )
     first = rows[0]
     for row in rows:
         row["market_p50_growth"] = row["market"]["p50_s"] / first["market"]["p50_s"]
         row["baseline_p50_growth"] = row["baseline"]["p50_s"] / first["baseline"]["p50_s"]
-    print(f"saved {save('negotiation_e2e', {'rows': rows})}")
+    print(f"saved {save('negotiation_e2e', {'rows': rows, 'loadavg_at_start': load})}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Three CRDs in `gpuparley.io/v1alpha1`, all namespaced:
 
 * `Offer` (plural `offers`): any *negotiation* message (Bid, Offer, CounterOffer, Accept,
   Reject) verbatim in `spec`, discriminated by `spec.kind`. One CRD rather than five so an inbox
-  is read with one list request (the market controller lists its inbox once per sub-step and takes
-  the messages in agent order, then by object name), RBAC has one resource to grant, and
+  is read with one list or watch (the market controller watches every message addressed to it or
+  brokered by it and takes them in agent order, then by object name), RBAC has one resource to
+  grant, and
   `kubectl get offers` shows a whole negotiation. The price is a
   union schema: the generator proves that a field shared by kinds has the same schema in each, and
   per-kind "required / not allowed" rules become CEL `x-kubernetes-validations` (the apiserver
@@ -226,10 +227,14 @@ def negotiator_crd() -> dict[str, Any]:
             "phase": {"type": "string"},
             "message": {"type": "string"},
             "observedEpoch": {"type": "integer", "minimum": 0},
-            # The market sub-step the negotiator answered last, and how ("bid" or "pass"):
-            # the market waits for every agent's answer before it closes a sub-step.
+            # The market sub-step the negotiator answered last, and how (the kind of message
+            # it sent, or "pass"): the market waits for the asked agents' answers before it
+            # closes a sub-step.
             "observedSubstep": {"type": "integer", "minimum": 0},
-            "action": {"type": "string", "enum": ["bid", "pass"]},
+            "action": {
+                "type": "string",
+                "enum": ["bid", "offer", "counter", "accept", "reject", "pass"],
+            },
         },
     }
     return _crd(

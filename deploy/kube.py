@@ -1,10 +1,25 @@
-"""A small JSON-over-REST client for the few calls the negotiator and the market make.
+"""The one client layer: every apiserver call of the negotiator, the market and the tooling.
 
-Why not the generated typed clients: every object here is handled as the plain dict the apiserver
-sends (custom resources have no generated classes, and pods must be copied between planes
-verbatim), and every request is counted, so the process can report apiserver requests per
-placement. Authentication, TLS and kubeconfig parsing come from the official `kubernetes`
-package; this module only builds paths and decodes JSON.
+Built on the official `kubernetes` package's **dynamic client** (`kubernetes.dynamic`): it
+serves core resources, `coordination.k8s.io` Leases and our custom resources through one API,
+hands objects over as the plain dicts the apiserver sends (pods are copied between planes
+verbatim, custom resources have no generated classes), builds the request paths, and streams
+watches with the package's own `kubernetes.watch.Watch`. Why not an informer library: the
+maintained Python ones (kopf, kr8s) are operator frameworks that own the event loop and the
+process; the market and the negotiator only need list-then-watch caches (`informer.py`, about
+200 lines on this module's `watch`), which keeps the dependency the one the package already has.
+
+Two things are ours:
+
+* **no discovery**: the resources we use are a fixed table (`RESOURCES`), so a process start costs
+  no discovery requests and a CRD applied a moment ago is usable at once;
+* **errors are exception classes** (`NotFound`, `AlreadyExists`, `Conflict`, `Gone`,
+  `Forbidden`, `Invalid`, `Unavailable`, ... all `ApiError`): callers catch the case they
+  handle, never compare status codes. A refused connection, a reset stream or a timeout (the
+  apiserver restarting) is `Unavailable`, so a caller's retry covers it.
+
+Every request is counted by verb (`Kube.requests`; a watch counts once per connection), so a
+process can report apiserver requests per placement.
 """
 
 from __future__ import annotations
@@ -13,21 +28,87 @@ import contextlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from gpuparley.deploy.crds import GROUP
 
 CRD_VERSION = "v1alpha1"
+WATCH_SECONDS = 240  # a watch is reopened (from its resourceVersion) after this long
 
 
 class ApiError(RuntimeError):
-    """A non-2xx answer, with the apiserver's status code, reason and message."""
+    """An answer outside 2xx, with the apiserver's status code, reason and message."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+
+
+class BadRequest(ApiError):
+    """400: e.g. an unknown field under strict validation."""
+
+
+class Unauthorized(ApiError):
+    """401: the credentials were not accepted."""
+
+
+class Forbidden(ApiError):
+    """403: RBAC, an admission policy or a quota refused the request."""
+
+
+class NotFound(ApiError):
+    """404: no such object (or resource)."""
+
+
+class Conflict(ApiError):
+    """409: the object changed since the resourceVersion the request carried."""
+
+
+class AlreadyExists(Conflict):
+    """409 AlreadyExists: a create found an object of that name."""
+
+
+class Gone(ApiError):
+    """410: a watch's resourceVersion is too old; list again."""
+
+
+class Invalid(ApiError):
+    """422: the object failed validation (schema, CEL rule, a failed JSON-patch test)."""
+
+
+class Unavailable(ApiError):
+    """No answer (connection refused or reset, timeout: status 0), 429 or 5xx: retry later."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    422: Invalid,
+    429: Unavailable,
+}
+
+# name -> (group, version, kind, namespaced, subresources)
+RESOURCES: dict[str, tuple[str, str, str, bool, tuple[str, ...]]] = {
+    "pods": ("", "v1", "Pod", True, ("status", "binding")),
+    "nodes": ("", "v1", "Node", False, ("status",)),
+    "namespaces": ("", "v1", "Namespace", False, ()),
+    "configmaps": ("", "v1", "ConfigMap", True, ()),
+    "secrets": ("", "v1", "Secret", True, ()),
+    "events": ("", "v1", "Event", True, ()),
+    "resourcequotas": ("", "v1", "ResourceQuota", True, ("status",)),
+    "serviceaccounts": ("", "v1", "ServiceAccount", True, ()),
+    "leases": ("coordination.k8s.io", "v1", "Lease", True, ()),
+    "offers": (GROUP, CRD_VERSION, "Offer", True, ()),
+    "gpuleases": (GROUP, CRD_VERSION, "GPULease", True, ("status",)),
+    "negotiators": (GROUP, CRD_VERSION, "Negotiator", True, ("status",)),
+}
 
 
 def connect(kubeconfig: str | os.PathLike[str] | None) -> Any:
@@ -43,34 +124,96 @@ def connect(kubeconfig: str | os.PathLike[str] | None) -> Any:
     return client.ApiClient(cfg)
 
 
-def path(resource: str, namespace: str | None = None, name: str | None = None) -> str:
-    """REST path of a core resource (`pods`, `nodes`, ...) or one of ours (`offers`, ...)."""
-    ours = resource.split("/")[0] in ("offers", "gpuleases", "negotiators")
-    base = f"/apis/{GROUP}/{CRD_VERSION}" if ours else "/api/v1"
-    if resource.split("/")[0] == "leases":
-        base = "/apis/coordination.k8s.io/v1"
-    kind, _, sub = resource.partition("/")
-    parts = [base]
-    if namespace:
-        parts.append(f"namespaces/{namespace}")
-    parts.append(kind)
-    if name:
-        parts.append(name)
-    if sub:
-        parts.append(sub)
-    return "/".join(parts)
+class _Table:
+    """The dynamic client's discoverer, replaced by the fixed table (no discovery requests)."""
+
+    def __init__(self, client: Any, _cache_file: Any) -> None:
+        from kubernetes.dynamic.resource import Resource
+
+        self.by_name: dict[str, Any] = {}
+        for name, (group, version, kind, namespaced, subs) in RESOURCES.items():
+            self.by_name[name] = Resource(
+                prefix="apis" if group else "api",
+                group=group,
+                api_version=version,
+                kind=kind,
+                namespaced=namespaced,
+                name=name,
+                client=client,
+                subresources={
+                    sub: {"kind": kind, "name": f"{name}/{sub}", "namespaced": namespaced}
+                    for sub in subs
+                },
+            )
+
+    def get(self, **_kwargs: Any) -> Any:
+        raise NotImplementedError("resources are looked up by name (kube.RESOURCES)")
+
+
+def error_from(exc: BaseException) -> ApiError:
+    """The `ApiError` subclass for an exception the client raised (status or transport)."""
+    from kubernetes.client.exceptions import ApiException
+
+    if not isinstance(exc, ApiException):
+        return Unavailable(0, type(exc).__name__, str(exc))
+    status = int(exc.status or 0)
+    reason, message = exc.reason or "", str(exc.body or exc.reason or "")
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        body = json.loads(exc.body)
+        message, reason = body.get("message", message), body.get("reason", reason)
+    if status == 409 and reason == "AlreadyExists":
+        return AlreadyExists(status, reason, message)
+    kind = _BY_STATUS.get(status, Unavailable if status == 0 or status >= 500 else ApiError)
+    return kind(status, reason, message)
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    """Turn the client's exceptions (HTTP status, or urllib3 transport) into `ApiError`s."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except (ApiException, HTTPError, OSError) as exc:
+        raise error_from(exc) from None
 
 
 class Kube:
     """One apiserver, one identity; counts requests by verb."""
 
     def __init__(self, kubeconfig: str | os.PathLike[str] | None, timeout: float = 10.0) -> None:
+        from kubernetes.dynamic import DynamicClient
+
         self.api = connect(kubeconfig)
+        self.dynamic = DynamicClient(self.api, discoverer=_Table)
         self.timeout = timeout
         self.requests: Counter[str] = Counter()
 
     def close(self) -> None:
         self.api.close()
+
+    def resource(self, name: str) -> Any:
+        """The dynamic client's `Resource` for `pods`, `gpuleases`, `pods/status`, ..."""
+        kind, _, sub = name.partition("/")
+        try:
+            found = self.dynamic.resources.by_name[kind]
+        except KeyError:
+            raise ValueError(f"unknown resource {name!r}: one of {', '.join(RESOURCES)}") from None
+        return found.subresources[sub] if sub else found
+
+    def _request(
+        self,
+        method: str,
+        resource: str,
+        namespace: str | None,
+        name: str | None = None,
+        body: Any = None,
+        **params: Any,
+    ) -> Any:
+        """One request through the dynamic client; the decoded JSON answer."""
+        path = self.resource(resource).path(name=name, namespace=namespace)
+        return self.call(method, path, body, **params)
 
     def call(
         self,
@@ -78,102 +221,136 @@ class Kube:
         url: str,
         body: Any = None,
         query: dict[str, str] | None = None,
-        content_type: str = "application/json",
+        content_type: str | None = None,
+        **params: Any,
     ) -> Any:
-        """One request; the decoded JSON answer, or ApiError."""
-        from kubernetes.client.exceptions import ApiException
-
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        params = self.api.param_serialize(
-            method,
-            url,
-            query_params=list((query or {}).items()),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        self.requests[method] += 1
-        try:
-            response = self.api.call_api(*params, _request_timeout=self.timeout)
-        except ApiException as exc:  # raised for non-2xx answers
-            raise _api_error(exc.status or 0, exc.reason or "", exc.body) from None
-        data = response.read()
-        if not 200 <= response.status < 300:
-            raise _api_error(response.status, response.reason or "", data)
+        """One request to a raw path (for what the table does not name); the decoded JSON."""
+        self.requests[method.upper()] += 1
+        with _mapped():
+            response = self.dynamic.request(
+                method,
+                url,
+                body=body,
+                query_params=list((query or {}).items()),
+                content_type=content_type,
+                serialize=False,
+                _request_timeout=self.timeout,
+                **params,
+            )
+            data = response.data
         return json.loads(data) if data else None
 
     # ------------------------------------------------------------------ verbs
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None if it does not exist."""
         try:
-            return self.call("GET", path(resource, namespace, name))
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+            return self._request("GET", resource, namespace, name)
+        except NotFound:
+            return None
+
+    def list_with_version(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        selector: str | None = None,
+        **params: Any,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The items and the list's resourceVersion (where a watch of the same set starts)."""
+        answer = self._request("GET", resource, namespace, label_selector=selector, **params)
+        return answer.get("items") or [], str((answer.get("metadata") or {}).get("resourceVersion"))
 
     def list(
         self, resource: str, namespace: str | None = None, selector: str | None = None
     ) -> list[dict[str, Any]]:
-        query = {"labelSelector": selector} if selector else None
-        return self.call("GET", path(resource, namespace), query=query).get("items", [])
+        return self.list_with_version(resource, namespace, selector)[0]
 
-    def create(self, resource: str, namespace: str | None, obj: dict[str, Any]) -> bool:
-        """Create; False if an object of that name exists already (creation is idempotent)."""
+    def create(
+        self, resource: str, namespace: str | None, obj: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create; the stored object, or None if one of that name exists already (creation is
+        idempotent)."""
         try:
-            self.call("POST", path(resource, namespace), body=obj)
-        except ApiError as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+            created: dict[str, Any] = self._request("POST", resource, namespace, body=obj)
+        except AlreadyExists:
+            return None
+        return created
 
     def replace(self, resource: str, namespace: str | None, obj: dict[str, Any]) -> Any:
-        return self.call("PUT", path(resource, namespace, obj["metadata"]["name"]), body=obj)
+        """PUT; with `metadata.resourceVersion` set it is conditional (`Conflict` if it moved)."""
+        return self._request("PUT", resource, namespace, obj["metadata"]["name"], body=obj)
 
     def merge_patch(
         self, resource: str, namespace: str | None, name: str, patch: dict[str, Any]
     ) -> Any:
-        return self.call(
-            "PATCH",
-            path(resource, namespace, name),
-            body=patch,
-            content_type="application/merge-patch+json",
+        return self._request(
+            "PATCH", resource, namespace, name, patch, content_type="application/merge-patch+json"
         )
 
     def json_patch(
         self, resource: str, namespace: str | None, name: str, ops: list[dict[str, Any]]
     ) -> Any:
-        return self.call(
-            "PATCH",
-            path(resource, namespace, name),
-            body=ops,
-            content_type="application/json-patch+json",
+        return self._request(
+            "PATCH", resource, namespace, name, ops, content_type="application/json-patch+json"
         )
+
+    def bind(self, namespace: str, pod: str, node: str) -> None:
+        """Bind a pod to a node (a `Binding`, what a scheduler or virtual kubelet posts)."""
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        self._request("POST", "pods/binding", namespace, pod, binding)
 
     def delete(self, resource: str, namespace: str | None, name: str) -> bool:
         """Delete now (grace period 0); False if it was already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
         try:
-            self.call(
-                "DELETE",
-                path(resource, namespace, name),
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
+            self._request("DELETE", resource, namespace, name, body)
+        except NotFound:
+            return False
         return True
 
     def apply_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
-        """Create or overwrite a ConfigMap's data (the writer owns it alone)."""
-        obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
-        if not self.create("configmaps", namespace, obj):
+        """Overwrite a ConfigMap's data, creating it the first time (the writer owns it alone):
+        one request once it exists."""
+        try:
             self.merge_patch("configmaps", namespace, name, {"data": data})
+        except NotFound:
+            obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+            if self.create("configmaps", namespace, {**obj, "data": data}) is None:
+                self.merge_patch("configmaps", namespace, name, {"data": data})
 
+    # ------------------------------------------------------------------ watch
+    def watch(
+        self,
+        resource: str,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        selector: str | None = None,
+        field_selector: str | None = None,
+        seconds: int = WATCH_SECONDS,
+    ) -> Iterator[dict[str, Any]]:
+        """The events (`type`, `object` as a dict) of one watch connection from
+        `resource_version`, with bookmarks; it ends after about `seconds` (the apiserver closes
+        it). `Gone` if that version is too old (list again); `Unavailable` if the connection
+        breaks (an apiserver restart): the caller resumes from the last version it saw."""
+        from kubernetes import watch
 
-def _api_error(status: int, reason: str, body: Any) -> ApiError:
-    message = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(message).get("message", message)
-    return ApiError(status, reason, message)
+        self.requests["WATCH"] += 1
+        watcher = watch.Watch()
+        with _mapped():
+            stream = watcher.stream(
+                self.resource(resource).get,
+                namespace=namespace,
+                label_selector=selector,
+                field_selector=field_selector,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=seconds,  # also: the package's own 410 retry stays off
+                serialize=False,
+                _request_timeout=(self.timeout, seconds + 30),
+            )
+            yield from stream

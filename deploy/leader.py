@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.kube import ApiError, Conflict, Kube
 
 
 def _now() -> str:
@@ -48,7 +48,7 @@ class LeaderElector:
         started = time.monotonic()
         try:
             won = self._round()
-        except (ApiError, OSError):
+        except ApiError:  # Unavailable included: an unreachable apiserver is no leadership
             won = False
         if won:
             # Leadership is trusted for 2/3 of the duration from the moment we asked, so it lapses
@@ -77,7 +77,7 @@ class LeaderElector:
                 "metadata": {"name": self.name},
                 "spec": self._spec(0),
             }
-            return self.kube.create("leases", self.namespace, body)
+            return self.kube.create("leases", self.namespace, body) is not None
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
         transitions = int(spec.get("leaseTransitions") or 0)
@@ -90,10 +90,8 @@ class LeaderElector:
             lease["spec"] = self._spec(transitions + 1)
         try:
             self.kube.replace("leases", self.namespace, lease)  # carries resourceVersion
-        except ApiError as exc:
-            if exc.status == 409:
-                return False
-            raise
+        except Conflict:
+            return False
         return True
 
     def release(self) -> None:
@@ -106,5 +104,5 @@ class LeaderElector:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = ""
                 self.kube.replace("leases", self.namespace, lease)
-        except (ApiError, OSError):
+        except ApiError:
             pass

@@ -1,29 +1,39 @@
 """The market controller: the auctioneer and lease registry of one host cluster.
 
-It runs the very `Market` the simulator runs (`envs/market/core.py`: ledger, leases, clearing,
-message validation), driven by real messages instead of in-process calls:
+It runs the simulator's own market -- the `gpu_market_v1` environment over `Market`
+(`envs/market/`: ledger, leases, clearing, message validation; continuous or epoch clearing as
+the scenario says) -- driven by real messages instead of in-process calls, sub-step by sub-step:
 
-1. every sub-step, it publishes each agent's view (`agent_views`, the simulator's function) as
-   the ConfigMap `gpuparley-market-view` in that agent's home namespace, which only that agent can
-   read;
-2. it waits until every agent's `Negotiator` status says it answered that (epoch, sub-step), or
-   the sub-step times out (a silent agent passes: a partitioned agent only delays);
-3. it reads the `Offer` objects addressed to it (bids wait in their senders' home namespaces),
-   checks that the object's sender label and namespace agree with the message, takes at most
-   one bid per agent and sub-step (the decision's own, id `<agent>.<epoch>.<sub-step>`, first;
-   further valid bids are rejected as `duplicate`), hands each message to `Market.receive` (which
-   rejects malformed, stale, replayed, unauthorised and unaffordable ones with a reason, changing
-   nothing), and deletes them (consumed); objects already being deleted are ignored;
-4. at the epoch's end it clears, writes the new/renewed leases as `GPULease` objects in the
-   holders' namespaces (with the `grant` their pods must stay inside), ends the others by setting
-   `status.release`, and deletes pods in agent namespaces that no active lease covers
-   (`market_pods.py`: a lease is the only right to run, and its pods are checked against it).
+1. **views**: each agent with something to decide (a job to bid on, an offer to answer: the
+   environment's `has_decision`) gets its view (the environment's, with the time since its last
+   decision) as the ConfigMap `gpuparley-market-view` in its home namespace, which only that
+   agent can read; the others pass without being asked, as in the environment;
+2. **answers**: it waits (on a watch of the `Negotiator` objects) until every asked agent's status
+   says it answered this (epoch, sub-step), or the sub-step times out (a silent agent passes: a
+   partitioned agent only delays);
+3. **messages**: it takes the `Offer` objects of the negotiation from its watch of them
+   (`market_intake.py`: forged, duplicate, malformed, stale, out-of-turn, unaffordable ones are
+   rejected with a reason; bargaining proposals are addressed to a lender);
+4. **commit**: the sub-step's inputs (the messages handed to the market, the passes) are appended
+   to the market's journal in the host apiserver (`market_state.py`), then the environment
+   closes the sub-step (`GPUMarketEnv.advance`: clearing when the round is over, the simulator
+   moving to the next clearing, rounds nobody decides in played out);
+5. **effects** (after the next sub-step's views are out): the leases are reconciled into
+   `GPULease` objects in the holders' namespaces (`market_leases.py`: with the `grant` their pods
+   must stay inside; ended ones get `status.release`, once their pods were bound), consumed
+   messages are deleted, pods no active lease covers are deleted at each clearing, and the gates
+   of a lease's pods are lifted as soon as all of them exist (`market_pods.py`, on a watch of
+   the host's pods).
 
-Simplification (stated in deploy/README.md): the market's clock is logical (one epoch per
-clearing, not per `epoch_seconds` of wall time), and job progress comes from the market's
-simulator (the rig's KWOK containers compute nothing), so a job's lease ends "finished" when the
-model says it is done. The market's state lives in memory: a restarted controller starts a new
-market (the negotiators are the restart-safe side).
+**Restart-safe**: a controller killed at any point and started again (or a standby replica that
+takes over the leader election) replays the journal through the same environment, gets the same
+ledger, leases, lease ids and clock, checks them against the stored summary, reconciles the
+`GPULease` objects, and goes on from the sub-step it was in: no lease lost or doubled, no pod
+under a valid lease evicted, no job leased twice, credits conserved.
+
+Simplification (stated in deploy/README.md): the market's clock is logical (the simulator's; it
+moves at clearings, not with wall time), and job progress comes from the market's simulator (the
+rig's KWOK containers compute nothing), so a job's lease ends "finished" when the model says so.
 """
 
 from __future__ import annotations
@@ -37,50 +47,24 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.gpu_resources import env_node_resources
+from gpuparley.deploy.informer import Informer, Wakeup, wait_until
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.market_intake import MessageIntake
+from gpuparley.deploy.market_leases import LeasePublisher
 from gpuparley.deploy.market_pods import LeasePods
+from gpuparley.deploy.market_setup import MarketSetupError, check_host_nodes, retrying
+from gpuparley.deploy.market_state import MarketState, Record, StateError
 from gpuparley.deploy.telemetry import Telemetry
-from gpuparley.deploy.trace import LeaseEvent, epoch_events
-from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.encoding import view_to_dict
-from gpuparley.envs.market.episode import default_max_epochs
-from gpuparley.envs.market.messages import MARKET, Lease, MessageError, Release, parse_message
-from gpuparley.envs.market.views import agent_views
+from gpuparley.envs.market.messages import MARKET
+from gpuparley.envs.market.parallel_env import GPUMarketEnv, has_decision
 from gpuparley.envs.scenario import Scenario
 
 log = logging.getLogger("gpuparley.market")
 STATUS_CONFIGMAP = "gpuparley-market"
-
-
-class MarketSetupError(RuntimeError):
-    """The host cluster does not match the scenario the market was started with."""
-
-
-def check_host_nodes(kube: Kube, scenario: Scenario) -> None:
-    """Every node of the scenario's cluster exists on the host with the GPU resources the market
-    will lease (otherwise leases would name capacity the scheduler cannot bind)."""
-    found = {node["metadata"]["name"]: node for node in kube.list("nodes")}
-    problems = []
-    for node in scenario.build_cluster().nodes:
-        want = env_node_resources(node)
-        host = found.get(node.name)
-        if host is None:
-            problems.append(f"node {node.name} is missing")
-            continue
-        have = (host.get("status") or {}).get("allocatable") or {}
-        for resource, count in want.items():
-            if str(have.get(resource)) != str(count):
-                problems.append(
-                    f"node {node.name}: {resource} is {have.get(resource)!r}, want {count}"
-                )
-    if problems:
-        raise MarketSetupError(
-            "the host cluster does not match the scenario's cluster: "
-            + "; ".join(problems[:10])
-            + " (create the nodes with `gpuparley cluster up --scenario` for this scenario)"
-        )
+BID_ARRIVAL_SECONDS = 2.0  # how long an announced bid may lag its sender's status in the watch
+STATUS_SECONDS = 0.5  # the public status is rewritten at most this often (and at the end)
 
 
 class MarketController:
@@ -95,30 +79,65 @@ class MarketController:
         *,
         substep_timeout: float = 10.0,
         placement_timeout: float = 30.0,
-        poll_interval: float = 0.02,
         max_epochs: int | None = None,
         telemetry: Telemetry | None = None,
         trace_path: str | Path | None = None,
     ) -> None:
         self.kube = kube
-        self.market = Market(scenario, seed, mechanism)
-        if self.market.mechanism.name != "auction":
-            raise MarketSetupError(
-                "the in-cluster market runs the auction only (bargaining needs peer-to-peer "
-                "threads the controller does not route yet); use mechanism=auction"
-            )
-        self.agents = list(self.market.agents)
+        self.env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
+        self.env.reset(seed=seed)
+        market = self.env.market
+        assert market is not None
+        self.market = market
+        self.agents = list(market.agents)
+        self.seq = 0  # sub-steps closed: the journal's length
         self.substep_timeout = substep_timeout
-        self.placement_timeout = placement_timeout
-        self.placement_timeouts = 0
-        self.poll_interval = poll_interval
-        self.max_epochs = max_epochs or default_max_epochs(scenario, self.market)
+        self.max_epochs = self.env.max_epochs
         self.telemetry = telemetry or Telemetry("market")
-        self.trace: list[LeaseEvent] = []
-        self.trace_path = Path(trace_path) if trace_path else None
-        self.rejected: Counter[str] = Counter()
         self.timeouts: Counter[str] = Counter()
-        self.pods = LeasePods(kube, self.market, self.agents, self.telemetry)
+        self.resumed_at = 0  # the journal length this process started from
+        self.state = MarketState(
+            kube,
+            {
+                "scenario": scenario.name,
+                "seed": seed,
+                "mechanism": market.mechanism.name,
+                "clearing": market.clearing,
+            },
+        )
+        self.wakeup = Wakeup()
+        self._cleared = False  # a clearing happened whose effects are not all made yet
+        self._unsettled = False  # sub-steps closed whose effects are not all made yet
+        self._status_at = 0.0  # when the status was last published
+        everywhere = None
+        self.negotiators = Informer(kube, "negotiators", everywhere, notify=self.wakeup)
+        # The auction takes bids to the market only; bargaining brokers messages between agents.
+        self.selector = objects.RECEIVER_LABEL
+        if market.mechanism.name == "auction":
+            self.selector = f"{objects.RECEIVER_LABEL}={MARKET}"
+        self.offers = Informer(kube, "offers", everywhere, selector=self.selector)
+        self.offers.notify = self.wakeup
+        self.pod_watch = Informer(kube, "pods", everywhere, notify=self.wakeup)
+        self.informers = [self.negotiators, self.offers, self.pod_watch]
+        self.bids = MessageIntake(kube, market, self.telemetry)
+        self.pods = LeasePods(kube, market, self.agents, self.telemetry, self.pod_watch.objects)
+        self.leases = LeasePublisher(
+            kube,
+            market,
+            self.pods,
+            self.telemetry,
+            self.wakeup,
+            placement_timeout,
+            Path(trace_path) if trace_path else None,
+        )
+
+    @property
+    def trace(self) -> list[Any]:
+        return self.leases.recorder.events
+
+    @property
+    def rejected(self) -> Counter[str]:
+        return self.bids.rejected
 
     # ------------------------------------------------------------------ the loop
     @property
@@ -131,80 +150,165 @@ class MarketController:
         """Step until the workload is done (or the epoch cap, or `should_stop`); the summary.
 
         With an `elector` (several replicas, `--leader-elect`) only the leader steps; a standby
-        waits, and takes over with a *new* market if the leader goes (the ledger lives in the
-        leader's memory: the stated limit of this controller). A leader that cannot renew stops
-        stepping before anyone else may take over."""
-        check_host_nodes(self.kube, self.market.scenario)
+        waits, and when it takes over it resumes the market from the state in the apiserver.
+        A leader that cannot renew stops stepping before anyone else may take over."""
+        retrying(lambda: check_host_nodes(self.kube, self.market.scenario))
         while elector is not None and not should_stop() and not elector.try_acquire_or_renew():
             self.telemetry.heartbeat()
             self.telemetry.leader.set(0)
             time.sleep(elector.duration / 5)
+        self.resume()
+        for informer in self.informers:
+            informer.start()
+        for informer in self.informers:
+            informer.wait_synced(30.0)
         self.telemetry.ready = True
         renewed = time.monotonic()
-        while not self.done and not should_stop():
-            if elector is not None:
-                if time.monotonic() - renewed > elector.duration / 3:
-                    elector.try_acquire_or_renew()
-                    renewed = time.monotonic()
-                self.telemetry.leader.set(1 if elector.is_leader else 0)
-                if not elector.is_leader:
-                    raise MarketSetupError("lost the market's leadership; exiting to restart")
-            self.substep()
+        try:
+            while not self.done and not should_stop():
+                if elector is not None:
+                    if time.monotonic() - renewed > elector.duration / 3:
+                        elector.try_acquire_or_renew()
+                        renewed = time.monotonic()
+                    self.telemetry.leader.set(1 if elector.is_leader else 0)
+                    if not elector.is_leader:
+                        raise MarketSetupError("lost the market's leadership; exiting to restart")
+                self._step()
+            while self.done and self._unsettled:  # the last sub-step's effects
+                self._step()
+            if self.done:
+                retrying(self.leases.settle)  # the last leases' pods, admitted before it goes
+        except StateError as exc:
+            raise MarketSetupError(str(exc)) from None
+        finally:
+            for informer in self.informers:
+                informer.stop()
         return self.publish_status()
 
+    def resume(self) -> None:
+        """Replay the stored journal (nothing for a new market), check the state it gives
+        against the stored summary, and reconcile the GPULease objects with it."""
+        try:
+            records = retrying(self.state.load)
+        except StateError as exc:
+            raise MarketSetupError(str(exc)) from None
+        existing = retrying(lambda: self.kube.list("gpuleases"))
+        if not records and existing:
+            names = ", ".join(o["metadata"]["name"] for o in existing[:3])
+            raise MarketSetupError(
+                f"GPULease objects of an earlier market exist ({names}, ...) but no market state: "
+                "delete them before starting a new market (their ids would collide)"
+            )
+        for record in records[:-1]:
+            self._replay(record)
+        if records:  # the summary is of the state the last record was applied to
+            self._check_summary(self.state.summary)
+            self._restore_counters(self.state.summary.get("counters") or {})
+            self._replay(records[-1])
+            log.info("market resumed", extra={"substeps": self.seq, "epoch": self.market.epoch})
+        self.resumed_at = self.seq
+        self.leases.changes = []  # the replayed sub-steps' effects: reconciled here instead
+        self.leases.adopt(existing)
+        retrying(self.leases.publish)
+        self.leases.rewrite_trace()
+
+    def _replay(self, record: Record) -> None:
+        """Close one stored sub-step again: its messages handed to the market anew (each must
+        fare as it did, or the journal is not this market's), then `_close`."""
+        for entry in record.messages:
+            if not self.bids.replay(entry):
+                raise MarketSetupError(
+                    f"the journal does not replay: message {entry['source']!r} at sub-step "
+                    f"{self.seq} is not taken as it was (the scenario or the code changed)"
+                )
+        self._close(record)
+
+    def _close(self, record: Record) -> None:
+        """Close the sub-step whose bids the market took: the passes, then the environment."""
+        self.market.passed.update(record.passed)
+        self.env.advance()
+        self.seq += 1
+
     def substep(self) -> None:
-        """Publish the views, collect the answers, apply them, and close the sub-step."""
+        """Ask the agents with a decision, take their bids, commit, close, publish."""
         market = self.market
         self.telemetry.heartbeat()
-        token = (market.epoch, market.substep)
+        token = (market.epoch, self.seq)
         started = time.perf_counter()
-        self._publish_views()
-        # The views are out (holders learn of new leases from them); an epoch only runs once
-        # the leases of the last clearing are real.
-        if market.substep == 0 and not self.pods.await_placements(
-            self.placement_timeout, self.poll_interval
-        ):
-            self.placement_timeouts += 1
-            self.telemetry.rejections.labels("placement-timeout").inc()
-        answers = self._wait_for_answers(token)
-        before, seen = dict(market.leases), len(market.releases)
-        self._receive_bids()
-        for agent in self.agents:
-            if answers.get(agent) is None:
+        deciders = [a for a in self.agents if has_decision(self.env.views[a])]
+        self._publish_views(deciders, token)
+        self._effects()  # the last sub-step's, while the asked negotiators think
+        answers = self._wait_for_answers(deciders, token)
+        decision = {a: f"{a}.{token[0]}.{token[1]}" for a in self.agents}
+        entries = self.bids.receive(self._offers(answers), decision, set(deciders))
+        for agent in deciders:
+            if agent not in answers:
                 self.timeouts[agent] += 1
                 self.telemetry.rejections.labels("timeout").inc()
-            if answers.get(agent) != "bid":
-                market.passed.add(agent)
-        epoch = market.epoch
-        ended = market.end_substep()
-        events = epoch_events(market, before, seen, epoch)
-        self._publish_leases(events)
+        passed = [a for a in self.agents if answers.get(a, ("pass", ""))[0] == "pass"]
+        clearings = market.clearings
+        record = Record(entries, passed)
+        self._commit(record)  # before anything of this sub-step leaves the controller
+        self._close(record)
+        self._cleared = self._cleared or market.clearings != clearings
+        self._unsettled = True
+        events = self.leases.write_trace()
         log.info(
             "sub-step closed",
             extra={
                 "epoch": token[0],
                 "substep": token[1],
-                "bids": sum(1 for a in answers.values() if a == "bid"),
+                "asked": len(deciders),
+                "messages": len(entries),
                 "leases_changed": len(events),
                 "seconds": round(time.perf_counter() - started, 4),
             },
         )
         self.telemetry.price.labels("clearing").set(market.last_price)
         self.telemetry.price.labels("reference").set(market.reference_price)
-        if ended:
-            self.telemetry.epoch.set(market.epoch)
+
+    def _effects(self) -> None:
+        """What the committed sub-steps changed, made real on the host: consumed messages
+        deleted, leases published, and after a clearing the pods no lease covers deleted and
+        (at most twice a second, and at the end) the status published. Run right after the next
+        sub-step's views are out, so the negotiators decide meanwhile. Idempotent: after a
+        failure (the apiserver went away) the loop calls it again until it is through."""
+        if not self._unsettled:
+            return
+        self.bids.consume()
+        self.leases.apply_changes()
+        if self._cleared:
+            self.telemetry.epoch.set(self.market.epoch)
             self.pods.enforce()
-            self.publish_status()
+            if self.done or time.monotonic() - self._status_at > STATUS_SECONDS:
+                self.publish_status()
+                self._status_at = time.monotonic()
+            self._cleared = False
+        self._unsettled = False
+
+    def _step(self) -> None:
+        """One sub-step, or -- after the apiserver failed us -- the rest of the last one's
+        effects (a sub-step not committed yet is simply asked again)."""
+        try:
+            if self.done:
+                self._effects()
+            else:
+                self.substep()
+        except ApiError as exc:  # Unavailable, or e.g. 403 while a restarted apiserver warms up
+            log.warning("apiserver request failed; retrying", extra={"error": str(exc)})
+            self.telemetry.heartbeat()
+            self.wakeup.wait(1.0)
 
     # ------------------------------------------------------------------ views and answers
-    def _publish_views(self) -> None:
-        market = self.market
-        for agent, view in agent_views(market).items():
+    def _publish_views(self, agents: list[str], token: tuple[int, int]) -> None:
+        for agent in agents:
             document = {
-                "epoch": market.epoch,
-                "substep": market.substep,
-                "term_epochs": market.term_epochs,
-                "view": view_to_dict(view),
+                "epoch": token[0],
+                "substep": token[1],
+                "term_epochs": self.market.term_epochs,
+                "mechanism": self.market.mechanism.name,
+                "view": view_to_dict(self.env.views[agent]),
+                **self._routing(agent),
             }
             self.kube.apply_configmap(
                 objects.agent_namespace(agent),
@@ -212,120 +316,112 @@ class MarketController:
                 {objects.VIEW_KEY: json.dumps(document)},
             )
 
-    def _wait_for_answers(self, token: tuple[int, int]) -> dict[str, str]:
-        """agent -> its action ("bid" or "pass") for this sub-step; missing if it timed out."""
-        deadline = time.monotonic() + self.substep_timeout
-        while True:
-            answers = {}
-            for negotiator in self.kube.list("negotiators"):
-                status = negotiator.get("status") or {}
-                agent = (negotiator.get("spec") or {}).get("agent")
-                home = negotiator["metadata"].get("namespace")
-                if agent not in self.agents or home != objects.agent_namespace(agent):
-                    continue  # a Negotiator object elsewhere cannot answer for an agent
-                if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
-                    answers[agent] = status.get("action", "pass")
-            if len(answers) == len(self.agents) or time.monotonic() > deadline:
-                return answers
-            time.sleep(self.poll_interval)
+    def _routing(self, agent: str) -> dict[str, Any]:
+        """What a bargaining agent's reply must name that its view does not say (in the
+        simulator `Market.decide` fills it in): the negotiation awaiting its answer -- the
+        message to reply to, the other party, the round. (Proposals are addressed by the
+        market at the proposer's turn: `market_intake.py`.)"""
+        mechanism = self.market.mechanism
+        thread = mechanism.pending_answer(agent) if mechanism.name == "bargain" else None
+        if thread is None:
+            return {}
+        reply = {"in_reply_to": thread.last_id, "receiver": thread.other(agent)}
+        return {"reply": {**reply, "round": thread.round}}
 
-    def _receive_bids(self) -> None:
-        """Hand the bids addressed to the market to it, at most one per agent, and consume them.
+    def _answers(self, token: tuple[int, int]) -> dict[str, tuple[str, str]]:
+        """agent -> (its action, its message id) for this sub-step, from the Negotiator watch."""
+        answers = {}
+        for negotiator in self.negotiators.objects():
+            status = negotiator.get("status") or {}
+            agent = (negotiator.get("spec") or {}).get("agent")
+            home = negotiator["metadata"].get("namespace")
+            if agent not in self.agents or home != objects.agent_namespace(agent):
+                continue  # a Negotiator object elsewhere cannot answer for an agent
+            if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
+                answers[agent] = (status.get("action", "pass"), str(status.get("message") or ""))
+        return answers
 
-        Bids wait in their senders' home namespaces (one list request across them, by receiver
-        label). An object whose namespace or label disagrees with its sender is `forged`. Of an
-        agent's valid bids for this sub-step only one reaches the market -- its decision's own
-        (`<agent>.<epoch>.<sub-step>`) if present, else the first by name; the rest are
-        `duplicate` (one action per agent per sub-step, as in the simulator). Objects already
-        being deleted (a finalizer holds them) were consumed before and are skipped.
-        """
-        order = {agent: i for i, agent in enumerate(self.agents)}
-        decision = {a: f"{a}.{self.market.epoch}.{self.market.substep}" for a in self.agents}
-        selector = f"{objects.RECEIVER_LABEL}={MARKET}"
-        offers = [
-            o
-            for o in self.kube.list("offers", None, selector=selector)
-            if not o["metadata"].get("deletionTimestamp")
-        ]
+    def _wait_for_answers(
+        self, agents: list[str], token: tuple[int, int]
+    ) -> dict[str, tuple[str, str]]:
+        """The asked agents' answers; those that did not answer in time are missing. Leases'
+        pods are admitted meanwhile (the wait is on the same watches)."""
+        answers: dict[str, tuple[str, str]] = {}
 
-        def rank(obj: dict[str, Any]) -> tuple[int, bool, str]:
-            spec = obj.get("spec") or {}
-            sender = spec.get("sender")
-            mine = isinstance(sender, str) and spec.get("id") == decision.get(sender)
-            return order.get(sender, len(order)), not mine, obj["metadata"]["name"]
+        def all_in() -> bool:
+            nonlocal answers
+            self.pods.admit(self.pods.lease_pods())
+            answers = {a: v for a, v in self._answers(token).items() if a in agents}
+            return len(answers) == len(agents)
 
-        bid_from: set[str] = set()
-        for obj in sorted(offers, key=rank):
-            spec = obj.get("spec") or {}
-            meta = obj["metadata"]
-            sender = spec.get("sender")
-            if (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender:
-                self._rejected("forged", obj, "sender label and message sender differ")
-            elif not isinstance(sender, str) or meta.get("namespace") != objects.agent_namespace(
-                sender
-            ):
-                self._rejected("forged", obj, "a bid must wait in its sender's home namespace")
-            elif sender in bid_from and self._valid_bid(sender, spec):
-                self._rejected("duplicate", obj, "one bid per agent and sub-step")
-            else:
-                before = Counter(self.market.stats.rejected)
-                receipt = self.market.receive(spec)
-                if receipt.accepted:
-                    bid_from.add(sender)
-                    self.telemetry.messages.labels(spec.get("kind", "?"), "received").inc()
-                else:
-                    category = next(iter(self.market.stats.rejected - before), "invalid")
-                    self._rejected(category, obj, receipt.reason)
-            self.kube.delete("offers", meta["namespace"], meta["name"])
+        wait_until(self.wakeup, all_in, self.substep_timeout)
+        return answers
 
-    def _valid_bid(self, sender: str, spec: dict[str, Any]) -> bool:
-        """Whether `spec` is a bid the market would take from `sender` now, by the checks that
-        change nothing (so a second bid is a `duplicate`, while junk keeps its own reason)."""
-        try:
-            message = parse_message(spec)
-        except MessageError:
-            return False
-        if message.kind != "Bid" or message.sender != sender or message.epoch != self.market.epoch:
-            return False
-        job, _reason = self.market.job_asked_for(sender, message.demand)
-        return job is not None
+    def _offers(self, answers: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+        """The Offers addressed to the market, once every announced bid is among them (the bid
+        is created before its sender's status, but two watches do not keep that order); a list
+        request if one does not show up in time."""
+        announced = {m for action, m in answers.values() if action != "pass" and m}
 
-    def _rejected(self, category: str, obj: dict[str, Any], reason: str) -> None:
-        self.rejected[category] += 1
-        self.telemetry.rejections.labels(category).inc()
-        log.warning(
-            "message rejected",
-            extra={"category": category, "object": obj["metadata"]["name"], "reason": reason},
-        )
+        def arrived() -> bool:
+            return announced <= {(o.get("spec") or {}).get("id") for o in self.offers.objects()}
 
-    # ------------------------------------------------------------------ leases and pods
-    def _publish_leases(self, events: list[LeaseEvent]) -> None:
+        if wait_until(self.wakeup, arrived, BID_ARRIVAL_SECONDS):
+            return self.offers.objects()
+        return self.kube.list("offers", None, selector=self.selector)
+
+    # ------------------------------------------------------------------ state
+    def _summary(self) -> dict[str, Any]:
         market = self.market
-        released = {lease.lease_id: (lease, rel) for lease, rel in market.releases}
-        for event in events:
-            self.trace.append(event)
-            if event.event == "released":
-                lease, release = released[event.lease_id]
-                self._write_lease(lease, release)
-            else:
-                self._write_lease(market.leases[event.lease_id], None)
-                self.telemetry.agreements.inc()
-        self.telemetry.leases.set(len(market.leases))
-        if events and self.trace_path is not None:
-            with self.trace_path.open("a") as out:
-                for event in events:
-                    out.write(json.dumps(event.to_json()) + "\n")
+        return {
+            "substeps": self.seq,
+            "epoch": market.epoch,
+            "now": round(market.sim.now, 6),
+            "leases": sorted(market.leases),
+            "released": len(market.releases),
+            "balances": {a: round(b, 6) for a, b in market.ledger.balances.items()},
+            "counters": {
+                "rejected": dict(self.bids.rejected),
+                "timeouts": dict(self.timeouts),
+                "placement_timeouts": self.leases.placement_timeouts,
+                "evicted": self.pods.evicted,
+                "misfits": dict(self.pods.misfits),
+                "reclaimed_pods": self.pods.reclaimed_pods,
+            },
+        }
 
-    def _write_lease(self, lease: Lease, release: Release | None) -> None:
-        obj = objects.gpulease_object(lease, self.pods.grant(lease))
-        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        if not self.kube.create("gpuleases", namespace, obj):
-            self.kube.merge_patch(
-                "gpuleases", namespace, name, {"spec": obj["spec"], "grant": obj["grant"]}
+    def _check_summary(self, stored: dict[str, Any]) -> None:
+        replayed = self._summary()
+        differ = [k for k in stored if k != "counters" and stored[k] != replayed.get(k)]
+        if differ:
+            raise MarketSetupError(
+                f"the replayed market differs from the stored state in {', '.join(differ)} "
+                f"(stored {[stored[k] for k in differ]}, replayed {[replayed[k] for k in differ]})"
+                ": the scenario or the code changed since that run"
             )
-        if release is not None:
-            status = {"status": {"release": release.model_dump(mode="json")}}
-            self.kube.merge_patch("gpuleases/status", namespace, name, status)
+
+    def _restore_counters(self, counters: dict[str, Any]) -> None:
+        self.bids.rejected.update(counters.get("rejected") or {})
+        self.timeouts.update(counters.get("timeouts") or {})
+        self.leases.placement_timeouts = int(counters.get("placement_timeouts") or 0)
+        self.pods.evicted.extend(counters.get("evicted") or [])
+        self.pods.misfits.update(counters.get("misfits") or {})
+        self.pods.reclaimed_pods = int(counters.get("reclaimed_pods") or 0)
+
+    def _commit(self, record: Record) -> None:
+        """Write the sub-step's inputs to the journal, with the summary of the state they are
+        applied to; retried until it is written (the market has taken the messages, so it can
+        neither go on without the record nor forget it), StateError if deposed."""
+        delay = 0.1
+        while True:
+            try:
+                self.state.commit(record, self._summary())
+                return
+            except ApiError as exc:
+                log.warning("cannot commit the sub-step; retrying", extra={"error": str(exc)})
+                self.telemetry.heartbeat()
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     # ------------------------------------------------------------------ status
     def publish_status(self) -> dict[str, Any]:
@@ -334,12 +430,14 @@ class MarketController:
         extras = market.summary_extras()
         status = {
             "epoch": market.epoch,
+            "substeps": self.seq,
+            "resumed_at": self.resumed_at,
             "finished": market.finished,
             "done": self.done,
             "leases_active": len(market.leases),
-            "rejected": dict(self.rejected),
+            "rejected": dict(self.bids.rejected),
             "timeouts": dict(self.timeouts),
-            "placement_timeouts": self.placement_timeouts,
+            "placement_timeouts": self.leases.placement_timeouts,
             "evicted_pods": len(self.pods.evicted),
             "evicted": self.pods.evicted[-20:],
             "misfit_pods": dict(self.pods.misfits),

@@ -12,27 +12,33 @@ through a cache), so before it lifts the scheduling gate of a lease's pods it ch
 * only when every slot holds a fitting pod are the gates lifted, each guarded by the pod's
   resourceVersion, so a pod changed after the check is not released on the strength of it.
 
-At each epoch's end every pod of an agent namespace that the market polices -- it asks for a GPU,
+At each clearing every pod of an agent namespace that the market polices -- it asks for a GPU,
 waits behind the lease gate, or names a lease -- and that no active lease covers is deleted
 (reclaimed from a lease that just ended or moved, evicted otherwise). Pods an operator runs
 there (the negotiator's own Deployment) are none of these and are left alone.
+
+The pods come from the market's watch of the host's pods (`source`, an informer's cache), so
+admitting and waiting for placements cost no polling: the market looks again when a pod changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.gpu_resources import is_gpu_resource
-from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.informer import Wakeup
+from gpuparley.deploy.kube import Conflict, Invalid, Kube, NotFound
 from gpuparley.deploy.lease_grant import grant_violations, lease_grant, lease_of, pod_index
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import HOSTNAME_LABEL, gate_index, ungate
 from gpuparley.envs.market.core import Market
-from gpuparley.envs.market.messages import Lease
+from gpuparley.envs.market.messages import Lease, Release
 
 log = logging.getLogger("gpuparley.market")
 Pods = dict[tuple[str, str], list[dict[str, Any]]]
@@ -73,33 +79,54 @@ def _deleting(pod: dict[str, Any]) -> bool:
 class LeasePods:
     """Pods under the market's leases on the host (state: counters the status reports)."""
 
-    def __init__(self, kube: Kube, market: Market, agents: list[str], telemetry: Telemetry):
+    def __init__(
+        self,
+        kube: Kube,
+        market: Market,
+        agents: list[str],
+        telemetry: Telemetry,
+        source: Callable[[], list[dict[str, Any]]],
+    ):
         self.kube = kube
         self.market = market
         self.agents = agents
         self.telemetry = telemetry
+        self.source = source  # the host's pods as last seen (an informer's cache)
+        self.namespaces = {objects.agent_namespace(agent) for agent in agents}
+        # Grants that are not market leases: jobs bargaining admits within their owner's own
+        # quota (`market_leases.QuotaGrants`), active and ended.
+        self.quota_leases: dict[int, Lease] = {}
+        self.quota_releases: list[tuple[Lease, Release]] = []
         self.evicted: list[str] = []  # namespace/pod of every eviction, in order
         self.reclaimed_pods = 0
         self.misfits: Counter[str] = Counter()  # why pods were evicted at admission
+
+    def active(self) -> list[Lease]:
+        """Every lease pods may run under now: the market's, and own-quota grants."""
+        return [*self.market.leases.values(), *self.quota_leases.values()]
 
     def grant(self, lease: Lease) -> dict[str, Any]:
         """What each pod of `lease` may use, from the market's own record of the job (computed
         afresh: a renewal keeps the lease id but may move the job to other nodes)."""
         return lease_grant(lease, self.market.jobs_by_name[lease.job].pod)
 
+    def agent_pods(self) -> list[dict[str, Any]]:
+        """The host pods of agent namespaces."""
+        return [p for p in self.source() if p["metadata"].get("namespace") in self.namespaces]
+
     def lease_pods(self) -> Pods:
         """Host pods that carry a lease label, by (namespace, lease object name)."""
         found: Pods = {}
-        for agent in self.agents:
-            namespace = objects.agent_namespace(agent)
-            for pod in self.kube.list("pods", namespace, selector=objects.LEASE_LABEL):
-                found.setdefault((namespace, lease_of(pod)), []).append(pod)
+        for pod in self.agent_pods():
+            if lease_of(pod):
+                found.setdefault((pod["metadata"]["namespace"], lease_of(pod)), []).append(pod)
         return found
 
-    def admit(self, pods: Pods) -> None:
-        """Lift the lease gate of each active lease's pods, all at once, once every slot holds
-        a pod that fits the lease (misfits and second claimants of a slot are evicted)."""
-        for lease in self.market.leases.values():
+    def admit(self, pods: Pods, leases: Iterable[Lease] | None = None) -> None:
+        """Lift the lease gate of each lease's pods (default: the active leases), all at once,
+        once every slot holds a pod that fits the lease (misfits and second claimants of a slot
+        are evicted)."""
+        for lease in self.active() if leases is None else leases:
             key = lease_key(lease)
             grant = self.grant(lease)
             slots: dict[int, dict[str, Any]] = {}
@@ -122,12 +149,9 @@ class LeasePods:
                 self._ungate(pod)
 
     def _ungate(self, pod: dict[str, Any]) -> None:
-        try:
+        # Gone, or changed since it was checked: the next look checks it again.
+        with contextlib.suppress(NotFound, Conflict, Invalid):
             ungate(self.kube, pod["metadata"]["namespace"], pod, guard_version=True)
-        except ApiError as exc:
-            if exc.status not in (404, 409, 422):
-                raise
-            # Gone, or changed since it was checked: the next look checks it again.
 
     def _evict(self, pod: dict[str, Any], category: str, reason: str) -> None:
         meta = pod["metadata"]
@@ -142,22 +166,22 @@ class LeasePods:
             extra={"namespace": meta["namespace"], "pod": meta["name"], "reason": reason},
         )
 
-    def await_placements(self, timeout: float, poll_interval: float) -> bool:
-        """Hold until every active lease's pods are bound where it says (True), or `timeout`.
+    def await_placements(self, leases: list[Lease], deadline: float, wakeup: Wakeup) -> bool:
+        """Hold until the pods of `leases` are bound where they say (True), or the monotonic
+        `deadline`, admitting them as they appear.
 
         In the simulator a lease is placed the instant it is signed; on a cluster the holder
         must sync its pods, the market must admit them and kube-scheduler must bind them. Job
-        progress is modelled per epoch, so the logical clock may only move on once the leases it
-        granted are real. A holder that does not sync in time (crashed, partitioned, or whose
-        pods keep being evicted) can delay the market, never block it.
+        progress is modelled, so the market publishes what a clearing changed only once the
+        leases it granted before are real. A holder that does not sync in time (crashed,
+        partitioned, or whose pods keep being evicted) can delay the market, never block it.
         """
-        deadline = time.monotonic() + timeout
         while True:
             pods = self.lease_pods()
-            self.admit(pods)
+            self.admit(pods, leases)
             unplaced = [
                 lease.lease_id
-                for lease in self.market.leases.values()
+                for lease in leases
                 if not placed(lease, pods.get(lease_key(lease), []))
             ]
             if not unplaced:
@@ -165,7 +189,7 @@ class LeasePods:
             if time.monotonic() > deadline:
                 log.warning("leases not placed in time", extra={"leases": unplaced[:10]})
                 return False
-            time.sleep(poll_interval)
+            wakeup.wait(min(1.0, deadline - time.monotonic()))
 
     def enforce(self) -> None:
         """Delete the policed pods of agent namespaces that no active lease of theirs covers.
@@ -178,35 +202,33 @@ class LeasePods:
         never come - is *evicted*: that is an agent running (or queueing) what it did not win.
         """
         covered = {
-            lease_key(lease): {item.node for item in lease.resources}
-            for lease in self.market.leases.values()
+            lease_key(lease): {item.node for item in lease.resources} for lease in self.active()
         }
-        ended = {lease_key(lease) for lease, _release in self.market.releases}
-        for agent in self.agents:
-            namespace = objects.agent_namespace(agent)
-            for pod in self.kube.list("pods", namespace):
-                if not policed(pod) or _deleting(pod):
-                    continue
-                meta, spec = pod["metadata"], pod.get("spec") or {}
-                lease = lease_of(pod)
-                nodes = covered.get((namespace, lease))
-                node = spec.get("nodeName") or (spec.get("nodeSelector") or {}).get(HOSTNAME_LABEL)
-                if nodes is not None and node in nodes:
-                    continue
-                if not self.kube.delete("pods", namespace, meta["name"]):
-                    continue
-                if (namespace, lease) in ended or (namespace, lease) in covered:
-                    self.reclaimed_pods += 1
-                    self.telemetry.pods_synced.labels("reclaimed").inc()
-                    continue
-                self.evicted.append(f"{namespace}/{meta['name']}")
-                self.telemetry.pods_synced.labels("evicted").inc()
-                log.warning(
-                    "evicted a pod no lease covers",
-                    extra={
-                        "namespace": namespace,
-                        "pod": meta["name"],
-                        "lease": lease,
-                        "node": node,
-                    },
-                )
+        ended = {lease_key(le) for le, _rel in [*self.market.releases, *self.quota_releases]}
+        for pod in self.agent_pods():
+            if not policed(pod) or _deleting(pod):
+                continue
+            namespace = pod["metadata"]["namespace"]
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            lease = lease_of(pod)
+            nodes = covered.get((namespace, lease))
+            node = spec.get("nodeName") or (spec.get("nodeSelector") or {}).get(HOSTNAME_LABEL)
+            if nodes is not None and node in nodes:
+                continue
+            if not self.kube.delete("pods", namespace, meta["name"]):
+                continue
+            if (namespace, lease) in ended or (namespace, lease) in covered:
+                self.reclaimed_pods += 1
+                self.telemetry.pods_synced.labels("reclaimed").inc()
+                continue
+            self.evicted.append(f"{namespace}/{meta['name']}")
+            self.telemetry.pods_synced.labels("evicted").inc()
+            log.warning(
+                "evicted a pod no lease covers",
+                extra={
+                    "namespace": namespace,
+                    "pod": meta["name"],
+                    "lease": lease,
+                    "node": node,
+                },
+            )

@@ -1,16 +1,19 @@
 """The in-cluster negotiator: one agent's representative between its own control plane and the
 shared host cluster.
 
-Every loop it reconciles, from what the clusters say (it keeps no state of its own, so a restart
-or a second replica picks up exactly where the first left off):
+It keeps no state of its own (a restart or a second replica picks up exactly where the first
+left off): it follows what the clusters say through watches (`informer.py`: its market view,
+leases, host pods and own `Negotiator` object on the host; its gated pods in its own plane) and
+reconciles whenever one of them changes -- no polling, so an idle negotiator costs the
+apiservers one watch request per set every few minutes:
 
 * **demands**: pods in the agent's plane that carry the scheduling gate `gpuparley.io/lease`,
   grouped into jobs by the `gpuparley.io/job` label (`deploy/workload.py`);
-* **decisions**: the market's view for the current (epoch, sub-step) is encoded with the
-  environment's encoder and answered by the policy (the exported ONNX model, or a scripted
-  negotiator); a bid is sent as an `Offer` object into the agent's own home namespace (where the
-  market reads it; the agent's Offer quota bounds them), named after its id so a
-  repeated send is a no-op, and the answer is recorded in the agent's `Negotiator` status;
+* **decisions**: each new market view (published only when the agent has something to decide)
+  is encoded with the environment's encoder and answered by the policy (the exported ONNX model,
+  or a scripted negotiator); a bid is sent as an `Offer` object into the agent's own home
+  namespace (where the market reads it; the agent's Offer quota bounds them), named after its id
+  so a repeated send is a no-op, and the answer is recorded in the agent's `Negotiator` status;
 * **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
   namespace with the lease's node and GPU resources (as a virtual control plane syncs pods),
   behind the lease gate; the market lifts the gate once every pod of the lease exists, and the
@@ -25,6 +28,7 @@ slot naming a job the agent has no pods for, is counted as a rejection and answe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -38,8 +42,10 @@ import numpy as np
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.gpu_resources import lease_item_limits
-from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.informer import Informer, Wakeup
+from gpuparley.deploy.kube import AlreadyExists, ApiError, Invalid, Kube, NotFound
 from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.negotiator_messages import ACTIONS, NoMessage, message_for
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import (
     HOSTNAME_LABEL,
@@ -53,7 +59,7 @@ from gpuparley.deploy.workload import (
     ungate,
 )
 from gpuparley.envs.market.encoding import AgentView, decode, encode, view_from_dict
-from gpuparley.envs.market.messages import MARKET, Bid, Lease, MessageError, ResourceItem
+from gpuparley.envs.market.messages import Demand, Lease, MessageError, ResourceItem
 from gpuparley.envs.market.negotiator import Negotiator
 
 log = logging.getLogger("gpuparley.negotiator")
@@ -84,12 +90,8 @@ def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -
     }
 
 
-def _view_epoch(document: dict[str, Any] | None) -> int | None:
-    """The epoch a view document is for (None if there is none or it does not parse)."""
-    try:
-        return int(json.loads((document or {})["data"][objects.VIEW_KEY])["epoch"])
-    except (KeyError, TypeError, ValueError):
-        return None
+def _no_demand() -> Demand:
+    raise WorkloadError("an offer needs the job's pods")
 
 
 def _regated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -115,8 +117,7 @@ class NegotiatorConfig:
     policy: str
     workload_namespace: str = "default"
     home: str | None = None  # the agent's host namespace (default agent-<agent>)
-    poll_interval: float = 0.02
-    resync_interval: float = 1.0  # full reconcile at least this often (seconds)
+    resync_interval: float = 5.0  # reconcile from the caches at least this often (no requests)
     identity: str = ""
     leader_elect: bool = False
 
@@ -150,50 +151,76 @@ class NegotiatorProcess:
         )
         self._answered: tuple[int, int] | None = None
         self._view_version: str | None = None
-        self._synced_epoch: int | None = None
-        self._synced_at = 0.0
-        self._groups: dict[str, PodGroup] = {}
-        self._leases: list[dict[str, Any]] = []
         self._renewed_at = 0.0
+        self.wakeup = Wakeup()
+        home, agent_plane = config.namespace, config.workload_namespace
+        view_field = f"metadata.name={objects.VIEW_CONFIGMAP}"
+        self.views = Informer(host, "configmaps", home, field_selector=view_field)
+        self.leases = Informer(host, "gpuleases", home)
+        self.host_pods = Informer(host, "pods", home)
+        named = f"metadata.name={self.agent}"
+        self.mine = Informer(host, "negotiators", home, field_selector=named)
+        self.agent_pods = Informer(plane, "pods", agent_plane)
+        self.informers = [self.views, self.leases, self.host_pods, self.mine, self.agent_pods]
+        for informer in self.informers:
+            informer.notify = self.wakeup
 
     # ------------------------------------------------------------------ loop
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         self._check_negotiator_object()
+        for informer in self.informers:
+            informer.start()
         try:
             while not should_stop():
+                if not all(i.synced.is_set() for i in self.informers):
+                    self.telemetry.heartbeat()
+                    self.wakeup.wait(0.5)
+                    continue
                 try:
                     self.step()
-                except (ApiError, OSError) as exc:
+                except ApiError as exc:
                     log.warning("reconcile failed; retrying", extra={"error": str(exc)})
                     self.telemetry.ready = False
-                    time.sleep(0.5)
-                time.sleep(self.config.poll_interval)
+                    self.wakeup.wait(0.5)
+                    continue
+                self.wakeup.wait(self._idle_seconds())
         finally:
+            for informer in self.informers:
+                informer.stop()
             if self.elector is not None:
                 self.elector.release()
 
+    def _idle_seconds(self) -> float:
+        """How long to sleep when nothing changes: until the next leader-election renewal, or
+        the resync interval (a reconcile from the caches, which sends nothing if all is well)."""
+        if self.elector is None:
+            return self.config.resync_interval
+        renew_at = self._renewed_at + self.elector.duration / 3
+        return max(0.05, min(self.config.resync_interval, renew_at - time.monotonic()))
+
     def step(self) -> None:
-        """One loop: read the market's view (one GET). Reconcile pods and leases when a new
-        epoch's view arrives (leases change only at clearings, and the market publishes the
-        next view right after one) or every `resync_interval` (restarts, pods bound, new pods);
-        answer every new view, from the last reconciled listing."""
+        """One reconcile from the caches: sync pods with the leases, answer a new view -- even
+        if the sync failed (its error is raised after): pod writes the host refuses for a while
+        (admission not ready after an apiserver restart) must not make the market time the
+        agent out as a pass, which would change the market."""
         self.telemetry.heartbeat()
         if not self._lead():
             self.telemetry.ready = False
             return
-        document = self.host.get("configmaps", self.config.namespace, objects.VIEW_CONFIGMAP)
+        groups = group_pods(self.agent_pods.objects())
+        leases = self.leases.objects()
+        sync_failed: ApiError | None = None
+        try:
+            self._sync_leases(groups, leases)
+        except ApiError as exc:
+            sync_failed = exc
+        document = self.views.get(self.config.namespace, objects.VIEW_CONFIGMAP)
         version = (document or {}).get("metadata", {}).get("resourceVersion")
-        epoch = _view_epoch(document)
-        now = time.monotonic()
-        if epoch != self._synced_epoch or now - self._synced_at > self.config.resync_interval:
-            pods = self.plane.list("pods", self.config.workload_namespace)
-            self._groups = group_pods(pods)
-            self._leases = self.host.list("gpuleases", self.config.namespace)
-            self._sync_leases(self._groups, self._leases)
-            self._synced_epoch, self._synced_at = epoch, now
         if document is not None and version != self._view_version:
-            self._answer_view(document, self._groups, self._leases)
+            self._answer_view(document, groups, leases)
             self._view_version = version
+        if sync_failed is not None:
+            raise sync_failed
         self.telemetry.ready = True
         self.telemetry.apiserver_requests.labels("host").set(sum(self.host.requests.values()))
         self.telemetry.apiserver_requests.labels("agent").set(sum(self.plane.requests.values()))
@@ -229,14 +256,14 @@ class NegotiatorProcess:
             return
         if token == self._answered:
             return
-        mine = self.host.get("negotiators", config.namespace, self.agent) or {}
+        mine = self.mine.get(config.namespace, self.agent) or {}
         status = mine.get("status") or {}
         if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
             self._answered = token  # answered before a restart
             return
         self.telemetry.epoch.set(token[0])
         action, message_id = self._decide(view, token, payload, groups, leases)
-        self.host.merge_patch(
+        answered = self.host.merge_patch(
             "negotiators/status",
             config.namespace,
             self.agent,
@@ -250,6 +277,7 @@ class NegotiatorProcess:
                 }
             },
         )
+        self.mine.observe(answered)
         self._answered = token
         self.telemetry.decision_seconds.observe(time.perf_counter() - started)
 
@@ -261,48 +289,52 @@ class NegotiatorProcess:
         groups: dict[str, PodGroup],
         leases: list[dict[str, Any]],
     ) -> tuple[str, str]:
+        """Ask the policy; send the message its decision stands for. (action, message id)."""
         observation, mask = encode(view)
         action = int(self.policy.act(observation, mask, view))
         if not (0 <= action < len(mask) and mask[action]):
             self._reject("illegal-action", f"policy chose masked action {action}")
             return "pass", ""
         decision = decode(action, view, np.asarray(mask))
-        if decision.kind != "bid":
+        if decision.kind == "pass":
             return "pass", ""
         group = groups.get(decision.job or "")
-        if group is None or not group.complete:
+        if decision.kind == "bid" and (group is None or not group.complete):
             self._reject("no-pods", f"job {decision.job!r} has no complete pod group here")
             return "pass", ""
         try:
-            demand = group.demand()
-            bid = Bid(
-                id=f"{self.agent}.{token[0]}.{token[1]}",
-                sender=self.agent,
-                receiver=MARKET,
-                epoch=token[0],
-                demand=demand,
-                price=decision.price,
-                term_epochs=int(payload["term_epochs"]),
-                renewal_of=self._active_lease_of(decision.job or "", leases),
+            message = message_for(
+                self.agent,
+                decision,
+                payload,
+                lambda: group.demand() if group is not None else _no_demand(),
+                self._active_lease_of(decision.job or "", leases),
             )
+        except NoMessage as exc:
+            self._reject(exc.reason, str(exc))
+            return "pass", ""
         except (WorkloadError, MessageError, ValueError) as exc:
             self._reject("bad-demand", str(exc))
             return "pass", ""
-        bid_object = objects.offer_object(bid, namespace=self.config.namespace)
-        self.host.create("offers", self.config.namespace, bid_object)
-        self.telemetry.messages.labels("Bid", "sent").inc()
-        self.telemetry.price.labels("bid").set(bid.price)
+        namespace = objects.outbox_namespace(message)
+        if namespace == objects.agent_namespace(self.agent):
+            namespace = self.config.namespace  # a bid waits in the (configured) home
+        self.host.create("offers", namespace, objects.offer_object(message, namespace=namespace))
+        self.telemetry.messages.labels(message.kind, "sent").inc()
+        price = getattr(message, "price", None)
+        if price is not None:
+            self.telemetry.price.labels("bid").set(price)
         log.info(
-            "bid",
+            ACTIONS[message.kind],
             extra={
                 "epoch": token[0],
                 "substep": token[1],
-                "job": bid.demand.job,
-                "price": bid.price,
-                "renewal": bid.renewal_of,
+                "job": decision.job,
+                "price": price,
+                "to": message.receiver,
             },
         )
-        return "bid", bid.id
+        return ACTIONS[message.kind], message.id
 
     def _active_lease_of(self, job: str, leases: list[dict[str, Any]]) -> str | None:
         for obj in leases:
@@ -318,9 +350,7 @@ class NegotiatorProcess:
 
     # ------------------------------------------------------------------ leases -> pods
     def _sync_leases(self, groups: dict[str, PodGroup], leases: list[dict[str, Any]]) -> None:
-        host_pods = {
-            p["metadata"]["name"]: p for p in self.host.list("pods", self.config.namespace)
-        }
+        host_pods = {p["metadata"]["name"]: p for p in self.host_pods.objects()}
         active_jobs = set()
         parsed: list[tuple[dict[str, Any], Lease]] = []
         for obj in leases:
@@ -378,18 +408,25 @@ class NegotiatorProcess:
                 ):
                     continue
                 # Moved by a renewal that migrated the job, or left over from an older lease.
-                self.host.delete("pods", self.config.namespace, pod_name)
-                self.telemetry.pods_synced.labels("deleted").inc()
+                if not existing["metadata"].get("deletionTimestamp") and self.host.delete(
+                    "pods", self.config.namespace, pod_name
+                ):
+                    self.telemetry.pods_synced.labels("deleted").inc()
                 complete = False
                 continue
-            if self.host.create("pods", self.config.namespace, host_pod(agent_pod, name, item)):
+            copy = host_pod(agent_pod, name, item)
+            created = self.host.create("pods", self.config.namespace, copy)
+            if created is not None:
+                self.host_pods.observe(created)
                 self.telemetry.pods_synced.labels("created").inc()
-            host_pods[pod_name] = {}
+            host_pods[pod_name] = created or {}
         if not complete:
             return
         # Every pod of the lease exists on the host: release the gang in the agent plane.
         for agent_pod in pods:
-            ungate(self.plane, self.config.workload_namespace, agent_pod)
+            # Gone, or our cache is behind a change already made: the watch catches up.
+            with contextlib.suppress(NotFound, Invalid):
+                ungate(self.plane, self.config.workload_namespace, agent_pod)
         for item in lease.resources:
             self._mirror(pods[item.pod], host_pods.get(pods[item.pod]["metadata"]["name"]) or {})
 
@@ -401,17 +438,18 @@ class NegotiatorProcess:
         name = agent_pod["metadata"]["name"]
         namespace = self.config.workload_namespace
         if not (agent_pod.get("spec") or {}).get("nodeName"):
-            binding = {
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": {"name": name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-            }
-            self.plane.call("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding", binding)
+            try:
+                self.plane.bind(namespace, name, node)
+            except AlreadyExists:
+                return  # bound a moment ago; the watch has not told us yet
+            agent_pod["spec"]["nodeName"] = node
             self.telemetry.pods_synced.labels("bound").inc()
         phase = (host.get("status") or {}).get("phase")
         if phase and phase != (agent_pod.get("status") or {}).get("phase"):
-            self.plane.merge_patch("pods/status", namespace, name, {"status": {"phase": phase}})
+            patched = self.plane.merge_patch(
+                "pods/status", namespace, name, {"status": {"phase": phase}}
+            )
+            self.agent_pods.observe(patched)
 
     def _end(
         self,
@@ -425,8 +463,10 @@ class NegotiatorProcess:
         name = obj["metadata"]["name"]
         for pod_name, pod in list(host_pods.items()):
             if (pod.get("metadata", {}).get("labels") or {}).get(objects.LEASE_LABEL) == name:
-                self.host.delete("pods", self.config.namespace, pod_name)
-                self.telemetry.pods_synced.labels("deleted").inc()
+                if pod["metadata"].get("deletionTimestamp"):
+                    continue
+                if self.host.delete("pods", self.config.namespace, pod_name):
+                    self.telemetry.pods_synced.labels("deleted").inc()
                 del host_pods[pod_name]
         if group is None or job_has_active_lease:
             return
@@ -434,29 +474,27 @@ class NegotiatorProcess:
         if release.get("reason") == "finished":
             for pod in group.pods:
                 if (pod.get("status") or {}).get("phase") != "Succeeded":
-                    self.plane.merge_patch(
+                    patched = self.plane.merge_patch(
                         "pods/status",
                         namespace,
                         pod["metadata"]["name"],
                         {"status": {"phase": "Succeeded"}},
                     )
+                    self.agent_pods.observe(patched)
                     self.telemetry.pods_synced.labels("completed").inc()
             return
         for pod in group.pods:
             if gate_index(pod) is not None and not (pod.get("spec") or {}).get("nodeName"):
                 continue
             self.plane.delete("pods", namespace, pod["metadata"]["name"])
-            self._recreate(namespace, _regated(pod))
+            self.agent_pods.observe(self._recreate(namespace, _regated(pod)))
             self.telemetry.pods_synced.labels("regated").inc()
 
-    def _recreate(self, namespace: str, pod: dict[str, Any]) -> None:
+    def _recreate(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         """Create the re-gated pod once the old one is gone (deletion is asynchronous)."""
         for _ in range(100):
-            try:
-                if self.plane.create("pods", namespace, pod):
-                    return
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
+            created = self.plane.create("pods", namespace, pod)
+            if created is not None:
+                return created
             time.sleep(0.05)
-        raise ApiError(409, "Conflict", f"pod {pod['metadata']['name']} was not deleted in time")
+        raise AlreadyExists(409, "AlreadyExists", f"pod {pod['metadata']['name']} is still there")

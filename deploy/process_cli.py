@@ -80,7 +80,9 @@ def negotiator_run(
     identity: Annotated[str, typer.Option(help="Replica identity (default host-pid).")] = "",
     metrics_port: Port = 9464,
     metrics_address: Address = "127.0.0.1",
-    poll_interval: Annotated[float, typer.Option(help="Seconds between reconciles.")] = 0.02,
+    resync_seconds: Annotated[
+        float, typer.Option(help="Reconcile from the watch caches at least this often.")
+    ] = 5.0,
     log_level: str = "info",
 ) -> None:
     """Negotiate for the agent's gated pods and run them on the host under their leases."""
@@ -97,7 +99,7 @@ def negotiator_run(
         policy=policy,
         workload_namespace=workload_namespace,
         home=namespace,
-        poll_interval=poll_interval,
+        resync_interval=resync_seconds,
         identity=identity,
         leader_elect=leader_elect,
     )
@@ -153,7 +155,7 @@ def market_run(
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
     kubeconfig: Kubeconfig = None,
     mechanism: Annotated[
-        str | None, typer.Option(help="auction (default: the scenario's).")
+        str | None, typer.Option(help="auction or bargain (default: the scenario's).")
     ] = None,
     substep_timeout: Annotated[float, typer.Option(help="Seconds to wait for answers.")] = 10.0,
     placement_timeout: Annotated[

@@ -40,7 +40,7 @@ def package_version() -> str:
 @dataclass(frozen=True)
 class AgentBundle:
     """Inputs of one agent's manifests. Defaults are what the in-cluster market runs: the
-    auction (the only mechanism `market run` serves) and the shipped learned policy."""
+    auction and the shipped learned policy."""
 
     agent: str
     namespace: str | None = None

@@ -74,9 +74,10 @@ def epoch_events(
     return events
 
 
-class _Recorder:
-    """Records a simulated market's lease events sub-step by sub-step, the granularity at which
-    a market controller publishes them (an environment step may close many sub-steps)."""
+class LeaseRecorder:
+    """Records a market's lease events sub-step by sub-step (an environment step may close many
+    sub-steps): the simulated trace, and the market controller's (which runs the same
+    environment), so both have one granularity and one epoch label per event."""
 
     def __init__(self) -> None:
         self.events: list[LeaseEvent] = []
@@ -85,8 +86,12 @@ class _Recorder:
 
     def __call__(self, env: GPUMarketEnv) -> None:
         """`play_episode`'s watcher: follow the episode's market from its reset on."""
-        market = env.market
-        if market is not None and market is not self.market:
+        if env.market is not None:
+            self.follow(env.market)
+
+    def follow(self, market: Market) -> None:
+        """Record `market`'s events from now on (once per market)."""
+        if market is not self.market:
             self.market = market
             self.before = (dict(market.leases), len(market.releases))
             market.substep_watchers.append(self.substep_closed)
@@ -106,6 +111,6 @@ def simulated_trace(
 ) -> list[LeaseEvent]:
     """The lease trace of a simulated market run, every seat played by `negotiator`."""
     env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
-    recorder = _Recorder()
+    recorder = LeaseRecorder()
     play_episode(env, negotiator, seed, recorder)
     return recorder.events

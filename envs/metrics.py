@@ -3,9 +3,10 @@
 Definitions follow `docs/reference.md` ("Metrics"):
 
 * Allocation ratio, utilisation, unallocated and fragmented GPUs (`timeline`) are time averages
-  over the window in which the workload is offered, from the start to the last arrival: every
+  over the window in which the workload is offered, from the first arrival to the last: every
   policy faces the same offered load there, while the tail after it lasts as long as a policy
-  takes to drain (and a market episode may be capped), which would make averages incomparable.
+  takes to drain (and a market episode may be capped), and the empty cluster before it as long
+  as an allocator's clock ran before the first job, which would make averages incomparable.
 * JCT = finish - arrival, over finished jobs (mean, p50, p95, p99); queueing delay = first
   start - arrival, overall and by QoS class; makespan = last finish - first arrival.
 * Finish-time fairness rho = T_shared / T_independent (Themis). T_shared is the job's JCT;
@@ -162,8 +163,11 @@ def summarise(
     arrivals = [r.job.arrival for r in records if r.arrived]
     capacity = float(sim.state.gpu_count)
     timeline = sim.timeline
-    # Cluster-level averages cover the window in which the workload is offered (up to the last
-    # arrival), the same for every policy; the tail after it depends on how long a run lasts.
+    # Cluster-level averages cover the window in which the workload is offered, from the first
+    # arrival to the last, the same for every allocator: the tail after it depends on how long
+    # a run lasts, and the empty cluster before it on when an allocator's clock starts (a
+    # central scheduler's first event is the first arrival, a market's clock starts at 0).
+    offered_since = min(arrivals) if arrivals else None
     offered_until = max(arrivals) if arrivals and max(arrivals) > 0 else None
 
     summary: dict[str, Any] = {
@@ -174,11 +178,17 @@ def summarise(
             sum(r.remaining * r.job.gpus for r in records if r.finish is None) / 3600
         ),
         "sim_time": sim.now,
-        "allocation_ratio_mean": timeline.time_average("allocation_ratio", offered_until),
+        "allocation_ratio_mean": timeline.time_average(
+            "allocation_ratio", offered_until, offered_since
+        ),
         "allocation_ratio_peak": float(timeline.column("allocation_ratio").max(initial=0.0)),
-        "utilisation_mean": timeline.time_average("utilisation", offered_until),
-        "unallocated_gpus_mean": timeline.time_average("unallocated_gpus", offered_until),
-        "fragmented_gpus_mean": timeline.time_average("fragmented_gpus", offered_until),
+        "utilisation_mean": timeline.time_average("utilisation", offered_until, offered_since),
+        "unallocated_gpus_mean": timeline.time_average(
+            "unallocated_gpus", offered_until, offered_since
+        ),
+        "fragmented_gpus_mean": timeline.time_average(
+            "fragmented_gpus", offered_until, offered_since
+        ),
         "makespan": (max(finish.values()) - min(arrivals)) if done and arrivals else None,
     }
     summary.update(percentiles([finish[r.job.id] - r.job.arrival for r in done], "jct"))

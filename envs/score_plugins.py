@@ -264,9 +264,13 @@ class PluginChooser:
         )
 
     def __call__(self, state: ClusterState, job: Job, mask: np.ndarray) -> PodPlacement | None:
-        if not mask.any():
+        feasible = np.flatnonzero(mask)
+        if len(feasible) == 0:
             return None
         pod = job.pod
+        if len(feasible) == 1:  # the top node whatever the scores: skip scoring
+            select = best_gpu if pod.gpu.kind == "mig" else self.select
+            return select(state, pod, int(feasible[0]))
         score, select, normalised = self.score, self.select, self.normalised
         if pod.gpu.kind == "mig":
             score, select, normalised = best_fit_score, best_gpu, True

@@ -119,16 +119,20 @@ class Timeline:
     def rows(self) -> Iterator[tuple[float, ...]]:
         return zip(*(self._columns[name] for name in COLUMNS), strict=True)
 
-    def time_average(self, name: str, until: float | None = None) -> float:
-        """Average of a column over [first sample, `until`] (default: the last sample), each
-        sample weighted by how long it held (a step function)."""
+    def time_average(
+        self, name: str, until: float | None = None, since: float | None = None
+    ) -> float:
+        """Average of a column over [`since`, `until`] (defaults: the first and the last
+        sample), each sample weighted by how long it held (a step function). A window that
+        starts before the first sample counts only from it."""
         times = self.column("time")
         if len(times) == 0:
             return 0.0
         end = times[-1] if until is None else until
+        start = times[0] if since is None else since
         values = self.column(name)
-        held = np.clip(np.append(times[1:], max(end, times[-1])), None, end) - np.minimum(
-            times, end
+        held = np.clip(np.append(times[1:], max(end, times[-1])), start, end) - np.clip(
+            times, start, end
         )
         total = held.sum()
         return float(values @ held / total) if total > 0 else float(values[0])

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gpuparley.deploy import crds, objects
-from gpuparley.deploy.kube import ApiError
+from gpuparley.deploy.kube import Invalid
 from gpuparley.deploy.lease_grant import grant_violations, lease_grant
 from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.negotiator import host_pod
@@ -172,14 +172,24 @@ class FakeKube:
                 op["path"] == "/metadata/resourceVersion"
                 and op["value"] != obj["metadata"]["resourceVersion"]
             ):
-                raise ApiError(422, "Invalid", "the test operation failed")
+                raise Invalid(422, "Invalid", "the test operation failed")
         self.patches.append((resource, name, ops))
         obj["spec"]["schedulingGates"] = []
 
 
 def _controller() -> tuple[MarketController, FakeKube]:
     kube = FakeKube()
-    return MarketController(kube, load_scenario(SCENARIO), 0), kube  # type: ignore[arg-type]
+    controller = MarketController(kube, load_scenario(SCENARIO), 0)  # type: ignore[arg-type]
+    controller.pods.source = lambda: kube.list("pods")  # instead of the watch's cache
+    return controller, kube
+
+
+def _receive_bids(controller: MarketController, kube: FakeKube) -> None:
+    """One sub-step's intake of the offers on the (fake) host, consumed afterwards."""
+    market = controller.market
+    decision = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
+    controller.bids.receive(kube.list("offers"), decision, set(market.agents))
+    controller.bids.consume()
 
 
 def _bid_object(controller: MarketController, job: str, bid_id: str) -> dict[str, Any]:
@@ -206,13 +216,13 @@ def _alpha_waits_for_two_jobs(controller: MarketController) -> list[str]:
 def test_the_market_takes_one_bid_per_agent_and_decision() -> None:
     controller, kube = _controller()
     first, second = _alpha_waits_for_two_jobs(controller)[:2]
-    decision = f"alpha.{controller.market.epoch}.{controller.market.substep}"
+    decision = f"alpha.{controller.market.epoch}.{controller.seq}"
     kube.add("offers", _bid_object(controller, first, "alpha.zzz-fresh-id"))
     kube.add("offers", _bid_object(controller, second, decision))
     junk = _bid_object(controller, first, "alpha.junk")
     junk["spec"]["demand"]["job"] = "no-such-job"
     kube.add("offers", junk)
-    controller._receive_bids()
+    _receive_bids(controller, kube)
     assert controller.rejected == {"duplicate": 1, "invalid": 1}
     assert controller.market.stats.messages["Bid"] == 1
     assert kube.list("offers") == []  # all consumed
@@ -227,8 +237,8 @@ def test_bids_outside_their_senders_namespace_are_forged_and_deleting_ones_ignor
     held = _bid_object(controller, second, "alpha.y")
     held["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"  # a finalizer holds it
     kube.add("offers", held)
-    controller._receive_bids()
-    controller._receive_bids()
+    _receive_bids(controller, kube)
+    _receive_bids(controller, kube)
     assert controller.rejected == {"forged": 1}  # the held one is neither read nor rejected
     assert [o["metadata"]["name"] for o in kube.list("offers")] == [held["metadata"]["name"]]
 

@@ -1,18 +1,22 @@
 """The in-cluster negotiator's pure parts, without a cluster: jobs <-> pods <-> demands, the
-market view's wire form, host pods under a lease, the lease trace, and the telemetry endpoints."""
+market view's wire form, host pods under a lease, the lease trace, the telemetry endpoints, and
+a reconcile against a host that refuses its pods."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
+from typing import Any
 
 import pytest
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.gpu_resources import GPU_RESOURCE
 from gpuparley.deploy.gpu_resources import lease_item_limits as host_gpu_limits
-from gpuparley.deploy.negotiator import host_pod
+from gpuparley.deploy.kube import Invalid
+from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess, host_pod
 from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (
@@ -26,7 +30,8 @@ from gpuparley.deploy.workload import (
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.market.encoding import encode, view_from_dict, view_to_dict
-from gpuparley.envs.market.messages import ResourceItem
+from gpuparley.envs.market.messages import Lease, ResourceItem
+from gpuparley.envs.market.parallel_env import GPUMarketEnv, has_decision
 from gpuparley.envs.market.views import agent_views
 from gpuparley.envs.scenario import load_scenario
 from gpuparley.policy.specs import parse_negotiator
@@ -175,3 +180,77 @@ def test_the_rendered_deployment_runs_the_real_command_line() -> None:
     assert context.params["policy"] == "learned:/models/policy.onnx"
     assert context.params["leader_elect"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+class AdmissionNotReadyHost:
+    """The host right after a kube-apiserver restart, as in a failed cluster run: every pod
+    create is refused by the lease-fit admission policy (its paramKind, the GPULease CRD, not
+    resolved yet -- for up to 30 s); everything else is written."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.written: list[tuple[str, str, dict[str, Any]]] = []
+
+    def create(self, resource: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        if resource == "pods":
+            raise Invalid(422, "Invalid", "failed to find resource referenced by paramKind")
+        self.written.append((resource, namespace, obj))
+        return {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+
+    def merge_patch(
+        self, resource: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.written.append((resource, namespace, patch))
+        return {"metadata": {"namespace": namespace, "name": name}, **patch}
+
+
+def test_a_negotiator_answers_the_market_while_its_pods_are_refused() -> None:
+    """The agent holds a lease whose host pods the host refuses, and the market asks it to
+    decide: it still answers (a bid, recorded in its status) and only then reports the pod
+    error for a retry. (Before, the refused pod blocked the answer, the market timed the agent
+    out as a pass, and the crash test's lease trace left the simulator's.)"""
+    scenario = load_scenario("cluster-e2e")
+    env = GPUMarketEnv(scenario=scenario)
+    env.reset(seed=0)
+    market = env.market
+    assert market is not None
+    agent = "gamma"
+    assert has_decision(env.views[agent])
+    jobs = [job for job in scenario.build_jobs(0) if job.owner == agent]
+    leased = next(j for j in jobs if j.name == "gen-000015")  # the job of the failed run
+    lease = Lease.model_validate(
+        {"id": "market.0.lease-1", "sender": "market", "receiver": agent, "epoch": 0,
+         "lease_id": "lease-1", "holder": agent, "lender": "market", "job": leased.name,
+         "resources": [{"pod": 0, "node": "whole-0", "gpu_kind": "share", "gpus": [1],
+                        "gpu_milli": leased.pod.gpu.milli}],
+         "start_epoch": 0, "expires_epoch": 2, "price": 0.0}
+    )  # fmt: skip
+    document = {
+        "epoch": market.epoch,
+        "substep": 0,
+        "term_epochs": market.term_epochs,
+        "mechanism": market.mechanism.name,
+        "view": view_to_dict(env.views[agent]),
+    }
+    host = AdmissionNotReadyHost()
+    policy = parse_negotiator("learned:default").negotiator(backend="onnxruntime")
+    config = NegotiatorConfig(agent=agent, policy="learned:default")
+    process = NegotiatorProcess(config, host, host, policy)  # type: ignore[arg-type]
+    home = objects.agent_namespace(agent)
+    process.leases.observe(objects.gpulease_object(lease))
+    view = {"metadata": {"name": objects.VIEW_CONFIGMAP, "namespace": home, "resourceVersion": "1"},
+            "data": {objects.VIEW_KEY: json.dumps(document)}}  # fmt: skip
+    process.views.observe(view)
+    for job in jobs:
+        for pod in json.loads(json.dumps(pods_for_job(job))):
+            pod["metadata"]["namespace"] = "default"
+            process.agent_pods.observe(pod)
+    with pytest.raises(Invalid, match="paramKind"):
+        process.step()
+    statuses = [
+        patch["status"] for resource, _, patch in host.written if resource.endswith("/status")
+    ]
+    assert statuses and statuses[-1]["observedEpoch"] == 0 and statuses[-1]["observedSubstep"] == 0
+    offers = [obj for resource, _, obj in host.written if resource == "offers"]
+    assert statuses[-1]["action"] == "bid"
+    assert [o["spec"]["id"] for o in offers] == [statuses[-1]["message"]]

@@ -1,5 +1,7 @@
 """The economics: truthful second-price auctions allocate by value; consent protects quota."""
 
+from dataclasses import replace
+
 import pytest
 
 from gpuparley.agents.negotiators.simple import Truthful
@@ -149,3 +151,26 @@ def test_a_lease_renews_only_the_job_it_was_signed_for(tmp_path):
     )
     receipt = market.receive(offer)
     assert not receipt.accepted and "of yours for this job" in receipt.reason
+
+
+@pytest.mark.parametrize(("small_value", "preempted"), [(15.0, False), (50.0, True)])
+def test_a_bid_must_outbid_a_bundle_as_a_whole_to_take_its_place(tmp_path, small_value, preempted):
+    """With a premium, a 1-GPU bid priced above a 4-GPU lease per GPU-hour preempts it only
+    if its rent also beats the whole lease's: breaking up a gang loses all of its room."""
+    agents = [{"name": n, "budget_per_epoch": RICH} for n in ("big", "small")]
+    path = scenario_file(
+        tmp_path, gpus=4, agents=agents, payment_rule="first", preemption_premium=0.1
+    )
+    # per GPU-hour: big 10, small 15 or 50 (both above 10 x 1.1); per epoch: big 40 x 300 /
+    # 3600 = 3.3 (3.7 with the premium), small 1.25 or 4.2
+    jobs = [gpu_job(0, "big", 4, 40.0), replace(gpu_job(1, "small", 1, small_value), arrival=60)]
+    market = market_with_jobs(path, jobs, "auction")
+    policies = dict.fromkeys(market.agents, Truthful())
+    play_epoch(market, policies)
+    assert market.sim.record(0).state is JobState.RUNNING  # alone at first, it wins
+    while market.sim.now <= 60:  # the rounds up to and including the small job's arrival
+        play_epoch(market, policies)
+    play_epoch(market, policies)
+    small_runs = market.sim.record(1).state is JobState.RUNNING
+    assert small_runs is preempted
+    assert (market.stats.preemptions > 0) is preempted

@@ -38,6 +38,8 @@ def _controller(monkeypatch: pytest.MonkeyPatch) -> tuple[MarketController, list
     monkeypatch.setattr(market_controller, "check_host_nodes", lambda kube, scenario: None)
     controller = MarketController(FakeKube(), load_scenario("cluster-e2e"), 0)  # type: ignore[arg-type]
     steps: list[int] = []
+    monkeypatch.setattr(controller, "resume", lambda: None)  # no stored state to replay
+    controller.informers = []  # nothing to watch on the fake host
     monkeypatch.setattr(controller, "substep", lambda: steps.append(controller.market.epoch))
     monkeypatch.setattr(controller, "publish_status", lambda: {"steps": len(steps)})
     return controller, steps

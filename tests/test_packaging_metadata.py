@@ -35,6 +35,9 @@ def test_the_plain_install_has_no_training_stack() -> None:
     assert not core & TRAINING_DISTRIBUTIONS, core & TRAINING_DISTRIBUTIONS
     train = {_name(r) for r in _project()["optional-dependencies"]["train"]}
     assert train >= {"torch", "stable-baselines3", "sb3-contrib"}
+    assert "ray" not in core and {"ray"} == {
+        _name(r) for r in _project()["optional-dependencies"]["ray"]
+    }
 
 
 def test_the_image_installs_exactly_the_plain_dependencies() -> None:
@@ -49,8 +52,8 @@ def test_the_image_copies_every_folder_the_package_maps() -> None:
     assert linked and set(linked) <= copied, sorted(set(linked) - copied)
 
 
-def test_the_makefile_installs_the_train_extra_for_the_tests() -> None:
-    assert "-e '.[dev,train]'" in (REPO / "Makefile").read_text()
+def test_the_makefile_installs_the_train_and_ray_extras_for_the_tests() -> None:
+    assert "-e '.[dev,train,ray]'" in (REPO / "Makefile").read_text()
 
 
 @pytest.mark.parametrize(

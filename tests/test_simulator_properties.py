@@ -116,3 +116,25 @@ def test_time_average_covers_only_the_requested_window():
     assert math.isclose(timeline.time_average("allocation_ratio", 100.0), 6 / 12)
     assert math.isclose(timeline.time_average("allocation_ratio"), (4 + 8 + 4) / 3 / 12)
     assert math.isclose(summarise(sim, ["a"])["allocation_ratio_mean"], 4 / 12)
+
+
+def test_cluster_averages_start_at_the_first_arrival_whenever_the_clock_starts():
+    """A market's clock starts at 0, a central scheduler's at its first event: the empty
+    cluster before the first arrival counts for neither."""
+    from gpuparley.envs.settings import SimulationSettings as S
+
+    def summary(sample_from_zero: bool) -> dict:
+        jobs = [
+            Job(0, "a", PodDemand(GPURequest("whole", count=4), 1000, 1000), 100.0, 50.0),
+            Job(1, "a", PodDemand(GPURequest("whole", count=4), 1000, 1000), 100.0, 80.0),
+        ]
+        sim = Simulator(mixed_cluster(), jobs, FirstFit(), S(speed_scaling=False))
+        if sample_from_zero:
+            sim.advance(0.0)  # the market's first round samples the empty cluster at 0
+        sim.run()
+        return summarise(sim, ["a"])
+
+    # 12 GPUs: 4 busy on [50, 80), 8 on [80, 150): over the offered window [50, 80], 4 / 12
+    assert math.isclose(summary(False)["allocation_ratio_mean"], 4 / 12)
+    assert math.isclose(summary(True)["allocation_ratio_mean"], 4 / 12)
+    assert math.isclose(summary(True)["unallocated_gpus_mean"], 8.0)

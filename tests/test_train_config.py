@@ -17,7 +17,7 @@ def write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "long"])
+@pytest.mark.parametrize("name", ["default", "smoke", "long", "bundled"])
 def test_bundled_configs_load(name: str) -> None:
     config = load_config(name)
     assert config.name == name
@@ -51,6 +51,14 @@ def test_unknown_opponent_lists_choices(tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match=r"opponents: unknown opponent 'sneaky'") as error:
         load_config(path)
     assert "scripted:truthful" in str(error.value) and "kube-default" not in str(error.value)
+
+
+def test_the_rllib_backend_refuses_what_only_sb3_implements() -> None:
+    resolved = load_config("default").resolved()
+    with pytest.raises(TrainConfigError, match="generator: the rllib backend trains on bundled"):
+        validate_config({**resolved, "backend": "rllib"}, "default (options)")
+    bundled = load_config("bundled").resolved()
+    assert validate_config({**bundled, "backend": "rllib"}, "bundled").backend == "rllib"
 
 
 def test_missing_file_is_a_clear_error() -> None:

@@ -1,6 +1,7 @@
 """Checkpoint directories: the model, the config that made it, its spec, and how well it did.
 
-    <dir>/model.zip      stable-baselines3 (Maskable)PPO model
+    <dir>/model.zip      stable-baselines3 (Maskable)PPO model (or, from the RLlib backend,
+    <dir>/rl_module/     the saved RLModule: `rllib_backend`)
     <dir>/policy.onnx    its actor as an ONNX graph of action logits (what everything outside
                          training plays: `policy.learned`, no torch needed)
     <dir>/config.yaml    the resolved training config (defaults filled in, actual seed)
@@ -32,6 +33,7 @@ from gpuparley.envs.market.encoding import ACTION_COUNT, OBSERVATION_SIZE, SPEC_
 from gpuparley.policy.encoder_spec import check_encoder_spec
 from gpuparley.policy.learned import ONNX_FILE
 from gpuparley.policy.onnx_graph import write_model
+from gpuparley.policy.runtime import Layer
 from gpuparley.train.config import TrainConfig, validate_config
 from gpuparley.train.weights import policy_layers
 
@@ -42,6 +44,14 @@ MODEL_FILE, CONFIG_FILE, SPEC_FILE, METRICS_FILE = (
     "metrics.json",
 )
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"maskable_ppo": MaskablePPO, "ppo": PPO}
+
+
+RLLIB_MODULE_DIR = "rl_module"
+"""An RLlib checkpoint's model: the saved RLModule (`rllib_backend`), instead of model.zip."""
+
+
+def is_rllib_checkpoint(directory: str | Path) -> bool:
+    return (Path(directory) / RLLIB_MODULE_DIR).is_dir()
 
 
 class CheckpointError(ValueError):
@@ -55,6 +65,11 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
     write_policy(model, config, directory / ONNX_FILE, directory.name)
+    return write_checkpoint_files(directory, config, metrics)
+
+
+def write_checkpoint_files(directory: Path, config: TrainConfig, metrics: dict[str, Any]) -> Path:
+    """The files every backend's checkpoint has beside its model: config, spec, metrics."""
     (directory / CONFIG_FILE).write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
     spec = {
         "version": SPEC_VERSION,
@@ -117,17 +132,29 @@ class TorchLogits:
 
 def write_policy(model: BaseAlgorithm, config: TrainConfig, out: str | Path, name: str) -> Path:
     """The model's actor as an ONNX policy at `out`, with where it came from in its metadata."""
+    return write_layers(policy_layers(model.policy), config, out, name, model.num_timesteps)
+
+
+def write_layers(
+    layers: list[Layer], config: TrainConfig, out: str | Path, name: str, timesteps: int
+) -> Path:
+    """An actor's dense layers as an ONNX policy at `out`, where it came from in its metadata."""
     metadata = {
         "gpuparley.checkpoint": name,
         "gpuparley.config": config.name,
         "gpuparley.algorithm": config.algorithm,
-        "gpuparley.timesteps": str(model.num_timesteps),
+        "gpuparley.timesteps": str(timesteps),
     }
-    return write_model(policy_layers(model.policy), out, metadata)
+    return write_model(layers, out, metadata)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write `checkpoint`'s policy logits to `out` (refuses a checkpoint of another spec)."""
+    """Write `checkpoint`'s policy logits to `out` (refuses a checkpoint of another spec); an
+    RLlib checkpoint (`rllib_backend.MODULE_DIR`) goes through `rllib_backend`."""
     checkpoint = Path(checkpoint)
+    if is_rllib_checkpoint(checkpoint):
+        from gpuparley.train.rllib_backend import export_rllib_checkpoint
+
+        return export_rllib_checkpoint(checkpoint, out)
     model = load_model(checkpoint)
     return write_policy(model, load_checkpoint_config(checkpoint), out, checkpoint.resolve().name)

@@ -163,11 +163,21 @@ class EvaluationConfig(_Strict):
     select: Literal["utility", "welfare"] = "utility"
 
 
+class RLlibConfig(_Strict):
+    """Settings only the RLlib backend reads (`backend: rllib`); PPO's hyperparameters come from
+    `ppo` with the same meaning (n_steps per learner seat, batch_size as the minibatch)."""
+
+    env_runners: NonNegativeInt = 1  # Ray actors stepping environments (0: the driver does)
+    envs_per_runner: PositiveInt | None = None  # default: one per scenario x copies
+    cpus_per_runner: PositiveFloat = 1.0
+
+
 class TrainConfig(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     seed: int = 0
     algorithm: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
+    backend: Literal["sb3", "rllib"] = "sb3"  # stable-baselines3, or RLlib on Ray
     total_timesteps: PositiveInt = 100_000
     scenarios: list[str] = Field(default_factory=list)
     generator: GeneratorConfig | None = None
@@ -187,6 +197,7 @@ class TrainConfig(_Strict):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    rllib: RLlibConfig = Field(default_factory=RLlibConfig)
     output_dir: str = "runs"
     threads: PositiveInt = 1
 
@@ -210,6 +221,24 @@ class TrainConfig(_Strict):
         if value.get(SELF, 0.0) <= 0:
             raise ValueError("the mix needs a positive `self` share (the seats being trained)")
         return value
+
+    @model_validator(mode="after")
+    def _rllib_masks(self) -> TrainConfig:
+        if self.backend == "rllib" and self.algorithm != "maskable_ppo":
+            raise ValueError("algorithm: the rllib backend trains masked PPO; use maskable_ppo")
+        sb3_only = {
+            "generator": self.generator is not None,
+            "warm_start": self.warm_start is not None,
+            "reward_welfare": self.reward_welfare > 0,
+        }
+        used = [name for name, present in sb3_only.items() if present]
+        if self.backend == "rllib" and used:
+            raise ValueError(
+                f"{used[0]}: the rllib backend trains on bundled scenarios, without a "
+                "generator, warm start or welfare reward; use backend sb3 (or a config "
+                "such as smoke)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _evaluation_opponents(self) -> TrainConfig:

@@ -29,7 +29,7 @@ from torch import nn
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.scenario_generator import VALIDATION_SEEDS, sample_scenario
 from gpuparley.policy.learned import LearnedNegotiator
-from gpuparley.policy.runtime import NumpyMlp
+from gpuparley.policy.runtime import Layer, NumpyMlp
 from gpuparley.train.checkpoint import ALGORITHMS, load_metrics, load_model, save_checkpoint
 from gpuparley.train.config import TrainConfig, WarmStartConfig
 from gpuparley.train.evaluate import Baselines, evaluate, welfare_gap
@@ -120,11 +120,22 @@ def evaluate_policy(
     validation: Sequence[Scenario] = (),
     baselines: Baselines | None = None,
 ) -> dict[str, Any]:
-    """The evaluations of `train.evaluate` for the model's current (deterministic) policy, and
-    `score`, the one `evaluation.select` names: its utility against scripted opponents on the
-    training scenarios (and, selecting by utility, on the `validation` ones); the welfare of a
-    market it plays alone on the `validation` scenarios."""
-    weights = NumpyMlp(policy_layers(model.policy))
+    """The evaluations of `train.evaluate` for the model's current (deterministic) policy
+    (`evaluate_layers`)."""
+    return evaluate_layers(policy_layers(model.policy), config, validation, baselines)
+
+
+def evaluate_layers(
+    layers: list[Layer],
+    config: TrainConfig,
+    validation: Sequence[Scenario] = (),
+    baselines: Baselines | None = None,
+) -> dict[str, Any]:
+    """The evaluations of `train.evaluate` for the actor with these dense layers, and `score`,
+    the one `evaluation.select` names: its utility against scripted opponents on the training
+    scenarios (and, selecting by utility, on the `validation` ones); the welfare of a market it
+    plays alone on the `validation` scenarios."""
+    weights = NumpyMlp(layers)
     spec = config.evaluation
     played = [*config.scenarios, *(validation if spec.select == "utility" else ())]
     metrics: dict[str, Any] = {}

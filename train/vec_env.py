@@ -114,6 +114,19 @@ class _Game:
         market = self.env.market
         return sum(market.utility.values()) if market is not None else 0.0
 
+    def step(self, learner_actions: dict[str, int]) -> tuple[dict, dict, dict, bool]:
+        """One step with the learners' actions and the opponents' own: (rewards, terminated,
+        truncated, whether the game is over); the new observations are kept."""
+        actions = dict(learner_actions)
+        for agent, negotiator in self.plan.opponents.items():
+            obs = self.observations[agent]
+            actions[agent] = negotiator.act(
+                obs["observation"], obs["action_mask"], self.env.views[agent]
+            )
+        self.observations, rewards, terminated, truncated, _ = self.env.step(actions)
+        self.length += 1
+        return rewards, terminated, truncated, not self.env.agents
+
 
 class MarketVecEnv(VecEnv):
     """Learner seats of `copies` games per bundled scenario and of the `generated` games, as
@@ -216,17 +229,10 @@ class MarketVecEnv(VecEnv):
         for g, game in enumerate(self.games):
             slots = self._slots_of[g]
             actions = {game.plan.learners[self.slots[i][1]]: int(self._actions[i]) for i in slots}
-            for agent, negotiator in game.plan.opponents.items():
-                obs = game.observations[agent]
-                actions[agent] = negotiator.act(
-                    obs["observation"], obs["action_mask"], game.env.views[agent]
-                )
             realised = game.realised()
-            observations, step_rewards, terminated, truncated, _ = game.env.step(actions)
+            step_rewards, terminated, truncated, finished = game.step(actions)
             shared = self.reward_welfare * (game.realised() - realised) / len(game.budgets)
-            game.observations = observations
-            game.length += 1
-            finished = not game.env.agents
+            observations = game.observations
             for i in slots:
                 agent = game.plan.learners[self.slots[i][1]]
                 raw = step_rewards[agent]

@@ -27,13 +27,17 @@ Rules (one definition for the simulator and the in-cluster negotiators):
   Without incumbency (the ablation), holders of leases that end re-bid to renew, their resources
   are re-auctioned with everything else (a renewing job keeps its exact placement when it is
   still free at its turn), and a renewal that loses ends the lease and stops the job.
-* A lease whose rent goes unpaid lapses (`Market._charge_rents`): its job runs on, unpaid,
+* A lease whose rent goes unpaid lapses (`rent.charge_rents`): its job runs on, unpaid,
   until its holder pays again or a higher bid that does not fit otherwise takes its place; the
   lease then ends as `lost` and the job waits again with its progress. Preemption proper (only
   with `market.preemption_premium` set): such a bid may also take the place of running auction
   leases whose price per GPU-hour, raised by the premium, is below its own, cheapest first;
   their leases end as `preempted` and their jobs wait again (keeping progress as
-  `settings.preemption_keeps_progress` says).
+  `settings.preemption_keeps_progress` says). Either way a bid must outbid what it displaces
+  twice: per GPU-hour, and as a bundle (its rent above the displaced leases' rents together,
+  each raised by the premium), because a displaced gang loses its whole room: a 2-GPU bid
+  does not break up a 16-GPU lease paying more than it offers (on `gang-heavy` that rule is
+  worth about 4 points of allocation at the same welfare).
 * Payment: `first` price pays the bid. `second` price pays, per GPU-hour, the first bid ranked
   below the winner that lost for lack of room in the same clearing and would fit in the room
   the winner takes (or the reserve), at most the winner's own bid: the (k+1)-th price rule,
@@ -254,7 +258,8 @@ class Auction:
     ) -> tuple[list[Award], list[float], list[SealedBid]]:
         """Decide winners on the engine without touching the simulator, then restore it.
 
-        Returns the awards, each award's critical density (`_critical`) and the losing bids.
+        Returns the awards, each award's critical density (the second price per GPU-hour) and the
+        losing bids.
         """
         market = self.market
         state = market.sim.state
@@ -265,12 +270,16 @@ class Auction:
         awards: list[Award] = []
         lost_for_room: list[SealedBid] = []
         lost: list[SealedBid] = []
+        marks: list[int] = []  # per award: how many room losers ranked above it
         critical: list[float] = []
         spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
+        can_pay = market.ledger.can_pay
         try:
             for bid in ranked:
-                if bid.density < reserve or not self._affordable(bid, spent):
-                    lost.append(bid)
+                sender = bid.message.sender
+                least = self._least_payment(bid)
+                if bid.density < reserve or not can_pay(sender, spent.get(sender, 0.0) + least):
+                    lost.append(bid)  # below the reserve, or more than its owner can pay
                     continue
                 plan, kept = None, False
                 victims: tuple[Lease, ...] = ()
@@ -282,7 +291,7 @@ class Auction:
                         pass
                 if plan is None:
                     plan = market.plan(bid.job)
-                if plan is None and preemptible:
+                if plan is None and preemptible and preemptible[0][0] < bid.density:
                     plan, victims = self._plan_with_preemption(bid, preemptible, taken)
                 if plan is None:
                     lost_for_room.append(bid)
@@ -291,9 +300,15 @@ class Auction:
                 if not kept:
                     state.bind(bid.job, plan)
                 awards.append(Award(bid, plan, kept, victims))
-                sender = bid.message.sender
-                spent[sender] = spent.get(sender, 0.0) + self._least_payment(bid)
-            critical = [self._critical(award, lost_for_room) for award in awards]
+                marks.append(len(lost_for_room))
+                spent[sender] = spent.get(sender, 0.0) + least
+            # Second price: what each winner displaced, the first bid ranked below it that lost
+            # for room and would fit in the room it takes. A loser that could not use that room
+            # (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
+            critical = [
+                self._first_to_fit_in_room_of(award.bid.job, lost_for_room[mark:])
+                for award, mark in zip(awards, marks, strict=True)
+            ]
         finally:
             for award in awards:
                 state.release(award.bid.job)
@@ -302,16 +317,6 @@ class Auction:
             for job_id, held in saved.items():
                 state.bind(market.sim.jobs[job_id], held)
         return awards, critical, lost
-
-    def _critical(self, award: Award, lost_for_room: list[SealedBid]) -> float:
-        """The density of the first bid ranked below the award that lost for room and would fit
-        in the room the award takes (0 if none among the first `CRITICAL_SCAN`): what the winner
-        displaced, the density it must pay under second price. A loser that could not use that
-        room (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
-        """
-        rank = _rank(award.bid)
-        below = [b for b in lost_for_room if _rank(b) > rank]
-        return self._first_to_fit_in_room_of(award.bid.job, below)
 
     def _first_to_fit_in_room_of(self, job: Job, bids: list[SealedBid]) -> float:
         """The density of the first of `bids` (at most `CRITICAL_SCAN` tried) that would fit if
@@ -337,12 +342,6 @@ class Auction:
             gpu_hours = bid.job.gpus * market.epoch_seconds / HOUR
             price = min(price, market.config.reserve_price_per_gpu_hour * gpu_hours)
         return first_payment(market, price)
-
-    def _affordable(self, bid: SealedBid, spent: dict[str, float]) -> bool:
-        """Whether the bidder could pay the least an award of `bid` costs, on top of what its
-        awards ranked above cost (a standing bid may outlive the balance it was made with)."""
-        sender = bid.message.sender
-        return self.market.ledger.can_pay(sender, spent.get(sender, 0.0) + self._least_payment(bid))
 
     def _preemptible(self) -> list[tuple[float, Lease]]:
         """Running auction leases a bid may take the place of, with the price per GPU-hour it
@@ -370,17 +369,22 @@ class Auction:
         preemptible: list[tuple[float, Lease]],
         taken: list[tuple[Job, list[Binding]]],
     ) -> tuple[list[Binding] | None, tuple[Lease, ...]]:
-        """Free the cheapest leases the bid outbids by the premium until it fits, or put them
-        back and return no plan."""
+        """Free the cheapest leases the bid outbids until it fits, or put them back and return
+        no plan. A lease is outbid when its threshold price per GPU-hour is below the bid's and
+        the bid's rent stays above the thresholds of everything it displaces together."""
         market = self.market
         state = market.sim.state
+        hours = market.epoch_seconds / HOUR
         victims: list[Lease] = []
+        displaced = 0.0  # the threshold rents of the victims so far
         for threshold, lease in list(preemptible):
             if threshold >= bid.density:
                 break
             job = market.jobs_by_name[lease.job]
-            if job.id not in state.holdings:
+            rent = threshold * job.gpus * hours
+            if job.id not in state.holdings or displaced + rent >= bid.message.price:
                 continue
+            displaced += rent
             taken.append((job, state.release(job)))
             victims.append(lease)
             plan = market.plan(bid.job)

@@ -40,7 +40,7 @@ from gpuparley.envs.metrics import summarise
 from gpuparley.envs.scenario import Scenario, load_scenario
 
 
-def _has_decision(view: AgentView) -> bool:
+def has_decision(view: AgentView) -> bool:
     """Whether the agent has something to decide: a job to bid on or an offer to answer."""
     return bool(view.slots) or view.inbox is not None
 
@@ -98,7 +98,7 @@ class GPUMarketEnv(ParallelEnv):
         self._default_seed = self.scenario.seed if seed is None else seed
         self.possible_agents = [agent.name for agent in self.scenario.agents]
         self._observation_space = observation_space()
-        self._action_space = spaces.Discrete(ACTION_COUNT)
+        self._action_space: spaces.Discrete = spaces.Discrete(ACTION_COUNT)
         self.agents: list[str] = []
         self.market: Market | None = None
         self.views: dict[str, AgentView] = {}
@@ -121,7 +121,7 @@ class GPUMarketEnv(ParallelEnv):
         self._allocated_seen = dict.fromkeys(self.agents, 0.0)
         self._last_decision = dict.fromkeys(self.agents, 0.0)
         views = self._views()
-        while not any(_has_decision(view) for view in views.values()) and not self._over():
+        while not any(has_decision(view) for view in views.values()) and not self._over():
             views = self._play_out_round()
         return self._observe(views), self._infos()
 
@@ -132,9 +132,17 @@ class GPUMarketEnv(ParallelEnv):
         views, masks = self.views, self._masks
         for agent in self.agents:
             market.decide(agent, decode(actions.get(agent, 0), views[agent], masks.get(agent)))
+        return self.advance()
+
+    def advance(self) -> tuple[dict, dict, dict, dict, dict]:
+        """Close the sub-step in which every agent has acted -- by `step`'s actions, or by
+        messages `Market.receive` took and passes added to `market.passed` (how the in-cluster
+        market controller drives this environment) -- and play on to the next decision; the
+        step's observations, rewards, terminations, truncations and infos."""
+        market = self._running()
         round_ended = market.end_substep()
         views = self._views()
-        while not any(map(_has_decision, views.values())) and not self._over():
+        while not any(map(has_decision, views.values())) and not self._over():
             views = self._play_out_round()
             round_ended = True
         rewards = market.collect_rewards()
@@ -180,7 +188,7 @@ class GPUMarketEnv(ParallelEnv):
         now = market.sim.now
         views = agent_views(market, self._last_decision)
         for agent, view in views.items():
-            if _has_decision(view):
+            if has_decision(view):
                 self._last_decision[agent] = now
         return views
 

@@ -48,7 +48,9 @@ class SingleAgentMarketEnv(gymnasium.Env):
         else:
             self.opponents = dict.fromkeys(others, opponents)
         self.observation_space = observation_space()
-        self.action_space = gymnasium.spaces.Discrete(self.market_env.action_space(self.learner).n)
+        self.action_space = gymnasium.spaces.Discrete(
+            int(self.market_env.action_space(self.learner).n)
+        )
         self.render_mode = render_mode
         self._observations: dict[str, dict[str, np.ndarray]] = {}
 
@@ -86,5 +88,5 @@ class SingleAgentMarketEnv(gymnasium.Env):
         """The learner's legal actions (the hook sb3-contrib's MaskablePPO looks for)."""
         return self._observations[self.learner]["action_mask"].astype(bool)
 
-    def render(self) -> str | np.ndarray | None:
+    def render(self) -> Any:  # gymnasium's `Env.render` leaves the frame type open
         return self.market_env.render()

@@ -52,3 +52,14 @@ def require_training_stack(command: str) -> None:
             f"`gpuparley {command}` needs the training stack ({', '.join(missing)} not installed): "
             f"{TRAIN_EXTRA_HINT}"
         )
+
+
+def require_ray(command: str) -> None:
+    """Exit 2 with one line naming the install command when Ray (the `ray` extra) is missing."""
+    from gpuparley.train.ray_cluster import RAY_EXTRA_HINT, ray_installed
+
+    if not ray_installed():
+        fail(
+            f"`gpuparley {command}` on Ray needs the ray extra (ray not installed): "
+            f"{RAY_EXTRA_HINT}"
+        )

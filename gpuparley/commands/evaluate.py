@@ -6,6 +6,7 @@ prints one clear message and exits with status 2; nothing runs until all inputs 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
@@ -16,8 +17,9 @@ from rich import box
 from rich.table import Table
 
 from gpuparley.agents.registry import INCUMBENTS
-from gpuparley.commands.console import console, fail, progress_bar
+from gpuparley.commands.console import console, fail, progress_bar, require_ray
 from gpuparley.envs.scenario import load_scenario
+from gpuparley.evaluation.cells import CellMap
 from gpuparley.evaluation.fgd_inflation import (
     DEFAULT_TARGETS,
     check_schedulers,
@@ -32,6 +34,8 @@ from gpuparley.evaluation.generalisation_report import summary_rows
 from gpuparley.evaluation.report import MISSING, Row, summary, write_report
 from gpuparley.evaluation.results import Results, load_results, write_results
 from gpuparley.evaluation.tournament import parse_seeds, run_tournament
+from gpuparley.evaluation.tune_report import EXPERIMENT as TUNE
+from gpuparley.evaluation.tune_report import write_tune_report
 from gpuparley.policy.specs import PolicySpec, parse_policies, policy_choices
 
 EXPERIMENTS = ("tournament", INFLATION, GENERALISATION)
@@ -61,8 +65,18 @@ class GeneralisationOptions:
     held_out: int = 100
     training: int | None = None
     incumbents: str = ",".join(INCUMBENTS)
-    workers: int | None = None
     bundled: str = ",".join(BUNDLED)
+
+
+def cell_engine(ray: bool, address: str | None) -> AbstractContextManager[CellMap | None]:
+    """In-process runs (None), or Ray tasks: on the cluster at `address`, else on a Ray started
+    on this machine for the run."""
+    if not ray and address is None:
+        return nullcontext(None)
+    require_ray("eval")
+    from gpuparley.evaluation.ray_sweep import ray_cells
+
+    return ray_cells(address)
 
 
 def run_evaluation(
@@ -75,8 +89,11 @@ def run_evaluation(
     trace: Path | None = None,
     targets: str | None = None,
     generalisation: GeneralisationOptions | None = None,
+    ray: bool = False,
+    address: str | None = None,
 ) -> Results:
-    """Parse every input (ValueError says what is wrong), then run with a progress bar."""
+    """Parse every input (ValueError says what is wrong), then run with a progress bar; with
+    `ray` or an `address`, each policy x seed as a Ray task (`cell_engine`)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(
             f"unknown experiment {experiment!r}; choose one of: {', '.join(EXPERIMENTS)}"
@@ -87,10 +104,12 @@ def run_evaluation(
                 f"--experiment {GENERALISATION} plays the bundled and generated scenarios with "
                 "their own horizons: drop --scenario, --horizon, --set, --trace and --targets"
             )
-        return _generalisation(policies, seeds, generalisation or GeneralisationOptions())
+        return _generalisation(
+            policies, seeds, generalisation or GeneralisationOptions(), ray, address
+        )
     if generalisation is not None:
         raise ValueError(
-            f"--held-out, --training-seeds, --incumbents, --workers and --bundled belong to "
+            f"--held-out, --training-seeds, --incumbents and --bundled belong to "
             f"--experiment {GENERALISATION}"
         )
     if scenario is None:
@@ -106,18 +125,26 @@ def run_evaluation(
     target_list = parse_targets(targets) if targets is not None else list(DEFAULT_TARGETS)
     resolved = load_scenario(scenario, parse_overrides(overrides or []), trace)
     total = len(parsed) * len(seed_list)
-    with progress_bar() as bar:
+    with cell_engine(ray, address) as cells, progress_bar() as bar:
         task = bar.add_task(f"{resolved.name}: starting", total=total)
 
         def on_progress(done: float, label: str) -> None:
             bar.update(task, completed=done, description=f"{resolved.name}: {label}")
 
         if experiment == INFLATION:
-            return run_inflation_experiment(resolved, parsed, seed_list, target_list, on_progress)
-        return run_tournament(resolved, parsed, seed_list, horizon, on_progress)
+            return run_inflation_experiment(
+                resolved, parsed, seed_list, target_list, on_progress, cells=cells
+            )
+        return run_tournament(resolved, parsed, seed_list, horizon, on_progress, cells)
 
 
-def _generalisation(policies: str | None, seeds: str, options: GeneralisationOptions) -> Results:
+def _generalisation(
+    policies: str | None,
+    seeds: str,
+    options: GeneralisationOptions,
+    ray: bool = False,
+    address: str | None = None,
+) -> Results:
     parsed = parse_policies(policies or GENERALISATION_POLICY)
     if len(parsed) != 1:
         raise ValueError(
@@ -129,7 +156,7 @@ def _generalisation(policies: str | None, seeds: str, options: GeneralisationOpt
     bundled = [name.strip() for name in options.bundled.split(",") if name.strip()]
     if options.held_out < 0 or (options.training is not None and options.training < 0):
         raise ValueError("--held-out and --training-seeds count seeds: 0 or more")
-    with progress_bar() as bar:
+    with cell_engine(ray, address) as cells, progress_bar() as bar:
         task = bar.add_task(f"{GENERALISATION}: starting", total=None)
 
         def on_progress(done: float, label: str) -> None:
@@ -142,8 +169,8 @@ def _generalisation(policies: str | None, seeds: str, options: GeneralisationOpt
             options.training,
             incumbents,
             on_progress,
-            options.workers,
             bundled,
+            cells,
         )
 
 
@@ -282,15 +309,21 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help=f"{GENERALISATION}: incumbents to compare with (default: all six)."),
         ] = None,
-        workers: Annotated[
-            int | None,
-            typer.Option(
-                min=1, help=f"{GENERALISATION}: worker processes (default: one per core)."
-            ),
-        ] = None,
         bundled: Annotated[
             str | None,
             typer.Option(help=f"{GENERALISATION}: bundled scenarios to play (default: all five)."),
+        ] = None,
+        ray: Annotated[
+            bool,
+            typer.Option(
+                help="Run each policy x seed as a Ray task (same results): on a Ray started "
+                "for this run, or on the cluster at --address. Needs pip install "
+                "'gpuparley\\[ray]'."
+            ),
+        ] = False,
+        address: Annotated[
+            str | None,
+            typer.Option(help="Ray cluster to run on (host:port, or auto); implies --ray."),
         ] = None,
     ) -> None:
         """Run every policy x seed on one scenario (or the generalisation experiment); write
@@ -301,7 +334,6 @@ def register(app: typer.Typer) -> None:
                 ("held_out", held_out),
                 ("training", training_seeds),
                 ("incumbents", incumbents),
-                ("workers", workers),
                 ("bundled", bundled),
             )
             if value is not None
@@ -318,6 +350,8 @@ def register(app: typer.Typer) -> None:
                 trace,
                 targets,
                 options,
+                ray,
+                address,
             )
         except ValueError as error:  # ScenarioError is a ValueError too
             fail(str(error))
@@ -328,11 +362,15 @@ def register(app: typer.Typer) -> None:
     def report_command(
         directory: Annotated[Path, typer.Argument(help="An `eval` output directory.")],
     ) -> None:
-        """Rebuild report.md and the PNGs from DIR/results.json (no simulation)."""
+        """Rebuild report.md and the PNGs from DIR/results.json (no simulation); of a
+        `gpuparley tune` sweep too."""
         try:
             results = load_results(directory)
         except (FileNotFoundError, ValueError) as error:
             fail(str(error))
+        if results.experiment == TUNE:
+            console.print(f"wrote {write_tune_report(results, directory)}")
+            return
         for path in write_report(results, directory):
             console.print(f"wrote {path}")
 

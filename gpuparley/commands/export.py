@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export the policy's action logits to ONNX, spec version and hash in its metadata.
 
-        Needs the training extra: pip install 'gpuparley[train]'."""
+        Needs the training extra: pip install 'gpuparley\\[train]'."""
         require_training_stack("export")
         from gpuparley.policy.encoder_spec import SpecMismatchError
         from gpuparley.train.checkpoint import CheckpointError, export_checkpoint

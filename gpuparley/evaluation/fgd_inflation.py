@@ -6,7 +6,8 @@ A record holds one policy x seed: its metrics per target, suffixed `@<target %>`
 (`final_allocation_ratio@130%`), and the curve of the largest target. Only central schedulers
 replay that protocol; a market has no per-pod placement choice, so market specs are refused up
 front. The runs are independent and deterministic, so seeds go to worker processes (one per
-core by default), each running every policy and target of its seeds.
+core by default), each running every policy and target of its seeds; or each policy x seed is
+one cell of a `CellMap` (a Ray task).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from itertools import repeat
 from typing import Any
 
 from gpuparley.envs.scenario import Scenario
+from gpuparley.evaluation.cells import CellMap
 from gpuparley.evaluation.inflation_protocol import run_inflation
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.tournament import Progress, tournament_config
@@ -65,16 +67,26 @@ def run_inflation_experiment(
     targets: Sequence[float] = DEFAULT_TARGETS,
     on_progress: Progress | None = None,
     workers: int | None = None,
+    cells: CellMap | None = None,
 ) -> Results:
     """Every scheduler x seed x target; each record keeps the largest target's curve.
 
     `workers` processes share the seeds (default: one per CPU core, at most one per seed; 1
-    runs everything in this process); the records are the same with any number."""
+    runs everything in this process), or `cells` runs each policy x seed; the records are the
+    same either way."""
     check_schedulers(policies)
     config = tournament_config(scenario, policies, seeds, experiment=EXPERIMENT)
     config["targets"] = list(targets)
     results = Results(config=config)
     names = [policy.name for policy in policies]
+    if cells is not None:
+        order = [(seed, policy) for seed in seeds for policy in policies]
+        arguments = [(scenario, policy.name, seed, tuple(targets)) for seed, policy in order]
+        labels = [f"{policy.spec} seed {seed}" for seed, policy in order]
+        records = cells(policy_record, arguments, labels, on_progress)
+        for (seed, policy), record in zip(order, records, strict=True):
+            results.runs.append({"policy": policy.spec, "seed": seed, **record})
+        return results
     count = workers or min(len(seeds), os.cpu_count() or 1)
     pool = ProcessPoolExecutor(count) if count > 1 else None
     per_seed: Iterable[list[dict[str, Any]]] = (
@@ -101,16 +113,20 @@ def run_inflation_experiment(
 def seed_records(
     scenario: Scenario, names: Sequence[str], seed: int, targets: Sequence[float]
 ) -> list[dict[str, Any]]:
-    """One record per named scheduler for one seed: metrics per target and the largest
-    target's curve. Targets outside, schedulers inside, so the runs of a target share its pods."""
-    records: list[dict[str, Any]] = [
-        {"scenario": scenario.name, "metrics": {}, "wall_s": 0.0} for _ in names
-    ]
+    """One record per named scheduler for one seed (`policy_record`); the runs of a target
+    share its pods (`inflation_protocol.seed_workload` keeps them)."""
+    return [policy_record(scenario, name, seed, targets) for name in names]
+
+
+def policy_record(
+    scenario: Scenario, name: str, seed: int, targets: Sequence[float]
+) -> dict[str, Any]:
+    """One scheduler on one seed: its metrics per target and the largest target's curve."""
+    record: dict[str, Any] = {"scenario": scenario.name, "metrics": {}, "wall_s": 0.0}
     for target in targets:
-        for record, name in zip(records, names, strict=True):
-            raw = run_inflation(scenario, name, seed, target=target)
-            record["metrics"].update({target_key(key, target): raw[key] for key in PER_TARGET})
-            record["metrics"]["gpus"] = raw["gpus"]
-            record.update(arrived=raw["arrived"], allocation_ratio=raw["allocation_ratio"])
-            record["wall_s"] += raw["wall_s"]
-    return records
+        raw = run_inflation(scenario, name, seed, target=target)
+        record["metrics"].update({target_key(key, target): raw[key] for key in PER_TARGET})
+        record["metrics"]["gpus"] = raw["gpus"]
+        record.update(arrived=raw["arrived"], allocation_ratio=raw["allocation_ratio"])
+        record["wall_s"] += raw["wall_s"]
+    return record

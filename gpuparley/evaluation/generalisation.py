@@ -16,16 +16,14 @@ learned spec's `@mechanism`, else `@auction`) and the incumbents. Generated scen
 from the ranges the checkpoint trained with (its `config.yaml`, when the learned source is a
 checkpoint directory), else the bundled default ranges; the results record which, and which
 bundled scenarios (if any) the checkpoint trained on. Records keep the scalar metrics only (no
-timelines: there are hundreds of runs). Workloads go to worker processes (one per core by
-default); the records are the same with any number. `generalisation_report` turns them into
-paired differences.
+timelines: there are hundreds of runs). A workload (every policy on it) is one evaluation cell:
+in-process by default, or one Ray task each through a `CellMap` (`eval --ray`); the records
+are the same either way. `generalisation_report` turns them into paired differences.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from gpuparley.agents.registry import INCUMBENTS
 from gpuparley.envs.generator_schema import ScenarioRanges, load_ranges
 from gpuparley.envs.scenario import Scenario, load_scenario
 from gpuparley.envs.scenario_generator import HELD_OUT_SEEDS, parse_seed_range, sample_scenario
+from gpuparley.evaluation.cells import CellMap
 from gpuparley.evaluation.horizon import RULE, resolve_horizon
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.tournament import Progress, run_policy
@@ -121,10 +120,11 @@ def workloads(
     return fixed + generated
 
 
-def workload_records(
+def workload_cell(
     workload: Workload, specs: Sequence[str], ranges: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Every policy on one workload (a worker's unit): slim records, group included."""
+) -> dict[str, Any]:
+    """Every policy on one workload (one evaluation cell): `{"records": [...]}`, slim records
+    with their group."""
     scenario = workload.build(ScenarioRanges.model_validate(ranges))
     horizon = resolve_horizon(scenario, workload.seed)
     records = []
@@ -143,7 +143,7 @@ def workload_records(
                 "wall_s": run["wall_s"],
             }
         )
-    return records
+    return {"records": records}
 
 
 def run_generalisation(
@@ -153,10 +153,11 @@ def run_generalisation(
     training: int | None = None,
     incumbents: Sequence[str] = INCUMBENTS,
     on_progress: Progress | None = None,
-    workers: int | None = None,
     bundled: Sequence[str] = BUNDLED,
+    cell_map: CellMap | None = None,
 ) -> Results:
-    """The whole experiment (module docstring); `training` defaults to `held_out`."""
+    """The whole experiment (module docstring); `training` defaults to `held_out`; with a
+    `cell_map`, each workload runs as one of its cells."""
     policies = comparison(learned, incumbents)
     policies[0].negotiator(0)  # a broken checkpoint fails before anything runs
     origin = training_origin(policies[0])
@@ -182,25 +183,19 @@ def run_generalisation(
         "confidence": 0.95,
     }
     results = Results(config=config)
-    count = workers or min(len(units), os.cpu_count() or 1)
     dumped = ranges.model_dump(mode="json")
-    total = len(units) * len(specs)
+    cells = [(unit, specs, dumped) for unit in units]
+    labels = [f"{unit.group} {unit.scenario} seed {unit.seed}" for unit in units]
     if on_progress is not None:
-        on_progress(0.0, f"0/{total} runs")
-    pool = ProcessPoolExecutor(count) if count > 1 else None
-    try:
-        per_unit = (
-            pool.map(workload_records, units, [specs] * len(units), [dumped] * len(units))
-            if pool is not None
-            else (workload_records(unit, specs, dumped) for unit in units)
-        )
-        for done, (unit, records) in enumerate(zip(units, per_unit, strict=True), start=1):
-            results.runs.extend(records)
+        on_progress(0.0, f"0/{len(units)} workloads")
+    if cell_map is not None:
+        outcomes = cell_map(workload_cell, cells, labels, on_progress)
+    else:
+        outcomes = []
+        for done, (cell, label) in enumerate(zip(cells, labels, strict=True), start=1):
+            outcomes.append(workload_cell(*cell))
             if on_progress is not None:
-                on_progress(
-                    float(done * len(specs)), f"{unit.group} {unit.scenario} seed {unit.seed}"
-                )
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+                on_progress(float(done), f"{label} ({done}/{len(units)} workloads)")
+    for outcome in outcomes:
+        results.runs.extend(outcome["records"])
     return results

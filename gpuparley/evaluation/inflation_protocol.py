@@ -32,6 +32,9 @@ from gpuparley.envs.cluster import ClusterState
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.scenario import Scenario
 
+WORKLOADS_KEPT = 8
+"""Inflated workloads kept in memory: one per target of the seed being run."""
+
 
 def trace_pods(jobs: list[Job]) -> list[Job]:
     """One single-pod job per pod of the workload, ids 0..n-1 in workload order."""
@@ -60,10 +63,11 @@ def inflate(pods: list[Job], capacity_milli: int, target: float, seed: int) -> l
     return [workload[i] for i in order]
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=WORKLOADS_KEPT)
 def seed_workload(scenario: Scenario, seed: int, target: float) -> tuple[list[Job], list[Job]]:
     """The scenario's jobs for `seed` and the inflated, shuffled pods replayed for it. Jobs are
-    immutable and nothing changes the lists, so the runs of one seed share them."""
+    immutable and nothing changes the lists, so the runs of one seed (every target of each
+    policy in turn) share them."""
     jobs = scenario.build_jobs(seed)
     return jobs, inflated(scenario, jobs, seed, target)
 

@@ -23,6 +23,7 @@ import numpy as np
 from gpuparley.envs.scenario import Scenario
 from gpuparley.envs.simulator import Simulator
 from gpuparley.envs.timeline import COLUMNS
+from gpuparley.evaluation.cells import CellMap
 from gpuparley.evaluation.horizon import Horizon, describe, resolve_horizon
 from gpuparley.evaluation.market_run import run_market
 from gpuparley.evaluation.results import Results
@@ -148,9 +149,11 @@ def run_tournament(
     seeds: Sequence[int],
     horizon: float | None = None,
     on_progress: Progress | None = None,
+    cells: CellMap | None = None,
 ) -> Results:
     """Run every policy on every seed (order: `each_run`), each seed to its common horizon cap
-    (`horizon` seconds for every seed if given; else `resolve_horizon`).
+    (`horizon` seconds for every seed if given; else `resolve_horizon`); in this process, or
+    each run as a cell of `cells` (same records).
 
     Market policies build their negotiator once up front, so a broken checkpoint fails before
     any run (ValueError)."""
@@ -159,6 +162,12 @@ def run_tournament(
             policy.negotiator(0)
     caps = {seed: resolve_horizon(scenario, seed, horizon) for seed in seeds}
     results = Results(config=tournament_config(scenario, policies, seeds, caps))
+    if cells is not None:
+        order = list(itertools.product(seeds, policies))
+        arguments = [(scenario, policy, seed, caps[seed]) for seed, policy in order]
+        labels = [f"{policy.spec} seed {seed}" for seed, policy in order]
+        results.runs.extend(cells(run_policy, arguments, labels, on_progress))
+        return results
     for policy, seed, report in each_run(policies, seeds, on_progress):
         results.runs.append(run_policy(scenario, policy, seed, caps[seed], report))
     return results

@@ -75,12 +75,13 @@ class MarketRig:
         """Apply every agent's bundle (CRDs, RBAC, admission policies, Negotiator) to the host,
         as admin, with the scenario's budget."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        loaded = load_scenario(self.scenario)
         with connect(self.state.host.kubeconfig) as api:
-            for agent in load_scenario(self.scenario).agents:
+            for agent in loaded.agents:
                 bundle = AgentBundle(
                     agent=agent.name,
                     policy=self.policy,
-                    mechanism="auction",
+                    mechanism=loaded.market.mechanism,
                     budget_per_epoch=float(agent.budget_per_epoch or 0.0),
                 )
                 apply_objects(api, render_objects(bundle))
@@ -167,9 +168,9 @@ class MarketRig:
             return []
         return [json.loads(line) for line in self.attack_log.read_text().splitlines() if line]
 
-    def start_market(self, *extra: str) -> subprocess.Popen[bytes]:
+    def start_market(self, *extra: str, name: str = "market") -> subprocess.Popen[bytes]:
         return self._start(
-            "market",
+            name,
             [
                 "market", "run",
                 "--scenario", self.scenario,
@@ -198,8 +199,14 @@ class MarketRig:
             started[agent] = [f"negotiator-{agent}-{i}" for i in range(count)]
         return started
 
-    def start_all(self, replicas: dict[str, int] | None = None, timeout: float = 120.0) -> None:
-        """Negotiators first, then the market once every agent has a ready negotiator.
+    def start_all(
+        self,
+        replicas: dict[str, int] | None = None,
+        timeout: float = 120.0,
+        market_replicas: int = 1,
+    ) -> list[str]:
+        """Negotiators first, then the market once every agent has a ready negotiator; the
+        market processes' names (several replicas elect a leader: `market-0`, `market-1`, ...).
 
         A negotiator's cold start (imports, policy load) can outlast a sub-step timeout; a
         market started before it would count every agent's first sub-step as a timeout. One
@@ -207,7 +214,13 @@ class MarketRig:
         """
         for names in self.start_negotiators(replicas).values():
             self.wait_any_ready(names, timeout)
-        self.start_market()
+        if market_replicas == 1:
+            self.start_market()
+            return ["market"]
+        names = [f"market-{i}" for i in range(market_replicas)]
+        for name in names:
+            self.start_market("--leader-elect", "--identity", name, name=name)
+        return names
 
     def kill(self, name: str) -> None:
         """SIGKILL a process (a crash: no clean shutdown)."""
@@ -215,19 +228,24 @@ class MarketRig:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
-    def wait_market(self, timeout: float) -> dict[str, Any]:
-        """Wait for the market to finish; its final status (raises on failure or timeout)."""
-        proc = self.procs["market"]
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(
-                f"the market did not finish in {timeout:.0f}s; log:\n{self.log_tail('market')}"
-            ) from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"market exited {proc.returncode}:\n{self.log_tail('market')}")
-        lines = (self.log_dir / "market.log").read_text().splitlines()
-        return json.loads(next(line for line in reversed(lines) if line.startswith('{"epoch"')))
+    def wait_market(self, timeout: float, names: list[str] | None = None) -> dict[str, Any]:
+        """Wait for a market process (of `names`, default `market`) to finish; its final
+        status (raises if one fails, or on timeout). A killed replica is not waited for."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name in names or ["market"]:
+                proc = self.procs.get(name)
+                if proc is None or proc.poll() is None:
+                    continue
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log_tail(name)}")
+                lines = (self.log_dir / f"{name}.log").read_text().splitlines()
+                return json.loads(
+                    next(line for line in reversed(lines) if line.startswith('{"epoch"'))
+                )
+            time.sleep(0.2)
+        tails = "\n".join(f"{n}:\n{self.log_tail(n)}" for n in names or ["market"])
+        raise TimeoutError(f"the market did not finish in {timeout:.0f}s; logs:\n{tails}")
 
     def wait_ready(self, name: str, timeout: float = 60.0) -> float:
         """Block until process `name` answers 200 on /readyz; the perf_counter time it did."""

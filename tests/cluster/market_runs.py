@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import build, nodes, planes
 from gpuparley.deploy.kube import Kube
-from gpuparley.envs.resources import checkpoints_dir
+from gpuparley.deploy.trace import simulated_trace
+from gpuparley.envs.resources import checkpoints_dir, scenarios_dir
+from gpuparley.envs.scenario import load_scenario
+from gpuparley.policy.specs import parse_negotiator
 
 from .helpers import wait_for
 from .market_rig import MarketRig
@@ -43,6 +47,32 @@ class Run:
     denials: dict[str, int] = field(default_factory=dict)
     attacks: list[dict[str, Any]] = field(default_factory=list)
     final_agent_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    markets: list[str] = field(default_factory=list)  # the market processes' names
+    faults: dict[str, Any] = field(default_factory=dict)  # what a test's `during` did
+    leases_left: list[dict[str, Any]] = field(default_factory=list)  # GPULeases at the end
+
+
+BARGAIN_SHARES = {"alpha": 0.2, "beta": 0.2, "gamma": 0.6}
+
+
+def bargaining_scenario(directory: Path) -> Path:
+    """`cluster-e2e` with `mechanism: bargain` and uneven quota shares (alpha and beta own a
+    fifth each, gamma three fifths), so that agents borrow quota from each other."""
+    doc = yaml.safe_load((scenarios_dir() / f"{SCENARIO}.yaml").read_text())
+    doc["name"] = f"{SCENARIO}-bargain"
+    doc["market"]["mechanism"] = "bargain"
+    for agent in doc["agents"]:
+        agent["quota_share"] = BARGAIN_SHARES[agent["name"]]
+    path = directory / f"{SCENARIO}-bargain.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def simulated(scenario: str, mechanism: str | None = None) -> list[dict[str, Any]]:
+    """The simulator's lease trace for `scenario` with the default policy, as in a trace file."""
+    policy = parse_negotiator(f"learned:{POLICY_FILE}").negotiator(backend="onnxruntime")
+    trace = simulated_trace(load_scenario(scenario), SEED, policy, mechanism=mechanism)
+    return json.loads(json.dumps([e.to_json() for e in trace]))  # tuples -> lists
 
 
 def market_epoch(host: Kube) -> int:
@@ -79,18 +109,20 @@ def market_run(
     replicas: dict[str, int] | None = None,
     substep_timeout: float = 15.0,
     hostile: frozenset[str] = frozenset(),
+    market_replicas: int = 1,
+    scenario: str = SCENARIO,
 ) -> Iterator[Run]:
     missing = build.missing_binaries()
     if missing:
         pytest.fail(f"component binaries missing: {missing}; run `{build.BUILD_COMMAND}`")
     state = planes.up(
         state_dir,
-        nodes.fake_nodes_from_scenario(SCENARIO),
+        nodes.fake_nodes_from_scenario(scenario),
         AGENTS,
-        scenario=SCENARIO,
+        scenario=scenario,
         die_with_parent=True,
     )
-    rig = MarketRig(state, SCENARIO, SEED, f"learned:{POLICY_FILE}", state_dir / "logs")
+    rig = MarketRig(state, scenario, SEED, f"learned:{POLICY_FILE}", state_dir / "logs")
     rig.substep_timeout = substep_timeout
     rig.hostile = hostile
     run = Run(rig)
@@ -99,9 +131,9 @@ def market_run(
         rig.prepare()
         observer = Observer(state, list(AGENTS))
         observer.start()
-        rig.start_all(replicas)
+        run.markets = rig.start_all(replicas, market_replicas=market_replicas)
         during(run)
-        run.status = rig.wait_market(timeout=300)
+        run.status = rig.wait_market(timeout=300, names=run.markets)
         run.trace = rig.trace()
         agent_planes = {agent: Kube(state.agent(agent).kubeconfig) for agent in AGENTS}
 
@@ -122,7 +154,9 @@ def market_run(
             print(f"---- {log.stem} ----\n{rig.log_tail(log.stem)}")
         raise
     finally:
-        if observer is not None:
-            observer.stop()
-        rig.stop()
-        planes.down(state_dir)
+        try:
+            if observer is not None:
+                observer.stop()
+        finally:  # processes and planes go even when the observer failed
+            rig.stop()
+            planes.down(state_dir)

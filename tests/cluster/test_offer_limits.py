@@ -146,7 +146,15 @@ def test_the_market_takes_one_bid_per_decision_and_skips_offers_being_deleted(
         )  # fmt: skip
         return objects.offer_object(message)
 
-    decision = f"alpha.{market.epoch}.{market.substep}"
+    decision = f"alpha.{market.epoch}.{controller.seq}"
+
+    def receive() -> None:
+        """One sub-step's intake: one list of the Offers to the market, judged, consumed."""
+        offers = controller.kube.list("offers", None, selector=controller.selector)
+        ids = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
+        controller.bids.receive(offers, ids, set(market.agents))
+        controller.bids.consume()
+
     alpha.create("offers", HOME, bid(first, "alpha.fresh-id"))  # the attacker's second bid
     alpha.create("offers", HOME, bid(second, decision))
     admin = Kube(cluster.host.kubeconfig)
@@ -154,14 +162,14 @@ def test_the_market_takes_one_bid_per_decision_and_skips_offers_being_deleted(
     held["metadata"]["finalizers"] = ["example.com/keep"]  # only an admin can do this now
     admin.create("offers", HOME, held)
     try:
-        controller._receive_bids()
+        receive()
         assert controller.rejected["duplicate"] == 2  # the fresh id and the held one
         assert market.stats.messages["Bid"] == 1
         leftover = admin.get("offers", HOME, held["metadata"]["name"]) or {}
         assert leftover["metadata"].get("deletionTimestamp")  # consumed, held by its finalizer
         before = copy.deepcopy(controller.rejected)
         requests = sum(controller.kube.requests.values())
-        controller._receive_bids()
+        receive()
         assert controller.rejected == before  # not read, not rejected again
         assert sum(controller.kube.requests.values()) == requests + 1  # one list, no delete
     finally:

@@ -1,0 +1,229 @@
+"""The market's leases on the host: `GPULease` objects that say what the market holds.
+
+Each closed sub-step's changes (the environment may close many in one step) are collected in
+order and published after the sub-step is committed (`apply_changes`): the releases
+(`status.release`) of older leases, then its new and renewed leases. The market does not wait
+for a new lease to be bound before it goes on negotiating (the holder syncs the pods and the
+market admits them meanwhile); it waits only before it publishes the end of a lease whose pods
+were never bound -- so a job the model starts and finishes between two clearings still runs on
+the cluster -- and before it exits (`settle`). Writes are made only
+where an object differs from the market's record (`publish` compares everything, so it is also
+the reconcile after a restart: nothing missing, nothing doubled, nothing left active that the
+market ended). The lease trace (`trace.py`) is written alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.informer import Wakeup
+from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.market_pods import LeasePods, lease_key
+from gpuparley.deploy.telemetry import Telemetry
+from gpuparley.deploy.trace import LeaseRecorder
+from gpuparley.envs.market.core import Market
+from gpuparley.envs.market.demand import job_name
+from gpuparley.envs.market.messages import MARKET, Lease, Release
+from gpuparley.envs.simulator import JobState
+
+
+class LeasePublisher:
+    """Collects lease changes sub-step by sub-step and writes them to the host."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        market: Market,
+        pods: LeasePods,
+        telemetry: Telemetry,
+        wakeup: Wakeup,
+        placement_timeout: float,
+        trace_path: Path | None,
+    ) -> None:
+        self.kube = kube
+        self.market = market
+        self.pods = pods
+        self.telemetry = telemetry
+        self.wakeup = wakeup
+        self.placement_timeout = placement_timeout
+        self.placement_timeouts = 0
+        self.trace_path = trace_path
+        self.recorder = LeaseRecorder()
+        self.recorder.follow(market)
+        market.substep_watchers.append(self.collect)  # after the recorder's
+        self._collected, self._ended, self._traced = 0, len(market.releases), 0
+        self.changes: list[tuple[list[Lease], list[tuple[Lease, Release]]]] = []
+        self.unplaced: dict[str, Lease] = {}  # published, not seen bound yet
+        self._deadline = 0.0
+        self._written: dict[tuple[str, str], tuple[Lease, bool]] = {}
+
+    def adopt(self, existing: list[dict[str, Any]]) -> None:
+        """Take the GPULease objects found on the host as written (after a restart)."""
+        for obj in existing:
+            try:
+                lease = Lease.model_validate(obj.get("spec") or {})
+            except ValueError:
+                continue
+            released = bool((obj.get("status") or {}).get("release"))
+            self._written[lease_key(lease)] = (lease, released)
+
+    def collect(self, market: Market, _epoch: int) -> None:
+        """A sub-step closed (the environment may close many in one `advance`): keep what it
+        changed, in order, for `apply_changes`."""
+        events = self.recorder.events[self._collected :]
+        self._collected = len(self.recorder.events)
+        ended = {lease.lease_id: (lease, rel) for lease, rel in market.releases[self._ended :]}
+        self._ended = len(market.releases)
+        signed = []
+        for event in events:
+            if event.event != "released":
+                lease = market.leases.get(event.lease_id) or ended[event.lease_id][0]
+                signed.append(lease)
+        quota_signed, quota_ended = self._quota_changes(market)
+        if events or quota_signed or quota_ended:
+            self.changes.append(([*signed, *quota_signed], [*ended.values(), *quota_ended]))
+
+    def _quota_changes(self, market: Market) -> tuple[list[Lease], list[tuple[Lease, Release]]]:
+        """Bargaining admits a job within its owner's own quota without a market lease (nothing
+        is traded); on a cluster its pods still need a grant to run. So each such running job
+        gets a quota grant: a `GPULease` from the market to the owner (lender = holder, price
+        0, id `quota-<job>-<clearing>`), ended (`finished`, or `returned` if the job stopped or
+        moved under a traded lease) when the job no longer runs on its own quota. Derived from
+        the market's state, so a replay gives the same grants."""
+        if market.mechanism.name != "bargain":
+            return [], []
+        own = self.pods.quota_leases
+        running = {
+            job_id
+            for job_id, record in market.sim.records.items()
+            if record.state is JobState.RUNNING and job_id not in market.lease_by_job
+        }
+        signed = []
+        for job_id in sorted(running - set(own)):
+            job = market.sim.records[job_id].job
+            name = job_name(job)
+            own[job_id] = lease = Lease.model_validate(
+                {
+                    "id": f"{MARKET}.{market.epoch}.quota.{name}.{market.clearings}",
+                    "sender": MARKET,
+                    "receiver": job.owner,
+                    "epoch": market.epoch,
+                    "lease_id": f"quota-{name}-{market.clearings}",
+                    "holder": job.owner,
+                    "lender": job.owner,
+                    "job": name,
+                    "resources": market.resources_of(job),
+                    "quota_milli": job.milli_gpu,
+                    "start_epoch": market.epoch,
+                    "expires_epoch": market.epoch + market.term_epochs,
+                    "price": 0.0,
+                }
+            )
+            signed.append(lease)
+        ended = []
+        for job_id in sorted(set(own) - running):
+            lease = own.pop(job_id)
+            done = market.sim.records[job_id].state is JobState.DONE
+            release = Release(
+                id=f"{MARKET}.{market.epoch}.end.{lease.lease_id}",
+                sender=MARKET,
+                receiver=lease.holder,
+                epoch=market.epoch,
+                lease_id=lease.lease_id,
+                reason="finished" if done else "returned",
+            )
+            self.pods.quota_releases.append((lease, release))
+            ended.append((lease, release))
+        return signed, ended
+
+    def apply_changes(self) -> None:
+        """Publish what the closed sub-steps changed, in their order. Per sub-step: the releases
+        of older leases first (the capacity they free is what a job admitted at the end of the
+        sub-step runs on), then the new and renewed leases, then the releases of leases that
+        sub-step both signed and ended; a release waits until the lease's pods were bound."""
+        self._deadline = time.monotonic() + self.placement_timeout
+        for signed, ended in self.changes:
+            fleeting = {lease.lease_id for lease in signed}
+            for lease, release in ended:
+                if lease.lease_id not in fleeting:
+                    self._end(lease, release)
+            for lease in signed:
+                self._sync_lease(lease, None)
+                self.unplaced[lease.lease_id] = lease
+            for lease, release in ended:
+                if lease.lease_id in fleeting:
+                    self._end(lease, release)
+        self.changes = []
+        self.publish()
+
+    def _end(self, lease: Lease, release: Release) -> None:
+        """Publish a release, once the lease's pods were bound (or the placement timeout)."""
+        if self.unplaced.pop(lease.lease_id, None) is not None:
+            self._await([lease])
+        self._sync_lease(lease, release)
+
+    def settle(self) -> None:
+        """Wait until every lease published but not seen bound yet is (before the market exits:
+        nobody would lift their pods' gates after it)."""
+        self._deadline = time.monotonic() + self.placement_timeout
+        active = {lease.lease_id for lease in self.pods.active()}
+        waiting = [lease for lease_id, lease in self.unplaced.items() if lease_id in active]
+        self.unplaced.clear()
+        if waiting:
+            self._await(waiting)
+
+    def _await(self, leases: list[Lease]) -> None:
+        if not self.pods.await_placements(leases, self._deadline, self.wakeup):
+            self.placement_timeouts += 1
+            self.telemetry.rejections.labels("placement-timeout").inc()
+            self._deadline = time.monotonic()  # late already: publish the rest at once
+
+    def _sync_lease(self, lease: Lease, release: Release | None) -> None:
+        key, state = lease_key(lease), (lease, release is not None)
+        if self._written.get(key) != state:
+            self._write_lease(lease, release)
+            self._written[key] = state
+
+    def publish(self) -> None:
+        """Make the GPULease objects say what the market holds: every lease signed (spec and
+        grant as of its last renewal), `status.release` on every ended one; only differences
+        are written, so this is also the reconcile after a restart."""
+        market = self.market
+        wanted: list[tuple[Lease, Release | None]] = [(le, None) for le in self.pods.active()]
+        for lease, release in [*wanted, *market.releases, *self.pods.quota_releases]:
+            self._sync_lease(lease, release)
+        self.telemetry.leases.set(len(market.leases))
+
+    def _write_lease(self, lease: Lease, release: Release | None) -> None:
+        obj = objects.gpulease_object(lease, self.pods.grant(lease))
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        if self.kube.create("gpuleases", namespace, obj) is None:
+            self.kube.merge_patch(
+                "gpuleases", namespace, name, {"spec": obj["spec"], "grant": obj["grant"]}
+            )
+        else:
+            self.telemetry.agreements.inc()
+        if release is not None:
+            status = {"status": {"release": release.model_dump(mode="json")}}
+            self.kube.merge_patch("gpuleases/status", namespace, name, status)
+
+    def rewrite_trace(self) -> None:
+        """Write the whole trace afresh (after a restart's replay)."""
+        if self.trace_path is not None:
+            self.trace_path.write_text("")
+        self._traced = 0
+        self.write_trace()
+
+    def write_trace(self) -> list[Any]:
+        """Append the lease events not yet written to the trace file; those events."""
+        events = self.recorder.events[self._traced :]
+        if events and self.trace_path is not None:
+            with self.trace_path.open("a") as out:
+                for event in events:
+                    out.write(json.dumps(event.to_json()) + "\n")
+        self._traced = len(self.recorder.events)
+        return events

@@ -1,0 +1,58 @@
+"""What the market controller checks and retries before it starts: the host matches the
+scenario, and start-up steps that meet an apiserver still restarting are tried again."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from gpuparley.deploy.gpu_resources import env_node_resources
+from gpuparley.deploy.kube import Kube, Unavailable
+from gpuparley.envs.scenario import Scenario
+
+log = logging.getLogger("gpuparley.market")
+T = TypeVar("T")
+
+
+class MarketSetupError(RuntimeError):
+    """The host cluster does not match the scenario the market was started with."""
+
+
+def check_host_nodes(kube: Kube, scenario: Scenario) -> None:
+    """Every node of the scenario's cluster exists on the host with the GPU resources the market
+    will lease (otherwise leases would name capacity the scheduler cannot bind)."""
+    found = {node["metadata"]["name"]: node for node in kube.list("nodes")}
+    problems = []
+    for node in scenario.build_cluster().nodes:
+        want = env_node_resources(node)
+        host = found.get(node.name)
+        if host is None:
+            problems.append(f"node {node.name} is missing")
+            continue
+        have = (host.get("status") or {}).get("allocatable") or {}
+        for resource, count in want.items():
+            if str(have.get(resource)) != str(count):
+                problems.append(
+                    f"node {node.name}: {resource} is {have.get(resource)!r}, want {count}"
+                )
+    if problems:
+        raise MarketSetupError(
+            "the host cluster does not match the scenario's cluster: "
+            + "; ".join(problems[:10])
+            + " (create the nodes with `gpuparley cluster up --scenario` for this scenario)"
+        )
+
+
+def retrying(step: Callable[[], T], seconds: float = 60.0) -> T:
+    """Run a start-up step, again while the apiserver is unreachable (e.g. restarting)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return step()
+        except Unavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("apiserver unreachable at start-up; retrying", extra={"error": str(exc)})
+            time.sleep(1.0)

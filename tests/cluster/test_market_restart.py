@@ -1,0 +1,168 @@
+"""The market survives its own crashes, a leader failover and an apiserver restart.
+
+Two runs on fresh real planes (`market_runs.market_run`), the default ONNX policy:
+
+* **crashes**: the market controller is SIGKILLed at three points (a seeded random moment after
+  three different epochs) and started again each time; later the host kube-apiserver itself is
+  SIGKILLed and restarted under every watch (market and negotiators);
+* **failover**: two market replicas elect a leader; the leader is SIGKILLed mid-run and the
+  standby takes over when its Lease expires.
+
+In both, the market resumes from its journal in the host apiserver (`deploy/market_state.py`):
+every job finishes once, no pod under a valid lease is evicted, no lease is leaked or doubled,
+credits balance, and the whole lease trace equals the simulator's -- the run with crashes is,
+lease for lease, the run without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.cluster.control_plane import readyz
+from gpuparley.deploy.cluster.processes import Supervisor, is_alive, wait_ready
+from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.market_state import CHUNK_RECORDS, STATE_CONFIGMAP
+from gpuparley.envs.scenario import load_scenario
+
+from .helpers import wait_for
+from .market_runs import (
+    SCENARIO,
+    SEED,
+    Run,
+    assert_one_lease_at_a_time,
+    market_run,
+    simulated,
+)
+
+pytestmark = pytest.mark.cluster
+
+# The run closes about 22 sub-steps (the market's journal length) in a few seconds; the three
+# crash points are a seeded random moment (0-150 ms: inside a sub-step's views, answers, commit
+# or lease writes) after the journal reaches each of these lengths.
+KILL_AT_SUBSTEPS = (4, 9, 14)
+APISERVER_RESTART_AT = 17
+
+
+def journal_length(admin: Kube) -> int:
+    """How many sub-steps the market has committed (its state ConfigMap; 0 before the first)."""
+    head = admin.get("configmaps", objects.MARKET_NAMESPACE, STATE_CONFIGMAP)
+    if head is None:
+        return 0
+    data = head["data"]
+    return len(json.loads(data["chunks"])) * CHUNK_RECORDS + len(json.loads(data["tail"]))
+
+
+def wait_for_substeps(run: Run, count: int) -> None:
+    admin = Kube(run.rig.state.host.kubeconfig)
+    try:
+        wait_for(f"{count} sub-steps", lambda: journal_length(admin) >= count, 120, 0.01)
+    finally:
+        admin.close()
+
+
+def _kill_market_three_times(run: Run) -> None:
+    rng = random.Random(18)
+    for count in KILL_AT_SUBSTEPS:
+        wait_for_substeps(run, count)
+        time.sleep(rng.uniform(0.0, 0.15))
+        run.rig.kill("market")
+        run.rig.start_market()  # (a resumed market runs fast: only the journal is polled)
+    wait_for_substeps(run, APISERVER_RESTART_AT)
+    restart_host_apiserver(run)
+
+
+def restart_host_apiserver(run: Run) -> None:
+    """SIGKILL the host kube-apiserver and start it again with the same command (same etcd,
+    port and certificates): every watch on it breaks at once."""
+    state = run.rig.state
+    old = next(p for p in reversed(state.processes) if p.name == "host-kube-apiserver")
+    os.killpg(old.pid, signal.SIGKILL)
+    wait_for("the old apiserver to die", lambda: not is_alive(old), timeout=10)
+    supervisor = Supervisor(state, die_with_parent=True)
+    new = supervisor.start(old.name, old.cmd, old.plane, old.health_url)
+    wait_ready("host kube-apiserver", lambda: readyz(state.host), new, 60)
+    run.faults["apiserver-restarts"] = run.faults.get("apiserver-restarts", 0) + 1
+
+
+def _kill_the_leader(run: Run) -> None:
+    wait_for_substeps(run, 6)
+    admin = Kube(run.rig.state.host.kubeconfig)
+    try:
+        lease = admin.get("leases", objects.MARKET_NAMESPACE, "gpuparley-market") or {}
+    finally:
+        admin.close()
+    leader = (lease.get("spec") or {}).get("holderIdentity")
+    assert leader in run.markets, lease
+    run.rig.kill(leader)
+    run.faults["killed-leader"] = run.markets.index(leader)
+
+
+@pytest.fixture(scope="module")
+def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    with market_run(tmp_path_factory.mktemp("market-crashes"), _kill_market_three_times) as run:
+        run.leases_left = _gpulease_objects(run)
+        yield run
+
+
+@pytest.fixture(scope="module")
+def failover(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    with market_run(
+        tmp_path_factory.mktemp("market-failover"), _kill_the_leader, market_replicas=2
+    ) as run:
+        run.leases_left = _gpulease_objects(run)
+        yield run
+
+
+def _gpulease_objects(run: Run) -> list[dict[str, Any]]:
+    admin = Kube(run.rig.state.host.kubeconfig)
+    try:
+        return admin.list("gpuleases")
+    finally:
+        admin.close()
+
+
+def _assert_the_same_market_went_on(run: Run) -> None:
+    status = run.status
+    assert status["finished"], status
+    assert status["resumed_at"] > 0, "the market that finished must have resumed a journal"
+    # A negotiator the market timed out passed where the simulator's agent acted.
+    assert status["timeouts"] == {}, "an agent did not answer in time"
+    # Lease for lease the uninterrupted (simulated) run: nothing lost, doubled or re-decided.
+    assert run.trace == simulated(SCENARIO)
+    assert_one_lease_at_a_time(run.trace)
+    finished = Counter(e["job"] for e in run.trace if e.get("reason") == "finished")
+    jobs = {j.name for j in load_scenario(SCENARIO).build_jobs(SEED)}
+    assert set(finished) == jobs and set(finished.values()) == {1}, "every job finishes once"
+    # No GPULease leaked: every object the market wrote is a lease of the trace, and ended.
+    signed = {e["lease_id"] for e in run.trace if e["event"] == "signed"}
+    assert {o["spec"]["lease_id"] for o in run.leases_left} == signed
+    assert all((o.get("status") or {}).get("release") for o in run.leases_left)
+    assert status["evicted"] == [], "a pod under a valid lease was evicted"
+    assert status["ledger_imbalance"] == pytest.approx(0.0, abs=1e-9)
+    assert run.seen is not None
+    assert not run.seen.overcommit, run.seen.overcommit[:5]
+    assert not run.seen.outside_lease, run.seen.outside_lease[:5]
+    assert not run.seen.gang_splits, run.seen.gang_splits[:5]
+
+
+def test_three_crashes_and_an_apiserver_restart_change_nothing(crashes: Run) -> None:
+    _assert_the_same_market_went_on(crashes)
+    assert crashes.faults["apiserver-restarts"] == 1
+    resumes = (crashes.rig.log_dir / "market.log").read_text().count('"market resumed"')
+    assert resumes == len(KILL_AT_SUBSTEPS)
+
+
+def test_the_standby_takes_over_the_same_market(failover: Run) -> None:
+    _assert_the_same_market_went_on(failover)
+    survivor = failover.markets[1 - failover.faults["killed-leader"]]
+    assert '"market resumed"' in (failover.rig.log_dir / f"{survivor}.log").read_text()

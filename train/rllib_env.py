@@ -1,0 +1,176 @@
+"""The market as RLlib sees it: the learner's seats of one `gpu_market_v1` game.
+
+`LearnerSeats` is a PettingZoo `ParallelEnv` whose agents are the learner's seat slots
+(`learner_0`, `learner_1`, ...) of one game of the market environment; the other seats are
+played inside it by the opponent mix, re-drawn every episode, exactly as the stable-baselines3
+path does (the same `vec_env._Game`, `opponents.draw_seats`, reward scaling and seeding rules).
+RLlib then takes it through its PettingZoo support (`MarketMultiAgentEnv`, a
+`ParallelPettingZooEnv`), maps every slot to one module (parameter sharing), and masks actions
+with the `action_mask` the observations carry (`train.rllib_module`).
+
+Each game is bound to one training scenario. The env creator (`make_env`, registered as
+`ENV_NAME`) binds the k-th environment a process creates to scenario k mod (scenarios x copies),
+so an env runner with `scenarios x copies` environments steps every scenario in lockstep, as
+the stable-baselines3 VecEnv does. Self-play snapshots are frozen numpy copies of the learner
+held in one pool per process (`process_pool`), fed by the driver (`add_snapshot`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import gymnasium
+import numpy as np
+from pettingzoo import ParallelEnv
+from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+
+from gpuparley.envs.market.encoding import ACTION_COUNT
+from gpuparley.envs.market.parallel_env import observation_space
+from gpuparley.envs.scenario import load_scenario
+from gpuparley.policy.runtime import Layer
+from gpuparley.train.opponents import SeatPlan, SnapshotPool, draw_seats, learner_count
+from gpuparley.train.scenario_sources import FixedScenario
+from gpuparley.train.vec_env import _Game
+
+ENV_NAME = "gpuparley-market"
+_CREATED = itertools.count()
+_POOL: list[SnapshotPool] = []  # this process's self-play pool, once an env is created here
+
+
+def slot_name(index: int) -> str:
+    return f"learner_{index}"
+
+
+def learner_slots(scenarios: Sequence[str], mix: Mapping[str, float]) -> list[int]:
+    """Learner seats of each scenario's game (the agents each `LearnerSeats` has)."""
+    return [learner_count(mix, len(load_scenario(name).agents)) for name in scenarios]
+
+
+def process_pool(size: int) -> SnapshotPool:
+    """This process's self-play pool, shared by its environments (created on first use)."""
+    if not _POOL:
+        _POOL.append(SnapshotPool(size))
+    return _POOL[0]
+
+
+def add_snapshot(layers: Sequence[Layer]) -> None:
+    """Freeze `layers` into this process's pool (called on every env runner; a process that
+    holds no environment has no pool and nothing to do)."""
+    for pool in _POOL:
+        pool.add(layers)
+
+
+class LearnerSeats(ParallelEnv):
+    """The learner seats of one game; opponents play the others (module docstring)."""
+
+    metadata: ClassVar[dict[str, str]] = {"name": "gpuparley_learner_seats_v1"}
+
+    def __init__(
+        self,
+        scenario: str,
+        mechanisms: Sequence[str],
+        mix: Mapping[str, float],
+        rng: np.random.Generator,
+        max_epochs: int | None,
+        reward_shaping: float,
+        reward_scale: float,
+        slots: int,
+        pool: SnapshotPool | None = None,
+    ) -> None:
+        env_kwargs = {"max_epochs": max_epochs, "reward_shaping": reward_shaping}
+        source = FixedScenario(load_scenario(scenario))
+        count = source.learner_seats(mix)
+        self.game = _Game(source, mechanisms, rng, env_kwargs, count)
+        self.mix = dict(mix)
+        self.pool = pool
+        self.reward_scale = reward_scale
+        self.possible_agents = [slot_name(k) for k in range(max(slots, count))]
+        self.playing = self.possible_agents[:count]
+        self.agents: list[str] = []
+        self._space = observation_space()
+        self._actions = gymnasium.spaces.Discrete(ACTION_COUNT)
+
+    def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
+        return self._space
+
+    def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
+        return self._actions
+
+    def _draw(self, agents: list[str], rng: np.random.Generator, learners: int | None) -> SeatPlan:
+        return draw_seats(agents, self.mix, rng, self.pool, learners)
+
+    def _observe(self) -> dict[str, dict[str, np.ndarray]]:
+        seats = self.game.plan.learners
+        return {
+            slot: self.game.observations[seat]
+            for slot, seat in zip(self.playing, seats, strict=True)
+        }
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if seed is not None:
+            self.game.rng = np.random.default_rng(seed)
+        self.game.start(self._draw)
+        self.agents = list(self.playing)
+        return self._observe(), {slot: {} for slot in self.agents}
+
+    def step(self, actions: Mapping[str, int]) -> tuple[dict, dict, dict, dict, dict]:
+        game = self.game
+        seats = dict(zip(self.playing, game.plan.learners, strict=True))
+        chosen = {seats[slot]: int(action) for slot, action in actions.items()}
+        rewards, terminated, _, finished = game.step(chosen)
+        scaled = {
+            slot: float(rewards[seat]) / game.budgets[seat] * self.reward_scale
+            for slot, seat in seats.items()
+        }
+        ends = {slot: finished and bool(terminated[seat]) for slot, seat in seats.items()}
+        cuts = {slot: finished and not ends[slot] for slot in seats}
+        infos: dict[str, dict[str, float]] = {slot: {} for slot in seats}
+        for slot, seat in seats.items():
+            game.utility[seat] += float(rewards[seat])
+            if finished:
+                infos[slot] = {"utility": game.utility[seat]}
+        if finished:
+            self.agents = []
+        return self._observe(), scaled, ends, cuts, infos
+
+
+class MarketMultiAgentEnv(ParallelPettingZooEnv):
+    """RLlib's PettingZoo wrapper, with the spaces of every slot (not only the first episode's)
+    and the slots of the current episode as `agents`."""
+
+    def __init__(self, env: LearnerSeats) -> None:
+        super().__init__(env)
+        self.possible_agents = list(env.possible_agents)
+        self.observation_spaces = {a: env.observation_space(a) for a in self.possible_agents}
+        self.action_spaces = {a: env.action_space(a) for a in self.possible_agents}
+        self.observation_space = gymnasium.spaces.Dict(self.observation_spaces)
+        self.action_space = gymnasium.spaces.Dict(self.action_spaces)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        observations, infos = super().reset(seed=seed, options=options)
+        self.agents = list(self.par_env.agents)
+        return observations, infos
+
+
+def make_env(env_config: Mapping[str, Any]) -> MarketMultiAgentEnv:
+    """RLlib's env creator: the next game of this process (module docstring). `env_config`
+    holds the training config's fields (`rllib_backend.env_config`) and RLlib's worker index."""
+    games = [name for name in env_config["scenarios"] for _ in range(env_config["copies"])]
+    index = next(_CREATED)
+    worker = int(getattr(env_config, "worker_index", 0))
+    seats = LearnerSeats(
+        games[index % len(games)],
+        env_config["mechanisms"],
+        env_config["mix"],
+        np.random.default_rng([env_config["seed"], worker, index]),
+        env_config["max_epochs"],
+        env_config["reward_shaping"],
+        env_config["reward_scale"],
+        env_config["slots"],
+        process_pool(env_config["pool_size"]),
+    )
+    return MarketMultiAgentEnv(seats)
