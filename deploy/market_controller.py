@@ -120,7 +120,9 @@ class MarketController:
         self.pod_watch = Informer(kube, "pods", everywhere, notify=self.wakeup)
         self.informers = [self.negotiators, self.offers, self.pod_watch]
         self.bids = MessageIntake(kube, market, self.telemetry)
-        self.pods = LeasePods(kube, market, self.agents, self.telemetry, self.pod_watch.objects)
+        self.pods = LeasePods(
+            kube, market, self.agents, self.telemetry, self.pod_watch.objects, self.state.confirm
+        )
         self.leases = LeasePublisher(
             kube,
             market,
@@ -211,6 +213,9 @@ class MarketController:
         self.leases.adopt(existing)
         retrying(self.leases.publish)
         self.leases.rewrite_trace()
+        # The last sub-step's effects may not all have been made: the first `_effects` also
+        # deletes the pods no lease covers, as after a clearing (their leases may have ended).
+        self._cleared = self._unsettled = bool(records)
 
     def _replay(self, record: Record) -> None:
         """Close one stored sub-step again: its messages handed to the market anew (each must

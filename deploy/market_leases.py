@@ -191,10 +191,11 @@ class LeasePublisher:
     def publish(self) -> None:
         """Make the GPULease objects say what the market holds: every lease signed (spec and
         grant as of its last renewal), `status.release` on every ended one; only differences
-        are written, so this is also the reconcile after a restart."""
+        are written, so this is also the reconcile after a restart. Releases first: a lease
+        signed on GPUs another one gave up must not be active beside it."""
         market = self.market
         wanted: list[tuple[Lease, Release | None]] = [(le, None) for le in self.pods.active()]
-        for lease, release in [*wanted, *market.releases, *self.pods.quota_releases]:
+        for lease, release in [*market.releases, *self.pods.quota_releases, *wanted]:
             self._sync_lease(lease, release)
         self.telemetry.leases.set(len(market.leases))
 

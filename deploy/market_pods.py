@@ -10,7 +10,10 @@ through a cache), so before it lifts the scheduling gate of a lease's pods it ch
   `pod-exceeds-lease`, logged), and the holder may create a correct one;
 * a lease's slots hold one pod each; a second pod claiming a taken slot is evicted likewise;
 * only when every slot holds a fitting pod are the gates lifted, each guarded by the pod's
-  resourceVersion, so a pod changed after the check is not released on the strength of it.
+  resourceVersion, so a pod changed after the check is not released on the strength of it;
+* and only if the market's state is still this replica's (`fence`, a read of the state's
+  resourceVersion after the pods were read): a replica deposed meanwhile lifts no gate and
+  deletes no pod on the strength of leases the new leader may have ended or granted since.
 
 At each clearing every pod of an agent namespace that the market polices -- it asks for a GPU,
 waits behind the lease gate, or names a lease -- and that no active lease covers is deleted
@@ -86,15 +89,19 @@ class LeasePods:
         agents: list[str],
         telemetry: Telemetry,
         source: Callable[[], list[dict[str, Any]]],
+        fence: Callable[[], None],
     ):
         self.kube = kube
         self.market = market
         self.agents = agents
         self.telemetry = telemetry
         self.source = source  # the host's pods as last seen (an informer's cache)
+        # Raises if another replica wrote the market state since this one did (`MarketState.
+        # confirm`): called after the pods are read and before any of them is written.
+        self.fence = fence
         self.namespaces = {objects.agent_namespace(agent) for agent in agents}
         # Grants that are not market leases: jobs bargaining admits within their owner's own
-        # quota (`market_leases.QuotaGrants`), active and ended.
+        # quota (`LeasePublisher._quota_changes`), active and ended.
         self.quota_leases: dict[int, Lease] = {}
         self.quota_releases: list[tuple[Lease, Release]] = []
         self.evicted: list[str] = []  # namespace/pod of every eviction, in order
@@ -125,7 +132,9 @@ class LeasePods:
     def admit(self, pods: Pods, leases: Iterable[Lease] | None = None) -> None:
         """Lift the lease gate of each lease's pods (default: the active leases), all at once,
         once every slot holds a pod that fits the lease (misfits and second claimants of a slot
-        are evicted)."""
+        are evicted). Nothing is written unless `fence` passes after the pods were read."""
+        misfits: list[tuple[dict[str, Any], str]] = []
+        admitted: list[dict[str, Any]] = []
         for lease in self.active() if leases is None else leases:
             key = lease_key(lease)
             grant = self.grant(lease)
@@ -140,13 +149,18 @@ class LeasePods:
                 if not problems and taken is not None:
                     problems = [f"slot {pod_index(pod)} is held by {taken['metadata']['name']}"]
                 if problems:
-                    self._evict(pod, "pod-exceeds-lease", problems[0])
+                    misfits.append((pod, problems[0]))
                     continue
                 slots[pod_index(pod)] = pod
-            if len(slots) != len(lease.resources):
-                continue  # the holder has not created every pod of the lease yet
-            for pod in slots.values():
-                self._ungate(pod)
+            if len(slots) == len(lease.resources):  # else: not every pod of the lease exists yet
+                admitted += [pod for pod in slots.values() if gate_index(pod) is not None]
+        if not misfits and not admitted:
+            return
+        self.fence()
+        for pod, reason in misfits:
+            self._evict(pod, "pod-exceeds-lease", reason)
+        for pod in admitted:
+            self._ungate(pod)
 
     def _ungate(self, pod: dict[str, Any]) -> None:
         # Gone, or changed since it was checked: the next look checks it again.
@@ -205,16 +219,20 @@ class LeasePods:
             lease_key(lease): {item.node for item in lease.resources} for lease in self.active()
         }
         ended = {lease_key(le) for le, _rel in [*self.market.releases, *self.quota_releases]}
+        uncovered = []
         for pod in self.agent_pods():
             if not policed(pod) or _deleting(pod):
                 continue
-            namespace = pod["metadata"]["namespace"]
-            meta, spec = pod["metadata"], pod.get("spec") or {}
-            lease = lease_of(pod)
-            nodes = covered.get((namespace, lease))
+            spec = pod.get("spec") or {}
+            nodes = covered.get((pod["metadata"]["namespace"], lease_of(pod)))
             node = spec.get("nodeName") or (spec.get("nodeSelector") or {}).get(HOSTNAME_LABEL)
-            if nodes is not None and node in nodes:
-                continue
+            if nodes is None or node not in nodes:
+                uncovered.append((pod, node))
+        if uncovered:
+            self.fence()
+        for pod, node in uncovered:
+            meta = pod["metadata"]
+            namespace, lease = meta["namespace"], lease_of(pod)
             if not self.kube.delete("pods", namespace, meta["name"]):
                 continue
             if (namespace, lease) in ended or (namespace, lease) in covered:

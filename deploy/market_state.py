@@ -21,7 +21,10 @@ deleted, pods evicted or admitted). A controller killed before the write redoes 
 the same inputs (bids are deleted only after it, and negotiators' answers are in their status);
 one killed after it replays the record and then reconciles the effects, which are idempotent.
 A replica that lost its leadership and still tries to write meets a newer resourceVersion
-(409) and stops: two markets never both advance the journal.
+(409) and stops: two markets never both advance the journal. The market's pod writes, which
+are not in the journal (gates lifted, pods deleted), are fenced the same way: just before them
+`confirm` reads the head and stops the replica if its resourceVersion moved, so a deposed replica
+does not act on a state the new leader has changed.
 """
 
 from __future__ import annotations
@@ -132,6 +135,19 @@ class MarketState:
             ) from None
         self._version = written["metadata"]["resourceVersion"]
         self.chunks, self.tail, self.summary = chunks, tail, summary
+
+    def confirm(self) -> None:
+        """Check, with a read from the apiserver, that no other replica wrote the state since
+        this one last read or wrote it: the fence before a write that is not in the journal (a
+        gate lifted, a pod deleted) is made on the strength of this replica's state. StateError
+        if one did (this replica is deposed)."""
+        head = self.kube.get("configmaps", MARKET_NAMESPACE, STATE_CONFIGMAP)
+        version = None if head is None else head["metadata"]["resourceVersion"]
+        if version != self._version:
+            raise StateError(
+                "the market state was written by another replica since this one read it: this "
+                "one is no longer the leader"
+            )
 
     def _write_chunk(self, index: int, records: list[dict[str, Any]]) -> str:
         text = json.dumps(records, sort_keys=True)

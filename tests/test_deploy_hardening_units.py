@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gpuparley.deploy import crds, objects
-from gpuparley.deploy.kube import Invalid
+from gpuparley.deploy.kube import Conflict, Invalid
 from gpuparley.deploy.lease_grant import grant_violations, lease_grant
 from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.negotiator import host_pod
@@ -134,17 +134,56 @@ def test_every_crd_field_has_a_size_limit_never_looser_than_the_model() -> None:
 
 
 class FakeKube:
-    """Enough of `Kube` for the market: objects by (resource, namespace, name)."""
+    """Enough of `Kube` for the market: objects by (resource, namespace, name), each write
+    giving the object a new resourceVersion and logged in `writes` (verb, resource, name)."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.patches: list[tuple[str, str, list[dict[str, Any]]]] = []
+        self.writes: list[tuple[str, str, str]] = []
         self.requests: Counter[str] = Counter()
+        self._version = 100
 
     def add(self, resource: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         meta.setdefault("resourceVersion", "1")
         self.objects[resource, meta.get("namespace", ""), meta["name"]] = obj
+
+    def _store(self, verb: str, resource: str, namespace: str | None, obj: dict[str, Any]) -> Any:
+        self._version += 1
+        obj["metadata"].update(namespace=namespace or "", resourceVersion=str(self._version))
+        self.objects[resource.partition("/")[0], namespace or "", obj["metadata"]["name"]] = obj
+        self.writes.append((verb, resource, obj["metadata"]["name"]))
+        return copy.deepcopy(obj)
+
+    def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.objects.get((resource, namespace or "", name)))
+
+    def create(self, resource: str, namespace: str | None, obj: dict[str, Any]) -> Any:
+        if (resource, namespace or "", obj["metadata"]["name"]) in self.objects:
+            return None
+        return self._store("create", resource, namespace, copy.deepcopy(obj))
+
+    def replace(self, resource: str, namespace: str | None, obj: dict[str, Any]) -> Any:
+        stored = self.objects[resource, namespace or "", obj["metadata"]["name"]]
+        if obj["metadata"].get("resourceVersion") != stored["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", "the object has been modified")
+        return self._store("replace", resource, namespace, copy.deepcopy(obj))
+
+    def merge_patch(
+        self, resource: str, namespace: str | None, name: str, patch: dict[str, Any]
+    ) -> Any:
+        kind = resource.partition("/")[0]
+        obj = copy.deepcopy(self.objects[kind, namespace or "", name])
+        for key, value in patch.items():
+            obj[key] = {**obj.get(key, {}), **value} if isinstance(value, dict) else value
+        self._store("patch", resource, namespace, obj)
+        return obj
+
+    def apply_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        if self.create("configmaps", namespace, {"metadata": {"name": name}, "data": data}):
+            return
+        self.merge_patch("configmaps", namespace, name, {"data": data})
 
     def list(
         self, resource: str, namespace: str | None = None, selector: str | None = None

@@ -1,5 +1,6 @@
-/* A market controller replica (deploy/market_controller.py, market_pods.py, lease_grant.py,
- * leader.py): a level-triggered reconciler woken by watch events. Woken, it reads the world in one
+/* A market controller replica (deploy/market_controller.py, market_state.py, market_intake.py,
+ * market_leases.py, market_pods.py, lease_grant.py, leader.py; deploy/protocol/README.md maps
+ * each operation to the code): a level-triggered reconciler woken by watch events. Woken, it reads the world in one
  * step -- its state object (remembering the resourceVersion), the Offers, GPULeases and pods --
  * and decides one operation:
  *   - an operation whose decision cannot go stale (deleting a pod of an ending lease, evicting a

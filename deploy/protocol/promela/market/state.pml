@@ -44,8 +44,9 @@
 #define P_RUN 2
 #define P_DONE 3
 
-/* ---- the market's state object (one custom resource; every write is guarded by its
- * resourceVersion: dirty[r] == 1 means it changed since replica r last read it) */
+/* ---- the market's state object (one object; every write is guarded by its resourceVersion:
+ * dirty[r] == 1 means it changed since replica r last read it). In the code it is a journal of
+ * sub-steps (deploy/market_state.py) whose replay gives these fields. */
 byte S_next;              /* the lease-id counter */
 byte S_job[NJ];
 byte S_bidseen[NJ];       /* the id of the last bid of each job the market took */
