@@ -1,11 +1,11 @@
 """A lease ends in two phases (the protocol model's rule 1), without a cluster: the market marks
 the GPULease ending, deletes its pods, and writes the release only once they are gone; a market
-restarted between the phases goes on from the pods; a deposed replica writes no GPULease; the
-holder syncs no pod of an ending lease.
+restarted between the phases goes on from the pods; a lagging pod watch does not hold an end
+up; a deposed replica writes no GPULease; the holder syncs no pod of an ending lease.
 
 Before, the market wrote `status.release` first and deleted the pods afterwards (at the next
 sweep), so a pod ran under a released GPULease for the rest of an effects pass or up to the
-placement timeout; each test here fails on that order.
+placement timeout; each test here but the lagging watch's fails on that order.
 """
 
 from __future__ import annotations
@@ -188,3 +188,18 @@ def test_the_holder_syncs_no_pod_of_an_ending_lease_and_deletes_its_host_pods() 
     process._sync_leases(group_pods(agent_pods), [obj])
     regated = plane.list("pods", "default")
     assert len(regated) == 2 and all(gate_index(pod) is not None for pod in regated)
+
+
+def test_past_its_deadline_the_end_deletes_what_a_fresh_list_shows() -> None:
+    """A watch that lags (it still shows one pod, and not yet the other) does not hold the end
+    up forever: past its deadline the market lists the lease's pods from the apiserver, deletes
+    them, and goes on to the release."""
+    kube = RecordingKube()
+    controller = _market(kube)
+    _lease, name, pods = _ended_with_running_pods(kube, controller)
+    frozen = kube.list("pods")[:1]
+    controller.pods.source = lambda: frozen  # never delivers a deletion, nor the second pod
+    controller.leases.placement_timeout = 0.0
+    controller.leases.publish()
+    assert kube.list("pods") == [] and kube.released_with_pods == []
+    assert kube.events == [("ending", name), *(("delete", pod) for pod in pods), ("release", name)]
