@@ -5,7 +5,7 @@ up; a deposed replica writes no GPULease; the holder syncs no pod of an ending l
 
 Before, the market wrote `status.release` first and deleted the pods afterwards (at the next
 sweep), so a pod ran under a released GPULease for the rest of an effects pass or up to the
-placement timeout; each test here but the lagging watch's fails on that order.
+placement timeout; each test here fails on that order.
 """
 
 from __future__ import annotations
