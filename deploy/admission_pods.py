@@ -17,7 +17,8 @@ negotiator's own Deployment, whose template the operator wrote):
   and memory; each init container fits alone; no pod-level resources or overhead). The leases
   are the policy's *parameters* (`paramKind: GPULease`, every lease of the pod's namespace): a
   binding that selects several parameters ANDs their verdicts, so each lease checks only the pods
-  that name it.
+  that name it. A lease that is ending or has ended (`status.ending`, `status.release`) admits
+  no pod.
 
 What admission cannot do, the market does before it lifts a gate (`market_pods.py`): count a
 lease's pods (one per slot), and check a pod whose lease the policy cannot see -- a lease the
@@ -203,9 +204,10 @@ def lease_fit_policy() -> dict[str, Any]:
                     "reason": "Forbidden",
                 },
                 check(
-                    f"has({grant}) && !(has(params.status) && has(params.status.release))",
+                    f"has({grant}) && !(has(params.status)"
+                    " && (has(params.status.ending) || has(params.status.release)))",
                     "the lease has ended",
-                    "the lease has ended or grants nothing",
+                    "the lease is ending, has ended or grants nothing",
                 ),
                 check(
                     f"variables.index >= 0 && variables.index < size({grant}.nodes)"

@@ -11,8 +11,10 @@ Three CRDs in `gpuparley.io/v1alpha1`, all namespaced:
   union schema: the generator proves that a field shared by kinds has the same schema in each, and
   per-kind "required / not allowed" rules become CEL `x-kubernetes-validations` (the apiserver
   enforces them; pydantic's `extra="forbid"` for kinds that lack a field included).
-* `GPULease`: the market's `Lease` message in `spec`; `status.release` holds the `Release`
-  message that ended it (status subresource, so only the market's status writes can end a lease).
+* `GPULease`: the market's `Lease` message in `spec`; a lease ends in two phases, both holding
+  the `Release` message that ends it: `status.ending` (its pods may no longer run: the holder
+  stops syncing them and the market deletes them), then, once they are gone, `status.release`
+  (status subresource, so only the market's status writes can end a lease).
 * `Negotiator`: a negotiator's configuration (`negotiator_config.NegotiatorSpec`).
 
 `python -m gpuparley.deploy.crds` rewrites `deploy/manifests/crds/`; a unit test regenerates and
@@ -201,7 +203,7 @@ GRANT_SCHEMA: dict[str, Any] = {
 
 def gpulease_crd() -> dict[str, Any]:
     release = _schema(messages.Release)
-    status = {"type": "object", "properties": {"release": release}}
+    status = {"type": "object", "properties": {"ending": release, "release": release}}
     return _crd(
         "GPULease",
         "gpuleases",
@@ -215,6 +217,7 @@ def gpulease_crd() -> dict[str, Any]:
             _column("Job", ".spec.job"),
             _column("Price", ".spec.price", "number"),
             _column("Expires", ".spec.expires_epoch", "integer"),
+            _column("Ending", ".status.ending.reason"),
             _column("Released", ".status.release.reason"),
         ],
     )

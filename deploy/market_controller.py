@@ -20,7 +20,8 @@ the scenario says) -- driven by real messages instead of in-process calls, sub-s
    moving to the next clearing, rounds nobody decides in played out);
 5. **effects** (after the next sub-step's views are out): the leases are reconciled into
    `GPULease` objects in the holders' namespaces (`market_leases.py`: with the `grant` their pods
-   must stay inside; ended ones get `status.release`, once their pods were bound), consumed
+   must stay inside; an ended one -- once its pods were bound -- is marked `status.ending`, its
+   pods are deleted, and once they are gone it gets `status.release`), consumed
    messages are deleted, pods no active lease covers are deleted at each clearing, and the gates
    of a lease's pods are lifted as soon as all of them exist (`market_pods.py`, on a watch of
    the host's pods).
@@ -159,14 +160,14 @@ class MarketController:
             self.telemetry.heartbeat()
             self.telemetry.leader.set(0)
             time.sleep(elector.duration / 5)
-        self.resume()
-        for informer in self.informers:
-            informer.start()
-        for informer in self.informers:
-            informer.wait_synced(30.0)
-        self.telemetry.ready = True
         renewed = time.monotonic()
         try:
+            for informer in self.informers:  # first: `resume` ends leases, reading their pods
+                informer.start()
+            for informer in self.informers:
+                informer.wait_synced(30.0)
+            self.resume()
+            self.telemetry.ready = True
             while not self.done and not should_stop():
                 if elector is not None:
                     if time.monotonic() - renewed > elector.duration / 3:

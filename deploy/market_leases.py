@@ -1,15 +1,20 @@
 """The market's leases on the host: `GPULease` objects that say what the market holds.
 
 Each closed sub-step's changes (the environment may close many in one step) are collected in
-order and published after the sub-step is committed (`apply_changes`): the releases
-(`status.release`) of older leases, then its new and renewed leases. The market does not wait
-for a new lease to be bound before it goes on negotiating (the holder syncs the pods and the
-market admits them meanwhile); it waits only before it publishes the end of a lease whose pods
-were never bound -- so a job the model starts and finishes between two clearings still runs on
-the cluster -- and before it exits (`settle`). Writes are made only
-where an object differs from the market's record (`publish` compares everything, so it is also
-the reconcile after a restart: nothing missing, nothing doubled, nothing left active that the
-market ended). The lease trace (`trace.py`) is written alongside.
+order and published after the sub-step is committed (`apply_changes`): the ends of older leases,
+then its new and renewed leases. A lease ends in two phases (`_end`, the protocol's rule 1):
+marked ending (`status.ending`: its holder stops syncing its pods), its pods deleted and gone
+(`LeasePods.reclaim`), and only then released (`status.release`), so no pod runs under a
+released lease and a lease signed on the GPUs it gave up is written after its release. The market
+does not wait for a new lease to be bound before it goes on negotiating (the holder syncs the
+pods and the market admits them meanwhile); it waits only before it ends a lease whose pods were
+never bound -- so a job the model starts and finishes between two clearings still runs on the
+cluster -- and before it exits (`settle`). Writes are made only where an object differs from the
+market's record (`publish` compares everything, so it is also the reconcile after a restart:
+nothing missing, nothing doubled, nothing left active or half-ended that the market ended; the
+journal's replay says which leases ended, the objects how far their end got), and each is
+fenced (`MarketState.confirm`: a replica deposed meanwhile writes nothing, e.g. no older spec
+over a renewal the new leader wrote). The lease trace (`trace.py`) is written alongside.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from gpuparley.deploy import objects
 from gpuparley.deploy.informer import Wakeup
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.market_pods import LeasePods, lease_key
+from gpuparley.deploy.objects import ACTIVE, ENDING, RELEASED
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.trace import LeaseRecorder
 from gpuparley.envs.market.core import Market
@@ -59,7 +65,8 @@ class LeasePublisher:
         self.changes: list[tuple[list[Lease], list[tuple[Lease, Release]]]] = []
         self.unplaced: dict[str, Lease] = {}  # published, not seen bound yet
         self._deadline = 0.0
-        self._written: dict[tuple[str, str], tuple[Lease, bool]] = {}
+        self._written: dict[tuple[str, str], tuple[Lease, str]] = {}  # as on the host: phase
+        self.fence = pods.fence  # before every GPULease write, as before every pod write
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
         """Take the GPULease objects found on the host as written (after a restart)."""
@@ -68,8 +75,7 @@ class LeasePublisher:
                 lease = Lease.model_validate(obj.get("spec") or {})
             except ValueError:
                 continue
-            released = bool((obj.get("status") or {}).get("release"))
-            self._written[lease_key(lease)] = (lease, released)
+            self._written[lease_key(lease)] = (lease, objects.lease_phase(obj))
 
     def collect(self, market: Market, _epoch: int) -> None:
         """A sub-step closed (the environment may close many in one `advance`): keep what it
@@ -141,30 +147,43 @@ class LeasePublisher:
         return signed, ended
 
     def apply_changes(self) -> None:
-        """Publish what the closed sub-steps changed, in their order. Per sub-step: the releases
-        of older leases first (the capacity they free is what a job admitted at the end of the
-        sub-step runs on), then the new and renewed leases, then the releases of leases that
-        sub-step both signed and ended; a release waits until the lease's pods were bound."""
+        """Publish what the closed sub-steps changed, in their order. Per sub-step: the ends of
+        older leases first (the capacity they free is what a job admitted at the end of the
+        sub-step runs on), then the new and renewed leases, then the ends of leases that
+        sub-step both signed and ended."""
         self._deadline = time.monotonic() + self.placement_timeout
         for signed, ended in self.changes:
             fleeting = {lease.lease_id for lease in signed}
-            for lease, release in ended:
-                if lease.lease_id not in fleeting:
-                    self._end(lease, release)
+            self._end([(lease, rel) for lease, rel in ended if lease.lease_id not in fleeting])
             for lease in signed:
-                self._sync_lease(lease, None)
+                self._sync_lease(lease, None, ACTIVE)
                 self.unplaced[lease.lease_id] = lease
-            for lease, release in ended:
-                if lease.lease_id in fleeting:
-                    self._end(lease, release)
+            self._end([(lease, rel) for lease, rel in ended if lease.lease_id in fleeting])
         self.changes = []
         self.publish()
 
-    def _end(self, lease: Lease, release: Release) -> None:
-        """Publish a release, once the lease's pods were bound (or the placement timeout)."""
-        if self.unplaced.pop(lease.lease_id, None) is not None:
-            self._await([lease])
-        self._sync_lease(lease, release)
+    def _end(self, ended: list[tuple[Lease, Release]]) -> None:
+        """End leases in two phases: each marked ending (once its pods were bound, or the
+        placement timeout), then all their pods deleted and gone, then each released. Leases
+        already released are skipped; one found ending (a restart between the phases) goes on
+        from its pods."""
+        ending = [(le, rel) for le, rel in ended if self._phase(le) != RELEASED]
+        if not ending:
+            return
+        unplaced = [le for le, _rel in ending if self.unplaced.pop(le.lease_id, None) is not None]
+        if unplaced:
+            self._await(unplaced)
+        for lease, release in ending:
+            self._sync_lease(lease, release, ENDING)
+        deadline = time.monotonic() + self.placement_timeout
+        self.pods.reclaim([lease for lease, _rel in ending], deadline, self.wakeup)
+        for lease, release in ending:
+            self._sync_lease(lease, release, RELEASED)
+
+    def _phase(self, lease: Lease) -> str | None:
+        """How far the lease's object on the host is, as last written or found (None: absent)."""
+        written = self._written.get(lease_key(lease))
+        return None if written is None else written[1]
 
     def settle(self) -> None:
         """Wait until every lease published but not seen bound yet is (before the market exits:
@@ -182,34 +201,41 @@ class LeasePublisher:
             self.telemetry.rejections.labels("placement-timeout").inc()
             self._deadline = time.monotonic()  # late already: publish the rest at once
 
-    def _sync_lease(self, lease: Lease, release: Release | None) -> None:
-        key, state = lease_key(lease), (lease, release is not None)
-        if self._written.get(key) != state:
-            self._write_lease(lease, release)
+    def _sync_lease(self, lease: Lease, release: Release | None, phase: str) -> None:
+        key, state = lease_key(lease), (lease, phase)
+        written = self._written.get(key)
+        if written != state:
+            self.fence()
+            self._write_lease(lease, release, phase, written is None or written[0] != lease)
             self._written[key] = state
 
     def publish(self) -> None:
         """Make the GPULease objects say what the market holds: every lease signed (spec and
-        grant as of its last renewal), `status.release` on every ended one; only differences
-        are written, so this is also the reconcile after a restart. Releases first: a lease
-        signed on GPUs another one gave up must not be active beside it."""
+        grant as of its last renewal), every ended one ended (`_end`); only differences are
+        written, so this is also the reconcile after a restart. Ends first: a lease signed on
+        GPUs another one gave up must not be active beside it."""
         market = self.market
-        wanted: list[tuple[Lease, Release | None]] = [(le, None) for le in self.pods.active()]
-        for lease, release in [*market.releases, *self.pods.quota_releases, *wanted]:
-            self._sync_lease(lease, release)
+        self._end([*market.releases, *self.pods.quota_releases])
+        for lease in self.pods.active():
+            self._sync_lease(lease, None, ACTIVE)
         self.telemetry.leases.set(len(market.leases))
 
-    def _write_lease(self, lease: Lease, release: Release | None) -> None:
+    def _write_lease(
+        self, lease: Lease, release: Release | None, phase: str, spec_changed: bool
+    ) -> None:
+        """Create the object or rewrite its spec and grant (if they changed), then set the
+        status field of its phase (`status.ending`, then `status.release`)."""
         obj = objects.gpulease_object(lease, self.pods.grant(lease))
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        if self.kube.create("gpuleases", namespace, obj) is None:
+        if spec_changed and self.kube.create("gpuleases", namespace, obj) is None:
             self.kube.merge_patch(
                 "gpuleases", namespace, name, {"spec": obj["spec"], "grant": obj["grant"]}
             )
-        else:
+        elif spec_changed:
             self.telemetry.agreements.inc()
-        if release is not None:
-            status = {"status": {"release": release.model_dump(mode="json")}}
+        if release is not None and phase != ACTIVE:
+            field = "ending" if phase == ENDING else "release"
+            status = {"status": {field: release.model_dump(mode="json")}}
             self.kube.merge_patch("gpuleases/status", namespace, name, status)
 
     def rewrite_trace(self) -> None:

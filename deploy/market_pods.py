@@ -15,10 +15,12 @@ through a cache), so before it lifts the scheduling gate of a lease's pods it ch
   resourceVersion after the pods were read): a replica deposed meanwhile lifts no gate and
   deletes no pod on the strength of leases the new leader may have ended or granted since.
 
-At each clearing every pod of an agent namespace that the market polices -- it asks for a GPU,
-waits behind the lease gate, or names a lease -- and that no active lease covers is deleted
-(reclaimed from a lease that just ended or moved, evicted otherwise). Pods an operator runs
-there (the negotiator's own Deployment) are none of these and are left alone.
+When a lease ends, the market deletes its pods (`reclaim`) after marking it ending and before
+it writes the release (`market_leases.py`). At each clearing every pod of an agent namespace
+that the market polices -- it asks for a GPU, waits behind the lease gate, or names a lease --
+and that no active lease covers is deleted (reclaimed from a lease that ended or moved, evicted
+otherwise). Pods an operator runs there (the negotiator's own Deployment) are none of these and
+are left alone.
 
 The pods come from the market's watch of the host's pods (`source`, an informer's cache), so
 admitting and waiting for placements cost no polling: the market looks again when a pod changes.
@@ -205,13 +207,46 @@ class LeasePods:
                 return False
             wakeup.wait(min(1.0, deadline - time.monotonic()))
 
+    def reclaim(self, leases: list[Lease], deadline: float, wakeup: Wakeup) -> None:
+        """Delete every pod of `leases` (ending: their holders no longer sync them) and hold
+        until the watch shows none left; past the monotonic `deadline`, delete what a list from
+        the apiserver shows instead (a deletion is immediate, grace period 0, so then none are
+        left that the market ever admitted: a pod created later is gated, and the market lifts
+        no gate of an ending lease). The first phase of a lease's end: its release follows."""
+        keys = {lease_key(lease) for lease in leases}
+        while True:
+            pods = [
+                pod
+                for pod in self.agent_pods()
+                if (pod["metadata"]["namespace"], lease_of(pod)) in keys
+            ]
+            if not pods:
+                return
+            if time.monotonic() > deadline:
+                log.warning("pods of ending leases still seen", extra={"pods": len(pods)})
+                selector = objects.LEASE_LABEL + "={}"
+                listed = [self.kube.list("pods", ns, selector.format(name)) for ns, name in keys]
+                self._reclaim([pod for found in listed for pod in found])
+                return
+            self._reclaim([pod for pod in pods if not _deleting(pod)])
+            wakeup.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def _reclaim(self, pods: list[dict[str, Any]]) -> None:
+        if pods:
+            self.fence()
+        for pod in pods:
+            if self.kube.delete("pods", pod["metadata"]["namespace"], pod["metadata"]["name"]):
+                self.reclaimed_pods += 1
+                self.telemetry.pods_synced.labels("reclaimed").inc()
+
     def enforce(self) -> None:
         """Delete the policed pods of agent namespaces that no active lease of theirs covers.
 
-        A pod of one of the market's own leases - one that has just ended, or one whose renewal
-        moved the job to another node - is *reclaimed*: its holder is told (`status.release`, or
-        the lease's new resources) and normally deletes or moves it within moments, but the
-        capacity already belongs to someone else. Any other uncovered pod - no lease, someone
+        A pod of one of the market's own leases - one whose renewal moved the job to another
+        node, or a late copy under a lease that has ended (the end itself deletes a lease's
+        pods: `reclaim`) - is *reclaimed*: its holder is told (the lease's new resources, or
+        `status.ending`) and normally deletes or moves it within moments, but the capacity
+        already belongs to someone else. Any other uncovered pod - no lease, someone
         else's lease, a lease that never existed, a CPU-only pod waiting for a lease that will
         never come - is *evicted*: that is an agent running (or queueing) what it did not win.
         """

@@ -18,9 +18,9 @@ apiservers one watch request per set every few minutes:
   namespace with the lease's node and GPU resources (as a virtual control plane syncs pods),
   behind the lease gate; the market lifts the gate once every pod of the lease exists, and the
   real kube-scheduler binds them (a gang starts all together or not at all). The agent's own
-  pods are then ungated, bound to the host node and mirror the host pods' phase. When a lease
-  ends, the host pods are deleted; a finished job's pods are marked Succeeded, any other job's
-  pods are re-gated (recreated behind the gate) and wait for the next lease.
+  pods are then ungated, bound to the host node and mirror the host pods' phase. A lease marked
+  ending is no longer synced and its host pods are deleted; once released, a finished job's pods
+  are marked Succeeded, any other job's are re-gated (recreated behind the gate) to wait.
 
 Message hygiene: the policy only ever acts on the market's view; a view that does not parse, or a
 slot naming a job the agent has no pods for, is counted as a rejection and answered with a pass.
@@ -338,7 +338,7 @@ class NegotiatorProcess:
 
     def _active_lease_of(self, job: str, leases: list[dict[str, Any]]) -> str | None:
         for obj in leases:
-            if (obj.get("status") or {}).get("release"):
+            if objects.lease_phase(obj) != objects.ACTIVE:
                 continue
             if (obj.get("spec") or {}).get("job") == job:
                 return obj["spec"]["lease_id"]
@@ -363,14 +363,13 @@ class NegotiatorProcess:
                 self._reject("foreign-lease", f"lease {lease.lease_id} is held by {lease.holder}")
                 continue
             parsed.append((obj, lease))
-            if not (obj.get("status") or {}).get("release"):
+            if objects.lease_phase(obj) == objects.ACTIVE:
                 active_jobs.add(lease.job)
         active = 0
         for obj, lease in parsed:
             group = groups.get(lease.job)
-            release = (obj.get("status") or {}).get("release")
-            if release:
-                self._end(obj, lease, release, group, host_pods, lease.job in active_jobs)
+            if objects.lease_phase(obj) != objects.ACTIVE:  # ending or released: no pods sync
+                self._end(obj, lease, group, host_pods, lease.job in active_jobs)
             elif group is not None:
                 active += 1
                 self._run(obj, lease, group, host_pods)
@@ -455,11 +454,11 @@ class NegotiatorProcess:
         self,
         obj: dict[str, Any],
         lease: Lease,
-        release: dict[str, Any],
         group: PodGroup | None,
         host_pods: dict[str, dict[str, Any]],
         job_has_active_lease: bool,
     ) -> None:
+        """Ending: its host pods deleted. Released: its job's pods Succeeded, or re-gated."""
         name = obj["metadata"]["name"]
         for pod_name, pod in list(host_pods.items()):
             if (pod.get("metadata", {}).get("labels") or {}).get(objects.LEASE_LABEL) == name:
@@ -468,7 +467,8 @@ class NegotiatorProcess:
                 if self.host.delete("pods", self.config.namespace, pod_name):
                     self.telemetry.pods_synced.labels("deleted").inc()
                 del host_pods[pod_name]
-        if group is None or job_has_active_lease:
+        release = (obj.get("status") or {}).get("release")
+        if not release or group is None or job_has_active_lease:
             return
         namespace = self.config.workload_namespace
         if release.get("reason") == "finished":

@@ -112,6 +112,18 @@ def gpulease_object(lease: messages.Lease, grant: dict[str, Any] | None = None) 
     return obj
 
 
+# The phases of a GPULease on the host. A lease ends in two: `status.ending` (its pods may no
+# longer run: the holder stops syncing them, the market deletes them), then, once they are gone,
+# `status.release`. Both hold the market's `Release` message.
+ACTIVE, ENDING, RELEASED = "active", "ending", "released"
+
+
+def lease_phase(obj: dict[str, Any]) -> str:
+    """ACTIVE, ENDING or RELEASED: what a `GPULease` object's status says."""
+    status = obj.get("status") or {}
+    return RELEASED if status.get("release") else ENDING if status.get("ending") else ACTIVE
+
+
 def message_from_object(obj: dict[str, Any]) -> Any:
     """The typed message in an `Offer` or `GPULease` object (MessageError if it does not parse)."""
     return messages.parse_message(obj.get("spec", {}))

@@ -8,13 +8,19 @@ Invariants checked at every sample:
 * **inside a lease**: every bound host pod carries a lease label naming a `GPULease` of its own
   namespace whose resources name that node (after a renewal that moved the job to another node,
   the old copy may linger for at most `MIGRATION_GRACE_S`);
+* **no pod under a released lease**: a lease ends in two phases (marked ending, its pods
+  deleted, then released), so at the very revision its `status.release` was written no pod of
+  it is bound on the host (not even one being deleted). Exact, not sampled: a watch of the
+  GPULeases notes each release's resourceVersion, and the pods are listed as of that version
+  (`resourceVersionMatch=Exact`; one etcd holds both, so its revisions order every write);
 * **inside its grant**, pod by pod (not only node totals): every bound pod's GPU resources, CPU
   and memory are within its lease's grant and it sits on the node of the slot it claims
   (`lease_grant.grant_violations`, the rule admission and the market apply), and no two bound pods
   hold one slot of a lease;
 * **atomic gangs**: when any pod of a multi-pod job has left the gate in its agent's plane while
-  the job holds an active lease, every pod of that job exists on the host (the agent plane is
-  sampled before the host, so "ungated at t1" implies "created on the host before t1").
+  the job holds an active lease (not ending), every pod of that job exists on the host (the
+  agent plane is sampled before the host, so "ungated at t1" implies "created on the host before
+  t1").
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster.planes import LocalPlanes
 from gpuparley.deploy.informer import Informer
-from gpuparley.deploy.kube import Kube, Unavailable
+from gpuparley.deploy.kube import Gone, Kube, Unavailable
 from gpuparley.deploy.lease_grant import grant_violations, pod_index
 from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, gate_index, group_pods
 
@@ -71,6 +77,9 @@ class Observer(threading.Thread):
         # between two clearings) is seen even if no sample falls in that moment.
         homes = {objects.agent_namespace(a) for a in agents}
         self.bindings = Informer(self.host, "pods", on_object=self._record_binding)
+        self.releases = Informer(self.host, "gpuleases", on_object=self._record_release)
+        self._released: set[tuple[str, str]] = set()
+        self._unchecked: list[tuple[str, str, str]] = []  # (ns, lease, release's version)
         self._homes = homes
         self.allocatable = {
             n["metadata"]["name"]: {
@@ -88,17 +97,48 @@ class Observer(threading.Thread):
         if node and meta.get("namespace") in self._homes:
             self.seen.bound.setdefault((meta["namespace"], meta["name"]), node)
 
+    def _record_release(self, lease: dict[str, Any]) -> None:
+        meta = lease["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if (lease.get("status") or {}).get("release") and key not in self._released:
+            self._released.add(key)
+            self._unchecked.append((*key, meta["resourceVersion"]))
+
     def start(self) -> None:
         self.bindings.start()
+        self.releases.start()
         super().start()
 
     def stop(self) -> Observations:
         self.bindings.stop()
+        self.releases.stop()
         self._halt.set()
         self.join(30)
         if self.error is not None:
             raise self.error
+        self._check_releases()  # the last ones
         return self.seen
+
+    def _check_releases(self) -> None:
+        """No pod of a released lease was bound at the revision of its release."""
+        while self._unchecked:
+            ns, lease, version = self._unchecked[0]
+            try:
+                pods, _ = self.host.list_with_version(
+                    "pods",
+                    ns,
+                    f"{objects.LEASE_LABEL}={lease}",
+                    resource_version=version,
+                    resource_version_match="Exact",
+                )
+            except Gone:  # compacted away (runs are shorter than etcd's compaction interval)
+                pods = []
+            for pod in pods:
+                node = (pod.get("spec") or {}).get("nodeName")
+                if node and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                    name = pod["metadata"]["name"]
+                    self.seen.outside_lease.append(f"{ns}/{name} on {node} as {lease} is released")
+            self._unchecked.pop(0)
 
     def run(self) -> None:
         try:
@@ -122,6 +162,7 @@ class Observer(threading.Thread):
         self.seen.samples += 1
         self._check_nodes(host_pods, leases)
         self._check_gangs(agent_pods, host_pods, leases)
+        self._check_releases()
 
     def _check_nodes(
         self, host_pods: dict[str, list[dict[str, Any]]], leases: dict[str, dict[str, Any]]
@@ -181,10 +222,10 @@ class Observer(threading.Thread):
         for agent, pods in agent_pods.items():
             ns = objects.agent_namespace(agent)
             on_host = {p["metadata"]["name"] for p in host_pods[ns]}
-            active_jobs = {
+            active_jobs = {  # an ending lease's pods are being deleted, its gang with them
                 (o.get("spec") or {}).get("job")
                 for o in leases[ns].values()
-                if not (o.get("status") or {}).get("release")
+                if objects.lease_phase(o) == objects.ACTIVE
             }
             for job, group in group_pods(pods).items():
                 if group.expected < 2 or job not in active_jobs:

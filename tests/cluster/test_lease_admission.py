@@ -24,7 +24,7 @@ from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.lease_grant import lease_grant
 from gpuparley.deploy.negotiator import host_pod
 from gpuparley.deploy.workload import pods_for_job
-from gpuparley.envs.market.messages import Lease, ResourceItem
+from gpuparley.envs.market.messages import Lease, Release, ResourceItem
 from gpuparley.envs.scenario import load_scenario
 
 from .helpers import outcome, status_of, wait_denied_by
@@ -344,3 +344,33 @@ def test_what_a_negotiator_may_do_at_home_and_not_elsewhere(
             )
             == 403
         )
+
+
+def test_a_lease_marked_ending_admits_no_pod(deployed: Any, cluster: Any) -> None:
+    """The first phase of a lease's end (`status.ending`, written by the market) already refuses
+    its pods: a holder whose view lags cannot re-create one while the market deletes them."""
+    lease = _lease("whole").model_copy(update={"lease_id": "adm-ending", "id": "market.ending"})
+    job = JOBS[lease.job]
+    obj = objects.gpulease_object(lease, lease_grant(lease, job.pod))
+    name = obj["metadata"]["name"]
+    pod = host_pod(pods_for_job(job)[0], name, lease.resources[0])
+    pod["metadata"]["name"] = "adm-ending-0"
+    market = Kube(cluster.host.agent_kubeconfigs[rbac.MARKET_USER])
+    alpha = Kube(cluster.host.agent_kubeconfigs[HOME])
+    try:
+        market.create("gpuleases", HOME, obj)
+        bigger = copy.deepcopy(pod)
+        _limits(bigger)["cpu"] = "1000"
+        wait_denied_by(admission.LEASE_FIT_POLICY, lambda: _raise_dry_create(alpha, bigger))
+        assert _dry_create(alpha, pod) == (200, "")
+        ending = Release(
+            id="market.end", sender="market", receiver="alpha", epoch=1,
+            lease_id=lease.lease_id, reason="expired",
+        ).model_dump(mode="json")  # fmt: skip
+        market.merge_patch("gpuleases/status", HOME, name, {"status": {"ending": ending}})
+        wait_denied_by(admission.LEASE_FIT_POLICY, lambda: _raise_dry_create(alpha, pod))
+        _refused_by_fit(_dry_create(alpha, pod), "a pod of an ending lease")
+    finally:
+        Kube(cluster.host.kubeconfig).delete("gpuleases", HOME, name)
+        market.close()
+        alpha.close()
