@@ -29,7 +29,7 @@ import pytest
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster.control_plane import readyz
-from gpuparley.deploy.cluster.processes import Supervisor, is_alive, wait_ready
+from gpuparley.deploy.cluster.processes import ClusterError, Supervisor, is_alive, wait_ready
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.market_state import CHUNK_RECORDS, STATE_CONFIGMAP
 from gpuparley.envs.scenario import load_scenario
@@ -89,8 +89,17 @@ def restart_host_apiserver(run: Run) -> None:
     os.killpg(old.pid, signal.SIGKILL)
     wait_for("the old apiserver to die", lambda: not is_alive(old), timeout=10)
     supervisor = Supervisor(state, die_with_parent=True)
-    new = supervisor.start(old.name, old.cmd, old.plane, old.health_url)
-    wait_ready("host kube-apiserver", lambda: readyz(state.host), new, 60)
+    for attempt in range(5):
+        try:
+            new = supervisor.start(old.name, old.cmd, old.plane, old.health_url)
+            wait_ready("host kube-apiserver", lambda: readyz(state.host), new, 60)
+            break
+        except ClusterError as exc:
+            # while it is down, its port is free: an outgoing connection of any process on the
+            # machine may get it as its ephemeral port for a moment (seen once); wait, retry
+            if "address already in use" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(1.0)
     run.faults["apiserver-restarts"] = run.faults.get("apiserver-restarts", 0) + 1
 
 
