@@ -274,8 +274,10 @@ class Auction:
         critical: list[float] = []
         spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
         can_pay = market.ledger.can_pay
+        start = self._first_contender(ranked, preemptible, reserve)
+        lost.extend(ranked[:start])
         try:
-            for bid in ranked:
+            for bid in ranked[start:]:
                 sender = bid.message.sender
                 least = self._least_payment(bid)
                 if bid.density < reserve or not can_pay(sender, spent.get(sender, 0.0) + least):
@@ -317,6 +319,31 @@ class Auction:
             for job_id, held in saved.items():
                 state.bind(market.sim.jobs[job_id], held)
         return awards, critical, lost
+
+    def _first_contender(
+        self, ranked: list[SealedBid], preemptible: list[tuple[float, Lease]], reserve: float
+    ) -> int:
+        """Where the walk of `_allocate` must begin: the first bid that could win, from checks
+        that need no plan and no payment (most clearings of a continuous market award nothing).
+
+        A bid ranked above it is lost whatever its owner can pay: it is below the reserve, or
+        none of its pods fits anywhere and it outbids no preemptible lease. Whether such a bid
+        lost for room or for budget matters only below an award (the second price), and none
+        is above it, so the walk may skip it.
+        """
+        state = self.market.sim.state
+        holdings, can_fit = state.holdings, state.can_fit_somewhere
+        cheapest = preemptible[0][0] if preemptible else None
+        for index, bid in enumerate(ranked):
+            density = bid.density
+            if density < reserve:
+                continue
+            job = bid.job
+            if bid.renewal is not None or job.id in holdings or can_fit(job):
+                return index
+            if cheapest is not None and cheapest < density:
+                return index
+        return len(ranked)
 
     def _first_to_fit_in_room_of(self, job: Job, bids: list[SealedBid]) -> float:
         """The density of the first of `bids` (at most `CRITICAL_SCAN` tried) that would fit if

@@ -165,13 +165,8 @@ def _candidates(
     busy = mechanism.engaged_jobs()
     built = _slots(market)
     by_agent: dict[str, list[JobSlot]] = {agent: [] for agent in market.agents}
-    renewals = []
-    for lease in market.due_leases():
-        job = market.jobs_by_name[lease.job]
-        if job.id not in busy and market.sim.record(job.id).state is JobState.RUNNING:
-            renewals.append(job)
     rank = _rank(market)
-    renewals.sort(key=lambda job: rank[job.id])
+    renewals = sorted(_renewals(market, busy), key=lambda job: rank[job.id])
     for job in renewals:
         slots = by_agent[job.owner]
         if len(slots) < JOB_SLOTS:
@@ -184,7 +179,7 @@ def _candidates(
         for job in jobs:
             if len(slots) >= JOB_SLOTS:
                 break
-            if job.id in busy or (book is not None and not book.can_borrow_for(job)):
+            if not _may_bid(job, busy, book):
                 continue
             standing = mechanism.standing_bid(job)
             slot = built.get((job.id, False, standing))
@@ -194,6 +189,42 @@ def _candidates(
                 )
             slots.append(slot)
     return {agent: tuple(slots) for agent, slots in by_agent.items()}
+
+
+def _renewals(market: Market, busy: set[int]) -> list[Job]:
+    """Running jobs whose lease is due for renewal and not already engaged (a renewal slot)."""
+    jobs = []
+    for lease in market.due_leases():
+        job = market.jobs_by_name[lease.job]
+        if job.id not in busy and market.sim.record(job.id).state is JobState.RUNNING:
+            jobs.append(job)
+    return jobs
+
+
+def _may_bid(job: Job, busy: set[int], book: QuotaBook | None) -> bool:
+    """Whether a waiting job gets a slot: not engaged, and (bargaining) quota can be borrowed."""
+    return job.id not in busy and (book is None or book.can_borrow_for(job))
+
+
+def _quota_book(market: Market) -> QuotaBook | None:
+    quota_book = getattr(market.mechanism, "quota_book", None)
+    return quota_book() if quota_book is not None else None
+
+
+def any_decision(market: Market) -> bool:
+    """Whether some agent's view would have a job slot or an inbox item (`agent_views`),
+    answered without building the views: the environment asks after every round, and most
+    rounds in which nobody has anything to decide are played out without a view."""
+    mechanism = market.mechanism
+    if mechanism.pending_answers():
+        return True
+    busy = mechanism.engaged_jobs()
+    if _renewals(market, busy):
+        return True
+    book = _quota_book(market)
+    return any(
+        _may_bid(job, busy, book) for jobs in _waiting(market).ranked.values() for job in jobs
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +264,7 @@ def agent_views(
     waiting = _waiting(market)
     pending = waiting.per_agent
     mechanism = market.mechanism
-    quota_book = getattr(mechanism, "quota_book", None)
-    book = quota_book() if quota_book is not None else None
+    book = _quota_book(market)
     candidates = _candidates(market, waiting.ranked, book)
     answers = mechanism.pending_answers()
     held, lent = _lease_counts(market)
