@@ -52,7 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpuparley.envs.cluster import Binding, PlacementError
+from gpuparley.envs.cluster import Binding, ClusterState, PlacementError
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
@@ -72,6 +72,7 @@ class SealedBid:
     job: Job
     density: float  # rent per GPU-hour
     renewal: Lease | None
+    least_rent: float  # the least rent an award can cost: at the reserve under second price
 
 
 _new_sealed_bid = quick_constructor(SealedBid)  # a bid or more per sub-step (see `frozen`)
@@ -82,6 +83,15 @@ CRITICAL_SCAN = 16
 def _rank(bid: SealedBid) -> tuple[float, float, int]:
     """Clearing order: highest rent per epoch first, then the earlier job."""
     return (-bid.message.price, bid.job.arrival, bid.job.id)
+
+
+def _fits(state: ClusterState, job: Job) -> bool:
+    """Whether `job`'s unplaced pods would fit now (whether, not where). A lone pod fits
+    wherever `feasible_nodes` says one fits (the engine's contract), which the state's cached
+    fit check answers; a gang needs a plan, and the cheap first-fit chooser makes it."""
+    if job.pods == 1 and job.id not in state.holdings:
+        return state.can_fit_somewhere(job)
+    return market_plan(state, job, first_fit_choice) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +170,12 @@ class Auction:
         elif not record.arrived or record.state is not JobState.PENDING:
             return f"job {message.demand.job!r} is not waiting for resources"
         gpu_hours = job.gpus * market.epoch_seconds / HOUR
-        self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal)
+        least = message.price
+        if market.config.payment_rule == "second":
+            least = min(least, market.config.reserve_price_per_gpu_hour * gpu_hours)
+        self.bids[job.id] = _new_sealed_bid(
+            message, job, message.price / gpu_hours, renewal, least
+        )
         self.outbid.discard(job.id)
         self._recommit()
         market.stats.proposals += 1
@@ -279,7 +294,7 @@ class Auction:
         try:
             for bid in ranked[start:]:
                 sender = bid.message.sender
-                least = self._least_payment(bid)
+                least = first_payment(market, bid.least_rent)  # the least it can cost now
                 if bid.density < reserve or not can_pay(sender, spent.get(sender, 0.0) + least):
                     lost.append(bid)  # below the reserve, or more than its owner can pay
                     continue
@@ -354,21 +369,12 @@ class Auction:
             return 0.0
         held = state.release(job)
         try:
-            for bid in bids:  # whether it fits, not where: the cheap chooser answers that
-                if market_plan(state, bid.job, first_fit_choice) is not None:
+            for bid in bids:
+                if _fits(state, bid.job):
                     return bid.density
             return 0.0
         finally:
             state.bind(job, held)
-
-    def _least_payment(self, bid: SealedBid) -> float:
-        """The least an award of `bid` can cost at signing: at the reserve under second price."""
-        market = self.market
-        price = bid.message.price
-        if market.config.payment_rule == "second":
-            gpu_hours = bid.job.gpus * market.epoch_seconds / HOUR
-            price = min(price, market.config.reserve_price_per_gpu_hour * gpu_hours)
-        return first_payment(market, price)
 
     def _preemptible(self) -> list[tuple[float, Lease]]:
         """Running auction leases a bid may take the place of, with the price per GPU-hour it

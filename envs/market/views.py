@@ -223,7 +223,7 @@ def any_decision(market: Market) -> bool:
         return True
     book = _quota_book(market)
     return any(
-        _may_bid(job, busy, book) for jobs in _waiting(market).ranked.values() for job in jobs
+        job.pod.gpu.kind != "none" and _may_bid(job, busy, book) for job in market.sim.pending()
     )
 
 
