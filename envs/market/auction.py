@@ -408,6 +408,8 @@ class Auction:
         market = self.market
         state = market.sim.state
         hours = market.epoch_seconds / HOUR
+        if not self._room_if_preempted(bid, preemptible, hours):
+            return None, ()
         victims: list[Lease] = []
         displaced = 0.0  # the threshold rents of the victims so far
         for threshold, lease in list(preemptible):
@@ -429,6 +431,40 @@ class Auction:
             job, held = taken.pop()
             state.bind(job, held)
         return None, ()
+
+    def _room_if_preempted(
+        self, bid: SealedBid, preemptible: list[tuple[float, Lease]], hours: float
+    ) -> bool:
+        """Whether `_plan_with_preemption` could succeed, from GPU counts alone (a necessary
+        condition, so that hopeless attempts release and re-bind nothing): for a whole-GPU bid,
+        some node of an allowed model would have enough free GPUs if every running lease the
+        bid may displace gave all its GPUs back. Other requests are not screened."""
+        job = bid.job
+        request = job.pod.gpu
+        if request.kind != "whole":
+            return True
+        market = self.market
+        state = market.sim.state
+        freed: dict[int, int] = {}
+        for threshold, lease in preemptible:
+            if threshold >= bid.density:
+                break
+            victim = market.jobs_by_name[lease.job]
+            if threshold * victim.gpus * hours >= bid.message.price:
+                continue  # it alone outweighs the bid: never displaced
+            for _pod, placement in state.holdings.get(victim.id, ()):
+                freed[placement.node] = freed.get(placement.node, 0) + len(placement.gpus)
+        if not freed:
+            return False
+        allowed = state.model_mask(job.allowed_models)
+        free = state.node_free_gpus
+        if job.pods == 1 and job.id not in state.holdings:
+            # a lone pod fits no node now (it has no plan): only nodes with victims may change
+            return any(allowed[n] and free[n] + k >= request.count for n, k in freed.items())
+        room = free.copy()
+        for node, count in freed.items():
+            room[node] += count
+        return bool((allowed & (room >= request.count)).any())
 
     def renewal_price(self, lease: Lease) -> float:
         """The rent of an incumbent lease for its next term: under second price, what the
