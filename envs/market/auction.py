@@ -235,8 +235,8 @@ class Auction:
         market = self.market
         reserve = market.config.reserve_price_per_gpu_hour
         dropped: list[SealedBid] = []
+        left = ranked
         while True:
-            left = [bid for bid in ranked if bid not in dropped]
             awards, critical, lost = self._allocate(left)
             prices = [self._price(a.bid, c, reserve) for a, c in zip(awards, critical, strict=True)]
             spent: dict[str, float] = {}
@@ -252,6 +252,7 @@ class Auction:
                 return awards, [*lost, *dropped], prices
             market.stats.rejected["unaffordable-bid"] += 1
             dropped.append(unaffordable)
+            left = [bid for bid in left if bid is not unaffordable]
 
     def _sign(self, award: Award, price: float) -> None:
         """Place an award (unless it kept its placement), take the payment, write the lease."""

@@ -386,7 +386,7 @@ class Market:
         if self.substep >= self.max_substeps:
             return True
         answers = self.mechanism.pending_answers()
-        return all(agent in self.passed and agent not in answers for agent in self.agents)
+        return self.passed.issuperset(self.agents) and answers.keys().isdisjoint(self.agents)
 
     def end_substep(self) -> bool:
         """Close a sub-step; close the round too when it is over. Returns True at round end.
