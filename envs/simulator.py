@@ -17,7 +17,7 @@ placed earlier hold their resources idle (the waste a gang-unaware scheduler cau
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, KeysView, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Protocol
@@ -129,6 +129,10 @@ class Simulator:
     def pending(self) -> list[Job]:
         """Arrived jobs not yet running (pending or partially placed), oldest first."""
         return [self.jobs[job_id] for job_id in self._queue]
+
+    def waiting_ids(self) -> KeysView[int]:
+        """The ids of `pending()`, as a read-only live view."""
+        return self._queue.keys()
 
     def running(self) -> list[Job]:
         return [self.jobs[job_id] for job_id in sorted(self._running)]

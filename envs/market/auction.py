@@ -58,7 +58,7 @@ from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
 from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
-from gpuparley.envs.market.rent import first_payment, speed_of
+from gpuparley.envs.market.rent import first_payment, signing_share, speed_of
 from gpuparley.envs.planner import first_fit_choice
 from gpuparley.envs.simulator import JobState
 
@@ -207,6 +207,7 @@ class Auction:
         for award, price in zip(awards, prices, strict=True):
             self._sign(award, price)
         top = max((award.bid.density for award in awards), default=None)
+        standing = len(self.bids)
         if market.continuous:
             for award in awards:
                 del self.bids[award.bid.job.id]
@@ -219,7 +220,8 @@ class Auction:
             }
         else:
             self.bids.clear()
-        self._recommit()
+        if len(self.bids) != standing:  # (bids are only taken out here: else none changed)
+            self._recommit()
 
     def _settle_awards(
         self, ranked: list[SealedBid]
@@ -290,12 +292,13 @@ class Auction:
         critical: list[float] = []
         spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
         can_pay = market.ledger.can_pay
+        share = signing_share(market)  # of the rent, paid at signing (`first_payment`)
         start = self._first_contender(ranked, preemptible, reserve)
         lost.extend(ranked[:start])
         try:
             for bid in ranked[start:]:
                 sender = bid.message.sender
-                least = first_payment(market, bid.least_rent)  # the least it can cost now
+                least = bid.least_rent * share  # the least it can cost now
                 if bid.density < reserve or not can_pay(sender, spent.get(sender, 0.0) + least):
                     lost.append(bid)  # below the reserve, or more than its owner can pay
                     continue

@@ -36,10 +36,16 @@ def rent_due(market: Market, lease: Lease) -> float:
 
 def first_payment(market: Market, rent: float) -> float:
     """What a lease signed now pays at signing: the rent for the rest of this epoch."""
+    return rent * signing_share(market)
+
+
+def signing_share(market: Market) -> float:
+    """The share of an epoch's rent a lease signed now pays at signing (`first_payment`): what
+    is left of this epoch under continuous clearing, all of it under epoch clearing."""
     if not market.continuous:
-        return rent
+        return 1.0
     left = (market.epoch + 1) * market.epoch_seconds - market.sim.now
-    return rent * min(1.0, max(0.0, left / market.epoch_seconds))
+    return min(1.0, max(0.0, left / market.epoch_seconds))
 
 
 def charge_rents(market: Market) -> None:
