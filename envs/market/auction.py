@@ -177,7 +177,10 @@ class Auction:
             message, job, message.price / gpu_hours, renewal, least
         )
         self.outbid.discard(job.id)
-        self._recommit()
+        if replaced is None:  # a new last bid: the sum in bid order just gains a last term
+            market.committed[message.sender] += message.price
+        else:
+            self._recommit()
         market.stats.proposals += 1
         return None
 
