@@ -42,12 +42,11 @@ COLUMNS = (
 
 
 class Timeline:
-    """Columnar time series of cluster measurements (one row per distinct instant)."""
+    """Time series of cluster measurements (one row per distinct instant), read by column."""
 
     def __init__(self, state: ClusterState, settings: SimulationSettings) -> None:
         self._state = state
-        self._columns: dict[str, list[float]] = {name: [] for name in COLUMNS}
-        self._column_lists = tuple(self._columns.values())  # in `COLUMNS` order, for `sample`
+        self._rows: list[tuple[float, ...]] = []  # one per instant, in `COLUMNS` order
         self.delivered_gpus = 0.0  # kept current by the simulator
         self._total_milli = max(1, state.gpu_count * 1000)
         self._not_mig = ~state.gpu_is_mig
@@ -76,14 +75,11 @@ class Timeline:
             mig_slices,
             replicas,
         )
-        columns = self._column_lists
-        times = columns[0]
-        if times and times[-1] == now:
-            for column, value in zip(columns, row, strict=True):
-                column[-1] = value
+        rows = self._rows
+        if rows and rows[-1][0] == now:
+            rows[-1] = row
         else:
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
+            rows.append(row)
 
     def _measure_occupancy(self) -> tuple[float, int, int, int]:
         """Fragmented GPUs, idle GPUs, MIG slices used and time-slice replicas used."""
@@ -111,13 +107,14 @@ class Timeline:
         )
 
     def column(self, name: str) -> np.ndarray:
-        return np.asarray(self._columns[name], dtype=np.float64)
+        index = COLUMNS.index(name)
+        return np.asarray([row[index] for row in self._rows], dtype=np.float64)
 
     def __len__(self) -> int:
-        return len(self._columns["time"])
+        return len(self._rows)
 
     def rows(self) -> Iterator[tuple[float, ...]]:
-        return zip(*(self._columns[name] for name in COLUMNS), strict=True)
+        return iter(self._rows)
 
     def time_average(
         self, name: str, until: float | None = None, since: float | None = None
