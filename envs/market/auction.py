@@ -110,6 +110,7 @@ class Auction:
     def __init__(self, market: Market) -> None:
         self.market = market
         self.bids: dict[int, SealedBid] = {}  # by job id; standing ones under continuous clearing
+        self._ranked: list[SealedBid] | None = None  # `bids` in clearing order, until they change
         self.outbid: set[int] = set()  # jobs whose standing bid was outbid at the last clearing
         self.ceilings: dict[str, float] = {}  # lease id -> the bid that won it
 
@@ -176,6 +177,7 @@ class Auction:
         self.bids[job.id] = _new_sealed_bid(
             message, job, message.price / gpu_hours, renewal, least
         )
+        self._ranked = None
         self.outbid.discard(job.id)
         if replaced is None:  # a new last bid: the sum in bid order just gains a last term
             market.committed[message.sender] += message.price
@@ -183,6 +185,13 @@ class Auction:
             self._recommit()
         market.stats.proposals += 1
         return None
+
+    def _ranked_bids(self) -> list[SealedBid]:
+        """The bids in clearing order (`_rank`), sorted again only after they changed (the
+        list is shared: callers do not change it)."""
+        if self._ranked is None:
+            self._ranked = sorted(self.bids.values(), key=_rank)
+        return self._ranked
 
     def _recommit(self) -> None:
         """Every agent's committed credits: the sum of its outstanding bids."""
@@ -197,7 +206,7 @@ class Auction:
         for lease in market.due_leases():
             if lease.lease_id not in renewing:
                 self._end(lease, "expired")
-        ranked = sorted(self.bids.values(), key=_rank)
+        ranked = self._ranked_bids()
         awards, lost, prices = self._settle_awards(ranked)
         for bid in lost:
             if bid.renewal is not None:
@@ -218,12 +227,15 @@ class Auction:
                 if bid.renewal is not None:
                     del self.bids[bid.job.id]  # its lease has ended; the job may bid anew
             # outbid: lost for room while a bid at least as high won
-            self.outbid = {
-                bid.job.id for bid in self.bids.values() if top is not None and bid.density <= top
-            }
+            self.outbid = (
+                {bid.job.id for bid in self.bids.values() if bid.density <= top}
+                if top is not None
+                else set()
+            )
         else:
             self.bids.clear()
         if len(self.bids) != standing:  # (bids are only taken out here: else none changed)
+            self._ranked = None
             self._recommit()
 
     def _settle_awards(
@@ -483,7 +495,7 @@ class Auction:
         if market.config.payment_rule == "first":
             return lease.price
         job = market.jobs_by_name[lease.job]
-        waiting = sorted(self.bids.values(), key=_rank)
+        waiting = self._ranked_bids()
         density = max(
             market.config.reserve_price_per_gpu_hour, self._first_to_fit_in_room_of(job, waiting)
         )

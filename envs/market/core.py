@@ -147,6 +147,8 @@ class Market:
         self._net_paid_seen: dict[str, float] = dict.fromkeys(self.agents, 0.0)
         self.utility: dict[str, float] = dict.fromkeys(self.agents, 0.0)
         self.mechanism: Mechanism = make_mechanism(mechanism or self.config.mechanism, self)
+        # each agent's budget per epoch: what `_refill` gives it at every epoch boundary
+        self.budgets = {a.name: float(a.budget_per_epoch or 0.0) for a in scenario.agents}
         self._refill()
         self.sim.advance(0.0)
         self.mechanism.begin()
@@ -429,11 +431,7 @@ class Market:
         return boundary if until >= boundary or until <= now else until
 
     def _refill(self) -> None:
-        amounts = {}
-        for agent in self.agents:
-            budget = self.agent_config[agent].budget_per_epoch
-            amounts[agent] = float(budget if budget is not None else 0.0)
-        self.ledger.refill(amounts, self.config.budget_refill)
+        self.ledger.refill(self.budgets, self.config.budget_refill)
 
     def _settle_finished(self) -> None:
         """Pay out finished jobs' value to their owners and close their leases."""

@@ -356,7 +356,7 @@ def _endowments(market: Market) -> tuple[dict[str, float], dict[str, float]]:
     cached = market.view_cache.get("endowments")
     if cached is None:
         cached = market.view_cache["endowments"] = (
-            {a: float(market.agent_config[a].budget_per_epoch or 0.0) for a in market.agents},
+            market.budgets,
             {a: market.quota_milli[a] / 1000 for a in market.agents},
         )
     return cached
