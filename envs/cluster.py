@@ -401,7 +401,7 @@ class ClusterState:
                     self.gpu_used_slots[g] = self._gpu_replicas[g]
                 self.gpu_holders[g].append(job.id)
             self.allocated_milli += request.milli if shared else FULL_GPU_MILLI * len(gpus)
-            self.refresh_node_summary(node)
+            self._gpus_changed(node, -len(gpus))
         if request.kind != "none":
             self.node_gpu_pods[node, gpu_shape(request)] += 1
         self.node_changes[node] += 1
@@ -431,12 +431,24 @@ class ClusterState:
             self.allocated_milli -= (
                 request.milli if shared else FULL_GPU_MILLI * len(placement.gpus)
             )
-            self.refresh_node_summary(node)
+            self._gpus_changed(node, len(placement.gpus))
         if request.kind != "none":
             self.node_gpu_pods[node, gpu_shape(request)] -= 1
         self.node_changes[node] += 1
         self.cpu_free[node] += pod.cpu_milli
         self.mem_free[node] += pod.memory_mib
+
+    def _gpus_changed(self, node: int, freed: int) -> None:
+        """Bring a node's summary up to date after a whole-GPU or share pod came or went,
+        `freed` the GPUs it gave back (negative: took). On an exclusive node each of them went
+        from free to held or back (`gpu_fits`), so the free count moves by that much;
+        time-sliced GPUs are recounted."""
+        if self._node_is_timeslice[node]:
+            self.refresh_node_summary(node)
+            return
+        free = int(self.node_free_gpus[node]) + freed
+        self.node_free_gpus[node] = free
+        self.node_max_free_milli[node] = FULL_GPU_MILLI if free else 0
 
     def refresh_node_summary(self, node: int) -> None:
         """Recompute a node's free-GPU count and largest free share from its GPUs (in plain
