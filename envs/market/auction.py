@@ -299,6 +299,9 @@ class Auction:
         reserve = market.config.reserve_price_per_gpu_hour
         saved = {b.job.id: state.release(b.job) for b in ranked if b.renewal is not None}
         preemptible = self._preemptible()
+        start = self._first_contender(ranked, preemptible, reserve)
+        if start == len(ranked):  # nothing can win (and no renewal released anything)
+            return [], [], list(ranked)
         taken: list[tuple[Job, list[Binding]]] = []  # victims released during the walk
         awards: list[Award] = []
         lost_for_room: list[SealedBid] = []
@@ -308,7 +311,6 @@ class Auction:
         spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
         can_pay = market.ledger.can_pay
         share = signing_share(market)  # of the rent, paid at signing (`first_payment`)
-        start = self._first_contender(ranked, preemptible, reserve)
         lost.extend(ranked[:start])
         try:
             for bid in ranked[start:]:

@@ -28,6 +28,7 @@ from gpuparley.envs.cluster import Binding
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR, demand_of, job_name
 from gpuparley.envs.market.encoding import Decision
+from gpuparley.envs.market.lease_book import LeaseBook
 from gpuparley.envs.market.ledger import Ledger
 from gpuparley.envs.market.market_metrics import MarketStats, market_summary
 from gpuparley.envs.market.messages import (
@@ -128,7 +129,8 @@ class Market:
         self.quota_milli = {
             a.name: round((a.quota_share or 0.0) * self.cluster_milli) for a in scenario.agents
         }
-        self.leases: dict[str, Lease] = {}
+        self.leases = LeaseBook()
+        self._due: tuple[tuple[int, int], list[Lease]] = ((-1, -1), [])  # see `due_leases`
         self.substep_watchers: list[Callable[[Market, int], None]] = []
         self.lapsed: set[str] = set()  # unpaid leases a higher bid needing their room may take
         # Every ended lease with its release, in order: what a market controller publishes.
@@ -333,7 +335,13 @@ class Market:
         return tuple(items)
 
     def due_leases(self) -> list[Lease]:
-        return [lease for lease in self.leases.values() if lease.expires_epoch <= self.epoch]
+        """The leases at the end of their term (a shared list: not to be changed), worked out
+        again only when the epoch or a lease changed."""
+        key = (self.epoch, self.leases.changes)
+        if self._due[0] != key:
+            due = [lease for lease in self.leases.values() if lease.expires_epoch <= self.epoch]
+            self._due = (key, due)
+        return self._due[1]
 
     # ------------------------------------------------------------------ placing
     def plan(self, job: Job) -> list[Binding] | None:

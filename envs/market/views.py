@@ -337,8 +337,8 @@ def agent_views(
 
 
 def _lease_counts(market: Market) -> tuple[dict[str, int], dict[str, int]]:
-    """Leases held and lent by each agent; recounted only when the set of leases changes."""
-    key = tuple(market.leases)  # lease ids are never reused, and a renewal keeps its parties
+    """Leases held and lent by each agent; recounted only when a lease changed."""
+    key = market.leases.changes
     cached = market.view_cache.get("lease_counts")
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
