@@ -115,6 +115,8 @@ class Market:
         self.incumbency = bool(self.config.incumbency)
         self.deadlocks = DeadlockMonitor(self.sim)
         self.jobs_by_name: dict[str, Job] = {job_name(job): job for job in jobs}
+        # jobs that need no GPU: placed as they fit, never negotiated
+        self.cpu_only = frozenset(job.id for job in jobs if job.pod.gpu.kind == "none")
         self._demands: dict[int, Demand] = {}
         self.ledger = Ledger(self.agents)
         self.epoch = 0

@@ -221,23 +221,13 @@ def any_decision(market: Market) -> bool:
     busy = mechanism.engaged_jobs()
     book = _quota_book(market)
     if book is None:  # every waiting GPU job not engaged has a slot: a question of sets
-        if not busy.issuperset(_gpu_jobs(market).intersection(market.sim.waiting_ids())):
+        if not busy.issuperset(market.sim.waiting_ids() - market.cpu_only):
             return True
     elif any(
         job.pod.gpu.kind != "none" and _may_bid(job, busy, book) for job in market.sim.pending()
     ):
         return True
     return bool(_renewals(market, busy))
-
-
-def _gpu_jobs(market: Market) -> frozenset[int]:
-    """The ids of the episode's jobs that need a GPU (the others are placed unasked)."""
-    jobs = market.view_cache.get("gpu_jobs")
-    if jobs is None:
-        jobs = market.view_cache["gpu_jobs"] = frozenset(
-            job.id for job in market.sim.jobs.values() if job.pod.gpu.kind != "none"
-        )
-    return jobs
 
 
 @dataclass(frozen=True, slots=True)
