@@ -174,9 +174,7 @@ class Auction:
         least = message.price
         if market.config.payment_rule == "second":
             least = min(least, market.config.reserve_price_per_gpu_hour * gpu_hours)
-        self.bids[job.id] = _new_sealed_bid(
-            message, job, message.price / gpu_hours, renewal, least
-        )
+        self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal, least)
         self._ranked = None
         self.outbid.discard(job.id)
         if replaced is None:  # a new last bid: the sum in bid order just gains a last term
