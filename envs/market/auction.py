@@ -341,13 +341,16 @@ class Auction:
             # Second price: what each winner displaced, the first bid ranked below it that lost
             # for room and would fit in the room it takes. A loser that could not use that room
             # (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
+            # (the last award need not take its room back: it is released below anyway)
+            last = len(awards) - 1
             critical = [
-                self._first_to_fit_in_room_of(award.bid.job, lost_for_room[mark:])
-                for award, mark in zip(awards, marks, strict=True)
+                self._first_to_fit_in_room_of(award.bid.job, lost_for_room[mark:], i < last)
+                for i, (award, mark) in enumerate(zip(awards, marks, strict=True))
             ]
         finally:
             for award in awards:
-                state.release(award.bid.job)
+                if award.bid.job.id in state.holdings:
+                    state.release(award.bid.job)
             for job, held in reversed(taken):
                 state.bind(job, held)
             for job_id, held in saved.items():
@@ -379,9 +382,12 @@ class Auction:
                 return index
         return len(ranked)
 
-    def _first_to_fit_in_room_of(self, job: Job, bids: list[SealedBid]) -> float:
+    def _first_to_fit_in_room_of(
+        self, job: Job, bids: list[SealedBid], restore: bool = True
+    ) -> float:
         """The density of the first of `bids` (at most `CRITICAL_SCAN` tried) that would fit if
-        `job` released what it holds now, or 0; the state is left as it was."""
+        `job` released what it holds now, or 0; the state is left as it was, or with `job`
+        released if not `restore`."""
         bids = bids[:CRITICAL_SCAN]
         state = self.market.sim.state
         if not bids or job.id not in state.holdings:
@@ -393,7 +399,8 @@ class Auction:
                     return bid.density
             return 0.0
         finally:
-            state.bind(job, held)
+            if restore:
+                state.bind(job, held)
 
     def _preemptible(self) -> list[tuple[float, Lease]]:
         """Running auction leases a bid may take the place of, with the price per GPU-hour it
