@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from gpuparley.envs.cluster import ClusterState
     from gpuparley.envs.settings import SimulationSettings
 
+_FEW_GPUS = 64  # up to this many GPUs, occupancy is measured in plain Python
+
 COLUMNS = (
     "time",
     "pending_jobs",
@@ -51,6 +53,7 @@ class Timeline:
         self._total_milli = max(1, state.gpu_count * 1000)
         self._not_mig = ~state.gpu_is_mig
         self._has_mig = bool(state.gpu_is_mig.any())
+        self._is_mig = state.gpu_is_mig.tolist()
         self._sliced = self._not_mig & state.node_is_timeslice[state.gpu_node]
         self._has_sliced = bool(self._sliced.any())
         self._occupancy: tuple[float, int, int, int] = (0.0, 0, 0, 0)
@@ -83,6 +86,12 @@ class Timeline:
 
     def _measure_occupancy(self) -> tuple[float, int, int, int]:
         """Fragmented GPUs, idle GPUs, MIG slices used and time-slice replicas used."""
+        if self._state.gpu_count <= _FEW_GPUS:
+            return self._measure_few()
+        return self._measure_many()
+
+    def _measure_many(self) -> tuple[float, int, int, int]:
+        """`_measure_occupancy` with numpy, for many GPUs."""
         state = self._state
         used = state.gpu_used_milli
         mig_used = state.mig_used_slices
@@ -105,6 +114,33 @@ class Timeline:
             int(mig_used.sum()),
             int(state.gpu_used_slots[self._sliced].sum()) if self._has_sliced else 0,
         )
+
+    def _measure_few(self) -> tuple[float, int, int, int]:
+        """`_measure_occupancy` in plain Python, the same numbers: on a few GPUs numpy's cost
+        per call is most of the work, and the market samples after every change."""
+        state = self._state
+        used = state.gpu_used_milli.tolist()
+        slices = state.mig_used_slices.tolist()
+        is_mig = self._is_mig
+        fragmented_milli: float = sum(
+            1000 - u for u, mig in zip(used, is_mig, strict=True) if not mig and 0 < u < 1000
+        )
+        if self._has_mig:
+            partial = sum(
+                COMPUTE_SLICES - s
+                for s, mig in zip(slices, is_mig, strict=True)
+                if mig and 0 < s < COMPUTE_SLICES
+            )
+            fragmented_milli = fragmented_milli + partial * 1000 / COMPUTE_SLICES
+            idle = sum(
+                (s if mig else u) == 0 for u, s, mig in zip(used, slices, is_mig, strict=True)
+            )
+        else:
+            idle = used.count(0)
+        replicas = 0
+        if self._has_sliced:
+            replicas = sum(state.gpu_used_slots[self._sliced].tolist())
+        return fragmented_milli / 1000, idle, sum(slices), replicas
 
     def column(self, name: str) -> np.ndarray:
         index = COLUMNS.index(name)

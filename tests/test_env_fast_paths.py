@@ -229,3 +229,12 @@ def test_largest_node_figure_equals_numpy_max(size):
     values = np.random.default_rng(size).integers(0, 1000, size)
     assert _largest(values) == int(values.max(initial=0))
     assert type(_largest(values)) is int
+
+
+@pytest.mark.parametrize("scenario", ["mig-mixed", "timeslice-noisy", "tiny"])
+def test_occupancy_in_plain_python_equals_numpy(scenario):
+    env = gpu_market_v1.parallel_env(scenario=scenario, mechanism="auction")
+    for _ in _random_rollout(env, seed=3, steps=200):
+        timeline = env.market.sim.timeline
+        few, many = timeline._measure_few(), timeline._measure_many()
+        assert few == many and [float(x) for x in few] == [float(x) for x in many]

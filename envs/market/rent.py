@@ -8,6 +8,7 @@ finished is refunded (`refund_unused`). Loans between agents (bargaining) pay wh
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 from gpuparley.envs.market.messages import MARKET, Lease
@@ -48,6 +49,9 @@ def signing_share(market: Market) -> float:
     return min(1.0, max(0.0, left / market.epoch_seconds))
 
 
+_AGE = operator.attrgetter("start_epoch", "lease_id")  # oldest first
+
+
 def charge_rents(market: Market) -> None:
     """Each running lease's holder pays its rent for the new epoch.
 
@@ -60,9 +64,7 @@ def charge_rents(market: Market) -> None:
     over-committed agent loses its newest leases and never goes into debt.
     """
     epoch, ledger = market.epoch, market.ledger
-    for lease in sorted(
-        market.leases.values(), key=lambda lease: (lease.start_epoch, lease.lease_id)
-    ):
+    for lease in sorted(market.leases.values(), key=_AGE):
         if lease.start_epoch == epoch:
             continue  # paid at signing
         auctioned = market.incumbency and lease.lender == MARKET
