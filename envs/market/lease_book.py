@@ -31,7 +31,18 @@ class LeaseBook(dict[str, Lease]):
         self.changes += 1
         return super().pop(lease_id, *default)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # (pickle and copy: the count set last)
+        return _restore, (dict(self), self.changes)
+
     def _uncounted(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("change a LeaseBook by item assignment, del or pop")
 
-    update = setdefault = popitem = clear = __ior__ = _uncounted  # type: ignore[assignment]
+    update = setdefault = popitem = clear = __ior__ = _uncounted
+
+
+def _restore(leases: dict[str, Lease], changes: int) -> LeaseBook:
+    book = LeaseBook()
+    for lease_id, lease in leases.items():
+        book[lease_id] = lease
+    book.changes = changes
+    return book
