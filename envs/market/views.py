@@ -1,10 +1,12 @@
 """Build each agent's `AgentView` from the simulated market (the deployment builds the same
 view from real cluster state).
 
-Views are rebuilt for every agent at every sub-step, which makes this the environment's hot path.
-What depends only on the cluster state and the clock (occupancy, the waiting jobs in slot order,
-the job slots themselves) is therefore cached in `market.view_cache` under the state's version and
-the clock, and everything else is gathered in one pass per sub-step rather than once per agent.
+Views are rebuilt for every agent at every step, which makes this the environment's hot path.
+What depends only on the cluster state, the queue and the clock (occupancy, the waiting jobs in
+slot order, the job slots themselves) is therefore cached in `market.view_cache` under the state's
+version and what else it depends on, and everything else is gathered in one pass per step rather
+than once per agent. Whether anybody has a decision at all (`any_decision`) is answered without
+building views, for the rounds the environment plays out unasked.
 """
 
 from __future__ import annotations
@@ -119,9 +121,10 @@ def _job_facts(market: Market, job: Job) -> tuple[str, float, str, float, float]
 
 @dataclass(frozen=True, slots=True)
 class _Waiting:
-    """The waiting jobs; recomputed only when the clock or the cluster state changes."""
+    """The waiting jobs; recomputed only after a simulator event (an arrival) or a change of
+    the cluster state (a start, an eviction): nothing else changes the queue."""
 
-    key: tuple[float, int]
+    key: tuple[int, int]
     per_agent: dict[str, int]  # waiting jobs of each agent, CPU-only ones included
     ranked: dict[str, list[Job]]  # each agent's waiting GPU jobs, highest value per work first
 
@@ -138,7 +141,7 @@ def _rank(market: Market) -> dict[int, tuple[float, int]]:
 
 def _waiting(market: Market) -> _Waiting:
     sim = market.sim
-    key = (sim.now, sim.state.version)
+    key = (sim.events_processed, sim.state.version)
     cached = market.view_cache.get("waiting")
     if cached is not None and cached.key == key:
         return cached
