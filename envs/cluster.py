@@ -116,6 +116,7 @@ class ClusterState:
         self._gpu_is_mig = self.gpu_is_mig.tolist()
         self._gpu_replicas = self.gpu_replicas.tolist()
         self._node_is_timeslice = self.node_is_timeslice.tolist()
+        self._node_model = [n.gpu_model for n in nodes]
 
         self.mig_layout: dict[int, list[mig.Instance]] = {}
         self.mig_holder: dict[int, list[int]] = {}
@@ -130,7 +131,7 @@ class ClusterState:
         self.version = 0  # bumped by every change, so callers can cache derived answers
         self.node_changes = np.zeros(self.node_count, dtype=np.int64)  # the same, per node
         self._model_masks: dict[tuple[str, ...], np.ndarray] = {}
-        self._fit_cache: dict[int, bool] = {}  # by demand number, see `_demand_number`
+        self._fit_cache: dict[int, bool] = {}  # by demand number, see `_number_demand`
         self._demands: dict[tuple[PodDemand, tuple[str, ...]], int] = {}
         self._demand_numbers: dict[int, tuple[Job, int]] = {}
         self._fit_cache_version = -1
@@ -181,7 +182,10 @@ class ClusterState:
             self._fit_cache.clear()
             self._fit_cache_version = self.version
             self._most_free = None
-        key = self._demand_number(job)
+        entry = self._demand_numbers.get(id(job))
+        if entry is None or entry[0] is not job:
+            entry = self._number_demand(job)
+        key = entry[1]
         answer = self._fit_cache.get(key)
         if answer is None:
             answer = self._fit_cache[key] = self._might_fit(job.pod.gpu) and bool(
@@ -189,15 +193,13 @@ class ClusterState:
             )
         return answer
 
-    def _demand_number(self, job: Job) -> int:
-        """One number per distinct (pod demand, allowed models), remembered per job object:
-        hashing a demand costs more than looking up the fit check it keys. An entry holds its
-        job, so the id cannot be reused while remembered."""
-        entry = self._demand_numbers.get(id(job))
-        if entry is None or entry[0] is not job:
-            number = self._demands.setdefault((job.pod, job.allowed_models), len(self._demands))
-            entry = self._demand_numbers[id(job)] = (job, number)
-        return entry[1]
+    def _number_demand(self, job: Job) -> tuple[Job, int]:
+        """(job, one number per distinct (pod demand, allowed models)), remembered by the job
+        object's id: hashing a demand costs more than looking up the fit check it keys. An
+        entry holds its job, so the id cannot be reused while remembered."""
+        number = self._demands.setdefault((job.pod, job.allowed_models), len(self._demands))
+        entry = self._demand_numbers[id(job)] = (job, number)
+        return entry
 
     def _might_fit(self, request: GPURequest) -> bool:
         """A necessary condition for a pod to fit anywhere, from the most free GPUs and the
@@ -354,14 +356,16 @@ class ClusterState:
         request = pod.gpu
         gpus = placement.gpus
         if request.kind != "none":
-            model = self.spec.nodes[node].gpu_model
+            model = self._node_model[node]
             if model is None or not job.allows(model):
                 raise PlacementError(f"job {job.id}: GPU model of node {node} is not allowed")
             expected = request.count if request.kind == "whole" else 1
-            if len(gpus) != expected or len(set(gpus)) != expected:
+            if len(gpus) != expected or (expected > 1 and len(set(gpus)) != expected):
                 raise PlacementError(f"job {job.id}: needs {expected} distinct GPU(s), got {gpus}")
-            if not all(0 <= g < self.gpu_count and self._gpu_node[g] == node for g in gpus):
-                raise PlacementError(f"job {job.id}: GPUs {gpus} are not all on node {node}")
+            gpu_node, gpu_count = self._gpu_node, self.gpu_count
+            for g in gpus:
+                if not (0 <= g < gpu_count and gpu_node[g] == node):
+                    raise PlacementError(f"job {job.id}: GPUs {gpus} are not all on node {node}")
         elif gpus:
             raise PlacementError(f"job {job.id}: a CPU-only pod holds no GPU")
 
@@ -397,7 +401,7 @@ class ClusterState:
                     self.gpu_used_slots[g] = self._gpu_replicas[g]
                 self.gpu_holders[g].append(job.id)
             self.allocated_milli += request.milli if shared else FULL_GPU_MILLI * len(gpus)
-            self.refresh_node_summary(node)
+            self._gpus_changed(node, -len(gpus))
         if request.kind != "none":
             self.node_gpu_pods[node, gpu_shape(request)] += 1
         self.node_changes[node] += 1
@@ -427,12 +431,24 @@ class ClusterState:
             self.allocated_milli -= (
                 request.milli if shared else FULL_GPU_MILLI * len(placement.gpus)
             )
-            self.refresh_node_summary(node)
+            self._gpus_changed(node, len(placement.gpus))
         if request.kind != "none":
             self.node_gpu_pods[node, gpu_shape(request)] -= 1
         self.node_changes[node] += 1
         self.cpu_free[node] += pod.cpu_milli
         self.mem_free[node] += pod.memory_mib
+
+    def _gpus_changed(self, node: int, freed: int) -> None:
+        """Bring a node's summary up to date after a whole-GPU or share pod came or went,
+        `freed` the GPUs it gave back (negative: took). On an exclusive node each of them went
+        from free to held or back (`gpu_fits`), so the free count moves by that much;
+        time-sliced GPUs are recounted."""
+        if self._node_is_timeslice[node]:
+            self.refresh_node_summary(node)
+            return
+        free = int(self.node_free_gpus[node]) + freed
+        self.node_free_gpus[node] = free
+        self.node_max_free_milli[node] = FULL_GPU_MILLI if free else 0
 
     def refresh_node_summary(self, node: int) -> None:
         """Recompute a node's free-GPU count and largest free share from its GPUs (in plain

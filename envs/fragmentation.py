@@ -211,7 +211,7 @@ class FreeGpus:
         if state.version == self._version:
             return
         self._version = state.version
-        nodes = np.flatnonzero(state.node_changes != self._changes)
+        nodes = (state.node_changes != self._changes).nonzero()[0]
         if len(nodes):
             self._changes[nodes] = state.node_changes[nodes]
             self._store(state, nodes)

@@ -54,7 +54,7 @@ def _unbind(state: ClusterState, job: Job, count: int) -> None:
 
 def first_fit_choice(state: ClusterState, job: Job, mask: np.ndarray) -> PodPlacement | None:
     """The lowest-index feasible node, and on it the lowest-index GPUs or instance."""
-    for node in np.flatnonzero(mask).tolist():
+    for node in mask.nonzero()[0].tolist():
         placement = state.first_fit(job.pod, node)
         if placement is not None:
             return placement

@@ -264,7 +264,7 @@ class PluginChooser:
         )
 
     def __call__(self, state: ClusterState, job: Job, mask: np.ndarray) -> PodPlacement | None:
-        feasible = np.flatnonzero(mask)
+        feasible = mask.nonzero()[0]  # flatnonzero of a 1-D mask, without its wrapper
         if len(feasible) == 0:
             return None
         pod = job.pod
@@ -291,7 +291,7 @@ class PluginChooser:
             kept = cache[pod] = _Scores(
                 np.full(state.node_count, -1), np.zeros(state.node_count, dtype=np.int64)
             )
-        stale = np.flatnonzero(mask & (kept.tick < view.stamp))
+        stale = (mask & (kept.tick < view.stamp)).nonzero()[0]
         if len(stale):
             kept.scores[stale] = score(state, pod, stale)
             kept.tick[stale] = view.tick

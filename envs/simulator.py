@@ -17,7 +17,7 @@ placed earlier hold their resources idle (the waste a gang-unaware scheduler cau
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, KeysView, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Protocol
@@ -120,6 +120,8 @@ class Simulator:
         self.lost_gpu_seconds = 0.0
         self.events_processed = 0
         self.timeline = Timeline(self.state, self.settings)
+        # each GPU's relative speed (its model's), for `speed_on`
+        self._gpu_speed = [CATALOGUE[m].relative_speed for m in self.state.gpu_model_name]
         for job in sorted(jobs, key=lambda j: (j.arrival, j.id)):
             self._push(job.arrival, _Event.ARRIVAL, job.id)
         if timer_seconds:
@@ -129,6 +131,10 @@ class Simulator:
     def pending(self) -> list[Job]:
         """Arrived jobs not yet running (pending or partially placed), oldest first."""
         return [self.jobs[job_id] for job_id in self._queue]
+
+    def waiting_ids(self) -> KeysView[int]:
+        """The ids of `pending()`, as a read-only live view."""
+        return self._queue.keys()
 
     def running(self) -> list[Job]:
         return [self.jobs[job_id] for job_id in sorted(self._running)]
@@ -343,8 +349,8 @@ class Simulator:
         or without GPUs)."""
         if not self.settings.speed_scaling:
             return 1.0
-        models = {self.state.gpu_model_name[g] for g in gpus}
-        return min((CATALOGUE[m].relative_speed for m in models), default=1.0)
+        speed = self._gpu_speed
+        return min((speed[g] for g in gpus), default=1.0)
 
     def contention_factor(self, active: int) -> float:
         """Speed share of each of `active` jobs time-sliced on one GPU."""

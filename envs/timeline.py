@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from gpuparley.envs.cluster import ClusterState
     from gpuparley.envs.settings import SimulationSettings
 
+_FEW_GPUS = 64  # up to this many GPUs, occupancy is measured in plain Python
+
 COLUMNS = (
     "time",
     "pending_jobs",
@@ -42,16 +44,16 @@ COLUMNS = (
 
 
 class Timeline:
-    """Columnar time series of cluster measurements (one row per distinct instant)."""
+    """Time series of cluster measurements (one row per distinct instant), read by column."""
 
     def __init__(self, state: ClusterState, settings: SimulationSettings) -> None:
         self._state = state
-        self._columns: dict[str, list[float]] = {name: [] for name in COLUMNS}
-        self._column_lists = tuple(self._columns.values())  # in `COLUMNS` order, for `sample`
+        self._rows: list[tuple[float, ...]] = []  # one per instant, in `COLUMNS` order
         self.delivered_gpus = 0.0  # kept current by the simulator
         self._total_milli = max(1, state.gpu_count * 1000)
         self._not_mig = ~state.gpu_is_mig
         self._has_mig = bool(state.gpu_is_mig.any())
+        self._is_mig = state.gpu_is_mig.tolist()
         self._sliced = self._not_mig & state.node_is_timeslice[state.gpu_node]
         self._has_sliced = bool(self._sliced.any())
         self._occupancy: tuple[float, int, int, int] = (0.0, 0, 0, 0)
@@ -76,17 +78,20 @@ class Timeline:
             mig_slices,
             replicas,
         )
-        columns = self._column_lists
-        times = columns[0]
-        if times and times[-1] == now:
-            for column, value in zip(columns, row, strict=True):
-                column[-1] = value
+        rows = self._rows
+        if rows and rows[-1][0] == now:
+            rows[-1] = row
         else:
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
+            rows.append(row)
 
     def _measure_occupancy(self) -> tuple[float, int, int, int]:
         """Fragmented GPUs, idle GPUs, MIG slices used and time-slice replicas used."""
+        if self._state.gpu_count <= _FEW_GPUS:
+            return self._measure_few()
+        return self._measure_many()
+
+    def _measure_many(self) -> tuple[float, int, int, int]:
+        """`_measure_occupancy` with numpy, for many GPUs."""
         state = self._state
         used = state.gpu_used_milli
         mig_used = state.mig_used_slices
@@ -110,14 +115,42 @@ class Timeline:
             int(state.gpu_used_slots[self._sliced].sum()) if self._has_sliced else 0,
         )
 
+    def _measure_few(self) -> tuple[float, int, int, int]:
+        """`_measure_occupancy` in plain Python, the same numbers: on a few GPUs numpy's cost
+        per call is most of the work, and the market samples after every change."""
+        state = self._state
+        used = state.gpu_used_milli.tolist()
+        slices = state.mig_used_slices.tolist()
+        is_mig = self._is_mig
+        fragmented_milli: float = sum(
+            1000 - u for u, mig in zip(used, is_mig, strict=True) if not mig and 0 < u < 1000
+        )
+        if self._has_mig:
+            partial = sum(
+                COMPUTE_SLICES - s
+                for s, mig in zip(slices, is_mig, strict=True)
+                if mig and 0 < s < COMPUTE_SLICES
+            )
+            fragmented_milli = fragmented_milli + partial * 1000 / COMPUTE_SLICES
+            idle = sum(
+                (s if mig else u) == 0 for u, s, mig in zip(used, slices, is_mig, strict=True)
+            )
+        else:
+            idle = used.count(0)
+        replicas = 0
+        if self._has_sliced:
+            replicas = sum(state.gpu_used_slots[self._sliced].tolist())
+        return fragmented_milli / 1000, idle, sum(slices), replicas
+
     def column(self, name: str) -> np.ndarray:
-        return np.asarray(self._columns[name], dtype=np.float64)
+        index = COLUMNS.index(name)
+        return np.asarray([row[index] for row in self._rows], dtype=np.float64)
 
     def __len__(self) -> int:
-        return len(self._columns["time"])
+        return len(self._rows)
 
     def rows(self) -> Iterator[tuple[float, ...]]:
-        return zip(*(self._columns[name] for name in COLUMNS), strict=True)
+        return iter(self._rows)
 
     def time_average(
         self, name: str, until: float | None = None, since: float | None = None

@@ -1,6 +1,8 @@
 """The environment's fast paths give exactly what the plain definitions give."""
 
+import copy
 import dataclasses
+import pickle
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +24,7 @@ from gpuparley.envs.market.encoding import (
     new_agent_view,
     new_job_slot,
 )
+from gpuparley.envs.market.lease_book import LeaseBook
 from gpuparley.envs.market.views import cluster_free_fractions
 from gpuparley.envs.workloads.generators import _Choice
 
@@ -229,3 +232,26 @@ def test_largest_node_figure_equals_numpy_max(size):
     values = np.random.default_rng(size).integers(0, 1000, size)
     assert _largest(values) == int(values.max(initial=0))
     assert type(_largest(values)) is int
+
+
+@pytest.mark.parametrize("scenario", ["mig-mixed", "timeslice-noisy", "tiny"])
+def test_occupancy_in_plain_python_equals_numpy(scenario):
+    env = gpu_market_v1.parallel_env(scenario=scenario, mechanism="auction")
+    for _ in _random_rollout(env, seed=3, steps=200):
+        timeline = env.market.sim.timeline
+        few, many = timeline._measure_few(), timeline._measure_many()
+        assert few == many and [float(x) for x in few] == [float(x) for x in many]
+
+
+def test_lease_book_counts_every_write_and_survives_copies():
+    book = LeaseBook()
+    book["a"] = "lease-a"  # type: ignore[assignment]
+    book["b"] = "lease-b"  # type: ignore[assignment]
+    del book["a"]
+    book.pop("b")
+    assert book.changes == 4 and not book
+    book["c"] = "lease-c"  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        book.update({"d": "lease-d"})
+    for copied in (copy.copy(book), copy.deepcopy(book), pickle.loads(pickle.dumps(book))):
+        assert type(copied) is LeaseBook and copied == book and copied.changes == book.changes

@@ -52,13 +52,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpuparley.envs.cluster import Binding, PlacementError
+from gpuparley.envs.cluster import Binding, ClusterState, PlacementError
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
 from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
-from gpuparley.envs.market.rent import first_payment, speed_of
+from gpuparley.envs.market.preemption import plan_with_preemption, preempt, preemptible_leases
+from gpuparley.envs.market.rent import first_payment, signing_share, speed_of
 from gpuparley.envs.planner import first_fit_choice
 from gpuparley.envs.simulator import JobState
 
@@ -72,6 +73,7 @@ class SealedBid:
     job: Job
     density: float  # rent per GPU-hour
     renewal: Lease | None
+    least_rent: float  # the least rent an award can cost: at the reserve under second price
 
 
 _new_sealed_bid = quick_constructor(SealedBid)  # a bid or more per sub-step (see `frozen`)
@@ -82,6 +84,15 @@ CRITICAL_SCAN = 16
 def _rank(bid: SealedBid) -> tuple[float, float, int]:
     """Clearing order: highest rent per epoch first, then the earlier job."""
     return (-bid.message.price, bid.job.arrival, bid.job.id)
+
+
+def _fits(state: ClusterState, job: Job) -> bool:
+    """Whether `job`'s unplaced pods would fit now (whether, not where). A lone pod fits
+    wherever `feasible_nodes` says one fits (the engine's contract), which the state's cached
+    fit check answers; a gang needs a plan, and the cheap first-fit chooser makes it."""
+    if job.pods == 1 and job.id not in state.holdings:
+        return state.can_fit_somewhere(job)
+    return market_plan(state, job, first_fit_choice) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +111,7 @@ class Auction:
     def __init__(self, market: Market) -> None:
         self.market = market
         self.bids: dict[int, SealedBid] = {}  # by job id; standing ones under continuous clearing
+        self._ranked: list[SealedBid] | None = None  # `bids` in clearing order, until they change
         self.outbid: set[int] = set()  # jobs whose standing bid was outbid at the last clearing
         self.ceilings: dict[str, float] = {}  # lease id -> the bid that won it
 
@@ -160,11 +172,25 @@ class Auction:
         elif not record.arrived or record.state is not JobState.PENDING:
             return f"job {message.demand.job!r} is not waiting for resources"
         gpu_hours = job.gpus * market.epoch_seconds / HOUR
-        self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal)
+        least = message.price
+        if market.config.payment_rule == "second":
+            least = min(least, market.config.reserve_price_per_gpu_hour * gpu_hours)
+        self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal, least)
+        self._ranked = None
         self.outbid.discard(job.id)
-        self._recommit()
+        if replaced is None:  # a new last bid: the sum in bid order just gains a last term
+            market.committed[message.sender] += message.price
+        else:
+            self._recommit()
         market.stats.proposals += 1
         return None
+
+    def _ranked_bids(self) -> list[SealedBid]:
+        """The bids in clearing order (`_rank`), sorted again only after they changed (the
+        list is shared: callers do not change it)."""
+        if self._ranked is None:
+            self._ranked = sorted(self.bids.values(), key=_rank)
+        return self._ranked
 
     def _recommit(self) -> None:
         """Every agent's committed credits: the sum of its outstanding bids."""
@@ -179,19 +205,20 @@ class Auction:
         for lease in market.due_leases():
             if lease.lease_id not in renewing:
                 self._end(lease, "expired")
-        ranked = sorted(self.bids.values(), key=_rank)
+        ranked = self._ranked_bids()
         awards, lost, prices = self._settle_awards(ranked)
         for bid in lost:
             if bid.renewal is not None:
                 self._end(bid.renewal, "expired")
         for award in awards:
             for victim in award.victims:
-                self._preempt(victim)
+                preempt(market, victim)
             if award.bid.renewal is not None and not award.kept_placement:
                 market.stop(award.bid.job)  # migration to its new resources
         for award, price in zip(awards, prices, strict=True):
             self._sign(award, price)
         top = max((award.bid.density for award in awards), default=None)
+        standing = len(self.bids)
         if market.continuous:
             for award in awards:
                 del self.bids[award.bid.job.id]
@@ -199,12 +226,16 @@ class Auction:
                 if bid.renewal is not None:
                     del self.bids[bid.job.id]  # its lease has ended; the job may bid anew
             # outbid: lost for room while a bid at least as high won
-            self.outbid = {
-                bid.job.id for bid in self.bids.values() if top is not None and bid.density <= top
-            }
+            self.outbid = (
+                {bid.job.id for bid in self.bids.values() if bid.density <= top}
+                if top is not None
+                else set()
+            )
         else:
             self.bids.clear()
-        self._recommit()
+        if len(self.bids) != standing:  # (bids are only taken out here: else none changed)
+            self._ranked = None
+            self._recommit()
 
     def _settle_awards(
         self, ranked: list[SealedBid]
@@ -220,8 +251,8 @@ class Auction:
         market = self.market
         reserve = market.config.reserve_price_per_gpu_hour
         dropped: list[SealedBid] = []
+        left = ranked
         while True:
-            left = [bid for bid in ranked if bid not in dropped]
             awards, critical, lost = self._allocate(left)
             prices = [self._price(a.bid, c, reserve) for a, c in zip(awards, critical, strict=True)]
             spent: dict[str, float] = {}
@@ -237,6 +268,7 @@ class Auction:
                 return awards, [*lost, *dropped], prices
             market.stats.rejected["unaffordable-bid"] += 1
             dropped.append(unaffordable)
+            left = [bid for bid in left if bid is not unaffordable]
 
     def _sign(self, award: Award, price: float) -> None:
         """Place an award (unless it kept its placement), take the payment, write the lease."""
@@ -265,7 +297,10 @@ class Auction:
         state = market.sim.state
         reserve = market.config.reserve_price_per_gpu_hour
         saved = {b.job.id: state.release(b.job) for b in ranked if b.renewal is not None}
-        preemptible = self._preemptible()
+        preemptible = preemptible_leases(market)
+        start = self._first_contender(ranked, preemptible, reserve)
+        if start == len(ranked):  # nothing can win (and no renewal released anything)
+            return [], [], list(ranked)
         taken: list[tuple[Job, list[Binding]]] = []  # victims released during the walk
         awards: list[Award] = []
         lost_for_room: list[SealedBid] = []
@@ -274,10 +309,12 @@ class Auction:
         critical: list[float] = []
         spent: dict[str, float] = {}  # what each bidder's awards so far cost at signing
         can_pay = market.ledger.can_pay
+        share = signing_share(market)  # of the rent, paid at signing (`first_payment`)
+        lost.extend(ranked[:start])
         try:
-            for bid in ranked:
+            for bid in ranked[start:]:
                 sender = bid.message.sender
-                least = self._least_payment(bid)
+                least = bid.least_rent * share  # the least it can cost now
                 if bid.density < reserve or not can_pay(sender, spent.get(sender, 0.0) + least):
                     lost.append(bid)  # below the reserve, or more than its owner can pay
                     continue
@@ -292,7 +329,7 @@ class Auction:
                 if plan is None:
                     plan = market.plan(bid.job)
                 if plan is None and preemptible and preemptible[0][0] < bid.density:
-                    plan, victims = self._plan_with_preemption(bid, preemptible, taken)
+                    plan, victims = plan_with_preemption(market, bid, preemptible, taken)
                 if plan is None:
                     lost_for_room.append(bid)
                     lost.append(bid)
@@ -305,97 +342,66 @@ class Auction:
             # Second price: what each winner displaced, the first bid ranked below it that lost
             # for room and would fit in the room it takes. A loser that could not use that room
             # (a gang too big for it) sets no price: it lost to the cluster, not to the winner.
+            # (the last award need not take its room back: it is released below anyway)
+            last = len(awards) - 1
             critical = [
-                self._first_to_fit_in_room_of(award.bid.job, lost_for_room[mark:])
-                for award, mark in zip(awards, marks, strict=True)
+                self._first_to_fit_in_room_of(award.bid.job, lost_for_room[mark:], i < last)
+                for i, (award, mark) in enumerate(zip(awards, marks, strict=True))
             ]
         finally:
             for award in awards:
-                state.release(award.bid.job)
+                if award.bid.job.id in state.holdings:
+                    state.release(award.bid.job)
             for job, held in reversed(taken):
                 state.bind(job, held)
             for job_id, held in saved.items():
                 state.bind(market.sim.jobs[job_id], held)
         return awards, critical, lost
 
-    def _first_to_fit_in_room_of(self, job: Job, bids: list[SealedBid]) -> float:
+    def _first_contender(
+        self, ranked: list[SealedBid], preemptible: list[tuple[float, Lease]], reserve: float
+    ) -> int:
+        """Where the walk of `_allocate` must begin: the first bid that could win, from checks
+        that need no plan and no payment (most clearings of a continuous market award nothing).
+
+        A bid ranked above it is lost whatever its owner can pay: it is below the reserve, or
+        none of its pods fits anywhere and it outbids no preemptible lease. Whether such a bid
+        lost for room or for budget matters only below an award (the second price), and none
+        is above it, so the walk may skip it.
+        """
+        state = self.market.sim.state
+        holdings, can_fit = state.holdings, state.can_fit_somewhere
+        cheapest = preemptible[0][0] if preemptible else None
+        for index, bid in enumerate(ranked):
+            density = bid.density
+            if density < reserve:
+                continue
+            job = bid.job
+            if bid.renewal is not None or job.id in holdings or can_fit(job):
+                return index
+            if cheapest is not None and cheapest < density:
+                return index
+        return len(ranked)
+
+    def _first_to_fit_in_room_of(
+        self, job: Job, bids: list[SealedBid], restore: bool = True
+    ) -> float:
         """The density of the first of `bids` (at most `CRITICAL_SCAN` tried) that would fit if
-        `job` released what it holds now, or 0; the state is left as it was."""
+        `job` released what it holds now, or 0; the state is left as it was, or with `job`
+        released if not `restore`."""
         bids = bids[:CRITICAL_SCAN]
         state = self.market.sim.state
         if not bids or job.id not in state.holdings:
             return 0.0
         held = state.release(job)
         try:
-            for bid in bids:  # whether it fits, not where: the cheap chooser answers that
-                if market_plan(state, bid.job, first_fit_choice) is not None:
+            for bid in bids:
+                if _fits(state, bid.job):
                     return bid.density
             return 0.0
         finally:
-            state.bind(job, held)
-
-    def _least_payment(self, bid: SealedBid) -> float:
-        """The least an award of `bid` can cost at signing: at the reserve under second price."""
-        market = self.market
-        price = bid.message.price
-        if market.config.payment_rule == "second":
-            gpu_hours = bid.job.gpus * market.epoch_seconds / HOUR
-            price = min(price, market.config.reserve_price_per_gpu_hour * gpu_hours)
-        return first_payment(market, price)
-
-    def _preemptible(self) -> list[tuple[float, Lease]]:
-        """Running auction leases a bid may take the place of, with the price per GPU-hour it
-        must exceed, cheapest first: lapsed (unpaid) leases at their rent, and with
-        `preemption_premium` set every other one at its rent raised by the premium."""
-        market = self.market
-        premium = market.config.preemption_premium
-        if premium is None and not market.lapsed:
-            return []
-        out = []
-        for lease in market.leases.values():
-            lapsed = lease.lease_id in market.lapsed
-            if lease.lender != MARKET or (premium is None and not lapsed):
-                continue
-            job = market.jobs_by_name[lease.job]
-            if market.sim.record(job.id).state is JobState.RUNNING:
-                density = lease.price / (job.gpus * market.epoch_seconds / HOUR)
-                out.append((density if lapsed else density * (1.0 + (premium or 0.0)), lease))
-        out.sort(key=lambda pair: (pair[0], pair[1].start_epoch, pair[1].lease_id))
-        return out
-
-    def _plan_with_preemption(
-        self,
-        bid: SealedBid,
-        preemptible: list[tuple[float, Lease]],
-        taken: list[tuple[Job, list[Binding]]],
-    ) -> tuple[list[Binding] | None, tuple[Lease, ...]]:
-        """Free the cheapest leases the bid outbids until it fits, or put them back and return
-        no plan. A lease is outbid when its threshold price per GPU-hour is below the bid's and
-        the bid's rent stays above the thresholds of everything it displaces together."""
-        market = self.market
-        state = market.sim.state
-        hours = market.epoch_seconds / HOUR
-        victims: list[Lease] = []
-        displaced = 0.0  # the threshold rents of the victims so far
-        for threshold, lease in list(preemptible):
-            if threshold >= bid.density:
-                break
-            job = market.jobs_by_name[lease.job]
-            rent = threshold * job.gpus * hours
-            if job.id not in state.holdings or displaced + rent >= bid.message.price:
-                continue
-            displaced += rent
-            taken.append((job, state.release(job)))
-            victims.append(lease)
-            plan = market.plan(bid.job)
-            if plan is not None:
-                for victim in victims:
-                    preemptible.remove(next(p for p in preemptible if p[1] is victim))
-                return plan, tuple(victims)
-        for _ in victims:
-            job, held = taken.pop()
-            state.bind(job, held)
-        return None, ()
+            if restore:
+                state.bind(job, held)
 
     def renewal_price(self, lease: Lease) -> float:
         """The rent of an incumbent lease for its next term: under second price, what the
@@ -407,7 +413,7 @@ class Auction:
         if market.config.payment_rule == "first":
             return lease.price
         job = market.jobs_by_name[lease.job]
-        waiting = sorted(self.bids.values(), key=_rank)
+        waiting = self._ranked_bids()
         density = max(
             market.config.reserve_price_per_gpu_hour, self._first_to_fit_in_room_of(job, waiting)
         )
@@ -424,15 +430,3 @@ class Auction:
         market = self.market
         market.stop(market.jobs_by_name[lease.job])
         market.end_lease(lease.lease_id, reason)
-
-    def _preempt(self, lease: Lease) -> None:
-        """Take a lease's place: a lapsed one's job keeps its progress; a priced preemption's
-        victim keeps it as the scenario says."""
-        market = self.market
-        job = market.jobs_by_name[lease.job]
-        lapsed = lease.lease_id in market.lapsed
-        if market.sim.record(job.id).state is JobState.RUNNING:
-            market.sim.evict(job, keep_progress=True if lapsed else None)
-        market.end_lease(lease.lease_id, "lost" if lapsed else "preempted")
-        if not lapsed:
-            market.stats.preemptions += 1

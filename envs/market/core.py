@@ -28,6 +28,7 @@ from gpuparley.envs.cluster import Binding
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR, demand_of, job_name
 from gpuparley.envs.market.encoding import Decision
+from gpuparley.envs.market.lease_book import LeaseBook
 from gpuparley.envs.market.ledger import Ledger
 from gpuparley.envs.market.market_metrics import MarketStats, market_summary
 from gpuparley.envs.market.messages import (
@@ -114,6 +115,8 @@ class Market:
         self.incumbency = bool(self.config.incumbency)
         self.deadlocks = DeadlockMonitor(self.sim)
         self.jobs_by_name: dict[str, Job] = {job_name(job): job for job in jobs}
+        # jobs that need no GPU: placed as they fit, never negotiated
+        self.cpu_only = frozenset(job.id for job in jobs if job.pod.gpu.kind == "none")
         self._demands: dict[int, Demand] = {}
         self.ledger = Ledger(self.agents)
         self.epoch = 0
@@ -128,7 +131,8 @@ class Market:
         self.quota_milli = {
             a.name: round((a.quota_share or 0.0) * self.cluster_milli) for a in scenario.agents
         }
-        self.leases: dict[str, Lease] = {}
+        self.leases = LeaseBook()
+        self._due: tuple[tuple[int, int], list[Lease]] = ((-1, -1), [])  # see `due_leases`
         self.substep_watchers: list[Callable[[Market, int], None]] = []
         self.lapsed: set[str] = set()  # unpaid leases a higher bid needing their room may take
         # Every ended lease with its release, in order: what a market controller publishes.
@@ -147,6 +151,8 @@ class Market:
         self._net_paid_seen: dict[str, float] = dict.fromkeys(self.agents, 0.0)
         self.utility: dict[str, float] = dict.fromkeys(self.agents, 0.0)
         self.mechanism: Mechanism = make_mechanism(mechanism or self.config.mechanism, self)
+        # each agent's budget per epoch: what `_refill` gives it at every epoch boundary
+        self.budgets = {a.name: float(a.budget_per_epoch or 0.0) for a in scenario.agents}
         self._refill()
         self.sim.advance(0.0)
         self.mechanism.begin()
@@ -331,7 +337,13 @@ class Market:
         return tuple(items)
 
     def due_leases(self) -> list[Lease]:
-        return [lease for lease in self.leases.values() if lease.expires_epoch <= self.epoch]
+        """The leases at the end of their term (a shared list: not to be changed), worked out
+        again only when the epoch or a lease changed."""
+        key = (self.epoch, self.leases.changes)
+        if self._due[0] != key:
+            due = [lease for lease in self.leases.values() if lease.expires_epoch <= self.epoch]
+            self._due = (key, due)
+        return self._due[1]
 
     # ------------------------------------------------------------------ placing
     def plan(self, job: Job) -> list[Binding] | None:
@@ -386,7 +398,7 @@ class Market:
         if self.substep >= self.max_substeps:
             return True
         answers = self.mechanism.pending_answers()
-        return all(agent in self.passed and agent not in answers for agent in self.agents)
+        return self.passed.issuperset(self.agents) and answers.keys().isdisjoint(self.agents)
 
     def end_substep(self) -> bool:
         """Close a sub-step; close the round too when it is over. Returns True at round end.
@@ -429,11 +441,7 @@ class Market:
         return boundary if until >= boundary or until <= now else until
 
     def _refill(self) -> None:
-        amounts = {}
-        for agent in self.agents:
-            budget = self.agent_config[agent].budget_per_epoch
-            amounts[agent] = float(budget if budget is not None else 0.0)
-        self.ledger.refill(amounts, self.config.budget_refill)
+        self.ledger.refill(self.budgets, self.config.budget_refill)
 
     def _settle_finished(self) -> None:
         """Pay out finished jobs' value to their owners and close their leases."""

@@ -35,7 +35,7 @@ from gpuparley.envs.market.encoding import (
 )
 from gpuparley.envs.market.episode import default_max_epochs
 from gpuparley.envs.market.render import render_ansi, render_rgb
-from gpuparley.envs.market.views import agent_views
+from gpuparley.envs.market.views import agent_views, any_decision
 from gpuparley.envs.metrics import summarise
 from gpuparley.envs.scenario import Scenario, load_scenario
 
@@ -120,10 +120,10 @@ class GPUMarketEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         self._allocated_seen = dict.fromkeys(self.agents, 0.0)
         self._last_decision = dict.fromkeys(self.agents, 0.0)
-        views = self._views()
-        while not any(has_decision(view) for view in views.values()) and not self._over():
-            views = self._play_out_round()
-        return self._observe(views), self._infos()
+        market = self._running()
+        while not any_decision(market) and not self._over():
+            self._play_out_round()
+        return self._observe(self._views()), self._infos()
 
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         market = self.market
@@ -141,10 +141,10 @@ class GPUMarketEnv(ParallelEnv):
         step's observations, rewards, terminations, truncations and infos."""
         market = self._running()
         round_ended = market.end_substep()
-        views = self._views()
-        while not any(map(has_decision, views.values())) and not self._over():
-            views = self._play_out_round()
+        while not any_decision(market) and not self._over():
+            self._play_out_round()
             round_ended = True
+        views = self._views()
         rewards = market.collect_rewards()
         if round_ended and self.reward_shaping:
             for agent, bonus in self._shaping().items():
@@ -174,13 +174,12 @@ class GPUMarketEnv(ParallelEnv):
         market = self._running()
         return market.finished or market.epoch >= self.max_epochs
 
-    def _play_out_round(self) -> dict[str, AgentView]:
-        """Close the round when nobody has anything (left) to decide; the next round's views."""
+    def _play_out_round(self) -> None:
+        """Close the round when nobody has anything (left) to decide."""
         market = self._running()
         market.passed.update(self.agents)
         while not market.end_substep():
             market.passed.update(self.agents)
-        return self._views()
 
     def _views(self) -> dict[str, AgentView]:
         """Every agent's view now, with the time since its last decision (which it updates)."""

@@ -52,6 +52,8 @@ def market_plan(state: ClusterState, job: Job, choose: NodeChooser) -> list[Bind
 def place_cpu_only(market: Market) -> None:
     """CPU-only jobs need no GPU, so no negotiation: place them as they fit."""
     sim = market.sim
+    if market.cpu_only.isdisjoint(sim.waiting_ids()):
+        return
     for job in sim.pending():
         if job.pod.gpu.kind == "none":
             plan = market.plan(job)

@@ -8,6 +8,7 @@ finished is refunded (`refund_unused`). Loans between agents (bargaining) pay wh
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 from gpuparley.envs.market.messages import MARKET, Lease
@@ -36,10 +37,19 @@ def rent_due(market: Market, lease: Lease) -> float:
 
 def first_payment(market: Market, rent: float) -> float:
     """What a lease signed now pays at signing: the rent for the rest of this epoch."""
+    return rent * signing_share(market)
+
+
+def signing_share(market: Market) -> float:
+    """The share of an epoch's rent a lease signed now pays at signing (`first_payment`): what
+    is left of this epoch under continuous clearing, all of it under epoch clearing."""
     if not market.continuous:
-        return rent
+        return 1.0
     left = (market.epoch + 1) * market.epoch_seconds - market.sim.now
-    return rent * min(1.0, max(0.0, left / market.epoch_seconds))
+    return min(1.0, max(0.0, left / market.epoch_seconds))
+
+
+_AGE = operator.attrgetter("start_epoch", "lease_id")  # oldest first
 
 
 def charge_rents(market: Market) -> None:
@@ -54,9 +64,7 @@ def charge_rents(market: Market) -> None:
     over-committed agent loses its newest leases and never goes into debt.
     """
     epoch, ledger = market.epoch, market.ledger
-    for lease in sorted(
-        market.leases.values(), key=lambda lease: (lease.start_epoch, lease.lease_id)
-    ):
+    for lease in sorted(market.leases.values(), key=_AGE):
         if lease.start_epoch == epoch:
             continue  # paid at signing
         auctioned = market.incumbency and lease.lender == MARKET

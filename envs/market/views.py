@@ -1,10 +1,12 @@
 """Build each agent's `AgentView` from the simulated market (the deployment builds the same
 view from real cluster state).
 
-Views are rebuilt for every agent at every sub-step, which makes this the environment's hot path.
-What depends only on the cluster state and the clock (occupancy, the waiting jobs in slot order,
-the job slots themselves) is therefore cached in `market.view_cache` under the state's version and
-the clock, and everything else is gathered in one pass per sub-step rather than once per agent.
+Views are rebuilt for every agent at every step, which makes this the environment's hot path.
+What depends only on the cluster state, the queue and the clock (occupancy, the waiting jobs in
+slot order, the job slots themselves) is therefore cached in `market.view_cache` under the state's
+version and what else it depends on, and everything else is gathered in one pass per step rather
+than once per agent. Whether anybody has a decision at all (`any_decision`) is answered without
+building views, for the rounds the environment plays out unasked.
 """
 
 from __future__ import annotations
@@ -119,9 +121,10 @@ def _job_facts(market: Market, job: Job) -> tuple[str, float, str, float, float]
 
 @dataclass(frozen=True, slots=True)
 class _Waiting:
-    """The waiting jobs; recomputed only when the clock or the cluster state changes."""
+    """The waiting jobs; recomputed only after a simulator event (an arrival) or a change of
+    the cluster state (a start, an eviction): nothing else changes the queue."""
 
-    key: tuple[float, int]
+    key: tuple[int, int]
     per_agent: dict[str, int]  # waiting jobs of each agent, CPU-only ones included
     ranked: dict[str, list[Job]]  # each agent's waiting GPU jobs, highest value per work first
 
@@ -138,7 +141,7 @@ def _rank(market: Market) -> dict[int, tuple[float, int]]:
 
 def _waiting(market: Market) -> _Waiting:
     sim = market.sim
-    key = (sim.now, sim.state.version)
+    key = (sim.events_processed, sim.state.version)
     cached = market.view_cache.get("waiting")
     if cached is not None and cached.key == key:
         return cached
@@ -165,13 +168,8 @@ def _candidates(
     busy = mechanism.engaged_jobs()
     built = _slots(market)
     by_agent: dict[str, list[JobSlot]] = {agent: [] for agent in market.agents}
-    renewals = []
-    for lease in market.due_leases():
-        job = market.jobs_by_name[lease.job]
-        if job.id not in busy and market.sim.record(job.id).state is JobState.RUNNING:
-            renewals.append(job)
     rank = _rank(market)
-    renewals.sort(key=lambda job: rank[job.id])
+    renewals = sorted(_renewals(market, busy), key=lambda job: rank[job.id])
     for job in renewals:
         slots = by_agent[job.owner]
         if len(slots) < JOB_SLOTS:
@@ -184,7 +182,7 @@ def _candidates(
         for job in jobs:
             if len(slots) >= JOB_SLOTS:
                 break
-            if job.id in busy or (book is not None and not book.can_borrow_for(job)):
+            if not _may_bid(job, busy, book):
                 continue
             standing = mechanism.standing_bid(job)
             slot = built.get((job.id, False, standing))
@@ -194,6 +192,45 @@ def _candidates(
                 )
             slots.append(slot)
     return {agent: tuple(slots) for agent, slots in by_agent.items()}
+
+
+def _renewals(market: Market, busy: set[int]) -> list[Job]:
+    """Running jobs whose lease is due for renewal and not already engaged (a renewal slot)."""
+    jobs = []
+    for lease in market.due_leases():
+        job = market.jobs_by_name[lease.job]
+        if job.id not in busy and market.sim.record(job.id).state is JobState.RUNNING:
+            jobs.append(job)
+    return jobs
+
+
+def _may_bid(job: Job, busy: set[int], book: QuotaBook | None) -> bool:
+    """Whether a waiting job gets a slot: not engaged, and (bargaining) quota can be borrowed."""
+    return job.id not in busy and (book is None or book.can_borrow_for(job))
+
+
+def _quota_book(market: Market) -> QuotaBook | None:
+    quota_book = getattr(market.mechanism, "quota_book", None)
+    return quota_book() if quota_book is not None else None
+
+
+def any_decision(market: Market) -> bool:
+    """Whether some agent's view would have a job slot or an inbox item (`agent_views`),
+    answered without building the views: the environment asks after every round, and most
+    rounds in which nobody has anything to decide are played out without a view."""
+    mechanism = market.mechanism
+    if mechanism.pending_answers():
+        return True
+    busy = mechanism.engaged_jobs()
+    book = _quota_book(market)
+    if book is None:  # every waiting GPU job not engaged has a slot: a question of sets
+        if not busy.issuperset(market.sim.waiting_ids() - market.cpu_only):
+            return True
+    elif any(
+        job.pod.gpu.kind != "none" and _may_bid(job, busy, book) for job in market.sim.pending()
+    ):
+        return True
+    return bool(_renewals(market, busy))
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +270,7 @@ def agent_views(
     waiting = _waiting(market)
     pending = waiting.per_agent
     mechanism = market.mechanism
-    quota_book = getattr(mechanism, "quota_book", None)
-    book = quota_book() if quota_book is not None else None
+    book = _quota_book(market)
     candidates = _candidates(market, waiting.ranked, book)
     answers = mechanism.pending_answers()
     held, lent = _lease_counts(market)
@@ -294,8 +330,8 @@ def agent_views(
 
 
 def _lease_counts(market: Market) -> tuple[dict[str, int], dict[str, int]]:
-    """Leases held and lent by each agent; recounted only when the set of leases changes."""
-    key = tuple(market.leases)  # lease ids are never reused, and a renewal keeps its parties
+    """Leases held and lent by each agent; recounted only when a lease changed."""
+    key = market.leases.changes
     cached = market.view_cache.get("lease_counts")
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
@@ -313,7 +349,7 @@ def _endowments(market: Market) -> tuple[dict[str, float], dict[str, float]]:
     cached = market.view_cache.get("endowments")
     if cached is None:
         cached = market.view_cache["endowments"] = (
-            {a: float(market.agent_config[a].budget_per_epoch or 0.0) for a in market.agents},
+            market.budgets,
             {a: market.quota_milli[a] / 1000 for a in market.agents},
         )
     return cached

@@ -322,6 +322,7 @@ def generate_jobs(
     limit = config.jobs if config.jobs is not None else math.inf
     mean_gap = 3600 / config.rate_per_hour
     jobs: list[Job] = []
+    demands: dict[tuple[str, str], tuple[int, PodDemand]] = {}  # one per class and size
     clock = 0.0
     while len(jobs) < limit:
         clock += rng.exponential(mean_gap)
@@ -330,7 +331,9 @@ def generate_jobs(
         name = class_names[choose_class(rng)]
         spec = config.classes[name]
         label = sizes[name][choose_size[name](rng)]
-        pods, demand = spec.demand(label)
+        pods, demand = demands.get((name, label)) or demands.setdefault(
+            (name, label), spec.demand(label)
+        )
         dur = spec.duration
         drawn = dur.median_seconds * math.exp(dur.sigma * rng.standard_normal())
         # np.clip's arithmetic, on a Python float
