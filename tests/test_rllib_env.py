@@ -17,7 +17,7 @@ from gpuparley.envs.scenario import load_scenario
 from gpuparley.train import rllib_env
 from gpuparley.train.config import GeneratorConfig, TrainConfigError, load_config
 from gpuparley.train.rllib_backend import env_config
-from gpuparley.train.rllib_env import LearnerSeats, make_env
+from gpuparley.train.rllib_env import LearnerSeats, MarketTrainingEnv
 from gpuparley.train.scenario_sources import FixedScenario
 
 MIX = {"self": 0.5, "snapshots": 0.25, "scripted:truthful": 0.25}
@@ -62,7 +62,7 @@ def test_episodes_repeat_with_a_seed_and_end_for_every_slot_together() -> None:
 def test_the_env_creator_binds_games_to_scenarios_round_robin() -> None:
     config = load_config("smoke").model_copy(update={"scenarios": ["tiny", "gang-heavy"]})
     settings = env_config(config)
-    made = [make_env(settings) for _ in range(4)]
+    made = [MarketTrainingEnv(settings) for _ in range(4)]
     names = [env.par_env.game.env.scenario.name for env in made]
     assert names[0::2] == [names[0]] * 2 and names[1::2] == [names[1]] * 2
     assert {names[0], names[1]} == {"tiny", "gang-heavy"}
@@ -98,7 +98,7 @@ def test_generated_games_and_the_welfare_reward_are_the_vec_envs() -> None:
     )
     settings = env_config(config)
     assert settings["slots"] == 2
-    env = make_env(settings).par_env
+    env = MarketTrainingEnv(settings).par_env
     rewards, infos = play(env, seed=1)
     game = env.game
     assert game.env.scenario.name.startswith("generated-")

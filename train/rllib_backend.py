@@ -48,7 +48,6 @@ from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
     NUM_AGENT_STEPS_SAMPLED_LIFETIME,
 )
-from ray.tune.registry import register_env
 from rich.progress import Progress
 from torch.utils.tensorboard import SummaryWriter
 
@@ -67,10 +66,9 @@ from gpuparley.train.imitation import fit_actor
 from gpuparley.train.opponents import SnapshotPool
 from gpuparley.train.ray_cluster import ray_session
 from gpuparley.train.rllib_env import (
-    ENV_NAME,
+    MarketTrainingEnv,
     add_snapshot,
     learner_slots,
-    make_env,
     set_current,
 )
 from gpuparley.train.rllib_module import MaskedPPOModule, module_layers
@@ -100,7 +98,7 @@ def games(config: TrainConfig) -> list[ScenarioSource]:
 
 
 def env_config(config: TrainConfig) -> dict[str, Any]:
-    """What every environment of the run is built from (`rllib_env.make_env`)."""
+    """What every environment of the run is built from (`rllib_env.MarketTrainingEnv`)."""
     return {
         "scenarios": list(config.scenarios),
         "copies": config.copies,
@@ -119,7 +117,6 @@ def env_config(config: TrainConfig) -> dict[str, Any]:
 
 def algorithm_config(config: TrainConfig) -> PPOConfig:
     """RLlib's PPO config for a training config (module docstring)."""
-    register_env(ENV_NAME, make_env)
     sources = games(config)
     seats = sum(learner_slots(sources, config.opponents))
     ppo, rllib = config.ppo, config.rllib
@@ -130,7 +127,7 @@ def algorithm_config(config: TrainConfig) -> PPOConfig:
     )
     return (
         PPOConfig()
-        .environment(ENV_NAME, env_config=env_config(config), disable_env_checking=True)
+        .environment(MarketTrainingEnv, env_config=env_config(config), disable_env_checking=True)
         .env_runners(
             num_env_runners=rllib.env_runners,
             num_envs_per_env_runner=rllib.envs_per_runner or len(sources),

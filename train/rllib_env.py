@@ -12,7 +12,7 @@ with the `action_mask` the observations carry (`train.rllib_module`).
 Each game is bound to one scenario source, the training games being those of the sb3 VecEnv
 (`scenario_sources.training_sources`: `copies` games per bundled scenario, then the `generator`
 section's games of generated scenarios, each with a fixed number of learner seats). The env
-creator (`make_env`, registered as `ENV_NAME`) binds the k-th environment a process creates to
+class (`MarketTrainingEnv`) binds the k-th environment a process creates to
 game k mod (number of games), so an env runner with that many environments steps every game in
 lockstep, as the stable-baselines3 VecEnv does. Self-play snapshots and the frozen copy of the
 current policy (`self` seats of generated games) are numpy copies of the learner held in one pool
@@ -37,7 +37,6 @@ from gpuparley.train.game import Game
 from gpuparley.train.opponents import SeatPlan, SnapshotPool, draw_seats
 from gpuparley.train.scenario_sources import ScenarioSource, training_sources
 
-ENV_NAME = "gpuparley-market"
 _CREATED = itertools.count()
 _POOL: list[SnapshotPool] = []  # this process's self-play pool, once an env is created here
 
@@ -167,22 +166,29 @@ class MarketMultiAgentEnv(ParallelPettingZooEnv):
         return observations, infos
 
 
-def make_env(env_config: Mapping[str, Any]) -> MarketMultiAgentEnv:
-    """RLlib's env creator: the next game of this process (module docstring). `env_config`
-    holds the training config's fields (`rllib_backend.env_config`) and RLlib's worker index."""
-    games = training_sources(env_config["scenarios"], env_config["copies"], env_config["generated"])
-    index = next(_CREATED)
-    worker = int(getattr(env_config, "worker_index", 0))
-    seats = LearnerSeats(
-        games[index % len(games)],
-        env_config["mechanisms"],
-        env_config["mix"],
-        np.random.default_rng([env_config["seed"], worker, index]),
-        env_config["max_epochs"],
-        env_config["reward_shaping"],
-        env_config["reward_scale"],
-        env_config["slots"],
-        process_pool(env_config["pool_size"]),
-        env_config["reward_welfare"],
-    )
-    return MarketMultiAgentEnv(seats)
+class MarketTrainingEnv(MarketMultiAgentEnv):
+    """What RLlib builds each environment with: the next game of this process (module
+    docstring). `env_config` holds the training config's fields (`rllib_backend.env_config`) and
+    RLlib's worker index. RLlib is given this class, not a name registered with Tune: Tune's
+    registry keys names by the first Ray job of the process, so a second training in the same
+    process (a new Ray session) would not find a registered name."""
+
+    def __init__(self, env_config: Mapping[str, Any]) -> None:
+        games = training_sources(
+            env_config["scenarios"], env_config["copies"], env_config["generated"]
+        )
+        index = next(_CREATED)
+        worker = int(getattr(env_config, "worker_index", 0))
+        seats = LearnerSeats(
+            games[index % len(games)],
+            env_config["mechanisms"],
+            env_config["mix"],
+            np.random.default_rng([env_config["seed"], worker, index]),
+            env_config["max_epochs"],
+            env_config["reward_shaping"],
+            env_config["reward_scale"],
+            env_config["slots"],
+            process_pool(env_config["pool_size"]),
+            env_config["reward_welfare"],
+        )
+        super().__init__(seats)
