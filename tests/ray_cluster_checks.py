@@ -4,7 +4,9 @@ by `test_ray.py`, which runs this file with pytest inside a loopback-only networ
 Evaluation sweeps through `--address` equal the in-process run (every field of every record but
 the measured `wall_s`), and so does the FGD inflation experiment with one Ray worker and with two.
 A smoke RLlib training (a few thousand steps, env runners on both nodes) through `--address`
-writes checkpoints whose `gpuparley export` picks the module's actions on 10,000 observations.
+writes checkpoints whose `gpuparley export` picks the module's actions on 10,000 observations;
+so does a short one with the default config's features (generated games, a warm start, a
+welfare reward, `best/` chosen by welfare on validation generator seeds).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typer.testing import CliRunner
 
 from gpuparley.cli import app
 from gpuparley.envs.scenario import load_scenario
+from gpuparley.envs.scenario_generator import VALIDATION_SEEDS
 from gpuparley.evaluation.fgd_inflation import run_inflation_experiment
 from gpuparley.evaluation.ray_sweep import ray_cells
 from gpuparley.evaluation.results import Results
@@ -113,7 +116,12 @@ def test_rllib_training_on_the_cluster_exports_with_parity(cluster: str, tmp_pat
         p.name for p in best.iterdir()
     }
     assert any((run / "tb").rglob("events.out.tfevents.*"))
-    out = tmp_path / "exported.onnx"
+    assert_exports_with_parity(best, tmp_path / "exported.onnx")
+
+
+def assert_exports_with_parity(best: Path, out: Path) -> None:
+    """`gpuparley export` of an RLlib checkpoint picks the module's own masked actions on
+    10,000 observations, in onnxruntime and in numpy."""
     result = CliRunner().invoke(app, ["export", str(best), "--out", str(out)])
     assert result.exit_code == 0, result.output
 
@@ -129,6 +137,56 @@ def test_rllib_training_on_the_cluster_exports_with_parity(cluster: str, tmp_pat
         logits = load_onnx_policy(out, backend=backend).logits(observations)
         assert_float32_close(logits, reference)
         assert (masked_argmax(logits, masks) == expected).all(), backend
+
+
+VALIDATE_BY_WELFARE = {"every": 200, "max_epochs": None, "generated": 2, "select": "welfare"}
+
+
+def generated_rllib_config(folder: Path) -> Path:
+    """The default config's features at smoke size: generated games, a warm start, a welfare
+    reward and checkpoints chosen by welfare on validation generator seeds."""
+    raw = load_config("smoke").resolved()
+    raw.update(
+        scenarios=[],
+        mechanisms=["auction"],
+        total_timesteps=400,
+        generator={
+            "ranges": {"agents": [2, 4], "jobs": [10, 20], "max_gpus": 8, "arrival_hours": [2, 4]},
+            "seeds": "0-49",
+            "games": 1,
+            "learner_seats": 2,
+        },
+        warm_start={"imitate": "scripted:truthful", "decisions": 300, "epochs": 8},
+        reward_welfare=1.0,
+        evaluation={**raw["evaluation"], **VALIDATE_BY_WELFARE},
+        rllib={"env_runners": 1},
+    )
+    path = folder / "generated-rllib.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_rllib_trains_on_generated_scenarios_with_a_warm_start(
+    cluster: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    args = ["--config", str(generated_rllib_config(tmp_path)), "--backend", "rllib"]
+    result = CliRunner().invoke(
+        app, ["train", *args, "--address", cluster, "--output-dir", str(runs)]
+    )
+    assert result.exit_code == 0, result.output
+    run = runs / "smoke" / "seed-0"
+    record = json.loads((run / "training.json").read_text())
+    assert record["backend"] == "rllib" and record["timesteps"] >= 400
+    assert record["imitation_accuracy"] > 0.9  # truthful is one action per decision point
+    assert record["warm_start_score"] is not None
+    best = run / "best"
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert metrics["score"] == metrics["welfare"]["mean_welfare_gap"]
+    assert list(metrics["welfare"]["per_scenario"]) == [
+        f"generated-{seed}/auction" for seed in VALIDATION_SEEDS[:2]
+    ]
+    assert_exports_with_parity(best, tmp_path / "exported.onnx")
 
 
 def test_tune_seed_sweep_on_the_cluster_reports_mean_and_ci(cluster: str, tmp_path: Path) -> None:

@@ -13,17 +13,20 @@ pytest.importorskip("ray.rllib")
 
 from pettingzoo.test import parallel_api_test
 
+from gpuparley.envs.scenario import load_scenario
 from gpuparley.train import rllib_env
-from gpuparley.train.config import TrainConfigError, load_config
+from gpuparley.train.config import GeneratorConfig, TrainConfigError, load_config
 from gpuparley.train.rllib_backend import env_config
-from gpuparley.train.rllib_env import LearnerSeats, make_env
+from gpuparley.train.rllib_env import LearnerSeats, MarketTrainingEnv
+from gpuparley.train.scenario_sources import FixedScenario
 
 MIX = {"self": 0.5, "snapshots": 0.25, "scripted:truthful": 0.25}
 
 
 def seats(seed: int = 0, scenario: str = "tiny") -> LearnerSeats:
+    source = FixedScenario(load_scenario(scenario))
     return LearnerSeats(
-        scenario, ["auction", "bargain"], MIX, np.random.default_rng(seed), 20, 0.0, 0.05, 2
+        source, ["auction", "bargain"], MIX, np.random.default_rng(seed), 20, 0.0, 0.05, 2
     )
 
 
@@ -59,7 +62,7 @@ def test_episodes_repeat_with_a_seed_and_end_for_every_slot_together() -> None:
 def test_the_env_creator_binds_games_to_scenarios_round_robin() -> None:
     config = load_config("smoke").model_copy(update={"scenarios": ["tiny", "gang-heavy"]})
     settings = env_config(config)
-    made = [make_env(settings) for _ in range(4)]
+    made = [MarketTrainingEnv(settings) for _ in range(4)]
     names = [env.par_env.game.env.scenario.name for env in made]
     assert names[0::2] == [names[0]] * 2 and names[1::2] == [names[1]] * 2
     assert {names[0], names[1]} == {"tiny", "gang-heavy"}
@@ -78,3 +81,30 @@ def test_rllib_section_is_validated(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"name": "x", "backend": "rllib", "algorithm": "ppo"}))
     with pytest.raises(TrainConfigError, match="rllib backend trains masked PPO"):
         load_config(path)
+
+
+def test_generated_games_and_the_welfare_reward_are_the_vec_envs() -> None:
+    """With a `generator` section the env creator builds the sb3 VecEnv's games (generated
+    scenarios, `learner_seats` slots each), and a slot's return is its utility plus the welfare
+    share, r = (utility + w x welfare / agents) / budget x scale."""
+    generator = GeneratorConfig(
+        ranges={"agents": [3, 5], "jobs": [10, 20], "max_gpus": 8, "arrival_hours": [2, 4]},
+        seeds="0-49",
+        games=2,
+        learner_seats=2,
+    )
+    config = load_config("smoke").model_copy(
+        update={"scenarios": [], "generator": generator, "reward_welfare": 0.5, "max_epochs": None}
+    )
+    settings = env_config(config)
+    assert settings["slots"] == 2
+    env = MarketTrainingEnv(settings).par_env
+    rewards, infos = play(env, seed=1)
+    game = env.game
+    assert game.env.scenario.name.startswith("generated-")
+    assert set(infos) == {"learner_0", "learner_1"}
+    for slot, seat in zip(env.playing, game.plan.learners, strict=True):
+        expected = infos[slot]["utility"] + 0.5 * game.realised() / len(game.budgets)
+        total = sum(step[slot] for step in rewards)
+        assert total == pytest.approx(expected / game.budgets[seat] * 0.05, rel=1e-9)
+    assert game.realised() > 0

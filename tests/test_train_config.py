@@ -53,12 +53,12 @@ def test_unknown_opponent_lists_choices(tmp_path: Path) -> None:
     assert "scripted:truthful" in str(error.value) and "kube-default" not in str(error.value)
 
 
-def test_the_rllib_backend_refuses_what_only_sb3_implements() -> None:
-    resolved = load_config("default").resolved()
-    with pytest.raises(TrainConfigError, match="generator: the rllib backend trains on bundled"):
-        validate_config({**resolved, "backend": "rllib"}, "default (options)")
+def test_the_rllib_backend_accepts_the_default_and_bundled_configs() -> None:
     bundled = load_config("bundled").resolved()
     assert validate_config({**bundled, "backend": "rllib"}, "bundled").backend == "rllib"
+    default = validate_config({**load_config("default").resolved(), "backend": "rllib"}, "x")
+    assert default.backend == "rllib" and default.generator is not None
+    assert default.warm_start is not None and default.reward_welfare > 0
 
 
 def test_missing_file_is_a_clear_error() -> None:

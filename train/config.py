@@ -226,18 +226,6 @@ class TrainConfig(_Strict):
     def _rllib_masks(self) -> TrainConfig:
         if self.backend == "rllib" and self.algorithm != "maskable_ppo":
             raise ValueError("algorithm: the rllib backend trains masked PPO; use maskable_ppo")
-        sb3_only = {
-            "generator": self.generator is not None,
-            "warm_start": self.warm_start is not None,
-            "reward_welfare": self.reward_welfare > 0,
-        }
-        used = [name for name, present in sb3_only.items() if present]
-        if self.backend == "rllib" and used:
-            raise ValueError(
-                f"{used[0]}: the rllib backend trains on bundled scenarios, without a "
-                "generator, warm start or welfare reward; use backend sb3 (or a config "
-                "such as smoke)"
-            )
         return self
 
     @model_validator(mode="after")

@@ -8,11 +8,13 @@ decisions in the learner's own seats of the training games (the opponents drawn 
 training), then fits the actor by cross-entropy on the legal actions only (the masked logits),
 with some of the target spread over every legal action so that the policy is not so sure of
 itself that PPO never tries anything else; PPO continues from there. The value head is left to
-PPO.
+PPO. The fit (`fit_actor`) takes any actor: the stable-baselines3 model's (`imitate`) or the
+RLlib module's (`rllib_backend`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,16 +61,36 @@ def imitate(
     demonstrations: Demonstrations,
     epochs: int,
     smoothing: float = 0.0,
+    seed: int = 0,
+) -> float:
+    """`fit_actor` for a stable-baselines3 model's actor (policy MLP and action head)."""
+    policy = model.policy
+    actor = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
+    return fit_actor(
+        lambda observations: _logits(policy, observations),
+        actor,
+        demonstrations,
+        epochs,
+        smoothing,
+        seed=seed,
+    )
+
+
+def fit_actor(
+    actor_logits: Callable[[torch.Tensor], torch.Tensor],
+    parameters: Iterable[torch.nn.Parameter],
+    demonstrations: Demonstrations,
+    epochs: int,
+    smoothing: float = 0.0,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     seed: int = 0,
 ) -> float:
-    """Fit the actor to the demonstrations (masked cross-entropy, the target spreading
-    `smoothing` of its mass over the legal actions, so that PPO still explores); returns the
-    share of them the fitted policy's argmax reproduces."""
-    policy = model.policy
-    actor = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
-    optimiser = torch.optim.Adam(actor, lr=learning_rate)
+    """Fit an actor (`actor_logits`: observations to unmasked logits, with gradients, through
+    `parameters`) to the demonstrations (masked cross-entropy, the target spreading `smoothing`
+    of its mass over the legal actions, so that PPO still explores); returns the share of them
+    the fitted policy's argmax reproduces."""
+    optimiser = torch.optim.Adam(list(parameters), lr=learning_rate)
     observations = torch.as_tensor(demonstrations.observations, dtype=torch.float32)
     illegal = torch.as_tensor(~demonstrations.masks.astype(bool))
     targets = torch.as_tensor(demonstrations.actions, dtype=torch.long)
@@ -78,7 +100,7 @@ def imitate(
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             legal = ~illegal[batch]
-            logits = _logits(policy, observations[batch]).masked_fill(~legal, -1e9)
+            logits = actor_logits(observations[batch]).masked_fill(~legal, -1e9)
             target = torch.nn.functional.one_hot(targets[batch], logits.shape[1]).float()
             spread = legal.float() / legal.sum(dim=1, keepdim=True)
             target = (1 - smoothing) * target + smoothing * spread
@@ -87,7 +109,7 @@ def imitate(
             loss.backward()
             optimiser.step()
     with torch.no_grad():
-        logits = _logits(policy, observations).masked_fill(illegal, -1e9)
+        logits = actor_logits(observations).masked_fill(illegal, -1e9)
         return float((logits.argmax(dim=1) == targets).float().mean())
 
 

@@ -1,7 +1,9 @@
 """Training on RLlib: the same config, environment, opponents and checkpoints as the
 stable-baselines3 path, with Ray doing the sampling (`gpuparley train --backend rllib`).
 
-* Environment: `rllib_env` (the learner seats of each game; opponents drawn from the mix).
+* Environment: `rllib_env` (the learner seats of each game; opponents drawn from the mix): the
+  sb3 VecEnv's games (bundled scenarios x copies, then the `generator` section's games), with
+  the same rewards (`reward_welfare` included).
 * Policy: one module, `shared`, plays every learner slot (parameter sharing), PPO with masked
   logits (`rllib_module`); the network is `policy.net_arch`/`activation` for the actor and the
   critic separately, as sb3's `MlpPolicy`.
@@ -11,8 +13,15 @@ stable-baselines3 path, with Ray doing the sampling (`gpuparley train --backend 
 * Steps are learner decisions (agent steps), as sb3 counts them, so `total_timesteps`,
   `snapshots.every` and `evaluation.every` mean the same on both backends.
 * Self-play: every `snapshots.every` steps the learner's actor is frozen and sent to every env
-  runner's pool. Evaluation, `best/` and `last/` and `training.json` are the sb3 path's; a
-  checkpoint holds the saved RLModule (`rl_module/`) instead of `model.zip`, and `policy.onnx`.
+  runner's pool, and before every iteration the current actor (for `self` seats of generated
+  games, as sb3 refreshes it every rollout).
+* Warm start (`warm_start`): the teacher's decisions are collected in the sb3 VecEnv built from
+  the same config (`trainer.teacher_demonstrations`), the learner's actor is fitted to them by
+  the same masked cross-entropy (`imitation.fit_actor`), and the env runners get its weights.
+* Evaluation, the `best/` rule (`evaluation.select`, on the validation generator seeds), `last/`
+  and `training.json` are the sb3 path's (`trainer.evaluate_layers`), the warm-started actor
+  evaluated before PPO begins; a checkpoint holds the saved RLModule (`rl_module/`) instead of
+  `model.zip`, and `policy.onnx`.
 * Logs: TensorBoard scalars in `<run>/tb/rllib` (returns, losses, evaluation).
 
 The driver runs the learner; env runners are Ray actors (`rllib.env_runners`), on a local Ray
@@ -39,7 +48,6 @@ from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
     NUM_AGENT_STEPS_SAMPLED_LIFETIME,
 )
-from ray.tune.registry import register_env
 from rich.progress import Progress
 from torch.utils.tensorboard import SummaryWriter
 
@@ -52,43 +60,65 @@ from gpuparley.train.checkpoint import (
     write_checkpoint_files,
     write_layers,
 )
-from gpuparley.train.config import TrainConfig
+from gpuparley.train.config import TrainConfig, WarmStartConfig
+from gpuparley.train.evaluate import Baselines
+from gpuparley.train.imitation import fit_actor
+from gpuparley.train.opponents import SnapshotPool
 from gpuparley.train.ray_cluster import ray_session
-from gpuparley.train.rllib_env import ENV_NAME, add_snapshot, learner_slots, make_env
+from gpuparley.train.rllib_env import (
+    MarketTrainingEnv,
+    add_snapshot,
+    learner_slots,
+    set_current,
+)
 from gpuparley.train.rllib_module import MaskedPPOModule, module_layers
+from gpuparley.train.scenario_sources import ScenarioSource, training_sources
 from gpuparley.train.trainer import (
     BEST,
     LAST,
     TRAINING_RECORD,
     TrainResult,
+    build_env,
+    eval_scalars,
     evaluate_layers,
+    generated_games,
     run_dir_of,
+    teacher_demonstrations,
+    validation_scenarios,
 )
 
 MODULE_ID = "shared"
 NO_VALUE_CLIP = 1e12  # sb3 does not clip the value loss
+SYNC_TIMEOUT = 600.0  # seconds to wait for the warm-started weights to reach the env runners
+
+
+def games(config: TrainConfig) -> list[ScenarioSource]:
+    """The scenario source of every training game (as the sb3 VecEnv's)."""
+    return training_sources(config.scenarios, config.copies, generated_games(config))
 
 
 def env_config(config: TrainConfig) -> dict[str, Any]:
-    """What every environment of the run is built from (`rllib_env.make_env`)."""
+    """What every environment of the run is built from (`rllib_env.MarketTrainingEnv`)."""
     return {
         "scenarios": list(config.scenarios),
         "copies": config.copies,
+        "generated": generated_games(config),
         "mechanisms": list(config.mechanisms),
         "mix": dict(config.opponents),
         "seed": config.seed,
         "max_epochs": config.max_epochs,
         "reward_shaping": config.reward_shaping,
         "reward_scale": config.reward_scale,
-        "slots": max(learner_slots(config.scenarios, config.opponents)),
+        "reward_welfare": config.reward_welfare,
+        "slots": max(learner_slots(games(config), config.opponents)),
         "pool_size": config.snapshots.pool_size,
     }
 
 
 def algorithm_config(config: TrainConfig) -> PPOConfig:
     """RLlib's PPO config for a training config (module docstring)."""
-    register_env(ENV_NAME, make_env)
-    seats = sum(learner_slots(config.scenarios, config.opponents)) * config.copies
+    sources = games(config)
+    seats = sum(learner_slots(sources, config.opponents))
     ppo, rllib = config.ppo, config.rllib
     model = DefaultModelConfig(
         fcnet_hiddens=list(config.policy.net_arch),
@@ -97,10 +127,10 @@ def algorithm_config(config: TrainConfig) -> PPOConfig:
     )
     return (
         PPOConfig()
-        .environment(ENV_NAME, env_config=env_config(config), disable_env_checking=True)
+        .environment(MarketTrainingEnv, env_config=env_config(config), disable_env_checking=True)
         .env_runners(
             num_env_runners=rllib.env_runners,
-            num_envs_per_env_runner=rllib.envs_per_runner or len(config.scenarios) * config.copies,
+            num_envs_per_env_runner=rllib.envs_per_runner or len(sources),
             num_cpus_per_env_runner=rllib.cpus_per_runner,
         )
         .multi_agent(
@@ -173,33 +203,76 @@ def export_rllib_checkpoint(checkpoint: Path, out: str | Path) -> Path:
 
 
 class RLlibTrainer:
-    """One RLlib training run: algorithm, snapshots, evaluation, checkpoints, logs."""
+    """One RLlib training run: algorithm, warm start, snapshots, evaluation, checkpoints, logs."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.run_dir = run_dir_of(config)
         self.best_score = float("-inf")
+        self.validation = validation_scenarios(config)
+        self.baselines: Baselines = {}
+        self.imitation_accuracy: float | None = None
+        self.warm_start_seconds = 0.0
+        self.warm_start_score: float | None = None
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.algorithm: Algorithm = algorithm_config(config).build_algo()
         self.writer = SummaryWriter(str(self.run_dir / "tb" / "rllib"))
+        if config.warm_start is not None:
+            started = time.perf_counter()
+            self.imitation_accuracy = self.warm_start(config.warm_start)
+            self.warm_start_seconds = time.perf_counter() - started
 
     def module(self) -> MaskedPPOModule:
         module = self.algorithm.get_module(MODULE_ID)
         assert isinstance(module, MaskedPPOModule)
         return module
 
+    def warm_start(self, spec: WarmStartConfig) -> float:
+        """Fit the learner's actor to the teacher's decisions (`train.imitation`), collected in
+        the games of the sb3 VecEnv of this config, and send it to the env runners; the fitted
+        share."""
+        env = build_env(self.config, SnapshotPool(self.config.snapshots.pool_size))
+        try:
+            demonstrations = teacher_demonstrations(spec, env, self.config.seed)
+        finally:
+            env.close()
+        seed = self.config.seed
+
+        def fit(learner: Any, **kwargs: Any) -> float:
+            module = learner.module[MODULE_ID]
+            return fit_actor(
+                module.actor_logits,
+                module.actor_parameters(),
+                demonstrations,
+                spec.epochs,
+                spec.smoothing,
+                seed=seed,
+            )
+
+        accuracy = float(next(iter(self.algorithm.learner_group.foreach_learner(fit))).get())
+        self.algorithm.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.algorithm.learner_group,
+            inference_only=True,
+            timeout_seconds=SYNC_TIMEOUT,
+        )
+        return accuracy
+
     def snapshot(self) -> None:
         layers = module_layers(self.module())
         self.algorithm.env_runner_group.foreach_env_runner(lambda runner: add_snapshot(layers))
 
+    def refresh_current(self) -> None:
+        layers = module_layers(self.module())
+        self.algorithm.env_runner_group.foreach_env_runner(lambda runner: set_current(layers))
+
     def checkpoint(self, steps: int) -> dict[str, Any]:
         """Evaluate, save `last/`, and `best/` when the score improved."""
-        metrics = evaluate_layers(module_layers(self.module()), self.config)
-        metrics["score"] = metrics["mean_budget_utility"]
+        layers = module_layers(self.module())
+        metrics = evaluate_layers(layers, self.config, self.validation, self.baselines)
         metrics["timesteps"] = steps
-        self.writer.add_scalar("eval/mean_utility", metrics["mean_utility"], steps)
-        self.writer.add_scalar("eval/mean_budget_utility", metrics["mean_budget_utility"], steps)
+        for key, value in eval_scalars(metrics).items():
+            self.writer.add_scalar(f"eval/{key}", value, steps)
         save_rllib_checkpoint(self.module(), self.run_dir / LAST, self.config, metrics)
         if metrics["score"] > self.best_score:
             self.best_score = metrics["score"]
@@ -224,8 +297,12 @@ class RLlibTrainer:
         self.snapshot()  # never an empty pool
         next_snapshot, next_eval = config.snapshots.every, config.evaluation.every
         started, cpu_started = time.perf_counter(), time.process_time()
+        if self.imitation_accuracy is not None:
+            # the warm-started policy is a candidate for `best` too
+            self.warm_start_score = self.checkpoint(0)["score"]
         steps = 0
         while steps < total:
+            self.refresh_current()
             result = self.algorithm.train()
             steps = agent_steps(result)
             self.log(result, steps)
@@ -247,11 +324,14 @@ class RLlibTrainer:
             "backend": "rllib",
             "seed": config.seed,
             "timesteps": steps,
-            "wall_seconds": seconds,
+            "wall_seconds": seconds + self.warm_start_seconds,
+            "warm_start_seconds": self.warm_start_seconds,
             "cpu_seconds": time.process_time() - cpu_started,
             "steps_per_second": steps / max(seconds, 1e-9),
             "threads": config.threads,
             "env_runners": config.rllib.env_runners,
+            "imitation_accuracy": self.imitation_accuracy,
+            "warm_start_score": self.warm_start_score,
         }
         (self.run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         return TrainResult(

@@ -3,16 +3,20 @@
 `LearnerSeats` is a PettingZoo `ParallelEnv` whose agents are the learner's seat slots
 (`learner_0`, `learner_1`, ...) of one game of the market environment; the other seats are
 played inside it by the opponent mix, re-drawn every episode, exactly as the stable-baselines3
-path does (the same `vec_env._Game`, `opponents.draw_seats`, reward scaling and seeding rules).
+path does (the same `game.Game`, scenario sources, `opponents.draw_seats`, rewards and seeding
+rules).
 RLlib then takes it through its PettingZoo support (`MarketMultiAgentEnv`, a
 `ParallelPettingZooEnv`), maps every slot to one module (parameter sharing), and masks actions
 with the `action_mask` the observations carry (`train.rllib_module`).
 
-Each game is bound to one training scenario. The env creator (`make_env`, registered as
-`ENV_NAME`) binds the k-th environment a process creates to scenario k mod (scenarios x copies),
-so an env runner with `scenarios x copies` environments steps every scenario in lockstep, as
-the stable-baselines3 VecEnv does. Self-play snapshots are frozen numpy copies of the learner
-held in one pool per process (`process_pool`), fed by the driver (`add_snapshot`).
+Each game is bound to one scenario source, the training games being those of the sb3 VecEnv
+(`scenario_sources.training_sources`: `copies` games per bundled scenario, then the `generator`
+section's games of generated scenarios, each with a fixed number of learner seats). The env
+class (`MarketTrainingEnv`) binds the k-th environment a process creates to
+game k mod (number of games), so an env runner with that many environments steps every game in
+lockstep, as the stable-baselines3 VecEnv does. Self-play snapshots and the frozen copy of the
+current policy (`self` seats of generated games) are numpy copies of the learner held in one pool
+per process (`process_pool`), fed by the driver (`add_snapshot`, `set_current`).
 """
 
 from __future__ import annotations
@@ -28,13 +32,11 @@ from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
 from gpuparley.envs.market.encoding import ACTION_COUNT
 from gpuparley.envs.market.parallel_env import observation_space
-from gpuparley.envs.scenario import load_scenario
 from gpuparley.policy.runtime import Layer
-from gpuparley.train.opponents import SeatPlan, SnapshotPool, draw_seats, learner_count
-from gpuparley.train.scenario_sources import FixedScenario
-from gpuparley.train.vec_env import _Game
+from gpuparley.train.game import Game
+from gpuparley.train.opponents import SeatPlan, SnapshotPool, draw_seats
+from gpuparley.train.scenario_sources import ScenarioSource, training_sources
 
-ENV_NAME = "gpuparley-market"
 _CREATED = itertools.count()
 _POOL: list[SnapshotPool] = []  # this process's self-play pool, once an env is created here
 
@@ -43,9 +45,9 @@ def slot_name(index: int) -> str:
     return f"learner_{index}"
 
 
-def learner_slots(scenarios: Sequence[str], mix: Mapping[str, float]) -> list[int]:
-    """Learner seats of each scenario's game (the agents each `LearnerSeats` has)."""
-    return [learner_count(mix, len(load_scenario(name).agents)) for name in scenarios]
+def learner_slots(sources: Sequence[ScenarioSource], mix: Mapping[str, float]) -> list[int]:
+    """Learner seats of each game (the agents each `LearnerSeats` has)."""
+    return [source.learner_seats(mix) for source in sources]
 
 
 def process_pool(size: int) -> SnapshotPool:
@@ -62,6 +64,13 @@ def add_snapshot(layers: Sequence[Layer]) -> None:
         pool.add(layers)
 
 
+def set_current(layers: Sequence[Layer]) -> None:
+    """Make `layers` the frozen copy of the current policy in this process's pool (what `self`
+    seats of generated games play; refreshed before every training iteration)."""
+    for pool in _POOL:
+        pool.set_current(layers)
+
+
 class LearnerSeats(ParallelEnv):
     """The learner seats of one game; opponents play the others (module docstring)."""
 
@@ -69,7 +78,7 @@ class LearnerSeats(ParallelEnv):
 
     def __init__(
         self,
-        scenario: str,
+        source: ScenarioSource,
         mechanisms: Sequence[str],
         mix: Mapping[str, float],
         rng: np.random.Generator,
@@ -78,14 +87,15 @@ class LearnerSeats(ParallelEnv):
         reward_scale: float,
         slots: int,
         pool: SnapshotPool | None = None,
+        reward_welfare: float = 0.0,
     ) -> None:
         env_kwargs = {"max_epochs": max_epochs, "reward_shaping": reward_shaping}
-        source = FixedScenario(load_scenario(scenario))
         count = source.learner_seats(mix)
-        self.game = _Game(source, mechanisms, rng, env_kwargs, count)
+        self.game = Game(source, mechanisms, rng, env_kwargs, count)
         self.mix = dict(mix)
         self.pool = pool
         self.reward_scale = reward_scale
+        self.reward_welfare = reward_welfare
         self.possible_agents = [slot_name(k) for k in range(max(slots, count))]
         self.playing = self.possible_agents[:count]
         self.agents: list[str] = []
@@ -123,7 +133,7 @@ class LearnerSeats(ParallelEnv):
         chosen = {seats[slot]: int(action) for slot, action in actions.items()}
         rewards, terminated, _, finished = game.step(chosen)
         scaled = {
-            slot: float(rewards[seat]) / game.budgets[seat] * self.reward_scale
+            slot: game.reward(seat, float(rewards[seat]), self.reward_welfare, self.reward_scale)
             for slot, seat in seats.items()
         }
         ends = {slot: finished and bool(terminated[seat]) for slot, seat in seats.items()}
@@ -156,21 +166,29 @@ class MarketMultiAgentEnv(ParallelPettingZooEnv):
         return observations, infos
 
 
-def make_env(env_config: Mapping[str, Any]) -> MarketMultiAgentEnv:
-    """RLlib's env creator: the next game of this process (module docstring). `env_config`
-    holds the training config's fields (`rllib_backend.env_config`) and RLlib's worker index."""
-    games = [name for name in env_config["scenarios"] for _ in range(env_config["copies"])]
-    index = next(_CREATED)
-    worker = int(getattr(env_config, "worker_index", 0))
-    seats = LearnerSeats(
-        games[index % len(games)],
-        env_config["mechanisms"],
-        env_config["mix"],
-        np.random.default_rng([env_config["seed"], worker, index]),
-        env_config["max_epochs"],
-        env_config["reward_shaping"],
-        env_config["reward_scale"],
-        env_config["slots"],
-        process_pool(env_config["pool_size"]),
-    )
-    return MarketMultiAgentEnv(seats)
+class MarketTrainingEnv(MarketMultiAgentEnv):
+    """What RLlib builds each environment with: the next game of this process (module
+    docstring). `env_config` holds the training config's fields (`rllib_backend.env_config`) and
+    RLlib's worker index. RLlib is given this class, not a name registered with Tune: Tune's
+    registry keys names by the first Ray job of the process, so a second training in the same
+    process (a new Ray session) would not find a registered name."""
+
+    def __init__(self, env_config: Mapping[str, Any]) -> None:
+        games = training_sources(
+            env_config["scenarios"], env_config["copies"], env_config["generated"]
+        )
+        index = next(_CREATED)
+        worker = int(getattr(env_config, "worker_index", 0))
+        seats = LearnerSeats(
+            games[index % len(games)],
+            env_config["mechanisms"],
+            env_config["mix"],
+            np.random.default_rng([env_config["seed"], worker, index]),
+            env_config["max_epochs"],
+            env_config["reward_shaping"],
+            env_config["reward_scale"],
+            env_config["slots"],
+            process_pool(env_config["pool_size"]),
+            env_config["reward_welfare"],
+        )
+        super().__init__(seats)

@@ -60,12 +60,20 @@ class MaskedPPOModule(DefaultPPOTorchRLModule):
             batch = self._split(batch)[1]
         return super().compute_values(batch, embeddings)
 
+    def actor_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Unmasked action logits of a batch of feature vectors, with gradients (the actor:
+        actor encoder, then the pi head; what the imitation warm start fits)."""
+        encoded = self.encoder.actor_encoder({Columns.OBS: features})
+        return self.pi(encoded["encoder_out"])
+
+    def actor_parameters(self) -> list[torch.nn.Parameter]:
+        """The actor's parameters (the critic's are left out)."""
+        return [*self.encoder.actor_encoder.parameters(), *self.pi.parameters()]
+
     @torch.no_grad()
     def logits(self, observations: Any) -> Any:
         """Unmasked action logits of a batch of feature vectors (what the export must equal)."""
-        features = torch.as_tensor(observations, dtype=torch.float32)
-        encoded = self.encoder.actor_encoder({Columns.OBS: features})
-        return self.pi(encoded["encoder_out"]).numpy()
+        return self.actor_logits(torch.as_tensor(observations, dtype=torch.float32)).numpy()
 
 
 def module_layers(module: MaskedPPOModule) -> list[Layer]:

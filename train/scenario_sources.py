@@ -11,13 +11,14 @@ seats in each (`learner_seats`) and the vectorised environment keeps its width.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from gpuparley.envs.generator_schema import ScenarioRanges
-from gpuparley.envs.scenario import Scenario
+from gpuparley.envs.scenario import Scenario, load_scenario
 from gpuparley.envs.scenario_generator import sample_scenario
 from gpuparley.train.opponents import learner_count
 
@@ -69,3 +70,18 @@ class GeneratedScenarios:
 
 
 ScenarioSource = FixedScenario | GeneratedScenarios
+
+
+def training_sources(
+    scenarios: Sequence[str | Path], copies: int, generated: GeneratedGames | None
+) -> list[ScenarioSource]:
+    """The source of every training game, in order: `copies` games per bundled scenario, then
+    `generated.games` games of generated scenarios (sharing one cache)."""
+    sources: list[ScenarioSource] = [
+        FixedScenario(load_scenario(name)) for name in scenarios for _ in range(copies)
+    ]
+    if generated is not None:
+        sources += [GeneratedScenarios(generated)] * generated.games
+    if not sources:
+        raise ValueError("no scenarios and no generated games to train on")
+    return sources

@@ -33,8 +33,8 @@ from gpuparley.policy.runtime import Layer, NumpyMlp
 from gpuparley.train.checkpoint import ALGORITHMS, load_metrics, load_model, save_checkpoint
 from gpuparley.train.config import TrainConfig, WarmStartConfig
 from gpuparley.train.evaluate import Baselines, evaluate, welfare_gap
-from gpuparley.train.imitation import collect, imitate
-from gpuparley.train.opponents import SnapshotPool, opponent_spec
+from gpuparley.train.imitation import Demonstrations, collect, imitate
+from gpuparley.train.opponents import SnapshotPool, make_opponent
 from gpuparley.train.scenario_sources import GeneratedGames
 from gpuparley.train.vec_env import MarketVecEnv
 from gpuparley.train.weights import policy_layers
@@ -94,6 +94,24 @@ def build_env(
         pool=pool,
         generated=generated_games(config),
     )
+
+
+def teacher_demonstrations(spec: WarmStartConfig, env: MarketVecEnv, seed: int) -> Demonstrations:
+    """The warm start's teacher (`spec.imitate`) played in every learner seat of `env` for
+    `spec.decisions` decisions (`imitation.collect`)."""
+    return collect(env, make_opponent(spec.imitate, seed), spec.decisions)
+
+
+def eval_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """What a checkpoint's evaluation logs to TensorBoard (`eval/<name>`)."""
+    scalars = {"score": metrics["score"]}
+    for key in ("mean_utility", "mean_budget_utility"):
+        if key in metrics:
+            scalars[key] = metrics[key]
+    if "welfare" in metrics:
+        scalars["mean_welfare_gap"] = metrics["welfare"]["mean_welfare_gap"]
+    scalars.update(metrics.get("per_game", {}))
+    return scalars
 
 
 def build_model(config: TrainConfig, env: MarketVecEnv, log_dir: Path | None) -> BaseAlgorithm:
@@ -244,9 +262,7 @@ class Trainer:
 
     def warm_start(self, spec: WarmStartConfig) -> float:
         """Imitate `spec.imitate` before PPO (`train.imitation`); the fitted share."""
-        teacher = opponent_spec(spec.imitate).negotiator(self.config.seed)
-        teacher.reset(self.config.seed)
-        demonstrations = collect(self.env, teacher, spec.decisions)
+        demonstrations = teacher_demonstrations(spec, self.env, self.config.seed)
         self.env.seed(self.config.seed)  # PPO's first reset replays the same draws
         return imitate(
             self.model, demonstrations, spec.epochs, spec.smoothing, seed=self.config.seed
@@ -257,14 +273,8 @@ class Trainer:
         metrics = evaluate_policy(model, self.config, self.validation, self.baselines)
         metrics["timesteps"] = int(model.num_timesteps)
         if logger is not None:
-            logger.record("eval/score", metrics["score"])
-            for key in ("mean_utility", "mean_budget_utility"):
-                if key in metrics:
-                    logger.record(f"eval/{key}", metrics[key])
-            if "welfare" in metrics:
-                logger.record("eval/mean_welfare_gap", metrics["welfare"]["mean_welfare_gap"])
-            for game, value in metrics.get("per_game", {}).items():
-                logger.record(f"eval/{game}", value)
+            for key, value in eval_scalars(metrics).items():
+                logger.record(f"eval/{key}", value)
             logger.dump(model.num_timesteps)
         save_checkpoint(model, self.run_dir / LAST, self.config, metrics)
         if metrics["score"] > self.best_score:
