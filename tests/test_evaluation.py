@@ -194,6 +194,25 @@ def test_same_seed_same_results(tournament: tuple[Results, Path]) -> None:
         assert run["utility_by_agent"] == first["utility_by_agent"]
 
 
+def test_cells_take_the_markets_first_and_give_records_in_order(
+    tournament: tuple[Results, Path],
+) -> None:
+    results, _ = tournament
+    taken: list[str] = []
+
+    def in_process(fn, cells, labels, on_progress=None):  # type: ignore[no-untyped-def]
+        taken.extend(labels)
+        return [fn(*args) for args in cells]
+
+    on_cells = run_tournament(
+        load_scenario("tiny"), parse_policies(POLICIES), [0, 1], cells=in_process
+    )
+    markets = [label for label in taken if label.startswith(("scripted:", "learned:"))]
+    assert taken[: len(markets)] == markets and len(markets) == 4  # the long runs go first
+    strip = [{k: v for k, v in run.items() if k != "wall_s"} for run in results.runs]
+    assert [{k: v for k, v in run.items() if k != "wall_s"} for run in on_cells.runs] == strip
+
+
 # ----------------------------------------------------------------------------- inflation
 
 

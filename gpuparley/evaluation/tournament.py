@@ -163,10 +163,15 @@ def run_tournament(
     caps = {seed: resolve_horizon(scenario, seed, horizon) for seed in seeds}
     results = Results(config=tournament_config(scenario, policies, seeds, caps))
     if cells is not None:
-        order = list(itertools.product(seeds, policies))
-        arguments = [(scenario, policy, seed, caps[seed]) for seed, policy in order]
-        labels = [f"{policy.spec} seed {seed}" for seed, policy in order]
-        results.runs.extend(cells(run_policy, arguments, labels, on_progress))
+        # markets first: a market run costs several times a central scheduler's, and workers
+        # that take the long cells first end together (the sweep lasts as long as its busiest
+        # worker); the records go back into `each_run`'s order
+        every = list(itertools.product(seeds, policies))
+        order = sorted(range(len(every)), key=lambda index: not every[index][1].is_market)
+        arguments = [(scenario, every[i][1], every[i][0], caps[every[i][0]]) for i in order]
+        labels = [f"{every[i][1].spec} seed {every[i][0]}" for i in order]
+        records = dict(zip(order, cells(run_policy, arguments, labels, on_progress), strict=True))
+        results.runs.extend(records[index] for index in range(len(every)))
         return results
     for policy, seed, report in each_run(policies, seeds, on_progress):
         results.runs.append(run_policy(scenario, policy, seed, caps[seed], report))
