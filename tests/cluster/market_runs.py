@@ -34,6 +34,7 @@ SCENARIO = "cluster-e2e"
 SEED = 0
 AGENTS = ("alpha", "beta", "gamma")
 POLICY_FILE = checkpoints_dir() / "default" / "policy.onnx"
+DEFAULT_POLICY = f"learned:{POLICY_FILE}"
 
 
 @dataclass
@@ -68,9 +69,12 @@ def bargaining_scenario(directory: Path) -> Path:
     return path
 
 
-def simulated(scenario: str, mechanism: str | None = None) -> list[dict[str, Any]]:
-    """The simulator's lease trace for `scenario` with the default policy, as in a trace file."""
-    policy = parse_negotiator(f"learned:{POLICY_FILE}").negotiator(backend="onnxruntime")
+def simulated(
+    scenario: str, mechanism: str | None = None, policy_spec: str = DEFAULT_POLICY
+) -> list[dict[str, Any]]:
+    """The simulator's lease trace for `scenario` with a negotiator policy (the shipped learned
+    one by default), as in a trace file."""
+    policy = parse_negotiator(policy_spec).negotiator(backend="onnxruntime")
     trace = simulated_trace(load_scenario(scenario), SEED, policy, mechanism=mechanism)
     return json.loads(json.dumps([e.to_json() for e in trace]))  # tuples -> lists
 
@@ -111,6 +115,7 @@ def market_run(
     hostile: frozenset[str] = frozenset(),
     market_replicas: int = 1,
     scenario: str = SCENARIO,
+    policy: str = DEFAULT_POLICY,
 ) -> Iterator[Run]:
     missing = build.missing_binaries()
     if missing:
@@ -122,7 +127,7 @@ def market_run(
         scenario=scenario,
         die_with_parent=True,
     )
-    rig = MarketRig(state, scenario, SEED, f"learned:{POLICY_FILE}", state_dir / "logs")
+    rig = MarketRig(state, scenario, SEED, policy, state_dir / "logs")
     rig.substep_timeout = substep_timeout
     rig.hostile = hostile
     run = Run(rig)

@@ -7,6 +7,11 @@ the market, which addresses it to a lender at the proposer's turn; the lender an
 counter or reject) into the proposer's inbox, and so on; agreements become `GPULease` objects
 with the lender named, a lender reclaims quota for its own waiting job, and jobs that fit their
 owner's own quota run under quota grants (`quota-<job>-<clearing>` GPULeases, price 0).
+
+The negotiators are truthful ones (`BARGAINERS`): the shipped learned policy is trained for the
+auction (the deployment's default mechanism) and leaves 5 of this scenario's 22 jobs unfinished
+when it bargains (truthful finishes all 22), and this test is about the protocol, which must
+see every job through.
 """
 
 from __future__ import annotations
@@ -25,19 +30,23 @@ from .market_runs import (
 
 pytestmark = pytest.mark.cluster
 
+BARGAINERS = "scripted:truthful"
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     state_dir = tmp_path_factory.mktemp("market-bargain")
     scenario = bargaining_scenario(state_dir)
-    with market_run(state_dir, lambda _run: None, scenario=str(scenario)) as result:
+    with market_run(
+        state_dir, lambda _run: None, scenario=str(scenario), policy=BARGAINERS
+    ) as result:
         result.faults["scenario"] = str(scenario)
         yield result
 
 
 def test_bargained_leases_match_the_simulator(run: Run) -> None:
     assert run.status["finished"], run.status
-    expected = simulated(run.faults["scenario"], "bargain")
+    expected = simulated(run.faults["scenario"], "bargain", BARGAINERS)
     assert any(e["event"] == "signed" for e in expected), "the scenario must trade quota"
     assert run.trace == expected
     assert_one_lease_at_a_time(run.trace)
