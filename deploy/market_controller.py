@@ -54,7 +54,12 @@ from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.market_intake import MessageIntake
 from gpuparley.deploy.market_leases import LeasePublisher
 from gpuparley.deploy.market_pods import LeasePods
-from gpuparley.deploy.market_setup import MarketSetupError, check_host_nodes, retrying
+from gpuparley.deploy.market_setup import (
+    MarketSetupError,
+    check_host_nodes,
+    retrying,
+    until_authorised,
+)
 from gpuparley.deploy.market_state import MarketState, Record, StateError
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.envs.market.encoding import view_to_dict
@@ -155,7 +160,9 @@ class MarketController:
         With an `elector` (several replicas, `--leader-elect`) only the leader steps; a standby
         waits, and when it takes over it resumes the market from the state in the apiserver.
         A leader that cannot renew stops stepping before anyone else may take over."""
-        retrying(lambda: check_host_nodes(self.kube, self.market.scenario))
+        retrying(
+            lambda: until_authorised(lambda: check_host_nodes(self.kube, self.market.scenario))
+        )
         while elector is not None and not should_stop() and not elector.try_acquire_or_renew():
             self.telemetry.heartbeat()
             self.telemetry.leader.set(0)

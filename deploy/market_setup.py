@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from gpuparley.deploy.gpu_resources import env_node_resources
-from gpuparley.deploy.kube import Kube, Unavailable
+from gpuparley.deploy.kube import Forbidden, Kube, Unavailable
 from gpuparley.envs.scenario import Scenario
 
 log = logging.getLogger("gpuparley.market")
@@ -43,6 +43,25 @@ def check_host_nodes(kube: Kube, scenario: Scenario) -> None:
             + "; ".join(problems[:10])
             + " (create the nodes with `gpuparley cluster up --scenario` for this scenario)"
         )
+
+
+def until_authorised(step: Callable[[], T], seconds: float = 15.0) -> T:
+    """Run the market's first request, again while RBAC refuses it (403), for up to `seconds`.
+
+    The apiserver's authorizer learns bindings from a watch, so a market started the moment its
+    RBAC was applied (`deploy apply`, the test rig) can be refused for a moment; a 403 that
+    lasts longer is a real misconfiguration and is raised."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return step()
+        except Forbidden as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning(
+                "refused at start-up (RBAC not yet in effect?); retrying", extra={"error": str(exc)}
+            )
+            time.sleep(0.5)
 
 
 def retrying(step: Callable[[], T], seconds: float = 60.0) -> T:
