@@ -4,7 +4,7 @@ stable-baselines3 path, with Ray doing the sampling (`gpuparley train --backend 
 * Environment: `rllib_env` (the learner seats of each game; opponents drawn from the mix): the
   sb3 VecEnv's games (bundled scenarios x copies, then the `generator` section's games), with
   the same rewards (`reward_welfare` included).
-* Policy: one module, `shared`, plays every learner slot (parameter sharing), PPO with masked
+* Policy: one module, `negotiator`, plays every learner slot (parameter sharing), PPO with masked
   logits (`rllib_module`); the network is `policy.net_arch`/`activation` for the actor and the
   critic separately, as sb3's `MlpPolicy`.
 * PPO: `ppo` maps onto RLlib's names (n_steps per learner seat x seats = the train batch,
@@ -31,7 +31,6 @@ started for the run or on the cluster at `address` (`train.ray_cluster`). Runs a
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -76,18 +75,19 @@ from gpuparley.train.scenario_sources import ScenarioSource, training_sources
 from gpuparley.train.trainer import (
     BEST,
     LAST,
-    TRAINING_RECORD,
     TrainResult,
+    WarmStart,
     build_env,
     eval_scalars,
     evaluate_layers,
+    finish_run,
     generated_games,
     run_dir_of,
     teacher_demonstrations,
     validation_scenarios,
 )
 
-MODULE_ID = "shared"
+MODULE_ID = "negotiator"
 NO_VALUE_CLIP = 1e12  # sb3 does not clip the value loss
 SYNC_TIMEOUT = 600.0  # seconds to wait for the warm-started weights to reach the env runners
 
@@ -211,17 +211,15 @@ class RLlibTrainer:
         self.best_score = float("-inf")
         self.validation = validation_scenarios(config)
         self.baselines: Baselines = {}
-        self.imitation_accuracy: float | None = None
-        self.warm_start_seconds = 0.0
-        self.warm_start_score: float | None = None
+        self.warm = WarmStart()
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.algorithm: Algorithm = algorithm_config(config).build_algo()
         self.writer = SummaryWriter(str(self.run_dir / "tb" / "rllib"))
         if config.warm_start is not None:
             started = time.perf_counter()
-            self.imitation_accuracy = self.warm_start(config.warm_start)
-            self.warm_start_seconds = time.perf_counter() - started
+            self.warm.accuracy = self.warm_start(config.warm_start)
+            self.warm.seconds = time.perf_counter() - started
 
     def module(self) -> MaskedPPOModule:
         module = self.algorithm.get_module(MODULE_ID)
@@ -297,9 +295,9 @@ class RLlibTrainer:
         self.snapshot()  # never an empty pool
         next_snapshot, next_eval = config.snapshots.every, config.evaluation.every
         started, cpu_started = time.perf_counter(), time.process_time()
-        if self.imitation_accuracy is not None:
+        if self.warm.accuracy is not None:
             # the warm-started policy is a candidate for `best` too
-            self.warm_start_score = self.checkpoint(0)["score"]
+            self.warm.score = self.checkpoint(0)["score"]
         steps = 0
         while steps < total:
             self.refresh_current()
@@ -319,29 +317,17 @@ class RLlibTrainer:
         metrics = self.checkpoint(steps)
         self.writer.close()
         self.algorithm.stop()
-        record = {
-            "config": config.name,
-            "backend": "rllib",
-            "seed": config.seed,
-            "timesteps": steps,
-            "wall_seconds": seconds + self.warm_start_seconds,
-            "warm_start_seconds": self.warm_start_seconds,
-            "cpu_seconds": time.process_time() - cpu_started,
-            "steps_per_second": steps / max(seconds, 1e-9),
-            "threads": config.threads,
-            "env_runners": config.rllib.env_runners,
-            "imitation_accuracy": self.imitation_accuracy,
-            "warm_start_score": self.warm_start_score,
-        }
-        (self.run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        return TrainResult(
-            run_dir=self.run_dir,
-            best=self.run_dir / BEST,
-            last=self.run_dir / LAST,
-            timesteps=steps,
-            seconds=seconds,
-            steps_per_second=steps / max(seconds, 1e-9),
-            metrics=metrics,
+        return finish_run(
+            self.run_dir,
+            config,
+            self.warm,
+            steps,
+            steps,
+            seconds,
+            time.process_time() - cpu_started,
+            metrics,
+            backend="rllib",
+            env_runners=config.rllib.env_runners,
         )
 
 

@@ -55,6 +55,47 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
+@dataclass
+class WarmStart:
+    """What a run's warm start did (nothing without one): the share of the teacher's decisions
+    the actor fits, its time, and the warm-started policy's evaluation score."""
+
+    accuracy: float | None = None
+    seconds: float = 0.0
+    score: float | None = None
+
+
+def finish_run(
+    run_dir: Path,
+    config: TrainConfig,
+    warm: WarmStart,
+    timesteps: int,
+    steps: int,
+    seconds: float,
+    cpu_seconds: float,
+    metrics: dict[str, Any],
+    **extra: Any,
+) -> TrainResult:
+    """Write the run's `training.json` (`extra`: backend-specific fields) and its result;
+    `steps` of the `timesteps` were taken in this process, in `seconds` (warm start aside)."""
+    rate = steps / max(seconds, 1e-9)
+    record = {
+        "config": config.name,
+        "seed": config.seed,
+        "timesteps": timesteps,
+        "wall_seconds": seconds + warm.seconds,
+        "warm_start_seconds": warm.seconds,
+        "cpu_seconds": cpu_seconds,
+        "steps_per_second": rate,
+        "threads": config.threads,
+        "imitation_accuracy": warm.accuracy,
+        "warm_start_score": warm.score,
+        **extra,
+    }
+    (run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return TrainResult(run_dir, run_dir / BEST, run_dir / LAST, timesteps, seconds, rate, metrics)
+
+
 def run_dir_of(config: TrainConfig) -> Path:
     return Path(config.output_dir) / config.name / f"seed-{config.seed}"
 
@@ -235,9 +276,7 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir_of(config)
         self.best_score = float("-inf")
-        self.imitation_accuracy: float | None = None
-        self.warm_start_seconds = 0.0
-        self.warm_start_score: float | None = None
+        self.warm = WarmStart()
         set_random_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.pool = SnapshotPool(config.snapshots.pool_size)
@@ -255,8 +294,8 @@ class Trainer:
             self.model = build_model(config, self.env, self.run_dir / "tb")
             if config.warm_start is not None:
                 started = time.perf_counter()
-                self.imitation_accuracy = self.warm_start(config.warm_start)
-                self.warm_start_seconds = time.perf_counter() - started
+                self.warm.accuracy = self.warm_start(config.warm_start)
+                self.warm.seconds = time.perf_counter() - started
         self.pool.add(policy_layers(self.model.policy))  # never an empty pool
         self.pool.set_current(policy_layers(self.model.policy))
 
@@ -295,9 +334,9 @@ class Trainer:
         callback = TrainingCallback(self, progress, task)
         start_steps = self.model.num_timesteps
         started, cpu_started = time.perf_counter(), time.process_time()
-        if self.imitation_accuracy is not None and start_steps == 0:
+        if self.warm.accuracy is not None and start_steps == 0:
             # the warm-started policy is a candidate for `best` too
-            self.warm_start_score = self.checkpoint(self.model)["score"]
+            self.warm.score = self.checkpoint(self.model)["score"]
         self.model.learn(
             total_timesteps=max(total - start_steps, 0),
             callback=callback,
@@ -307,28 +346,15 @@ class Trainer:
         metrics = self.checkpoint(self.model, self.model.logger)
         self.env.close()
         seconds = time.perf_counter() - started
-        steps = self.model.num_timesteps - start_steps
-        record = {
-            "config": self.config.name,
-            "seed": self.config.seed,
-            "timesteps": int(self.model.num_timesteps),
-            "wall_seconds": seconds + self.warm_start_seconds,
-            "warm_start_seconds": self.warm_start_seconds,
-            "cpu_seconds": time.process_time() - cpu_started,
-            "steps_per_second": steps / max(seconds, 1e-9),
-            "threads": self.config.threads,
-            "imitation_accuracy": self.imitation_accuracy,
-            "warm_start_score": self.warm_start_score,
-        }
-        (self.run_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        return TrainResult(
-            run_dir=self.run_dir,
-            best=self.run_dir / BEST,
-            last=self.run_dir / LAST,
-            timesteps=int(self.model.num_timesteps),
-            seconds=seconds,
-            steps_per_second=steps / max(seconds, 1e-9),
-            metrics=metrics,
+        return finish_run(
+            self.run_dir,
+            self.config,
+            self.warm,
+            int(self.model.num_timesteps),
+            self.model.num_timesteps - start_steps,
+            seconds,
+            time.process_time() - cpu_started,
+            metrics,
         )
 
 
