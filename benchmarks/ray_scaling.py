@@ -44,6 +44,15 @@ def without_timings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in run.items() if k != "wall_s"} for run in runs]
 
 
+def makespan(walls: list[float], workers: int) -> float:
+    """How long `workers` take over cells of these wall times, each taking the next cell in the
+    list when it is free (what Ray does with tasks submitted in that order)."""
+    free = [0.0] * workers
+    for wall in walls:
+        free[free.index(min(free))] += wall
+    return max(free)
+
+
 def eval_sweep() -> dict[str, Any]:
     scenario, policies = load_scenario(SCENARIO), parse_policies(POLICIES)
     start = time.perf_counter()
@@ -65,6 +74,15 @@ def eval_sweep() -> dict[str, Any]:
         "ray_with_start_stop_s": total_s,
         "speedup": serial_s / ray_s,
         "speedup_with_start_stop": serial_s / total_s,
+        # the schedule of the serial run's cell times: in the list's order, and as submitted
+        # (markets first, `run_tournament`), against the ideal (half the total)
+        "schedule_list_order_s": makespan([run["wall_s"] for run in serial.runs], WORKERS),
+        "schedule_markets_first_s": makespan(
+            [run["wall_s"] for run in serial.runs if run["mechanism"]]
+            + [run["wall_s"] for run in serial.runs if not run["mechanism"]],
+            WORKERS,
+        ),
+        "schedule_ideal_s": sum(run["wall_s"] for run in serial.runs) / WORKERS,
         "results_equal": True,
     }
 
@@ -101,6 +119,11 @@ def main() -> None:
         f"{WORKERS} Ray workers {sweep['ray_s']:.1f} s: x{sweep['speedup']:.2f} "
         f"(x{sweep['speedup_with_start_stop']:.2f} counting Ray's start and stop); "
         "results equal"
+    )
+    print(
+        f"schedule of the serial cell times on {WORKERS} workers: list order "
+        f"{sweep['schedule_list_order_s']:.1f} s, markets first "
+        f"{sweep['schedule_markets_first_s']:.1f} s, ideal {sweep['schedule_ideal_s']:.1f} s"
     )
     speed = training_speed(args.steps)
     print(

@@ -9,8 +9,8 @@ with the lender named, a lender reclaims quota for its own waiting job, and jobs
 owner's own quota run under quota grants (`quota-<job>-<clearing>` GPULeases, price 0).
 
 The negotiators are truthful ones (`BARGAINERS`): the shipped learned policy is trained for the
-auction (the deployment's default mechanism) and leaves 5 of this scenario's 22 jobs unfinished
-when it bargains (truthful finishes all 22), and this test is about the protocol, which must
+auction (the deployment's default mechanism) and finishes 20 of this scenario's 22 jobs when it
+bargains (truthful finishes all 22; README, generalisation), and this test is about the protocol, which must
 see every job through.
 """
 
