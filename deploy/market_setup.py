@@ -56,7 +56,7 @@ def until_authorised(step: Callable[[], T], seconds: float = 15.0) -> T:
         try:
             return step()
         except Forbidden as exc:
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise
             log.warning(
                 "refused at start-up (RBAC not yet in effect?); retrying", extra={"error": str(exc)}
