@@ -10,8 +10,8 @@ owner's own quota run under quota grants (`quota-<job>-<clearing>` GPULeases, pr
 
 The negotiators are truthful ones (`BARGAINERS`): the shipped learned policy is trained for the
 auction (the deployment's default mechanism) and finishes 20 of this scenario's 22 jobs when it
-bargains (truthful finishes all 22; README, generalisation), and this test is about the protocol, which must
-see every job through.
+bargains (truthful finishes all 22; README, generalisation), and this test is about the
+protocol, which must see every job through.
 """
 
 from __future__ import annotations
