@@ -303,12 +303,27 @@ class Kube:
         }
         self._request("POST", "pods/binding", namespace, pod, binding)
 
-    def delete(self, resource: str, namespace: str | None, name: str) -> bool:
-        """Delete now (grace period 0); False if it was already gone."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
+    def delete(
+        self, resource: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> bool:
+        """Delete now (grace period 0); False if it was already gone. With `uid`, only that
+        object: names repeat (a pod deleted and created again under the same name), and a
+        deletion judged on one read must not take the object created after it (the
+        apiserver's uid precondition; a different uid is a 409, answered False)."""
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "gracePeriodSeconds": 0,
+        }
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         try:
             self._request("DELETE", resource, namespace, name, body)
         except NotFound:
+            return False
+        except Conflict:
+            if uid is None:
+                raise
             return False
         return True
 

@@ -171,7 +171,7 @@ class LeasePods:
 
     def _evict(self, pod: dict[str, Any], category: str, reason: str) -> None:
         meta = pod["metadata"]
-        if not self.kube.delete("pods", meta["namespace"], meta["name"]):
+        if not self.kube.delete("pods", meta["namespace"], meta["name"], meta.get("uid")):
             return
         self.misfits[category] += 1
         self.evicted.append(f"{meta['namespace']}/{meta['name']}")
@@ -235,7 +235,8 @@ class LeasePods:
         if pods:
             self.fence()
         for pod in pods:
-            if self.kube.delete("pods", pod["metadata"]["namespace"], pod["metadata"]["name"]):
+            meta = pod["metadata"]
+            if self.kube.delete("pods", meta["namespace"], meta["name"], meta.get("uid")):
                 self.reclaimed_pods += 1
                 self.telemetry.pods_synced.labels("reclaimed").inc()
 
@@ -268,7 +269,7 @@ class LeasePods:
         for pod, node in uncovered:
             meta = pod["metadata"]
             namespace, lease = meta["namespace"], lease_of(pod)
-            if not self.kube.delete("pods", namespace, meta["name"]):
+            if not self.kube.delete("pods", namespace, meta["name"], meta.get("uid")):
                 continue
             if (namespace, lease) in ended or (namespace, lease) in covered:
                 self.reclaimed_pods += 1

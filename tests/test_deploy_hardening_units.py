@@ -162,7 +162,9 @@ class FakeKube:
     def create(self, resource: str, namespace: str | None, obj: dict[str, Any]) -> Any:
         if (resource, namespace or "", obj["metadata"]["name"]) in self.objects:
             return None
-        return self._store("create", resource, namespace, copy.deepcopy(obj))
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["uid"] = f"uid-{self._version + 1}"  # a new object: a new uid
+        return self._store("create", resource, namespace, obj)
 
     def replace(self, resource: str, namespace: str | None, obj: dict[str, Any]) -> Any:
         stored = self.objects[resource, namespace or "", obj["metadata"]["name"]]
@@ -199,8 +201,17 @@ class FakeKube:
             found.append(copy.deepcopy(obj))
         return found
 
-    def delete(self, resource: str, namespace: str | None, name: str) -> bool:
-        return self.objects.pop((resource, namespace or "", name), None) is not None
+    def delete(
+        self, resource: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> bool:
+        key = (resource, namespace or "", name)
+        if (
+            uid is not None
+            and key in self.objects
+            and self.objects[key]["metadata"].get("uid") != uid
+        ):
+            return False  # the apiserver's uid precondition: another object of that name
+        return self.objects.pop(key, None) is not None
 
     def json_patch(
         self, resource: str, namespace: str, name: str, ops: list[dict[str, Any]]

@@ -45,10 +45,12 @@ class RecordingKube(FakeKube):
                 self.released_with_pods.append(name)
         return super().merge_patch(resource, namespace, name, patch)
 
-    def delete(self, resource: str, namespace: str | None, name: str) -> bool:
+    def delete(
+        self, resource: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> bool:
         if resource == "pods":
             self.events.append(("delete", name))
-        return super().delete(resource, namespace, name)
+        return super().delete(resource, namespace, name, uid)
 
     def _pods_of(self, namespace: str, lease_object: str) -> list[str]:
         return [

@@ -117,3 +117,22 @@ def test_deleted_pod_goes_away(host_core: Any) -> None:
         return False
 
     wait_for("KWOK to finish the deletion", gone)
+
+
+def test_a_delete_guarded_by_uid_spares_a_pod_created_again_under_the_name(
+    cluster: Any, host_core: Any
+) -> None:
+    """The market deletes the pod it read, never the one its holder created again under the
+    same name since (names repeat across a job's leases)."""
+    from gpuparley.deploy.kube import Kube
+
+    kube = Kube(cluster.host.kubeconfig)
+    name = _name("uid")
+    old = host_core.create_namespaced_pod(NS, pod_manifest(name, {"nvidia.com/gpu": "1"}))
+    assert kube.delete("pods", NS, name)
+    wait_for("the first pod gone", lambda: not kube.get("pods", NS, name))
+    new = host_core.create_namespaced_pod(NS, pod_manifest(name, {"nvidia.com/gpu": "1"}))
+    assert new.metadata.uid != old.metadata.uid
+    assert not kube.delete("pods", NS, name, uid=old.metadata.uid)
+    assert kube.get("pods", NS, name)["metadata"]["uid"] == new.metadata.uid
+    assert kube.delete("pods", NS, name, uid=new.metadata.uid)
