@@ -152,7 +152,9 @@ class EvaluationConfig(_Strict):
 
     `select` picks the best checkpoint: `utility` (the seat's mean utility in budgets per
     epoch) or `welfare` (on the generated validation scenarios, every seat played by the policy:
-    its welfare minus the all-truthful market's, relative to the latter, averaged)."""
+    its welfare minus the all-truthful market's, relative to the latter, averaged with every gain
+    capped at `gain_cap`, every loss in full: a checkpoint is picked for doing no harm across
+    the scenarios, not for one scenario it happens to win big)."""
 
     every: PositiveInt = 50_000
     episodes: PositiveInt = 1  # per scenario x mechanism
@@ -161,6 +163,7 @@ class EvaluationConfig(_Strict):
     seed: int = 10_000  # evaluation workloads differ from training ones
     generated: NonNegativeInt = 0
     select: Literal["utility", "welfare"] = "utility"
+    gain_cap: PositiveFloat = 0.02
 
 
 class RLlibConfig(_Strict):

@@ -151,6 +151,7 @@ def eval_scalars(metrics: dict[str, Any]) -> dict[str, float]:
             scalars[key] = metrics[key]
     if "welfare" in metrics:
         scalars["mean_welfare_gap"] = metrics["welfare"]["mean_welfare_gap"]
+        scalars["capped_welfare_gap"] = metrics["welfare"]["capped_welfare_gap"]
     scalars.update(metrics.get("per_game", {}))
     return scalars
 
@@ -216,9 +217,10 @@ def evaluate_layers(
             config.mechanisms,
             spec.max_epochs,
             baselines,
+            spec.gain_cap,
         )
         if spec.select == "welfare":
-            metrics["score"] = metrics["welfare"]["mean_welfare_gap"]
+            metrics["score"] = metrics["welfare"]["capped_welfare_gap"]
     return metrics
 
 
