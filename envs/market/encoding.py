@@ -191,8 +191,16 @@ def _log(x: float) -> float:
     return OBSERVATION_BOUND if value > OBSERVATION_BOUND else value  # min(), without the call
 
 
-# `_log` of the counts of a view (jobs, leases), which repeat at every step
-_log_count = functools.lru_cache(maxsize=1024, typed=True)(_log)
+_LOG_COUNTS = tuple(_log(count) for count in range(256))
+"""`_log` of the small counts of a view (jobs, leases), which recur at every step."""
+
+
+def _log_count(count: int) -> float:
+    """`_log(count)`, looked up for a small whole number (a tuple index costs a fraction of a
+    cache look-up, or of the logarithm)."""
+    if type(count) is int and 0 <= count < len(_LOG_COUNTS):
+        return _LOG_COUNTS[count]
+    return _log(count)
 
 
 def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +357,7 @@ class _SlotCode:
         # The cost of a bid at each level ascends with the level when the anchor is >= 0 (NaN
         # is not), so the levels a free balance covers are then a prefix, found by bisection.
         anchor = slot.epoch_value
-        self.costs = tuple(level * anchor for level in PRICE_LEVELS) if anchor >= 0 else None
+        self.costs = tuple([level * anchor for level in PRICE_LEVELS]) if anchor >= 0 else None
 
     def affordable(self, free: float) -> bytes:
         """`_affordable(epoch_value, free)`: the slot's bid levels the free balance covers."""
