@@ -243,7 +243,7 @@ class Auction:
         and the renewals that lost (the rest stand, and those a bid at least as high beat for
         room are marked outbid); under epoch clearing every bid."""
         market = self.market
-        top = max((award.bid.density for award in awards), default=None)
+        top = max([award.bid.density for award in awards]) if awards else None
         standing = len(self.bids)
         if market.continuous:
             for award in awards:

@@ -376,9 +376,10 @@ class Market:
         job is worth if it runs from now to the end (less once its deadline is missed), times
         the share of the remaining work one epoch completes."""
         record = self.sim.record(job.id)
-        remaining = max(record.remaining, 1e-9)
-        worth = job.realised_value(self.sim.now + remaining)
-        return worth * min(1.0, self.epoch_seconds / remaining)
+        # max(remaining, 1e-9) and min(1.0, share) without the calls: views ask at every step
+        remaining = 1e-9 if record.remaining < 1e-9 else record.remaining
+        share = self.epoch_seconds / remaining
+        return job.realised_value(self.sim.now + remaining) * (share if share < 1.0 else 1.0)
 
     def list_cost(self, gpus: float) -> float:
         """List-price rent of `gpus` GPU-equivalents for one epoch."""
