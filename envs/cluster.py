@@ -28,6 +28,7 @@ import numpy as np
 
 from gpuparley.envs import mig
 from gpuparley.envs.catalogue import MODEL_NAMES
+from gpuparley.envs.few_nodes import FEW_NODES, any_feasible_node, largest
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.topology import ClusterSpec, SharingMode
 
@@ -57,21 +58,10 @@ Binding = tuple[int, PodPlacement]
 """(pod index within its job, placement)."""
 
 
-_FEW_NODES = 64
-
-
 def any_node(mask: np.ndarray) -> bool:
     """`mask.any()` for a node mask: `count_nonzero` is one C call, where `any` goes through a
     Python wrapper that costs several times the test on a small cluster."""
     return bool(np.count_nonzero(mask))
-
-
-def _largest(values: np.ndarray) -> int:
-    """`values.max(initial=0)`. On a few nodes numpy's call overhead costs more than the maximum
-    itself, and the market asks after every change of a small cluster; many nodes need numpy."""
-    if len(values) <= _FEW_NODES:
-        return max([0, *values.tolist()])
-    return int(values.max(initial=0))
 
 
 class ClusterState:
@@ -194,10 +184,16 @@ class ClusterState:
         key = entry[1]
         answer = self._fit_cache.get(key)
         if answer is None:
-            answer = self._fit_cache[key] = self._might_fit(job.pod.gpu) and any_node(
-                self.feasible_nodes(job.pod, job.allowed_models)
+            answer = self._fit_cache[key] = self._might_fit(job.pod.gpu) and self.any_feasible_node(
+                job.pod, job.allowed_models
             )
         return answer
+
+    def any_feasible_node(self, pod: PodDemand, allowed_models: tuple[str, ...] = ()) -> bool:
+        """`feasible_nodes(pod, allowed_models).any()`; on a few nodes in plain Python."""
+        if self.node_count > FEW_NODES:
+            return any_node(self.feasible_nodes(pod, allowed_models))
+        return any_feasible_node(self, pod, allowed_models)
 
     def _number_demand(self, job: Job) -> tuple[Job, int]:
         """(job, one number per distinct (pod demand, allowed models)), remembered by the job
@@ -214,7 +210,7 @@ class ClusterState:
         if request.kind not in ("whole", "share"):
             return True
         if self._most_free is None:
-            self._most_free = (_largest(self.node_free_gpus), _largest(self.node_max_free_milli))
+            self._most_free = (largest(self.node_free_gpus), largest(self.node_max_free_milli))
         gpus, milli = self._most_free
         if request.kind == "whole":
             return request.count <= gpus
