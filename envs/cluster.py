@@ -28,7 +28,7 @@ import numpy as np
 
 from gpuparley.envs import mig
 from gpuparley.envs.catalogue import MODEL_NAMES
-from gpuparley.envs.few_nodes import FEW_NODES, any_feasible_node, largest
+from gpuparley.envs.few_nodes import FEW_NODES, any_feasible_node, feasible_list, largest
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.topology import ClusterSpec, SharingMode
 
@@ -154,7 +154,14 @@ class ClusterState:
         return mask
 
     def feasible_nodes(self, pod: PodDemand, allowed_models: tuple[str, ...] = ()) -> np.ndarray:
-        """Boolean mask of nodes where one pod of this demand fits right now."""
+        """Boolean mask of nodes where one pod of this demand fits right now (`feasible_mask`;
+        on a few nodes worked out node by node, `few_nodes`)."""
+        if self.node_count <= FEW_NODES:
+            return np.array(feasible_list(self, pod, allowed_models), dtype=bool)
+        return self.feasible_mask(pod, allowed_models)
+
+    def feasible_mask(self, pod: PodDemand, allowed_models: tuple[str, ...] = ()) -> np.ndarray:
+        """`feasible_nodes`, vectorised over every node."""
         fits = (self.cpu_free >= pod.cpu_milli) & (self.mem_free >= pod.memory_mib)
         request = pod.gpu
         if request.kind == "none":
@@ -190,9 +197,9 @@ class ClusterState:
         return answer
 
     def any_feasible_node(self, pod: PodDemand, allowed_models: tuple[str, ...] = ()) -> bool:
-        """`feasible_nodes(pod, allowed_models).any()`; on a few nodes in plain Python."""
+        """`feasible_nodes(pod, allowed_models).any()`."""
         if self.node_count > FEW_NODES:
-            return any_node(self.feasible_nodes(pod, allowed_models))
+            return any_node(self.feasible_mask(pod, allowed_models))
         return any_feasible_node(self, pod, allowed_models)
 
     def _number_demand(self, job: Job) -> tuple[Job, int]:

@@ -5,11 +5,13 @@ thousands of nodes in one expression. On a few nodes numpy's cost per call is mo
 (each of the half-dozen operations of a node mask costs more than a Python loop over the
 nodes), and the market asks after every change of a small cluster. So the state answers its
 hottest questions through these functions when it has at most `FEW_NODES` nodes; each gives
-exactly what the vectorised form gives (`tests/test_cluster_properties.py` checks that).
+exactly what the vectorised form (`ClusterState.feasible_mask`) gives, which
+`tests/test_cluster_properties.py` checks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,18 +30,31 @@ def largest(values: np.ndarray) -> int:
     return int(values.max(initial=0))
 
 
+def feasible_list(
+    state: ClusterState, pod: PodDemand, allowed_models: tuple[str, ...] = ()
+) -> list[bool]:
+    """Per node, whether one pod of this demand fits it now: `state.feasible_mask` as a list."""
+    return list(_fits_by_node(state, pod, allowed_models))
+
+
 def any_feasible_node(
     state: ClusterState, pod: PodDemand, allowed_models: tuple[str, ...] = ()
 ) -> bool:
-    """`state.feasible_nodes(pod, allowed_models).any()`, node by node."""
+    """`state.feasible_mask(pod, allowed_models).any()` (stops at the first node that fits)."""
+    return any(_fits_by_node(state, pod, allowed_models))
+
+
+def _fits_by_node(
+    state: ClusterState, pod: PodDemand, allowed_models: tuple[str, ...]
+) -> Iterator[bool]:
+    """Node after node, whether one pod of this demand fits it now: CPU and memory, then (a
+    GPU pod) an allowed GPU model and room of the request's kind, as `feasible_mask` tests."""
     request = pod.gpu
     kind = request.kind
     room: list[int] = []  # per node: its free GPUs (whole, share) or free instances (MIG)
     if kind == "mig":
         instances = state.node_mig_free.get(request.profile or "")
-        if instances is None:
-            return False
-        room = instances.tolist()
+        room = instances.tolist() if instances is not None else [0] * state.node_count
     elif kind != "none":
         room = state.node_free_gpus.tolist()
     largest_share = state.node_max_free_milli.tolist() if kind == "share" else []
@@ -48,17 +63,14 @@ def any_feasible_node(
     cpu, memory = state.cpu_free.tolist(), state.mem_free.tolist()
     for n in range(state.node_count):
         if cpu[n] < pod.cpu_milli or memory[n] < pod.memory_mib:
-            continue
-        if kind == "none":
-            return True
-        if not allowed[n]:
-            continue
-        if kind == "whole":
-            fits = room[n] >= request.count
+            yield False
+        elif kind == "none":
+            yield True
+        elif not allowed[n]:
+            yield False
+        elif kind == "whole":
+            yield room[n] >= request.count
         elif kind == "share":
-            fits = largest_share[n] >= request.milli if timeslice[n] else room[n] >= 1
+            yield largest_share[n] >= request.milli if timeslice[n] else room[n] >= 1
         else:
-            fits = room[n] > 0
-        if fits:
-            return True
-    return False
+            yield room[n] > 0
