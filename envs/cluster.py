@@ -262,14 +262,15 @@ class ClusterState:
                 PodPlacement(node, (g,), i)
                 for g, i in self.free_instances(node, request.profile or "")
             ]
-        usable = [g for g in self._gpus_of(node) if self.gpu_fits(g, request)]
-        if request.kind == "whole":
-            return (
-                [PodPlacement(node, tuple(usable[: request.count]))]
-                if len(usable) >= request.count
-                else []
-            )
-        return [PodPlacement(node, (g,)) for g in usable]
+        if request.kind == "whole":  # the first `count` GPUs that fit (asked one by one)
+            chosen: list[int] = []
+            for g in self._gpus_of(node):
+                if self.gpu_fits(g, request):
+                    chosen.append(g)
+                    if len(chosen) == request.count:
+                        return [PodPlacement(node, tuple(chosen))]
+            return []
+        return [PodPlacement(node, (g,)) for g in self._gpus_of(node) if self.gpu_fits(g, request)]
 
     def first_fit(self, pod: PodDemand, node: int) -> PodPlacement | None:
         """The lowest-index placement of one pod on a node, or None."""
