@@ -28,6 +28,7 @@ import numpy as np
 
 from gpuparley.envs import mig
 from gpuparley.envs.catalogue import MODEL_NAMES
+from gpuparley.envs.few_nodes import FEW_NODES, any_feasible_node, feasible_list, largest
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.topology import ClusterSpec, SharingMode
 
@@ -57,15 +58,10 @@ Binding = tuple[int, PodPlacement]
 """(pod index within its job, placement)."""
 
 
-_FEW_NODES = 64
-
-
-def _largest(values: np.ndarray) -> int:
-    """`values.max(initial=0)`. On a few nodes numpy's call overhead costs more than the maximum
-    itself, and the market asks after every change of a small cluster; many nodes need numpy."""
-    if len(values) <= _FEW_NODES:
-        return max([0, *values.tolist()])
-    return int(values.max(initial=0))
+def any_node(mask: np.ndarray) -> bool:
+    """`mask.any()` for a node mask: `count_nonzero` is one C call, where `any` goes through a
+    Python wrapper that costs several times the test on a small cluster."""
+    return bool(np.count_nonzero(mask))
 
 
 class ClusterState:
@@ -158,7 +154,14 @@ class ClusterState:
         return mask
 
     def feasible_nodes(self, pod: PodDemand, allowed_models: tuple[str, ...] = ()) -> np.ndarray:
-        """Boolean mask of nodes where one pod of this demand fits right now."""
+        """Boolean mask of nodes where one pod of this demand fits right now (`feasible_mask`;
+        on a few nodes worked out node by node, `few_nodes`)."""
+        if self.node_count <= FEW_NODES:
+            return np.array(feasible_list(self, pod, allowed_models), dtype=bool)
+        return self.feasible_mask(pod, allowed_models)
+
+    def feasible_mask(self, pod: PodDemand, allowed_models: tuple[str, ...] = ()) -> np.ndarray:
+        """`feasible_nodes`, vectorised over every node."""
         fits = (self.cpu_free >= pod.cpu_milli) & (self.mem_free >= pod.memory_mib)
         request = pod.gpu
         if request.kind == "none":
@@ -188,10 +191,16 @@ class ClusterState:
         key = entry[1]
         answer = self._fit_cache.get(key)
         if answer is None:
-            answer = self._fit_cache[key] = self._might_fit(job.pod.gpu) and bool(
-                self.feasible_nodes(job.pod, job.allowed_models).any()
+            answer = self._fit_cache[key] = self._might_fit(job.pod.gpu) and self.any_feasible_node(
+                job.pod, job.allowed_models
             )
         return answer
+
+    def any_feasible_node(self, pod: PodDemand, allowed_models: tuple[str, ...] = ()) -> bool:
+        """`feasible_nodes(pod, allowed_models).any()`."""
+        if self.node_count > FEW_NODES:
+            return any_node(self.feasible_mask(pod, allowed_models))
+        return any_feasible_node(self, pod, allowed_models)
 
     def _number_demand(self, job: Job) -> tuple[Job, int]:
         """(job, one number per distinct (pod demand, allowed models)), remembered by the job
@@ -208,7 +217,7 @@ class ClusterState:
         if request.kind not in ("whole", "share"):
             return True
         if self._most_free is None:
-            self._most_free = (_largest(self.node_free_gpus), _largest(self.node_max_free_milli))
+            self._most_free = (largest(self.node_free_gpus), largest(self.node_max_free_milli))
         gpus, milli = self._most_free
         if request.kind == "whole":
             return request.count <= gpus
@@ -253,14 +262,15 @@ class ClusterState:
                 PodPlacement(node, (g,), i)
                 for g, i in self.free_instances(node, request.profile or "")
             ]
-        usable = [g for g in self._gpus_of(node) if self.gpu_fits(g, request)]
-        if request.kind == "whole":
-            return (
-                [PodPlacement(node, tuple(usable[: request.count]))]
-                if len(usable) >= request.count
-                else []
-            )
-        return [PodPlacement(node, (g,)) for g in usable]
+        if request.kind == "whole":  # the first `count` GPUs that fit (asked one by one)
+            chosen: list[int] = []
+            for g in self._gpus_of(node):
+                if self.gpu_fits(g, request):
+                    chosen.append(g)
+                    if len(chosen) == request.count:
+                        return [PodPlacement(node, tuple(chosen))]
+            return []
+        return [PodPlacement(node, (g,)) for g in self._gpus_of(node) if self.gpu_fits(g, request)]
 
     def first_fit(self, pod: PodDemand, node: int) -> PodPlacement | None:
         """The lowest-index placement of one pod on a node, or None."""

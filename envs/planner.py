@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gpuparley.envs.cluster import Binding, ClusterState, PodPlacement
+from gpuparley.envs.cluster import Binding, ClusterState, PodPlacement, any_node
 from gpuparley.envs.jobs import Job
 
 NodeChooser = Callable[[ClusterState, Job, np.ndarray], "PodPlacement | None"]
@@ -28,7 +28,7 @@ def plan_job(state: ClusterState, job: Job, choose: NodeChooser) -> list[Binding
     try:
         for pod_index in todo:
             mask = state.feasible_nodes(job.pod, job.allowed_models)
-            placement = choose(state, job, mask) if mask.any() else None
+            placement = choose(state, job, mask) if any_node(mask) else None
             if placement is None:
                 return None
             plan.append((pod_index, placement))

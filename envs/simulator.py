@@ -223,12 +223,12 @@ class Simulator:
         """
         self.timeline.sample(self.now, len(self._queue), len(self._running))
         horizon = self.settings.horizon
-        limit = until if horizon is None else min(until, horizon)
+        limit = horizon if horizon is not None and horizon < until else until  # min(), no call
         while self._events and self._events[0][0] <= limit:
             self._step()
             if on_event is not None:
                 on_event()
-        self._set_clock(max(self.now, limit))
+        self._set_clock(limit if limit > self.now else self.now)  # max(), without the call
 
     def run(self, on_event: Callable[[], None] | None = None) -> None:
         """Run to the end of the workload, or to the horizon if one is set and a job is still

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from gpuparley.envs import mig
 from gpuparley.envs.cluster import ClusterState, PlacementError, PodPlacement
 from gpuparley.envs.cluster_audit import check_invariants
+from gpuparley.envs.few_nodes import any_feasible_node, feasible_list
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 
 from builders import mixed_cluster
@@ -89,6 +90,12 @@ def test_any_sequence_of_binds_and_releases_keeps_every_invariant(steps):
             if pod in {p for p, _ in state.holdings.get(job.id, ())}:
                 continue
             mask = state.feasible_nodes(job.pod)
+            # a small cluster's node-by-node answers are the vectorised mask's
+            for models in ((), ("A100-80GB",), ("H100-80GB",), ("T4", "A100-80GB")):
+                expected = state.feasible_mask(job.pod, models)
+                assert feasible_list(state, job.pod, models) == expected.tolist()
+                assert any_feasible_node(state, job.pod, models) == bool(expected.any())
+            assert (mask == state.feasible_mask(job.pod)).all()
             for node in mask.nonzero()[0]:
                 placement = state.first_fit(job.pod, int(node))
                 assert placement is not None, "feasible_nodes promised a node that cannot fit"

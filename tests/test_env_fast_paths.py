@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gpuparley.envs import gpu_market_v1
-from gpuparley.envs.cluster import _largest
+from gpuparley.envs.few_nodes import largest
 from gpuparley.envs.market.encoding import (
     SLOT_FEATURES,
     AgentView,
@@ -230,8 +230,8 @@ def test_fixed_choice_draws_what_numpy_choice_draws():
 @pytest.mark.parametrize("size", [0, 1, 8, 64, 65, 5000])
 def test_largest_node_figure_equals_numpy_max(size):
     values = np.random.default_rng(size).integers(0, 1000, size)
-    assert _largest(values) == int(values.max(initial=0))
-    assert type(_largest(values)) is int
+    assert largest(values) == int(values.max(initial=0))
+    assert type(largest(values)) is int
 
 
 @pytest.mark.parametrize("scenario", ["mig-mixed", "timeslice-noisy", "tiny"])

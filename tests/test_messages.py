@@ -6,14 +6,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpuparley.agents.negotiators.simple import Truthful
 from gpuparley.envs import gpu_market_v1
 from gpuparley.envs.market.demand import demand_of
+from gpuparley.envs.market.episode import play_episode
 from gpuparley.envs.market.messages import (
     API_VERSION,
     Bid,
+    Lease,
     MessageError,
+    Release,
+    ResourceItem,
     json_schemas,
     parse_message,
+    trusted,
 )
 
 
@@ -150,3 +156,73 @@ def test_schemas_exist_for_every_message_kind():
     schemas = json_schemas()
     assert {"Bid", "Offer", "CounterOffer", "Accept", "Reject", "Lease", "Release"} == set(schemas)
     assert schemas["Bid"]["properties"]["price"]["minimum"] == 0
+
+
+def test_a_trusted_message_is_the_one_validation_would_build():
+    market = fresh_market()
+    job = market.sim.pending()[0]
+    item = {"pod": 0, "node": "a100-0", "gpu_kind": "whole", "gpus": (0, 1), "gpu_milli": 0}
+    cases = [
+        (
+            Bid,
+            {
+                "id": "m-1",
+                "sender": job.owner,
+                "receiver": "market",
+                "epoch": 0,
+                "demand": demand_of(job),
+                "price": 0.5,
+                "term_epochs": 3,
+                "renewal_of": None,
+            },
+        ),
+        (ResourceItem, item),
+        (
+            Lease,
+            {
+                "id": "market.0.lease.1",
+                "sender": "market",
+                "receiver": "alice",
+                "epoch": 2,
+                "lease_id": "lease-1",
+                "holder": "alice",
+                "lender": "market",
+                "job": "gen-000001",
+                "resources": (ResourceItem.model_validate(item),),
+                "quota_milli": 0,
+                "start_epoch": 2,
+                "expires_epoch": 14,
+                "price": 1.25,
+                "reclaim_notice_epochs": 0,
+            },
+        ),
+        (
+            Release,
+            {
+                "id": "market.2.7",
+                "sender": "market",
+                "receiver": "alice",
+                "epoch": 2,
+                "lease_id": "lease-1",
+                "reason": "finished",
+            },
+        ),
+    ]
+    for model, values in cases:
+        built, validated = trusted(model, values), model.model_validate(values)
+        assert built == validated
+        assert repr(built) == repr(validated)  # the fields in the same order
+        assert built.model_fields_set == validated.model_fields_set
+        assert built.model_dump_json() == validated.model_dump_json()
+
+
+@pytest.mark.parametrize("mechanism", ["auction", "bargain"])
+def test_every_message_the_market_builds_itself_is_valid(mechanism):
+    env = gpu_market_v1.parallel_env(scenario="tiny", mechanism=mechanism)
+    play_episode(env, Truthful(), 0)
+    market = env.market
+    built = [message for pair in market.releases for message in pair]
+    built += list(market.leases.values())
+    assert built
+    for message in built:
+        assert type(message).model_validate(message.model_dump()) == message

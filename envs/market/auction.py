@@ -56,7 +56,7 @@ from gpuparley.envs.cluster import Binding, ClusterState, PlacementError
 from gpuparley.envs.jobs import Job
 from gpuparley.envs.market.demand import HOUR
 from gpuparley.envs.market.frozen import quick_constructor
-from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason
+from gpuparley.envs.market.messages import MARKET, Bid, Lease, ReleaseReason, trusted
 from gpuparley.envs.market.placement import market_plan, place_cpu_only
 from gpuparley.envs.market.preemption import plan_with_preemption, preempt, preemptible_leases
 from gpuparley.envs.market.rent import first_payment, signing_share, speed_of
@@ -74,6 +74,10 @@ class SealedBid:
     density: float  # rent per GPU-hour
     renewal: Lease | None
     least_rent: float  # the least rent an award can cost: at the reserve under second price
+    # the message's sender and price, which clearing reads over and over: a plain attribute
+    # costs a fraction of a pydantic model's
+    sender: str
+    price: float
 
 
 _new_sealed_bid = quick_constructor(SealedBid)  # a bid or more per sub-step (see `frozen`)
@@ -83,7 +87,7 @@ CRITICAL_SCAN = 16
 
 def _rank(bid: SealedBid) -> tuple[float, float, int]:
     """Clearing order: highest rent per epoch first, then the earlier job."""
-    return (-bid.message.price, bid.job.arrival, bid.job.id)
+    return (-bid.price, bid.job.arrival, bid.job.id)
 
 
 def _fits(state: ClusterState, job: Job) -> bool:
@@ -103,6 +107,9 @@ class Award:
     victims: tuple[Lease, ...] = ()  # running leases this award preempts
 
 
+_new_award = quick_constructor(Award)
+
+
 class Auction:
     """Sealed-bid, greedy-by-density clearing with first- or second-price payments."""
 
@@ -112,6 +119,7 @@ class Auction:
         self.market = market
         self.bids: dict[int, SealedBid] = {}  # by job id; standing ones under continuous clearing
         self._ranked: list[SealedBid] | None = None  # `bids` in clearing order, until they change
+        self._renewing: set[str] = set()  # the leases `_ranked` bids renew
         self.outbid: set[int] = set()  # jobs whose standing bid was outbid at the last clearing
         self.ceilings: dict[str, float] = {}  # lease id -> the bid that won it
 
@@ -131,12 +139,13 @@ class Auction:
     def standing_bid(self, job: Job) -> float:
         """The rent the job's standing bid offers (0 if it has none)."""
         bid = self.bids.get(job.id)
-        return bid.message.price if bid is not None else 0.0
+        return bid.price if bid is not None else 0.0
 
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Bid:
         market = self.market
         lease_id = market.lease_by_job.get(job.id)
-        return Bid.model_validate(  # faster than keywords, see `Market.issue_lease`
+        return trusted(
+            Bid,
             {
                 "receiver": MARKET,
                 "demand": market.demand(job),
@@ -144,7 +153,7 @@ class Auction:
                 "term_epochs": market.term_epochs,
                 "renewal_of": lease_id,
                 **common,
-            }
+            },
         )
 
     def handle(self, message: Any) -> str | None:
@@ -153,7 +162,8 @@ class Auction:
             return f"the auction accepts only bids, not {message.kind}"
         if message.receiver != MARKET:
             return "bids are addressed to the market"
-        job, reason = market.job_asked_for(message.sender, message.demand)
+        sender, price = message.sender, message.price
+        job, reason = market.job_asked_for(sender, message.demand)
         if job is None:
             return reason
         if message.term_epochs != market.term_epochs:
@@ -165,21 +175,23 @@ class Auction:
         renewal = None
         if message.renewal_of is not None:
             renewal, reason = market.lease_due_for_renewal(
-                message.renewal_of, message.sender, message.demand.job
+                message.renewal_of, sender, message.demand.job
             )
             if renewal is None:
                 return reason
         elif not record.arrived or record.state is not JobState.PENDING:
             return f"job {message.demand.job!r} is not waiting for resources"
         gpu_hours = job.gpus * market.epoch_seconds / HOUR
-        least = message.price
+        least = price
         if market.config.payment_rule == "second":
             least = min(least, market.config.reserve_price_per_gpu_hour * gpu_hours)
-        self.bids[job.id] = _new_sealed_bid(message, job, message.price / gpu_hours, renewal, least)
+        self.bids[job.id] = _new_sealed_bid(
+            message, job, price / gpu_hours, renewal, least, sender, price
+        )
         self._ranked = None
         self.outbid.discard(job.id)
         if replaced is None:  # a new last bid: the sum in bid order just gains a last term
-            market.committed[message.sender] += message.price
+            market.committed[sender] += price
         else:
             self._recommit()
         market.stats.proposals += 1
@@ -187,25 +199,32 @@ class Auction:
 
     def _ranked_bids(self) -> list[SealedBid]:
         """The bids in clearing order (`_rank`), sorted again only after they changed (the
-        list is shared: callers do not change it)."""
+        list is shared: callers do not change it); `_renewing` is then up to date too."""
         if self._ranked is None:
             self._ranked = sorted(self.bids.values(), key=_rank)
+            self._renewing = {b.renewal.lease_id for b in self._ranked if b.renewal is not None}
         return self._ranked
 
     def _recommit(self) -> None:
         """Every agent's committed credits: the sum of its outstanding bids."""
         committed = dict.fromkeys(self.market.agents, 0.0)
         for bid in self.bids.values():
-            committed[bid.message.sender] += bid.message.price
+            committed[bid.sender] += bid.price
         self.market.committed = committed
 
     def clear(self) -> None:
         market = self.market
-        renewing = {b.renewal.lease_id for b in self.bids.values() if b.renewal is not None}
+        ranked = self._ranked_bids()
+        renewing = self._renewing
         for lease in market.due_leases():
             if lease.lease_id not in renewing:
                 self._end(lease, "expired")
-        ranked = self._ranked_bids()
+        reserve = market.config.reserve_price_per_gpu_hour
+        if not renewing and self._first_contender(
+            ranked, preemptible_leases(market), reserve
+        ) == len(ranked):  # nothing can win, as in most clearings: every bid lost
+            self._retire_bids([], [])  # (none of them renews a lease)
+            return
         awards, lost, prices = self._settle_awards(ranked)
         for bid in lost:
             if bid.renewal is not None:
@@ -217,7 +236,14 @@ class Auction:
                 market.stop(award.bid.job)  # migration to its new resources
         for award, price in zip(awards, prices, strict=True):
             self._sign(award, price)
-        top = max((award.bid.density for award in awards), default=None)
+        self._retire_bids(awards, lost)
+
+    def _retire_bids(self, awards: list[Award], lost: list[SealedBid]) -> None:
+        """Take out the bids a clearing is done with: under continuous clearing the winners
+        and the renewals that lost (the rest stand, and those a bid at least as high beat for
+        room are marked outbid); under epoch clearing every bid."""
+        market = self.market
+        top = max([award.bid.density for award in awards]) if awards else None
         standing = len(self.bids)
         if market.continuous:
             for award in awards:
@@ -258,7 +284,7 @@ class Auction:
             spent: dict[str, float] = {}
             unaffordable = None
             for award, price in zip(awards, prices, strict=True):
-                sender = award.bid.message.sender
+                sender = award.bid.sender
                 rent = price * speed_of(market, award.plan)
                 spent[sender] = spent.get(sender, 0.0) + first_payment(market, rent)
                 if not market.ledger.can_pay(sender, spent[sender]):
@@ -276,12 +302,12 @@ class Auction:
         if not award.kept_placement:
             market.place(bid.job, award.plan)
         rent = price * speed_of(market, award.plan)
-        market.ledger.pay(bid.message.sender, MARKET, first_payment(market, rent))
+        market.ledger.pay(bid.sender, MARKET, first_payment(market, rent))
         if bid.renewal is not None:
             lease = market.renew_lease(bid.renewal, price)
         else:
-            lease = market.issue_lease(bid.message.sender, MARKET, bid.job, price)
-        self.ceilings[lease.lease_id] = bid.message.price
+            lease = market.issue_lease(bid.sender, MARKET, bid.job, price)
+        self.ceilings[lease.lease_id] = bid.price
         market.stats.agreements += 1
         market.record_price(price, bid.job.gpus)
 
@@ -313,7 +339,7 @@ class Auction:
         lost.extend(ranked[:start])
         try:
             for bid in ranked[start:]:
-                sender = bid.message.sender
+                sender = bid.sender
                 least = bid.least_rent * share  # the least it can cost now
                 if bid.density < reserve or not can_pay(sender, spent.get(sender, 0.0) + least):
                     lost.append(bid)  # below the reserve, or more than its owner can pay
@@ -336,7 +362,7 @@ class Auction:
                     continue
                 if not kept:
                     state.bind(bid.job, plan)
-                awards.append(Award(bid, plan, kept, victims))
+                awards.append(_new_award(bid, plan, kept, victims))
                 marks.append(len(lost_for_room))
                 spent[sender] = spent.get(sender, 0.0) + least
             # Second price: what each winner displaced, the first bid ranked below it that lost
@@ -421,10 +447,10 @@ class Auction:
 
     def _price(self, bid: SealedBid, critical: float, reserve: float) -> float:
         if self.market.config.payment_rule == "first":
-            return bid.message.price
+            return bid.price
         density = max(reserve, critical)
         gpu_hours = bid.job.gpus * self.market.epoch_seconds / HOUR
-        return min(bid.message.price, density * gpu_hours)
+        return min(bid.price, density * gpu_hours)
 
     def _end(self, lease: Lease, reason: ReleaseReason) -> None:
         market = self.market

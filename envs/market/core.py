@@ -43,6 +43,7 @@ from gpuparley.envs.market.messages import (
     ReleaseReason,
     ResourceItem,
     parse_message,
+    trusted,
 )
 from gpuparley.envs.market.placement import market_chooser, market_plan
 from gpuparley.envs.market.rent import charge_rents, refund_unused
@@ -204,14 +205,13 @@ class Market:
             return self._reject("invalid", "nothing to answer")
         common["receiver"] = thread.other(agent)
         common["in_reply_to"] = thread.last_id
-        # `model_validate` of a dict validates exactly as keywords do, faster (see `issue_lease`)
         if decision.kind == "accept":
-            return self.receive(Accept.model_validate(common))
+            return self.receive(trusted(Accept, common))
         if decision.kind == "reject":
-            return self.receive(Reject.model_validate(common))
+            return self.receive(trusted(Reject, common))
         common["price"] = decision.price
         common["round"] = thread.round + 1
-        return self.receive(CounterOffer.model_validate(common))
+        return self.receive(trusted(CounterOffer, common))
 
     # ------------------------------------------------------------------ checks
     def job_asked_for(self, sender: str, demand: Demand) -> tuple[Job | None, str | None]:
@@ -261,8 +261,8 @@ class Market:
         reclaim_notice: int = 0,
     ) -> Lease:
         self._lease_counter += 1
-        # `model_validate` of a dict validates exactly as the keyword constructor does, faster.
-        lease = Lease.model_validate(
+        lease = trusted(
+            Lease,
             {
                 "id": f"{MARKET}.{self.epoch}.lease.{self._lease_counter}",
                 "sender": MARKET,
@@ -278,7 +278,7 @@ class Market:
                 "expires_epoch": self.epoch + self.term_epochs,
                 "price": price,
                 "reclaim_notice_epochs": reclaim_notice,
-            }
+            },
         )
         self.leases[lease.lease_id] = lease
         self.lease_by_job[job.id] = lease.lease_id
@@ -300,13 +300,16 @@ class Market:
         self.lapsed.discard(lease_id)
         job = self.jobs_by_name[lease.job]
         self.lease_by_job.pop(job.id, None)
-        release = Release(
-            id=self.next_id(MARKET),
-            sender=MARKET,
-            receiver=lease.holder,
-            epoch=self.epoch,
-            lease_id=lease_id,
-            reason=reason,
+        release = trusted(
+            Release,
+            {
+                "id": self.next_id(MARKET),
+                "sender": MARKET,
+                "receiver": lease.holder,
+                "epoch": self.epoch,
+                "lease_id": lease_id,
+                "reason": reason,
+            },
         )
         self.releases.append((lease, release))
         return release
@@ -322,7 +325,8 @@ class Market:
             if request.kind == "mig":
                 start = state.mig_layout[placement.gpus[0]][placement.instance][1]
             items.append(
-                ResourceItem.model_validate(  # faster than keywords, see `issue_lease`
+                trusted(
+                    ResourceItem,
                     {
                         "pod": pod,
                         "node": node.name,
@@ -331,7 +335,7 @@ class Market:
                         "mig_profile": request.profile,
                         "mig_start": start,
                         "gpu_milli": request.milli,
-                    }
+                    },
                 )
             )
         return tuple(items)
@@ -372,9 +376,10 @@ class Market:
         job is worth if it runs from now to the end (less once its deadline is missed), times
         the share of the remaining work one epoch completes."""
         record = self.sim.record(job.id)
-        remaining = max(record.remaining, 1e-9)
-        worth = job.realised_value(self.sim.now + remaining)
-        return worth * min(1.0, self.epoch_seconds / remaining)
+        # max(remaining, 1e-9) and min(1.0, share) without the calls: views ask at every step
+        remaining = 1e-9 if record.remaining < 1e-9 else record.remaining
+        share = self.epoch_seconds / remaining
+        return job.realised_value(self.sim.now + remaining) * (share if share < 1.0 else 1.0)
 
     def list_cost(self, gpus: float) -> float:
         """List-price rent of `gpus` GPU-equivalents for one epoch."""

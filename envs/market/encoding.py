@@ -186,13 +186,25 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else 0.0
 
 
+def _bounded(ratio: float) -> float:
+    """min(ratio, 10.0): a ratio feature capped at the bound (without the call, NaN too)."""
+    return 10.0 if ratio > 10.0 else ratio
+
+
 def _log(x: float) -> float:
     value = math.log1p(x)
     return OBSERVATION_BOUND if value > OBSERVATION_BOUND else value  # min(), without the call
 
 
-# `_log` of the counts of a view (jobs, leases), which repeat at every step
-_log_count = functools.lru_cache(maxsize=1024, typed=True)(_log)
+_LOG_COUNTS = {count: _log(count) for count in range(256)}
+"""`_log` of the small counts of a view (jobs, leases), which recur at every step."""
+
+
+def _log_count(count: int) -> float:
+    """`_log(count)`, looked up for a small count (a dict look-up costs a fraction of a cache's,
+    or of the logarithm)."""
+    logged = _LOG_COUNTS.get(count)
+    return _log(count) if logged is None else logged
 
 
 def encode(view: AgentView) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +245,9 @@ def action_mask(view: AgentView) -> np.ndarray:
 def _encode_bytes(view: AgentView) -> tuple[bytes, bytes]:
     """One observation as float32 bytes (global, slot and inbox features in layout order) and
     its action mask as one byte per action."""
-    budget = max(view.budget_per_epoch, 1e-9)
+    budget = view.budget_per_epoch
+    if budget < 1e-9:  # max(budget, 1e-9) without the call (a NaN stays, as with max)
+        budget = 1e-9
     codes = _slot_codes(view, budget)
     reference = view.reference_price
     cluster = view.cluster_gpus
@@ -349,7 +363,7 @@ class _SlotCode:
         # The cost of a bid at each level ascends with the level when the anchor is >= 0 (NaN
         # is not), so the levels a free balance covers are then a prefix, found by bisection.
         anchor = slot.epoch_value
-        self.costs = tuple(level * anchor for level in PRICE_LEVELS) if anchor >= 0 else None
+        self.costs = tuple([level * anchor for level in PRICE_LEVELS]) if anchor >= 0 else None
 
     def affordable(self, free: float) -> bytes:
         """`_affordable(epoch_value, free)`: the slot's bid levels the free balance covers."""
@@ -384,14 +398,14 @@ def _shape_bytes(gpus: float, gpu_kind: str, pods: int) -> bytes:
 def _state_features(slot: JobSlot, budget: float) -> tuple[float, ...]:
     """The rest of a slot's `SLOT_FEATURES`, which change with its job's state."""
     return (
-        min(slot.epoch_value / budget, 10.0),
-        _log(max(slot.value_density, 0.0)),
+        _bounded(slot.epoch_value / budget),
+        _log(0.0 if slot.value_density < 0.0 else slot.value_density),  # max(x, 0.0)
         math.tanh(slot.waited_hours),
         math.tanh(slot.slack_hours),
         float(slot.renewal),
         float(slot.fits_now),
         float(slot.within_quota),
-        min(_ratio(slot.standing_bid, slot.epoch_value), 10.0),
+        _bounded(_ratio(slot.standing_bid, slot.epoch_value)),
     )
 
 

@@ -59,7 +59,8 @@ class Ledger:
             raise BudgetError(f"payment must be a finite amount >= 0, got {amount}")
         if not self.can_pay(payer, amount):
             raise BudgetError(f"{payer} cannot pay {amount:.4f}; balance {balance:.4f}")
-        amount = min(amount, balance)
+        if balance < amount:  # (within the tolerance of `can_pay`)
+            amount = balance
         balances[payer] = balance - amount
         self.paid[payer] += amount
         if payee == MARKET:

@@ -60,7 +60,7 @@ def plan_with_preemption(
             break
         job = market.jobs_by_name[lease.job]
         rent = threshold * job.gpus * hours
-        if job.id not in state.holdings or displaced + rent >= bid.message.price:
+        if job.id not in state.holdings or displaced + rent >= bid.price:
             continue
         displaced += rent
         taken.append((job, state.release(job)))
@@ -93,7 +93,7 @@ def _room_if_preempted(
         if threshold >= bid.density:
             break
         victim = market.jobs_by_name[lease.job]
-        if threshold * victim.gpus * hours >= bid.message.price:
+        if threshold * victim.gpus * hours >= bid.price:
             continue  # it alone outweighs the bid: never displaced
         for _pod, placement in state.holdings.get(victim.id, ()):
             freed[placement.node] = freed.get(placement.node, 0) + len(placement.gpus)

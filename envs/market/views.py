@@ -145,13 +145,14 @@ def _waiting(market: Market) -> _Waiting:
     cached = market.view_cache.get("waiting")
     if cached is not None and cached.key == key:
         return cached
-    jobs = sim.pending()
+    jobs = sim.jobs
     per_agent: dict[str, int] = {}
-    for job in jobs:
-        per_agent[job.owner] = per_agent.get(job.owner, 0) + 1
-    rank = _rank(market)
+    for job_id in sim.waiting_ids():
+        owner = jobs[job_id].owner
+        per_agent[owner] = per_agent.get(owner, 0) + 1
     ranked: dict[str, list[Job]] = defaultdict(list)
-    for job in sorted(jobs, key=lambda job: rank[job.id]):
+    for job_id in sorted(sim.waiting_ids(), key=_rank(market).__getitem__):
+        job = jobs[job_id]
         if job.pod.gpu.kind != "none":
             ranked[job.owner].append(job)
     waiting = _Waiting(key, per_agent, ranked)
