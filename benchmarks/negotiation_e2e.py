@@ -319,6 +319,10 @@ def main() -> None:
             f" | load {row['loadavg_1_5_15'][0]:.1f}",
             flush=True,
         )
+        kinds = m["market_requests_per_pod_by_kind"].items()
+        print(
+            "  market requests per pod: " + ", ".join(f"{k} {v:.2f}" for k, v in kinds if v >= 0.1)
+        )
     first = rows[0]
     for row in rows:
         row["market_p50_growth"] = row["market"]["p50_s"] / first["market"]["p50_s"]
