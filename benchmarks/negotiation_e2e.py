@@ -15,16 +15,22 @@ ends:
   negotiators (scripted truthful bidders, processes) negotiate, leases are issued, the
   negotiators sync the pods to the host and the market lifts their gate; kube-scheduler binds.
   Created = just before the agent-plane create, or when the market process became ready if that
-  was later (start-up is not negotiation); bound = first poll that sees the host copy bound.
+  was later (start-up is not negotiation); bound = when a watch first shows the host copy
+  bound.
 
 Requests per placement: the increase of `apiserver_request_total` on every apiserver involved
 (host; host + agent planes for the market) over the phase, minus the background rate measured on
 the idle planes just before (KWOK's node heartbeats grow with the node count), minus the
-benchmark's own lists that watch for the bindings (one per namespace every 20 ms: the market's
-pods are in three namespaces and take longer, so counting them charged the market with up to
-half its figure) and, for the market, minus the requests of its start-up (saved as
-`market_startup_requests`: a one-off, like kube-scheduler's, which ran before the baseline),
-divided by the pods bound.
+benchmark's own list per namespace that starts its watch of the bindings (a watch is counted
+when it ends, after the figures are read) and, for the market, minus the requests of its
+start-up (saved as `market_startup_requests`: a one-off, like kube-scheduler's, which ran before
+the baseline), divided by the pods bound.
+
+CPU: the seconds every process of the rig used (planes, market, negotiators, the benchmark's
+own client), by program, over each measured window (the baseline's first create to its last
+binding; the market's readiness to its last binding), and the share of the machine's cores that
+is: on a machine with few cores both windows keep the cores busy, so their latencies follow
+their work, not their round trips.
 
 Idle cost: requests/second on every plane with the three negotiators started and nothing to do
 (no pods, no market) against the same planes without them, over `--idle-seconds` each.
@@ -43,6 +49,7 @@ import ssl
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -53,6 +60,7 @@ import yaml
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import control_plane, nodes, planes
+from gpuparley.deploy.informer import Informer
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.workload import pods_for_job
 from gpuparley.envs.resources import scenarios_dir
@@ -150,6 +158,63 @@ def requests_during(
     return result, sum(request_total(p) for p in planes_) - before - background * elapsed - own
 
 
+def tree_cpu() -> dict[int, tuple[str, float]]:
+    """pid -> (what it is, CPU seconds (user + system) so far) for this process and its live
+    descendants: the planes (etcd, apiservers, scheduler, KWOK, ...), the market and the
+    negotiators. What it is: the program, with the plane of an apiserver (its etcd prefix) and
+    the command of a gpuparley process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, used = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parents[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, grew = {os.getpid()}, True
+    while grew:
+        before = len(tree)
+        tree |= {pid for pid, parent in parents.items() if parent in tree}
+        grew = len(tree) > before
+    return {pid: (_program(pid), used[pid]) for pid in tree if pid in used}
+
+
+def _program(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return "?"
+    name = Path(argv[0]).name
+    prefix = next((a.split("=", 1)[1] for a in argv if a.startswith("--etcd-prefix=")), "")
+    if prefix:
+        return f"{name} {prefix.strip('/')}"
+    command = next((a for a in argv if a in ("market", "negotiator")), "")
+    return f"{name} {command}" if command else name
+
+
+class CpuWindow:
+    """The CPU the rig used over a window: seconds, the share of the machine's cores, and the
+    seconds by program. On a machine with few cores, a phase whose processes keep every core
+    busy is bounded by that work, not by round trips."""
+
+    def __init__(self) -> None:
+        self.cpu, self.started = tree_cpu(), time.perf_counter()
+
+    def close(self) -> dict[str, Any]:
+        elapsed, by_program = time.perf_counter() - self.started, Counter[str]()
+        for pid, (program, seconds) in tree_cpu().items():
+            by_program[program] += seconds - self.cpu.get(pid, (program, 0.0))[1]
+        total = sum(by_program.values())
+        return {
+            "cpu_s": total,
+            "cores_busy": total / elapsed / (os.cpu_count() or 1),
+            "cpu_s_by_program": {k: round(v, 3) for k, v in by_program.most_common() if v > 0},
+        }
+
+
 def background_rate(planes_: list[control_plane.Plane], seconds: float = 5.0) -> float:
     """Requests/second the idle planes serve anyway (controllers, KWOK heartbeats)."""
     before = sum(request_total(p) for p in planes_)
@@ -160,22 +225,30 @@ def background_rate(planes_: list[control_plane.Plane], seconds: float = 5.0) ->
 def wait_bound(
     kube: Kube, namespaces: list[str], expected: int, timeout: float
 ) -> tuple[dict[str, float], int]:
-    """pod name -> first time (perf_counter) it was seen bound; and the lists it took to see
-    that (the observer's own requests, every 20 ms per namespace: not the placements' cost)."""
+    """pod name -> the time (perf_counter) a watch first showed it bound; and the requests that
+    took (a list per namespace: the observer's own, not the placements' cost; the watches are
+    counted when they end, after the figures are read).
+    A watch, not polling: a list of every namespace each 20 ms loaded the host apiserver the
+    market is measured on (three namespaces for the market, one for the baseline) and added up
+    to 20 ms to every figure."""
     bound: dict[str, float] = {}
-    lists = 0
-    deadline = time.monotonic() + timeout
-    while len(bound) < expected:
-        for ns in namespaces:
-            lists += 1
-            for pod in kube.list("pods", ns):
-                name = pod["metadata"]["name"]
-                if name not in bound and (pod.get("spec") or {}).get("nodeName"):
-                    bound[name] = time.perf_counter()
-        if time.monotonic() > deadline:
+    done = threading.Event()
+
+    def seen(pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        if name not in bound and (pod.get("spec") or {}).get("nodeName"):
+            bound[name] = time.perf_counter()
+            if len(bound) >= expected:
+                done.set()
+
+    watches = [Informer(kube, "pods", ns, on_object=seen).start() for ns in namespaces]
+    try:
+        if not done.wait(timeout):
             raise TimeoutError(f"only {len(bound)}/{expected} pods bound after {timeout:.0f}s")
-        time.sleep(0.02)
-    return bound, lists
+    finally:
+        for watch in watches:
+            watch.stop()
+    return bound, len(namespaces)
 
 
 def latencies(created: dict[str, float], bound: dict[str, float]) -> dict[str, float]:
@@ -189,21 +262,25 @@ def run_baseline(state: planes.LocalPlanes, jobs: list[Any]) -> dict[str, Any]:
     host.create("namespaces", None, {"metadata": {"name": BASELINE_NS}})
     background = background_rate([state.host])
     created: dict[str, float] = {}
+    cpu: list[dict[str, Any]] = []
 
     def place() -> tuple[dict[str, float], float]:
+        window = CpuWindow()
         for job in jobs:
             for pod in pods_for_job(job, gated=False):
                 pod["metadata"]["name"] = f"{job.owner}-{pod['metadata']['name']}"
                 created[pod["metadata"]["name"]] = time.perf_counter()
                 host.create("pods", BASELINE_NS, pod)
-        return wait_bound(host, [BASELINE_NS], len(created), 120)
+        bound = wait_bound(host, [BASELINE_NS], len(created), 120)
+        cpu.append(window.close())
+        return bound
 
     bound, requests = requests_during([state.host], background, place)
     for name in created:
         host.delete("pods", BASELINE_NS, name)
     host.close()
     return {**latencies(created, bound), "pods": len(created),
-            "requests_per_placement": requests / len(created)}  # fmt: skip
+            "requests_per_placement": requests / len(created), **cpu[0]}  # fmt: skip
 
 
 def run_market(
@@ -225,6 +302,7 @@ def run_market(
     namespaces = [objects.agent_namespace(a.name) for a in loaded.agents]
     created: dict[str, float] = {}
     startup_requests: list[float] = []
+    cpu: list[dict[str, Any]] = []
 
     def place() -> tuple[dict[str, float], float]:
         for agent in loaded.agents:
@@ -243,11 +321,13 @@ def run_market(
         before, started = sum(request_total(p) for p in every_plane), time.perf_counter()
         rig.start_market("--max-epochs", "3")
         ready = rig.wait_ready("market")
+        window = CpuWindow()
         startup = sum(request_total(p) for p in every_plane) - before
         startup -= background * (time.perf_counter() - started)
         startup_requests.append(startup)
         created.update({name: max(at, ready) for name, at in created.items()})
         bound, lists = wait_bound(host, namespaces, len(created), 300)
+        cpu.append(window.close())
         return bound, lists + startup
 
     before = [request_counts(plane) for plane in every_plane]
@@ -259,7 +339,7 @@ def run_market(
         host.close()
     return {**latencies(created, bound), "pods": len(created),
             "requests_per_placement": requests / len(created),
-            "market_startup_requests": startup_requests[0],
+            "market_startup_requests": startup_requests[0], **cpu[0],
             "market_requests_per_pod_by_kind": breakdown,
             "idle_requests_per_s_without_negotiators": idle_without,
             "idle_requests_per_s_with_negotiators": idle_with,
@@ -316,6 +396,8 @@ def main() -> None:
             f"{m['idle_requests_per_s_with_negotiators']:.2f} vs "
             f"{m['idle_requests_per_s_without_negotiators']:.2f} req/s (x{m['idle_ratio']:.2f})"
             f" | market start-up {m['market_startup_requests']:.0f} requests"
+            f" | CPU {b['cpu_s']:.2f} vs {m['cpu_s']:.2f} s, cores busy"
+            f" {b['cores_busy']:.0%} vs {m['cores_busy']:.0%}"
             f" | load {row['loadavg_1_5_15'][0]:.1f}",
             flush=True,
         )
@@ -323,6 +405,9 @@ def main() -> None:
         print(
             "  market requests per pod: " + ", ".join(f"{k} {v:.2f}" for k, v in kinds if v >= 0.1)
         )
+        for name, phase in (("kube-scheduler", b), ("market", m)):
+            used = phase["cpu_s_by_program"].items()
+            print(f"  CPU s, {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in used if v >= 0.01))
     first = rows[0]
     for row in rows:
         row["market_p50_growth"] = row["market"]["p50_s"] / first["market"]["p50_s"]

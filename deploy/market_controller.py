@@ -314,7 +314,9 @@ class MarketController:
 
     # ------------------------------------------------------------------ views and answers
     def _publish_views(self, agents: list[str], token: tuple[int, int]) -> None:
-        for agent in agents:
+        """Each asked agent's view, written all at once (one round trip before they think)."""
+
+        def publish(agent: str) -> None:
             document = {
                 "epoch": token[0],
                 "substep": token[1],
@@ -328,6 +330,8 @@ class MarketController:
                 objects.VIEW_CONFIGMAP,
                 {objects.VIEW_KEY: json.dumps(document)},
             )
+
+        self.kube.each(publish, agents)
 
     def _routing(self, agent: str) -> dict[str, Any]:
         """What a bargaining agent's reply must name that its view does not say (in the

@@ -178,8 +178,7 @@ class MessageIntake:
 
     def consume(self) -> None:
         """Delete the objects judged since the last call (after the sub-step's commit)."""
-        for namespace, name in self._to_delete:
-            self.kube.delete("offers", namespace, name)
+        self.kube.each(lambda key: self.kube.delete("offers", *key), self._to_delete)
         self._to_delete = []
 
     def _valid(self, sender: str, spec: dict[str, Any]) -> bool:

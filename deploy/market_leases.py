@@ -12,9 +12,10 @@ never bound -- so a job the model starts and finishes between two clearings stil
 cluster -- and before it exits (`settle`). Writes are made only where an object differs from the
 market's record (`publish` compares everything, so it is also the reconcile after a restart:
 nothing missing, nothing doubled, nothing left active or half-ended that the market ended; the
-journal's replay says which leases ended, the objects how far their end got), and each is
+journal's replay says which leases ended, the objects how far their end got), each batch is
 fenced (`MarketState.confirm`: a replica deposed meanwhile writes nothing, e.g. no older spec
-over a renewal the new leader wrote). The lease trace (`trace.py`) is written alongside.
+over a renewal the new leader wrote), and a batch's writes go out together (`Kube.each`).
+The lease trace (`trace.py`) is written alongside.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class LeasePublisher:
         self.unplaced: dict[str, Lease] = {}  # published, not seen bound yet
         self._deadline = 0.0
         self._written: dict[tuple[str, str], tuple[Lease, str]] = {}  # as on the host: phase
-        self.fence = pods.fence  # before every GPULease write, as before every pod write
+        self.fence = pods.fence  # before every batch of GPULease writes, as of pod writes
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
         """Take the GPULease objects found on the host as written (after a restart)."""
@@ -155,9 +156,8 @@ class LeasePublisher:
         for signed, ended in self.changes:
             fleeting = {lease.lease_id for lease in signed}
             self._end([(lease, rel) for lease, rel in ended if lease.lease_id not in fleeting])
-            for lease in signed:
-                self._sync_lease(lease, None, ACTIVE)
-                self.unplaced[lease.lease_id] = lease
+            self._sync([(lease, None, ACTIVE) for lease in signed])
+            self.unplaced.update((lease.lease_id, lease) for lease in signed)
             self._end([(lease, rel) for lease, rel in ended if lease.lease_id in fleeting])
         self.changes = []
         self.publish()
@@ -173,12 +173,10 @@ class LeasePublisher:
         unplaced = [le for le, _rel in ending if self.unplaced.pop(le.lease_id, None) is not None]
         if unplaced:
             self._await(unplaced)
-        for lease, release in ending:
-            self._sync_lease(lease, release, ENDING)
+        self._sync([(lease, release, ENDING) for lease, release in ending])
         deadline = time.monotonic() + self.placement_timeout
         self.pods.reclaim([lease for lease, _rel in ending], deadline, self.wakeup)
-        for lease, release in ending:
-            self._sync_lease(lease, release, RELEASED)
+        self._sync([(lease, release, RELEASED) for lease, release in ending])
 
     def _phase(self, lease: Lease) -> str | None:
         """How far the lease's object on the host is, as last written or found (None: absent)."""
@@ -201,13 +199,27 @@ class LeasePublisher:
             self.telemetry.rejections.labels("placement-timeout").inc()
             self._deadline = time.monotonic()  # late already: publish the rest at once
 
-    def _sync_lease(self, lease: Lease, release: Release | None, phase: str) -> None:
-        key, state = lease_key(lease), (lease, phase)
-        written = self._written.get(key)
-        if written != state:
+    def _sync(self, changes: list[tuple[Lease, Release | None, str]]) -> None:
+        """Bring each lease's object to (lease, phase) where it differs: one fence, then all
+        the writes at once (they touch different objects; the fence's window is one round trip
+        of wall time, as for a single write). A lease listed twice is written as last listed."""
+        stale = {}
+        for lease, release, phase in changes:
+            key = lease_key(lease)
+            if self._written.get(key) != (lease, phase):
+                stale[key] = (lease, release, phase)
+            else:
+                stale.pop(key, None)
+        if stale:
             self.fence()
-            self._write_lease(lease, release, phase, written is None or written[0] != lease)
-            self._written[key] = state
+            self.kube.each(self._sync_one, list(stale.values()))
+
+    def _sync_one(self, change: tuple[Lease, Release | None, str]) -> None:
+        lease, release, phase = change
+        key = lease_key(lease)
+        written = self._written.get(key)
+        self._write_lease(lease, release, phase, written is None or written[0] != lease)
+        self._written[key] = (lease, phase)
 
     def publish(self) -> None:
         """Make the GPULease objects say what the market holds: every lease signed (spec and
@@ -216,8 +228,7 @@ class LeasePublisher:
         GPUs another one gave up must not be active beside it."""
         market = self.market
         self._end([*market.releases, *self.pods.quota_releases])
-        for lease in self.pods.active():
-            self._sync_lease(lease, None, ACTIVE)
+        self._sync([(lease, None, ACTIVE) for lease in self.pods.active()])
         self.telemetry.leases.set(len(market.leases))
 
     def _write_lease(

@@ -159,20 +159,20 @@ class LeasePods:
         if not misfits and not admitted:
             return
         self.fence()
-        for pod, reason in misfits:
-            self._evict(pod, "pod-exceeds-lease", reason)
-        for pod in admitted:
-            self._ungate(pod)
+        evicted = self.kube.each(self._delete, [pod for pod, _reason in misfits])
+        self.kube.each(self._ungate, admitted)
+        for (pod, reason), gone in zip(misfits, evicted, strict=True):
+            if gone:
+                self._evicted(pod, "pod-exceeds-lease", reason)
 
     def _ungate(self, pod: dict[str, Any]) -> None:
         # Gone, or changed since it was checked: the next look checks it again.
         with contextlib.suppress(NotFound, Conflict, Invalid):
             ungate(self.kube, pod["metadata"]["namespace"], pod, guard_version=True)
 
-    def _evict(self, pod: dict[str, Any], category: str, reason: str) -> None:
+    def _evicted(self, pod: dict[str, Any], category: str, reason: str) -> None:
+        """Count and log the eviction of a pod that broke its lease."""
         meta = pod["metadata"]
-        if not self.kube.delete("pods", meta["namespace"], meta["name"], meta.get("uid")):
-            return
         self.misfits[category] += 1
         self.evicted.append(f"{meta['namespace']}/{meta['name']}")
         self.telemetry.rejections.labels(category).inc()
@@ -234,11 +234,15 @@ class LeasePods:
     def _reclaim(self, pods: list[dict[str, Any]]) -> None:
         if pods:
             self.fence()
-        for pod in pods:
-            meta = pod["metadata"]
-            if self.kube.delete("pods", meta["namespace"], meta["name"], meta.get("uid")):
+        for deleted in self.kube.each(self._delete, pods):
+            if deleted:
                 self.reclaimed_pods += 1
                 self.telemetry.pods_synced.labels("reclaimed").inc()
+
+    def _delete(self, pod: dict[str, Any]) -> bool:
+        """Delete the pod judged (its uid); False if it is gone or another took its name."""
+        meta = pod["metadata"]
+        return self.kube.delete("pods", meta["namespace"], meta["name"], meta.get("uid"))
 
     def enforce(self) -> None:
         """Delete the policed pods of agent namespaces that no active lease of theirs covers.
@@ -266,10 +270,11 @@ class LeasePods:
                 uncovered.append((pod, node))
         if uncovered:
             self.fence()
-        for pod, node in uncovered:
+        deleted = self.kube.each(self._delete, [pod for pod, _node in uncovered])
+        for (pod, node), gone in zip(uncovered, deleted, strict=True):
             meta = pod["metadata"]
             namespace, lease = meta["namespace"], lease_of(pod)
-            if not self.kube.delete("pods", namespace, meta["name"], meta.get("uid")):
+            if not gone:
                 continue
             if (namespace, lease) in ended or (namespace, lease) in covered:
                 self.reclaimed_pods += 1

@@ -365,17 +365,19 @@ class NegotiatorProcess:
             parsed.append((obj, lease))
             if objects.lease_phase(obj) == objects.ACTIVE:
                 active_jobs.add(lease.job)
-        active = 0
+        running = []
         for obj, lease in parsed:
             group = groups.get(lease.job)
             if objects.lease_phase(obj) != objects.ACTIVE:  # ending or released: no pods sync
                 self._end(obj, lease, group, host_pods, lease.job in active_jobs)
             elif group is not None:
-                active += 1
-                self._run(obj, lease, group, host_pods)
+                running.append((obj, lease, group))
             else:
                 self._reject("lease-without-pods", f"no pods for leased job {lease.job!r}")
-        self.telemetry.leases.set(active)
+        # The active leases' pods after the ended ones' are gone; the leases are synced all at
+        # once (each touches its own job's pods): a clearing's leases cost one round trip.
+        self.host.each(lambda run: self._run(*run, host_pods), running)
+        self.telemetry.leases.set(len(running))
 
     def _run(
         self,

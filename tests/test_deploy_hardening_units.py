@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -155,6 +156,9 @@ class FakeKube:
         self.objects[resource.partition("/")[0], namespace or "", obj["metadata"]["name"]] = obj
         self.writes.append((verb, resource, obj["metadata"]["name"]))
         return copy.deepcopy(obj)
+
+    def each(self, request: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        return [request(item) for item in items]  # in order: the writes logged as made
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.objects.get((resource, namespace or "", name)))

@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -190,6 +191,9 @@ class AdmissionNotReadyHost:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
         self.written: list[tuple[str, str, dict[str, Any]]] = []
+
+    def each(self, request: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        return [request(item) for item in items]  # in order: the writes logged as made
 
     def create(self, resource: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
         if resource == "pods":
