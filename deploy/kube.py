@@ -212,7 +212,8 @@ class Kube:
         """`request(item)` for every item, up to `CONCURRENT_REQUESTS` in flight at once (for
         writes that do not depend on each other); the answers in the items' order. Every
         request is finished before this returns; if any failed, the first failure (in the
-        items' order) is raised then, so a caller's retry sees everything the others did."""
+        items' order) is raised then, so a caller's retry sees everything the others did.
+        A request must not call `each` itself (the pool would wait on its own threads)."""
         work = list(items)
         if len(work) <= 1:
             return [request(item) for item in work]
