@@ -36,13 +36,27 @@ def tiny_layers(inputs: int = OBSERVATION_SIZE, outputs: int = ACTION_COUNT) -> 
 
 def test_the_negotiator_image_needs_no_training_stack() -> None:
     """What the negotiator image runs (deploy/Dockerfile) imports none of torch, sb3, gymnasium,
-    pettingzoo or matplotlib, which the image does not install."""
+    pettingzoo or matplotlib (the image has no torch or sb3; the others it installs only
+    because the package's metadata names them)."""
     code = (
         "import sys, gpuparley.policy.runtime, gpuparley.policy.learned, gpuparley.policy.specs\n"
         "import gpuparley.deploy.negotiator, gpuparley.deploy.process_cli\n"
         "heavy = ('torch', 'stable_baselines3', 'sb3_contrib', 'gymnasium', 'pettingzoo',\n"
         "         'matplotlib', 'tensorboard')\n"
         "bad = [m for m in heavy if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_command_line_starts_without_plotting_or_training_libraries() -> None:
+    """Every `gpuparley` command imports the whole command table; a command that draws nothing
+    or trains nothing (the market and negotiators the cluster tests start by the dozen, `--help`)
+    must not pay for matplotlib or torch: they are imported where a figure is drawn or a model
+    is trained."""
+    code = (
+        "import sys, gpuparley.cli\n"
+        "bad = [m for m in ('matplotlib', 'torch', 'stable_baselines3') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

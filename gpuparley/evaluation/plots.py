@@ -8,23 +8,33 @@ are solid lines, market policies dashed, so the two families read apart at a gla
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from gpuparley.evaluation.fgd_inflation import EXPERIMENT as INFLATION
 from gpuparley.evaluation.results import Results
 from gpuparley.evaluation.stats import mean_ci
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 GRID_POINTS = 400
 HOUR = 3600.0
 Run = dict[str, Any]
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display), imported when a figure is drawn:
+    the commands that draw none -- the market and the negotiators among them -- start without
+    it (a quarter of a second of every `gpuparley` start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg")
+
+    return plt
 
 
 def _style(policy: str) -> dict[str, Any]:
@@ -59,13 +69,13 @@ def _finish(fig: Figure, ax: Axes, path: Path, legend: bool = True) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
 def allocation_over_time(results: Results, path: Path) -> Path:
     grid = _time_grid(results)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(9, 4.5))
     for policy in results.policies:
         curve = mean_series(results.runs_of(policy), "allocation_ratio", grid)
         ax.step(grid / HOUR, curve, where="post", label=policy, **_style(policy))
@@ -79,7 +89,7 @@ def allocation_over_time(results: Results, path: Path) -> Path:
 
 
 def jct_cdf(results: Results, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(9, 4.5))
     pooled = {
         p: np.sort(np.concatenate([r["jct_sorted"] for r in results.runs_of(p)] or [[]]))
         for p in results.policies
@@ -105,7 +115,7 @@ def agent_utility(results: Results, path: Path) -> Path:
     policies = results.policies
     width = 0.8 / max(1, len(policies))
     bars = len(agents) * max(1, len(policies))
-    fig, ax = plt.subplots(figsize=(min(18.0, max(8.0, 3 + 0.35 * bars)), 4.5))
+    fig, ax = _pyplot().subplots(figsize=(min(18.0, max(8.0, 3 + 0.35 * bars)), 4.5))
     x = np.arange(len(agents))
     for i, policy in enumerate(policies):
         stats = [
@@ -136,7 +146,7 @@ def agent_utility(results: Results, path: Path) -> Path:
 
 def occupancy(results: Results, path: Path) -> Path:
     grid = _time_grid(results)
-    fig, (gpus_ax, mig_ax) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    fig, (gpus_ax, mig_ax) = _pyplot().subplots(2, 1, figsize=(9, 6.5), sharex=True)
     any_mig = False
     for policy in results.policies:
         runs = results.runs_of(policy)
@@ -166,7 +176,7 @@ def occupancy(results: Results, path: Path) -> Path:
 
 
 def inflation_curves(results: Results, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(9, 4.5))
     top = 100 * max(results.config.get("targets", [1.3]))
     for policy in results.policies:
         runs = results.runs_of(policy)
