@@ -374,8 +374,8 @@ class NegotiatorProcess:
                 running.append((obj, lease, group))
             else:
                 self._reject("lease-without-pods", f"no pods for leased job {lease.job!r}")
-        # The active leases' pods after the ended ones' are gone; the leases are synced all at
-        # once (each touches its own job's pods): a clearing's leases cost one round trip.
+        # The active leases are synced after the ended ones' pods are deleted, all at once (each
+        # touches its own job's pods only): a clearing's leases cost one round trip, not one each.
         self.host.each(lambda run: self._run(*run, host_pods), running)
         self.telemetry.leases.set(len(running))
 

@@ -7,6 +7,7 @@ are solid lines, market policies dashed, so the two families read apart at a gla
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ HOUR = 3600.0
 Run = dict[str, Any]
 
 
+@functools.cache
 def _pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (no display), imported when a figure is drawn:
     the commands that draw none -- the market and the negotiators among them -- start without
