@@ -223,6 +223,9 @@ def gpulease_crd() -> dict[str, Any]:
     )
 
 
+ACTIONS = ["bid", "offer", "counter", "accept", "reject", "pass"]  # a Negotiator's answers
+
+
 def negotiator_crd() -> dict[str, Any]:
     status = {
         "type": "object",
@@ -234,9 +237,20 @@ def negotiator_crd() -> dict[str, Any]:
             # it sent, or "pass"): the market waits for the asked agents' answers before it
             # closes a sub-step.
             "observedSubstep": {"type": "integer", "minimum": 0},
-            "action": {
-                "type": "string",
-                "enum": ["bid", "offer", "counter", "accept", "reject", "pass"],
+            "action": {"type": "string", "enum": ACTIONS},
+            # The answers given ahead to the rest of an auction round (`answers_ahead.py`):
+            # per sub-step, the digest of the view answered, the action and the message's id.
+            "ahead": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "substep": {"type": "integer", "minimum": 0},
+                        "view": {"type": "string"},
+                        "action": {"type": "string", "enum": ACTIONS},
+                        "message": {"type": "string"},
+                    },
+                },
             },
         },
     }

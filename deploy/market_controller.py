@@ -7,7 +7,9 @@ the scenario says) -- driven by real messages instead of in-process calls, sub-s
 1. **views**: each agent with something to decide (a job to bid on, an offer to answer: the
    environment's `has_decision`) gets its view (the environment's, with the time since its last
    decision) as the ConfigMap `gpuparley-market-view` in its home namespace, which only that
-   agent can read; the others pass without being asked, as in the environment;
+   agent can read (`market_questions.py`); the others pass without being asked, as in the
+   environment, and an agent that answered this very view ahead is not asked either
+   (`answers_ahead.py`: a burst's round costs one round trip, not one per sub-step);
 2. **answers**: it waits (on a watch of the `Negotiator` objects) until every asked agent's status
    says it answered this (epoch, sub-step), or the sub-step times out (a silent agent passes: a
    partitioned agent only delays);
@@ -54,6 +56,7 @@ from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.market_intake import MessageIntake
 from gpuparley.deploy.market_leases import LeasePublisher
 from gpuparley.deploy.market_pods import LeasePods
+from gpuparley.deploy.market_questions import Questions
 from gpuparley.deploy.market_setup import (
     MarketSetupError,
     check_host_nodes,
@@ -62,7 +65,6 @@ from gpuparley.deploy.market_setup import (
 )
 from gpuparley.deploy.market_state import MarketState, Record, StateError
 from gpuparley.deploy.telemetry import Telemetry
-from gpuparley.envs.market.encoding import view_to_dict
 from gpuparley.envs.market.messages import MARKET
 from gpuparley.envs.market.parallel_env import GPUMarketEnv, has_decision
 from gpuparley.envs.scenario import Scenario
@@ -125,6 +127,7 @@ class MarketController:
         self.offers.notify = self.wakeup
         self.pod_watch = Informer(kube, "pods", everywhere, notify=self.wakeup)
         self.informers = [self.negotiators, self.offers, self.pod_watch]
+        self.questions = Questions(kube, self.env, self.negotiators)
         self.bids = MessageIntake(kube, market, self.telemetry)
         self.pods = LeasePods(
             kube, market, self.agents, self.telemetry, self.pod_watch.objects, self.state.confirm
@@ -184,10 +187,8 @@ class MarketController:
                     if not elector.is_leader:
                         raise MarketSetupError("lost the market's leadership; exiting to restart")
                 self._step()
-            while self.done and self._unsettled:  # the last sub-step's effects
-                self._step()
-            if self.done:
-                retrying(self.leases.settle)  # the last leases' pods, admitted before it goes
+            while self.done and self._unsettled:  # the last sub-step's effects, with the
+                self._step()  # last leases' pods admitted before it goes (`LeasePublisher.settle`)
         except StateError as exc:
             raise MarketSetupError(str(exc)) from None
         finally:
@@ -249,11 +250,16 @@ class MarketController:
         token = (market.epoch, self.seq)
         started = time.perf_counter()
         deciders = [a for a in self.agents if has_decision(self.env.views[a])]
-        self._publish_views(deciders, token)
-        self._effects()  # the last sub-step's, while the asked negotiators think
-        answers = self._wait_for_answers(deciders, token)
+        documents = {agent: self.questions.document(agent, token) for agent in deciders}
+        ahead = self.questions.answered_ahead(documents, token)
+        asked = [agent for agent in deciders if agent not in ahead]
+        self.questions.publish({agent: documents[agent] for agent in asked})
+        if asked or self._cleared:  # else nothing is waited for: the effects can wait too
+            self._effects()  # the last sub-steps', while the asked negotiators think
+        answers = {**self._wait_for_answers(asked, token), **ahead}
         decision = {a: f"{a}.{token[0]}.{token[1]}" for a in self.agents}
-        entries = self.bids.receive(self._offers(answers), decision, set(deciders))
+        decision.update({agent: message for agent, (_, message) in ahead.items() if message})
+        entries = self.bids.receive(self._offers(answers), decision, set(deciders), token[1])
         for agent in deciders:
             if agent not in answers:
                 self.timeouts[agent] += 1
@@ -271,7 +277,8 @@ class MarketController:
             extra={
                 "epoch": token[0],
                 "substep": token[1],
-                "asked": len(deciders),
+                "asked": len(asked),
+                "answered_ahead": len(ahead),
                 "messages": len(entries),
                 "leases_changed": len(events),
                 "seconds": round(time.perf_counter() - started, 4),
@@ -281,18 +288,23 @@ class MarketController:
         self.telemetry.price.labels("reference").set(market.reference_price)
 
     def _effects(self) -> None:
-        """What the committed sub-steps changed, made real on the host: consumed messages
-        deleted, leases published, and after a clearing the pods no lease covers deleted and
-        (at most twice a second, and at the end) the status published. Run right after the next
-        sub-step's views are out, so the negotiators decide meanwhile. Idempotent: after a
-        failure (the apiserver went away) the loop calls it again until it is through."""
+        """What the committed sub-steps changed, made real on the host: leases published, after
+        a clearing the pods no lease covers deleted, consumed messages deleted (last: nobody
+        waits on that), and after a clearing (at most twice a second, and at the end) the status
+        published. Run right after the next sub-step's views are out, so the negotiators decide
+        meanwhile, and skipped while nobody is asked and nothing cleared (answers given ahead).
+        Idempotent: after a failure (the apiserver went away) the loop calls it again until it
+        is through."""
         if not self._unsettled:
             return
-        self.bids.consume()
-        self.leases.apply_changes()
+        self.leases.apply_changes()  # first: the holders and kube-scheduler wait on them
         if self._cleared:
             self.telemetry.epoch.set(self.market.epoch)
             self.pods.enforce()
+        if self.done:  # the last leases' pods first (`run`), then the rest
+            retrying(self.leases.settle)
+        self.bids.consume()
+        if self._cleared:
             if self.done or time.monotonic() - self._status_at > STATUS_SECONDS:
                 self.publish_status()
                 self._status_at = time.monotonic()
@@ -313,51 +325,6 @@ class MarketController:
             self.wakeup.wait(1.0)
 
     # ------------------------------------------------------------------ views and answers
-    def _publish_views(self, agents: list[str], token: tuple[int, int]) -> None:
-        """Each asked agent's view, written all at once (one round trip before they think)."""
-
-        def publish(agent: str) -> None:
-            document = {
-                "epoch": token[0],
-                "substep": token[1],
-                "term_epochs": self.market.term_epochs,
-                "mechanism": self.market.mechanism.name,
-                "view": view_to_dict(self.env.views[agent]),
-                **self._routing(agent),
-            }
-            self.kube.apply_configmap(
-                objects.agent_namespace(agent),
-                objects.VIEW_CONFIGMAP,
-                {objects.VIEW_KEY: json.dumps(document)},
-            )
-
-        self.kube.each(publish, agents)
-
-    def _routing(self, agent: str) -> dict[str, Any]:
-        """What a bargaining agent's reply must name that its view does not say (in the
-        simulator `Market.decide` fills it in): the negotiation awaiting its answer -- the
-        message to reply to, the other party, the round. (Proposals are addressed by the
-        market at the proposer's turn: `market_intake.py`.)"""
-        mechanism = self.market.mechanism
-        thread = mechanism.pending_answer(agent) if mechanism.name == "bargain" else None
-        if thread is None:
-            return {}
-        reply = {"in_reply_to": thread.last_id, "receiver": thread.other(agent)}
-        return {"reply": {**reply, "round": thread.round}}
-
-    def _answers(self, token: tuple[int, int]) -> dict[str, tuple[str, str]]:
-        """agent -> (its action, its message id) for this sub-step, from the Negotiator watch."""
-        answers = {}
-        for negotiator in self.negotiators.objects():
-            status = negotiator.get("status") or {}
-            agent = (negotiator.get("spec") or {}).get("agent")
-            home = negotiator["metadata"].get("namespace")
-            if agent not in self.agents or home != objects.agent_namespace(agent):
-                continue  # a Negotiator object elsewhere cannot answer for an agent
-            if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
-                answers[agent] = (status.get("action", "pass"), str(status.get("message") or ""))
-        return answers
-
     def _wait_for_answers(
         self, agents: list[str], token: tuple[int, int]
     ) -> dict[str, tuple[str, str]]:
@@ -368,7 +335,7 @@ class MarketController:
         def all_in() -> bool:
             nonlocal answers
             self.pods.admit(self.pods.lease_pods())
-            answers = {a: v for a, v in self._answers(token).items() if a in agents}
+            answers = {a: v for a, v in self.questions.answers(token).items() if a in agents}
             return len(answers) == len(agents)
 
         wait_until(self.wakeup, all_in, self.substep_timeout)

@@ -15,6 +15,10 @@ unaffordable ones with a reason and changes nothing. Objects already being delet
 holds them) were consumed before and are skipped; messages the market's journal already holds
 (judged before a restart, deleted after it) are deleted without a second verdict.
 
+A message given ahead (`answers_ahead.py`, its id names the sub-step and view it answers) waits
+for its sub-step; then it is the agent's decision if the market takes the answer, and is
+otherwise deleted unjudged (`expired`: the view it answered was never sent).
+
 Consumed objects are deleted only after the sub-step is committed (`consume`), so a market killed
 in between finds them again.
 """
@@ -27,6 +31,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gpuparley.deploy import objects
+from gpuparley.deploy.answers_ahead import ahead_token
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.envs.market.core import Market
@@ -66,13 +71,16 @@ class MessageIntake:
         self.consumed: set[str] = set()  # ids of the messages the market took (the journal's)
         self._handled: set[str] = set()  # uids of the objects already judged
         self._to_delete: list[tuple[str, str]] = []
+        self.expired = 0  # answers given ahead for views the market did not send
 
     def receive(
-        self, offers: list[dict[str, Any]], decision: dict[str, str], asked: set[str]
+        self, offers: list[dict[str, Any]], decision: dict[str, str], asked: set[str], substep: int
     ) -> list[dict[str, Any]]:
         """Judge `offers` (`decision`: agent -> its decision's message id this sub-step;
-        `asked`: the agents asked to decide); the journal entries of the messages handed to the
-        market, in order (`take`)."""
+        `asked`: the agents that had a decision; `substep`: this one); the journal entries of
+        the messages handed to the market, in order (`take`). A message answering a later
+        sub-step ahead waits for it; one answering this or an earlier sub-step ahead that is
+        not the agent's decision is deleted unjudged (the view it answered was not sent)."""
         order = {agent: i for i, agent in enumerate(self.market.agents)}
 
         def rank(obj: dict[str, Any]) -> tuple[int, bool, str]:
@@ -89,12 +97,21 @@ class MessageIntake:
         ]
         entries: list[dict[str, Any]] = []
         bid_from: set[str] = set()
+        chosen = set(decision.values())
         for obj in sorted(fresh, key=rank):
             spec = obj.get("spec") or {}
             meta = obj["metadata"]
             sender = spec.get("sender")
+            answered_ahead = ahead_token(str(spec.get("id")))
+            not_taken = answered_ahead is not None and spec.get("id") not in chosen
+            if answered_ahead is not None and not_taken and answered_ahead[1] > substep:
+                continue  # answers a sub-step ahead that has not come: judged then
             self._handled.add(meta.get("uid", meta["name"]))
             self._to_delete.append((meta["namespace"], meta["name"]))
+            if not_taken:  # answers a view the market did not send
+                self.expired += 1
+                self.telemetry.messages.labels(str(spec.get("kind", "?")), "expired").inc()
+                continue
             if spec.get("id") in self.consumed:
                 continue  # taken before a restart; only its deletion was left to do
             if (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender:

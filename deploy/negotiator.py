@@ -14,6 +14,8 @@ apiservers one watch request per set every few minutes:
   or a scripted negotiator); a bid is sent as an `Offer` object into the agent's own home
   namespace (where the market reads it; the agent's Offer quota bounds them), named after its id
   so a repeated send is a no-op, and the answer is recorded in the agent's `Negotiator` status;
+  with a policy that is a function of its view (`deterministic`), the rest of an auction round
+  is answered too, before it is asked (`answers_ahead.py`);
 * **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
   namespace with the lease's node and GPU resources (as a virtual control plane syncs pods),
   behind the lease gate; the market lifts the gate once every pod of the lease exists, and the
@@ -41,74 +43,32 @@ from typing import Any
 import numpy as np
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.gpu_resources import lease_item_limits
+from gpuparley.deploy.answers_ahead import answers_ahead
 from gpuparley.deploy.informer import Informer, Wakeup
 from gpuparley.deploy.kube import AlreadyExists, ApiError, Invalid, Kube, NotFound
 from gpuparley.deploy.leader import LeaderElector
-from gpuparley.deploy.negotiator_messages import ACTIONS, NoMessage, message_for
+from gpuparley.deploy.negotiator_messages import ACTIONS, Message, NoMessage, message_for
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import (
     HOSTNAME_LABEL,
-    INDEX_ANNOTATION,
     PodGroup,
     WorkloadError,
     gate_index,
     group_pods,
-    pod_demand,
-    pod_resources,
+    host_pod,
+    regated,
     ungate,
 )
-from gpuparley.envs.market.encoding import AgentView, decode, encode, view_from_dict
-from gpuparley.envs.market.messages import Demand, Lease, MessageError, ResourceItem
+from gpuparley.envs.market.encoding import AgentView, Decision, decode, encode
+from gpuparley.envs.market.messages import Demand, Lease, MessageError
 from gpuparley.envs.market.negotiator import Negotiator
+from gpuparley.envs.market.wire import view_from_dict
 
 log = logging.getLogger("gpuparley.negotiator")
 
 
-def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -> dict[str, Any]:
-    """The host copy of an agent-plane pod, pinned by the lease to its node."""
-    meta = agent_pod["metadata"]
-    container = dict(agent_pod["spec"]["containers"][0])
-    container["resources"] = pod_resources(pod_demand(agent_pod), lease_item_limits(item))
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": meta["name"],
-            "labels": {**(meta.get("labels") or {}), objects.LEASE_LABEL: lease_object},
-            # The lease's pod slot: the market and admission pin slot i to the lease's node i.
-            "annotations": {**(meta.get("annotations") or {}), INDEX_ANNOTATION: str(item.pod)},
-        },
-        "spec": {
-            # Only the market lifts this gate, once every pod of the lease exists.
-            "schedulingGates": [{"name": objects.LEASE_GATE}],
-            "containers": [container],
-            "nodeSelector": {HOSTNAME_LABEL: item.node},
-            # KWOK's fake nodes carry this taint on real clusters' kwok set-ups; harmless here.
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
-        },
-    }
-
-
 def _no_demand() -> Demand:
     raise WorkloadError("an offer needs the job's pods")
-
-
-def _regated(pod: dict[str, Any]) -> dict[str, Any]:
-    """A fresh copy of an agent pod behind the lease gate (gates can only be set at creation)."""
-    meta = pod["metadata"]
-    spec = {k: v for k, v in pod["spec"].items() if k not in ("nodeName", "schedulingGates")}
-    spec["schedulingGates"] = [{"name": objects.LEASE_GATE}]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": meta["name"],
-            "labels": dict(meta.get("labels") or {}),
-            "annotations": dict(meta.get("annotations") or {}),
-        },
-        "spec": spec,
-    }
 
 
 @dataclass
@@ -262,7 +222,21 @@ class NegotiatorProcess:
             self._answered = token  # answered before a restart
             return
         self.telemetry.epoch.set(token[0])
-        action, message_id = self._decide(view, token, payload, groups, leases)
+        decision, message, refused = self._decide(view, payload, groups, leases)
+        if refused is not None:
+            self._reject(*refused)
+            decision, message = Decision("pass"), None
+        ahead: list[dict[str, Any]] = []
+        messages = [] if message is None else [message]
+        if getattr(self.policy, "deterministic", False):
+
+            def answer(view: AgentView, document: dict[str, Any], message_id: str) -> Any:
+                answered = self._decide(view, document, groups, leases, message_id)
+                return None if answered[2] is not None else answered[:2]  # unsendable: stop
+
+            ahead, sent_ahead = answers_ahead(payload, view, decision, answer, self.agent)
+            messages += sent_ahead
+        self.host.each(self._send, messages)
         answered = self.host.merge_patch(
             "negotiators/status",
             config.namespace,
@@ -272,8 +246,9 @@ class NegotiatorProcess:
                     "phase": "Negotiating",
                     "observedEpoch": token[0],
                     "observedSubstep": token[1],
-                    "action": action,
-                    "message": message_id,
+                    "action": "pass" if message is None else ACTIONS[message.kind],
+                    "message": "" if message is None else message.id,
+                    "ahead": ahead,
                 }
             },
         )
@@ -284,24 +259,27 @@ class NegotiatorProcess:
     def _decide(
         self,
         view: AgentView,
-        token: tuple[int, int],
         payload: dict[str, Any],
         groups: dict[str, PodGroup],
         leases: list[dict[str, Any]],
-    ) -> tuple[str, str]:
-        """Ask the policy; send the message its decision stands for. (action, message id)."""
+        message_id: str | None = None,
+    ) -> tuple[Decision, Message | None, tuple[str, str] | None]:
+        """Ask the policy: its decision, the message it stands for (None: a pass), and why it
+        cannot be sent (a rejection's reason and detail), if it cannot."""
         observation, mask = encode(view)
         action = int(self.policy.act(observation, mask, view))
         if not (0 <= action < len(mask) and mask[action]):
-            self._reject("illegal-action", f"policy chose masked action {action}")
-            return "pass", ""
+            return (
+                Decision("pass"),
+                None,
+                ("illegal-action", f"policy chose masked action {action}"),
+            )
         decision = decode(action, view, np.asarray(mask))
         if decision.kind == "pass":
-            return "pass", ""
+            return decision, None, None
         group = groups.get(decision.job or "")
         if decision.kind == "bid" and (group is None or not group.complete):
-            self._reject("no-pods", f"job {decision.job!r} has no complete pod group here")
-            return "pass", ""
+            return decision, None, ("no-pods", f"job {decision.job!r} has no complete pod group")
         try:
             message = message_for(
                 self.agent,
@@ -309,13 +287,15 @@ class NegotiatorProcess:
                 payload,
                 lambda: group.demand() if group is not None else _no_demand(),
                 self._active_lease_of(decision.job or "", leases),
+                message_id,
             )
         except NoMessage as exc:
-            self._reject(exc.reason, str(exc))
-            return "pass", ""
+            return decision, None, (exc.reason, str(exc))
         except (WorkloadError, MessageError, ValueError) as exc:
-            self._reject("bad-demand", str(exc))
-            return "pass", ""
+            return decision, None, ("bad-demand", str(exc))
+        return decision, message, None
+
+    def _send(self, message: Message) -> None:
         namespace = objects.outbox_namespace(message)
         if namespace == objects.agent_namespace(self.agent):
             namespace = self.config.namespace  # a bid waits in the (configured) home
@@ -325,16 +305,8 @@ class NegotiatorProcess:
         if price is not None:
             self.telemetry.price.labels("bid").set(price)
         log.info(
-            ACTIONS[message.kind],
-            extra={
-                "epoch": token[0],
-                "substep": token[1],
-                "job": decision.job,
-                "price": price,
-                "to": message.receiver,
-            },
+            ACTIONS[message.kind], extra={"id": message.id, "price": price, "to": message.receiver}
         )
-        return ACTIONS[message.kind], message.id
 
     def _active_lease_of(self, job: str, leases: list[dict[str, Any]]) -> str | None:
         for obj in leases:
@@ -376,7 +348,11 @@ class NegotiatorProcess:
                 self._reject("lease-without-pods", f"no pods for leased job {lease.job!r}")
         # The active leases are synced after the ended ones' pods are deleted, all at once (each
         # touches its own job's pods only): a clearing's leases cost one round trip, not one each.
-        self.host.each(lambda run: self._run(*run, host_pods), running)
+        # Their host pods first, on which the market and kube-scheduler wait; then the agent
+        # plane's side of the leases whose pods all exist.
+        complete = self.host.each(lambda run: self._run(*run, host_pods), running)
+        placed = [run for run, done in zip(running, complete, strict=True) if done]
+        self.plane.each(lambda run: self._release(run[1], run[2], host_pods), placed)
         self.telemetry.leases.set(len(running))
 
     def _run(
@@ -385,7 +361,8 @@ class NegotiatorProcess:
         lease: Lease,
         group: PodGroup,
         host_pods: dict[str, dict[str, Any]],
-    ) -> None:
+    ) -> bool:
+        """Sync the lease's host pods; whether every one of them exists as the lease says."""
         name = obj["metadata"]["name"]
         pods = group.pods
         if len(lease.resources) != len(pods):
@@ -394,7 +371,7 @@ class NegotiatorProcess:
                 f"lease {lease.lease_id} covers "
                 f"{len(lease.resources)} pods, job {lease.job} has {len(pods)}",
             )
-            return
+            return False
         complete = True
         for item in lease.resources:
             agent_pod = pods[item.pod]
@@ -421,9 +398,11 @@ class NegotiatorProcess:
                 self.host_pods.observe(created)
                 self.telemetry.pods_synced.labels("created").inc()
             host_pods[pod_name] = created or {}
-        if not complete:
-            return
-        # Every pod of the lease exists on the host: release the gang in the agent plane.
+        return complete
+
+    def _release(self, lease: Lease, group: PodGroup, host_pods: dict[str, dict[str, Any]]) -> None:
+        """Every pod of the lease exists on the host: release the gang in the agent plane."""
+        pods = group.pods
         for agent_pod in pods:
             # Gone, or our cache is behind a change already made: the watch catches up.
             with contextlib.suppress(NotFound, Invalid):
@@ -489,7 +468,7 @@ class NegotiatorProcess:
             if gate_index(pod) is not None and not (pod.get("spec") or {}).get("nodeName"):
                 continue
             self.plane.delete("pods", namespace, pod["metadata"]["name"])
-            self.agent_pods.observe(self._recreate(namespace, _regated(pod)))
+            self.agent_pods.observe(self._recreate(namespace, regated(pod)))
             self.telemetry.pods_synced.labels("regated").inc()
 
     def _recreate(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:

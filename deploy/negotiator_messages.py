@@ -45,11 +45,14 @@ def message_for(
     payload: dict[str, Any],
     demand: Callable[[], Demand],
     renewal_of: str | None,
+    message_id: str | None = None,
 ) -> Message:
     """The message for a (non-pass) `decision` on the view document `payload`; `demand` gives
-    the job's demand from its pods, `renewal_of` the agent's active lease on it (auction)."""
+    the job's demand from its pods, `renewal_of` the agent's active lease on it (auction);
+    `message_id` replaces the id of an answer to an asked view (`answers_ahead.ahead_id`)."""
     epoch, substep = int(payload["epoch"]), int(payload["substep"])
-    common: dict[str, Any] = {"id": f"{agent}.{epoch}.{substep}", "sender": agent, "epoch": epoch}
+    message_id = message_id or f"{agent}.{epoch}.{substep}"
+    common: dict[str, Any] = {"id": message_id, "sender": agent, "epoch": epoch}
     if decision.kind == "bid":
         terms = {"price": decision.price, "term_epochs": int(payload["term_epochs"])}
         if payload.get("mechanism", "auction") == "auction":

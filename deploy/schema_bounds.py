@@ -47,7 +47,8 @@ FIELD_BOUNDS: dict[str, dict[str, Any]] = {
     "start_epoch": _EPOCH,
     "expires_epoch": _EPOCH,
     "observedEpoch": _EPOCH,
-    "observedSubstep": {"maximum": 10_000},
+    "ahead": {"maxItems": 64},  # answers given ahead: at most a round's sub-steps
+    "view": {"maxLength": 64},  # a digest
     "peers": {"maxItems": 64},
     "peers[]": {"maxLength": 63},
     "phase": {"maxLength": 64},

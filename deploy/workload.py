@@ -26,11 +26,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpuparley.deploy.gpu_resources import GPU_RESOURCE, MIG_RESOURCE_PREFIX, mig_resource
-from gpuparley.deploy.objects import JOB_LABEL, LABEL_PREFIX, LEASE_GATE
+from gpuparley.deploy.gpu_resources import (
+    GPU_RESOURCE,
+    MIG_RESOURCE_PREFIX,
+    lease_item_limits,
+    mig_resource,
+)
+from gpuparley.deploy.objects import JOB_LABEL, LABEL_PREFIX, LEASE_GATE, LEASE_LABEL
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.market.demand import demand_for, job_name
-from gpuparley.envs.market.messages import Demand
+from gpuparley.envs.market.messages import Demand, ResourceItem
 
 JOB_NAME_ANNOTATION = f"{LABEL_PREFIX}/job-name"  # the exact job name (labels are restricted)
 PODS_ANNOTATION = f"{LABEL_PREFIX}/pods"  # how many pods the group has
@@ -224,3 +229,45 @@ def ungate(kube: Any, namespace: str, pod: dict[str, Any], guard_version: bool =
     pod["spec"]["schedulingGates"] = [
         g for i, g in enumerate(pod["spec"]["schedulingGates"]) if i != index
     ]
+
+
+def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -> dict[str, Any]:
+    """The host copy of an agent-plane pod, pinned by the lease to its node."""
+    meta = agent_pod["metadata"]
+    container = dict(agent_pod["spec"]["containers"][0])
+    container["resources"] = pod_resources(pod_demand(agent_pod), lease_item_limits(item))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": meta["name"],
+            "labels": {**(meta.get("labels") or {}), LEASE_LABEL: lease_object},
+            # The lease's pod slot: the market and admission pin slot i to the lease's node i.
+            "annotations": {**(meta.get("annotations") or {}), INDEX_ANNOTATION: str(item.pod)},
+        },
+        "spec": {
+            # Only the market lifts this gate, once every pod of the lease exists.
+            "schedulingGates": [{"name": LEASE_GATE}],
+            "containers": [container],
+            "nodeSelector": {HOSTNAME_LABEL: item.node},
+            # KWOK's fake nodes carry this taint on real clusters' kwok set-ups; harmless here.
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+        },
+    }
+
+
+def regated(pod: dict[str, Any]) -> dict[str, Any]:
+    """A fresh copy of an agent pod behind the lease gate (gates can only be set at creation)."""
+    meta = pod["metadata"]
+    spec = {k: v for k, v in pod["spec"].items() if k not in ("nodeName", "schedulingGates")}
+    spec["schedulingGates"] = [{"name": LEASE_GATE}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": meta["name"],
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "spec": spec,
+    }

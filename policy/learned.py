@@ -25,6 +25,8 @@ ONNX_FILE = "policy.onnx"
 class LearnedNegotiator:
     """Masked argmax over a policy's logits."""
 
+    deterministic = True  # `act` depends on its arguments alone
+
     def __init__(self, model: LogitsModel, name: str = "learned") -> None:
         self.model = model
         self.name = name

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from gpuparley.deploy import crds, objects
+from gpuparley.deploy.answers_ahead import ahead_id
 from gpuparley.deploy.kube import Conflict, Invalid
 from gpuparley.deploy.lease_grant import grant_violations, lease_grant
 from gpuparley.deploy.market_controller import MarketController
-from gpuparley.deploy.negotiator import host_pod
 from gpuparley.deploy.schema_bounds import open_fields
-from gpuparley.deploy.workload import pods_for_job
+from gpuparley.deploy.workload import host_pod, pods_for_job
 from gpuparley.envs.market.demand import demand_of
 from gpuparley.envs.market.messages import Bid, Lease, ResourceItem
 from gpuparley.envs.market.views import agent_views
@@ -242,7 +242,7 @@ def _receive_bids(controller: MarketController, kube: FakeKube) -> None:
     """One sub-step's intake of the offers on the (fake) host, consumed afterwards."""
     market = controller.market
     decision = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
-    controller.bids.receive(kube.list("offers"), decision, set(market.agents))
+    controller.bids.receive(kube.list("offers"), decision, set(market.agents), controller.seq)
     controller.bids.consume()
 
 
@@ -358,3 +358,30 @@ def test_an_unreadable_quantity_is_a_violation_not_a_crash() -> None:
     problems = grant_violations(bad, grant)
     assert any("not a quantity: 'lots'" in p for p in problems)
     assert any("not a quantity: 'many'" in p for p in problems)
+
+
+def test_an_answer_given_ahead_waits_for_its_sub_step_and_expires_if_not_taken() -> None:
+    """A bid answering a later sub-step ahead is neither judged nor deleted before it comes; at
+    its sub-step it is taken if it is the agent's decision, and deleted unjudged otherwise."""
+    controller, kube = _controller()
+    first, second = _alpha_waits_for_two_jobs(controller)[:2]
+    epoch, now = controller.market.epoch, controller.seq
+    later = _bid_object(controller, first, ahead_id("alpha", epoch, now + 1, "d1"))
+    unused = _bid_object(controller, second, ahead_id("alpha", epoch, now + 2, "d2"))
+    kube.add("offers", later)
+    kube.add("offers", unused)
+    _receive_bids(controller, kube)
+    assert len(kube.list("offers")) == 2 and not controller.rejected
+    market = controller.market
+    market.passed.update(market.agents)
+    market.end_substep()
+    controller.seq += 1
+    taken = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
+    taken["alpha"] = later["spec"]["id"]
+    controller.bids.receive(kube.list("offers"), taken, set(market.agents), controller.seq)
+    assert market.stats.messages["Bid"] == 1 and controller.bids.expired == 0
+    controller.seq += 2  # the sub-step `unused` answered came with another view
+    _receive_bids(controller, kube)
+    assert controller.bids.expired == 1 and not controller.rejected
+    assert market.stats.messages["Bid"] == 1
+    assert kube.list("offers") == []

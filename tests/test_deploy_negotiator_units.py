@@ -12,29 +12,35 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+import yaml
 
+from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
 from gpuparley.deploy import objects
+from gpuparley.deploy.answers_ahead import ahead_token
 from gpuparley.deploy.gpu_resources import GPU_RESOURCE
 from gpuparley.deploy.gpu_resources import lease_item_limits as host_gpu_limits
 from gpuparley.deploy.kube import Invalid
-from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess, host_pod
+from gpuparley.deploy.market_questions import Questions
+from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
 from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (
     WorkloadError,
     gate_index,
     group_pods,
+    host_pod,
     object_safe,
     pod_demand,
     pods_for_job,
 )
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.demand import demand_of
-from gpuparley.envs.market.encoding import encode, view_from_dict, view_to_dict
+from gpuparley.envs.market.encoding import encode
 from gpuparley.envs.market.messages import Lease, ResourceItem
 from gpuparley.envs.market.parallel_env import GPUMarketEnv, has_decision
 from gpuparley.envs.market.views import agent_views
-from gpuparley.envs.scenario import load_scenario
+from gpuparley.envs.market.wire import view_from_dict, view_to_dict
+from gpuparley.envs.scenario import load_scenario, scenarios_dir
 from gpuparley.policy.specs import parse_negotiator
 
 
@@ -258,3 +264,44 @@ def test_a_negotiator_answers_the_market_while_its_pods_are_refused() -> None:
     offers = [obj for resource, _, obj in host.written if resource == "offers"]
     assert statuses[-1]["action"] == "bid"
     assert [o["spec"]["id"] for o in offers] == [statuses[-1]["message"]]
+
+
+@pytest.mark.parametrize("policy", [Truthful(), RandomNegotiator(0)], ids=["truthful", "random"])
+def test_a_deterministic_negotiator_answers_the_rest_of_the_round_ahead(tmp_path, policy) -> None:
+    """Asked at the start of a burst's round, a negotiator whose policy is a function of its
+    view answers the round's later sub-steps too: each bid as an Offer with its own id, each
+    answer in its status under the sub-step and the digest of the view it answered. A seeded
+    random one answers only what it is asked."""
+    doc = yaml.safe_load((scenarios_dir() / "cluster-e2e.yaml").open())
+    doc["workload"]["generator"].update({"jobs": 24, "hours": 0.01, "rate_per_hour": 1e6})
+    doc["market"]["clearing_interval"] = 60.0
+    (tmp_path / "burst.yaml").write_text(yaml.safe_dump(doc))
+    scenario = load_scenario(str(tmp_path / "burst.yaml"))
+    env = GPUMarketEnv(scenario=scenario)
+    env.reset(seed=0)
+    agent = "alpha"
+    document = Questions(None, env, None).document(agent, (0, 0))  # type: ignore[arg-type]
+    host = AdmissionNotReadyHost()
+    config = NegotiatorConfig(agent=agent, policy="scripted")
+    process = NegotiatorProcess(config, host, host, policy)  # type: ignore[arg-type]
+    home = objects.agent_namespace(agent)
+    view = {"metadata": {"name": objects.VIEW_CONFIGMAP, "namespace": home, "resourceVersion": "1"},
+            "data": {objects.VIEW_KEY: json.dumps(document)}}  # fmt: skip
+    process.views.observe(view)
+    for job in scenario.build_jobs(0):
+        if job.owner == agent:
+            for pod in json.loads(json.dumps(pods_for_job(job))):
+                pod["metadata"]["namespace"] = "default"
+                process.agent_pods.observe(pod)
+    process.step()
+    status = [patch for resource, _, patch in host.written if resource.endswith("/status")][-1]
+    ahead = status["status"]["ahead"]
+    offers = [obj["spec"]["id"] for resource, _, obj in host.written if resource == "offers"]
+    assert offers[0] == status["status"]["message"] == f"{agent}.0.0"
+    if isinstance(policy, RandomNegotiator):
+        assert ahead == [] and len(offers) == 1
+        return
+    assert [entry["substep"] for entry in ahead] == list(range(1, len(ahead) + 1))
+    assert len(ahead) >= 3 and all(entry["action"] == "bid" for entry in ahead)
+    assert offers[1:] == [entry["message"] for entry in ahead]
+    assert [ahead_token(entry["message"]) for entry in ahead] == [(0, e["substep"]) for e in ahead]

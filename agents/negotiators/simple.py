@@ -26,6 +26,7 @@ from gpuparley.envs.market.negotiator import first_legal
 
 class Truthful:
     name = "truthful"
+    deterministic = True  # `act` depends on its arguments alone
 
     def reset(self, seed: int | None = None) -> None:
         return None
@@ -48,6 +49,7 @@ class RandomNegotiator:
     """Uniform over legal actions (a seeded baseline and a fuzzer of the market)."""
 
     name = "random"
+    deterministic = False
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)

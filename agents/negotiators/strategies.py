@@ -53,6 +53,7 @@ class TargetStrategy:
     """Bid, accept and counter around a target level; subclasses choose the target."""
 
     name = "target"
+    deterministic = True  # `act` depends on its arguments alone
 
     def reset(self, seed: int | None = None) -> None:
         return None

@@ -141,6 +141,13 @@ class Auction:
         bid = self.bids.get(job.id)
         return bid.price if bid is not None else 0.0
 
+    def bids_of(self, agent: str) -> tuple[tuple[str, float], ...]:
+        """The agent's outstanding bids (job name, price) in the order its committed credits
+        sum them (`_recommit`; a new bid is added last)."""
+        return tuple(
+            (b.message.demand.job, b.price) for b in self.bids.values() if b.sender == agent
+        )
+
     def proposal(self, agent: str, job: Job, price: float, common: dict[str, Any]) -> Bid:
         market = self.market
         lease_id = market.lease_by_job.get(job.id)

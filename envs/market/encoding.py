@@ -24,7 +24,6 @@ the list-price rent of the demand; for a counter by the proposer, again its job'
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import functools
 import hashlib
 import json
@@ -32,7 +31,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Literal
 
 import numpy as np
 
@@ -483,23 +482,3 @@ def bid_action(slot_index: int, level_index: int) -> int:
 
 def counter_action(level_index: int) -> int:
     return COUNTER_BASE + level_index
-
-
-def view_to_dict(view: AgentView) -> dict[str, object]:
-    """The wire form of a view (plain JSON types): how a market controller hands an agent its
-    view, so the negotiator encodes exactly what the simulator would have encoded."""
-    return dataclasses.asdict(view)
-
-
-def view_from_dict(data: dict[str, object]) -> AgentView:
-    """Inverse of `view_to_dict` (JSON floats round-trip exactly); raises ValueError/TypeError
-    on a document that is not a view."""
-    fields = dict(data)
-    slot_documents = cast("list[dict[str, Any]]", fields.pop("slots", []))
-    slots = tuple(JobSlot(**slot) for slot in slot_documents)
-    inbox = fields.pop("inbox", None)
-    return AgentView(
-        **fields,  # type: ignore[arg-type]
-        slots=slots,
-        inbox=InboxItem(**inbox) if inbox else None,  # type: ignore[arg-type]
-    )

@@ -5,6 +5,11 @@ A negotiator maps what an agent sees to one action of the shared discrete action
 policy uses) and the decoded `AgentView` (what a scripted strategy reasons about), so scripted
 and learned negotiators are interchangeable everywhere: in the environment, in evaluation, and
 inside a cluster.
+
+A negotiator whose `act` depends on its arguments alone says so with a class attribute
+`deterministic = True`: in a cluster it then answers the rest of an auction round before it is
+asked (`deploy/answers_ahead.py`), which a seeded random negotiator must not (its draws would
+differ from the simulator's).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from gpuparley.envs.market.encoding import (
     new_inbox_item,
     new_job_slot,
 )
+from gpuparley.envs.market.lookahead import Lookahead
 from gpuparley.envs.mig import COMPUTE_SLICES
 from gpuparley.envs.simulator import JobState
 
@@ -161,9 +162,9 @@ def _waiting(market: Market) -> _Waiting:
 
 
 def _candidates(
-    market: Market, ranked: dict[str, list[Job]], book: QuotaBook | None
+    market: Market, ranked: dict[str, list[Job]], book: QuotaBook | None, limit: int = JOB_SLOTS
 ) -> dict[str, tuple[JobSlot, ...]]:
-    """Per agent: the slots of the jobs it may act on now, at most `JOB_SLOTS` (renewals due
+    """Per agent: the slots of the jobs it may act on now, at most `limit` (renewals due
     first, then waiting jobs by value per unit of work; ties by job id)."""
     mechanism = market.mechanism
     busy = mechanism.engaged_jobs()
@@ -173,7 +174,7 @@ def _candidates(
     renewals = sorted(_renewals(market, busy), key=lambda job: rank[job.id])
     for job in renewals:
         slots = by_agent[job.owner]
-        if len(slots) < JOB_SLOTS:
+        if len(slots) < limit:
             slot = built.get((job.id, True, 0.0))
             if slot is None:
                 slot = built[(job.id, True, 0.0)] = _build_slot(market, job, True, True, 0.0)
@@ -181,7 +182,7 @@ def _candidates(
     for agent, jobs in ranked.items():
         slots = by_agent[agent]
         for job in jobs:
-            if len(slots) >= JOB_SLOTS:
+            if len(slots) >= limit:
                 break
             if not _may_bid(job, busy, book):
                 continue
@@ -328,6 +329,19 @@ def agent_views(
             (now - last_decision[agent]) / HOUR if last_decision else 0.0,  # since_decision_hours
         )
     return views
+
+
+def lookahead(market: Market, agent: str) -> Lookahead:
+    """What `agent` needs besides its view to work out its views for the rest of the round
+    (`lookahead.next_view`): its candidates after its slots, as many as the round has sub-steps
+    left to bid them in, the round's sub-step and its outstanding bids."""
+    depth = JOB_SLOTS + market.max_substeps
+    listed = _candidates(market, _waiting(market).ranked, _quota_book(market), depth + 1)[agent]
+    bids_of = getattr(market.mechanism, "bids_of", None)  # the auction's; bargaining has none
+    bids = bids_of(agent) if bids_of is not None else ()
+    return Lookahead(
+        listed[JOB_SLOTS:depth], len(listed) > depth, market.substep, market.max_substeps, bids
+    )
 
 
 def _lease_counts(market: Market) -> tuple[dict[str, int], dict[str, int]]:

@@ -22,8 +22,7 @@ import pytest
 from gpuparley.deploy import admission, objects, rbac
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.lease_grant import lease_grant
-from gpuparley.deploy.negotiator import host_pod
-from gpuparley.deploy.workload import pods_for_job
+from gpuparley.deploy.workload import host_pod, pods_for_job
 from gpuparley.envs.market.messages import Lease, Release, ResourceItem
 from gpuparley.envs.scenario import load_scenario
 

@@ -19,9 +19,10 @@ import pytest
 from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.market_state import Record
 from gpuparley.deploy.negotiator_messages import message_for
-from gpuparley.envs.market.encoding import decode, encode, view_from_dict, view_to_dict
+from gpuparley.envs.market.encoding import decode, encode
 from gpuparley.envs.market.episode import reset_players
 from gpuparley.envs.market.parallel_env import has_decision
+from gpuparley.envs.market.wire import view_from_dict
 from gpuparley.envs.scenario import load_scenario
 from gpuparley.policy.specs import parse_negotiator
 
@@ -50,14 +51,7 @@ def _run(scenario: str) -> tuple[MarketController, list[Record]]:
         for agent in controller.agents:
             if not has_decision(controller.env.views[agent]):
                 continue
-            document = {
-                "epoch": market.epoch,
-                "substep": controller.seq,
-                "term_epochs": market.term_epochs,
-                "mechanism": market.mechanism.name,
-                "view": view_to_dict(controller.env.views[agent]),
-                **controller._routing(agent),
-            }
+            document = controller.questions.document(agent, (market.epoch, controller.seq))
             document = json.loads(json.dumps(document))  # as the negotiator reads it
             view = view_from_dict(document["view"])
             observation, mask = encode(view)

@@ -1,0 +1,126 @@
+"""Answers given ahead: a negotiator answers the rest of an auction round before it is asked,
+and the market takes such an answer only for the very view it would have sent.
+
+Why: in the cluster every sub-step costs a round trip through the host apiserver (the view
+written, the negotiator woken, its Offer and status written, the market woken), and a burst of
+jobs takes a sub-step per job per agent, so a round of 20 jobs took nine of them. Within an
+auction round an agent's next view depends only on its own decisions (`envs/market/lookahead.py`),
+so with its view the market sends the agent's queue and standing bids (`lookahead` in the view
+document), the negotiator works out its next views and answers them too -- each answer recorded
+in its Negotiator status as (sub-step, digest of the view document it answers, action, message
+id), each bid sent as an Offer named after its own id (`ahead_id`) -- and at every sub-step the
+market compares the digest of the document it would send with the agent's answer for that
+sub-step: equal, it takes the answer without asking; different (a bid it rejected, the round
+ended, a new arrival), it asks as usual, and the answers given ahead for that sub-step and
+earlier are dropped (their Offers deleted unjudged, `expired`). The lease trace is the
+simulator's either way: the answer taken is the policy's answer to exactly that view. Only a
+negotiator whose policy is a function of the view answers ahead (`deterministic`): a seeded
+random one would draw differently from the simulator's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from gpuparley.deploy.negotiator_messages import ACTIONS
+from gpuparley.envs.market.encoding import AgentView, Decision
+from gpuparley.envs.market.lookahead import next_view
+from gpuparley.envs.market.wire import (
+    lookahead_from_dict,
+    lookahead_to_dict,
+    view_to_dict,
+)
+
+LOOKAHEAD_KEY = "lookahead"  # in the view document: not part of what the digest covers
+_MARK = "~"  # joins a sub-step's message id and the view digest (never in an agent's name)
+MAX_AHEAD = 64  # answers recorded at most (the Negotiator status bounds the list)
+MAX_AHEAD_BIDS = 8  # messages sent ahead at most: they wait in the agent's Offer quota
+
+
+def view_digest(document: dict[str, Any]) -> str:
+    """A digest of what a view document asks (everything but its lookahead)."""
+    asked = {k: v for k, v in document.items() if k != LOOKAHEAD_KEY}
+    text = json.dumps(asked, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def ahead_id(agent: str, epoch: int, substep: int, digest: str) -> str:
+    """The id of a message answering sub-step `substep` ahead: unlike the id of an answer to an
+    asked view (`<agent>.<epoch>.<sub-step>`), it names the view it answers, so a different
+    view of the same sub-step, asked later, gets a message of its own."""
+    return f"{agent}.{epoch}.{substep}{_MARK}{digest}"
+
+
+def ahead_token(message_id: str) -> tuple[int, int] | None:
+    """(epoch, sub-step) an answer given ahead is for; None for any other message id."""
+    base, mark, _digest = message_id.partition(_MARK)
+    parts = base.rsplit(".", 2)
+    if not mark or len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return int(parts[1]), int(parts[2])
+
+
+def answer_for(status: dict[str, Any], substep: int, digest: str) -> tuple[str, str] | None:
+    """(action, message id) of a Negotiator status' answer given ahead for `substep` of the
+    view document whose digest is `digest`; None if it gave none for that view."""
+    for entry in status.get("ahead") or ():
+        if isinstance(entry, dict) and (entry.get("substep"), entry.get("view")) == (
+            substep,
+            digest,
+        ):
+            return str(entry.get("action") or "pass"), str(entry.get("message") or "")
+    return None
+
+
+Decide = Callable[[AgentView, dict[str, Any], str], "tuple[Decision, Any] | None"]
+
+
+def answers_ahead(
+    document: dict[str, Any], view: AgentView, decision: Decision, decide: Decide, agent: str
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The answers to the round's next views after `decision` answered `view` (the view of
+    `document`), as Negotiator status entries, and the messages to send for them.
+
+    `decide(view, document, message_id)` is the negotiator's policy: (its decision, the message
+    it stands for or None for a pass), or None if the decision cannot be sent (the chain stops
+    there: asked, the negotiator answers it as usual)."""
+    raw = document.get(LOOKAHEAD_KEY)
+    if not isinstance(raw, dict):
+        return [], []
+    try:
+        ahead = lookahead_from_dict(raw)
+    except (KeyError, TypeError, ValueError):
+        return [], []
+    entries: list[dict[str, Any]] = []
+    messages: list[Any] = []
+    while len(entries) < MAX_AHEAD and len(messages) < MAX_AHEAD_BIDS:
+        following = next_view(view, decision, ahead)
+        if following is None or not following[0].slots:
+            break
+        view, ahead = following
+        document = {
+            **document,
+            "substep": int(document["substep"]) + 1,
+            "view": view_to_dict(view),
+            LOOKAHEAD_KEY: lookahead_to_dict(ahead),
+        }
+        digest = view_digest(document)
+        message_id = ahead_id(agent, int(document["epoch"]), int(document["substep"]), digest)
+        answered = decide(view, document, message_id)
+        if answered is None:
+            break
+        decision, message = answered
+        entries.append(
+            {
+                "substep": int(document["substep"]),
+                "view": digest,
+                "action": "pass" if message is None else ACTIONS[message.kind],
+                "message": "" if message is None else message_id,
+            }
+        )
+        if message is not None:
+            messages.append(message)
+    return entries, messages
