@@ -420,6 +420,7 @@ class MarketController:
             "done": self.done,
             "leases_active": len(market.leases),
             "rejected": dict(self.bids.rejected),
+            "expired_answers": self.bids.expired,
             "timeouts": dict(self.timeouts),
             "placement_timeouts": self.leases.placement_timeouts,
             "evicted_pods": len(self.pods.evicted),

@@ -97,23 +97,22 @@ class MessageIntake:
         ]
         entries: list[dict[str, Any]] = []
         bid_from: set[str] = set()
-        chosen = set(decision.values())
         for obj in sorted(fresh, key=rank):
             spec = obj.get("spec") or {}
             meta = obj["metadata"]
             sender = spec.get("sender")
             answered_ahead = ahead_token(str(spec.get("id")))
-            not_taken = answered_ahead is not None and spec.get("id") not in chosen
+            not_taken = answered_ahead is not None and spec.get("id") != decision.get(sender)
             if answered_ahead is not None and not_taken and answered_ahead[1] > substep:
                 continue  # answers a sub-step ahead that has not come: judged then
             self._handled.add(meta.get("uid", meta["name"]))
             self._to_delete.append((meta["namespace"], meta["name"]))
+            if spec.get("id") in self.consumed:
+                continue  # taken before a restart; only its deletion was left to do
             if not_taken:  # answers a view the market did not send
                 self.expired += 1
                 self.telemetry.messages.labels(str(spec.get("kind", "?")), "expired").inc()
                 continue
-            if spec.get("id") in self.consumed:
-                continue  # taken before a restart; only its deletion was left to do
             if (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender:
                 self._rejected("forged", obj, "sender label and message sender differ")
             elif not isinstance(sender, str) or meta.get("namespace") != _outbox(spec):
