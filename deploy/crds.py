@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel
 
 from gpuparley.deploy.negotiator_config import NegotiatorSpec
+from gpuparley.deploy.negotiator_messages import ACTIONS
 from gpuparley.deploy.schema import SchemaConversionError, strip_defaults, structural
 from gpuparley.deploy.schema_bounds import bounded, check_bounded
 from gpuparley.envs.market import messages
@@ -223,7 +224,7 @@ def gpulease_crd() -> dict[str, Any]:
     )
 
 
-ACTIONS = ["bid", "offer", "counter", "accept", "reject", "pass"]  # a Negotiator's answers
+ANSWERS = [*ACTIONS.values(), "pass"]  # what a Negotiator's status may say it did
 
 
 def negotiator_crd() -> dict[str, Any]:
@@ -237,7 +238,7 @@ def negotiator_crd() -> dict[str, Any]:
             # it sent, or "pass"): the market waits for the asked agents' answers before it
             # closes a sub-step.
             "observedSubstep": {"type": "integer", "minimum": 0},
-            "action": {"type": "string", "enum": ACTIONS},
+            "action": {"type": "string", "enum": ANSWERS},
             # The answers given ahead to the rest of an auction round (`answers_ahead.py`):
             # per sub-step, the digest of the view answered, the action and the message's id.
             "ahead": {
@@ -247,7 +248,7 @@ def negotiator_crd() -> dict[str, Any]:
                     "properties": {
                         "substep": {"type": "integer", "minimum": 0},
                         "view": {"type": "string"},
-                        "action": {"type": "string", "enum": ACTIONS},
+                        "action": {"type": "string", "enum": ANSWERS},
                         "message": {"type": "string"},
                     },
                 },
