@@ -4,10 +4,10 @@ Within one round of the auction nothing another agent does shows in an agent's v
 sealed and stand until the clearing, the clock and the cluster do not move, and the slots hold
 the agent's own jobs. What changes from one sub-step to the next is what the agent's own
 decision changed -- the job it bid on leaves its slots (the next of its queue moves up), the
-bid's price adds to its committed credits, a pass marks it passed -- and the sub-step counter.
+bid's price counts in its committed credits, a pass marks it passed -- and the sub-step counter.
 So an agent that knows its queue can answer the sub-steps ahead before it is asked, and a
 market that finds the view it would send equal to the one the agent answered can take that
-answer without a round trip (`deploy/negotiator_ahead.py`). The prediction is a shortcut,
+answer without a round trip (`deploy/answers_ahead.py`). The prediction is a shortcut,
 never a source of truth: the market compares the whole view and asks as usual on any
 difference (a bid it rejected, the round ending, anything this module does not foresee).
 """
