@@ -6,16 +6,16 @@ written, the negotiator woken, its Offer and status written, the market woken), 
 jobs takes a sub-step per job per agent, so a round of 20 jobs took nine of them. Within an
 auction round an agent's next view depends only on its own decisions (`envs/market/lookahead.py`),
 so with its view the market sends the agent's queue and standing bids (`lookahead` in the view
-document), the negotiator works out its next views and answers them too -- each answer recorded
-in its Negotiator status as (sub-step, digest of the view document it answers, action, message
-id), each bid sent as an Offer named after its own id (`ahead_id`) -- and at every sub-step the
-market compares the digest of the document it would send with the agent's answer for that
+document), the negotiator works out its next views and answers them too, each answer recorded in
+its Negotiator status as (sub-step, digest of the view document it answers, action, and the bid
+itself, with an id of its own: `ahead_id`) -- no Offer object: the status is the agent's own
+object, bounded by its schema, and the market validates the bid as any other. At every sub-step
+the market compares the digest of the document it would send with the agent's answer for that
 sub-step: equal, it takes the answer without asking; different (a bid it rejected, the round
-ended, a new arrival), it asks as usual, and the answers given ahead for that sub-step and
-earlier are dropped (their Offers deleted unjudged, `expired`). The lease trace is the
-simulator's either way: the answer taken is the policy's answer to exactly that view. Only a
-negotiator whose policy is a function of the view answers ahead (`deterministic`): a seeded
-random one would draw differently from the simulator's.
+ended, a new arrival), it asks as usual, and the answers given ahead are simply replaced by the
+agent's next answer. The lease trace is the simulator's either way: the answer taken is the
+policy's answer to exactly that view. Only a negotiator whose policy is a function of the view
+answers ahead (`deterministic`): a seeded random one would draw differently from the simulator's.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from gpuparley.envs.market.wire import (
 LOOKAHEAD_KEY = "lookahead"  # in the view document: not part of what the digest covers
 _MARK = "~"  # joins a sub-step's message id and the view digest (never in an agent's name)
 MAX_AHEAD = 64  # answers recorded at most (the Negotiator status bounds the list)
-MAX_AHEAD_BIDS = 8  # messages sent ahead at most: they wait in the agent's Offer quota
 
 
 def view_digest(document: dict[str, Any]) -> str:
@@ -54,24 +53,14 @@ def ahead_id(agent: str, epoch: int, substep: int, digest: str) -> str:
     return f"{agent}.{epoch}.{substep}{_MARK}{digest}"
 
 
-def ahead_token(message_id: str) -> tuple[int, int] | None:
-    """(epoch, sub-step) an answer given ahead is for; None for any other message id."""
-    base, mark, _digest = message_id.partition(_MARK)
-    parts = base.rsplit(".", 2)
-    if not mark or len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-        return None
-    return int(parts[1]), int(parts[2])
-
-
-def answer_for(status: dict[str, Any], substep: int, digest: str) -> tuple[str, str] | None:
-    """(action, message id) of a Negotiator status' answer given ahead for `substep` of the
-    view document whose digest is `digest`; None if it gave none for that view."""
+def answer_for(status: dict[str, Any], substep: int, digest: str) -> dict[str, Any] | None:
+    """A Negotiator status' answer given ahead for `substep` of the view document whose digest
+    is `digest` (its `action`, `message` id and `bid`); None if it gave none for that view."""
     for entry in status.get("ahead") or ():
-        if isinstance(entry, dict) and (entry.get("substep"), entry.get("view")) == (
-            substep,
-            digest,
-        ):
-            return str(entry.get("action") or "pass"), str(entry.get("message") or "")
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("substep") == substep and entry.get("view") == digest:
+            return entry
     return None
 
 
@@ -80,23 +69,22 @@ Decide = Callable[[AgentView, dict[str, Any], str], "tuple[Decision, Any] | None
 
 def answers_ahead(
     document: dict[str, Any], view: AgentView, decision: Decision, decide: Decide, agent: str
-) -> tuple[list[dict[str, Any]], list[Any]]:
+) -> list[dict[str, Any]]:
     """The answers to the round's next views after `decision` answered `view` (the view of
-    `document`), as Negotiator status entries, and the messages to send for them.
+    `document`), as Negotiator status entries (a bid with the message, as JSON).
 
     `decide(view, document, message_id)` is the negotiator's policy: (its decision, the message
     it stands for or None for a pass), or None if the decision cannot be sent (the chain stops
     there: asked, the negotiator answers it as usual)."""
     raw = document.get(LOOKAHEAD_KEY)
     if not isinstance(raw, dict):
-        return [], []
+        return []
     try:
         ahead = lookahead_from_dict(raw)
     except (KeyError, TypeError, ValueError):
-        return [], []
+        return []
     entries: list[dict[str, Any]] = []
-    messages: list[Any] = []
-    while len(entries) < MAX_AHEAD and len(messages) < MAX_AHEAD_BIDS:
+    while len(entries) < MAX_AHEAD:
         following = next_view(view, decision, ahead)
         if following is None or not following[0].slots:
             break
@@ -113,14 +101,9 @@ def answers_ahead(
         if answered is None:
             break
         decision, message = answered
-        entries.append(
-            {
-                "substep": int(document["substep"]),
-                "view": digest,
-                "action": "pass" if message is None else ACTIONS[message.kind],
-                "message": "" if message is None else message_id,
-            }
-        )
+        entry = {"substep": int(document["substep"]), "view": digest, "action": "pass"}
         if message is not None:
-            messages.append(message)
-    return entries, messages
+            entry.update(action=ACTIONS[message.kind], message=message_id)
+            entry["bid"] = message.model_dump(mode="json")
+        entries.append(entry)
+    return entries

@@ -240,7 +240,7 @@ def negotiator_crd() -> dict[str, Any]:
             "observedSubstep": {"type": "integer", "minimum": 0},
             "action": {"type": "string", "enum": ANSWERS},
             # The answers given ahead to the rest of an auction round (`answers_ahead.py`):
-            # per sub-step, the digest of the view answered, the action and the message's id.
+            # per sub-step, the digest of the view answered, the action, and a bid's id and bid.
             "ahead": {
                 "type": "array",
                 "items": {
@@ -250,6 +250,7 @@ def negotiator_crd() -> dict[str, Any]:
                         "view": {"type": "string"},
                         "action": {"type": "string", "enum": ANSWERS},
                         "message": {"type": "string"},
+                        "bid": _schema(messages.Bid),
                     },
                 },
             },

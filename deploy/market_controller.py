@@ -256,10 +256,15 @@ class MarketController:
         self.questions.publish({agent: documents[agent] for agent in asked})
         if asked or self._cleared:  # else nothing is waited for: the effects can wait too
             self._effects()  # the last sub-steps', while the asked negotiators think
-        answers = {**self._wait_for_answers(asked, token), **ahead}
+        answers = self._wait_for_answers(asked, token)
+        offers = self._offers(answers)  # the asked agents' bids: Offer objects
         decision = {a: f"{a}.{token[0]}.{token[1]}" for a in self.agents}
-        decision.update({agent: message for agent, (_, message) in ahead.items() if message})
-        entries = self.bids.receive(self._offers(answers), decision, set(deciders), token[1])
+        given: dict[str, dict[str, Any]] = {}  # the bids given ahead, from the statuses
+        for agent, answer in ahead.items():
+            answers[agent] = (str(answer.get("action") or "pass"), str(answer.get("message") or ""))
+            if isinstance(answer.get("bid"), dict):
+                decision[agent], given[agent] = answers[agent][1], answer["bid"]
+        entries = self.bids.receive(offers, decision, set(deciders), given)
         for agent in deciders:
             if agent not in answers:
                 self.timeouts[agent] += 1
@@ -420,7 +425,6 @@ class MarketController:
             "done": self.done,
             "leases_active": len(market.leases),
             "rejected": dict(self.bids.rejected),
-            "expired_answers": self.bids.expired,
             "timeouts": dict(self.timeouts),
             "placement_timeouts": self.leases.placement_timeouts,
             "evicted_pods": len(self.pods.evicted),

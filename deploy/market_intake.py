@@ -15,9 +15,9 @@ unaffordable ones with a reason and changes nothing. Objects already being delet
 holds them) were consumed before and are skipped; messages the market's journal already holds
 (judged before a restart, deleted after it) are deleted without a second verdict.
 
-A message given ahead (`answers_ahead.py`, its id names the sub-step and view it answers) waits
-for its sub-step; then it is the agent's decision if the market takes the answer, and is
-otherwise deleted unjudged (`expired`: the view it answered was never sent).
+A bid an agent gave ahead for the view the market would send it (`answers_ahead.py`) comes from
+its Negotiator status rather than an Offer object, and is judged the same way, in its agent's
+turn.
 
 Consumed objects are deleted only after the sub-step is committed (`consume`), so a market killed
 in between finds them again.
@@ -31,7 +31,6 @@ from dataclasses import asdict
 from typing import Any
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.answers_ahead import ahead_token
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.envs.market.core import Market
@@ -71,16 +70,19 @@ class MessageIntake:
         self.consumed: set[str] = set()  # ids of the messages the market took (the journal's)
         self._handled: set[str] = set()  # uids of the objects already judged
         self._to_delete: list[tuple[str, str]] = []
-        self.expired = 0  # answers given ahead for views the market did not send
 
     def receive(
-        self, offers: list[dict[str, Any]], decision: dict[str, str], asked: set[str], substep: int
+        self,
+        offers: list[dict[str, Any]],
+        decision: dict[str, str],
+        asked: set[str],
+        ahead: dict[str, dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Judge `offers` (`decision`: agent -> its decision's message id this sub-step;
-        `asked`: the agents that had a decision; `substep`: this one); the journal entries of
-        the messages handed to the market, in order (`take`). A message answering a later
-        sub-step ahead waits for it; one answering this or an earlier sub-step ahead that is
-        not the agent's decision is deleted unjudged (the view it answered was not sent)."""
+        `asked`: the agents with a decision) and the bids given ahead that the market takes
+        (`ahead`: agent -> the bid from its Negotiator status, `answers_ahead.py`), in the
+        agents' order as the simulator takes decisions; the journal entries of the messages
+        handed to the market, in order (`take`)."""
         order = {agent: i for i, agent in enumerate(self.market.agents)}
 
         def rank(obj: dict[str, Any]) -> tuple[int, bool, str]:
@@ -95,27 +97,30 @@ class MessageIntake:
             if not o["metadata"].get("deletionTimestamp")
             and o["metadata"].get("uid", o["metadata"]["name"]) not in self._handled
         ]
+        items = [(rank(obj), obj, None) for obj in fresh]
+        for agent, spec in (ahead or {}).items():
+            answer = {"metadata": {"name": f"{agent}'s answer given ahead"}, "spec": spec}
+            items.append(((order.get(agent, len(order)), False, ""), answer, agent))
         entries: list[dict[str, Any]] = []
         bid_from: set[str] = set()
-        for obj in sorted(fresh, key=rank):
+        for _rank, obj, given_by in sorted(items, key=lambda item: item[0]):
             spec = obj.get("spec") or {}
             meta = obj["metadata"]
             sender = spec.get("sender")
-            answered_ahead = ahead_token(str(spec.get("id")))
-            not_taken = answered_ahead is not None and spec.get("id") != decision.get(sender)
-            if answered_ahead is not None and not_taken and answered_ahead[1] > substep:
-                continue  # answers a sub-step ahead that has not come: judged then
-            self._handled.add(meta.get("uid", meta["name"]))
-            self._to_delete.append((meta["namespace"], meta["name"]))
+            if given_by is None:  # an Offer object: judged once, deleted after the commit
+                self._handled.add(meta.get("uid", meta["name"]))
+                self._to_delete.append((meta["namespace"], meta["name"]))
             if spec.get("id") in self.consumed:
                 continue  # taken before a restart; only its deletion was left to do
-            if not_taken:  # answers a view the market did not send
-                self.expired += 1
-                self.telemetry.messages.labels(str(spec.get("kind", "?")), "expired").inc()
-                continue
-            if (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender:
+            if given_by is not None and (sender != given_by or spec.get("id") != decision[sender]):
+                self._rejected("forged", obj, "an answer given ahead is its own agent's, as named")
+            elif (
+                given_by is None and (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender
+            ):
                 self._rejected("forged", obj, "sender label and message sender differ")
-            elif not isinstance(sender, str) or meta.get("namespace") != _outbox(spec):
+            elif given_by is None and (
+                not isinstance(sender, str) or meta.get("namespace") != _outbox(spec)
+            ):
                 self._rejected(
                     "forged",
                     obj,

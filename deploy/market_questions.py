@@ -2,8 +2,8 @@
 sub-step (its view document: the environment's view, what a reply must name, and under the
 auction its lookahead), the documents of the asked agents written as the ConfigMap
 `gpuparley-market-view` in their home namespaces, and the answers read back from the Negotiator
-watch -- answers to the asked view, and answers given ahead (`answers_ahead.py`) taken when the
-document they answered is the one the market would send.
+watch -- answers to the asked view, and answers given ahead (`answers_ahead.py`, with their bids)
+taken when the document they answered is the one the market would send.
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ class Questions:
 
     def answered_ahead(
         self, documents: dict[str, dict[str, Any]], token: tuple[int, int]
-    ) -> dict[str, tuple[str, str]]:
-        """agent -> (its action, its message id) answered ahead for exactly the view document
-        the market would send it now; the other agents are asked."""
+    ) -> dict[str, dict[str, Any]]:
+        """agent -> its answer given ahead (`action`, `message` id, `bid`) for exactly the view
+        document the market would send it now; the other agents are asked."""
         statuses = self._statuses()
         answers = {}
         for agent, document in documents.items():

@@ -15,7 +15,7 @@ apiservers one watch request per set every few minutes:
   namespace (where the market reads it; the agent's Offer quota bounds them), named after its id
   so a repeated send is a no-op, and the answer is recorded in the agent's `Negotiator` status;
   with a policy that is a function of its view (`deterministic`), the rest of an auction round
-  is answered too, before it is asked (`answers_ahead.py`);
+  is answered too, before it is asked, in that status (`answers_ahead.py`);
 * **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
   namespace with the lease's node and GPU resources (as a virtual control plane syncs pods),
   behind the lease gate; the market lifts the gate once every pod of the lease exists, and the
@@ -226,17 +226,16 @@ class NegotiatorProcess:
         if refused is not None:
             self._reject(*refused)
             decision, message = Decision("pass"), None
-        ahead: list[dict[str, Any]] = []
-        messages = [] if message is None else [message]
+        ahead: list[dict[str, Any]] = []  # answers to the rest of the round, with their bids
         if getattr(self.policy, "deterministic", False):
 
             def answer(view: AgentView, document: dict[str, Any], message_id: str) -> Any:
                 answered = self._decide(view, document, groups, leases, message_id)
                 return None if answered[2] is not None else answered[:2]  # unsendable: stop
 
-            ahead, sent_ahead = answers_ahead(payload, view, decision, answer, self.agent)
-            messages += sent_ahead
-        self.host.each(self._send, messages)
+            ahead = answers_ahead(payload, view, decision, answer, self.agent)
+        if message is not None:
+            self._send(message)
         answered = self.host.merge_patch(
             "negotiators/status",
             config.namespace,

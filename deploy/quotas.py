@@ -21,9 +21,7 @@ from gpuparley.deploy.objects import AGENT_LABEL, agent_namespace
 
 QUOTA_NAME = "gpuparley-agent"
 OFFERS = f"count/offers.{GROUP}"
-# A negotiator keeps unconsumed at most one bid per sub-step and the bids it sends ahead
-# (`answers_ahead.MAX_AHEAD_BIDS`); consumed ones wait for the market's next effects.
-DEFAULT_OFFERS = 32
+DEFAULT_OFFERS = 16  # a negotiator keeps at most one unconsumed bid per sub-step
 DEFAULT_PODS = 256  # host copies of leased pods (a job's gang at most) plus gated ones
 
 

@@ -18,7 +18,6 @@ from gpuparley.agents.negotiators.simple import Truthful
 from gpuparley.deploy.answers_ahead import (
     LOOKAHEAD_KEY,
     ahead_id,
-    ahead_token,
     answer_for,
     answers_ahead,
     view_digest,
@@ -81,10 +80,11 @@ def _run_with_answers_ahead(scenario: str, max_epochs: int) -> tuple[GPUMarketEn
 
             def decide(view, document, message_id, agent=agent):
                 planned[agent, document["substep"]] = decided = _decide(view)
-                sent = None if decided.kind == "pass" else SimpleNamespace(kind="Bid")
-                return decided, sent
+                if decided.kind == "pass":
+                    return decided, None
+                return decided, SimpleNamespace(kind="Bid", model_dump=lambda mode: {})
 
-            entries, _ = answers_ahead(payload, view, decision, decide, agent)
+            entries = answers_ahead(payload, view, decision, decide, agent)
             statuses.status[agent] = {"ahead": json.loads(json.dumps(entries))}
         for agent in deciders:
             market.decide(agent, planned[agent, seq])
@@ -125,12 +125,11 @@ def test_the_digest_covers_the_question_not_the_lookahead():
     assert view_digest(document) != view_digest({**document, "substep": 5})
 
 
-def test_ids_of_answers_given_ahead_name_their_sub_step_and_view():
+def test_an_answer_given_ahead_is_found_by_its_sub_step_and_view():
     message_id = ahead_id("team.a", 3, 17, "abc")
-    assert ahead_token(message_id) == (3, 17)
-    assert ahead_token("team.a.3.17") is None  # an answer to an asked view
-    assert ahead_token("junk~abc") is None
-    status = {"ahead": [{"substep": 17, "view": "abc", "action": "bid", "message": message_id}]}
-    assert answer_for(status, 17, "abc") == ("bid", message_id)
+    assert message_id != "team.a.3.17"  # an asked view's answer has an id of its own
+    entry = {"substep": 17, "view": "abc", "action": "bid", "message": message_id, "bid": {}}
+    status = {"ahead": ["junk", entry]}
+    assert answer_for(status, 17, "abc") == entry
     assert answer_for(status, 17, "abd") is None  # another view of that sub-step
     assert answer_for(status, 18, "abc") is None

@@ -242,7 +242,7 @@ def _receive_bids(controller: MarketController, kube: FakeKube) -> None:
     """One sub-step's intake of the offers on the (fake) host, consumed afterwards."""
     market = controller.market
     decision = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
-    controller.bids.receive(kube.list("offers"), decision, set(market.agents), controller.seq)
+    controller.bids.receive(kube.list("offers"), decision, set(market.agents))
     controller.bids.consume()
 
 
@@ -360,28 +360,26 @@ def test_an_unreadable_quantity_is_a_violation_not_a_crash() -> None:
     assert any("not a quantity: 'many'" in p for p in problems)
 
 
-def test_an_answer_given_ahead_waits_for_its_sub_step_and_expires_if_not_taken() -> None:
-    """A bid answering a later sub-step ahead is neither judged nor deleted before it comes; at
-    its sub-step it is taken if it is the agent's decision, and deleted unjudged otherwise."""
+def test_a_bid_given_ahead_is_judged_in_its_agents_turn_and_must_be_its_own() -> None:
+    """A bid an agent gave ahead (from its Negotiator status, no Offer object) is taken in the
+    agents' order among the Offers, as the simulator takes decisions; one that names another
+    sender or another id than the answer announced is forged."""
     controller, kube = _controller()
     first, second = _alpha_waits_for_two_jobs(controller)[:2]
-    epoch, now = controller.market.epoch, controller.seq
-    later = _bid_object(controller, first, ahead_id("alpha", epoch, now + 1, "d1"))
-    unused = _bid_object(controller, second, ahead_id("alpha", epoch, now + 2, "d2"))
-    kube.add("offers", later)
-    kube.add("offers", unused)
-    _receive_bids(controller, kube)
-    assert len(kube.list("offers")) == 2 and not controller.rejected
     market = controller.market
+    token = f"{market.epoch}.{controller.seq}"
+    given = _bid_object(controller, first, ahead_id("alpha", market.epoch, controller.seq, "d"))
+    decision = {a: f"{a}.{token}" for a in market.agents}
+    decision["alpha"] = given["spec"]["id"]
+    entries = controller.bids.receive([], decision, set(market.agents), {"alpha": given["spec"]})
+    assert [e["source"] for e in entries] == [given["spec"]["id"]] and entries[0]["accepted"]
+    assert market.stats.messages["Bid"] == 1 and not controller.rejected
+    assert kube.writes == []  # nothing to delete: it came from the status
     market.passed.update(market.agents)
     market.end_substep()
     controller.seq += 1
-    taken = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
-    taken["alpha"] = later["spec"]["id"]
-    controller.bids.receive(kube.list("offers"), taken, set(market.agents), controller.seq)
-    assert market.stats.messages["Bid"] == 1 and controller.bids.expired == 0
-    controller.seq += 2  # the sub-step `unused` answered came with another view
-    _receive_bids(controller, kube)
-    assert controller.bids.expired == 1 and not controller.rejected
-    assert market.stats.messages["Bid"] == 1
-    assert kube.list("offers") == []
+    stolen = _bid_object(controller, second, ahead_id("alpha", market.epoch, controller.seq, "e"))
+    decision = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
+    decision["beta"] = stolen["spec"]["id"]
+    controller.bids.receive([], decision, set(market.agents), {"beta": stolen["spec"]})
+    assert controller.rejected == {"forged": 1} and market.stats.messages["Bid"] == 1

@@ -16,7 +16,7 @@ import yaml
 
 from gpuparley.agents.negotiators.simple import RandomNegotiator, Truthful
 from gpuparley.deploy import objects
-from gpuparley.deploy.answers_ahead import ahead_token
+from gpuparley.deploy.answers_ahead import ahead_id
 from gpuparley.deploy.gpu_resources import GPU_RESOURCE
 from gpuparley.deploy.gpu_resources import lease_item_limits as host_gpu_limits
 from gpuparley.deploy.kube import Invalid
@@ -269,9 +269,9 @@ def test_a_negotiator_answers_the_market_while_its_pods_are_refused() -> None:
 @pytest.mark.parametrize("policy", [Truthful(), RandomNegotiator(0)], ids=["truthful", "random"])
 def test_a_deterministic_negotiator_answers_the_rest_of_the_round_ahead(tmp_path, policy) -> None:
     """Asked at the start of a burst's round, a negotiator whose policy is a function of its
-    view answers the round's later sub-steps too: each bid as an Offer with its own id, each
-    answer in its status under the sub-step and the digest of the view it answered. A seeded
-    random one answers only what it is asked."""
+    view answers the round's later sub-steps too, in its status: each answer under the sub-step
+    and the digest of the view it answered, a bid whole under an id of its own (only the asked
+    view's bid is an Offer object). A seeded random one answers only what it is asked."""
     doc = yaml.safe_load((scenarios_dir() / "cluster-e2e.yaml").open())
     doc["workload"]["generator"].update({"jobs": 24, "hours": 0.01, "rate_per_hour": 1e6})
     doc["market"]["clearing_interval"] = 60.0
@@ -297,11 +297,16 @@ def test_a_deterministic_negotiator_answers_the_rest_of_the_round_ahead(tmp_path
     status = [patch for resource, _, patch in host.written if resource.endswith("/status")][-1]
     ahead = status["status"]["ahead"]
     offers = [obj["spec"]["id"] for resource, _, obj in host.written if resource == "offers"]
-    assert offers[0] == status["status"]["message"] == f"{agent}.0.0"
+    assert offers == [status["status"]["message"]] == [f"{agent}.0.0"]  # the asked view's bid
     if isinstance(policy, RandomNegotiator):
-        assert ahead == [] and len(offers) == 1
+        assert ahead == []
         return
     assert [entry["substep"] for entry in ahead] == list(range(1, len(ahead) + 1))
     assert len(ahead) >= 3 and all(entry["action"] == "bid" for entry in ahead)
-    assert offers[1:] == [entry["message"] for entry in ahead]
-    assert [ahead_token(entry["message"]) for entry in ahead] == [(0, e["substep"]) for e in ahead]
+    for entry in ahead:  # each bid whole in the status, under its own id
+        assert (
+            entry["bid"]["id"]
+            == entry["message"]
+            == ahead_id(agent, 0, entry["substep"], entry["view"])
+        )
+        assert entry["bid"]["sender"] == agent and entry["bid"]["kind"] == "Bid"

@@ -123,15 +123,21 @@ def test_a_delete_guarded_by_uid_spares_a_pod_created_again_under_the_name(
     cluster: Any, host_core: Any
 ) -> None:
     """The market deletes the pod it read, never the one its holder created again under the
-    same name since (names repeat across a job's leases)."""
+    same name since (names repeat across a job's leases). The pods stay gated: a bound one is
+    KWOK's too, whose own deletion of the first pod, by name, could land on the second."""
     from gpuparley.deploy.kube import Kube
 
     kube = Kube(cluster.host.kubeconfig)
     name = _name("uid")
-    old = host_core.create_namespaced_pod(NS, pod_manifest(name, {"nvidia.com/gpu": "1"}))
+    held = ("gpuparley.io/test-held",)
+    old = host_core.create_namespaced_pod(
+        NS, pod_manifest(name, {"nvidia.com/gpu": "1"}, gates=held)
+    )
     assert kube.delete("pods", NS, name)
     wait_for("the first pod gone", lambda: not kube.get("pods", NS, name))
-    new = host_core.create_namespaced_pod(NS, pod_manifest(name, {"nvidia.com/gpu": "1"}))
+    new = host_core.create_namespaced_pod(
+        NS, pod_manifest(name, {"nvidia.com/gpu": "1"}, gates=held)
+    )
     assert new.metadata.uid != old.metadata.uid
     assert not kube.delete("pods", NS, name, uid=old.metadata.uid)
     assert kube.get("pods", NS, name)["metadata"]["uid"] == new.metadata.uid

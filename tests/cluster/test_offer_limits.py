@@ -152,7 +152,7 @@ def test_the_market_takes_one_bid_per_decision_and_skips_offers_being_deleted(
         """One sub-step's intake: one list of the Offers to the market, judged, consumed."""
         offers = controller.kube.list("offers", None, selector=controller.selector)
         ids = {a: f"{a}.{market.epoch}.{controller.seq}" for a in market.agents}
-        controller.bids.receive(offers, ids, set(market.agents), controller.seq)
+        controller.bids.receive(offers, ids, set(market.agents))
         controller.bids.consume()
 
     alpha.create("offers", HOME, bid(first, "alpha.fresh-id"))  # the attacker's second bid
