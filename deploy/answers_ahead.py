@@ -89,19 +89,20 @@ def answers_ahead(
         if following is None or not following[0].slots:
             break
         view, ahead = following
+        substep = int(document["substep"]) + 1
         document = {
             **document,
-            "substep": int(document["substep"]) + 1,
+            "substep": substep,
             "view": view_to_dict(view),
             LOOKAHEAD_KEY: lookahead_to_dict(ahead),
         }
         digest = view_digest(document)
-        message_id = ahead_id(agent, int(document["epoch"]), int(document["substep"]), digest)
+        message_id = ahead_id(agent, int(document["epoch"]), substep, digest)
         answered = decide(view, document, message_id)
         if answered is None:
             break
         decision, message = answered
-        entry = {"substep": int(document["substep"]), "view": digest, "action": "pass"}
+        entry = {"substep": substep, "view": digest, "action": "pass"}
         if message is not None:
             entry.update(action=ACTIONS[message.kind], message=message_id)
             entry["bid"] = message.model_dump(mode="json")

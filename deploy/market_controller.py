@@ -250,7 +250,7 @@ class MarketController:
         token = (market.epoch, self.seq)
         started = time.perf_counter()
         deciders = [a for a in self.agents if has_decision(self.env.views[a])]
-        documents = {agent: self.questions.document(agent, token) for agent in deciders}
+        documents = self.questions.documents(deciders, token)
         ahead = self.questions.answered_ahead(documents, token)
         asked = [agent for agent in deciders if agent not in ahead]
         self.questions.publish({agent: documents[agent] for agent in asked})

@@ -59,6 +59,23 @@ def _outbox(spec: dict[str, Any]) -> str | None:
     return objects.inbox_namespace(receiver)
 
 
+def _forgery(obj: dict[str, Any], given_by: str | None, decision: dict[str, str]) -> str | None:
+    """Why a message does not come from where its sender says (None: it does). An Offer object
+    carries its sender's label and waits in its outbox; a bid given ahead (`given_by`: the
+    agent whose Negotiator status holds it) is that agent's, under the id it announced."""
+    spec = obj.get("spec") or {}
+    sender = spec.get("sender")
+    if given_by is not None:
+        if sender != given_by or spec.get("id") != decision.get(given_by):
+            return "an answer given ahead is its own agent's, under the id it announced"
+        return None
+    if (obj["metadata"].get("labels") or {}).get(objects.SENDER_LABEL) != sender:
+        return "sender label and message sender differ"
+    if not isinstance(sender, str) or obj["metadata"].get("namespace") != _outbox(spec):
+        return "a message waits in its sender's home (to the market) or its receiver's inbox"
+    return None
+
+
 class MessageIntake:
     """Messages in, verdicts counted, consumed objects deleted after the commit."""
 
@@ -112,20 +129,9 @@ class MessageIntake:
                 self._to_delete.append((meta["namespace"], meta["name"]))
             if spec.get("id") in self.consumed:
                 continue  # taken before a restart; only its deletion was left to do
-            if given_by is not None and (sender != given_by or spec.get("id") != decision[sender]):
-                self._rejected("forged", obj, "an answer given ahead is its own agent's, as named")
-            elif (
-                given_by is None and (meta.get("labels") or {}).get(objects.SENDER_LABEL) != sender
-            ):
-                self._rejected("forged", obj, "sender label and message sender differ")
-            elif given_by is None and (
-                not isinstance(sender, str) or meta.get("namespace") != _outbox(spec)
-            ):
-                self._rejected(
-                    "forged",
-                    obj,
-                    "a message waits in its sender's home (to the market) or its receiver's inbox",
-                )
+            forged = _forgery(obj, given_by, decision)
+            if forged is not None:
+                self._rejected("forged", obj, forged)
             elif sender in bid_from and self._valid(sender, spec):
                 self._rejected("duplicate", obj, "one message per agent and sub-step")
             elif sender not in asked and self._valid(sender, spec):

@@ -16,7 +16,7 @@ from gpuparley.deploy.answers_ahead import LOOKAHEAD_KEY, answer_for, view_diges
 from gpuparley.deploy.informer import Informer
 from gpuparley.deploy.kube import Kube
 from gpuparley.envs.market.parallel_env import GPUMarketEnv
-from gpuparley.envs.market.views import lookahead
+from gpuparley.envs.market.views import lookaheads
 from gpuparley.envs.market.wire import lookahead_to_dict, view_to_dict
 
 
@@ -31,21 +31,24 @@ class Questions:
         self.agents = list(self.market.agents)
         self.negotiators = negotiators
 
-    def document(self, agent: str, token: tuple[int, int]) -> dict[str, Any]:
-        """What the agent is asked at this sub-step: its view and what its answer must name;
-        under the auction also its lookahead (`answers_ahead.py`)."""
+    def documents(self, agents: list[str], token: tuple[int, int]) -> dict[str, dict[str, Any]]:
+        """What each of `agents` is asked at this sub-step: its view and what its answer must
+        name; under the auction also its lookahead (`answers_ahead.py`)."""
         market = self.market
-        document = {
-            "epoch": token[0],
-            "substep": token[1],
-            "term_epochs": market.term_epochs,
-            "mechanism": market.mechanism.name,
-            "view": view_to_dict(self.env.views[agent]),
-            **self._routing(agent),
-        }
-        if market.mechanism.name == "auction":
-            document[LOOKAHEAD_KEY] = lookahead_to_dict(lookahead(market, agent))
-        return document
+        ahead = lookaheads(market) if market.mechanism.name == "auction" and agents else {}
+        documents = {}
+        for agent in agents:
+            documents[agent] = {
+                "epoch": token[0],
+                "substep": token[1],
+                "term_epochs": market.term_epochs,
+                "mechanism": market.mechanism.name,
+                "view": view_to_dict(self.env.views[agent]),
+                **self._routing(agent),
+            }
+            if agent in ahead:
+                documents[agent][LOOKAHEAD_KEY] = lookahead_to_dict(ahead[agent])
+        return documents
 
     def publish(self, documents: dict[str, dict[str, Any]]) -> None:
         """Each asked agent's view, written all at once (one round trip before they think)."""

@@ -70,7 +70,7 @@ def _run_with_answers_ahead(scenario: str, max_epochs: int) -> tuple[GPUMarketEn
     while env.agents:
         token = (market.epoch, seq)
         deciders = [a for a in market.agents if has_decision(env.views[a])]
-        documents = {a: questions.document(a, token) for a in deciders}
+        documents = questions.documents(deciders, token)
         ahead = questions.answered_ahead(documents, token)
         asked = [a for a in deciders if a not in ahead]
         for agent in asked:  # the negotiator's side, on the document as it arrives

@@ -280,7 +280,8 @@ def test_a_deterministic_negotiator_answers_the_rest_of_the_round_ahead(tmp_path
     env = GPUMarketEnv(scenario=scenario)
     env.reset(seed=0)
     agent = "alpha"
-    document = Questions(None, env, None).document(agent, (0, 0))  # type: ignore[arg-type]
+    questions = Questions(None, env, None)  # type: ignore[arg-type]
+    document = questions.documents([agent], (0, 0))[agent]
     host = AdmissionNotReadyHost()
     config = NegotiatorConfig(agent=agent, policy="scripted")
     process = NegotiatorProcess(config, host, host, policy)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from gpuparley.agents.negotiators.strategies import BudgetPacing
 from gpuparley.envs import gpu_market_v1
 from gpuparley.envs.market.encoding import Decision, decode, encode
 from gpuparley.envs.market.lookahead import next_view
-from gpuparley.envs.market.views import lookahead
+from gpuparley.envs.market.views import lookaheads
 from gpuparley.envs.scenario import scenarios_dir
 
 
@@ -38,6 +38,7 @@ def _play(scenario: str, policy, seed: int, max_epochs: int = 12) -> tuple[int, 
     while env.agents:
         actions, predicted = {}, {}
         clearings = market.clearings
+        ahead = lookaheads(market)
         for agent in env.agents:
             view = env.views[agent]
             if not view.slots:
@@ -45,7 +46,7 @@ def _play(scenario: str, policy, seed: int, max_epochs: int = 12) -> tuple[int, 
             observation, mask = encode(view)
             actions[agent] = int(policy.act(observation, mask, view))
             decision = decode(actions[agent], view, np.asarray(mask))
-            predicted[agent] = next_view(view, decision, lookahead(market, agent))
+            predicted[agent] = next_view(view, decision, ahead[agent])
         env.step(actions)
         if market.clearings != clearings or not env.agents:
             continue  # the round ended: its next views are not the agent's to foresee
@@ -80,4 +81,4 @@ def test_a_bargaining_view_is_never_predicted(tmp_path):
     env = gpu_market_v1.parallel_env(scenario=_burst(tmp_path, "tiny"), mechanism="bargain")
     env.reset(seed=0)
     agent = next(a for a in env.agents if env.views[a].slots)
-    assert next_view(env.views[agent], Decision("pass"), lookahead(env.market, agent)) is None
+    assert next_view(env.views[agent], Decision("pass"), lookaheads(env.market)[agent]) is None

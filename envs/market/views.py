@@ -331,17 +331,23 @@ def agent_views(
     return views
 
 
-def lookahead(market: Market, agent: str) -> Lookahead:
-    """What `agent` needs besides its view to work out its views for the rest of the round
+def lookaheads(market: Market) -> dict[str, Lookahead]:
+    """What each agent needs besides its view to work out its views for the rest of the round
     (`lookahead.next_view`): its candidates after its slots, as many as the round has sub-steps
     left to bid them in, the round's sub-step and its outstanding bids."""
     depth = JOB_SLOTS + market.max_substeps
-    listed = _candidates(market, _waiting(market).ranked, _quota_book(market), depth + 1)[agent]
+    listed = _candidates(market, _waiting(market).ranked, _quota_book(market), depth + 1)
     bids_of = getattr(market.mechanism, "bids_of", None)  # the auction's; bargaining has none
-    bids = bids_of(agent) if bids_of is not None else ()
-    return Lookahead(
-        listed[JOB_SLOTS:depth], len(listed) > depth, market.substep, market.max_substeps, bids
-    )
+    return {
+        agent: Lookahead(
+            candidates[JOB_SLOTS:depth],
+            len(candidates) > depth,
+            market.substep,
+            market.max_substeps,
+            bids_of(agent) if bids_of is not None else (),
+        )
+        for agent, candidates in listed.items()
+    }
 
 
 def _lease_counts(market: Market) -> tuple[dict[str, int], dict[str, int]]:

@@ -48,10 +48,9 @@ def _run(scenario: str) -> tuple[MarketController, list[Record]]:
     records = []
     while not controller.done:
         specs = []
-        for agent in controller.agents:
-            if not has_decision(controller.env.views[agent]):
-                continue
-            document = controller.questions.document(agent, (market.epoch, controller.seq))
+        deciders = [a for a in controller.agents if has_decision(controller.env.views[a])]
+        asked = controller.questions.documents(deciders, (market.epoch, controller.seq))
+        for agent, document in asked.items():
             document = json.loads(json.dumps(document))  # as the negotiator reads it
             view = view_from_dict(document["view"])
             observation, mask = encode(view)
