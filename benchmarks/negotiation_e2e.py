@@ -32,6 +32,10 @@ binding; the market's readiness to its last binding), and the share of the machi
 is: on a machine with few cores both windows keep the cores busy, so their latencies follow
 their work, not their round trips.
 
+Sub-steps: from the market's log, how many it closed, in how many it asked a negotiator and in
+how many it took answers given ahead (`deploy/answers_ahead.py`), the median seconds of each
+kind, and their span from the first sub-step's start to the last one's close.
+
 Idle cost: requests/second on every plane with the three negotiators started and nothing to do
 (no pods, no market) against the same planes without them, over `--idle-seconds` each.
 
@@ -43,6 +47,7 @@ Prints a table and saves benchmarks/results/negotiation_e2e.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import ssl
@@ -337,13 +342,40 @@ def run_market(
     finally:
         rig.stop()
         host.close()
-    return {**latencies(created, bound), "pods": len(created),
+    substeps = substep_log(work / "logs" / "market.log")
+    return {**latencies(created, bound), "pods": len(created), "market_substeps": substeps,
             "requests_per_placement": requests / len(created),
             "market_startup_requests": startup_requests[0], **cpu[0],
             "market_requests_per_pod_by_kind": breakdown,
             "idle_requests_per_s_without_negotiators": idle_without,
             "idle_requests_per_s_with_negotiators": idle_with,
             "idle_ratio": idle_with / idle_without}  # fmt: skip
+
+
+def substep_log(market_log: Path) -> dict[str, Any]:
+    """The market's sub-steps from its log ("sub-step closed" lines): how many, how many it
+    asked a negotiator in and how many it took answers given ahead in (nobody asked), the
+    median seconds of each kind, and the negotiation's span from the first sub-step's start to
+    the last one's close."""
+    closed = []
+    for line in market_log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the process's other output
+        if isinstance(record, dict) and record.get("msg") == "sub-step closed":
+            closed.append(record)
+    asked = [r["seconds"] for r in closed if r.get("asked")]
+    ahead = [r["seconds"] for r in closed if not r.get("asked") and r.get("answered_ahead")]
+    span = closed[-1]["ts"] - (closed[0]["ts"] - closed[0]["seconds"]) if closed else 0.0
+    return {
+        "substeps": len(closed),
+        "substeps_asked": len(asked),
+        "substeps_answered_ahead": len(ahead),
+        "substep_s_asked_median": statistics.median(asked) if asked else None,
+        "substep_s_answered_ahead_median": statistics.median(ahead) if ahead else None,
+        "substeps_span_s": span,
+    }
 
 
 def measure(node_count: int, jobs: int, idle_seconds: float) -> dict[str, Any]:
@@ -374,6 +406,10 @@ def measure(node_count: int, jobs: int, idle_seconds: float) -> dict[str, Any]:
     }
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", default="10,100,1000")
@@ -400,6 +436,13 @@ def main() -> None:
             f" {b['cores_busy']:.0%} vs {m['cores_busy']:.0%}"
             f" | load {row['loadavg_1_5_15'][0]:.1f}",
             flush=True,
+        )
+        sub = m["market_substeps"]
+        print(
+            f"  market sub-steps: {sub['substeps']} in {sub['substeps_span_s']:.3f} s,"
+            f" {sub['substeps_asked']} asked (median {_ms(sub['substep_s_asked_median'])}),"
+            f" {sub['substeps_answered_ahead']} answered ahead"
+            f" (median {_ms(sub['substep_s_answered_ahead_median'])})"
         )
         kinds = m["market_requests_per_pod_by_kind"].items()
         print(
