@@ -8,12 +8,13 @@ instances, time-slice shares), all arriving at once, all fitting and all lasting
 the measurement, so latency is the cost of the path, not queueing for capacity or other jobs'
 ends:
 
-* **baseline**: the jobs' pods created directly, ungated, in a host namespace; kube-scheduler
-  binds them. Created = just before the create call; bound = first poll that sees `nodeName`.
-* **market**: the same jobs as gated pods in the agents' own planes; the market controller
+* **baseline**: the jobs' pods created directly, for kube-scheduler, in a host namespace;
+  kube-scheduler binds them. Created = just before the create call; bound = first poll that
+  sees `nodeName`.
+* **market**: the same jobs as pods in the agents' own planes; the market controller
   (continuous clearing batched over `CLEARING_INTERVAL` simulated seconds) and three
   negotiators (scripted truthful bidders, processes) negotiate, leases are issued, the
-  negotiators sync the pods to the host and the market lifts their gate; kube-scheduler binds.
+  negotiators sync the pods to the host and the market binds them.
   Created = just before the agent-plane create, or when the market process became ready if that
   was later (start-up is not negotiation); bound = when a watch first shows the host copy
   bound.
@@ -272,7 +273,7 @@ def run_baseline(state: planes.LocalPlanes, jobs: list[Any]) -> dict[str, Any]:
     def place() -> tuple[dict[str, float], float]:
         window = CpuWindow()
         for job in jobs:
-            for pod in pods_for_job(job, gated=False):
+            for pod in pods_for_job(job, scheduler=None):
                 pod["metadata"]["name"] = f"{job.owner}-{pod['metadata']['name']}"
                 created[pod["metadata"]["name"]] = time.perf_counter()
                 host.create("pods", BASELINE_NS, pod)

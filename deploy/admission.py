@@ -19,8 +19,8 @@ CEL evaluated in the apiserver, no webhook to run) close the gaps:
   agents configmap writes in the bundle's roles; this also holds where something else grants them
   (the local rig's per-agent Role grants `configmaps: *`), and RBAC cannot name the object of a
   `create`.
-* the pod policies `gpuparley-lease-gate` and `gpuparley-lease-fit` (`admission_pods.py`): a pod
-  in an agent namespace runs only under, and inside, a lease.
+* the pod policies `gpuparley-lease-scheduler` and `gpuparley-lease-fit` (`admission_pods.py`):
+  a pod in an agent namespace runs only under, and inside, a lease.
 
 All are cluster-scoped and identical in every agent's bundle. Limitation: with `deploy
 --namespace NS` the negotiator ServiceAccount is `NS/negotiator`, which the sender policy does not
@@ -41,7 +41,7 @@ from gpuparley.deploy.admission_cel import (
 )
 from gpuparley.deploy.admission_pods import (
     LEASE_FIT_POLICY,
-    LEASE_GATE_POLICY,
+    LEASE_SCHEDULER_POLICY,
     pod_admission_objects,
 )
 from gpuparley.deploy.crds import GROUP
@@ -53,7 +53,7 @@ __all__ = [
     "ADMIN_GROUP",
     "ADMISSION_API",
     "LEASE_FIT_POLICY",
-    "LEASE_GATE_POLICY",
+    "LEASE_SCHEDULER_POLICY",
     "MARKET_VIEW_POLICY",
     "OFFER_SENDER_POLICY",
     "admission_objects",

@@ -5,11 +5,12 @@ Two `ValidatingAdmissionPolicy` objects (CEL in the apiserver, no webhook) do, f
 except those of cluster admins (`system:masters`), the market and Kubernetes' controllers (the
 negotiator's own Deployment, whose template the operator wrote):
 
-* `gpuparley-lease-gate`: every pod is created behind the scheduling gate `gpuparley.io/lease`
-  -- GPU or CPU-only alike (a CPU-only pod squatting on a GPU node starves the leases placed
-  there; the market leases GPUs only, so such a pod never runs) -- and only the market lifts
-  it. No finalizers may be added (a finalizer keeps an evicted pod, and its node resources,
-  alive).
+* `gpuparley-lease-scheduler`: every pod is created unbound and names the market as its
+  scheduler (`schedulerName: gpuparley-market`, which kube-scheduler leaves alone) -- GPU or
+  CPU-only alike (a CPU-only pod squatting on a GPU node starves the leases placed there; the
+  market leases GPUs only, so such a pod never runs) -- and only the market binds it (RBAC:
+  `pods/binding` is the market's; neither field can change after creation). No finalizers may
+  be added (a finalizer keeps an evicted pod, and its node resources, alive).
 * `gpuparley-lease-fit`: a pod names its `GPULease` (label `gpuparley.io/lease`) and its pod slot
   (annotation `gpuparley.io/pod-index`), and stays inside the lease's `grant`
   (`lease_grant.py`): pinned to the slot's node, no GPU resource the lease does not grant, and
@@ -20,12 +21,12 @@ negotiator's own Deployment, whose template the operator wrote):
   that name it. A lease that is ending or has ended (`status.ending`, `status.release`) admits
   no pod.
 
-What admission cannot do, the market does before it lifts a gate (`market_pods.py`): count a
+What admission cannot do, the market does before it binds a pod (`market_pods.py`): count a
 lease's pods (one per slot), and check a pod whose lease the policy cannot see -- a lease the
 apiserver's parameter cache has not caught up with, one that does not exist, or a namespace with
-no lease at all (no parameter: the policy does not apply). Such a pod is admitted behind its gate
-and stays there; the market's check, against the leases it holds itself, is the authoritative
-one, and its end-of-epoch sweep evicts it.
+no lease at all (no parameter: the policy does not apply). Such a pod is admitted unbound and
+stays so; the market's check, against the leases it holds itself, is the authoritative one, and
+its end-of-epoch sweep evicts it.
 """
 
 from __future__ import annotations
@@ -42,59 +43,48 @@ from gpuparley.deploy.admission_cel import (
 from gpuparley.deploy.crds import API_VERSION
 from gpuparley.deploy.gpu_resources import NVIDIA_PREFIX
 from gpuparley.deploy.lease_grant import GRANT_FIELD
-from gpuparley.deploy.objects import LEASE_GATE, LEASE_LABEL
+from gpuparley.deploy.objects import LEASE_LABEL, MARKET_SCHEDULER
 from gpuparley.deploy.rbac import ROLE_LABEL
 from gpuparley.deploy.workload import HOSTNAME_LABEL, INDEX_ANNOTATION
 
-LEASE_GATE_POLICY = "gpuparley-lease-gate"
+LEASE_SCHEDULER_POLICY = "gpuparley-lease-scheduler"
 LEASE_FIT_POLICY = "gpuparley-lease-fit"
 AGENT_NAMESPACES = {"matchLabels": {ROLE_LABEL: "agent"}}
 _TRUSTED = "variables.admin || variables.market || variables.controller"
 
 
-def _gated(pod: str) -> str:
-    return (
-        f"has({pod}.spec.schedulingGates)"
-        f" && {pod}.spec.schedulingGates.exists(g, g.name == '{LEASE_GATE}')"
-    )
-
-
-def lease_gate_policy() -> dict[str, Any]:
-    """Agents' pods start behind the lease gate, only the market lifts it, no new finalizers."""
-    # The pod itself: not pods/status (kubelet, KWOK) nor pods/binding (scheduler).
+def lease_scheduler_policy() -> dict[str, Any]:
+    """Agents' pods are created for the market to bind (unbound), with no new finalizers."""
+    # The pod itself: not pods/status (kubelet, KWOK) nor pods/binding (the market's alone, by
+    # RBAC). Neither `schedulerName` nor `nodeName` can change after creation, so only a create
+    # is checked for them.
     return policy(
-        LEASE_GATE_POLICY,
+        LEASE_SCHEDULER_POLICY,
         "",
         "pods",
         ["CREATE", "UPDATE"],
         {
             "variables": [
                 *IDENTITY_VARIABLES,
-                {"name": "gated", "expression": _gated("object")},
-                {"name": "was_gated", "expression": f"oldObject != null && {_gated('oldObject')}"},
+                {
+                    "name": "for_market",
+                    "expression": (
+                        "has(object.spec.schedulerName)"
+                        f" && object.spec.schedulerName == '{MARKET_SCHEDULER}'"
+                        " && (!has(object.spec.nodeName) || object.spec.nodeName == '')"
+                    ),
+                },
             ],
             "validations": [
                 {
                     "expression": (
-                        f"{_TRUSTED} || request.operation != 'CREATE' || variables.gated"
+                        f"{_TRUSTED} || request.operation != 'CREATE' || variables.for_market"
                     ),
-                    "message": f"pods must be created behind the scheduling gate {LEASE_GATE}",
+                    "message": f"pods must be created unbound, for {MARKET_SCHEDULER} to bind",
                     "messageExpression": (
-                        "'pod ' + object.metadata.name + ' must be created behind the"
-                        f" scheduling gate {LEASE_GATE} (the market lifts it under a lease),"
-                        " not ungated by ' + variables.user"
-                    ),
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": (
-                        "variables.admin || variables.market || !variables.was_gated"
-                        " || variables.gated"
-                    ),
-                    "message": f"only the market lifts the scheduling gate {LEASE_GATE}",
-                    "messageExpression": (
-                        f"'only the market lifts the scheduling gate {LEASE_GATE} (pod '"
-                        " + object.metadata.name + '), not ' + variables.user"
+                        "'pod ' + object.metadata.name + ' must be created unbound with"
+                        f" schedulerName {MARKET_SCHEDULER} (the market binds it under a lease),"
+                        " not otherwise by ' + variables.user"
                     ),
                     "reason": "Forbidden",
                 },
@@ -238,11 +228,11 @@ def pod_admission_objects() -> list[dict[str, Any]]:
     """The pod policies and their bindings (the fit binding takes every lease as a parameter)."""
     # Allow when a namespace holds no lease at all: the apiserver resolves parameters before it
     # evaluates match conditions, so "Deny" would refuse admins and controllers there too. Such
-    # an agent's pods are still held by the gate policy, and evicted by the market.
+    # an agent's pods still wait unbound (the scheduler policy), and are evicted by the market.
     every_lease = {"selector": {}, "parameterNotFoundAction": "Allow"}
     return [
-        lease_gate_policy(),
-        binding(LEASE_GATE_POLICY),
+        lease_scheduler_policy(),
+        binding(LEASE_SCHEDULER_POLICY),
         lease_fit_policy(),
         binding(LEASE_FIT_POLICY, every_lease),
     ]

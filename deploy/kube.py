@@ -330,12 +330,19 @@ class Kube:
             "PATCH", resource, namespace, name, ops, content_type="application/json-patch+json"
         )
 
-    def bind(self, namespace: str, pod: str, node: str) -> None:
-        """Bind a pod to a node (a `Binding`, what a scheduler or virtual kubelet posts)."""
+    def bind(
+        self, namespace: str, pod: str, node: str, resource_version: str | None = None
+    ) -> None:
+        """Bind a pod to a node (a `Binding`, what a scheduler or virtual kubelet posts). With
+        `resource_version` it binds only the pod at that version, the very pod the caller
+        checked (`Conflict` if it changed, or was deleted and created again, since)."""
+        meta: dict[str, Any] = {"name": pod}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
         binding = {
             "apiVersion": "v1",
             "kind": "Binding",
-            "metadata": {"name": pod},
+            "metadata": meta,
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         self._request("POST", "pods/binding", namespace, pod, binding)

@@ -24,9 +24,9 @@ the scenario says) -- driven by real messages instead of in-process calls, sub-s
    `GPULease` objects in the holders' namespaces (`market_leases.py`: with the `grant` their pods
    must stay inside; an ended one -- once its pods were bound -- is marked `status.ending`, its
    pods are deleted, and once they are gone it gets `status.release`), consumed
-   messages are deleted, pods no active lease covers are deleted at each clearing, and the gates
-   of a lease's pods are lifted as soon as all of them exist (`market_pods.py`, on a watch of
-   the host's pods).
+   messages are deleted, pods no active lease covers are deleted at each clearing, and a
+   lease's pods are bound as soon as all of them exist (`market_pods.py`, on a watch of the
+   host's pods).
 
 **Restart-safe**: a controller killed at any point and started again (or a standby replica that
 takes over the leader election) replays the journal through the same environment, gets the same
@@ -302,7 +302,7 @@ class MarketController:
         is through."""
         if not self._unsettled:
             return
-        self.leases.apply_changes()  # first: the holders and kube-scheduler wait on them
+        self.leases.apply_changes()  # first: the holders wait on them
         if self._cleared:
             self.telemetry.epoch.set(self.market.epoch)
             self.pods.enforce()

@@ -185,7 +185,7 @@ class LeasePublisher:
 
     def settle(self) -> None:
         """Wait until every lease published but not seen bound yet is (before the market exits:
-        nobody would lift their pods' gates after it)."""
+        nobody would bind their pods after it)."""
         self._deadline = time.monotonic() + self.placement_timeout
         active = {lease.lease_id for lease in self.pods.active()}
         waiting = [lease for lease_id, lease in self.unplaced.items() if lease_id in active]

@@ -1,23 +1,27 @@
-"""The market's side of pods: admit a lease's pods together, evict what no lease covers.
+"""The market's side of pods: bind a lease's pods together, evict what no lease covers.
 
 Why apart from the controller's loop: this is the part that makes a lease the only right to
 run, and it is where an agent's pods are checked against what it was granted. The market is the
 one party that knows every lease for certain (it holds them in memory; admission sees them
-through a cache), so before it lifts the scheduling gate of a lease's pods it checks them itself:
+through a cache), and the only one that binds agents' pods on the host (they name it as their
+scheduler, `objects.MARKET_SCHEDULER`, so kube-scheduler leaves them alone; agents may not bind),
+so before it binds a lease's pods it checks them itself:
 
 * every pod must fit the lease's grant (`lease_grant.grant_violations`: resources, GPU kind,
   node of its slot); a pod that does not is evicted at once (deleted, counted as
   `pod-exceeds-lease`, logged), and the holder may create a correct one;
 * a lease's slots hold one pod each; a second pod claiming a taken slot is evicted likewise;
-* only when every slot holds a fitting pod are the gates lifted, each guarded by the pod's
-  resourceVersion, so a pod changed after the check is not released on the strength of it;
+* only when every slot holds a fitting pod are they bound, each to its slot's node and guarded by
+  the pod's resourceVersion, so a pod changed (or created again) after the check is not bound on
+  the strength of it;
 * and only if the market's state is still this replica's (`fence`, a read of the state's
-  resourceVersion after the pods were read): a replica deposed meanwhile lifts no gate and
+  resourceVersion after the pods were read): a replica deposed meanwhile binds no pod and
   deletes no pod on the strength of leases the new leader may have ended or granted since.
 
 When a lease ends, the market deletes its pods (`reclaim`) after marking it ending and before
 it writes the release (`market_leases.py`). At each clearing every pod of an agent namespace
-that the market polices -- it asks for a GPU, waits behind the lease gate, or names a lease --
+that the market polices -- it asks for a GPU, names the market as its scheduler, or names a
+lease --
 and that no active lease covers is deleted (reclaimed from a lease that ended or moved, evicted
 otherwise). Pods an operator runs there (the negotiator's own Deployment) are none of these and
 are left alone.
@@ -40,8 +44,9 @@ from gpuparley.deploy.gpu_resources import is_gpu_resource
 from gpuparley.deploy.informer import Wakeup
 from gpuparley.deploy.kube import Conflict, Invalid, Kube, NotFound
 from gpuparley.deploy.lease_grant import grant_violations, lease_grant, lease_of, pod_index
+from gpuparley.deploy.objects import MARKET_SCHEDULER
 from gpuparley.deploy.telemetry import Telemetry
-from gpuparley.deploy.workload import HOSTNAME_LABEL, gate_index, ungate
+from gpuparley.deploy.workload import HOSTNAME_LABEL, waiting
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.messages import Lease, Release
 
@@ -72,9 +77,10 @@ def is_gpu_pod(pod: dict[str, Any]) -> bool:
 
 
 def policed(pod: dict[str, Any]) -> bool:
-    """Whether the market answers for this pod: it asks for a GPU, waits for a lease, or names
-    one (everything an agent may create in its namespace is one of these)."""
-    return is_gpu_pod(pod) or gate_index(pod) is not None or bool(lease_of(pod))
+    """Whether the market answers for this pod: it asks for a GPU, is the market's to bind, or
+    names a lease (everything an agent may create in its namespace is one of these)."""
+    scheduler = (pod.get("spec") or {}).get("schedulerName")
+    return is_gpu_pod(pod) or scheduler == MARKET_SCHEDULER or bool(lease_of(pod))
 
 
 def _deleting(pod: dict[str, Any]) -> bool:
@@ -109,6 +115,9 @@ class LeasePods:
         self.evicted: list[str] = []  # namespace/pod of every eviction, in order
         self.reclaimed_pods = 0
         self.misfits: Counter[str] = Counter()  # why pods were evicted at admission
+        # (namespace, name) -> the resourceVersion this replica bound: the pod cache may not
+        # show the binding yet at the next look, and binding it again would only meet a 409.
+        self._bound: dict[tuple[str, str], str] = {}
 
     def active(self) -> list[Lease]:
         """Every lease pods may run under now: the market's, and own-quota grants."""
@@ -132,11 +141,11 @@ class LeasePods:
         return found
 
     def admit(self, pods: Pods, leases: Iterable[Lease] | None = None) -> None:
-        """Lift the lease gate of each lease's pods (default: the active leases), all at once,
-        once every slot holds a pod that fits the lease (misfits and second claimants of a slot
-        are evicted). Nothing is written unless `fence` passes after the pods were read."""
+        """Bind each lease's pods (default: the active leases') to their slots' nodes, all at
+        once, once every slot holds a pod that fits the lease (misfits and second claimants of a
+        slot are evicted). Nothing is written unless `fence` passes after the pods were read."""
         misfits: list[tuple[dict[str, Any], str]] = []
-        admitted: list[dict[str, Any]] = []
+        admitted: list[tuple[dict[str, Any], str]] = []
         for lease in self.active() if leases is None else leases:
             key = lease_key(lease)
             grant = self.grant(lease)
@@ -155,20 +164,31 @@ class LeasePods:
                     continue
                 slots[pod_index(pod)] = pod
             if len(slots) == len(lease.resources):  # else: not every pod of the lease exists yet
-                admitted += [pod for pod in slots.values() if gate_index(pod) is not None]
+                nodes = {item.pod: item.node for item in lease.resources}
+                admitted += [
+                    (pod, nodes[index])
+                    for index, pod in slots.items()
+                    if waiting(pod, MARKET_SCHEDULER) and not self._binding_made(pod)
+                ]
         if not misfits and not admitted:
             return
         self.fence()
         evicted = self.kube.each(self._delete, [pod for pod, _reason in misfits])
-        self.kube.each(self._ungate, admitted)
+        self.kube.each(lambda bound: self._bind(*bound), admitted)
         for (pod, reason), gone in zip(misfits, evicted, strict=True):
             if gone:
                 self._evicted(pod, "pod-exceeds-lease", reason)
 
-    def _ungate(self, pod: dict[str, Any]) -> None:
+    def _binding_made(self, pod: dict[str, Any]) -> bool:
+        meta = pod["metadata"]
+        return self._bound.get((meta["namespace"], meta["name"])) == meta.get("resourceVersion")
+
+    def _bind(self, pod: dict[str, Any], node: str) -> None:
         # Gone, or changed since it was checked: the next look checks it again.
+        meta = pod["metadata"]
         with contextlib.suppress(NotFound, Conflict, Invalid):
-            ungate(self.kube, pod["metadata"]["namespace"], pod, guard_version=True)
+            self.kube.bind(meta["namespace"], meta["name"], node, meta.get("resourceVersion"))
+            self._bound[meta["namespace"], meta["name"]] = meta.get("resourceVersion") or ""
 
     def _evicted(self, pod: dict[str, Any], category: str, reason: str) -> None:
         """Count and log the eviction of a pod that broke its lease."""
@@ -187,7 +207,7 @@ class LeasePods:
         `deadline`, admitting them as they appear.
 
         In the simulator a lease is placed the instant it is signed; on a cluster the holder
-        must sync its pods, the market must admit them and kube-scheduler must bind them. Job
+        must sync its pods and the market must check and bind them. Job
         progress is modelled, so the market publishes what a clearing changed only once the
         leases it granted before are real. A holder that does not sync in time (crashed,
         partitioned, or whose pods keep being evicted) can delay the market, never block it.
@@ -211,8 +231,9 @@ class LeasePods:
         """Delete every pod of `leases` (ending: their holders no longer sync them) and hold
         until the watch shows none left; past the monotonic `deadline`, delete what a list from
         the apiserver shows instead (a deletion is immediate, grace period 0, so then none are
-        left that the market ever admitted: a pod created later is gated, and the market lifts
-        no gate of an ending lease). The first phase of a lease's end: its release follows."""
+        left that the market ever admitted: a pod created later stays unbound, as the market
+        binds no pod of an ending lease). The first phase of a lease's end: its release
+        follows."""
         keys = {lease_key(lease) for lease in leases}
         while True:
             pods = [

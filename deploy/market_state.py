@@ -22,7 +22,7 @@ the same inputs (bids are deleted only after it, and negotiators' answers are in
 one killed after it replays the record and then reconciles the effects, which are idempotent.
 A replica that lost its leadership and still tries to write meets a newer resourceVersion
 (409) and stops: two markets never both advance the journal. The market's writes to pods and
-GPULeases, which are not in the journal (gates lifted, pods deleted, leases written, marked
+GPULeases, which are not in the journal (pods bound, pods deleted, leases written, marked
 ending or released), are fenced the same way: just before them `confirm` reads the head and
 stops the replica if its resourceVersion moved, so a deposed replica does not act on a state
 the new leader has changed.
@@ -140,7 +140,7 @@ class MarketState:
     def confirm(self) -> None:
         """Check, with a read from the apiserver, that no other replica wrote the state since
         this one last read or wrote it: the fence before a write that is not in the journal (a
-        gate lifted, a pod deleted, a GPULease written) is made on the strength of this
+        pod bound, a pod deleted, a GPULease written) is made on the strength of this
         replica's state. StateError
         if one did (this replica is deposed)."""
         head = self.kube.get("configmaps", MARKET_NAMESPACE, STATE_CONFIGMAP)

@@ -3,12 +3,13 @@ shared host cluster.
 
 It keeps no state of its own (a restart or a second replica picks up exactly where the first
 left off): it follows what the clusters say through watches (`informer.py`: its market view,
-leases, host pods and own `Negotiator` object on the host; its gated pods in its own plane) and
+leases, host pods and own `Negotiator` object on the host; its pods in its own plane) and
 reconciles whenever one of them changes -- no polling, so an idle negotiator costs the
 apiservers one watch request per set every few minutes:
 
-* **demands**: pods in the agent's plane that carry the scheduling gate `gpuparley.io/lease`,
-  grouped into jobs by the `gpuparley.io/job` label (`deploy/workload.py`);
+* **demands**: pods in the agent's plane that carry the `gpuparley.io/job` label, grouped into
+  jobs by it (`deploy/workload.py`); they name the negotiator as their scheduler
+  (`schedulerName: gpuparley`, `objects.AGENT_SCHEDULER`), so nothing else binds them;
 * **decisions**: each new market view (published only when the agent has something to decide)
   is encoded with the environment's encoder and answered by the policy (the exported ONNX model,
   or a scripted negotiator); a bid is sent as an `Offer` object into the agent's own home
@@ -17,12 +18,12 @@ apiservers one watch request per set every few minutes:
   with a policy that is a function of its view (`deterministic`), the rest of an auction round
   is answered too, before it is asked, in that status (`answers_ahead.py`);
 * **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
-  namespace with the lease's node and GPU resources (as a virtual control plane syncs pods),
-  behind the lease gate; the market lifts the gate once every pod of the lease exists, and the
-  real kube-scheduler binds them (a gang starts all together or not at all). The agent's own
-  pods are then ungated, bound to the host node and mirror the host pods' phase. A lease marked
-  ending is no longer synced and its host pods are deleted; once released, a finished job's pods
-  are marked Succeeded, any other job's are re-gated (recreated behind the gate) to wait.
+  namespace with the lease's node and GPU resources (as a virtual control plane syncs pods), for
+  the market to bind (`schedulerName: gpuparley-market`); the market binds them once every pod
+  of the lease exists and fits it (a gang starts all together or not at all). The agent's own
+  pods are then bound to the host node and mirror the host pods' phase. A lease marked ending is
+  no longer synced and its host pods are deleted; once released, a finished job's pods are
+  marked Succeeded, any other job's are created again unbound to wait.
 
 Message hygiene: the policy only ever acts on the market's view; a view that does not parse, or a
 slot naming a job the agent has no pods for, is counted as a rejection and answered with a pass.
@@ -30,7 +31,6 @@ slot naming a job the agent has no pods for, is counted as a rejection and answe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -45,7 +45,7 @@ import numpy as np
 from gpuparley.deploy import objects
 from gpuparley.deploy.answers_ahead import answers_ahead
 from gpuparley.deploy.informer import Informer, Wakeup
-from gpuparley.deploy.kube import AlreadyExists, ApiError, Invalid, Kube, NotFound
+from gpuparley.deploy.kube import AlreadyExists, ApiError, Conflict, Kube, NotFound
 from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.negotiator_messages import ACTIONS, Message, NoMessage, message_for
 from gpuparley.deploy.telemetry import Telemetry
@@ -53,11 +53,9 @@ from gpuparley.deploy.workload import (
     HOSTNAME_LABEL,
     PodGroup,
     WorkloadError,
-    gate_index,
     group_pods,
     host_pod,
-    regated,
-    ungate,
+    unbound,
 )
 from gpuparley.envs.market.encoding import AgentView, Decision, decode, encode
 from gpuparley.envs.market.messages import Demand, Lease, MessageError
@@ -347,7 +345,7 @@ class NegotiatorProcess:
                 self._reject("lease-without-pods", f"no pods for leased job {lease.job!r}")
         # The active leases are synced after the ended ones' pods are deleted, all at once (each
         # touches its own job's pods only): a clearing's leases cost one round trip, not one each.
-        # Their host pods first, on which the market and kube-scheduler wait; then the agent
+        # Their host pods first, on which the market waits; then the agent
         # plane's side of the leases whose pods all exist.
         complete = self.host.each(lambda run: self._run(*run, host_pods), running)
         placed = [run for run, done in zip(running, complete, strict=True) if done]
@@ -400,12 +398,8 @@ class NegotiatorProcess:
         return complete
 
     def _release(self, lease: Lease, group: PodGroup, host_pods: dict[str, dict[str, Any]]) -> None:
-        """Every pod of the lease exists on the host: release the gang in the agent plane."""
+        """Every pod of the lease exists on the host: the agent plane follows the host pods."""
         pods = group.pods
-        for agent_pod in pods:
-            # Gone, or our cache is behind a change already made: the watch catches up.
-            with contextlib.suppress(NotFound, Invalid):
-                ungate(self.plane, self.config.workload_namespace, agent_pod)
         for item in lease.resources:
             self._mirror(pods[item.pod], host_pods.get(pods[item.pod]["metadata"]["name"]) or {})
 
@@ -419,8 +413,10 @@ class NegotiatorProcess:
         if not (agent_pod.get("spec") or {}).get("nodeName"):
             try:
                 self.plane.bind(namespace, name, node)
-            except AlreadyExists:
+            except Conflict:
                 return  # bound a moment ago; the watch has not told us yet
+            except NotFound:
+                return  # deleted meanwhile; the watch catches up
             agent_pod["spec"]["nodeName"] = node
             self.telemetry.pods_synced.labels("bound").inc()
         phase = (host.get("status") or {}).get("phase")
@@ -438,7 +434,7 @@ class NegotiatorProcess:
         host_pods: dict[str, dict[str, Any]],
         job_has_active_lease: bool,
     ) -> None:
-        """Ending: its host pods deleted. Released: its job's pods Succeeded, or re-gated."""
+        """Ending: its host pods deleted. Released: its job's pods Succeeded, or unbound again."""
         name = obj["metadata"]["name"]
         for pod_name, pod in list(host_pods.items()):
             if (pod.get("metadata", {}).get("labels") or {}).get(objects.LEASE_LABEL) == name:
@@ -464,14 +460,14 @@ class NegotiatorProcess:
                     self.telemetry.pods_synced.labels("completed").inc()
             return
         for pod in group.pods:
-            if gate_index(pod) is not None and not (pod.get("spec") or {}).get("nodeName"):
-                continue
+            if not (pod.get("spec") or {}).get("nodeName"):
+                continue  # waiting already
             self.plane.delete("pods", namespace, pod["metadata"]["name"])
-            self.agent_pods.observe(self._recreate(namespace, regated(pod)))
-            self.telemetry.pods_synced.labels("regated").inc()
+            self.agent_pods.observe(self._recreate(namespace, unbound(pod)))
+            self.telemetry.pods_synced.labels("unbound").inc()
 
     def _recreate(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
-        """Create the re-gated pod once the old one is gone (deletion is asynchronous)."""
+        """Create the unbound copy once the old pod is gone (deletion is asynchronous)."""
         for _ in range(100):
             created = self.plane.create("pods", namespace, pod)
             if created is not None:

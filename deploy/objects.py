@@ -19,7 +19,11 @@ KIND_LABEL = f"{LABEL_PREFIX}/message"
 AGENT_LABEL = f"{LABEL_PREFIX}/agent"
 JOB_LABEL = f"{LABEL_PREFIX}/job"  # pod-group: every pod of one job (a gang) carries it
 LEASE_LABEL = f"{LABEL_PREFIX}/lease"  # on a synced host pod: the GPULease it runs under
-LEASE_GATE = f"{LABEL_PREFIX}/lease"  # the scheduling gate that holds a pod until its lease
+# Who binds a pod (its `spec.schedulerName`; kube-scheduler leaves pods naming another alone):
+# in an agent's own plane its negotiator, once the job's lease is placed; on the host the market,
+# once every pod of the lease exists and fits it. A pod naming either waits unbound until then.
+AGENT_SCHEDULER = "gpuparley"
+MARKET_SCHEDULER = "gpuparley-market"
 
 MARKET_NAMESPACE = "gpuparley-system"
 VIEW_CONFIGMAP = "gpuparley-market-view"  # in each agent's home namespace, written by the market

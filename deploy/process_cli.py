@@ -3,7 +3,7 @@
 * ``gpuparley negotiator run``: one agent's negotiator (``deploy/negotiator.py``);
 * ``gpuparley negotiator check``: load a policy and make one decision (the image's smoke test);
 * ``gpuparley market run``: the market controller on the host (``deploy/market_controller.py``);
-* ``gpuparley workload submit``: a scenario's jobs as gated pods in an agent's control plane.
+* ``gpuparley workload submit``: a scenario's jobs as pods in an agent's control plane.
 
 Each process logs JSON lines on stderr and serves /metrics, /healthz and /readyz; SIGTERM stops
 it cleanly (the negotiator gives up its leadership first).
@@ -24,7 +24,9 @@ app_negotiator = typer.Typer(help="Run one agent's negotiator.", no_args_is_help
 app_market = typer.Typer(
     help="Run the market controller on the host cluster.", no_args_is_help=True
 )
-app_workload = typer.Typer(help="Submit a scenario's jobs as gated pods.", no_args_is_help=True)
+app_workload = typer.Typer(
+    help="Submit a scenario's jobs as pods for the negotiator.", no_args_is_help=True
+)
 
 Kubeconfig = Annotated[Path | None, typer.Option(help="Kubeconfig (default: in-cluster).")]
 Port = Annotated[int, typer.Option(help="Port of /metrics, /healthz, /readyz (0: any).")]
@@ -74,7 +76,9 @@ def negotiator_run(
     agent_kubeconfig: Annotated[
         Path | None, typer.Option(help="Kubeconfig of the agent's own control plane.")
     ] = None,
-    workload_namespace: Annotated[str, typer.Option(help="Namespace of gated pods.")] = "default",
+    workload_namespace: Annotated[
+        str, typer.Option(help="Namespace of the agent's job pods.")
+    ] = "default",
     namespace: Annotated[str | None, typer.Option(help="Home namespace on the host.")] = None,
     leader_elect: Annotated[bool, typer.Option(help="Elect a leader among replicas.")] = False,
     identity: Annotated[str, typer.Option(help="Replica identity (default host-pid).")] = "",
@@ -85,7 +89,7 @@ def negotiator_run(
     ] = 5.0,
     log_level: str = "info",
 ) -> None:
-    """Negotiate for the agent's gated pods and run them on the host under their leases."""
+    """Negotiate for the agent's job pods and run them on the host under their leases."""
     from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
     from gpuparley.deploy.telemetry import Telemetry, setup_logging
 
@@ -222,7 +226,7 @@ def workload_submit(
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
     namespace: Annotated[str, typer.Option(help="Namespace for the pods.")] = "default",
 ) -> None:
-    """Create the agent's jobs of a scenario as pods behind the lease gate (idempotent)."""
+    """Create the agent's jobs of a scenario as pods its negotiator binds (idempotent)."""
     from gpuparley.deploy.workload import WorkloadError, submit_jobs
     from gpuparley.envs.scenario import ScenarioError, load_scenario
 

@@ -22,7 +22,7 @@ from gpuparley.deploy.objects import AGENT_LABEL, agent_namespace
 QUOTA_NAME = "gpuparley-agent"
 OFFERS = f"count/offers.{GROUP}"
 DEFAULT_OFFERS = 16  # a negotiator keeps at most one unconsumed bid per sub-step
-DEFAULT_PODS = 256  # host copies of leased pods (a job's gang at most) plus gated ones
+DEFAULT_PODS = 256  # host copies of leased pods (a job's gang at most) plus waiting ones
 
 
 def quota(namespace: str, agent: str, hard: dict[str, str]) -> dict[str, Any]:

@@ -133,9 +133,10 @@ def cluster_roles() -> list[dict[str, Any]]:
                 # restrict update/patch, so the market cannot rewrite the agent's own config.
                 _rule(["configmaps"], [*READ, "create"], group=""),
                 _rule(["configmaps"], ["update", "patch"], group="", names=[VIEW_CONFIGMAP]),
-                # Evict pods not covered by a lease; lift the lease scheduling gate (a JSON
-                # patch) of pods whose lease is active.
-                _rule(["pods"], [*READ, "patch", "delete"], group=""),
+                # Evict pods not covered by a lease; bind the pods of a lease that is active
+                # (agents' pods name the market as their scheduler).
+                _rule(["pods"], [*READ, "delete"], group=""),
+                _rule(["pods/binding"], ["create"], group=""),
                 *_events_create(),
             ],
         ),

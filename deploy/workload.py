@@ -32,7 +32,13 @@ from gpuparley.deploy.gpu_resources import (
     lease_item_limits,
     mig_resource,
 )
-from gpuparley.deploy.objects import JOB_LABEL, LABEL_PREFIX, LEASE_GATE, LEASE_LABEL
+from gpuparley.deploy.objects import (
+    AGENT_SCHEDULER,
+    JOB_LABEL,
+    LABEL_PREFIX,
+    LEASE_LABEL,
+    MARKET_SCHEDULER,
+)
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.market.demand import demand_for, job_name
 from gpuparley.envs.market.messages import Demand, ResourceItem
@@ -75,8 +81,9 @@ def pod_resources(pod: PodDemand, gpu: Mapping[str, str]) -> dict[str, Any]:
     return {"requests": dict(limits), "limits": limits}
 
 
-def pods_for_job(job: Job, gated: bool = True) -> list[dict[str, Any]]:
-    """The agent-plane pods of one job, held by the lease gate until the job wins a lease."""
+def pods_for_job(job: Job, scheduler: str | None = AGENT_SCHEDULER) -> list[dict[str, Any]]:
+    """The agent-plane pods of one job, for its negotiator to bind once the job's lease is
+    placed (`scheduler` None: kube-scheduler's, as a plain cluster would run them)."""
     name = job_name(job)
     group = object_safe(name)
     annotations = {JOB_NAME_ANNOTATION: name, PODS_ANNOTATION: str(job.pods)}
@@ -95,7 +102,7 @@ def pods_for_job(job: Job, gated: bool = True) -> list[dict[str, Any]]:
                 "annotations": {**annotations, INDEX_ANNOTATION: str(index)},
             },
             "spec": {
-                "schedulingGates": [{"name": LEASE_GATE}] if gated else [],
+                **({"schedulerName": scheduler} if scheduler else {}),
                 "containers": [
                     {"name": "main", "image": JOB_IMAGE, "resources": copy.deepcopy(resources)}
                 ],
@@ -186,10 +193,11 @@ def group_pods(pods: Iterable[Mapping[str, Any]]) -> dict[str, PodGroup]:
 
 
 def submit_jobs(kube: Any, namespace: str, jobs: Iterable[Job], agent: str) -> int:
-    """Create `agent`'s GPU jobs as gated pods (existing pods are left alone); pods created.
+    """Create `agent`'s GPU jobs as pods its negotiator places (existing pods are left alone);
+    pods created.
 
-    CPU-only jobs are refused: the in-cluster market leases GPUs only, and a gated CPU pod would
-    wait for a lease that is never offered."""
+    CPU-only jobs are refused: the in-cluster market leases GPUs only, and a CPU pod would wait
+    for a lease that is never offered."""
     mine = [job for job in jobs if job.owner == agent]
     cpu_only = [job_name(job) for job in mine if job.pod.gpu.kind == "none"]
     if cpu_only:
@@ -204,31 +212,10 @@ def submit_jobs(kube: Any, namespace: str, jobs: Iterable[Job], agent: str) -> i
     return created
 
 
-def gate_index(pod: Mapping[str, Any]) -> int | None:
-    """Position of the lease gate in the pod's scheduling gates (None: not gated by us)."""
-    gates = (pod.get("spec") or {}).get("schedulingGates") or []
-    return next((i for i, g in enumerate(gates) if g.get("name") == LEASE_GATE), None)
-
-
-def ungate(kube: Any, namespace: str, pod: dict[str, Any], guard_version: bool = False) -> None:
-    """Remove the lease gate, guarded by a JSON-patch `test` so a stale copy of the pod cannot
-    remove some other gate that moved into its position. With `guard_version` the patch also
-    tests the pod's resourceVersion: it applies only to the very pod the caller checked (the
-    market, which verified the pod against its lease); otherwise the apiserver answers 422."""
-    index = gate_index(pod)
-    if index is None:
-        return
-    ops = [
-        {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": LEASE_GATE},
-        {"op": "remove", "path": f"/spec/schedulingGates/{index}"},
-    ]
-    version = (pod.get("metadata") or {}).get("resourceVersion")
-    if guard_version and version:
-        ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
-    kube.json_patch("pods", namespace, pod["metadata"]["name"], ops)
-    pod["spec"]["schedulingGates"] = [
-        g for i, g in enumerate(pod["spec"]["schedulingGates"]) if i != index
-    ]
+def waiting(pod: Mapping[str, Any], scheduler: str) -> bool:
+    """The pod is `scheduler`'s to bind and not bound yet: it waits for its lease."""
+    spec = pod.get("spec") or {}
+    return spec.get("schedulerName") == scheduler and not spec.get("nodeName")
 
 
 def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -> dict[str, Any]:
@@ -246,8 +233,8 @@ def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -
             "annotations": {**(meta.get("annotations") or {}), INDEX_ANNOTATION: str(item.pod)},
         },
         "spec": {
-            # Only the market lifts this gate, once every pod of the lease exists.
-            "schedulingGates": [{"name": LEASE_GATE}],
+            # Only the market binds it, once every pod of the lease exists and fits.
+            "schedulerName": MARKET_SCHEDULER,
             "containers": [container],
             "nodeSelector": {HOSTNAME_LABEL: item.node},
             # KWOK's fake nodes carry this taint on real clusters' kwok set-ups; harmless here.
@@ -256,11 +243,11 @@ def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -
     }
 
 
-def regated(pod: dict[str, Any]) -> dict[str, Any]:
-    """A fresh copy of an agent pod behind the lease gate (gates can only be set at creation)."""
+def unbound(pod: dict[str, Any]) -> dict[str, Any]:
+    """A fresh, unbound copy of an agent pod, to wait for a lease again (a binding cannot be
+    undone: the pod is deleted and created again)."""
     meta = pod["metadata"]
-    spec = {k: v for k, v in pod["spec"].items() if k not in ("nodeName", "schedulingGates")}
-    spec["schedulingGates"] = [{"name": LEASE_GATE}]
+    spec = {k: v for k, v in pod["spec"].items() if k != "nodeName"}
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -31,7 +31,7 @@ def _register_commands() -> None:
     app.add_typer(deploy_app, name="deploy", help="Negotiator manifests: CRDs, RBAC, Deployment.")
     app.add_typer(app_negotiator, name="negotiator", help="One agent's in-cluster negotiator.")
     app.add_typer(app_market, name="market", help="The market controller on the host cluster.")
-    app.add_typer(app_workload, name="workload", help="Scenario jobs as gated pods.")
+    app.add_typer(app_workload, name="workload", help="Scenario jobs as pods for the negotiator.")
     app.add_typer(protocol_app, name="protocol", help="The market protocol, checked with spin.")
 
 

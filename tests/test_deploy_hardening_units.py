@@ -16,7 +16,7 @@ import pytest
 
 from gpuparley.deploy import crds, objects
 from gpuparley.deploy.answers_ahead import ahead_id
-from gpuparley.deploy.kube import Conflict, Invalid
+from gpuparley.deploy.kube import Conflict
 from gpuparley.deploy.lease_grant import grant_violations, lease_grant
 from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.schema_bounds import open_fields
@@ -140,7 +140,8 @@ class FakeKube:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.patches: list[tuple[str, str, list[dict[str, Any]]]] = []
+        self.bindings: list[tuple[str, str]] = []  # (pod, node), in order
+        self.binding_requests = 0  # refused ones too
         self.writes: list[tuple[str, str, str]] = []
         self.requests: Counter[str] = Counter()
         self._version = 100
@@ -217,18 +218,18 @@ class FakeKube:
             return False  # the apiserver's uid precondition: another object of that name
         return self.objects.pop(key, None) is not None
 
-    def json_patch(
-        self, resource: str, namespace: str, name: str, ops: list[dict[str, Any]]
+    def bind(
+        self, namespace: str, pod: str, node: str, resource_version: str | None = None
     ) -> None:
-        obj = self.objects[resource, namespace, name]
-        for op in ops:
-            if (
-                op["path"] == "/metadata/resourceVersion"
-                and op["value"] != obj["metadata"]["resourceVersion"]
-            ):
-                raise Invalid(422, "Invalid", "the test operation failed")
-        self.patches.append((resource, name, ops))
-        obj["spec"]["schedulingGates"] = []
+        self.binding_requests += 1
+        obj = copy.deepcopy(self.objects["pods", namespace, pod])
+        if resource_version and resource_version != obj["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", "Precondition failed: ResourceVersion")
+        if obj["spec"].get("nodeName"):
+            raise Conflict(409, "Conflict", f"pod {pod} is already assigned to a node")
+        obj["spec"]["nodeName"] = node
+        self._store("create", "pods/binding", namespace, obj)
+        self.bindings.append((pod, node))
 
 
 def _controller() -> tuple[MarketController, FakeKube]:
@@ -297,7 +298,7 @@ def test_bids_outside_their_senders_namespace_are_forged_and_deleting_ones_ignor
     assert [o["metadata"]["name"] for o in kube.list("offers")] == [held["metadata"]["name"]]
 
 
-def test_the_market_lifts_gates_only_when_every_slot_holds_a_fitting_pod() -> None:
+def test_the_market_binds_pods_only_when_every_slot_holds_a_fitting_pod() -> None:
     controller, kube = _controller()
     lease, _grant, (first, second) = _host_pods("gang")
     controller.market.leases[lease.lease_id] = lease
@@ -308,7 +309,7 @@ def test_the_market_lifts_gates_only_when_every_slot_holds_a_fitting_pod() -> No
     kube.add("pods", first)
     kube.add("pods", oversized)
     controller.pods.admit(controller.pods.lease_pods())
-    assert kube.patches == []  # not lifted: slot 1 held a misfit, which is gone
+    assert kube.bindings == []  # none bound: slot 1 held a misfit, which is gone
     assert controller.pods.evicted == [f"agent-alpha/{second['metadata']['name']}"]
     assert controller.pods.misfits == {"pod-exceeds-lease": 1}
     kube.add("pods", second)
@@ -316,23 +317,51 @@ def test_the_market_lifts_gates_only_when_every_slot_holds_a_fitting_pod() -> No
     pods = controller.pods.lease_pods()
     stale["metadata"]["resourceVersion"] = "2"  # changed after the market looked
     controller.pods.admit(pods)
-    assert [name for _r, name, _ops in kube.patches] == [second["metadata"]["name"]]
+    assert [name for name, _node in kube.bindings] == [second["metadata"]["name"]]
     controller.pods.admit(controller.pods.lease_pods())
-    assert len(kube.patches) == 2
-    assert all(ops[0]["path"] == "/metadata/resourceVersion" for _r, _n, ops in kube.patches)
+    # Each to its slot's node, and each once (a bound pod is no longer the market's to bind).
+    first_item, second_item = lease.resources
+    assert kube.bindings == [
+        (second["metadata"]["name"], second_item.node),
+        (first["metadata"]["name"], first_item.node),
+    ]
+    controller.pods.admit(controller.pods.lease_pods())
+    assert len(kube.bindings) == 2
+
+
+def test_a_pod_bound_is_not_bound_again_while_the_cache_is_behind() -> None:
+    controller, kube = _controller()
+    lease, _grant, pods = _host_pods("whole")
+    controller.market.leases[lease.lease_id] = lease
+    for pod in pods:
+        pod["metadata"]["namespace"] = "agent-alpha"
+        kube.add("pods", pod)
+    before = kube.list("pods")  # what the watch still shows after the binding
+    controller.pods.source = lambda: copy.deepcopy(before)
+    controller.pods.admit(controller.pods.lease_pods())
+    controller.pods.admit(controller.pods.lease_pods())
+    assert len(kube.bindings) == kube.binding_requests == len(pods)
+    # The pod created again under the name (a new resourceVersion) is judged afresh.
+    kube.objects["pods", "agent-alpha", pods[0]["metadata"]["name"]]["spec"].pop("nodeName")
+    kube.objects["pods", "agent-alpha", pods[0]["metadata"]["name"]]["metadata"][
+        "resourceVersion"
+    ] = "999"
+    controller.pods.source = lambda: kube.list("pods")
+    controller.pods.admit(controller.pods.lease_pods())
+    assert len(kube.bindings) == kube.binding_requests == len(pods) + 1
 
 
 def test_pods_no_lease_covers_are_evicted_and_operator_pods_left_alone() -> None:
     controller, kube = _controller()
-    gated_cpu = {
+    waiting_cpu = {
         "metadata": {"name": "cpu-only", "namespace": "agent-alpha"},
-        "spec": {"schedulingGates": [{"name": objects.LEASE_GATE}], "containers": []},
+        "spec": {"schedulerName": objects.MARKET_SCHEDULER, "containers": []},
     }
     operator = {
         "metadata": {"name": "gpuparley-negotiator-abc", "namespace": "agent-alpha"},
         "spec": {"containers": [{"name": "n", "resources": {"limits": {"cpu": "1"}}}]},
     }
-    kube.add("pods", gated_cpu)
+    kube.add("pods", waiting_cpu)
     kube.add("pods", operator)
     controller.pods.enforce()
     assert controller.pods.evicted == ["agent-alpha/cpu-only"]

@@ -26,12 +26,12 @@ from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (
     WorkloadError,
-    gate_index,
     group_pods,
     host_pod,
     object_safe,
     pod_demand,
     pods_for_job,
+    waiting,
 )
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.demand import demand_of
@@ -55,7 +55,7 @@ def test_pods_read_back_as_the_markets_demand(scenario: str) -> None:
         group = groups[job.name]
         assert group.complete
         assert group.demand() == demand_of(job)
-        assert all(gate_index(pod) == 0 for pod in group.pods)
+        assert all(waiting(pod, objects.AGENT_SCHEDULER) for pod in group.pods)
 
 
 def test_a_partial_or_inconsistent_group_is_not_a_demand() -> None:
@@ -103,7 +103,7 @@ def test_host_pods_take_the_leases_node_and_resources() -> None:
     pod = host_pod(pods_for_job(mig_job)[0], "lease-x", item)
     assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "mig-0"}
     assert pod["metadata"]["labels"][objects.LEASE_LABEL] == "lease-x"
-    assert gate_index(pod) == 0  # the market lifts it
+    assert waiting(pod, objects.MARKET_SCHEDULER)  # the market binds it
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert limits[f"nvidia.com/mig-{mig_job.pod.gpu.profile}"] == "1"
     whole = ResourceItem(pod=0, node="whole-0", gpu_kind="whole", gpus=(0, 1))

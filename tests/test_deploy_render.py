@@ -239,7 +239,7 @@ def test_admission_policies_deny_and_cover_offers_and_view() -> None:
     policies = {
         admission.OFFER_SENDER_POLICY: ("gpuparley.io", "offers", {"CREATE", "UPDATE"}),
         admission.MARKET_VIEW_POLICY: ("", "configmaps", {"CREATE", "UPDATE", "DELETE"}),
-        admission.LEASE_GATE_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
+        admission.LEASE_SCHEDULER_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
         admission.LEASE_FIT_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
     }
     for name, (group, resource, operations) in policies.items():
@@ -257,8 +257,8 @@ def test_admission_policies_deny_and_cover_offers_and_view() -> None:
             assert check["reason"] in ("Forbidden", "Invalid")
             assert check["message"]  # the fallback if the messageExpression cannot be evaluated
             assert "+" in check["messageExpression"]  # names the object or the requester
-    gate = docs["ValidatingAdmissionPolicy", admission.LEASE_GATE_POLICY]["spec"]
-    assert gate["matchConstraints"]["namespaceSelector"] == {
+    pods = docs["ValidatingAdmissionPolicy", admission.LEASE_SCHEDULER_POLICY]["spec"]
+    assert pods["matchConstraints"]["namespaceSelector"] == {
         "matchLabels": {rbac.ROLE_LABEL: "agent"}
     }
     homes = [d for d in docs.values() if d["kind"] == "Namespace"]
@@ -366,6 +366,7 @@ MATRIX = [
     ((ALPHA, ALPHA_SA), "delete", "pods", HOME, True),
     ((ALPHA, ALPHA_SA), "get", "pods:status", HOME, True),
     ((ALPHA, ALPHA_SA), "update", "pods:status", HOME, False),
+    ((ALPHA, ALPHA_SA), "create", "pods:binding", HOME, False),  # only the market binds
     ((ALPHA, ALPHA_SA), "create", "coordination.k8s.io.leases", HOME, True),
     ((ALPHA, ALPHA_SA), "delete", "coordination.k8s.io.leases", HOME, False),
     ((ALPHA, ALPHA_SA), "create", "events", HOME, True),
@@ -390,7 +391,9 @@ MATRIX = [
     ((MARKET, MARKET_SA), "list", "pods", BETA_HOME, True),
     ((MARKET, MARKET_SA), "list", "pods", CLUSTER, True),  # by lease label, all namespaces
     ((MARKET, MARKET_SA), "delete", "pods", BETA_HOME, True),
-    ((MARKET, MARKET_SA), "patch", "pods", BETA_HOME, True),  # lifts the lease gate
+    ((MARKET, MARKET_SA), "create", "pods:binding", BETA_HOME, True),  # binds leased pods
+    ((MARKET, MARKET_SA), "create", "pods:binding", "kube-system", False),
+    ((MARKET, MARKET_SA), "patch", "pods", BETA_HOME, False),
     ((MARKET, MARKET_SA), "create", "pods", BETA_HOME, False),
     ((MARKET, MARKET_SA), "delete", "pods", "kube-system", False),
     ((MARKET, MARKET_SA), "patch", "pods", "kube-system", False),

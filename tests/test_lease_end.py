@@ -21,7 +21,7 @@ from gpuparley.deploy import objects
 from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.market_state import STATE_CONFIGMAP, StateError
 from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
-from gpuparley.deploy.workload import gate_index, group_pods, pods_for_job
+from gpuparley.deploy.workload import group_pods, pods_for_job, waiting
 from gpuparley.envs.market.messages import Lease, Release
 from gpuparley.envs.scenario import load_scenario
 
@@ -71,7 +71,6 @@ def _ended_with_running_pods(
     namespace = objects.agent_namespace(lease.holder)
     for pod in pods:
         pod["metadata"]["namespace"] = namespace
-        pod["spec"]["schedulingGates"] = []
         pod["spec"]["nodeName"] = lease.resources[0].node
         pod["status"] = {"phase": "Running"}
         kube.add("pods", pod)
@@ -168,7 +167,6 @@ def test_the_holder_syncs_no_pod_of_an_ending_lease_and_deletes_its_host_pods() 
     agent_pods = json.loads(json.dumps(pods_for_job(JOBS[lease.job])))
     for pod in agent_pods:
         pod["metadata"]["namespace"] = "default"
-        pod["spec"]["schedulingGates"] = []
         pod["spec"]["nodeName"] = lease.resources[0].node  # running under the lease
     obj = objects.gpulease_object(lease)
     obj["metadata"]["namespace"] = home
@@ -188,8 +186,8 @@ def test_the_holder_syncs_no_pod_of_an_ending_lease_and_deletes_its_host_pods() 
     assert plane.writes == []  # its own pods are left until the release
     obj["status"]["release"] = release
     process._sync_leases(group_pods(agent_pods), [obj])
-    regated = plane.list("pods", "default")
-    assert len(regated) == 2 and all(gate_index(pod) is not None for pod in regated)
+    again = plane.list("pods", "default")
+    assert len(again) == 2 and all(waiting(pod, objects.AGENT_SCHEDULER) for pod in again)
 
 
 def test_past_its_deadline_the_end_deletes_what_a_fresh_list_shows() -> None:

@@ -1,9 +1,9 @@
-"""The market's writes outside its journal, without a cluster: a deposed replica lifts no gate and
+"""The market's writes outside its journal, without a cluster: a deposed replica binds no pod and
 deletes no pod (the fence `MarketState.confirm`), a restarted market releases ended leases before
 it signs new ones, and it sweeps the pods no lease covers at once instead of at the next clearing.
 
-These are the rules of the protocol model (`deploy/protocol/README.md`: "gates lifted only after
-a guarded state write", "a lease ends in two phases") as the journal-based controller keeps them.
+These are the rules of the protocol model (`deploy/protocol/README.md`: "pods bound only after a
+guarded state write", "a lease ends in two phases") as the journal-based controller keeps them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from gpuparley.envs.market.messages import Release
 from gpuparley.envs.scenario import load_scenario
 
 
-def _gated_gang(controller: MarketController, kube: FakeKube) -> list[dict[str, Any]]:
-    """A gang lease the market holds, and both its pods on the host, fitting and gated."""
+def _waiting_gang(controller: MarketController, kube: FakeKube) -> list[dict[str, Any]]:
+    """A gang lease the market holds, and both its pods on the host, fitting and unbound."""
     lease, _grant, pods = _host_pods("gang")
     controller.market.leases[lease.lease_id] = lease
     for pod in pods:
@@ -31,16 +31,16 @@ def _gated_gang(controller: MarketController, kube: FakeKube) -> list[dict[str, 
 
 
 def _stray_pod(namespace: str) -> dict[str, Any]:
-    """A gated pod naming no lease the market knows (the market polices it)."""
+    """A pod for the market naming no lease the market knows (the market polices it)."""
     return {
         "metadata": {"name": "stray", "namespace": namespace},
-        "spec": {"schedulingGates": [{"name": objects.LEASE_GATE}], "containers": []},
+        "spec": {"schedulerName": objects.MARKET_SCHEDULER, "containers": []},
     }
 
 
-def test_a_deposed_replica_lifts_no_gate_and_deletes_no_pod() -> None:
+def test_a_deposed_replica_binds_no_pod_and_deletes_no_pod() -> None:
     controller, kube = _controller()
-    _gated_gang(controller, kube)
+    _waiting_gang(controller, kube)
     kube.add("pods", _stray_pod("agent-alpha"))
     head = {"metadata": {"name": STATE_CONFIGMAP, "namespace": objects.MARKET_NAMESPACE}}
     kube.add("configmaps", head)
@@ -52,23 +52,23 @@ def test_a_deposed_replica_lifts_no_gate_and_deletes_no_pod() -> None:
         controller.pods.admit(controller.pods.lease_pods())
     with pytest.raises(StateError, match="no longer the leader"):
         controller.pods.enforce()
-    assert kube.patches == []
+    assert kube.bindings == []
     assert len(kube.list("pods")) == 3  # nothing deleted
     controller.state._version = "8"  # the state is this replica's: it acts
     controller.pods.admit(controller.pods.lease_pods())
-    assert len(kube.patches) == 2
+    assert len(kube.bindings) == 2
     controller.pods.enforce()
     assert controller.pods.evicted == ["agent-alpha/stray"]
 
 
 def test_a_market_with_nothing_to_write_reads_no_state() -> None:
     controller, kube = _controller()
-    for pod in _gated_gang(controller, kube):
-        pod["spec"]["schedulingGates"] = []  # admitted before
+    for pod in _waiting_gang(controller, kube):
+        pod["spec"]["nodeName"] = pod["spec"]["nodeSelector"]["kubernetes.io/hostname"]  # bound
     controller.state._version = "7"  # would fail the fence: there is no state object
     controller.pods.admit(controller.pods.lease_pods())
     controller.pods.enforce()
-    assert kube.patches == [] and len(kube.list("pods")) == 2
+    assert kube.bindings == [] and len(kube.list("pods")) == 2
 
 
 def test_a_restarted_market_releases_ended_leases_before_it_signs_new_ones() -> None:

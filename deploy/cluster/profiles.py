@@ -2,7 +2,7 @@
 
 Why: every negotiating agent gets its own kube-apiserver, and a stock one costs ~260 MiB RSS and
 about 1% of a core while idle -- 32 agents would need 8 GiB before doing anything. An agent's
-plane only ever holds the agent's own workload: pods (created, gated, bound, their status
+plane only ever holds the agent's own workload: pods (created, bound, their status
 mirrored by its negotiator), in namespaces, reached with certificates or tokens. So the slim
 profile serves only the API groups that needs and leaves out the machinery of the rest:
 

@@ -104,9 +104,9 @@ VARIANTS = (
         violates="finished_after_work",
     ),
     Variant(
-        "ungate-before-lease",
-        "BUG_UNGATE_BEFORE_LEASE",
-        "lifts a gated pod's gate on the lease it read, without a guarded write first",
+        "bind-before-lease",
+        "BUG_BIND_BEFORE_LEASE",
+        "binds a waiting pod on the lease it read, without a guarded write first",
         scenario="failover",
         violates="pod_inside_lease",
     ),
@@ -120,7 +120,7 @@ VARIANTS = (
     Variant(
         "no-fit-check",
         "BUG_NO_FIT_CHECK",
-        "lifts the gate of a pod bigger than its lease (trusts admission)",
+        "binds a pod bigger than its lease (trusts admission)",
         scenario="hostile",
         violates="pod_inside_lease",
     ),

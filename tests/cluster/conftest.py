@@ -103,26 +103,15 @@ def deployed(cluster: planes.LocalPlanes) -> Iterator[Any]:
                 admission.MARKET_VIEW_POLICY,
                 lambda: alpha.call("POST", "/api/v1/namespaces/agent-alpha/configmaps", view, dry),
             )
-            # The gate policy probed with a request only it denies: a controller (which the fit
-            # policy trusts) lifting the gate of a pod an admin made. (The fit policy has no
-            # parameter to act on until a lease exists; its tests wait for their own.)
+            # The scheduler policy probed with a request only it denies: an agent's pod for
+            # kube-scheduler. (The fit policy has no parameter to act on until a lease exists;
+            # its tests wait for their own.)
             pod = {"metadata": {"name": "probe"},
-                   "spec": {"schedulingGates": [{"name": objects.LEASE_GATE}],
-                            "containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
-            pods = "/api/v1/namespaces/agent-alpha/pods"
-            admin.create("pods", "agent-alpha", pod)
-            controller = Kube(cluster.host.kubeconfig)
-            controller.api.set_default_header(
-                "Impersonate-User", "system:serviceaccount:kube-system:replicaset-controller"
-            )
-            lift = [{"op": "remove", "path": "/spec/schedulingGates/0"}]
-            patch = "application/json-patch+json"
+                   "spec": {"containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
             wait_denied_by(
-                admission.LEASE_GATE_POLICY,
-                lambda: controller.call("PATCH", f"{pods}/probe", lift, dry, content_type=patch),
+                admission.LEASE_SCHEDULER_POLICY,
+                lambda: alpha.call("POST", "/api/v1/namespaces/agent-alpha/pods", pod, dry),
             )
-            controller.close()
-            admin.delete("pods", "agent-alpha", "probe")
             homes = [objects.agent_namespace(a) for a in AGENTS]
             wait_quotas_counted(admin, homes + [f"{h}-inbox" for h in homes])
         finally:

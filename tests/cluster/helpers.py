@@ -27,13 +27,16 @@ def pod_manifest(
     *,
     gates: tuple[str, ...] = (),
     annotations: dict[str, str] | None = None,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
-    """A minimal pod; extended resources go in limits (requests default to limits)."""
+    """A minimal pod; extended resources go in limits (requests default to limits); `scheduler`
+    None: kube-scheduler's."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "annotations": annotations or {}},
         "spec": {
+            **({"schedulerName": scheduler} if scheduler else {}),
             "schedulingGates": [{"name": g} for g in gates],
             "containers": [
                 {

@@ -7,8 +7,8 @@ credentials, and records every answer the apiserver gave as JSON lines (`--attac
   gang, time-slice replica or MIG instance alike) under the same lease and slot;
 * **a second bid per decision**: after each honest bid, the same bid again under a fresh id;
 * **once per process**: a 60-core / 500 GiB CPU-only pod bound straight to a GPU node, the same
-  pod behind the gate but naming no lease, a leased pod with a finalizer, 40 Offers of 1.4 MB,
-  and an Offer with a finalizer.
+  pod unbound for the market but naming no lease, a leased pod with a finalizer, 40 Offers of
+  1.4 MB, and an Offer with a finalizer.
 
 Everything else is the honest negotiator (`deploy/negotiator.py`), so the run goes on: what the
 apiserver refuses changes nothing, and what the market refuses (a duplicate bid, or an oversized
@@ -99,10 +99,10 @@ class HostileKube:
         }
         self._try("cpu-only-pod", "pods", namespace, squatter)
         queued = copy.deepcopy(squatter)
-        queued["metadata"]["name"] = "squatter-gated"
+        queued["metadata"]["name"] = "squatter-waiting"
         del queued["spec"]["nodeName"]
-        queued["spec"]["schedulingGates"] = [{"name": objects.LEASE_GATE}]
-        self._try("cpu-only-gated-pod", "pods", namespace, queued)
+        queued["spec"]["schedulerName"] = objects.MARKET_SCHEDULER
+        self._try("cpu-only-waiting-pod", "pods", namespace, queued)
         held = copy.deepcopy(leased_pod)
         held["metadata"]["name"] = f"{leased_pod['metadata']['name']}-held"
         held["metadata"]["finalizers"] = ["example.com/keep"]

@@ -108,7 +108,7 @@ class MarketRig:
             admin.close()
 
     def submit_workloads(self) -> None:
-        """Each agent's jobs as gated pods in its own plane."""
+        """Each agent's jobs as pods in its own plane, for its negotiator to bind."""
         scenario = load_scenario(self.scenario)
         jobs = scenario.build_jobs(self.seed)
         for agent in scenario.agents:

@@ -17,10 +17,9 @@ Invariants checked at every sample:
   and memory are within its lease's grant and it sits on the node of the slot it claims
   (`lease_grant.grant_violations`, the rule admission and the market apply), and no two bound pods
   hold one slot of a lease;
-* **atomic gangs**: when any pod of a multi-pod job has left the gate in its agent's plane while
-  the job holds an active lease (not ending), every pod of that job exists on the host (the
-  agent plane is sampled before the host, so "ungated at t1" implies "created on the host before
-  t1").
+* **atomic gangs**: when any pod of a multi-pod job is bound in its agent's plane while the job
+  holds an active lease (not ending), every pod of that job exists on the host (the agent plane
+  is sampled before the host, so "bound at t1" implies "created on the host before t1").
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from gpuparley.deploy.cluster.planes import LocalPlanes
 from gpuparley.deploy.informer import Informer
 from gpuparley.deploy.kube import Gone, Kube, Unavailable
 from gpuparley.deploy.lease_grant import grant_violations, pod_index
-from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, gate_index, group_pods
+from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, group_pods
 
 _RESOURCE_PREFIXES = ("nvidia.com/", "cpu", "memory")
 MIGRATION_GRACE_S = 3.0
@@ -230,9 +229,9 @@ class Observer(threading.Thread):
             for job, group in group_pods(pods).items():
                 if group.expected < 2 or job not in active_jobs:
                     continue
-                released = [p for p in group.pods if gate_index(p) is None]
+                released = [p for p in group.pods if (p.get("spec") or {}).get("nodeName")]
                 missing = [p["metadata"]["name"] for p in group.pods
                            if p["metadata"]["name"] not in on_host]  # fmt: skip
                 if released and missing:
                     name = group.pods[0]["metadata"]["annotations"][JOB_NAME_ANNOTATION]
-                    self.seen.gang_splits.append(f"{agent}/{name}: ungated, missing {missing}")
+                    self.seen.gang_splits.append(f"{agent}/{name}: bound, missing {missing}")

@@ -191,8 +191,8 @@ def test_cpu_memory_node_slot_profile_and_shape_are_bound(
 def test_cpu_only_pods_and_finalizers_are_refused(
     leases: dict[str, Any], identities: dict[str, Kube]
 ) -> None:
-    """The issue's squatter: a 60-core / 500 GiB CPU-only pod, ungated. Gated but without a
-    lease it is refused too; and no agent pod may carry a finalizer."""
+    """The issue's squatter: a 60-core / 500 GiB CPU-only pod, bound at creation. Unbound for
+    the market but without a lease it is refused too; and no agent pod may carry a finalizer."""
     squatter = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -215,57 +215,61 @@ def test_cpu_only_pods_and_finalizers_are_refused(
         status, message = _dry_create(kube, squatter)
         assert status == 403, message
         assert "ValidatingAdmissionPolicy 'gpuparley-lease-" in message
-        gated = copy.deepcopy(squatter)
-        del gated["spec"]["nodeName"]
-        gated["spec"]["schedulingGates"] = [{"name": objects.LEASE_GATE}]
-        _refused_by_fit(_dry_create(kube, gated), "gated CPU-only pod without a lease")
+        waiting = copy.deepcopy(squatter)
+        del waiting["spec"]["nodeName"]
+        waiting["spec"]["schedulerName"] = objects.MARKET_SCHEDULER
+        _refused_by_fit(_dry_create(kube, waiting), "CPU-only pod without a lease")
         status, message = _dry_create(kube, held)
         assert status == 403, message
         assert "agents may not add finalizers" in message
 
 
-def test_an_agent_without_a_lease_can_only_queue_behind_the_gate(
+def test_an_agent_without_a_lease_can_only_queue_for_the_market(
     cluster: Any, leases: dict[str, Any]
 ) -> None:
     """In a namespace with no lease the fit policy has no parameter and does not apply: a pod
-    may be created behind the gate (where only the market can release it, and its end-of-epoch
-    sweep evicts it), never ungated."""
+    may be created unbound for the market (which alone can bind it, and whose end-of-epoch sweep
+    evicts it), never for kube-scheduler nor bound at creation."""
     beta = Kube(cluster.host.agent_kubeconfigs["agent-beta"])
     (_lease_obj, (pod,)) = leases["whole"]
     path = "/api/v1/namespaces/agent-beta/pods"
     dry = {"dryRun": "All"}
     assert outcome(lambda: beta.call("POST", path, pod, dry)) == (200, "")
-    free = copy.deepcopy(pod)
-    free["spec"]["schedulingGates"] = []
-    status, message = outcome(lambda: beta.call("POST", path, free, dry))
+    for_kube_scheduler = copy.deepcopy(pod)
+    del for_kube_scheduler["spec"]["schedulerName"]
+    bound = copy.deepcopy(pod)
+    bound["spec"]["nodeName"] = bound["spec"]["nodeSelector"]["kubernetes.io/hostname"]
+    for free in (for_kube_scheduler, bound):
+        status, message = outcome(lambda free=free: beta.call("POST", path, free, dry))
+        assert status == 403, message
+        assert f"'{admission.LEASE_SCHEDULER_POLICY}'" in message
     beta.close()
-    assert status == 403, message
-    assert f"'{admission.LEASE_GATE_POLICY}'" in message
 
 
-def test_only_the_market_lifts_the_gate_and_controllers_pods_pass(
+def test_only_the_market_binds_and_controllers_pods_pass(
     cluster: Any, leases: dict[str, Any], identities: dict[str, Kube]
 ) -> None:
-    """The negotiator creates the leased pod; it cannot lift the gate, the market can (and may
-    evict it); Kubernetes' controllers (the negotiator's own Deployment) are not held."""
+    """The negotiator creates the leased pod; it cannot bind it, the market can -- only the very
+    pod it checked (its resourceVersion) -- and may evict it; Kubernetes' controllers (the
+    negotiator's own Deployment) are not held."""
     (_lease_obj, (pod,)) = leases["whole"]
     sa = identities[NEGOTIATOR_SA]
-    assert sa.create("pods", HOME, pod)
-    name = pod["metadata"]["name"]
-    ungate = [
-        {"op": "test", "path": "/spec/schedulingGates/0/name", "value": objects.LEASE_GATE},
-        {"op": "remove", "path": "/spec/schedulingGates/0"},
-    ]
+    created = sa.create("pods", HOME, pod)
+    assert created
+    name, node = pod["metadata"]["name"], pod["spec"]["nodeSelector"]["kubernetes.io/hostname"]
     for kube in identities.values():
-        status, message = outcome(lambda kube=kube: kube.json_patch("pods", HOME, name, ungate))
+        status, message = outcome(lambda kube=kube: kube.bind(HOME, name, node))
         assert status == 403, message
-        assert f"only the market lifts the scheduling gate {objects.LEASE_GATE}" in message
     market = Kube(cluster.host.agent_kubeconfigs[rbac.MARKET_USER])
     try:
         other = {**pod, "metadata": {**pod["metadata"], "name": "m"}}
         assert status_of(lambda: market.create("pods", HOME, other)) == 403
-        assert status_of(lambda: market.json_patch("pods", HOME, name, ungate)) == 200
-        assert not (market.get("pods", HOME, name) or {})["spec"].get("schedulingGates")
+        assert status_of(lambda: market.json_patch("pods", HOME, name, [])) == 403  # no patch
+        stale = str(int(created["metadata"]["resourceVersion"]) - 1)
+        assert status_of(lambda: market.bind(HOME, name, node, stale)) == 409
+        version = created["metadata"]["resourceVersion"]
+        assert status_of(lambda: market.bind(HOME, name, node, version)) == 200
+        assert (market.get("pods", HOME, name) or {})["spec"]["nodeName"] == node
         assert market.delete("pods", HOME, name)
         assert status_of(lambda: market.delete("pods", "kube-system", "x")) == 403
     finally:

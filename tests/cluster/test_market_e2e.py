@@ -2,7 +2,7 @@
 kube-scheduler, kube-controller-manager's quota controller, KWOK with whole-GPU, MIG and
 time-sliced fake nodes), three agent control planes, the market controller and three negotiators
 running the exported default policy as separate processes (beta's as two replicas that elect a
-leader), and the `cluster-e2e` scenario's jobs submitted as gated pods.
+leader), and the `cluster-e2e` scenario's jobs submitted as pods in the agents' planes.
 
 One run (module fixture) with faults injected while it goes: alpha's negotiator is the
 attacker's (`hostile_negotiator.py`: a GPU more in every pod it creates, a second bid per
@@ -95,16 +95,18 @@ def _inject_faults(run: Run) -> None:
     admin.create("offers", home, objects.offer_object(_bid("alpha", 0)))  # stale
     unknown = objects.offer_object(_bid("alpha", epoch, job="no-such-job", id="injected.unknown"))
     admin.create("offers", home, unknown)  # unknown job
-    # A GPU pod without the lease gate is refused at admission; with the gate but no lease it is
-    # never admitted by the market, and evicted at the next epoch's end.
+    # A GPU pod for kube-scheduler is refused at admission; one for the market but with no
+    # lease is never bound by the market, and evicted at the next epoch's end.
     rogue = pod_manifest("rogue", {"nvidia.com/gpu": "1"})
     try:
         alpha.create("pods", "agent-alpha", rogue)
     except ApiError as exc:
-        run.denials["ungated-gpu-pod"] = exc.status
-    gated = pod_manifest("rogue-gated", {"nvidia.com/gpu": "1"}, gates=(objects.LEASE_GATE,))
-    gated["metadata"]["labels"] = {objects.LEASE_LABEL: "lease-made-up"}
-    alpha.create("pods", "agent-alpha", gated)
+        run.denials["gpu-pod-for-kube-scheduler"] = exc.status
+    waiting = pod_manifest(
+        "rogue-waiting", {"nvidia.com/gpu": "1"}, scheduler=objects.MARKET_SCHEDULER
+    )
+    waiting["metadata"]["labels"] = {objects.LEASE_LABEL: "lease-made-up"}
+    alpha.create("pods", "agent-alpha", waiting)
     # Cross-agent access with alpha's credentials.
     for what, call in {
         "delete-beta-pod": lambda: alpha.delete("pods", "agent-beta", "anything"),
@@ -159,8 +161,8 @@ def test_the_workload_completes_with_every_pod_bound_under_a_lease(run: Run) -> 
         for group in groups.values():
             for pod in group.pods:
                 assert pod["status"].get("phase") == "Succeeded", pod["metadata"]["name"]
-    # The host copy of every job pod was bound by kube-scheduler (host pods are created
-    # without a node and behind the gate; nothing else binds them).
+    # The host copy of every job pod was bound (host pods are created without a node, for the
+    # market to bind; kube-scheduler leaves them alone).
     bound = {name for (_ns, name) in run.seen.bound}
     every_pod = {p["metadata"]["name"] for pods in run.final_agent_pods.values() for p in pods}
     assert every_pod <= bound, sorted(every_pod - bound)
@@ -192,7 +194,7 @@ def test_allocations_match_the_simulator_exactly(run: Run) -> None:
 def test_faults_are_refused_and_counted(run: Run) -> None:
     assert run.denials["forged-by-agent"] == 403
     assert run.denials["malformed"] == 422
-    assert run.denials["ungated-gpu-pod"] in (403, 422)
+    assert run.denials["gpu-pod-for-kube-scheduler"] == 403
     assert run.denials["delete-beta-pod"] == 403
     assert run.denials["read-beta-leases"] == 403
     assert run.denials["read-beta-view"] == 403
@@ -203,14 +205,14 @@ def test_faults_are_refused_and_counted(run: Run) -> None:
     # to the next epoch between the injection and its look: the market is fast).
     assert rejected.get("stale", 0) >= 1
     assert rejected.get("stale", 0) + rejected.get("invalid", 0) >= 2
-    assert "agent-alpha/rogue-gated" in run.status["evicted"]  # its lease is made up
+    assert "agent-alpha/rogue-waiting" in run.status["evicted"]  # its lease is made up
     assert run.status["ledger_imbalance"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_the_attackers_pods_and_objects_are_refused_or_harmless(run: Run) -> None:
     """The issue's attacks, made by alpha's negotiator throughout the run (every lease it won,
     every bid it sent, and once per process the rest): each answer is asserted, and what slipped
-    past admission (an oversized pod whose lease the admission cache had not seen yet, a gated
+    past admission (an oversized pod whose lease the admission cache had not seen yet, an unbound
     CPU-only pod before alpha held any lease) was evicted by the market before it could run."""
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for attack in run.attacks:
@@ -231,7 +233,7 @@ def test_the_attackers_pods_and_objects_are_refused_or_harmless(run: Run) -> Non
     assert len(refused) >= len(oversized) // 2  # admission is the first line, nearly always
     for attack in ("cpu-only-pod", "pod-finalizer", "offer-finalizer"):
         assert by_kind[attack] and {a["status"] for a in by_kind[attack]} == {403}, attack
-    for queued in by_kind["cpu-only-gated-pod"]:
+    for queued in by_kind["cpu-only-waiting-pod"]:
         assert queued["status"] == 403 or queued["name"] in evicted
     huge = by_kind["huge-offer"]
     assert len(huge) >= 40 and {a["status"] for a in huge} == {422}

@@ -4,8 +4,8 @@ ever allocated twice.
 gamma's negotiator is frozen (SIGSTOP: it holds its connections but answers nothing, as behind a
 network partition) for several sub-step timeouts, then thawed. Meanwhile the market treats its
 silence as passes, gamma's leases lapse when they come up for renewal, their capacity goes back
-(the market reclaims gamma's host pods), and when gamma returns it re-gates what it lost and
-negotiates again. Invariants hold throughout, and every job still finishes.
+(the market reclaims gamma's host pods), and when gamma returns it creates what it lost again,
+unbound, and negotiates again. Invariants hold throughout, and every job still finishes.
 """
 
 from __future__ import annotations

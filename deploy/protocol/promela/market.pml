@@ -3,7 +3,7 @@
  * deploy/protocol/README.md says which code each process and step stands for, the fault model,
  * the properties and how to run it (`gpuparley protocol check`). Configuration, by -D flags:
  * JOBS (1-3) and the fault budgets in market/state.pml; a broken variant with one of
- * BUG_NO_RV_PRECONDITION, BUG_NO_PERSISTED_COUNTER, BUG_UNGATE_BEFORE_LEASE, BUG_FREE_BEFORE_EVICT,
+ * BUG_NO_RV_PRECONDITION, BUG_NO_PERSISTED_COUNTER, BUG_BIND_BEFORE_LEASE, BUG_FREE_BEFORE_EVICT,
  * BUG_NO_FIT_CHECK, BUG_NO_DEDUP, BUG_NEGOTIATOR_SENDS_ONCE. */
 
 #ifndef JOBS

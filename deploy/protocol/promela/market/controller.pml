@@ -15,7 +15,7 @@
 
 #define OP_NOP 0
 #define OP_CREATE 1     /* create the GPULease object of a granted lease */
-#define OP_ADMIT 2      /* lift the gates of a lease's pods */
+#define OP_ADMIT 2      /* bind a lease's pods */
 #define OP_FINISH 3     /* a lease whose pods all succeeded ends "finished" */
 #define OP_FREE 4       /* an ended lease's GPUs are free again */
 #define OP_RENEW 5      /* a renewal pays the lease's next term */
@@ -122,12 +122,12 @@ inline decide() {
     fi
   }
 #endif
-  /* 3. lease-fit, the market's authoritative check: evict a gated pod its lease does not grant;
+  /* 3. lease-fit, the market's authoritative check: evict a waiting pod its lease does not grant;
    *    and delete a pod left naming a lease that has ended (created from a stale view) */
   for (p : 0 .. NP - 1) {
     L = P_l[p];
     if
-    :: !done && op == OP_NOP && P_st[p] == P_GATED && HELD(L) && MISFIT(p, L) ->
+    :: !done && op == OP_NOP && P_st[p] == P_WAITING && HELD(L) && MISFIT(p, L) ->
       printf("@ market %d: evict pod %d, outside lease %d\n", me, p, L);
       delete_pod(p); done = 1
     :: !done && op == OP_NOP && P_st[p] != P_NONE && S_lph[L] == L_ENDED ->
@@ -137,17 +137,17 @@ inline decide() {
     fi
   }
   /* 4. admission: a held lease whose object is out and whose every slot holds a pod of it
-   *    (some still gated): lift the gates, each guarded by the pod's resourceVersion */
+   *    (some still waiting, unbound): bind them, each guarded by the pod's resourceVersion */
   for (L : 0 .. NL - 1) {
     if
     :: !done && op == OP_NOP && HELD(L) && O_ex[L] && !O_rel[L] && !O_end[L] ->
       j = S_ljob[L];
       k = 1;   /* every slot holds a pod of this lease */
-      z = 0;   /* some of them is still gated */
+      z = 0;   /* some of them is still waiting */
       for (p : 0 .. NP - 1) {
         if
         :: PJOB(p) == j && (P_st[p] == P_NONE || P_l[p] != L) -> k = 0
-        :: PJOB(p) == j && P_st[p] == P_GATED && P_l[p] == L -> z = 1
+        :: PJOB(p) == j && P_st[p] == P_WAITING && P_l[p] == L -> z = 1
         :: else -> skip
         fi
       }
@@ -272,11 +272,11 @@ inline create_lease() {
   fi
 }
 
-/* lift the gate of pod q, guarded by the resourceVersion read when deciding */
-inline ungate(q) {
+/* bind pod q, guarded by the resourceVersion read when deciding */
+inline bind(q) {
   if
-  :: ok && pchg[me * NP + q] == 0 && P_st[q] == P_GATED ->
-    printf("@ market %d: lift the gate of pod %d (lease %d)\n", me, q, P_l[q]);
+  :: ok && pchg[me * NP + q] == 0 && P_st[q] == P_WAITING ->
+    printf("@ market %d: bind pod %d (lease %d)\n", me, q, P_l[q]);
     P_st[q] = P_RUN; pod_written(q)
   :: else -> skip
   fi
@@ -300,13 +300,13 @@ inline act() {
       forget()
     }
   :: op == OP_ADMIT ->
-    /* the pods, read again (the pod cache is not the state object's): every slot holds a gated
+    /* the pods, read again (the pod cache is not the state object's): every slot holds a waiting
      * or running pod of this lease that fits it; their resourceVersions are remembered */
     atomic {
       k = 1;
       for (p : 0 .. NP - 1) {
         if
-        :: PJOB(p) == y && !((P_st[p] == P_GATED || P_st[p] == P_RUN) && P_l[p] == x &&
+        :: PJOB(p) == y && !((P_st[p] == P_WAITING || P_st[p] == P_RUN) && P_l[p] == x &&
                              !MISFIT(p, x)) -> k = 0
         :: PJOB(p) == y -> pchg[me * NP + p] = 0
         :: else -> skip
@@ -319,8 +319,8 @@ inline act() {
       fi;
       k = 0
     };
-#ifndef BUG_UNGATE_BEFORE_LEASE
-    /* the gates are lifted only after a guarded write shows the lease still held as it was
+#ifndef BUG_BIND_BEFORE_LEASE
+    /* the pods are bound only after a guarded write shows the lease still held as it was
      * read (if it is already admitted, a no-op update only checks the precondition) */
     if
     :: op != OP_NOP ->
@@ -336,13 +336,13 @@ inline act() {
     :: else -> skip
     fi;
 #else
-    /* broken: the gates are lifted on the lease as first read */
+    /* broken: the pods are bound on the lease as first read */
     ok = 1;
 #endif
     if
     :: op == OP_NOP -> skip
-    :: op != OP_NOP && y == 0 -> atomic { ungate(0); forget() }
-    :: op != OP_NOP && y != 0 -> atomic { ungate(1) }; atomic { ungate(2); forget() }
+    :: op != OP_NOP && y == 0 -> atomic { bind(0); forget() }
+    :: op != OP_NOP && y != 0 -> atomic { bind(1) }; atomic { bind(2); forget() }
     fi
   :: op == OP_FINISH ->
     atomic {

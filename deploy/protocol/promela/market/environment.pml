@@ -19,10 +19,10 @@
   STEADY(0) && STEADY(1) && STEADY(2) && STEADY(3))
 
 /* a pod creation delivered again, after the pod was deleted (it fits the lease it names, so the
- * lease-fit policy admits it, behind the lease gate) */
+ * lease-fit policy admits it, unbound) */
 #define REPLAY_POD(q) \
   printf("@ fault: creation of pod %d delivered again\n", q); \
-  P_st[q] = P_GATED; P_l[q] = sent_pod[q] - 1; \
+  P_st[q] = P_WAITING; P_l[q] = sent_pod[q] - 1; \
   P_gpu[q] = SLOTGPU(O_gpu[sent_pod[q] - 1], PSLOT(q)); \
   nev[PJOB(q)] = 1; pod_written(q)
 

@@ -46,7 +46,7 @@ inline ndecide() {
   }
   if
   :: !finished && mine != NONE ->
-    /* sync the lease's pods to the host, behind the lease gate */
+    /* sync the lease's pods to the host, unbound, for the market to bind */
     for (p : 0 .. NP - 1) {
       if
       :: nop == N_NOP && PJOB(p) == j && P_st[p] == P_NONE -> nop = N_MKPOD; x = p; y = mine
@@ -94,12 +94,12 @@ inline nact() {
             :: printf("@ negotiator %d: too big a pod %d refused by lease-fit\n", j, x);
                nev[j] = 1
             :: printf("@ negotiator %d: too big a pod %d for lease %d (stale cache)\n", j, x, y);
-               P_st[x] = P_GATED; P_l[x] = y; P_gpu[x] = SLOTGPU(O_gpu[y], PSLOT(x));
+               P_st[x] = P_WAITING; P_l[x] = y; P_gpu[x] = SLOTGPU(O_gpu[y], PSLOT(x));
                P_big[x] = 1; nev[j] = 1; pod_written(x)
             fi
           :: true ->
-            printf("@ negotiator %d: create gated pod %d for lease %d\n", j, x, y);
-            P_st[x] = P_GATED; P_l[x] = y; P_gpu[x] = SLOTGPU(O_gpu[y], PSLOT(x));
+            printf("@ negotiator %d: create waiting pod %d for lease %d\n", j, x, y);
+            P_st[x] = P_WAITING; P_l[x] = y; P_gpu[x] = SLOTGPU(O_gpu[y], PSLOT(x));
             sent_pod[x] = y + 1;
             nev[j] = 1; pod_written(x)
           fi

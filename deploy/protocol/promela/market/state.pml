@@ -40,7 +40,7 @@
 #define J_REFUSED 3
 /* a host pod */
 #define P_NONE 0
-#define P_GATED 1
+#define P_WAITING 1   /* created, unbound: waits for the market to bind it */
 #define P_RUN 2
 #define P_DONE 3
 
@@ -191,7 +191,7 @@ inline state_written() {
   written()
 }
 
-/* a pod created or deleted: its agent's watch sees it (a gate lifted or a pod succeeding
+/* a pod created or deleted: its agent's watch sees it (a pod bound or a pod succeeding
  * changes nothing the negotiator acts on) */
 inline pod_written(p) {
   pchg[p] = 1; pchg[NP + p] = 1;
