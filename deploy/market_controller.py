@@ -17,9 +17,11 @@ the scenario says) -- driven by real messages instead of in-process calls, sub-s
    (`market_intake.py`: forged, duplicate, malformed, stale, out-of-turn, unaffordable ones are
    rejected with a reason; bargaining proposals are addressed to a lender);
 4. **commit**: the sub-step's inputs (the messages handed to the market, the passes) are appended
-   to the market's journal in the host apiserver (`market_state.py`), then the environment
-   closes the sub-step (`GPUMarketEnv.advance`: clearing when the round is over, the simulator
-   moving to the next clearing, rounds nobody decides in played out);
+   to the market's journal in the host apiserver (`market_state.py`) -- a sub-step nobody was
+   asked in (all answered ahead) together with the next write, before anything else leaves the
+   controller -- then the environment closes the sub-step (`GPUMarketEnv.advance`: clearing
+   when the round is over, the simulator moving to the next clearing, rounds nobody decides in
+   played out);
 5. **effects** (after the next sub-step's views are out): the leases are reconciled into
    `GPULease` objects in the holders' namespaces (`market_leases.py`: with the `grant` their pods
    must stay inside; an ended one -- once its pods were bound -- is marked `status.ending`, its
@@ -98,7 +100,7 @@ class MarketController:
         assert market is not None
         self.market = market
         self.agents = list(market.agents)
-        self.seq = 0  # sub-steps closed: the journal's length
+        self.seq = 0  # sub-steps closed: the journal's length once `_uncommitted` is written
         self.substep_timeout = substep_timeout
         self.max_epochs = self.env.max_epochs
         self.telemetry = telemetry or Telemetry("market")
@@ -117,6 +119,10 @@ class MarketController:
         self._cleared = False  # a clearing happened whose effects are not all made yet
         self._unsettled = False  # sub-steps closed whose effects are not all made yet
         self._status_at = 0.0  # when the status was last published
+        # Sub-steps answered wholly ahead, closed but not in the journal yet, and the summary of
+        # the state the last of them was applied to (see `_journal`).
+        self._uncommitted: list[Record] = []
+        self._uncommitted_summary: dict[str, Any] = {}
         everywhere = None
         self.negotiators = Informer(kube, "negotiators", everywhere, notify=self.wakeup)
         # The auction takes bids to the market only; bargaining brokers messages between agents.
@@ -177,6 +183,10 @@ class MarketController:
             for informer in self.informers:
                 informer.wait_synced(30.0)
             self.resume()
+            # Objects every run writes, made before the first question: start-up, not
+            # negotiation (a fresh market's first view write would otherwise also create).
+            retrying(self.questions.open_views)
+            self.publish_status()
             self.telemetry.ready = True
             while not self.done and not should_stop():
                 if elector is not None:
@@ -253,6 +263,8 @@ class MarketController:
         documents = self.questions.documents(deciders, token)
         ahead = self.questions.answered_ahead(documents, token)
         asked = [agent for agent in deciders if agent not in ahead]
+        if asked:  # a new view may replace the answers given ahead the journal still needs
+            self._flush()
         self.questions.publish({agent: documents[agent] for agent in asked})
         if asked or self._cleared:  # else nothing is waited for: the effects can wait too
             self._effects()  # the last sub-steps', while the asked negotiators think
@@ -272,7 +284,7 @@ class MarketController:
         passed = [a for a in self.agents if answers.get(a, ("pass", ""))[0] == "pass"]
         clearings = market.clearings
         record = Record(entries, passed)
-        self._commit(record)  # before anything of this sub-step leaves the controller
+        self._journal(record, asked=bool(asked))  # before anything of it leaves the controller
         self._close(record)
         self._cleared = self._cleared or market.clearings != clearings
         self._unsettled = True
@@ -302,6 +314,7 @@ class MarketController:
         is through."""
         if not self._unsettled:
             return
+        self._flush()
         self.leases.apply_changes()  # first: the holders wait on them
         if self._cleared:
             self.telemetry.epoch.set(self.market.epoch)
@@ -397,14 +410,35 @@ class MarketController:
         self.pods.misfits.update(counters.get("misfits") or {})
         self.pods.reclaimed_pods = int(counters.get("reclaimed_pods") or 0)
 
-    def _commit(self, record: Record) -> None:
-        """Write the sub-step's inputs to the journal, with the summary of the state they are
-        applied to; retried until it is written (the market has taken the messages, so it can
-        neither go on without the record nor forget it), StateError if deposed."""
+    def _journal(self, record: Record, asked: bool) -> None:
+        """Commit the sub-step, or -- nobody was asked in it -- hold it for the next commit.
+
+        Why it may wait: the inputs of a sub-step answered wholly ahead are the answers in the
+        negotiators' statuses, which stay there until a new view is published (`substep`
+        flushes first), and nothing of it leaves the controller before `_effects` (which flushes
+        first). A controller killed meanwhile redoes it from the same inputs, as it would a
+        sub-step killed before its commit. So a round answered ahead costs one journal write."""
+        if asked:
+            self._commit([*self._uncommitted, record], self._summary())
+            self._uncommitted = []
+        else:
+            self._uncommitted.append(record)
+            self._uncommitted_summary = self._summary()
+
+    def _flush(self) -> None:
+        """Commit the sub-steps held by `_journal`."""
+        if self._uncommitted:
+            self._commit(self._uncommitted, self._uncommitted_summary)
+            self._uncommitted = []
+
+    def _commit(self, records: list[Record], summary: dict[str, Any]) -> None:
+        """Write the sub-steps' inputs to the journal, with the summary of the state the last of
+        them is applied to; retried until it is written (the market has taken the messages, so
+        it can neither go on without the records nor forget them), StateError if deposed."""
         delay = 0.1
         while True:
             try:
-                self.state.commit(record, self._summary())
+                self.state.commit(records, summary)
                 return
             except ApiError as exc:
                 log.warning("cannot commit the sub-step; retrying", extra={"error": str(exc)})

@@ -50,6 +50,17 @@ class Questions:
                 documents[agent][LOOKAHEAD_KEY] = lookahead_to_dict(ahead[agent])
         return documents
 
+    def open_views(self) -> None:
+        """Create each agent's view ConfigMap, empty (no question yet), where it does not exist:
+        at start-up, so that asking costs one write from the first question on."""
+
+        def create(agent: str) -> None:
+            empty = {"apiVersion": "v1", "kind": "ConfigMap", "data": {}}
+            empty["metadata"] = {"name": objects.VIEW_CONFIGMAP}
+            self.kube.create("configmaps", objects.agent_namespace(agent), empty)  # None: exists
+
+        self.kube.each(create, self.agents)
+
     def publish(self, documents: dict[str, dict[str, Any]]) -> None:
         """Each asked agent's view, written all at once (one round trip before they think)."""
 

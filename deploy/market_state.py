@@ -20,6 +20,9 @@ resourceVersion) before any of its effects leave the controller (GPULease writes
 deleted, pods evicted or admitted). A controller killed before the write redoes the sub-step from
 the same inputs (bids are deleted only after it, and negotiators' answers are in their status);
 one killed after it replays the record and then reconciles the effects, which are idempotent.
+Sub-steps nobody was asked in (every answer given ahead) are written together with the next
+record or before the next effects (`MarketController._journal`): their answers stay in the
+negotiators' statuses until a new view is published, so they too are redone from the same inputs.
 A replica that lost its leadership and still tries to write meets a newer resourceVersion
 (409) and stops: two markets never both advance the journal. The market's writes to pods and
 GPULeases, which are not in the journal (pods bound, pods deleted, leases written, marked
@@ -105,14 +108,15 @@ class MarketState:
     def length(self) -> int:
         return len(self.chunks) * CHUNK_RECORDS + len(self.tail)
 
-    def commit(self, record: Record, summary: dict[str, Any]) -> None:
-        """Append `record` (and the state summary after it): the sub-step's commit point.
-        StateError if another replica wrote the head since we read or wrote it."""
-        tail = [*self.tail, record.to_json()]
+    def commit(self, records: list[Record], summary: dict[str, Any]) -> None:
+        """Append `records` (and the summary of the state the last of them is applied to): the
+        sub-steps' commit point. StateError if another replica wrote the head since we read or
+        wrote it."""
+        tail = [*self.tail, *(record.to_json() for record in records)]
         chunks = list(self.chunks)
-        if len(tail) >= CHUNK_RECORDS:
-            chunks.append(self._write_chunk(len(chunks), tail))
-            tail = []
+        while len(tail) >= CHUNK_RECORDS:
+            chunks.append(self._write_chunk(len(chunks), tail[:CHUNK_RECORDS]))
+            tail = tail[CHUNK_RECORDS:]
         data = {
             "run": json.dumps(self.run, sort_keys=True),
             "chunks": json.dumps(chunks),

@@ -205,8 +205,11 @@ class NegotiatorProcess:
     ) -> None:
         config = self.config
         started = time.perf_counter()
+        data = document.get("data") or {}
+        if objects.VIEW_KEY not in data:
+            return  # the market opened the view; no question yet
         try:
-            payload = json.loads((document.get("data") or {})[objects.VIEW_KEY])
+            payload = json.loads(data[objects.VIEW_KEY])
             token = (int(payload["epoch"]), int(payload["substep"]))
             view = view_from_dict(payload["view"])
         except (KeyError, ValueError, TypeError) as exc:

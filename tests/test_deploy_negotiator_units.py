@@ -311,3 +311,23 @@ def test_a_deterministic_negotiator_answers_the_rest_of_the_round_ahead(tmp_path
             == ahead_id(agent, 0, entry["substep"], entry["view"])
         )
         assert entry["bid"]["sender"] == agent and entry["bid"]["kind"] == "Bid"
+
+
+def test_an_opened_view_is_no_question_and_a_broken_one_is_rejected(monkeypatch) -> None:
+    """The market opens each agent's view ConfigMap empty at start-up: nothing to answer, and
+    nothing to complain about; a view whose payload does not parse is a rejection."""
+    host = AdmissionNotReadyHost()
+    process = NegotiatorProcess(
+        NegotiatorConfig(agent="alpha", policy="scripted"), host, host, None
+    )  # type: ignore[arg-type]
+    rejected: list[str] = []
+    monkeypatch.setattr(process, "_reject", lambda reason, detail: rejected.append(reason))
+    home = objects.agent_namespace("alpha")
+    meta = {"name": objects.VIEW_CONFIGMAP, "namespace": home, "resourceVersion": "1"}
+    process.views.observe({"metadata": meta, "data": {}})
+    process.step()
+    assert host.written == [] and rejected == []
+    process.views.observe({"metadata": {**meta, "resourceVersion": "2"},
+                           "data": {objects.VIEW_KEY: "{not json"}})  # fmt: skip
+    process.step()
+    assert host.written == [] and rejected == ["malformed-view"]
