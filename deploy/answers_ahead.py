@@ -2,7 +2,7 @@
 and the market takes such an answer only for the very view it would have sent.
 
 Why: in the cluster every sub-step costs a round trip through the host apiserver (the view
-written, the negotiator woken, its Offer and status written, the market woken), and a burst of
+written, the negotiator woken, its status written, the market woken), and a burst of
 jobs takes a sub-step per job per agent, so a round of 20 jobs took nine of them. Within an
 auction round an agent's next view depends only on its own decisions (`envs/market/lookahead.py`),
 so with its view the market sends the agent's queue and standing bids (`lookahead` in the view

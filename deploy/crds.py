@@ -3,7 +3,9 @@
 Three CRDs in `gpuparley.io/v1alpha1`, all namespaced:
 
 * `Offer` (plural `offers`): any *negotiation* message (Bid, Offer, CounterOffer, Accept,
-  Reject) verbatim in `spec`, discriminated by `spec.kind`. One CRD rather than five so an inbox
+  Reject) verbatim in `spec`, discriminated by `spec.kind` -- bargaining's messages; under the
+  auction a negotiator's bids travel in its `Negotiator` status instead (the market judges a
+  Bid posted as an Offer like any other, and deletes it). One CRD rather than five so an inbox
   is read with one list or watch (the market controller watches every message addressed to it or
   brokered by it and takes them in agent order, then by object name), RBAC has one resource to
   grant, and
@@ -15,7 +17,9 @@ Three CRDs in `gpuparley.io/v1alpha1`, all namespaced:
   the `Release` message that ends it: `status.ending` (its pods may no longer run: the holder
   stops syncing them and the market deletes them), then, once they are gone, `status.release`
   (status subresource, so only the market's status writes can end a lease).
-* `Negotiator`: a negotiator's configuration (`negotiator_config.NegotiatorSpec`).
+* `Negotiator`: a negotiator's configuration (`negotiator_config.NegotiatorSpec`); its status
+  is the negotiator's answer to the market's last question (under the auction with the bid),
+  and its answers given ahead (`answers_ahead.py`).
 
 `python -m gpuparley.deploy.crds` rewrites `deploy/manifests/crds/`; a unit test regenerates and
 compares, so the committed YAML cannot drift from `envs/market/messages.py`.
@@ -239,6 +243,8 @@ def negotiator_crd() -> dict[str, Any]:
             # closes a sub-step.
             "observedSubstep": {"type": "integer", "minimum": 0},
             "action": {"type": "string", "enum": ANSWERS},
+            # Under the auction the bid answering that sub-step itself (no Offer object).
+            "bid": _schema(messages.Bid),
             # The answers given ahead to the rest of an auction round (`answers_ahead.py`):
             # per sub-step, the digest of the view answered, the action, and a bid's id and bid.
             "ahead": {

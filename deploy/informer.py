@@ -197,6 +197,16 @@ class Wakeup:
         self._event.clear()
         return woke
 
+    def wait_quiet(self, timeout: float, gap: float, cap: float) -> bool:
+        """Like `wait`, then -- woken -- on until nothing changed for `gap` seconds (at most
+        `cap` more): one look at a burst of changes instead of one per change."""
+        if not self.wait(timeout):
+            return False
+        settle_by = time.monotonic() + cap
+        while time.monotonic() < settle_by and self.wait(min(gap, settle_by - time.monotonic())):
+            pass
+        return True
+
 
 def wait_until(
     wakeup: Wakeup, predicate: Callable[[], bool], timeout: float, started: float | None = None

@@ -269,9 +269,10 @@ class MarketController:
         if asked or self._cleared:  # else nothing is waited for: the effects can wait too
             self._effects()  # the last sub-steps', while the asked negotiators think
         answers = self._wait_for_answers(asked, token)
-        offers = self._offers(answers)  # the asked agents' bids: Offer objects
+        # The asked agents' bids: in their statuses (auction), or Offer objects (bargaining).
+        given = self.questions.bids(token, list(answers))  # the bids taken from the statuses
+        offers = self._offers({a: answer for a, answer in answers.items() if a not in given})
         decision = {a: f"{a}.{token[0]}.{token[1]}" for a in self.agents}
-        given: dict[str, dict[str, Any]] = {}  # the bids given ahead, from the statuses
         for agent, answer in ahead.items():
             answers[agent] = (str(answer.get("action") or "pass"), str(answer.get("message") or ""))
             if isinstance(answer.get("bid"), dict):

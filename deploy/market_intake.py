@@ -61,13 +61,14 @@ def _outbox(spec: dict[str, Any]) -> str | None:
 
 def _forgery(obj: dict[str, Any], given_by: str | None, decision: dict[str, str]) -> str | None:
     """Why a message does not come from where its sender says (None: it does). An Offer object
-    carries its sender's label and waits in its outbox; a bid given ahead (`given_by`: the
-    agent whose Negotiator status holds it) is that agent's, under the id it announced."""
+    carries its sender's label and waits in its outbox; a bid in a Negotiator status (`given_by`:
+    the agent whose status holds it, answering the asked view or given ahead) is that agent's,
+    under the id it announced."""
     spec = obj.get("spec") or {}
     sender = spec.get("sender")
     if given_by is not None:
         if sender != given_by or spec.get("id") != decision.get(given_by):
-            return "an answer given ahead is its own agent's, under the id it announced"
+            return "a bid in a Negotiator status is its own agent's, under the id it announced"
         return None
     if (obj["metadata"].get("labels") or {}).get(objects.SENDER_LABEL) != sender:
         return "sender label and message sender differ"
@@ -93,13 +94,14 @@ class MessageIntake:
         offers: list[dict[str, Any]],
         decision: dict[str, str],
         asked: set[str],
-        ahead: dict[str, dict[str, Any]] | None = None,
+        in_status: dict[str, dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Judge `offers` (`decision`: agent -> its decision's message id this sub-step;
-        `asked`: the agents with a decision) and the bids given ahead that the market takes
-        (`ahead`: agent -> the bid from its Negotiator status, `answers_ahead.py`), in the
-        agents' order as the simulator takes decisions; the journal entries of the messages
-        handed to the market, in order (`take`)."""
+        `asked`: the agents with a decision) and the bids the market takes from the Negotiator
+        statuses (`in_status`: agent -> the bid its status holds for this sub-step, answering
+        the asked view or given ahead, `answers_ahead.py`), in the agents' order as the
+        simulator takes decisions; the journal entries of the messages handed to the market, in
+        order (`take`)."""
         order = {agent: i for i, agent in enumerate(self.market.agents)}
 
         def rank(obj: dict[str, Any]) -> tuple[int, bool, str]:
@@ -115,8 +117,8 @@ class MessageIntake:
             and o["metadata"].get("uid", o["metadata"]["name"]) not in self._handled
         ]
         items = [(rank(obj), obj, None) for obj in fresh]
-        for agent, spec in (ahead or {}).items():
-            answer = {"metadata": {"name": f"{agent}'s answer given ahead"}, "spec": spec}
+        for agent, spec in (in_status or {}).items():
+            answer = {"metadata": {"name": f"{agent}'s bid in its status"}, "spec": spec}
             items.append(((order.get(agent, len(order)), False, ""), answer, agent))
         entries: list[dict[str, Any]] = []
         bid_from: set[str] = set()

@@ -52,6 +52,8 @@ from gpuparley.envs.market.messages import Lease, Release
 
 log = logging.getLogger("gpuparley.market")
 Pods = dict[tuple[str, str], list[dict[str, Any]]]
+QUIET_GAP = 0.01  # seconds without a pod change before a placement wait looks again ...
+QUIET_CAP = 0.05  # ... waiting at most this much longer
 
 
 def lease_key(lease: Lease) -> tuple[str, str]:
@@ -225,7 +227,9 @@ class LeasePods:
             if time.monotonic() > deadline:
                 log.warning("leases not placed in time", extra={"leases": unplaced[:10]})
                 return False
-            wakeup.wait(min(1.0, deadline - time.monotonic()))
+            # The holders create a clearing's pods in a burst: bind them in few passes (each
+            # pass that binds reads the state first, `fence`), at a few ms of latency.
+            wakeup.wait_quiet(min(1.0, deadline - time.monotonic()), QUIET_GAP, QUIET_CAP)
 
     def reclaim(self, leases: list[Lease], deadline: float, wakeup: Wakeup) -> None:
         """Delete every pod of `leases` (ending: their holders no longer sync them) and hold

@@ -2,8 +2,9 @@
 sub-step (its view document: the environment's view, what a reply must name, and under the
 auction its lookahead), the documents of the asked agents written as the ConfigMap
 `gpuparley-market-view` in their home namespaces, and the answers read back from the Negotiator
-watch -- answers to the asked view, and answers given ahead (`answers_ahead.py`, with their bids)
-taken when the document they answered is the one the market would send.
+watch -- answers to the asked view (under the auction with the bid itself), and answers given
+ahead (`answers_ahead.py`, with their bids) taken when the document they answered is the one the
+market would send.
 """
 
 from __future__ import annotations
@@ -103,6 +104,18 @@ class Questions:
             if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
                 answers[agent] = (status.get("action", "pass"), str(status.get("message") or ""))
         return answers
+
+    def bids(self, token: tuple[int, int], agents: list[str]) -> dict[str, dict[str, Any]]:
+        """agent -> the bid its Negotiator status holds as its answer to this sub-step (the
+        auction's bids travel there; bargaining messages are Offer objects)."""
+        statuses = self._statuses()
+        found = {}
+        for agent in agents:
+            status = statuses.get(agent) or {}
+            answered = (status.get("observedEpoch"), status.get("observedSubstep")) == token
+            if answered and isinstance(status.get("bid"), dict):
+                found[agent] = status["bid"]
+        return found
 
     def answered_ahead(
         self, documents: dict[str, dict[str, Any]], token: tuple[int, int]

@@ -12,11 +12,13 @@ apiservers one watch request per set every few minutes:
   (`schedulerName: gpuparley`, `objects.AGENT_SCHEDULER`), so nothing else binds them;
 * **decisions**: each new market view (published only when the agent has something to decide)
   is encoded with the environment's encoder and answered by the policy (the exported ONNX model,
-  or a scripted negotiator); a bid is sent as an `Offer` object into the agent's own home
-  namespace (where the market reads it; the agent's Offer quota bounds them), named after its id
-  so a repeated send is a no-op, and the answer is recorded in the agent's `Negotiator` status;
-  with a policy that is a function of its view (`deterministic`), the rest of an auction round
-  is answered too, before it is asked, in that status (`answers_ahead.py`);
+  or a scripted negotiator); the answer is recorded in the agent's `Negotiator` status, under the
+  auction with the bid itself (the market is its only reader, and the status is the agent's own
+  object, bounded by its schema); a bargaining message is sent as an `Offer` object into its
+  receiver's inbox or, a proposal, the agent's own home (the agent's Offer quota bounds them),
+  named after its id so a repeated send is a no-op. With a policy that is a function of its
+  view (`deterministic`), the rest of an auction round is answered too, before it is asked, in
+  that status (`answers_ahead.py`);
 * **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
   namespace with the lease's node and GPU resources (as a virtual control plane syncs pods), for
   the market to bind (`schedulerName: gpuparley-market`); the market binds them once every pod
@@ -58,7 +60,7 @@ from gpuparley.deploy.workload import (
     unbound,
 )
 from gpuparley.envs.market.encoding import AgentView, Decision, decode, encode
-from gpuparley.envs.market.messages import Demand, Lease, MessageError
+from gpuparley.envs.market.messages import Bid, Demand, Lease, MessageError
 from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.wire import view_from_dict
 
@@ -235,8 +237,13 @@ class NegotiatorProcess:
                 return None if answered[2] is not None else answered[:2]  # unsendable: stop
 
             ahead = answers_ahead(payload, view, decision, answer, self.agent)
-        if message is not None:
+        # An auction bid travels in the status with the answer (the market's only party);
+        # a bargaining message is an Offer object in its receiver's inbox.
+        bid = message.model_dump(mode="json") if isinstance(message, Bid) else None
+        if message is not None and bid is None:
             self._send(message)
+        elif bid is not None:
+            self._sent(message)
         answered = self.host.merge_patch(
             "negotiators/status",
             config.namespace,
@@ -248,6 +255,7 @@ class NegotiatorProcess:
                     "observedSubstep": token[1],
                     "action": "pass" if message is None else ACTIONS[message.kind],
                     "message": "" if message is None else message.id,
+                    "bid": bid,
                     "ahead": ahead,
                 }
             },
@@ -300,6 +308,9 @@ class NegotiatorProcess:
         if namespace == objects.agent_namespace(self.agent):
             namespace = self.config.namespace  # a bid waits in the (configured) home
         self.host.create("offers", namespace, objects.offer_object(message, namespace=namespace))
+        self._sent(message)
+
+    def _sent(self, message: Message) -> None:
         self.telemetry.messages.labels(message.kind, "sent").inc()
         price = getattr(message, "price", None)
         if price is not None:

@@ -2,9 +2,10 @@
 
 Why: every object an agent posts lives in the etcd that all planes share, on tmpfs (RAM). Schema
 limits (`crds.py`) bound each Offer's size; these bound how many. An agent's home namespace holds
-its bids to the market (its outbox) and its pods; its inbox holds what peers sent it. A quota
-per namespace therefore bounds each agent separately: a flood fills the flooder's own namespace
-(its next bid is refused with 403 until the market consumes the queue) and no one else's.
+its proposals to the market (its outbox; auction bids travel in its Negotiator status) and its
+pods; its inbox holds what peers sent it. A quota per namespace therefore bounds each agent
+separately: a flood fills the flooder's own namespace (its next message is refused with 403
+until the market consumes the queue) and no one else's.
 
 ResourceQuota is enforced by the apiserver's admission (a create over the limit is a **403**
 `exceeded quota`), with usage kept by kube-controller-manager's resourcequota controller, which
@@ -21,7 +22,7 @@ from gpuparley.deploy.objects import AGENT_LABEL, agent_namespace
 
 QUOTA_NAME = "gpuparley-agent"
 OFFERS = f"count/offers.{GROUP}"
-DEFAULT_OFFERS = 16  # a negotiator keeps at most one unconsumed bid per sub-step
+DEFAULT_OFFERS = 16  # a negotiator keeps at most one unconsumed message per sub-step
 DEFAULT_PODS = 256  # host copies of leased pods (a job's gang at most) plus waiting ones
 
 

@@ -412,3 +412,39 @@ def test_a_bid_given_ahead_is_judged_in_its_agents_turn_and_must_be_its_own() ->
     decision["beta"] = stolen["spec"]["id"]
     controller.bids.receive([], decision, set(market.agents), {"beta": stolen["spec"]})
     assert controller.rejected == {"forged": 1} and market.stats.messages["Bid"] == 1
+
+
+class _Negotiators:
+    """The Negotiator watch's cache, as `Questions` reads it."""
+
+    def __init__(self, statuses: dict[str, dict[str, Any]]) -> None:
+        self.statuses = statuses
+
+    def objects(self) -> list[dict[str, Any]]:
+        return [
+            {"metadata": {"namespace": objects.agent_namespace(a)}, "spec": {"agent": a},
+             "status": status}
+            for a, status in self.statuses.items()
+        ]  # fmt: skip
+
+
+def test_the_asked_bid_is_taken_from_the_status_that_answers_the_sub_step() -> None:
+    """An auction bid travels in its Negotiator status with the answer: the market takes it
+    from there, only from a status answering this very sub-step, and from its own agent."""
+    controller, _kube = _controller()
+    first = _alpha_waits_for_two_jobs(controller)[0]
+    market = controller.market
+    token = (market.epoch, controller.seq)
+    bid = _bid_object(controller, first, f"alpha.{token[0]}.{token[1]}")["spec"]
+    answered = {"observedEpoch": token[0], "observedSubstep": token[1], "action": "bid"}
+    earlier = {**answered, "observedSubstep": token[1] - 1}
+    controller.questions.negotiators = _Negotiators(
+        {"alpha": {**answered, "message": bid["id"], "bid": bid}, "beta": {**earlier, "bid": bid}}
+    )
+    assert controller.questions.bids(token, ["alpha", "beta"]) == {"alpha": bid}
+    # Placed in beta's status, alpha's bid is beta's to answer for: forged.
+    controller.questions.negotiators = _Negotiators({"beta": {**answered, "bid": bid}})
+    given = controller.questions.bids(token, ["beta"])
+    decision = {a: f"{a}.{token[0]}.{token[1]}" for a in market.agents}
+    controller.bids.receive([], decision, set(market.agents), given)
+    assert controller.rejected == {"forged": 1} and market.stats.messages["Bid"] == 0

@@ -6,6 +6,7 @@ early is not rolled back by the older watch event."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,3 +83,13 @@ def test_reused_names_and_early_answers_are_kept() -> None:
     informer._watch()
     # the old object's DELETED did not drop the new one, and version 9 was not rolled back
     assert informer.get("ns", "p")["metadata"] == pod("p", 9, uid="new")["metadata"]
+
+
+def test_a_quiet_wait_takes_a_burst_of_changes_as_one() -> None:
+    wakeup = Wakeup()
+    assert not wakeup.wait_quiet(0.01, gap=0.5, cap=2.0)  # nothing changed: the timeout
+    burst = threading.Thread(target=lambda: [wakeup() or time.sleep(0.001) for _ in range(5)])
+    burst.start()
+    assert wakeup.wait_quiet(5.0, gap=0.5, cap=2.0)
+    burst.join()
+    assert not wakeup.wait(0.0)  # every change of the burst was taken by that one wait

@@ -261,17 +261,18 @@ def test_a_negotiator_answers_the_market_while_its_pods_are_refused() -> None:
         patch["status"] for resource, _, patch in host.written if resource.endswith("/status")
     ]
     assert statuses and statuses[-1]["observedEpoch"] == 0 and statuses[-1]["observedSubstep"] == 0
-    offers = [obj for resource, _, obj in host.written if resource == "offers"]
     assert statuses[-1]["action"] == "bid"
-    assert [o["spec"]["id"] for o in offers] == [statuses[-1]["message"]]
+    assert statuses[-1]["bid"]["id"] == statuses[-1]["message"]  # the bid travels in the status
+    assert [obj for resource, _, obj in host.written if resource == "offers"] == []
 
 
 @pytest.mark.parametrize("policy", [Truthful(), RandomNegotiator(0)], ids=["truthful", "random"])
 def test_a_deterministic_negotiator_answers_the_rest_of_the_round_ahead(tmp_path, policy) -> None:
     """Asked at the start of a burst's round, a negotiator whose policy is a function of its
     view answers the round's later sub-steps too, in its status: each answer under the sub-step
-    and the digest of the view it answered, a bid whole under an id of its own (only the asked
-    view's bid is an Offer object). A seeded random one answers only what it is asked."""
+    and the digest of the view it answered, a bid whole under an id of its own (the asked view's
+    bid is in the status too; no bid is an Offer object). A seeded random one answers only what
+    it is asked."""
     doc = yaml.safe_load((scenarios_dir() / "cluster-e2e.yaml").open())
     doc["workload"]["generator"].update({"jobs": 24, "hours": 0.01, "rate_per_hour": 1e6})
     doc["market"]["clearing_interval"] = 60.0
@@ -297,8 +298,9 @@ def test_a_deterministic_negotiator_answers_the_rest_of_the_round_ahead(tmp_path
     process.step()
     status = [patch for resource, _, patch in host.written if resource.endswith("/status")][-1]
     ahead = status["status"]["ahead"]
-    offers = [obj["spec"]["id"] for resource, _, obj in host.written if resource == "offers"]
-    assert offers == [status["status"]["message"]] == [f"{agent}.0.0"]  # the asked view's bid
+    assert [obj for resource, _, obj in host.written if resource == "offers"] == []
+    asked = status["status"]["bid"]  # the asked view's bid
+    assert asked["id"] == status["status"]["message"] == f"{agent}.0.0"
     if isinstance(policy, RandomNegotiator):
         assert ahead == []
         return

@@ -5,7 +5,8 @@ credentials, and records every answer the apiserver gave as JSON lines (`--attac
 
 * **oversized pods**: before each honest host pod it creates a copy with one more GPU (whole,
   gang, time-slice replica or MIG instance alike) under the same lease and slot;
-* **a second bid per decision**: after each honest bid, the same bid again under a fresh id;
+* **a second bid per decision**: after each honest bid (in its Negotiator status), the same bid
+  again under a fresh id, as an Offer;
 * **once per process**: a 60-core / 500 GiB CPU-only pod bound straight to a GPU node, the same
   pod unbound for the market but naming no lease, a leased pod with a finalizer, 40 Offers of
   1.4 MB, and an Offer with a finalizer.
@@ -31,6 +32,7 @@ from gpuparley.deploy import objects
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
 from gpuparley.deploy.telemetry import Telemetry, setup_logging
+from gpuparley.envs.market.messages import Bid
 from gpuparley.policy.specs import parse_negotiator
 
 
@@ -72,13 +74,18 @@ class HostileKube:
                     if key.startswith("nvidia.com/"):
                         resources[part][key] = str(int(resources[part][key]) + 1)
             self._try("oversized-pod", "pods", ns, bigger)
-        created = self._kube.create(resource, namespace, obj)
-        if resource == "offers" and obj["spec"].get("kind") == "Bid":
-            again = copy.deepcopy(obj)
-            again["spec"]["id"] = f"{obj['spec']['id']}.again"
-            again["metadata"]["name"] = objects.object_name(again["spec"]["id"], "bid")
-            self._try("second-bid", "offers", ns, again)
-        return created
+        return self._kube.create(resource, namespace, obj)
+
+    def merge_patch(
+        self, resource: str, namespace: str | None, name: str, patch: dict[str, Any]
+    ) -> Any:
+        answered = self._kube.merge_patch(resource, namespace, name, patch)
+        bid = (patch.get("status") or {}).get("bid") if resource == "negotiators/status" else None
+        if bid:  # the honest bid went out in the status: the same bid again, as an Offer
+            again = dict(bid, id=f"{bid['id']}.again")
+            offer = objects.offer_object(Bid.model_validate(again), namespace=namespace)
+            self._try("second-bid", "offers", namespace or "", offer)
+        return answered
 
     def _once(self, namespace: str, leased_pod: dict[str, Any]) -> None:
         node = leased_pod["spec"]["nodeSelector"]["kubernetes.io/hostname"]
