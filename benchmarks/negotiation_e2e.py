@@ -9,15 +9,16 @@ the measurement, so latency is the cost of the path, not queueing for capacity o
 ends:
 
 * **baseline**: the jobs' pods created directly, for kube-scheduler, in a host namespace;
-  kube-scheduler binds them. Created = just before the create call; bound = first poll that
-  sees `nodeName`.
+  kube-scheduler binds them. Created = just before the create call.
 * **market**: the same jobs as pods in the agents' own planes; the market controller
   (continuous clearing batched over `CLEARING_INTERVAL` simulated seconds) and three
   negotiators (scripted truthful bidders, processes) negotiate, leases are issued, the
   negotiators sync the pods to the host and the market binds them.
   Created = just before the agent-plane create, or when the market process became ready if that
-  was later (start-up is not negotiation); bound = when a watch first shows the host copy
-  bound.
+  was later (start-up is not negotiation).
+
+Bound = when a watch of the host, established before the first pod is created (`BindWatch`),
+first shows the (host copy of the) pod bound -- the same observer for both.
 
 Requests per placement: the increase of `apiserver_request_total` on every apiserver involved
 (host; host + agent planes for the market) over the phase, minus the background rate measured on
@@ -228,33 +229,54 @@ def background_rate(planes_: list[control_plane.Plane], seconds: float = 5.0) ->
     return (sum(request_total(p) for p in planes_) - before) / seconds
 
 
-def wait_bound(
-    kube: Kube, namespaces: list[str], expected: int, timeout: float
-) -> tuple[dict[str, float], int]:
-    """pod name -> the time (perf_counter) a watch first showed it bound; and the requests that
-    took (a list per namespace: the observer's own, not the placements' cost; the watches are
-    counted when they end, after the figures are read).
-    A watch, not polling: a list of every namespace each 20 ms loaded the host apiserver the
-    market is measured on (three namespaces for the market, one for the baseline) and added up
-    to 20 ms to every figure."""
-    bound: dict[str, float] = {}
-    done = threading.Event()
+class BindWatch:
+    """When a watch first showed each pod bound (perf_counter), over `namespaces` of the host.
 
-    def seen(pod: dict[str, Any]) -> None:
+    Started before the first pod of a run is created: a watch started later replays what it
+    missed only once it is established (0.1-0.15 s after its list on this machine), so a binding
+    made meanwhile was recorded late -- against whichever side started its observer later (the
+    market's, at its readiness). A watch, not polling: a list of every namespace each 20 ms
+    loaded the host apiserver being measured."""
+
+    def __init__(self, kube: Kube, namespaces: list[str]) -> None:
+        self.bound: dict[str, float] = {}
+        self.expected = 0
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self.watches = [Informer(kube, "pods", ns, on_object=self._seen) for ns in namespaces]
+
+    def _seen(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
-        if name not in bound and (pod.get("spec") or {}).get("nodeName"):
-            bound[name] = time.perf_counter()
-            if len(bound) >= expected:
-                done.set()
+        with self._lock:
+            if name not in self.bound and (pod.get("spec") or {}).get("nodeName"):
+                self.bound[name] = time.perf_counter()
+            if self.expected and len(self.bound) >= self.expected:
+                self._done.set()
 
-    watches = [Informer(kube, "pods", ns, on_object=seen).start() for ns in namespaces]
-    try:
-        if not done.wait(timeout):
-            raise TimeoutError(f"only {len(bound)}/{expected} pods bound after {timeout:.0f}s")
-    finally:
-        for watch in watches:
-            watch.stop()
-    return bound, len(namespaces)
+    def start(self) -> BindWatch:
+        for watch in self.watches:
+            watch.start()
+        for watch in self.watches:
+            if not watch.wait_synced(30.0):
+                raise TimeoutError("the bind watch did not sync in 30 s")
+        return self
+
+    def wait(self, expected: int, timeout: float) -> tuple[dict[str, float], int]:
+        """The bindings once `expected` pods are bound, and the requests the watch made (a list
+        per namespace: the observer's own, not the placements' cost; the watches are counted
+        when they end, after the figures are read)."""
+        with self._lock:
+            self.expected = expected
+            if len(self.bound) >= expected:
+                self._done.set()
+        try:
+            if not self._done.wait(timeout):
+                seen = len(self.bound)
+                raise TimeoutError(f"only {seen}/{expected} pods bound after {timeout:.0f}s")
+        finally:
+            for watch in self.watches:
+                watch.stop()
+        return dict(self.bound), len(self.watches)
 
 
 def latencies(created: dict[str, float], bound: dict[str, float]) -> dict[str, float]:
@@ -271,13 +293,14 @@ def run_baseline(state: planes.LocalPlanes, jobs: list[Any]) -> dict[str, Any]:
     cpu: list[dict[str, Any]] = []
 
     def place() -> tuple[dict[str, float], float]:
+        watch = BindWatch(host, [BASELINE_NS]).start()
         window = CpuWindow()
         for job in jobs:
             for pod in pods_for_job(job, scheduler=None):
                 pod["metadata"]["name"] = f"{job.owner}-{pod['metadata']['name']}"
                 created[pod["metadata"]["name"]] = time.perf_counter()
                 host.create("pods", BASELINE_NS, pod)
-        bound = wait_bound(host, [BASELINE_NS], len(created), 120)
+        bound = watch.wait(len(created), 120)
         cpu.append(window.close())
         return bound
 
@@ -311,6 +334,7 @@ def run_market(
     cpu: list[dict[str, Any]] = []
 
     def place() -> tuple[dict[str, float], float]:
+        watch = BindWatch(host, namespaces).start()
         for agent in loaded.agents:
             plane = Kube(state.agent(agent.name).kubeconfig)
             for job in (j for j in jobs if j.owner == agent.name):
@@ -332,7 +356,7 @@ def run_market(
         startup -= background * (time.perf_counter() - started)
         startup_requests.append(startup)
         created.update({name: max(at, ready) for name, at in created.items()})
-        bound, lists = wait_bound(host, namespaces, len(created), 300)
+        bound, lists = watch.wait(len(created), 300)
         cpu.append(window.close())
         return bound, lists + startup
 
