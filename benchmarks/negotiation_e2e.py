@@ -21,8 +21,10 @@ Bound = when a watch of the host, established before the first pod is created (`
 first shows the (host copy of the) pod bound -- the same observer for both.
 
 Requests per placement: the increase of `apiserver_request_total` on every apiserver involved
-(host; host + agent planes for the market) over the phase, minus the background rate measured on
-the idle planes just before (KWOK's node heartbeats grow with the node count), minus the
+(host; host + agent planes for the market) over the phase, heartbeats left out (coordination
+Leases and node status: KWOK's nodes, the control plane's elections; no placement writes one),
+minus the background rate of the rest measured on the idle planes just before (once steady),
+minus the
 benchmark's own list per namespace that starts its watch of the bindings (a watch is counted
 when it ends, after the figures are read) and, for the market, minus the requests of its
 start-up (saved as `market_startup_requests`: a one-off, like kube-scheduler's, which ran before
@@ -116,6 +118,15 @@ def scenario_file(directory: Path, node_count: int, jobs: int) -> Path:
     return path
 
 
+# Heartbeats: coordination.k8s.io Leases (KWOK's node leases, the control plane's leader
+# elections, and any replica's) and node status updates (KWOK's node conditions). No placement
+# writes one -- the benchmark runs one market and one negotiator per agent, without elections --
+# and at 100 and 1,000 nodes they are most of the host's requests and come in bursts: a
+# background rate subtracted from a window of a few seconds left them as noise of +-1-2
+# requests per pod. Per placement they are left out on both sides; the idle cost counts them.
+HEARTBEATS = ("leases", "nodes/status")
+
+
 def request_counts(plane: control_plane.Plane) -> Counter[tuple[str, str]]:
     """apiserver_request_total on one apiserver (read as its admin) by (verb, resource)."""
     token_cfg = yaml.safe_load(Path(plane.token_kubeconfig).read_text())
@@ -136,9 +147,11 @@ def request_counts(plane: control_plane.Plane) -> Counter[tuple[str, str]]:
     return counts
 
 
-def request_total(plane: control_plane.Plane) -> float:
-    """Sum of apiserver_request_total on one apiserver."""
-    return sum(request_counts(plane).values())
+def request_total(plane: control_plane.Plane, heartbeats: bool = True) -> float:
+    """Sum of apiserver_request_total on one apiserver; without `heartbeats`, less the requests
+    on what `HEARTBEATS` names."""
+    counts = request_counts(plane)
+    return sum(n for (_verb, what), n in counts.items() if heartbeats or what not in HEARTBEATS)
 
 
 def request_breakdown(
@@ -159,10 +172,15 @@ def requests_during(
 ) -> tuple[Any, float]:
     """Run `work()`, which returns (result, requests of its own not to count); the result and
     the requests it caused on `planes_` beyond `background` requests/second and its own."""
-    before, started = sum(request_total(p) for p in planes_), time.perf_counter()
+    before, started = placement_requests(planes_), time.perf_counter()
     result, own = work()
     elapsed = time.perf_counter() - started
-    return result, sum(request_total(p) for p in planes_) - before - background * elapsed - own
+    return result, placement_requests(planes_) - before - background * elapsed - own
+
+
+def placement_requests(planes_: list[control_plane.Plane]) -> float:
+    """The requests on `planes_` that a placement could have made: heartbeats left out."""
+    return sum(request_total(p, heartbeats=False) for p in planes_)
 
 
 def tree_cpu() -> dict[int, tuple[str, float]]:
@@ -222,11 +240,27 @@ class CpuWindow:
         }
 
 
-def background_rate(planes_: list[control_plane.Plane], seconds: float = 5.0) -> float:
-    """Requests/second the idle planes serve anyway (controllers, KWOK heartbeats)."""
-    before = sum(request_total(p) for p in planes_)
+def background_rates(
+    planes_: list[control_plane.Plane], seconds: float = 5.0
+) -> tuple[float, float]:
+    """Requests/second the idle planes serve anyway (controllers, KWOK's heartbeats): all of
+    them (the idle cost), and those a placement could have made (`placement_requests`)."""
+    before = sum(request_total(p) for p in planes_), placement_requests(planes_)
     time.sleep(seconds)
-    return (sum(request_total(p) for p in planes_) - before) / seconds
+    after = sum(request_total(p) for p in planes_), placement_requests(planes_)
+    return (after[0] - before[0]) / seconds, (after[1] - before[1]) / seconds
+
+
+def settle(plane: control_plane.Plane, window: float = 1.0, most: int = 60) -> None:
+    """Wait until `plane`'s placement background is steady (two windows within 2 requests/s):
+    right after the planes start, KWOK lists each node's pods once (1,000 lists at 1,000 nodes,
+    seconds of them), which measured as background left the baseline below its own requests."""
+    last = None
+    for _ in range(most):
+        _all, rate = background_rates([plane], window)
+        if last is not None and abs(rate - last) < 2.0:
+            return
+        last = rate
 
 
 class BindWatch:
@@ -288,7 +322,8 @@ def latencies(created: dict[str, float], bound: dict[str, float]) -> dict[str, f
 def run_baseline(state: planes.LocalPlanes, jobs: list[Any]) -> dict[str, Any]:
     host = Kube(state.host.kubeconfig)
     host.create("namespaces", None, {"metadata": {"name": BASELINE_NS}})
-    background = background_rate([state.host])
+    settle(state.host)
+    _all, background = background_rates([state.host])
     created: dict[str, float] = {}
     cpu: list[dict[str, Any]] = []
 
@@ -304,12 +339,15 @@ def run_baseline(state: planes.LocalPlanes, jobs: list[Any]) -> dict[str, Any]:
         cpu.append(window.close())
         return bound
 
+    before = [request_counts(state.host)]
     bound, requests = requests_during([state.host], background, place)
+    breakdown = request_breakdown(before, [state.host], len(created))
     for name in created:
         host.delete("pods", BASELINE_NS, name)
     host.close()
     return {**latencies(created, bound), "pods": len(created),
-            "requests_per_placement": requests / len(created), **cpu[0]}  # fmt: skip
+            "requests_per_placement": requests / len(created), **cpu[0],
+            "requests_per_pod_by_kind": breakdown}  # fmt: skip
 
 
 def run_market(
@@ -320,13 +358,12 @@ def run_market(
     loaded = load_scenario(scenario)
     jobs = loaded.build_jobs(0)
     every_plane = [state.host, *(state.agent(a.name) for a in loaded.agents)]
-    idle_without = background_rate(every_plane, idle_seconds)
+    idle_without, _placements = background_rates(every_plane, idle_seconds)
     rig.start_negotiators()
     for agent in loaded.agents:
         rig.wait_ready(f"negotiator-{agent.name}")
     time.sleep(2.0)  # their start-up lists and watches are not idle cost
-    idle_with = background_rate(every_plane, idle_seconds)
-    background = idle_with
+    idle_with, background = background_rates(every_plane, idle_seconds)
     host = Kube(state.host.kubeconfig)
     namespaces = [objects.agent_namespace(a.name) for a in loaded.agents]
     created: dict[str, float] = {}
@@ -348,11 +385,11 @@ def run_market(
         # leader, listing what it watches) is not negotiation: latency counts from when it is
         # ready (or from the pod's creation if later), and its requests until then are not
         # counted either (kube-scheduler's were made before the baseline began).
-        before, started = sum(request_total(p) for p in every_plane), time.perf_counter()
+        before, started = placement_requests(every_plane), time.perf_counter()
         rig.start_market("--max-epochs", "3")
         ready = rig.wait_ready("market")
         window = CpuWindow()
-        startup = sum(request_total(p) for p in every_plane) - before
+        startup = placement_requests(every_plane) - before
         startup -= background * (time.perf_counter() - started)
         startup_requests.append(startup)
         created.update({name: max(at, ready) for name, at in created.items()})
@@ -469,10 +506,12 @@ def main() -> None:
             f" {sub['substeps_answered_ahead']} answered ahead"
             f" (median {_ms(sub['substep_s_answered_ahead_median'])})"
         )
-        kinds = m["market_requests_per_pod_by_kind"].items()
-        print(
-            "  market requests per pod: " + ", ".join(f"{k} {v:.2f}" for k, v in kinds if v >= 0.1)
-        )
+        for name, kinds in (
+            ("kube-scheduler", b["requests_per_pod_by_kind"]),
+            ("market", m["market_requests_per_pod_by_kind"]),
+        ):
+            listed = ", ".join(f"{k} {v:.2f}" for k, v in kinds.items() if v >= 0.1)
+            print(f"  {name} requests per pod: {listed}")
         for name, phase in (("kube-scheduler", b), ("market", m)):
             used = phase["cpu_s_by_program"].items()
             print(f"  CPU s, {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in used if v >= 0.01))
