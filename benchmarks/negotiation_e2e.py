@@ -24,9 +24,8 @@ Requests per placement: the increase of `apiserver_request_total` on every apise
 (host; host + agent planes for the market) over the phase, heartbeats left out (coordination
 Leases and node status: KWOK's nodes, the control plane's elections; no placement writes one),
 minus the background rate of the rest measured on the idle planes just before (once steady),
-minus the
-benchmark's own list per namespace that starts its watch of the bindings (a watch is counted
-when it ends, after the figures are read) and, for the market, minus the requests of its
+minus the benchmark's own list per namespace that starts its watch of the bindings (a watch is
+counted when it ends, after the figures are read) and, for the market, minus the requests of its
 start-up (saved as `market_startup_requests`: a one-off, like kube-scheduler's, which ran before
 the baseline), divided by the pods bound.
 
