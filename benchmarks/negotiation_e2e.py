@@ -266,7 +266,7 @@ class BindWatch:
     """When a watch first showed each pod bound (perf_counter), over `namespaces` of the host.
 
     Started before the first pod of a run is created: a watch started later replays what it
-    missed only once it is established (0.1-0.15 s after its list on this machine), so a binding
+    missed only once it is established (a noticeable while after its list), so a binding
     made meanwhile was recorded late -- against whichever side started its observer later (the
     market's, at its readiness). A watch, not polling: a list of every namespace each 20 ms
     loaded the host apiserver being measured."""

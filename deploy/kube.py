@@ -21,7 +21,7 @@ Two things are ours:
 Every request is counted by verb (`Kube.requests`; a watch counts once per connection), so a
 process can report apiserver requests per placement.
 
-Independent writes go out together (`Kube.each`: the leases of one clearing, the gates of the
+Independent writes go out together (`Kube.each`: the leases of one clearing, the bindings of the
 pods admitted at once, a lease's host pods): one round trip of wall time instead of one each
 in series, which is most of a placement's latency once negotiation is done.
 """
@@ -321,13 +321,6 @@ class Kube:
     ) -> Any:
         return self._request(
             "PATCH", resource, namespace, name, patch, content_type="application/merge-patch+json"
-        )
-
-    def json_patch(
-        self, resource: str, namespace: str | None, name: str, ops: list[dict[str, Any]]
-    ) -> Any:
-        return self._request(
-            "PATCH", resource, namespace, name, ops, content_type="application/json-patch+json"
         )
 
     def bind(

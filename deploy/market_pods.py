@@ -285,7 +285,10 @@ class LeasePods:
         }
         ended = {lease_key(le) for le, _rel in [*self.market.releases, *self.quota_releases]}
         uncovered = []
-        for pod in self.agent_pods():
+        pods = self.agent_pods()
+        present = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods}
+        self._bound = {key: v for key, v in self._bound.items() if key in present}
+        for pod in pods:
             if not policed(pod) or _deleting(pod):
                 continue
             spec = pod.get("spec") or {}

@@ -97,25 +97,29 @@ class Questions:
             # (a Negotiator object elsewhere cannot answer for an agent)
         return statuses
 
+    def _answering(self, token: tuple[int, int]) -> dict[str, dict[str, Any]]:
+        """agent -> its Negotiator status, for the agents whose status answers this sub-step."""
+        return {
+            agent: status
+            for agent, status in self._statuses().items()
+            if (status.get("observedEpoch"), status.get("observedSubstep")) == token
+        }
+
     def answers(self, token: tuple[int, int]) -> dict[str, tuple[str, str]]:
         """agent -> (its action, its message id) for this sub-step, asked."""
-        answers = {}
-        for agent, status in self._statuses().items():
-            if (status.get("observedEpoch"), status.get("observedSubstep")) == token:
-                answers[agent] = (status.get("action", "pass"), str(status.get("message") or ""))
-        return answers
+        return {
+            agent: (status.get("action", "pass"), str(status.get("message") or ""))
+            for agent, status in self._answering(token).items()
+        }
 
     def bids(self, token: tuple[int, int], agents: list[str]) -> dict[str, dict[str, Any]]:
         """agent -> the bid its Negotiator status holds as its answer to this sub-step (the
         auction's bids travel there; bargaining messages are Offer objects)."""
-        statuses = self._statuses()
-        found = {}
-        for agent in agents:
-            status = statuses.get(agent) or {}
-            answered = (status.get("observedEpoch"), status.get("observedSubstep")) == token
-            if answered and isinstance(status.get("bid"), dict):
-                found[agent] = status["bid"]
-        return found
+        return {
+            agent: status["bid"]
+            for agent, status in self._answering(token).items()
+            if agent in agents and isinstance(status.get("bid"), dict)
+        }
 
     def answered_ahead(
         self, documents: dict[str, dict[str, Any]], token: tuple[int, int]

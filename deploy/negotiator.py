@@ -239,11 +239,12 @@ class NegotiatorProcess:
             ahead = answers_ahead(payload, view, decision, answer, self.agent)
         # An auction bid travels in the status with the answer (the market's only party);
         # a bargaining message is an Offer object in its receiver's inbox.
-        bid = message.model_dump(mode="json") if isinstance(message, Bid) else None
-        if message is not None and bid is None:
-            self._send(message)
-        elif bid is not None:
+        bid = None
+        if isinstance(message, Bid):
+            bid = message.model_dump(mode="json")
             self._sent(message)
+        elif message is not None:
+            self._send(message)
         answered = self.host.merge_patch(
             "negotiators/status",
             config.namespace,

@@ -264,7 +264,8 @@ def test_only_the_market_binds_and_controllers_pods_pass(
     try:
         other = {**pod, "metadata": {**pod["metadata"], "name": "m"}}
         assert status_of(lambda: market.create("pods", HOME, other)) == 403
-        assert status_of(lambda: market.json_patch("pods", HOME, name, [])) == 403  # no patch
+        relabel = {"metadata": {"labels": {"x": "y"}}}
+        assert status_of(lambda: market.merge_patch("pods", HOME, name, relabel)) == 403  # no patch
         stale = str(int(created["metadata"]["resourceVersion"]) - 1)
         assert status_of(lambda: market.bind(HOME, name, node, stale)) == 409
         version = created["metadata"]["resourceVersion"]
