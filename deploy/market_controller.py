@@ -188,6 +188,8 @@ class MarketController:
             retrying(self.questions.open_views)
             self.publish_status()
             self.telemetry.ready = True
+            # Its start-up's requests, for whoever measures what the placements cost after it.
+            log.info("ready", extra={"requests": dict(self.kube.requests)})
             while not self.done and not should_stop():
                 if elector is not None:
                     if time.monotonic() - renewed > elector.duration / 3:
