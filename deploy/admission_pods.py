@@ -16,17 +16,22 @@ negotiator's own Deployment, whose template the operator wrote):
   (`lease_grant.py`): pinned to the slot's node, no GPU resource the lease does not grant, and
   per resource, summed over its containers, no more than the grant (every container limits CPU
   and memory; each init container fits alone; no pod-level resources or overhead). The leases
-  are the policy's *parameters* (`paramKind: GPULease`, every lease of the pod's namespace): a
-  binding that selects several parameters ANDs their verdicts, so each lease checks only the pods
-  that name it. A lease that is ending or has ended (`status.ending`, `status.release`) admits
-  no pod.
+  are the policy's *parameters* (`paramKind: GPULease`, every lease of the pod's namespace that
+  is not released): a binding that selects several parameters ANDs their verdicts, so each lease
+  checks only the pods that name it. A lease that is ending (`status.ending`) admits no pod; a
+  released one is no parameter any more (the market labels it `gpuparley.io/released` as it
+  releases it), so a pod naming it is a pod whose lease the policy cannot see (below). The
+  apiserver evaluates the policy once per parameter for every pod write: with every lease an
+  agent ever held as a parameter, its pod create cost the host apiserver 29 ms with 100 released
+  leases in its namespace and 287 ms with 1,000; now it follows the leases it holds
+  (`benchmarks/lease_admission_cost.py`).
 
 What admission cannot do, the market does before it binds a pod (`market_pods.py`): count a
 lease's pods (one per slot), and check a pod whose lease the policy cannot see -- a lease the
-apiserver's parameter cache has not caught up with, one that does not exist, or a namespace with
-no lease at all (no parameter: the policy does not apply). Such a pod is admitted unbound and
-stays so; the market's check, against the leases it holds itself, is the authoritative one, and
-its end-of-epoch sweep evicts it.
+apiserver's parameter cache has not caught up with, one released, one that does not exist, or a
+namespace with no lease held (no parameter: the policy does not apply). Such a pod is admitted
+unbound and stays so; the market's check, against the leases it holds itself, is the
+authoritative one, and its end-of-epoch sweep evicts it.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from gpuparley.deploy.admission_cel import (
 from gpuparley.deploy.crds import API_VERSION
 from gpuparley.deploy.gpu_resources import NVIDIA_PREFIX
 from gpuparley.deploy.lease_grant import GRANT_FIELD
-from gpuparley.deploy.objects import LEASE_LABEL, MARKET_SCHEDULER
+from gpuparley.deploy.objects import LEASE_LABEL, MARKET_SCHEDULER, RELEASED_LABEL
 from gpuparley.deploy.rbac import ROLE_LABEL
 from gpuparley.deploy.workload import HOSTNAME_LABEL, INDEX_ANNOTATION
 
@@ -225,14 +230,21 @@ def lease_fit_policy() -> dict[str, Any]:
 
 
 def pod_admission_objects() -> list[dict[str, Any]]:
-    """The pod policies and their bindings (the fit binding takes every lease as a parameter)."""
-    # Allow when a namespace holds no lease at all: the apiserver resolves parameters before it
+    """The pod policies and their bindings (the fit binding takes every lease not released as a
+    parameter)."""
+    # Every lease not released yet: the apiserver evaluates the policy once per parameter for
+    # each pod write, so released leases, which admit no pod anyway, would make an agent's every
+    # pod write cost in proportion to every lease it ever held.
+    # Allow when a namespace holds no such lease: the apiserver resolves parameters before it
     # evaluates match conditions, so "Deny" would refuse admins and controllers there too. Such
     # an agent's pods still wait unbound (the scheduler policy), and are evicted by the market.
-    every_lease = {"selector": {}, "parameterNotFoundAction": "Allow"}
+    held = {
+        "selector": {"matchExpressions": [{"key": RELEASED_LABEL, "operator": "DoesNotExist"}]},
+        "parameterNotFoundAction": "Allow",
+    }
     return [
         lease_scheduler_policy(),
         binding(LEASE_SCHEDULER_POLICY),
         lease_fit_policy(),
-        binding(LEASE_FIT_POLICY, every_lease),
+        binding(LEASE_FIT_POLICY, held),
     ]

@@ -235,7 +235,8 @@ class LeasePublisher:
         self, lease: Lease, release: Release | None, phase: str, spec_changed: bool
     ) -> None:
         """Create the object or rewrite its spec and grant (if they changed), then set the
-        status field of its phase (`status.ending`, then `status.release`)."""
+        status field of its phase (`status.ending`, then `status.release`, after the label that
+        takes a released lease out of the lease-fit policy's parameters)."""
         obj = objects.gpulease_object(lease, self.pods.grant(lease))
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         if spec_changed and self.kube.create("gpuleases", namespace, obj) is None:
@@ -245,6 +246,9 @@ class LeasePublisher:
         elif spec_changed:
             self.telemetry.agreements.inc()
         if release is not None and phase != ACTIVE:
+            if phase == RELEASED:  # first: a lease whose status says released carries it too
+                released = {"metadata": {"labels": {objects.RELEASED_LABEL: "true"}}}
+                self.kube.merge_patch("gpuleases", namespace, name, released)
             field = "ending" if phase == ENDING else "release"
             status = {"status": {field: release.model_dump(mode="json")}}
             self.kube.merge_patch("gpuleases/status", namespace, name, status)

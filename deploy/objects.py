@@ -19,6 +19,10 @@ KIND_LABEL = f"{LABEL_PREFIX}/message"
 AGENT_LABEL = f"{LABEL_PREFIX}/agent"
 JOB_LABEL = f"{LABEL_PREFIX}/job"  # pod-group: every pod of one job (a gang) carries it
 LEASE_LABEL = f"{LABEL_PREFIX}/lease"  # on a synced host pod: the GPULease it runs under
+# On a released GPULease: out of the lease-fit policy's parameters (`admission_pods.py`), which
+# are evaluated for every pod write in the namespace, so that cost follows the leases an agent
+# holds, not every lease it ever held.
+RELEASED_LABEL = f"{LABEL_PREFIX}/released"
 # Who binds a pod (its `spec.schedulerName`; kube-scheduler leaves pods naming another alone):
 # in an agent's own plane its negotiator, once the job's lease is placed; on the host the market,
 # once every pod of the lease exists and fits it. A pod naming either waits unbound until then.

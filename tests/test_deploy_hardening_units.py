@@ -134,6 +134,19 @@ def test_every_crd_field_has_a_size_limit_never_looser_than_the_model() -> None:
 # --------------------------------------------------------------- the market, with a fake host
 
 
+def _merged(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386), as the apiserver applies one: objects merge key by key,
+    null removes, anything else replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            target[key] = _merged(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
 class FakeKube:
     """Enough of `Kube` for the market: objects by (resource, namespace, name), each write
     giving the object a new resourceVersion and logged in `writes` (verb, resource, name)."""
@@ -181,9 +194,7 @@ class FakeKube:
         self, resource: str, namespace: str | None, name: str, patch: dict[str, Any]
     ) -> Any:
         kind = resource.partition("/")[0]
-        obj = copy.deepcopy(self.objects[kind, namespace or "", name])
-        for key, value in patch.items():
-            obj[key] = {**obj.get(key, {}), **value} if isinstance(value, dict) else value
+        obj = _merged(copy.deepcopy(self.objects[kind, namespace or "", name]), patch)
         self._store("patch", resource, namespace, obj)
         return obj
 

@@ -43,6 +43,9 @@ class RecordingKube(FakeKube):
                 self.events.append((phase, name))
             if "release" in patch["status"] and self._pods_of(namespace or "", name):
                 self.released_with_pods.append(name)
+        labels = (patch.get("metadata") or {}).get("labels") or {}
+        if resource == "gpuleases" and objects.RELEASED_LABEL in labels:
+            self.events.append(("label released", name))
         return super().merge_patch(resource, namespace, name, patch)
 
     def delete(
@@ -97,12 +100,20 @@ def test_the_market_deletes_a_leases_pods_between_marking_it_ending_and_releasin
     controller = _market(kube)
     _lease, name, pods = _ended_with_running_pods(kube, controller)
     controller.leases.publish()  # the reconcile every effects pass ends with
-    assert kube.events == [("ending", name), *(("delete", pod) for pod in pods), ("release", name)]
+    assert kube.events == [
+        ("ending", name),
+        *(("delete", pod) for pod in pods),
+        ("label released", name),  # before the release: out of the fit policy's parameters
+        ("release", name),
+    ]
     assert kube.released_with_pods == []
     assert kube.list("pods") == []
     assert controller.pods.reclaimed_pods == 2 and controller.pods.evicted == []
-    status = kube.get("gpuleases", "agent-alpha", name)["status"]
+    released = kube.get("gpuleases", "agent-alpha", name)
+    status = released["status"]
     assert status["ending"] == status["release"] and status["release"]["reason"] == "expired"
+    labels = released["metadata"]["labels"]
+    assert labels[objects.RELEASED_LABEL] == "true" and labels["gpuparley.io/holder"] == "alpha"
 
 
 def test_a_market_restarted_between_the_mark_and_the_release_goes_on_from_the_pods() -> None:
@@ -119,10 +130,14 @@ def test_a_market_restarted_between_the_mark_and_the_release_goes_on_from_the_po
     second.market.releases.append((lease, release))  # what the journal's replay ended
     second.leases.adopt(kube.list("gpuleases"))
     second.leases.publish()
-    assert kube.events == [*(("delete", pod) for pod in pods), ("release", name)]
+    assert kube.events == [
+        *(("delete", pod) for pod in pods),
+        ("label released", name),
+        ("release", name),
+    ]
     assert kube.released_with_pods == []
     second.leases.publish()  # idempotent: nothing more to write
-    assert len(kube.events) == len(pods) + 1
+    assert len(kube.events) == len(pods) + 2
 
 
 def test_a_deposed_replica_writes_no_gpulease() -> None:
@@ -202,4 +217,9 @@ def test_past_its_deadline_the_end_deletes_what_a_fresh_list_shows() -> None:
     controller.leases.placement_timeout = 0.0
     controller.leases.publish()
     assert kube.list("pods") == [] and kube.released_with_pods == []
-    assert kube.events == [("ending", name), *(("delete", pod) for pod in pods), ("release", name)]
+    assert kube.events == [
+        ("ending", name),
+        *(("delete", pod) for pod in pods),
+        ("label released", name),
+        ("release", name),
+    ]

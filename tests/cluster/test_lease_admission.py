@@ -14,6 +14,7 @@ so nothing admitted is ever scheduled.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from gpuparley.deploy.workload import host_pod, pods_for_job
 from gpuparley.envs.market.messages import Lease, Release, ResourceItem
 from gpuparley.envs.scenario import load_scenario
 
-from .helpers import outcome, status_of, wait_denied_by
+from .helpers import outcome, status_of, wait_denied_by, wait_for
 
 pytestmark = pytest.mark.cluster
 HOME = "agent-alpha"
@@ -376,5 +377,51 @@ def test_a_lease_marked_ending_admits_no_pod(deployed: Any, cluster: Any) -> Non
         _refused_by_fit(_dry_create(alpha, pod), "a pod of an ending lease")
     finally:
         Kube(cluster.host.kubeconfig).delete("gpuleases", HOME, name)
+        market.close()
+        alpha.close()
+
+
+def test_a_released_lease_is_no_parameter_of_the_fit_policy(deployed: Any, cluster: Any) -> None:
+    """The market labels a lease released (`gpuparley.io/released`) as it releases it, and the
+    fit binding selects only leases without that label: the policy is evaluated once per
+    parameter for every pod write, so an agent's pod writes cost what the leases it holds cost,
+    not every lease it ever held. A held lease beside it is enforced as before; a pod naming the
+    released one waits unbound, for the market, which binds pods of its active leases only."""
+    market = Kube(cluster.host.agent_kubeconfigs[rbac.MARKET_USER])
+    alpha = Kube(cluster.host.agent_kubeconfigs[HOME])
+    bigger: dict[str, dict[str, Any]] = {}
+    names = []
+    try:
+        for which in ("held", "released"):
+            lease = _lease("whole").model_copy(
+                update={"lease_id": f"adm-{which}", "id": f"market.{which}"}
+            )
+            job = JOBS[lease.job]
+            obj = objects.gpulease_object(lease, lease_grant(lease, job.pod))
+            market.create("gpuleases", HOME, obj)
+            names.append(obj["metadata"]["name"])
+            pod = host_pod(pods_for_job(job)[0], obj["metadata"]["name"], lease.resources[0])
+            pod["metadata"]["name"] = f"adm-{which}-0"
+            _limits(pod)["cpu"] = "1000"
+            bigger[which] = pod
+            probe = functools.partial(_raise_dry_create, alpha, pod)
+            wait_denied_by(admission.LEASE_FIT_POLICY, probe)
+        release = Release(
+            id="market.rel", sender="market", receiver="alpha", epoch=1,
+            lease_id="adm-released", reason="finished",
+        ).model_dump(mode="json")  # fmt: skip
+        released = {"metadata": {"labels": {objects.RELEASED_LABEL: "true"}}}
+        market.merge_patch("gpuleases", HOME, names[1], released)
+        market.merge_patch("gpuleases/status", HOME, names[1], {"status": {"release": release}})
+        wait_for(
+            "the released lease to leave the fit policy's parameters",
+            lambda: _dry_create(alpha, bigger["released"])[0] == 200,
+        )
+        _refused_by_fit(_dry_create(alpha, bigger["held"]), "too big a pod of a held lease")
+    finally:
+        admin = Kube(cluster.host.kubeconfig)
+        for name in names:
+            admin.delete("gpuleases", HOME, name)
+        admin.close()
         market.close()
         alpha.close()

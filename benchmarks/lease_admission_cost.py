@@ -1,0 +1,144 @@
+"""What does an agent's lease history cost each of its pod writes on the host?
+
+The lease-fit admission policy (`deploy/admission_pods.py`) takes GPULeases as parameters, and the
+apiserver evaluates it once per parameter for every pod write in an agent's namespace. The
+market labels a lease `gpuparley.io/released` as it releases it, and the policy's binding selects
+only leases without that label. This measures an agent's pod create (a dry run: admission runs
+in full, nothing is stored) with 0 leases in its namespace (the baseline), then with `--leases`
+released leases written as the market writes them (labelled), then with the same leases without
+the label (every lease a parameter, as before the label), all in one run on one host plane.
+
+    python benchmarks/lease_admission_cost.py [--leases 100,1000] [--creates 30]
+
+Prints medians and ratios to the baseline; saves benchmarks/results/lease_admission_cost.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gpuparley.deploy import objects, rbac
+from gpuparley.deploy.apply import apply_objects
+from gpuparley.deploy.cluster import nodes, planes
+from gpuparley.deploy.kube import Kube, connect
+from gpuparley.deploy.lease_grant import lease_grant
+from gpuparley.deploy.render import AgentBundle, render_objects
+from gpuparley.deploy.workload import host_pod, pods_for_job
+from gpuparley.envs.market.messages import Lease, Release, ResourceItem
+from gpuparley.envs.scenario import load_scenario
+
+from _common import save
+
+AGENT = "alpha"
+HOME = objects.agent_namespace(AGENT)
+JOB = next(job for job in load_scenario("cluster-e2e").build_jobs(0) if job.name == "gen-000021")
+SETTLE = 3.0  # seconds for the apiserver's parameter cache to take the leases written
+
+
+def _lease(index: int) -> Lease:
+    """A one-GPU lease of alpha's, pinned to a node that does not exist (nothing is scheduled)."""
+    item = ResourceItem(pod=0, node="no-such-node", gpu_kind="whole", gpus=(0,))
+    return Lease(
+        id=f"market.cost-{index}", sender="market", receiver=AGENT, epoch=0,
+        lease_id=f"cost-{index}", holder=AGENT, lender="market", job=JOB.name,
+        resources=(item,), start_epoch=0, expires_epoch=4, price=1.0,
+    )  # fmt: skip
+
+
+def _write_released(market: Kube, index: int) -> str:
+    """One lease as the market leaves a released one: created, labelled, then released."""
+    lease = _lease(index)
+    obj = objects.gpulease_object(lease, lease_grant(lease, JOB.pod))
+    name = obj["metadata"]["name"]
+    market.create("gpuleases", HOME, obj)
+    _label(market, [name], "true")
+    release = Release(
+        id=f"market.end.{index}", sender="market", receiver=AGENT, epoch=1,
+        lease_id=lease.lease_id, reason="finished",
+    )  # fmt: skip
+    market.merge_patch(
+        "gpuleases/status", HOME, name, {"status": {"release": release.model_dump(mode="json")}}
+    )
+    return name
+
+
+def _label(market: Kube, names: list[str], value: str | None) -> None:
+    """Set (or, None, remove) the released label on the leases `names`."""
+    patch = {"metadata": {"labels": {objects.RELEASED_LABEL: value}}}
+    market.each(lambda name: market.merge_patch("gpuleases", HOME, name, patch), names)
+
+
+def _create_ms(agent: Kube, pod: dict[str, Any], creates: int) -> float:
+    """The median milliseconds of `creates` dry-run creates of `pod` by the agent."""
+    times = []
+    for _ in range(creates):
+        started = time.perf_counter()
+        agent.call("POST", f"/api/v1/namespaces/{HOME}/pods", pod, {"dryRun": "All"})
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def measure(counts: list[int], creates: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
+        state_dir = Path(tmp) / "state"
+        state = planes.up(
+            state_dir, nodes.default_fake_nodes(), [AGENT], scenario="default", die_with_parent=True
+        )
+        try:
+            with connect(state.host.kubeconfig) as api:
+                apply_objects(api, render_objects(AgentBundle(agent=AGENT)))
+            market = Kube(state.host.agent_kubeconfigs[rbac.MARKET_USER])
+            agent = Kube(state.host.agent_kubeconfigs[HOME])
+            held = _lease(0)
+            obj = objects.gpulease_object(held, lease_grant(held, JOB.pod))
+            market.create("gpuleases", HOME, obj)  # the lease the pod runs under
+            pod = host_pod(pods_for_job(JOB)[0], obj["metadata"]["name"], held.resources[0])
+            time.sleep(SETTLE)
+            baseline = _create_ms(agent, pod, creates)
+            rows, names = [], []
+            for count in counts:
+                while len(names) < count:
+                    names.append(_write_released(market, len(names) + 1))
+                time.sleep(SETTLE)
+                labelled = _create_ms(agent, pod, creates)
+                _label(market, names, None)
+                time.sleep(SETTLE)
+                every = _create_ms(agent, pod, creates)
+                _label(market, names, "true")
+                rows.append({
+                    "released_leases": count, "create_ms_labelled": labelled,
+                    "create_ms_every_lease": every, "ratio_labelled": labelled / baseline,
+                    "ratio_every_lease": every / baseline,
+                })  # fmt: skip
+            market.close()
+            agent.close()
+        finally:
+            planes.down(state_dir)
+    return {"baseline_create_ms": baseline, "creates": creates, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leases", default="100,1000")
+    parser.add_argument("--creates", type=int, default=30)
+    args = parser.parse_args()
+    counts = sorted(int(n) for n in args.leases.split(","))
+    figures = measure(counts, args.creates)
+    print(f"pod create (dry run), no lease but its own: {figures['baseline_create_ms']:.1f} ms")
+    for row in figures["rows"]:
+        print(
+            f"{row['released_leases']:>5} released leases: labelled (out of the policy's"
+            f" parameters) {row['create_ms_labelled']:.1f} ms (x{row['ratio_labelled']:.2f});"
+            f" every lease a parameter {row['create_ms_every_lease']:.1f} ms"
+            f" (x{row['ratio_every_lease']:.1f})"
+        )
+    print(f"saved {save('lease_admission_cost', figures)}")
+
+
+if __name__ == "__main__":
+    main()
