@@ -25,7 +25,9 @@ apiservers one watch request per set every few minutes:
   of the lease exists and fits it (a gang starts all together or not at all). The agent's own
   pods are then bound to the host node and mirror the host pods' phase. A lease marked ending is
   no longer synced and its host pods are deleted; once released, a finished job's pods are
-  marked Succeeded, any other job's are created again unbound to wait.
+  marked Succeeded, any other job's are created again unbound to wait. Released leases stay on
+  the host (the record of how each lease ended); a process applies each release once and skips
+  it after, so a reconcile costs what the leases held cost, not the agent's whole history.
 
 Message hygiene: the policy only ever acts on the market's view; a view that does not parse, or a
 slot naming a job the agent has no pods for, is counted as a rejection and answered with a pass.
@@ -47,7 +49,7 @@ import numpy as np
 from gpuparley.deploy import objects
 from gpuparley.deploy.answers_ahead import answers_ahead
 from gpuparley.deploy.informer import Informer, Wakeup
-from gpuparley.deploy.kube import AlreadyExists, ApiError, Conflict, Kube, NotFound
+from gpuparley.deploy.kube import ApiError, Conflict, Kube, NotFound
 from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.negotiator_messages import ACTIONS, Message, NoMessage, message_for
 from gpuparley.deploy.telemetry import Telemetry
@@ -57,7 +59,7 @@ from gpuparley.deploy.workload import (
     WorkloadError,
     group_pods,
     host_pod,
-    unbound,
+    recreate_unbound,
 )
 from gpuparley.envs.market.encoding import AgentView, Decision, decode, encode
 from gpuparley.envs.market.messages import Bid, Demand, Lease, MessageError
@@ -111,6 +113,9 @@ class NegotiatorProcess:
         )
         self._answered: tuple[int, int] | None = None
         self._view_version: str | None = None
+        # Released leases whose end was applied (name -> resourceVersion), skipped by the
+        # reconcile: its cost follows the leases held, not all ever held (a restart redoes each).
+        self._settled: dict[str, str | None] = {}
         self._renewed_at = 0.0
         self.wakeup = Wakeup()
         home, agent_plane = config.namespace, config.workload_namespace
@@ -337,7 +342,13 @@ class NegotiatorProcess:
         host_pods = {p["metadata"]["name"]: p for p in self.host_pods.objects()}
         active_jobs = set()
         parsed: list[tuple[dict[str, Any], Lease]] = []
+        versions = {o["metadata"]["name"]: o["metadata"].get("resourceVersion") for o in leases}
+        self._settled = {
+            n: v for n, v in self._settled.items() if n in versions and versions[n] == v
+        }
         for obj in leases:
+            if obj["metadata"]["name"] in self._settled:
+                continue
             try:
                 lease = Lease.model_validate(obj.get("spec") or {})
             except ValueError as exc:
@@ -352,8 +363,11 @@ class NegotiatorProcess:
         running = []
         for obj, lease in parsed:
             group = groups.get(lease.job)
-            if objects.lease_phase(obj) != objects.ACTIVE:  # ending or released: no pods sync
+            phase = objects.lease_phase(obj)
+            if phase != objects.ACTIVE:  # ending or released: no pods sync
                 self._end(obj, lease, group, host_pods, lease.job in active_jobs)
+                if phase == objects.RELEASED:
+                    self._settled[obj["metadata"]["name"]] = obj["metadata"].get("resourceVersion")
             elif group is not None:
                 running.append((obj, lease, group))
             else:
@@ -477,15 +491,5 @@ class NegotiatorProcess:
         for pod in group.pods:
             if not (pod.get("spec") or {}).get("nodeName"):
                 continue  # waiting already
-            self.plane.delete("pods", namespace, pod["metadata"]["name"])
-            self.agent_pods.observe(self._recreate(namespace, unbound(pod)))
+            self.agent_pods.observe(recreate_unbound(self.plane, namespace, pod))
             self.telemetry.pods_synced.labels("unbound").inc()
-
-    def _recreate(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
-        """Create the unbound copy once the old pod is gone (deletion is asynchronous)."""
-        for _ in range(100):
-            created = self.plane.create("pods", namespace, pod)
-            if created is not None:
-                return created
-            time.sleep(0.05)
-        raise AlreadyExists(409, "AlreadyExists", f"pod {pod['metadata']['name']} is still there")

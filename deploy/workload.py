@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from gpuparley.deploy.gpu_resources import (
     lease_item_limits,
     mig_resource,
 )
+from gpuparley.deploy.kube import AlreadyExists, Kube
 from gpuparley.deploy.objects import (
     AGENT_SCHEDULER,
     JOB_LABEL,
@@ -243,12 +245,12 @@ def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -
     }
 
 
-def unbound(pod: dict[str, Any]) -> dict[str, Any]:
-    """A fresh, unbound copy of an agent pod, to wait for a lease again (a binding cannot be
-    undone: the pod is deleted and created again)."""
+def recreate_unbound(kube: Kube, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
+    """Delete a bound agent pod and create a fresh, unbound copy of it, to wait for a lease
+    again (a binding cannot be undone); the copy is created once the old pod is gone (deletion
+    is asynchronous). The copy as created."""
     meta = pod["metadata"]
-    spec = {k: v for k, v in pod["spec"].items() if k != "nodeName"}
-    return {
+    copy_ = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -256,5 +258,12 @@ def unbound(pod: dict[str, Any]) -> dict[str, Any]:
             "labels": dict(meta.get("labels") or {}),
             "annotations": dict(meta.get("annotations") or {}),
         },
-        "spec": spec,
+        "spec": {k: v for k, v in pod["spec"].items() if k != "nodeName"},
     }
+    kube.delete("pods", namespace, meta["name"])
+    for _ in range(100):
+        created = kube.create("pods", namespace, copy_)
+        if created is not None:
+            return created
+        time.sleep(0.05)
+    raise AlreadyExists(409, "AlreadyExists", f"pod {meta['name']} is still there")

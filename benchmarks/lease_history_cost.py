@@ -1,22 +1,31 @@
-"""What does an agent's lease history cost each of its pod writes on the host?
+"""What does an agent's lease history cost? Released GPULeases stay on the host (the record of
+how each lease ended), so two costs could grow with every lease an agent ever held:
 
-The lease-fit admission policy (`deploy/admission_pods.py`) takes GPULeases as parameters, and the
-apiserver evaluates it once per parameter for every pod write in an agent's namespace. The
-market labels a lease `gpuparley.io/released` as it releases it, and the policy's binding selects
-only leases without that label. This measures an agent's pod create (a dry run: admission runs
-in full, nothing is stored) with 0 leases in its namespace (the baseline), then with `--leases`
-released leases written as the market writes them (labelled), then with the same leases without
-the label (every lease a parameter, as before the label), all in one run on one host plane.
+* **admission**: the lease-fit policy (`deploy/admission_pods.py`) takes GPULeases as parameters,
+  and the apiserver evaluates it once per parameter for every pod write in an agent's namespace.
+  The market labels a lease `gpuparley.io/released` as it releases it, and the policy's binding
+  selects only leases without that label. Measured: an agent's pod create (a dry run: admission
+  runs in full, nothing is stored) with no lease but its own (the baseline), then with `--leases`
+  released leases written as the market writes them (labelled), then with the same leases
+  without the label (every lease a parameter, as before the label), on one host plane.
+* **the negotiator's reconcile** (`NegotiatorProcess._sync_leases`, run at every change it
+  watches), in process on the unit tests' fake apiserver: with `--leases` released leases whose
+  end it has applied (skipped since), against the same leases looked at again at every
+  reconcile (the baseline: as before it kept which ends it applied); with no lease for
+  reference.
 
-    python benchmarks/lease_admission_cost.py [--leases 100,1000] [--creates 30]
+    python benchmarks/lease_history_cost.py [--leases 100,1000] [--creates 30]
 
-Prints medians and ratios to the baseline; saves benchmarks/results/lease_admission_cost.json.
+Prints medians and ratios to the baselines; saves benchmarks/results/lease_history_cost.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +36,18 @@ from gpuparley.deploy.apply import apply_objects
 from gpuparley.deploy.cluster import nodes, planes
 from gpuparley.deploy.kube import Kube, connect
 from gpuparley.deploy.lease_grant import lease_grant
+from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
 from gpuparley.deploy.render import AgentBundle, render_objects
-from gpuparley.deploy.workload import host_pod, pods_for_job
+from gpuparley.deploy.workload import group_pods, host_pod, pods_for_job
 from gpuparley.envs.market.messages import Lease, Release, ResourceItem
 from gpuparley.envs.scenario import load_scenario
 
 from _common import save
+
+# The unit tests' fake apiserver (tests/, outside the installed package; this benchmark runs from
+# a source checkout, as `negotiation_e2e.py` does with the cluster tests' rig).
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+from test_deploy_hardening_units import FakeKube
 
 AGENT = "alpha"
 HOME = objects.agent_namespace(AGENT)
@@ -50,6 +65,14 @@ def _lease(index: int) -> Lease:
     )  # fmt: skip
 
 
+def _release(index: int) -> dict[str, Any]:
+    release = Release(
+        id=f"market.end.{index}", sender="market", receiver=AGENT, epoch=1,
+        lease_id=_lease(index).lease_id, reason="finished",
+    )  # fmt: skip
+    return release.model_dump(mode="json")
+
+
 def _write_released(market: Kube, index: int) -> str:
     """One lease as the market leaves a released one: created, labelled, then released."""
     lease = _lease(index)
@@ -57,13 +80,7 @@ def _write_released(market: Kube, index: int) -> str:
     name = obj["metadata"]["name"]
     market.create("gpuleases", HOME, obj)
     _label(market, [name], "true")
-    release = Release(
-        id=f"market.end.{index}", sender="market", receiver=AGENT, epoch=1,
-        lease_id=lease.lease_id, reason="finished",
-    )  # fmt: skip
-    market.merge_patch(
-        "gpuleases/status", HOME, name, {"status": {"release": release.model_dump(mode="json")}}
-    )
+    market.merge_patch("gpuleases/status", HOME, name, {"status": {"release": _release(index)}})
     return name
 
 
@@ -79,6 +96,39 @@ def _create_ms(agent: Kube, pod: dict[str, Any], creates: int) -> float:
     for _ in range(creates):
         started = time.perf_counter()
         agent.call("POST", f"/api/v1/namespaces/{HOME}/pods", pod, {"dryRun": "All"})
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def reconcile_ms(count: int, settled: bool, repeats: int = 20) -> float:
+    """The median milliseconds of a negotiator's reconcile of `count` released leases of a job
+    that finished (its pods Succeeded), with 20 host pods; `settled`: as it runs, knowing which
+    ends it applied, else looking at every lease each time."""
+    process = NegotiatorProcess(
+        NegotiatorConfig(agent=AGENT, policy="scripted"), FakeKube(), FakeKube(), None
+    )  # type: ignore[arg-type]
+    agent_pods = json.loads(json.dumps(pods_for_job(JOB)))
+    for pod in agent_pods:
+        pod["metadata"]["namespace"], pod["status"] = "default", {"phase": "Succeeded"}
+    lease = _lease(0)
+    for index in range(20):
+        pod = host_pod(agent_pods[0], f"held-{index}", lease.resources[0])
+        pod["metadata"].update(name=f"host-{index}", namespace=HOME)
+        process.host_pods.observe(pod)
+    leases = []
+    for index in range(1, count + 1):
+        obj = objects.gpulease_object(_lease(index))
+        obj["metadata"].update(namespace=HOME, resourceVersion=str(index))
+        obj["status"] = {"ending": _release(index), "release": _release(index)}
+        leases.append(obj)
+    groups = group_pods(agent_pods)
+    process._sync_leases(groups, leases)  # the first reconcile applies every end
+    times = []
+    for _ in range(repeats):
+        if not settled:
+            process._settled.clear()
+        started = time.perf_counter()
+        process._sync_leases(groups, copy.copy(leases))
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 
@@ -137,7 +187,20 @@ def main() -> None:
             f" every lease a parameter {row['create_ms_every_lease']:.1f} ms"
             f" (x{row['ratio_every_lease']:.1f})"
         )
-    print(f"saved {save('lease_admission_cost', figures)}")
+    baseline = reconcile_ms(0, settled=True)
+    figures["negotiator"] = {"baseline_reconcile_ms": baseline, "rows": []}
+    print(f"negotiator reconcile, no lease: {baseline:.3f} ms")
+    for count in counts:
+        settled, every = reconcile_ms(count, settled=True), reconcile_ms(count, settled=False)
+        figures["negotiator"]["rows"].append({
+            "released_leases": count, "reconcile_ms_settled": settled,
+            "reconcile_ms_every_lease": every, "speedup": every / settled,
+        })  # fmt: skip
+        print(
+            f"{count:>5} released leases: ends applied once {settled:.3f} ms; every lease looked"
+            f" at each time {every:.3f} ms (x{every / settled:.0f} the time)"
+        )
+    print(f"saved {save('lease_history_cost', figures)}")
 
 
 if __name__ == "__main__":
