@@ -13,7 +13,7 @@ ends:
   and three negotiators (scripted truthful bidders, processes) negotiate, leases are issued,
   the negotiators sync the pods to the host and the market binds them. Created = just before the
   agent-plane create, or when the market process became ready if that was later (start-up is
-  not negotiation): the market finds all the pods at once.
+  not negotiation; the time its log gives): the market finds all the pods at once.
 * **baseline**: the same pods created directly, for kube-scheduler, in a host namespace, while
   kube-scheduler is paused (SIGSTOP); created = just before the create call, or when it was let
   go again (SIGCONT) if that was later. It too finds all the pods at once -- the same arrival as
@@ -229,14 +229,15 @@ def run_market(
         # ready (or from the pod's creation if later), and its requests until then are not
         # counted either (kube-scheduler's were made before the baseline began).
         rig.start_market("--max-epochs", "3")
-        ready = rig.wait_ready("market")
+        rig.wait_ready("market")
         window = CpuWindow()
+        ready, startup = market_ready(work / "logs" / "market.log")
+        startup_requests.append(startup)
         created.update({name: max(at, ready) for name, at in created.items()})
         bound.update(watch.wait_bound(len(created), 300))
         cpu.append(window.close())
         lists = watch.wait_running(2 * len(created), 120)  # on the host and in its agent plane
-        startup_requests.append(market_startup_requests(work / "logs" / "market.log"))
-        return None, lists + startup_requests[0]
+        return None, lists + startup
 
     before = [request_counts(plane) for plane in every_plane]
     try:
@@ -270,15 +271,17 @@ def logged(market_log: Path, message: str) -> list[dict[str, Any]]:
     return found
 
 
-def market_startup_requests(market_log: Path) -> float:
-    """The requests the market made before it was ready (its "ready" log line), watches left
-    out: start-up, not negotiation, like kube-scheduler's before the baseline. Read from its own
-    count, not the apiservers': reading their metrics at that moment took about 0.1 s of CPU
-    from the market's first sub-steps, which the baseline's run is not charged."""
+def market_ready(market_log: Path) -> tuple[float, float]:
+    """When the market became ready (perf_counter, from its "ready" line's time: its /readyz,
+    which the rig polls every 20 ms, says so up to a poll later), and the requests it made until
+    then, watches left out: start-up, not negotiation, like kube-scheduler's before the
+    baseline. Its own count, not the apiservers': reading their metrics at that moment took
+    about 0.1 s of CPU from the market's first sub-steps, which the baseline is not charged."""
     ready = logged(market_log, "ready")
     if not ready:
         raise RuntimeError(f"no 'ready' line in {market_log}")
-    return float(sum(n for verb, n in ready[0]["requests"].items() if verb != STANDING))
+    at = ready[0]["ts"] - (time.time() - time.perf_counter())
+    return at, float(sum(n for verb, n in ready[0]["requests"].items() if verb != STANDING))
 
 
 def substep_log(market_log: Path) -> dict[str, Any]:

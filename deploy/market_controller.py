@@ -187,9 +187,9 @@ class MarketController:
             # negotiation (a fresh market's first view write would otherwise also create).
             retrying(self.questions.open_views)
             self.publish_status()
-            self.telemetry.ready = True
-            # Its start-up's requests, for whoever measures what the placements cost after it.
+            # When, and its start-up's requests: for whoever measures what placements cost.
             log.info("ready", extra={"requests": dict(self.kube.requests)})
+            self.telemetry.ready = True
             while not self.done and not should_stop():
                 if elector is not None:
                     if time.monotonic() - renewed > elector.duration / 3:
