@@ -37,10 +37,10 @@ saved as `market_startup_requests`: a one-off, like kube-scheduler's, which ran 
 baseline), divided by the pods.
 
 CPU: the seconds every process of the rig used (planes, market, negotiators, the benchmark's
-own client), by program, over each measured window (from kube-scheduler's resumption, or the
-market's readiness, to the last binding), and the share of the machine's cores that is: on a
-machine with few cores both windows keep the cores busy, so their latencies follow their work,
-not their round trips.
+own client), by program, over each measured window (from kube-scheduler's resumption, or from
+when the rig's poll of the market's /readyz succeeds, to the last binding), and the share of the
+machine's cores that is: on a machine with few cores both windows keep the cores busy, so their
+latencies follow their work, not their round trips.
 
 Sub-steps: from the market's log, how many it closed, in how many it asked a negotiator and in
 how many it took answers given ahead (`deploy/answers_ahead.py`), the median seconds of each
