@@ -119,10 +119,8 @@ class MarketController:
         self._cleared = False  # a clearing happened whose effects are not all made yet
         self._unsettled = False  # sub-steps closed whose effects are not all made yet
         self._status_at = 0.0  # when the status was last published
-        # Sub-steps answered wholly ahead, closed but not in the journal yet, and the summary of
-        # the state the last of them was applied to (see `_journal`).
+        # Sub-steps answered wholly ahead, closed but not in the journal yet (see `_journal`).
         self._uncommitted: list[Record] = []
-        self._uncommitted_summary: dict[str, Any] = {}
         everywhere = None
         self.negotiators = Informer(kube, "negotiators", everywhere, notify=self.wakeup)
         # The auction takes bids to the market only; bargaining brokers messages between agents.
@@ -421,27 +419,23 @@ class MarketController:
         flushes first), and nothing of it leaves the controller before `_effects` (which flushes
         first). A controller killed meanwhile redoes it from the same inputs, as it would a
         sub-step killed before its commit. So a round answered ahead costs one journal write."""
+        self._uncommitted.append(record)
         if asked:
-            self._commit([*self._uncommitted, record], self._summary())
-            self._uncommitted = []
-        else:
-            self._uncommitted.append(record)
-            self._uncommitted_summary = self._summary()
+            self._flush()
 
     def _flush(self) -> None:
-        """Commit the sub-steps held by `_journal`."""
-        if self._uncommitted:
-            self._commit(self._uncommitted, self._uncommitted_summary)
-            self._uncommitted = []
-
-    def _commit(self, records: list[Record], summary: dict[str, Any]) -> None:
-        """Write the sub-steps' inputs to the journal, with the summary of the state the last of
-        them is applied to; retried until it is written (the market has taken the messages, so
-        it can neither go on without the records nor forget them), StateError if deposed."""
-        delay = 0.1
+        """Commit the sub-steps held by `_journal`. It runs before anything else of the next
+        sub-step or of the effects, so the state is still the one the last of them left, and
+        its summary is the one to store."""
+        if not self._uncommitted:
+            return
+        records, summary, delay = self._uncommitted, self._summary(), 0.1
+        # Retried until it is written (the market has taken the messages, so it can neither go
+        # on without the records nor forget them); StateError if deposed.
         while True:
             try:
                 self.state.commit(records, summary)
+                self._uncommitted = []
                 return
             except ApiError as exc:
                 log.warning("cannot commit the sub-step; retrying", extra={"error": str(exc)})

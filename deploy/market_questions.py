@@ -56,8 +56,8 @@ class Questions:
         at start-up, so that asking costs one write from the first question on."""
 
         def create(agent: str) -> None:
-            empty = {"apiVersion": "v1", "kind": "ConfigMap", "data": {}}
-            empty["metadata"] = {"name": objects.VIEW_CONFIGMAP}
+            empty = {"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": objects.VIEW_CONFIGMAP}, "data": {}}  # fmt: skip
             self.kube.create("configmaps", objects.agent_namespace(agent), empty)  # None: exists
 
         self.kube.each(create, self.agents)

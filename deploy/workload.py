@@ -250,7 +250,7 @@ def recreate_unbound(kube: Kube, namespace: str, pod: dict[str, Any]) -> dict[st
     again (a binding cannot be undone); the copy is created once the old pod is gone (deletion
     is asynchronous). The copy as created."""
     meta = pod["metadata"]
-    copy_ = {
+    fresh = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -262,7 +262,7 @@ def recreate_unbound(kube: Kube, namespace: str, pod: dict[str, Any]) -> dict[st
     }
     kube.delete("pods", namespace, meta["name"])
     for _ in range(100):
-        created = kube.create("pods", namespace, copy_)
+        created = kube.create("pods", namespace, fresh)
         if created is not None:
             return created
         time.sleep(0.05)
