@@ -24,7 +24,11 @@ Sub-steps nobody was asked in (every answer given ahead) are written together wi
 record or before the next effects (`MarketController._journal`): their answers stay in the
 negotiators' statuses until a new view is published, so they too are redone from the same inputs.
 A replica that lost its leadership and still tries to write meets a newer resourceVersion
-(409) and stops: two markets never both advance the journal. The market's writes to pods and
+(409) and stops: two markets never both advance the journal. A 409 can also answer a write of
+this replica's own that landed while its response was lost (the apiserver killed mid-request,
+then the write retried), so before it stops the replica reads the head: each head names its
+writer (a token drawn per controller), and one holding exactly what was being written is this
+replica's commit, which stands. The market's writes to pods and
 GPULeases, which are not in the journal (pods bound, pods deleted, leases written, marked
 ending or released), are fenced the same way: just before them `confirm` reads the head and
 stops the replica if its resourceVersion moved, so a deposed replica does not act on a state
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +83,7 @@ class MarketState:
         self.tail: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = {}
         self._version: str | None = None  # the head's resourceVersion (None: not created)
+        self._writer = uuid.uuid4().hex  # tells this controller's heads from another replica's
 
     def load(self) -> list[Record]:
         """The journal so far (empty for a new run); StateError if it is another run's."""
@@ -122,6 +128,7 @@ class MarketState:
             "chunks": json.dumps(chunks),
             "tail": json.dumps(tail),
             "summary": json.dumps(summary, sort_keys=True),
+            "writer": self._writer,
         }
         meta: dict[str, Any] = {"name": STATE_CONFIGMAP}
         obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
@@ -134,12 +141,20 @@ class MarketState:
                 meta["resourceVersion"] = self._version
                 written = self.kube.replace("configmaps", MARKET_NAMESPACE, obj)
         except Conflict as exc:
-            raise StateError(
-                f"the market state was written by another replica ({exc.message}): this one "
-                "is no longer the leader"
-            ) from None
+            written = self._landed(data)
+            if written is None:
+                raise StateError(
+                    f"the market state was written by another replica ({exc.message}): this "
+                    "one is no longer the leader"
+                ) from None
         self._version = written["metadata"]["resourceVersion"]
         self.chunks, self.tail, self.summary = chunks, tail, summary
+
+    def _landed(self, data: dict[str, str]) -> dict[str, Any] | None:
+        """The head, if it is this very write: an earlier try of it landed but its response
+        was lost, so its retry met the resourceVersion it had itself made."""
+        head = self.kube.get("configmaps", MARKET_NAMESPACE, STATE_CONFIGMAP)
+        return head if head is not None and head.get("data") == data else None
 
     def confirm(self) -> None:
         """Check, with a read from the apiserver, that no other replica wrote the state since
