@@ -1,5 +1,6 @@
-"""What does an agent's lease history cost? Released GPULeases stay on the host (the record of
-how each lease ended), so two costs could grow with every lease an agent ever held:
+"""What does a lease history cost? Released GPULeases stay on the host (the record of how each
+lease ended), and the market keeps every end it made, so three costs could grow with every lease
+ever held:
 
 * **admission**: the lease-fit policy (`deploy/admission_pods.py`) takes GPULeases as parameters,
   and the apiserver evaluates it once per parameter for every pod write in an agent's namespace.
@@ -13,6 +14,10 @@ how each lease ended), so two costs could grow with every lease an agent ever he
   end it has applied (skipped since), against the same leases looked at again at every
   reconcile (the baseline: as before it kept which ends it applied); with no lease for
   reference.
+* **the market's publish** (`LeasePublisher.publish`, run after every clearing's changes), in
+  process on the same fake apiserver: with `--leases` ends released on the host, looking only
+  past the released ones the list of ends starts with, against every end looked at again at
+  each publish (the baseline: as before it kept how far the released run goes).
 
     python benchmarks/lease_history_cost.py [--leases 100,1000] [--creates 30]
 
@@ -28,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,7 @@ from gpuparley.deploy.apply import apply_objects
 from gpuparley.deploy.cluster import nodes, planes
 from gpuparley.deploy.kube import Kube, connect
 from gpuparley.deploy.lease_grant import lease_grant
+from gpuparley.deploy.market_pods import lease_key
 from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
 from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.deploy.workload import group_pods, host_pod, pods_for_job
@@ -47,7 +54,7 @@ from _common import save
 # The unit tests' fake apiserver (tests/, outside the installed package; this benchmark runs from
 # a source checkout, as `negotiation_e2e.py` does with the cluster tests' rig).
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
-from test_deploy_hardening_units import FakeKube
+from test_deploy_hardening_units import FakeKube, _controller
 
 AGENT = "alpha"
 HOME = objects.agent_namespace(AGENT)
@@ -133,6 +140,26 @@ def reconcile_ms(count: int, settled: bool, repeats: int = 20) -> float:
     return statistics.median(times) * 1000
 
 
+def publish_ms(count: int, upto_kept: bool, repeats: int = 20) -> float:
+    """The median milliseconds of the market's publish with `count` ends released on the host
+    and nothing else to write; `upto_kept`: as it runs, else looking at every end each time."""
+    controller, _kube = _controller()
+    leases = controller.leases
+    for index in range(1, count + 1):
+        lease = _lease(index)
+        controller.market.releases.append((lease, Release.model_validate(_release(index))))
+        leases._written[lease_key(lease)] = (lease, objects.RELEASED)  # as `adopt` finds them
+    leases.publish()
+    times = []
+    for _ in range(repeats):
+        if not upto_kept:
+            leases._released_upto = [0, 0]
+        started = time.perf_counter()
+        leases.publish()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
 def measure(counts: list[int], creates: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
         state_dir = Path(tmp) / "state"
@@ -172,6 +199,24 @@ def measure(counts: list[int], creates: int) -> dict[str, Any]:
     return {"baseline_create_ms": baseline, "creates": creates, "rows": rows}
 
 
+def in_process(
+    name: str, timed: Callable[[int, bool], float], counts: list[int], kept: str, every: str
+) -> dict[str, Any]:
+    """`timed` (milliseconds for a history of n released leases; True: as the code runs, False:
+    looking at every lease again each time) with no history, then with each count."""
+    baseline = timed(0, True)
+    print(f"{name}, no lease history: {baseline:.3f} ms")
+    rows = []
+    for count in counts:
+        fast, slow = timed(count, True), timed(count, False)
+        rows.append({"released_leases": count, "ms": fast, "ms_every_lease": slow})
+        print(
+            f"{count:>5} released leases: {kept} {fast:.3f} ms; {every} each time {slow:.3f} ms"
+            f" (x{slow / fast:.0f} the time)"
+        )
+    return {"baseline_ms": baseline, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leases", default="100,1000")
@@ -187,19 +232,12 @@ def main() -> None:
             f" every lease a parameter {row['create_ms_every_lease']:.1f} ms"
             f" (x{row['ratio_every_lease']:.1f})"
         )
-    baseline = reconcile_ms(0, settled=True)
-    figures["negotiator"] = {"baseline_reconcile_ms": baseline, "rows": []}
-    print(f"negotiator reconcile, no lease: {baseline:.3f} ms")
-    for count in counts:
-        settled, every = reconcile_ms(count, settled=True), reconcile_ms(count, settled=False)
-        figures["negotiator"]["rows"].append({
-            "released_leases": count, "reconcile_ms_settled": settled,
-            "reconcile_ms_every_lease": every, "speedup": every / settled,
-        })  # fmt: skip
-        print(
-            f"{count:>5} released leases: ends applied once {settled:.3f} ms; every lease looked"
-            f" at each time {every:.3f} ms (x{every / settled:.0f} the time)"
-        )
+    figures["negotiator"] = in_process(
+        "negotiator reconcile", reconcile_ms, counts, "ends applied once", "every lease looked at"
+    )
+    figures["market"] = in_process(
+        "market publish", publish_ms, counts, "released run skipped", "every end looked at"
+    )
     print(f"saved {save('lease_history_cost', figures)}")
 
 

@@ -67,6 +67,10 @@ class LeasePublisher:
         self.unplaced: dict[str, Lease] = {}  # published, not seen bound yet
         self._deadline = 0.0
         self._written: dict[tuple[str, str], tuple[Lease, str]] = {}  # as on the host: phase
+        # How many of the market's ends, and of the quota grants' ends, are released on the host
+        # from the first on: `publish` looks at the rest only, so a clearing's cost does not
+        # grow with every lease the market ever ended.
+        self._released_upto = [0, 0]
         self.fence = pods.fence  # before every batch of GPULease writes, as of pod writes
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
@@ -226,10 +230,21 @@ class LeasePublisher:
         grant as of its last renewal), every ended one ended (`_end`); only differences are
         written, so this is also the reconcile after a restart. Ends first: a lease signed on
         GPUs another one gave up must not be active beside it."""
-        market = self.market
-        self._end([*market.releases, *self.pods.quota_releases])
+        self._end(self._open_ends())
         self._sync([(lease, None, ACTIVE) for lease in self.pods.active()])
-        self.telemetry.leases.set(len(market.leases))
+        self.telemetry.leases.set(len(self.market.leases))
+
+    def _open_ends(self) -> list[tuple[Lease, Release]]:
+        """The ends not known to be released on the host: those after the longest run of
+        released ones each list of ends starts with (both lists only grow)."""
+        open_ends: list[tuple[Lease, Release]] = []
+        for which, ends in enumerate((self.market.releases, self.pods.quota_releases)):
+            upto = self._released_upto[which]
+            while upto < len(ends) and self._phase(ends[upto][0]) == RELEASED:
+                upto += 1
+            self._released_upto[which] = upto
+            open_ends += ends[upto:]
+        return open_ends
 
     def _write_lease(
         self, lease: Lease, release: Release | None, phase: str, spec_changed: bool

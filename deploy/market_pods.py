@@ -283,7 +283,6 @@ class LeasePods:
         covered = {
             lease_key(lease): {item.node for item in lease.resources} for lease in self.active()
         }
-        ended = {lease_key(le) for le, _rel in [*self.market.releases, *self.quota_releases]}
         uncovered = []
         pods = self.agent_pods()
         present = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods}
@@ -296,8 +295,12 @@ class LeasePods:
             node = spec.get("nodeName") or (spec.get("nodeSelector") or {}).get(HOSTNAME_LABEL)
             if nodes is None or node not in nodes:
                 uncovered.append((pod, node))
-        if uncovered:
-            self.fence()
+        if not uncovered:
+            return
+        self.fence()
+        # Only now (the history of ends grows with every lease the market ever held): which
+        # uncovered pods are of a lease that ended, so reclaimed, not evicted.
+        ended = {lease_key(le) for le, _rel in [*self.market.releases, *self.quota_releases]}
         deleted = self.kube.each(self._delete, [pod for pod, _node in uncovered])
         for (pod, node), gone in zip(uncovered, deleted, strict=True):
             meta = pod["metadata"]

@@ -223,3 +223,42 @@ def test_past_its_deadline_the_end_deletes_what_a_fresh_list_shows() -> None:
         ("label released", name),
         ("release", name),
     ]
+
+
+def test_publish_makes_every_end_not_yet_released_and_rewrites_no_released_one() -> None:
+    """The publisher looks only past the run of released ends its history starts with: an end
+    after that run (here one a restart found marked ending) and every later one are still
+    made, and none of the released ones is written again."""
+    kube = RecordingKube()
+    controller = _market(kube)
+    lease, name, pods = _ended_with_running_pods(kube, controller)
+    ending, release = controller.market.releases.pop()
+    for index in (1, 2):  # two ends the host already shows released
+        gone = lease.model_copy(update={"lease_id": f"gone-{index}"})
+        obj = objects.gpulease_object(gone, controller.pods.grant(gone))
+        obj["metadata"]["namespace"] = "agent-alpha"
+        obj["status"] = {"ending": release.model_dump(), "release": release.model_dump()}
+        kube.add("gpuleases", obj)
+        controller.market.releases.append((gone, release))
+    controller.market.releases.append((ending, release))
+    controller.leases.adopt(kube.list("gpuleases"))
+    controller.leases.publish()
+    assert kube.events == [
+        ("ending", name),
+        *(("delete", pod) for pod in pods),
+        ("label released", name),
+        ("release", name),
+    ]
+    later = lease.model_copy(update={"lease_id": "later"})
+    later_name = objects.object_name("later", "lease")
+    obj = objects.gpulease_object(later, controller.pods.grant(later))
+    kube.add("gpuleases", {**obj, "metadata": {**obj["metadata"], "namespace": "agent-alpha"}})
+    controller.leases.adopt(kube.list("gpuleases"))
+    controller.market.releases.append((later, release))
+    kube.events.clear()
+    controller.leases.publish()
+    assert kube.events == [
+        ("ending", later_name),
+        ("label released", later_name),
+        ("release", later_name),
+    ]
