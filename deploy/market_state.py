@@ -11,9 +11,10 @@ jobs' progress. Every replayed bid is validated again as it was the first time.
 Where: the ConfigMap `gpuparley-market-state` in `gpuparley-system` (readable by the market and
 cluster admins only) holds the run's identity, the journal's tail and a summary of the state
 after its last record (epoch, simulated time, active leases, balances and the controller's
-counters), which a replay must reproduce exactly or the controller refuses to start. Every 64
-records the tail moves into an immutable chunk ConfigMap named after its content's hash
-(`gpuparley-market-journal-<n>-<hash>`), listed in the head, so a write stays small.
+counters), which a replay must reproduce exactly or the controller refuses to start, and the
+token of the controller that wrote it (see below). Every 64 records the tail moves into an
+immutable chunk ConfigMap named after its content's hash (`gpuparley-market-journal-<n>-<hash>`),
+listed in the head, so a write stays small.
 
 **Commit point and fencing.** A sub-step's record is written (a PUT carrying the head's
 resourceVersion) before any of its effects leave the controller (GPULease writes, consumed bids
