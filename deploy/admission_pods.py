@@ -21,10 +21,10 @@ negotiator's own Deployment, whose template the operator wrote):
   checks only the pods that name it. A lease that is ending (`status.ending`) admits no pod; a
   released one is no parameter any more (the market labels it `gpuparley.io/released` as it
   releases it), so a pod naming it is a pod whose lease the policy cannot see (below). The
-  apiserver evaluates the policy once per parameter for every pod write: with every lease an
-  agent ever held as a parameter, its pod create cost the host apiserver 28 ms with 100 released
-  leases in its namespace and 297 ms with 1,000; now it follows the leases it holds
-  (`benchmarks/lease_history_cost.py`).
+  apiserver evaluates the policy once per parameter for every pod write, so with every lease an
+  agent ever held as a parameter its pod writes grew about a hundredfold over 1,000 released
+  leases; the released ones are now only scanned for the selector, which still grows, far more
+  slowly (`benchmarks/lease_history_cost.py`, figures in the README).
 
 What admission cannot do, the market does before it binds a pod (`market_pods.py`): count a
 lease's pods (one per slot), and check a pod whose lease the policy cannot see -- a lease the

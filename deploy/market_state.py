@@ -135,19 +135,17 @@ class MarketState:
         obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
         try:
             if self._version is None:
-                written = self.kube.create("configmaps", MARKET_NAMESPACE, obj)
-                if written is None:
-                    raise Conflict(409, "AlreadyExists", "another replica created the state")
+                written = self.kube.create("configmaps", MARKET_NAMESPACE, obj)  # None: exists
             else:
                 meta["resourceVersion"] = self._version
                 written = self.kube.replace("configmaps", MARKET_NAMESPACE, obj)
-        except Conflict as exc:
-            written = self._landed(data)
-            if written is None:
-                raise StateError(
-                    f"the market state was written by another replica ({exc.message}): this "
-                    "one is no longer the leader"
-                ) from None
+        except Conflict:
+            written = None
+        written = written or self._landed(data)
+        if written is None:
+            raise StateError(
+                "the market state was written by another replica: this one is no longer the leader"
+            )
         self._version = written["metadata"]["resourceVersion"]
         self.chunks, self.tail, self.summary = chunks, tail, summary
 
