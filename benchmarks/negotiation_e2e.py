@@ -14,10 +14,18 @@ ends:
   the negotiators sync the pods to the host and the market binds them. Created = just before the
   agent-plane create, or when the market process became ready if that was later (start-up is
   not negotiation; the time its log gives): the market finds all the pods at once.
-* **baseline**: the same pods created directly, for kube-scheduler, in a host namespace, while
+* **baseline**: the same pods created directly, for kube-scheduler, on the host, while
   kube-scheduler is paused (SIGSTOP); created = just before the create call, or when it was let
   go again (SIGCONT) if that was later. It too finds all the pods at once -- the same arrival as
-  the market's, which the headline ratios compare.
+  the market's, which the headline ratios compare. The incumbent as a shared cluster runs it
+  (kube-scheduler + device plugin with a per-namespace `ResourceQuota`): each agent's pods in
+  its own namespace, bounded by a quota on its pods and GPU resources, as the market's agents'
+  host namespaces are bounded by theirs (`deploy/quotas.py`). The quotas are set to the whole
+  cluster, so none refuses a pod; what they cost is the apiserver's admission keeping their
+  usage (a quota status write per create, a few creates sharing one).
+* **baseline, one namespace without a quota** (`baseline_one_namespace`): the same burst with
+  every pod in one namespace and no quota, the comparison the README showed before; shown for
+  reference.
 * **baseline, each pod timed from its own create** (`baseline_as_created`): kube-scheduler
   running while the pods are created one after the other, so it binds each before the next few
   exist; shown for reference (kube-scheduler's latency for a pod alone), not compared.
@@ -84,7 +92,9 @@ from _apiserver_measures import (
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import nodes, planes
+from gpuparley.deploy.gpu_resources import node_resources
 from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.quotas import DEFAULT_PODS, QUOTA_NAME, quota
 from gpuparley.deploy.workload import pods_for_job
 from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import load_scenario
@@ -148,28 +158,76 @@ def scheduler_paused(state: planes.LocalPlanes) -> Iterator[list[float]]:
         resumed.append(time.perf_counter())
 
 
-def run_baseline(state: planes.LocalPlanes, jobs: list[Any], burst: bool) -> dict[str, Any]:
-    """The jobs' pods for kube-scheduler, in their own host namespace. `burst`: created while
-    kube-scheduler is paused, latency counted from when it goes on (as the market's from its
-    readiness), so it finds them all at once as the market does; else each from its create."""
-    namespace = f"{BASELINE_NS}-burst" if burst else BASELINE_NS
+def tenant_quota_hard(fake_nodes: list[nodes.FakeNode]) -> dict[str, str]:
+    """A tenant namespace's quota in the baseline: its pods (as many as the market's agents may
+    keep on the host) and each GPU resource's requests, up to the whole cluster's (the cap a
+    shared cluster's operator would lower to ration; the market rations by budget instead)."""
+    gpus: dict[str, int] = {}
+    for node in fake_nodes:
+        advertised = node_resources(node.sharing, node.gpu_count, node.replicas, node.mig_layout)
+        for resource, count in advertised.items():
+            gpus[resource] = gpus.get(resource, 0) + count
+    hard = {f"requests.{resource}": str(count) for resource, count in sorted(gpus.items())}
+    return {"pods": str(DEFAULT_PODS), **hard}
+
+
+def tenant_namespaces(
+    host: Kube, prefix: str, owners: list[str], hard: dict[str, str] | None
+) -> dict[str, str]:
+    """owner -> its baseline namespace, created (with its quota if `hard`), once every quota's
+    usage is computed: until then the apiserver refuses creates in its namespace."""
+    where = {owner: f"{prefix}-{owner}" for owner in owners}
+    for owner, namespace in where.items():
+        host.create("namespaces", None, {"metadata": {"name": namespace}})
+        if hard is not None:
+            host.create("resourcequotas", namespace, quota(namespace, owner, hard))
+    deadline = time.monotonic() + 60
+    while hard is not None and time.monotonic() < deadline:
+        found = [host.get("resourcequotas", ns, QUOTA_NAME) for ns in where.values()]
+        if all((obj or {}).get("status", {}).get("used") is not None for obj in found):
+            break
+        time.sleep(0.1)
+    else:
+        if hard is not None:
+            raise RuntimeError("the baseline's tenant quotas got no usage within 60 s")
+    return where
+
+
+def run_baseline(
+    state: planes.LocalPlanes, jobs: list[Any], kind: str, hard: dict[str, str]
+) -> dict[str, Any]:
+    """The jobs' pods for kube-scheduler on the host. `kind`: "tenants", a burst (created while
+    kube-scheduler is paused, latency counted from when it goes on, as the market's from its
+    readiness: it finds them all at once as the market does) into each owner's namespace
+    bounded by the quota `hard`; "one-namespace", the same burst into one namespace without a
+    quota; "as-created", into one namespace without a quota while kube-scheduler runs, each pod
+    timed from its own create."""
+    burst = kind != "as-created"
+    owners = sorted({job.owner for job in jobs})
     host = Kube(state.host.kubeconfig)
-    host.create("namespaces", None, {"metadata": {"name": namespace}})
+    if kind == "tenants":
+        where = tenant_namespaces(host, f"{BASELINE_NS}-tenant", owners, hard)
+    else:
+        shared = f"{BASELINE_NS}-{kind}"
+        host.create("namespaces", None, {"metadata": {"name": shared}})
+        where = dict.fromkeys(owners, shared)
     settle(state.host)
     _all, background = background_rates([state.host])
     created: dict[str, float] = {}
+    placed_in: dict[str, str] = {}
     cpu: list[dict[str, Any]] = []
     bound: dict[str, float] = {}
 
     def create() -> None:
         for job in jobs:
             for pod in pods_for_job(job, scheduler=None):
-                pod["metadata"]["name"] = f"{job.owner}-{pod['metadata']['name']}"
-                created[pod["metadata"]["name"]] = time.perf_counter()
-                host.create("pods", namespace, pod)
+                name = pod["metadata"]["name"] = f"{job.owner}-{pod['metadata']['name']}"
+                placed_in[name] = where[job.owner]
+                created[name] = time.perf_counter()
+                host.create("pods", where[job.owner], pod)
 
     def place() -> tuple[None, float]:
-        watch = PlacementWatch(host, [namespace]).start()
+        watch = PlacementWatch(host, sorted(set(where.values()))).start()
         if burst:
             with scheduler_paused(state) as resumed:
                 create()
@@ -184,7 +242,7 @@ def run_baseline(state: planes.LocalPlanes, jobs: list[Any], burst: bool) -> dic
     before = [request_counts(state.host)]
     _none, requests = requests_during([state.host], background, place)
     breakdown = request_breakdown(before, [state.host], len(created))
-    for name in created:
+    for name, namespace in placed_in.items():
         host.delete("pods", namespace, name)
     host.close()
     return {**latencies(created, bound), "pods": len(created),
@@ -316,8 +374,10 @@ def measure(node_count: int, jobs: int, idle_seconds: float) -> dict[str, Any]:
             die_with_parent=True,
         )
         try:
-            paced = run_baseline(state, loaded.build_jobs(0), burst=False)
-            baseline = run_baseline(state, loaded.build_jobs(0), burst=True)
+            hard = tenant_quota_hard(nodes.fake_nodes_from_scenario(scenario))
+            paced = run_baseline(state, loaded.build_jobs(0), "as-created", hard)
+            bare = run_baseline(state, loaded.build_jobs(0), "one-namespace", hard)
+            baseline = run_baseline(state, loaded.build_jobs(0), "tenants", hard)
             market = run_market(state, scenario, work, idle_seconds)
         finally:
             planes.down(work / "state")
@@ -326,10 +386,15 @@ def measure(node_count: int, jobs: int, idle_seconds: float) -> dict[str, Any]:
         "jobs": jobs,
         "baseline": baseline,
         "baseline_as_created": paced,
+        "baseline_one_namespace": bare,
         "market": market,
         "latency_ratio_p50": market["p50_s"] / baseline["p50_s"],
         "latency_ratio_p99": market["p99_s"] / baseline["p99_s"],
         "requests_ratio": market["requests_per_placement"] / baseline["requests_per_placement"],
+        "latency_ratio_p99_one_namespace": market["p99_s"] / bare["p99_s"],
+        "requests_ratio_one_namespace": (
+            market["requests_per_placement"] / bare["requests_per_placement"]
+        ),
     }
 
 
@@ -355,7 +420,7 @@ def main() -> None:
             f" p99 {b['p99_s'] * 1000:7.1f} ms {b['requests_per_placement']:5.1f} req/pod | "
             f"market p50 {m['p50_s'] * 1000:7.1f} ms p99 {m['p99_s'] * 1000:7.1f} ms "
             f"{m['requests_per_placement']:5.1f} req/pod | x{row['latency_ratio_p50']:.1f} p50, "
-            f"x{row['latency_ratio_p99']:.1f} p99, x{row['requests_ratio']:.1f} requests | idle "
+            f"x{row['latency_ratio_p99']:.1f} p99, x{row['requests_ratio']:.2f} requests | idle "
             f"{m['idle_requests_per_s_with_negotiators']:.2f} vs "
             f"{m['idle_requests_per_s_without_negotiators']:.2f} req/s (x{m['idle_ratio']:.2f})"
             f" | market start-up {m['market_startup_requests']:.0f} requests"
@@ -363,6 +428,13 @@ def main() -> None:
             f" {b['cores_busy']:.0%} vs {m['cores_busy']:.0%}"
             f" | load {row['loadavg_1_5_15'][0]:.1f}",
             flush=True,
+        )
+        bare = row["baseline_one_namespace"]
+        print(
+            f"  kube-scheduler, one namespace without a quota: p99 {_ms(bare['p99_s'])},"
+            f" {bare['requests_per_placement']:.1f} req/pod"
+            f" (market x{row['latency_ratio_p99_one_namespace']:.1f} p99,"
+            f" x{row['requests_ratio_one_namespace']:.2f} requests)"
         )
         print(
             f"  kube-scheduler, each pod timed from its own create: p50 {_ms(paced['p50_s'])}"
