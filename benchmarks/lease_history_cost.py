@@ -43,7 +43,8 @@ from gpuparley.deploy.cluster import nodes, planes
 from gpuparley.deploy.kube import Kube, connect
 from gpuparley.deploy.lease_grant import lease_grant
 from gpuparley.deploy.market_pods import lease_key
-from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
+from gpuparley.deploy.negotiator import NegotiatorProcess
+from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.deploy.workload import group_pods, host_pod, pods_for_job
 from gpuparley.envs.market.messages import Lease, Release, ResourceItem

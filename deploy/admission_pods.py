@@ -23,8 +23,9 @@ negotiator's own Deployment, whose template the operator wrote):
   releases it), so a pod naming it is a pod whose lease the policy cannot see (below). The
   apiserver evaluates the policy once per parameter for every pod write, so with every lease an
   agent ever held as a parameter its pod writes grew about a hundredfold over 1,000 released
-  leases; the released ones are now only scanned for the selector, which still grows, far more
-  slowly (`benchmarks/lease_history_cost.py`, figures in the README).
+  leases; the released ones are now only scanned for the selector, which grows far more slowly
+  (`benchmarks/lease_history_cost.py`, figures in the README), and the market keeps only each
+  agent's latest released leases (`market_collection.py`).
 
 What admission cannot do, the market does before it binds a pod (`market_pods.py`): count a
 lease's pods (one per slot), and check a pod whose lease the policy cannot see -- a lease the

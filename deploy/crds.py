@@ -229,6 +229,7 @@ def gpulease_crd() -> dict[str, Any]:
 
 
 ANSWERS = [*ACTIONS.values(), "pass"]  # what a Negotiator's status may say it did
+APPLIED_RELEASES = 256  # released leases a Negotiator's status may list as applied
 
 
 def negotiator_crd() -> dict[str, Any]:
@@ -259,6 +260,13 @@ def negotiator_crd() -> dict[str, Any]:
                         "bid": _schema(messages.Bid),
                     },
                 },
+            },
+            # The released GPULeases (object names) whose end the negotiator has applied: the
+            # market deletes those it no longer keeps (`market_collection.py`).
+            "appliedReleases": {
+                "type": "array",
+                "maxItems": APPLIED_RELEASES,
+                "items": {"type": "string", "maxLength": 253},
             },
         },
     }

@@ -92,6 +92,7 @@ class MarketController:
         max_epochs: int | None = None,
         telemetry: Telemetry | None = None,
         trace_path: str | Path | None = None,
+        keep_released: int | None = None,
     ) -> None:
         self.kube = kube
         self.env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
@@ -144,6 +145,8 @@ class MarketController:
             self.wakeup,
             placement_timeout,
             Path(trace_path) if trace_path else None,
+            self._applied_releases,
+            keep_released,
         )
 
     @property
@@ -390,8 +393,17 @@ class MarketController:
                 "evicted": self.pods.evicted,
                 "misfits": dict(self.pods.misfits),
                 "reclaimed_pods": self.pods.reclaimed_pods,
+                "collected": dict(self.leases.collector.decided),
             },
         }
+
+    def _applied_releases(self, holder: str) -> set[str]:
+        """The released GPULeases whose end `holder`'s negotiator has applied, as its status
+        (its own object: nobody else can write it) lists them."""
+        negotiator = self.negotiators.get(
+            objects.agent_namespace(holder), objects.agent_name(holder)
+        )
+        return set(((negotiator or {}).get("status") or {}).get("appliedReleases") or [])
 
     def _check_summary(self, stored: dict[str, Any]) -> None:
         replayed = self._summary()
@@ -410,6 +422,7 @@ class MarketController:
         self.pods.evicted.extend(counters.get("evicted") or [])
         self.pods.misfits.update(counters.get("misfits") or {})
         self.pods.reclaimed_pods = int(counters.get("reclaimed_pods") or 0)
+        self.leases.collector.restore(counters.get("collected") or {})
 
     def _journal(self, record: Record, asked: bool) -> None:
         """Commit the sub-step, or -- nobody was asked in it -- hold it for the next commit.
@@ -436,6 +449,7 @@ class MarketController:
             try:
                 self.state.commit(records, summary)
                 self._uncommitted = []
+                self.leases.collector.committed = summary["counters"]["collected"]
                 return
             except ApiError as exc:
                 log.warning("cannot commit the sub-step; retrying", extra={"error": str(exc)})

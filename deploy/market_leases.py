@@ -15,19 +15,23 @@ nothing missing, nothing doubled, nothing left active or half-ended that the mar
 journal's replay says which leases ended, the objects how far their end got), each batch is
 fenced (`MarketState.confirm`: a replica deposed meanwhile writes nothing, e.g. no older spec
 over a renewal the new leader wrote), and a batch's writes go out together (`Kube.each`).
-The lease trace (`trace.py`) is written alongside.
+Released leases their holders have applied are deleted in time (`market_collection.py`); the
+market remembers them as collected, so it never writes them again. The lease trace
+(`trace.py`) is written alongside.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.informer import Wakeup
 from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.market_collection import LeaseCollector
 from gpuparley.deploy.market_pods import LeasePods, lease_key
 from gpuparley.deploy.objects import ACTIVE, ENDING, RELEASED
 from gpuparley.deploy.telemetry import Telemetry
@@ -36,6 +40,9 @@ from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.demand import job_name
 from gpuparley.envs.market.messages import MARKET, Lease, Release
 from gpuparley.envs.simulator import JobState
+
+COLLECTED = "collected"  # released, applied by its holder and deleted (`market_collection.py`)
+GONE = (RELEASED, COLLECTED)  # ends with nothing left to do
 
 
 class LeasePublisher:
@@ -50,6 +57,8 @@ class LeasePublisher:
         wakeup: Wakeup,
         placement_timeout: float,
         trace_path: Path | None,
+        applied: Callable[[str], set[str]] = lambda _holder: set(),
+        keep_released: int | None = None,
     ) -> None:
         self.kube = kube
         self.market = market
@@ -72,6 +81,9 @@ class LeasePublisher:
         # grow with every lease the market ever ended.
         self._released_upto = [0, 0]
         self.fence = pods.fence  # before every batch of GPULease writes, as of pod writes
+        self.collector = LeaseCollector(
+            kube, market, pods.quota_releases, applied, keep_released, self.fence
+        )
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
         """Take the GPULease objects found on the host as written (after a restart)."""
@@ -171,7 +183,7 @@ class LeasePublisher:
         placement timeout), then all their pods deleted and gone, then each released. Leases
         already released are skipped; one found ending (a restart between the phases) goes on
         from its pods."""
-        ending = [(le, rel) for le, rel in ended if self._phase(le) != RELEASED]
+        ending = [(le, rel) for le, rel in ended if self._phase(le) not in GONE]
         if not ending:
             return
         unplaced = [le for le, _rel in ending if self.unplaced.pop(le.lease_id, None) is not None]
@@ -229,18 +241,22 @@ class LeasePublisher:
         """Make the GPULease objects say what the market holds: every lease signed (spec and
         grant as of its last renewal), every ended one ended (`_end`); only differences are
         written, so this is also the reconcile after a restart. Ends first: a lease signed on
-        GPUs another one gave up must not be active beside it."""
+        GPUs another one gave up must not be active beside it. Around them, collection: first
+        the released leases the stored state says are collected, last the next decision."""
+        for lease in self.collector.collect(self._phase):
+            self._written[lease_key(lease)] = (lease, COLLECTED)
         self._end(self._open_ends())
         self._sync([(lease, None, ACTIVE) for lease in self.pods.active()])
+        self.collector.decide(self._phase)
         self.telemetry.leases.set(len(self.market.leases))
 
     def _open_ends(self) -> list[tuple[Lease, Release]]:
-        """The ends not known to be released on the host: those after the longest run of
-        released ones each list of ends starts with (both lists only grow)."""
+        """The ends not known to be released (or collected) on the host: those after the
+        longest run of such ends each list of ends starts with (both lists only grow)."""
         open_ends: list[tuple[Lease, Release]] = []
         for which, ends in enumerate((self.market.releases, self.pods.quota_releases)):
             upto = self._released_upto[which]
-            while upto < len(ends) and self._phase(ends[upto][0]) == RELEASED:
+            while upto < len(ends) and self._phase(ends[upto][0]) in GONE:
                 upto += 1
             self._released_upto[which] = upto
             open_ends += ends[upto:]

@@ -25,9 +25,10 @@ apiservers one watch request per set every few minutes:
   of the lease exists and fits it (a gang starts all together or not at all). The agent's own
   pods are then bound to the host node and mirror the host pods' phase. A lease marked ending is
   no longer synced and its host pods are deleted; once released, a finished job's pods are
-  marked Succeeded, any other job's are created again unbound to wait. Released leases stay on
-  the host (the record of how each lease ended); a process applies each release once and skips
-  it after, so a reconcile costs what the leases held cost, not the agent's whole history.
+  marked Succeeded, any other job's are created again unbound to wait. A process applies each
+  release once and skips it after, so a reconcile costs what the leases held cost, not the
+  agent's whole history; it lists the releases it applied in its Negotiator status, and the
+  market deletes all but the agent's latest ones (`market_collection.py`).
 
 Message hygiene: the policy only ever acts on the market's view; a view that does not parse, or a
 slot naming a job the agent has no pods for, is counted as a rejection and answered with a pass.
@@ -41,16 +42,17 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.answers_ahead import answers_ahead
+from gpuparley.deploy.crds import APPLIED_RELEASES
 from gpuparley.deploy.informer import Informer, Wakeup
 from gpuparley.deploy.kube import ApiError, Conflict, Kube, NotFound
 from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.negotiator_messages import ACTIONS, Message, NoMessage, message_for
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import (
@@ -71,21 +73,6 @@ log = logging.getLogger("gpuparley.negotiator")
 
 def _no_demand() -> Demand:
     raise WorkloadError("an offer needs the job's pods")
-
-
-@dataclass
-class NegotiatorConfig:
-    agent: str
-    policy: str
-    workload_namespace: str = "default"
-    home: str | None = None  # the agent's host namespace (default agent-<agent>)
-    resync_interval: float = 5.0  # reconcile from the caches at least this often (no requests)
-    identity: str = ""
-    leader_elect: bool = False
-
-    @property
-    def namespace(self) -> str:
-        return self.home or objects.agent_namespace(self.agent)
 
 
 class NegotiatorProcess:
@@ -177,6 +164,7 @@ class NegotiatorProcess:
         sync_failed: ApiError | None = None
         try:
             self._sync_leases(groups, leases)
+            self._acknowledge()
         except ApiError as exc:
             sync_failed = exc
         document = self.views.get(self.config.namespace, objects.VIEW_CONFIGMAP)
@@ -336,6 +324,18 @@ class NegotiatorProcess:
     def _reject(self, reason: str, detail: str) -> None:
         self.telemetry.rejections.labels(reason).inc()
         log.warning("rejected", extra={"reason": reason, "detail": detail})
+
+    def _acknowledge(self) -> None:
+        """List in the Negotiator status the released leases whose end this process applied
+        and which still exist, oldest first: the market deletes those it no longer keeps
+        (`market_collection.py`). Written only when one is new to the list."""
+        applied = list(self._settled)[:APPLIED_RELEASES]
+        mine = self.mine.get(self.config.namespace, self.agent) or {}
+        if set(applied) <= set((mine.get("status") or {}).get("appliedReleases") or []):
+            return
+        status = {"status": {"appliedReleases": applied}}
+        ns = self.config.namespace
+        self.mine.observe(self.host.merge_patch("negotiators/status", ns, self.agent, status))
 
     # ------------------------------------------------------------------ leases -> pods
     def _sync_leases(self, groups: dict[str, PodGroup], leases: list[dict[str, Any]]) -> None:

@@ -1,11 +1,13 @@
-"""A negotiator's configuration: the `spec` of the `Negotiator` custom resource.
+"""A negotiator's configuration: the `spec` of the `Negotiator` custom resource, and how one
+negotiator process runs.
 
-Kept as a pydantic model (like the messages) so the CRD's OpenAPI schema is generated from the
-same definition the negotiator process validates its configuration with.
+The spec is kept as a pydantic model (like the messages) so the CRD's OpenAPI schema is
+generated from the same definition the negotiator process validates its configuration with.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,3 +34,23 @@ class NegotiatorSpec(BaseModel):
     peers: tuple[str, ...] = Field(
         default=(), description="Agents this negotiator bargains with (empty: any)."
     )
+
+
+@dataclass
+class NegotiatorConfig:
+    """How one negotiator process runs (its command line)."""
+
+    agent: str
+    policy: str
+    workload_namespace: str = "default"
+    home: str | None = None  # the agent's host namespace (default agent-<agent>)
+    resync_interval: float = 5.0  # reconcile from the caches at least this often (no requests)
+    identity: str = ""
+    leader_elect: bool = False
+
+    @property
+    def namespace(self) -> str:
+        # Imported here: `objects` needs the CRDs, whose schema needs `NegotiatorSpec` above.
+        from gpuparley.deploy.objects import agent_namespace
+
+        return self.home or agent_namespace(self.agent)

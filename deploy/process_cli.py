@@ -31,6 +31,7 @@ app_workload = typer.Typer(
 Kubeconfig = Annotated[Path | None, typer.Option(help="Kubeconfig (default: in-cluster).")]
 Port = Annotated[int, typer.Option(help="Port of /metrics, /healthz, /readyz (0: any).")]
 Address = Annotated[str, typer.Option(help="Address the endpoints listen on.")]
+KEEP_RELEASED = 64  # released GPULeases the market keeps per agent and kind of lease, by default
 
 
 def _stop_flag() -> threading.Event:
@@ -90,7 +91,8 @@ def negotiator_run(
     log_level: str = "info",
 ) -> None:
     """Negotiate for the agent's job pods and run them on the host under their leases."""
-    from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
+    from gpuparley.deploy.negotiator import NegotiatorProcess
+    from gpuparley.deploy.negotiator_config import NegotiatorConfig
     from gpuparley.deploy.telemetry import Telemetry, setup_logging
 
     setup_logging(log_level)
@@ -166,6 +168,14 @@ def market_run(
         float, typer.Option(help="Seconds to wait for leased pods to be bound.")
     ] = 30.0,
     max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs.")] = None,
+    keep_released: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Released GPULeases kept per agent (older ones are deleted once its negotiator"
+            " has applied them).",
+        ),
+    ] = KEEP_RELEASED,
     trace: Annotated[Path | None, typer.Option(help="Append lease events (JSON lines).")] = None,
     metrics_port: Port = 9465,
     metrics_address: Address = "127.0.0.1",
@@ -200,6 +210,7 @@ def market_run(
             max_epochs=max_epochs,
             telemetry=telemetry,
             trace_path=trace,
+            keep_released=keep_released,
         )
         elector = None
         if leader_elect:

@@ -21,7 +21,8 @@ from gpuparley.deploy.gpu_resources import GPU_RESOURCE
 from gpuparley.deploy.gpu_resources import lease_item_limits as host_gpu_limits
 from gpuparley.deploy.kube import Invalid
 from gpuparley.deploy.market_questions import Questions
-from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
+from gpuparley.deploy.negotiator import NegotiatorProcess
+from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (

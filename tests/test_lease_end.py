@@ -20,7 +20,8 @@ from test_deploy_hardening_units import JOBS, SCENARIO, FakeKube, _host_pods
 from gpuparley.deploy import objects
 from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.market_state import STATE_CONFIGMAP, StateError
-from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
+from gpuparley.deploy.negotiator import NegotiatorProcess
+from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.workload import group_pods, pods_for_job, waiting
 from gpuparley.envs.market.messages import Lease, Release
 from gpuparley.envs.scenario import load_scenario

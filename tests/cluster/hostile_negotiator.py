@@ -30,7 +30,8 @@ from typing import Any
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.kube import ApiError, Kube
-from gpuparley.deploy.negotiator import NegotiatorConfig, NegotiatorProcess
+from gpuparley.deploy.negotiator import NegotiatorProcess
+from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.telemetry import Telemetry, setup_logging
 from gpuparley.envs.market.messages import Bid
 from gpuparley.policy.specs import parse_negotiator

@@ -50,6 +50,7 @@ class MarketRig:
     policy: str
     log_dir: Path
     substep_timeout: float = 15.0
+    market_args: tuple[str, ...] = ()  # given to every market process started
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Agents whose negotiator is the attacker's (`hostile_negotiator.py`), and its record.
     hostile: frozenset[str] = frozenset()
@@ -179,6 +180,7 @@ class MarketRig:
                 "--substep-timeout", str(self.substep_timeout),
                 "--trace", str(self.trace_path),
                 "--metrics-port", "0",
+                *self.market_args,
                 *extra,
             ],
         )  # fmt: skip

@@ -116,6 +116,7 @@ def market_run(
     market_replicas: int = 1,
     scenario: str = SCENARIO,
     policy: str = DEFAULT_POLICY,
+    market_args: tuple[str, ...] = (),
 ) -> Iterator[Run]:
     missing = build.missing_binaries()
     if missing:
@@ -130,6 +131,7 @@ def market_run(
     rig = MarketRig(state, scenario, SEED, policy, state_dir / "logs")
     rig.substep_timeout = substep_timeout
     rig.hostile = hostile
+    rig.market_args = market_args
     run = Run(rig)
     observer: Observer | None = None
     try:

@@ -58,6 +58,8 @@ class Observations:
     outside_grant: list[str] = field(default_factory=list)
     gang_splits: list[str] = field(default_factory=list)
     bound: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, pod) -> node
+    # (ns, GPULease) -> the uids it was seen with: two are a lease written again once deleted
+    lease_uids: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     peak_pods_per_node: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -99,6 +101,7 @@ class Observer(threading.Thread):
     def _record_release(self, lease: dict[str, Any]) -> None:
         meta = lease["metadata"]
         key = (meta["namespace"], meta["name"])
+        self.seen.lease_uids[key].add(meta["uid"])
         if (lease.get("status") or {}).get("release") and key not in self._released:
             self._released.add(key)
             self._unchecked.append((*key, meta["resourceVersion"]))
@@ -154,9 +157,13 @@ class Observer(threading.Thread):
         # would mix moments -- a pod gone in one namespace, its successor bound in another.
         host_pods: dict[str, list[dict[str, Any]]] = {ns: [] for ns in self._homes}
         leases: dict[str, dict[str, dict[str, Any]]] = {ns: {} for ns in self._homes}
-        for pod in self.host.list("pods"):
+        pods, version = self.host.list_with_version("pods")
+        for pod in pods:
             host_pods.get(pod["metadata"]["namespace"], []).append(pod)
-        for lease in self.host.list("gpuleases"):
+        # The leases as of the pods' very revision: listed later, a lease released and deleted
+        # (collected) in between was missing beside a pod it still covered at that revision.
+        exact = {"resource_version": version, "resource_version_match": "Exact"}
+        for lease in self.host.list_with_version("gpuleases", **exact)[0]:
             leases.get(lease["metadata"]["namespace"], {})[lease["metadata"]["name"]] = lease
         self.seen.samples += 1
         self._check_nodes(host_pods, leases)

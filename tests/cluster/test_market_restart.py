@@ -4,7 +4,9 @@ Two runs on fresh real planes (`market_runs.market_run`), the default ONNX polic
 
 * **crashes**: the market controller is SIGKILLed at three points (a seeded random moment after
   three different epochs) and started again each time; later the host kube-apiserver itself is
-  SIGKILLed and restarted under every watch (market and negotiators);
+  SIGKILLed and restarted under every watch (market and negotiators). The market keeps no
+  released GPULease (`--keep-released 0`): each is deleted once its holder applied it, across
+  the crashes, and none is ever written again (`market_collection.py`);
 * **failover**: two market replicas elect a leader; the leader is SIGKILLed mid-run and the
   standby takes over when its Lease expires.
 
@@ -136,7 +138,11 @@ def _kill_the_leader(run: Run) -> None:
 
 @pytest.fixture(scope="module")
 def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    with market_run(tmp_path_factory.mktemp("market-crashes"), _kill_market_three_times) as run:
+    with market_run(
+        tmp_path_factory.mktemp("market-crashes"),
+        _kill_market_three_times,
+        market_args=("--keep-released", "0"),
+    ) as run:
         run.leases_left = _gpulease_objects(run)
         yield run
 
@@ -158,7 +164,7 @@ def _gpulease_objects(run: Run) -> list[dict[str, Any]]:
         admin.close()
 
 
-def _assert_the_same_market_went_on(run: Run) -> None:
+def _assert_the_same_market_went_on(run: Run, collected: bool) -> None:
     status = run.status
     assert status["finished"], status
     assert status["resumed_at"] > 0, "the market that finished must have resumed a journal"
@@ -170,10 +176,15 @@ def _assert_the_same_market_went_on(run: Run) -> None:
     finished = Counter(e["job"] for e in run.trace if e.get("reason") == "finished")
     jobs = {j.name for j in load_scenario(SCENARIO).build_jobs(SEED)}
     assert set(finished) == jobs and set(finished.values()) == {1}, "every job finishes once"
-    # No GPULease leaked: every object the market wrote is a lease of the trace, and ended.
+    # No GPULease leaked: every object the market wrote is a lease of the trace, and ended;
+    # collected ones (deleted once their holder applied them) are never written again.
     signed = {e["lease_id"] for e in run.trace if e["event"] == "signed"}
-    assert {o["spec"]["lease_id"] for o in run.leases_left} == signed
+    left = {o["spec"]["lease_id"] for o in run.leases_left}
+    assert left < signed if collected else left == signed
     assert all((o.get("status") or {}).get("release") for o in run.leases_left)
+    assert run.seen is not None
+    rewritten = [key for key, uids in run.seen.lease_uids.items() if len(uids) > 1]
+    assert rewritten == [], "a collected GPULease was written again"
     assert status["evicted"] == [], "a pod under a valid lease was evicted"
     assert status["ledger_imbalance"] == pytest.approx(0.0, abs=1e-9)
     assert run.seen is not None
@@ -183,7 +194,7 @@ def _assert_the_same_market_went_on(run: Run) -> None:
 
 
 def test_three_crashes_and_an_apiserver_restart_change_nothing(crashes: Run) -> None:
-    _assert_the_same_market_went_on(crashes)
+    _assert_the_same_market_went_on(crashes, collected=True)
     assert crashes.faults["apiserver-restarts"] == 1
     resumes = (crashes.rig.log_dir / "market.log").read_text().count('"market resumed"')
     assert resumes == len(KILL_AT_SUBSTEPS)
@@ -192,6 +203,6 @@ def test_three_crashes_and_an_apiserver_restart_change_nothing(crashes: Run) -> 
 
 
 def test_the_standby_takes_over_the_same_market(failover: Run) -> None:
-    _assert_the_same_market_went_on(failover)
+    _assert_the_same_market_went_on(failover, collected=False)
     survivor = failover.markets[1 - failover.faults["killed-leader"]]
     assert '"market resumed"' in (failover.rig.log_dir / f"{survivor}.log").read_text()

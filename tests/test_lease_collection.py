@@ -1,0 +1,201 @@
+"""Released GPULeases are collected (`deploy/market_collection.py`), without a cluster: the market
+deletes a released lease only once its holder has listed it as applied, beyond the holder's
+latest `keep`, and only after the journal commit that stores the decision; a market restarted
+after that commit deletes what is left and never writes a collected lease again; the negotiator
+lists the releases it applied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from test_deploy_hardening_units import JOBS, FakeKube, _host_pods
+from test_lease_end import RecordingKube, _market
+
+from gpuparley.deploy import objects
+from gpuparley.deploy.market_controller import MarketController
+from gpuparley.deploy.market_state import STATE_CONFIGMAP, Record
+from gpuparley.deploy.negotiator import NegotiatorProcess
+from gpuparley.deploy.negotiator_config import NegotiatorConfig
+from gpuparley.deploy.workload import group_pods, pods_for_job
+from gpuparley.envs.market.messages import Lease, Release
+
+HOLDER = "agent-alpha"
+_VERSIONS = itertools.count(1)
+
+
+def _release(lease_id: str, reason: str = "finished") -> Release:
+    return Release(
+        id=f"market.3.end.{lease_id}", sender="market", receiver="alpha", epoch=3,
+        lease_id=lease_id, reason=reason,
+    )  # fmt: skip
+
+
+def _released_leases(kube: FakeKube, controller: MarketController, count: int) -> list[str]:
+    """`count` ends of alpha's the host shows released, in the market's order; their names."""
+    lease, _grant, _pods = _host_pods("whole")
+    names = []
+    for index in range(count):
+        ended = lease.model_copy(update={"lease_id": f"old-{index}"})
+        release = _release(ended.lease_id)
+        obj = objects.gpulease_object(ended, controller.pods.grant(ended))
+        obj["metadata"]["namespace"] = HOLDER
+        obj["status"] = {"ending": release.model_dump(), "release": release.model_dump()}
+        kube.add("gpuleases", obj)
+        controller.market.releases.append((ended, release))
+        names.append(obj["metadata"]["name"])
+    controller.leases.adopt(kube.list("gpuleases"))
+    return names
+
+
+def _applied(controller: MarketController, names: list[str]) -> None:
+    """alpha's negotiator lists `names` as applied (its status, as the market's watch shows)."""
+    controller.negotiators.observe(
+        {
+            "metadata": {
+                "name": "alpha",
+                "namespace": HOLDER,
+                "uid": "n",
+                "resourceVersion": str(next(_VERSIONS)),
+            },
+            "spec": {"agent": "alpha"},
+            "status": {"appliedReleases": names},
+        }
+    )
+
+
+def _commit(controller: MarketController) -> dict[str, Any]:
+    """A sub-step's journal commit; the stored summary's collection cursors."""
+    controller._journal(Record([], []), asked=True)
+    head = controller.kube.get("configmaps", objects.MARKET_NAMESPACE, STATE_CONFIGMAP)
+    return json.loads(head["data"]["summary"])["counters"]["collected"]
+
+
+def _present(kube: FakeKube, names: list[str]) -> list[str]:
+    return [name for name in names if kube.get("gpuleases", HOLDER, name) is not None]
+
+
+def test_a_release_is_collected_once_applied_and_only_after_the_commit_that_decides_it() -> None:
+    kube = RecordingKube()
+    controller = _market(kube)
+    controller.leases.collector.keep = 0
+    names = _released_leases(kube, controller, 2)
+    _applied(controller, names[1:])  # the newer one only: the older is not yet applied
+    controller.leases.publish()
+    assert controller.leases.collector.decided == {}  # the oldest first: held up by the first
+    _applied(controller, names)
+    controller.leases.publish()
+    assert controller.leases.collector.decided == {"market/alpha": 2}
+    controller.leases.publish()  # another effects pass before the next commit
+    assert _present(kube, names) == names  # decided, not yet committed: nothing deleted
+    assert _commit(controller) == {"market/alpha": 2}
+    controller.leases.publish()
+    assert _present(kube, names) == []
+    kube.events.clear()
+    controller.leases.publish()  # collected: nothing written for them again
+    assert kube.events == [] and _present(kube, names) == []
+
+
+def _committed(kube: RecordingKube, keep: int, count: int) -> tuple[MarketController, list[str]]:
+    """A market keeping `keep` released leases per holder, with `count` of alpha's released and
+    applied, whose collection a publish decided and a journal commit stored; their names."""
+    controller = _market(kube)
+    controller.leases.collector.keep = keep
+    names = _released_leases(kube, controller, count)
+    _applied(controller, names)
+    controller.leases.publish()
+    _commit(controller)
+    return controller, names
+
+
+def test_the_holders_latest_releases_are_kept() -> None:
+    kube = RecordingKube()
+    controller, names = _committed(kube, keep=2, count=3)
+    controller.leases.publish()
+    assert _present(kube, names) == names[1:]
+
+
+def test_no_collection_without_keep() -> None:
+    kube = RecordingKube()
+    controller = _market(kube)  # the controller's default: keep every released lease
+    names = _released_leases(kube, controller, 2)
+    _applied(controller, names)
+    controller.leases.publish()
+    assert _commit(controller) == {}
+    controller.leases.publish()
+    assert _present(kube, names) == names
+
+
+def _restarted(kube: RecordingKube, first: MarketController) -> MarketController:
+    """A second controller over the same host, resuming the first one's stored state: the
+    ends the journal's replay gives, the stored counters, the objects found."""
+    second = _market(kube)
+    second.leases.collector.keep = 0
+    second.market.releases.extend(first.market.releases)
+    head = kube.get("configmaps", objects.MARKET_NAMESPACE, STATE_CONFIGMAP)
+    second._restore_counters(json.loads(head["data"]["summary"])["counters"])
+    second.state.load()
+    second.leases.adopt(kube.list("gpuleases"))
+    return second
+
+
+def test_a_restarted_market_never_writes_a_collected_lease_again() -> None:
+    kube = RecordingKube()
+    first, names = _committed(kube, keep=0, count=2)
+    first.leases.publish()
+    assert _present(kube, names) == []
+    kube.events.clear()
+    writes = len(kube.writes)
+    second = _restarted(kube, first)
+    second.leases.publish()  # the reconcile of a restart
+    assert kube.events == [] and kube.writes[writes:] == []
+    assert _present(kube, names) == []
+
+
+def test_a_market_killed_between_the_commit_and_the_deletes_makes_them_when_restarted() -> None:
+    kube = RecordingKube()
+    first, names = _committed(kube, keep=0, count=2)  # and killed before its next publish
+    assert _present(kube, names) == names
+    second = _restarted(kube, first)
+    kube.events.clear()
+    second.leases.publish()
+    assert _present(kube, names) == [] and kube.events == []
+
+
+def test_the_negotiator_lists_the_releases_it_applied_while_they_exist() -> None:
+    lease, _grant, _pods = _host_pods("whole")
+    host, plane = FakeKube(), FakeKube()
+    config = NegotiatorConfig(agent="alpha", policy="scripted")
+    process = NegotiatorProcess(config, host, plane, None)  # type: ignore[arg-type]
+    negotiator = {"metadata": {"name": "alpha", "namespace": HOLDER}, "spec": {"agent": "alpha"}}
+    host.add("negotiators", negotiator)
+    process.mine.observe(host.get("negotiators", HOLDER, "alpha"))
+    agent_pods = json.loads(json.dumps(pods_for_job(JOBS[lease.job])))
+    for pod in agent_pods:
+        pod["metadata"]["namespace"] = "default"
+        pod["status"] = {"phase": "Succeeded"}  # applied already: the end writes nothing
+
+    def released(lease_id: str) -> dict[str, Any]:
+        ended: Lease = lease.model_copy(update={"lease_id": lease_id})
+        obj = objects.gpulease_object(ended)
+        release = _release(lease_id).model_dump(mode="json")
+        obj["metadata"].update(namespace=HOLDER, resourceVersion=f"v-{lease_id}")
+        obj["status"] = {"ending": release, "release": release}
+        return obj
+
+    def listed() -> list[str]:
+        status = (host.get("negotiators", HOLDER, "alpha") or {}).get("status") or {}
+        return list(status.get("appliedReleases") or [])
+
+    first, second = released("first"), released("second")
+    process._sync_leases(group_pods(agent_pods), [first])
+    process._acknowledge()
+    assert listed() == [first["metadata"]["name"]]
+    patches = len(host.writes)
+    process._acknowledge()  # nothing new: no write
+    assert len(host.writes) == patches
+    process._sync_leases(group_pods(agent_pods), [second])  # the first one was collected
+    process._acknowledge()
+    assert listed() == [second["metadata"]["name"]]
