@@ -2,11 +2,11 @@
 
 Why: a released lease is the record of how a lease ended, but every one kept costs every pod
 write of its namespace (the lease-fit admission policy scans the namespace's leases for its
-parameters: 44 ms per pod create with 10,000 released leases against 3.4 ms with none,
-`benchmarks/lease_history_cost.py`) and room in the shared etcd. So the market keeps each
-holder's latest `keep` released leases (of its market leases and of its quota grants, each)
-and deletes older ones -- but only those its holder has applied: the release says whether the
-job finished or must wait again, which a negotiator that has not seen it yet would never learn.
+parameters: `benchmarks/lease_history_cost.py`, figures in the README) and room in the shared
+etcd. So the market keeps each holder's latest `keep` released leases (of its market leases
+and of its quota grants, each) and deletes older ones -- but only those its holder has applied:
+the release says whether the job finished or must wait again, which a negotiator that has not
+seen it yet would never learn.
 A negotiator lists in its Negotiator status (`status.appliedReleases`) the released leases whose
 end it has applied and which still exist.
 

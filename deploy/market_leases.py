@@ -57,8 +57,8 @@ class LeasePublisher:
         wakeup: Wakeup,
         placement_timeout: float,
         trace_path: Path | None,
-        applied: Callable[[str], set[str]] = lambda _holder: set(),
-        keep_released: int | None = None,
+        applied: Callable[[str], set[str]],
+        keep_released: int | None,
     ) -> None:
         self.kube = kube
         self.market = market
