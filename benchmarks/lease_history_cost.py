@@ -1,6 +1,7 @@
 """What does a lease history cost? Released GPULeases stay on the host (the record of how each
-lease ended), and the market keeps every end it made, so three costs could grow with every lease
-ever held:
+lease ended; the market keeps each agent's latest `--keep-released` and deletes older ones once
+applied, `deploy/market_collection.py`), and the market keeps every end it made, so three costs
+could grow with every lease ever held:
 
 * **admission**: the lease-fit policy (`deploy/admission_pods.py`) takes GPULeases as parameters,
   and the apiserver evaluates it once per parameter for every pod write in an agent's namespace.
