@@ -57,9 +57,10 @@ kind, and their span from the first sub-step's start to the last one's close.
 Idle cost: requests/second on every plane with the three negotiators started and nothing to do
 (no pods, no market) against the same planes without them, over `--idle-seconds` each.
 
-    python benchmarks/negotiation_e2e.py [--nodes 10,100,1000] [--jobs 20]
+    python benchmarks/negotiation_e2e.py [--nodes 10,100,1000] [--jobs 20] [--repeats 1]
 
-Prints a table and saves benchmarks/results/negotiation_e2e.json.
+Prints a table (and, per size, the median and range of each headline ratio over `--repeats`
+runs, each on fresh planes) and saves benchmarks/results/negotiation_e2e.json.
 """
 
 from __future__ import annotations
@@ -402,65 +403,105 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
+RATIOS = ("latency_ratio_p99", "requests_ratio", "latency_ratio_p99_one_namespace",
+          "requests_ratio_one_namespace")  # fmt: skip
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per cluster size, the median and range over its repeats of each headline ratio: the
+    market's latency moves from run to run on a loaded machine far more than kube-scheduler's."""
+    summary = []
+    for count in dict.fromkeys(row["nodes"] for row in rows):
+        runs = [row for row in rows if row["nodes"] == count]
+        entry: dict[str, Any] = {"nodes": count, "repeats": len(runs)}
+        for ratio in RATIOS:
+            values = [row[ratio] for row in runs]
+            entry[ratio] = {"median": statistics.median(values), "min": min(values),
+                            "max": max(values)}  # fmt: skip
+        summary.append(entry)
+    return summary
+
+
+def print_row(row: dict[str, Any]) -> None:
+    """One run's figures: latency, requests, idle cost and CPU of both sides, and where the
+    requests and the CPU went."""
+    count = row["nodes"]
+    b, m, paced = row["baseline"], row["market"], row["baseline_as_created"]
+    print(
+        f"{count:>5} nodes, {m['pods']} pods | kube-scheduler p50 {b['p50_s'] * 1000:7.1f} ms"
+        f" p99 {b['p99_s'] * 1000:7.1f} ms {b['requests_per_placement']:5.1f} req/pod | "
+        f"market p50 {m['p50_s'] * 1000:7.1f} ms p99 {m['p99_s'] * 1000:7.1f} ms "
+        f"{m['requests_per_placement']:5.1f} req/pod | x{row['latency_ratio_p50']:.1f} p50, "
+        f"x{row['latency_ratio_p99']:.1f} p99, x{row['requests_ratio']:.2f} requests | idle "
+        f"{m['idle_requests_per_s_with_negotiators']:.2f} vs "
+        f"{m['idle_requests_per_s_without_negotiators']:.2f} req/s (x{m['idle_ratio']:.2f})"
+        f" | market start-up {m['market_startup_requests']:.0f} requests"
+        f" | CPU {b['cpu_s']:.2f} vs {m['cpu_s']:.2f} s, cores busy"
+        f" {b['cores_busy']:.0%} vs {m['cores_busy']:.0%}"
+        f" | load {row['loadavg_1_5_15'][0]:.1f}",
+        flush=True,
+    )
+    bare = row["baseline_one_namespace"]
+    print(
+        f"  kube-scheduler, one namespace without a quota: p99 {_ms(bare['p99_s'])},"
+        f" {bare['requests_per_placement']:.1f} req/pod"
+        f" (market x{row['latency_ratio_p99_one_namespace']:.1f} p99,"
+        f" x{row['requests_ratio_one_namespace']:.2f} requests)"
+    )
+    print(
+        f"  kube-scheduler, each pod timed from its own create: p50 {_ms(paced['p50_s'])}"
+        f" p99 {_ms(paced['p99_s'])}, {paced['requests_per_placement']:.1f} req/pod"
+    )
+    sub = m["market_substeps"]
+    print(
+        f"  market sub-steps: {sub['substeps']} in {sub['substeps_span_s']:.3f} s,"
+        f" {sub['substeps_asked']} asked (median {_ms(sub['substep_s_asked_median'])}),"
+        f" {sub['substeps_answered_ahead']} answered ahead"
+        f" (median {_ms(sub['substep_s_answered_ahead_median'])})"
+    )
+    for name, kinds in (
+        ("kube-scheduler", b["requests_per_pod_by_kind"]),
+        ("market", m["market_requests_per_pod_by_kind"]),
+    ):
+        listed = ", ".join(f"{k} {v:.2f}" for k, v in kinds.items() if v >= 0.1)
+        print(f"  {name} requests per pod: {listed}")
+    for name, phase in (("kube-scheduler", b), ("market", m)):
+        used = phase["cpu_s_by_program"].items()
+        print(f"  CPU s, {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in used if v >= 0.01))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", default="10,100,1000")
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cluster size")
     args = parser.parse_args()
     rows = []
     load = os.getloadavg()
     for count in (int(n) for n in args.nodes.split(",")):
-        row = measure(count, args.jobs, args.idle_seconds)
-        row["loadavg_1_5_15"] = os.getloadavg()
-        rows.append(row)
-        b, m, paced = row["baseline"], row["market"], row["baseline_as_created"]
-        print(
-            f"{count:>5} nodes, {m['pods']} pods | kube-scheduler p50 {b['p50_s'] * 1000:7.1f} ms"
-            f" p99 {b['p99_s'] * 1000:7.1f} ms {b['requests_per_placement']:5.1f} req/pod | "
-            f"market p50 {m['p50_s'] * 1000:7.1f} ms p99 {m['p99_s'] * 1000:7.1f} ms "
-            f"{m['requests_per_placement']:5.1f} req/pod | x{row['latency_ratio_p50']:.1f} p50, "
-            f"x{row['latency_ratio_p99']:.1f} p99, x{row['requests_ratio']:.2f} requests | idle "
-            f"{m['idle_requests_per_s_with_negotiators']:.2f} vs "
-            f"{m['idle_requests_per_s_without_negotiators']:.2f} req/s (x{m['idle_ratio']:.2f})"
-            f" | market start-up {m['market_startup_requests']:.0f} requests"
-            f" | CPU {b['cpu_s']:.2f} vs {m['cpu_s']:.2f} s, cores busy"
-            f" {b['cores_busy']:.0%} vs {m['cores_busy']:.0%}"
-            f" | load {row['loadavg_1_5_15'][0]:.1f}",
-            flush=True,
-        )
-        bare = row["baseline_one_namespace"]
-        print(
-            f"  kube-scheduler, one namespace without a quota: p99 {_ms(bare['p99_s'])},"
-            f" {bare['requests_per_placement']:.1f} req/pod"
-            f" (market x{row['latency_ratio_p99_one_namespace']:.1f} p99,"
-            f" x{row['requests_ratio_one_namespace']:.2f} requests)"
-        )
-        print(
-            f"  kube-scheduler, each pod timed from its own create: p50 {_ms(paced['p50_s'])}"
-            f" p99 {_ms(paced['p99_s'])}, {paced['requests_per_placement']:.1f} req/pod"
-        )
-        sub = m["market_substeps"]
-        print(
-            f"  market sub-steps: {sub['substeps']} in {sub['substeps_span_s']:.3f} s,"
-            f" {sub['substeps_asked']} asked (median {_ms(sub['substep_s_asked_median'])}),"
-            f" {sub['substeps_answered_ahead']} answered ahead"
-            f" (median {_ms(sub['substep_s_answered_ahead_median'])})"
-        )
-        for name, kinds in (
-            ("kube-scheduler", b["requests_per_pod_by_kind"]),
-            ("market", m["market_requests_per_pod_by_kind"]),
-        ):
-            listed = ", ".join(f"{k} {v:.2f}" for k, v in kinds.items() if v >= 0.1)
-            print(f"  {name} requests per pod: {listed}")
-        for name, phase in (("kube-scheduler", b), ("market", m)):
-            used = phase["cpu_s_by_program"].items()
-            print(f"  CPU s, {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in used if v >= 0.01))
+        for repeat in range(args.repeats):
+            row = measure(count, args.jobs, args.idle_seconds)
+            row["repeat"] = repeat
+            row["loadavg_1_5_15"] = os.getloadavg()
+            rows.append(row)
+            print_row(row)
     first = rows[0]
     for row in rows:
         row["market_p50_growth"] = row["market"]["p50_s"] / first["market"]["p50_s"]
         row["baseline_p50_growth"] = row["baseline"]["p50_s"] / first["baseline"]["p50_s"]
-    print(f"saved {save('negotiation_e2e', {'rows': rows, 'loadavg_at_start': load})}")
+    summary = summarise(rows)
+    for entry in summary:
+        print(
+            f"{entry['nodes']:>5} nodes, {entry['repeats']} runs: "
+            + ", ".join(
+                f"{ratio} x{entry[ratio]['median']:.2f}"
+                f" (x{entry[ratio]['min']:.2f}-x{entry[ratio]['max']:.2f})"
+                for ratio in RATIOS
+            )
+        )
+    saved = save("negotiation_e2e", {"rows": rows, "summary": summary, "loadavg_at_start": load})
+    print(f"saved {saved}")
 
 
 if __name__ == "__main__":
