@@ -7,8 +7,9 @@ etcd. So the market keeps each holder's latest `keep` released leases (of its ma
 and of its quota grants, each) and deletes older ones -- but only those its holder has applied:
 the release says whether the job finished or must wait again, which a negotiator that has not
 seen it yet would never learn.
-A negotiator lists in its Negotiator status (`status.appliedReleases`) the released leases whose
-end it has applied and which still exist.
+A negotiator lists in its Negotiator status (`status.appliedReleases`, at most 256 names) the
+released leases whose end it has applied and which still exist, oldest release first; `keep` is
+at most half that bound (`MarketController`), so the list has room for the ends to collect.
 
 Restart safety: what is collected must stay collected, or a restarted market, finding an ended
 lease without its object, would write it again (ending, then released) and its holder would

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
+from gpuparley.deploy.crds import APPLIED_RELEASES
 from gpuparley.deploy.informer import Informer, Wakeup, wait_until
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
@@ -94,6 +95,11 @@ class MarketController:
         trace_path: str | Path | None = None,
         keep_released: int | None = None,
     ) -> None:
+        if keep_released is not None and keep_released > APPLIED_RELEASES // 2:
+            raise MarketSetupError(
+                f"--keep-released {keep_released}: keep at most {APPLIED_RELEASES // 2} released"
+                f" leases per agent (a negotiator lists at most {APPLIED_RELEASES} it applied)"
+            )
         self.kube = kube
         self.env = GPUMarketEnv(scenario=scenario, mechanism=mechanism, max_epochs=max_epochs)
         self.env.reset(seed=seed)

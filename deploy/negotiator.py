@@ -164,7 +164,7 @@ class NegotiatorProcess:
         sync_failed: ApiError | None = None
         try:
             self._sync_leases(groups, leases)
-            self._acknowledge()
+            self._acknowledge(leases)
         except ApiError as exc:
             sync_failed = exc
         document = self.views.get(self.config.namespace, objects.VIEW_CONFIGMAP)
@@ -325,11 +325,14 @@ class NegotiatorProcess:
         self.telemetry.rejections.labels(reason).inc()
         log.warning("rejected", extra={"reason": reason, "detail": detail})
 
-    def _acknowledge(self) -> None:
+    def _acknowledge(self, leases: list[dict[str, Any]]) -> None:
         """List in the Negotiator status the released leases whose end this process applied
-        and which still exist, oldest first: the market deletes those it no longer keeps
-        (`market_collection.py`). Written only when one is new to the list."""
-        applied = list(self._settled)[:APPLIED_RELEASES]
+        and which still exist, oldest release first (the market deletes oldest first those it
+        no longer keeps, `market_collection.py`: a list cut at its bound still names the next
+        one). Written only when one is new to the list."""
+        epochs = {obj["metadata"]["name"]: objects.release_epoch(obj) for obj in leases}
+        settled = sorted((n for n in self._settled if n in epochs), key=lambda n: (epochs[n], n))
+        applied = settled[:APPLIED_RELEASES]
         mine = self.mine.get(self.config.namespace, self.agent) or {}
         if set(applied) <= set((mine.get("status") or {}).get("appliedReleases") or []):
             return

@@ -132,6 +132,11 @@ def lease_phase(obj: dict[str, Any]) -> str:
     return RELEASED if status.get("release") else ENDING if status.get("ending") else ACTIVE
 
 
+def release_epoch(obj: dict[str, Any]) -> int:
+    """The market epoch a `GPULease` object's release was made at (0 while it has none)."""
+    return int(((obj.get("status") or {}).get("release") or {}).get("epoch") or 0)
+
+
 def message_from_object(obj: dict[str, Any]) -> Any:
     """The typed message in an `Offer` or `GPULease` object (MessageError if it does not parse)."""
     return messages.parse_message(obj.get("spec", {}))

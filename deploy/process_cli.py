@@ -172,8 +172,8 @@ def market_run(
         int,
         typer.Option(
             min=0,
-            help="Released GPULeases kept per agent (older ones are deleted once its negotiator"
-            " has applied them).",
+            help="Released GPULeases kept per agent, at most 128 (older ones are deleted once its"
+            " negotiator has applied them).",
         ),
     ] = KEEP_RELEASED,
     trace: Annotated[Path | None, typer.Option(help="Append lease events (JSON lines).")] = None,

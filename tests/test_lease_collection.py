@@ -11,16 +11,19 @@ import itertools
 import json
 from typing import Any
 
-from test_deploy_hardening_units import JOBS, FakeKube, _host_pods
+import pytest
+from test_deploy_hardening_units import JOBS, SCENARIO, FakeKube, _host_pods
 from test_lease_end import RecordingKube, _market
 
+from gpuparley.deploy import negotiator as negotiator_module
 from gpuparley.deploy import objects
-from gpuparley.deploy.market_controller import MarketController
+from gpuparley.deploy.market_controller import MarketController, MarketSetupError
 from gpuparley.deploy.market_state import STATE_CONFIGMAP, Record
 from gpuparley.deploy.negotiator import NegotiatorProcess
 from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.workload import group_pods, pods_for_job
-from gpuparley.envs.market.messages import Lease, Release
+from gpuparley.envs.market.messages import Release
+from gpuparley.envs.scenario import load_scenario
 
 HOLDER = "agent-alpha"
 _VERSIONS = itertools.count(1)
@@ -164,38 +167,62 @@ def test_a_market_killed_between_the_commit_and_the_deletes_makes_them_when_rest
     assert _present(kube, names) == [] and kube.events == []
 
 
-def test_the_negotiator_lists_the_releases_it_applied_while_they_exist() -> None:
-    lease, _grant, _pods = _host_pods("whole")
-    host, plane = FakeKube(), FakeKube()
+def _holder() -> tuple[NegotiatorProcess, FakeKube, dict[str, Any]]:
+    """alpha's negotiator on a fake host, and its job's pods (finished: applying an end of
+    theirs writes nothing to its plane)."""
+    host = FakeKube()
     config = NegotiatorConfig(agent="alpha", policy="scripted")
-    process = NegotiatorProcess(config, host, plane, None)  # type: ignore[arg-type]
+    process = NegotiatorProcess(config, host, FakeKube(), None)  # type: ignore[arg-type]
     negotiator = {"metadata": {"name": "alpha", "namespace": HOLDER}, "spec": {"agent": "alpha"}}
     host.add("negotiators", negotiator)
     process.mine.observe(host.get("negotiators", HOLDER, "alpha"))
+    lease, _grant, _pods = _host_pods("whole")
     agent_pods = json.loads(json.dumps(pods_for_job(JOBS[lease.job])))
     for pod in agent_pods:
         pod["metadata"]["namespace"] = "default"
-        pod["status"] = {"phase": "Succeeded"}  # applied already: the end writes nothing
+        pod["status"] = {"phase": "Succeeded"}
+    return process, host, group_pods(agent_pods)
 
-    def released(lease_id: str) -> dict[str, Any]:
-        ended: Lease = lease.model_copy(update={"lease_id": lease_id})
-        obj = objects.gpulease_object(ended)
-        release = _release(lease_id).model_dump(mode="json")
-        obj["metadata"].update(namespace=HOLDER, resourceVersion=f"v-{lease_id}")
-        obj["status"] = {"ending": release, "release": release}
-        return obj
 
-    def listed() -> list[str]:
-        status = (host.get("negotiators", HOLDER, "alpha") or {}).get("status") or {}
-        return list(status.get("appliedReleases") or [])
+def _released_object(lease_id: str, epoch: int = 3) -> dict[str, Any]:
+    """alpha's GPULease `lease_id`, released at `epoch`, as its negotiator's watch shows it."""
+    lease, _grant, _pods = _host_pods("whole")
+    obj = objects.gpulease_object(lease.model_copy(update={"lease_id": lease_id}))
+    release = _release(lease_id).model_copy(update={"epoch": epoch}).model_dump(mode="json")
+    obj["metadata"].update(namespace=HOLDER, resourceVersion=f"v-{lease_id}")
+    obj["status"] = {"ending": release, "release": release}
+    return obj
 
-    first, second = released("first"), released("second")
-    process._sync_leases(group_pods(agent_pods), [first])
-    process._acknowledge()
-    assert listed() == [first["metadata"]["name"]]
+
+def _listed(host: FakeKube) -> list[str]:
+    status = (host.get("negotiators", HOLDER, "alpha") or {}).get("status") or {}
+    return list(status.get("appliedReleases") or [])
+
+
+def test_the_negotiator_lists_the_releases_it_applied_while_they_exist() -> None:
+    process, host, groups = _holder()
+    first, second = _released_object("first"), _released_object("second")
+    process._sync_leases(groups, [first])
+    process._acknowledge([first])
+    assert _listed(host) == [first["metadata"]["name"]]
     patches = len(host.writes)
-    process._acknowledge()  # nothing new: no write
+    process._acknowledge([first])  # nothing new: no write
     assert len(host.writes) == patches
-    process._sync_leases(group_pods(agent_pods), [second])  # the first one was collected
-    process._acknowledge()
-    assert listed() == [second["metadata"]["name"]]
+    process._sync_leases(groups, [second])  # the first one was collected
+    process._acknowledge([second])
+    assert _listed(host) == [second["metadata"]["name"]]
+
+
+def test_a_list_cut_at_its_bound_names_the_oldest_releases(monkeypatch: Any) -> None:
+    """The market collects oldest first: a list holding only newer ends would hold it up."""
+    monkeypatch.setattr(negotiator_module, "APPLIED_RELEASES", 2)
+    process, host, groups = _holder()
+    leases = [_released_object(f"at-{epoch}", epoch) for epoch in (9, 4, 7)]
+    process._sync_leases(groups, leases)
+    process._acknowledge(leases)
+    assert _listed(host) == [leases[1]["metadata"]["name"], leases[2]["metadata"]["name"]]
+
+
+def test_the_market_keeps_no_more_than_a_negotiator_can_list() -> None:
+    with pytest.raises(MarketSetupError, match="--keep-released 129: keep at most 128"):
+        MarketController(RecordingKube(), load_scenario(SCENARIO), 0, keep_released=129)  # type: ignore[arg-type]
