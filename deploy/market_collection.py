@@ -74,11 +74,11 @@ class LeaseCollector:
         passed: list[Lease] = []
         for key, upto in self.committed.items():
             passed += self._ends[key][self._made.get(key, 0) : upto]
-            self._made[key] = upto
         present = [lease for lease in passed if phase(lease) == RELEASED]
         if present:
             self.fence()
             self.kube.each(self._delete, present)
+        self._made.update(self.committed)  # only once made: a failed pass is made again
         # A cursor passes released ends only; one found otherwise is left to the reconcile.
         return [lease for lease in passed if phase(lease) in (RELEASED, None)]
 

@@ -17,6 +17,7 @@ from test_lease_end import RecordingKube, _market
 
 from gpuparley.deploy import negotiator as negotiator_module
 from gpuparley.deploy import objects
+from gpuparley.deploy.kube import Unavailable
 from gpuparley.deploy.market_controller import MarketController, MarketSetupError
 from gpuparley.deploy.market_state import STATE_CONFIGMAP, Record
 from gpuparley.deploy.negotiator import NegotiatorProcess
@@ -129,6 +130,29 @@ def test_no_collection_without_keep() -> None:
     assert _commit(controller) == {}
     controller.leases.publish()
     assert _present(kube, names) == names
+
+
+class _FailingOnce(RecordingKube):
+    """The fake host, whose first GPULease delete fails (the apiserver went away)."""
+
+    failed = False
+
+    def delete(
+        self, resource: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> bool:
+        if resource == "gpuleases" and not self.failed:
+            self.failed = True
+            raise Unavailable(503, "Unavailable", "the apiserver is restarting")
+        return super().delete(resource, namespace, name, uid)
+
+
+def test_deletes_that_failed_are_made_at_the_next_pass() -> None:
+    kube = _FailingOnce()
+    controller, names = _committed(kube, keep=0, count=2)
+    with pytest.raises(Unavailable):
+        controller.leases.publish()
+    controller.leases.publish()  # the effects pass, retried
+    assert _present(kube, names) == []
 
 
 def _restarted(kube: RecordingKube, first: MarketController) -> MarketController:
