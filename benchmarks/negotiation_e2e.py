@@ -95,7 +95,7 @@ from gpuparley.deploy import objects
 from gpuparley.deploy.cluster import nodes, planes
 from gpuparley.deploy.gpu_resources import node_resources
 from gpuparley.deploy.kube import Kube
-from gpuparley.deploy.quotas import DEFAULT_PODS, QUOTA_NAME, quota
+from gpuparley.deploy.quotas import DEFAULT_PODS, quota
 from gpuparley.deploy.workload import pods_for_job
 from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import load_scenario
@@ -105,7 +105,7 @@ from _common import save
 # The market rig is test code (tests/cluster/market_rig.py), outside the installed package; this
 # benchmark runs from a source checkout, so it shares the rig with the end-to-end tests from there.
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests" / "cluster"))
-from market_rig import MarketRig
+from market_rig import MarketRig, wait_quotas_counted
 
 BASELINE_NS = "baseline"
 AGENT_NS = "default"  # where the agents' pods are created in their own planes
@@ -173,24 +173,15 @@ def tenant_quota_hard(fake_nodes: list[nodes.FakeNode]) -> dict[str, str]:
 
 
 def tenant_namespaces(
-    host: Kube, prefix: str, owners: list[str], hard: dict[str, str] | None
+    host: Kube, prefix: str, owners: list[str], hard: dict[str, str]
 ) -> dict[str, str]:
-    """owner -> its baseline namespace, created (with its quota if `hard`), once every quota's
-    usage is computed: until then the apiserver refuses creates in its namespace."""
+    """owner -> its baseline namespace, created with its quota, once every quota is counted
+    (until then the apiserver refuses creates in its namespace)."""
     where = {owner: f"{prefix}-{owner}" for owner in owners}
     for owner, namespace in where.items():
         host.create("namespaces", None, {"metadata": {"name": namespace}})
-        if hard is not None:
-            host.create("resourcequotas", namespace, quota(namespace, owner, hard))
-    deadline = time.monotonic() + 60
-    while hard is not None and time.monotonic() < deadline:
-        found = [host.get("resourcequotas", ns, QUOTA_NAME) for ns in where.values()]
-        if all((obj or {}).get("status", {}).get("used") is not None for obj in found):
-            break
-        time.sleep(0.1)
-    else:
-        if hard is not None:
-            raise RuntimeError("the baseline's tenant quotas got no usage within 60 s")
+        host.create("resourcequotas", namespace, quota(namespace, owner, hard))
+    wait_quotas_counted(host, list(where.values()))
     return where
 
 

@@ -35,6 +35,22 @@ from gpuparley.deploy.workload import submit_jobs
 from gpuparley.envs.scenario import load_scenario
 
 
+def wait_quotas_counted(admin: Kube, namespaces: list[str], timeout: float = 60.0) -> None:
+    """Until kube-controller-manager has counted the quota (`QUOTA_NAME`) of each namespace,
+    the apiserver refuses every create there (quotas fail closed): wait for it."""
+    deadline = time.monotonic() + timeout
+    for namespace in namespaces:
+        while True:
+            quota = admin.get("resourcequotas", namespace, QUOTA_NAME) or {}
+            if set((quota.get("status") or {}).get("hard") or {}) == set(
+                (quota.get("spec") or {}).get("hard") or {"?": 0}
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"quota in {namespace} not counted: {quota}")
+            time.sleep(0.1)
+
+
 def gpuparley_command(*args: str) -> list[str]:
     """The CLI, run by this interpreter (the same environment as the caller)."""
     return [sys.executable, "-c", "from gpuparley.cli import main; main()", *args]
@@ -89,22 +105,11 @@ class MarketRig:
         self.wait_quotas_counted()
 
     def wait_quotas_counted(self, timeout: float = 60.0) -> None:
-        """Until kube-controller-manager has counted each agent's quotas, the apiserver refuses
-        every create in those namespaces (quotas fail closed): wait for it."""
+        """Wait until every agent's quotas (its home's and its inbox's) are counted."""
         admin = Kube(self.state.host.kubeconfig)
-        deadline = time.monotonic() + timeout
+        homes = [f"agent-{agent}{suffix}" for agent in self.agents for suffix in ("", "-inbox")]
         try:
-            for agent in self.agents:
-                for namespace in (f"agent-{agent}", f"agent-{agent}-inbox"):
-                    while True:
-                        quota = admin.get("resourcequotas", namespace, QUOTA_NAME) or {}
-                        if set((quota.get("status") or {}).get("hard") or {}) == set(
-                            (quota.get("spec") or {}).get("hard") or {"?": 0}
-                        ):
-                            break
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"quota in {namespace} not counted: {quota}")
-                        time.sleep(0.1)
+            wait_quotas_counted(admin, homes, timeout)
         finally:
             admin.close()
 
