@@ -94,7 +94,7 @@ VARIANTS = (
         "BUG_NO_RV_PRECONDITION",
         "writes the market's state object without its resourceVersion precondition",
         scenario="failover",
-        violates="pod_inside_lease",
+        violates="lease_ends_once",
     ),
     Variant(
         "counter-in-memory",
@@ -137,6 +137,20 @@ VARIANTS = (
         "a negotiator that remembers it bid and never bids again (a lost bid is lost)",
         scenario="messages",
         violates=DEADLOCK,
+    ),
+    Variant(
+        "collect-unapplied",
+        "BUG_COLLECT_UNAPPLIED",
+        "deletes a released GPULease its holder has not listed as applied",
+        scenario="contention",
+        violates=FINISHED_OR_REFUSED,
+    ),
+    Variant(
+        "unfenced-lease-write",
+        "BUG_UNFENCED_LEASE_WRITE",
+        "creates a GPULease without checking first that the state is still the one it decided on",
+        scenario="failover",
+        violates="job_leased_once",
     ),
 )
 

@@ -4,7 +4,8 @@
  * the properties and how to run it (`gpuparley protocol check`). Configuration, by -D flags:
  * JOBS (1-3) and the fault budgets in market/state.pml; a broken variant with one of
  * BUG_NO_RV_PRECONDITION, BUG_NO_PERSISTED_COUNTER, BUG_BIND_BEFORE_LEASE, BUG_FREE_BEFORE_EVICT,
- * BUG_NO_FIT_CHECK, BUG_NO_DEDUP, BUG_NEGOTIATOR_SENDS_ONCE. */
+ * BUG_NO_FIT_CHECK, BUG_NO_DEDUP, BUG_NEGOTIATOR_SENDS_ONCE, BUG_COLLECT_UNAPPLIED,
+ * BUG_UNFENCED_LEASE_WRITE. */
 
 #ifndef JOBS
 #define JOBS 3   /* 1: job 0 alone; 2: jobs 0 and 1; 3: all three */
@@ -42,8 +43,11 @@ init {
  * monotone, so "eventually all" is "all eventually". An agent cut off for good is excused. */
 #define served(j) (g_leased[j] || O_rej[j] || cut[j])
 #define settled(j) (g_done[j] || cut[j])
-/* nothing left behind: every GPULease released, every pod deleted */
-#define cleaned (!ACTIVE(0) && !ACTIVE(1) && !ACTIVE(2) && !ACTIVE(3) && \
+/* a GPULease is gone: collected (its holder applied its release), or released to a holder cut
+ * off for good (who never applies it, so it is kept) */
+#define GONE(L) (!O_ex[L] || (O_rel[L] && cut[O_job[L]]))
+/* nothing left behind: every GPULease released and collected, every pod deleted */
+#define cleaned (GONE(0) && GONE(1) && GONE(2) && GONE(3) && \
   P_st[0] == P_NONE && P_st[1] == P_NONE && P_st[2] == P_NONE)
 /* every job is eventually leased (its GPULease active) or refused */
 ltl leased_or_refused { <> (served(0) && served(1) && served(2)) }

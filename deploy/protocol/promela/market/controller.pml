@@ -4,8 +4,8 @@
  * step -- its state object (remembering the resourceVersion), the Offers, GPULeases and pods --
  * and decides one operation:
  *   - an operation whose decision cannot go stale (deleting a pod of an ending lease, evicting a
- *     misfit, writing a release or a Reject, dropping a duplicate Offer; each guarded by the
- *     object's identity) is done in that same step;
+ *     misfit, writing a release or a Reject, dropping a duplicate Offer, deleting a collected
+ *     GPULease; each guarded by the object's identity) is done in that same step;
  *   - the others are done in later steps, while other processes run: every write to the state
  *     object is guarded by the resourceVersion read when deciding (409 Conflict: the operation
  *     is dropped and the replica decides again from a fresh read).
@@ -22,6 +22,7 @@
 #define OP_TICK 6       /* a term ended: unpaid leases expire */
 #define OP_REFUSE 7     /* a bid no capacity can ever serve */
 #define OP_GRANT 8      /* a bid that fits the free GPUs */
+#define OP_COLLECT 9    /* an ended lease its holder has applied is to be deleted */
 
 /* the resourceVersion precondition of a write to the state object */
 #ifdef BUG_NO_RV_PRECONDITION
@@ -36,6 +37,14 @@
 #define FRESH_BID(j) (S_job[j] != J_REFUSED)
 #else
 #define FRESH_BID(j) (O_bid[j] > S_bidseen[j] && S_job[j] == J_PENDING)
+#endif
+
+/* an ended lease the market may collect (delete): one its holder lists as applied (the market
+ * keeps none of a holder's released leases here: `--keep-released 0`) */
+#ifdef BUG_COLLECT_UNAPPLIED
+#define COLLECTABLE(L) (1)
+#else
+#define COLLECTABLE(L) (O_ack[L])
 #endif
 
 /* a pod that lease L (held, in the state object) does not grant */
@@ -83,7 +92,8 @@ inline decide() {
   for (L : 0 .. NL - 1) {
     if
     :: !done && op == OP_NOP && S_lph[L] == L_ENDING ->
-      assert(O_ex[L]);
+      lease_ends_once = O_ex[L];   /* not one collected already: it ended before */
+      assert(lease_ends_once);
 #ifdef BUG_FREE_BEFORE_EVICT
       /* broken: the GPUs are given back first, the lease's pods cleaned up after */
       op = OP_FREE; x = L; y = S_lwhy[L]; z = S_ljob[L]; done = 1;
@@ -122,6 +132,19 @@ inline decide() {
     fi
   }
 #endif
+  /* 2b. collection: an ended lease its holder has applied is recorded as collected with a
+   *     guarded write first (OP_COLLECT); a collected lease's object is then deleted, which
+   *     cannot go stale (a collected lease is never written again) */
+  for (L : 0 .. NL - 1) {
+    if
+    :: !done && op == OP_NOP && S_lph[L] == L_COLLECTED && O_ex[L] ->
+      printf("@ market %d: delete collected GPULease %d\n", me, L);
+      O_ex[L] = 0; nev[O_job[L]] = 1; written(); done = 1
+    :: !done && op == OP_NOP && S_lph[L] == L_ENDED && O_ex[L] && COLLECTABLE(L) ->
+      op = OP_COLLECT; x = L
+    :: else -> skip
+    fi
+  }
   /* 3. lease-fit, the market's authoritative check: evict a waiting pod its lease does not grant;
    *    and delete a pod left naming a lease that has ended (created from a stale view) */
   for (p : 0 .. NP - 1) {
@@ -130,7 +153,7 @@ inline decide() {
     :: !done && op == OP_NOP && P_st[p] == P_WAITING && HELD(L) && MISFIT(p, L) ->
       printf("@ market %d: evict pod %d, outside lease %d\n", me, p, L);
       delete_pod(p); done = 1
-    :: !done && op == OP_NOP && P_st[p] != P_NONE && S_lph[L] == L_ENDED ->
+    :: !done && op == OP_NOP && P_st[p] != P_NONE && OVER(L) ->
       printf("@ market %d: delete pod %d of ended lease %d\n", me, p, L);
       delete_pod(p); done = 1
     :: else -> skip
@@ -272,6 +295,23 @@ inline create_lease() {
   fi
 }
 
+/* create GPULease x behind the fence: only if the state object has not moved since this replica
+ * last read or wrote it (a deposed replica, whose decision the new leader may have gone past,
+ * writes nothing). Needed once leases are collected: a create that lands after the new leader
+ * deleted the same lease would lease again a job that finished. The code's fence is a read just
+ * before the write (`MarketState.confirm`); the model makes the two one step, the round trip
+ * between them is a gap the README names. */
+inline fenced_create_lease() {
+#ifdef BUG_UNFENCED_LEASE_WRITE
+  create_lease()
+#else
+  if
+  :: dirty[me] == 0 -> create_lease()
+  :: else -> printf("@ market %d: the state moved: GPULease %d not written\n", me, x)
+  fi
+#endif
+}
+
 /* bind pod q, guarded by the resourceVersion read when deciding */
 inline bind(q) {
   if
@@ -292,11 +332,17 @@ inline bind(q) {
 
 inline act() {
   if
-  :: op == OP_CREATE -> atomic { create_lease(); forget() }
+  :: op == OP_CREATE -> atomic { fenced_create_lease(); forget() }
   :: op == OP_FREE ->
     atomic {
       printf("@ market %d: free the GPUs of lease %d\n", me, x);
       GUARDED(S_lph[x] = L_ENDED; S_job[z] = (y == W_FINISHED -> J_DONE : J_PENDING));
+      forget()
+    }
+  :: op == OP_COLLECT ->
+    atomic {
+      printf("@ market %d: collect lease %d\n", me, x);
+      GUARDED(S_lph[x] = L_COLLECTED);
       forget()
     }
   :: op == OP_ADMIT ->
@@ -430,13 +476,14 @@ inline act() {
         S_lph[w] = L_GRANTED; S_ljob[w] = x; S_lgpu[w] = z; S_lren[w] = 1; S_lwhy[w] = 0;
         S_job[x] = J_LEASED; S_bidseen[x] = y;
         state_written();
+        dirty[me] = 0;   /* its own write: the replica knows the version it made */
         k = y; y = x; x = w; w = 0
       :: else -> forget()
       fi
     };
     if
     :: op != OP_NOP ->
-      atomic { create_lease() };
+      atomic { fenced_create_lease() };
       atomic {
         if
         :: O_bid[y] == k -> O_bid[y] = 0; nev[y] = 1; written()   /* the bid taken, by name */

@@ -11,6 +11,8 @@
 #define N_MKPOD 1
 #define N_RENEW 2
 #define N_BID 3
+#define N_APPLY 4   /* a release "finished" applied: the job's pods in the agent's plane Succeeded */
+#define N_ACK 5     /* the releases applied, listed in the Negotiator status (a mask of leases) */
 
 /* whether the negotiator bids when no bid of its job is waiting: always (it reads its Offers
  * back), or, broken, only if it never sent one before (it trusts its own memory) */
@@ -21,14 +23,14 @@
 #endif
 
 inline ndecide() {
-  nop = N_NOP; x = 0; y = 0; mine = NONE; ending = 0; finished = O_rej[j];
+  nop = N_NOP; x = 0; y = 0; mine = NONE; ending = 0; finished = O_rej[j] || A_done[j];
   for (L : 0 .. NL - 1) {
     if
-    :: O_ex[L] && O_job[L] == j -> leases++   /* the job's leases so far: its next bid's id */
-    :: else -> skip
-    fi;
-    if
-    :: O_ex[L] && O_job[L] == j && O_rel[L] && O_why[L] == W_FINISHED -> finished = 1
+    :: O_ex[L] && O_job[L] == j && O_rel[L] && O_why[L] == W_FINISHED && !A_done[j] ->
+      nop = N_APPLY   /* apply it first: the GPULease may be collected once acknowledged */
+    :: O_ex[L] && O_job[L] == j && O_rel[L] && !O_ack[L] &&
+       (O_why[L] != W_FINISHED || A_done[j]) ->
+      acks = acks | (1 << L)   /* applied, not yet listed */
     :: O_ex[L] && O_job[L] == j && !O_rel[L] && !O_end[L] -> mine = L
     :: O_ex[L] && O_job[L] == j && !O_rel[L] && O_end[L] -> ending = 1
     :: else -> skip
@@ -37,7 +39,7 @@ inline ndecide() {
   /* a host pod of a lease that is not (or no longer) the job's active one is deleted */
   for (p : 0 .. NP - 1) {
     if
-    :: !finished && PJOB(p) == j && P_st[p] != P_NONE && P_l[p] != mine ->
+    :: !finished && nop == N_NOP && PJOB(p) == j && P_st[p] != P_NONE && P_l[p] != mine ->
       printf("@ negotiator %d: delete pod %d of lease %d\n", j, p, P_l[p]);
       P_st[p] = P_NONE; P_big[p] = 0; nev[j] = 1; pod_written(p);
       finished = 2   /* one call per step */
@@ -45,7 +47,9 @@ inline ndecide() {
     fi
   }
   if
-  :: !finished && mine != NONE ->
+  :: nop == N_APPLY || finished == 2 -> skip
+  :: nop == N_NOP && finished != 2 && acks != 0 -> nop = N_ACK; x = acks
+  :: nop == N_NOP && acks == 0 && !finished && mine != NONE ->
     /* sync the lease's pods to the host, unbound, for the market to bind */
     for (p : 0 .. NP - 1) {
       if
@@ -59,11 +63,13 @@ inline ndecide() {
       nop = N_RENEW; x = REN(mine, S_tick)
     :: else -> skip
     fi
-  :: !finished && mine == NONE && !ending && !O_bid[j] && SEND_AGAIN ->
-    nop = N_BID; x = leases + 1
+  :: nop == N_NOP && acks == 0 && !finished && mine == NONE && !ending && !O_bid[j] &&
+     SEND_AGAIN ->
+    /* its id: the view's sub-step, past every bid the market took (a resend, the same id) */
+    nop = N_BID; x = S_bidseen[j] + 1
   :: else -> skip
   fi;
-  L = 0; p = 0; mine = 0; ending = 0; leases = 0;
+  acks = 0; L = 0; p = 0; mine = 0; ending = 0;
   if
   :: finished == 2 -> finished = 0
   :: else -> skip
@@ -80,7 +86,12 @@ inline lost() {   /* the request may be lost on the way (the budget bounds how o
 inline nact() {
   atomic {
     if
-    :: part[j] -> nev[j] = 1   /* partitioned: the request fails; retried once reconnected */
+    :: nop == N_APPLY ->   /* a write to the agent's own plane: a host partition spares it */
+      printf("@ negotiator %d: job finished, its pods marked Succeeded\n", j);
+      finished_after_work = g_worked[j];   /* it was told "finished": had it run? */
+      assert(finished_after_work);
+      A_done[j] = 1; nev[j] = 1
+    :: nop != N_APPLY && part[j] -> nev[j] = 1   /* partitioned: retried once reconnected */
     :: else ->
       if
       :: nop == N_MKPOD ->
@@ -113,6 +124,20 @@ inline nact() {
           O_ren[j] = x; sent_ren[j] = x; written()
         :: else -> nev[j] = 1   /* no answer: retried */
         fi
+      :: nop == N_ACK ->
+        lost();
+        if
+        :: delivered ->
+          for (L : 0 .. NL - 1) {
+            if
+            :: x & (1 << L) -> O_ack[L] = 1; printf("@ negotiator %d: applied lease %d\n", j, L)
+            :: else -> skip
+            fi
+          };
+          L = 0; written()
+        :: else -> skip
+        fi;
+        nev[j] = 1   /* its own Negotiator object changed (or the write is retried) */
       :: nop == N_BID ->
         lost();
         if
@@ -132,7 +157,7 @@ inline nact() {
 }
 
 proctype Negotiator(byte j) {
-  byte nop, x, y, mine, p, L, finished, leases;
+  byte nop, x, y, mine, p, L, finished, acks;
   bit ending;
   bit delivered;
 #ifdef BUG_NEGOTIATOR_SENDS_ONCE
@@ -141,18 +166,16 @@ proctype Negotiator(byte j) {
   do
   :: atomic { nev[j] && !part[j] -> nev[j] = 0; ndecide() }   /* a watch event: one decision */
      if
-     :: finished -> break
+     :: finished && nop == N_NOP -> break   /* done, and every release it applied listed */
      :: !finished && nop == N_NOP -> skip
-     :: !finished && nop != N_NOP -> nact()
+     :: nop != N_NOP -> nact()
      fi
   :: cut[j] -> goto gone
   od;
   if
   :: O_rej[j] -> printf("@ negotiator %d: job refused, done\n", j)
   :: else ->
-    printf("@ negotiator %d: job finished, done\n", j);
-    finished_after_work = g_worked[j];   /* it was told "finished": had it run? */
-    assert(finished_after_work)
+    printf("@ negotiator %d: job finished, done\n", j)
   fi;
   g_done[j] = 1;   /* it saw its job finish, or refused */
 gone:

@@ -28,8 +28,10 @@
 #define L_ADMITTED 2
 #define L_ENDING 3
 #define L_ENDED 4
+#define L_COLLECTED 5 /* ended, and its GPULease object is (to be) deleted */
 #define HELD(L) (S_lph[L] == L_GRANTED || S_lph[L] == L_ADMITTED)
 #define OCCUPIES(L) (S_lph[L] == L_GRANTED || S_lph[L] == L_ADMITTED || S_lph[L] == L_ENDING)
+#define OVER(L) (S_lph[L] == L_ENDED || S_lph[L] == L_COLLECTED)
 /* why a lease ended */
 #define W_FINISHED 1
 #define W_EXPIRED 2
@@ -65,11 +67,17 @@ byte O_gpu[NL];
 bit O_end[NL];            /* status.ending: the lease is ending, its holder stops syncing pods */
 bit O_rel[NL];            /* status.release: it has ended (its pods are gone) */
 byte O_why[NL];
+bit O_ack[NL];            /* listed in its holder's Negotiator status (`appliedReleases`): the
+                           * holder has applied the release, so the market may delete the lease */
 
 /* ---- Offer objects: a bid and a renewal per job, and the market's Reject */
 byte O_bid[NJ];            /* the id of the job's waiting bid, or 0 */
 byte O_ren[NJ];            /* REN(lease, term): the renewal of a lease for a term, or 0 */
 bit O_rej[NJ];
+
+/* ---- each agent's own control plane: the job's pods there marked Succeeded (the holder applied
+ * a release "finished"; it outlives the GPULease that said so) */
+bit A_done[NJ];
 
 /* ---- host pods (pchg[r * NP + p] == 1: pod p changed since replica r last read it) */
 byte P_st[NP];
@@ -163,6 +171,7 @@ bit pod_inside_lease = 1;
 bit job_leased_once = 1;
 bit finished_after_work = 1;   /* checked where a negotiator is told its job finished */
 bit no_eviction_under_lease = 1;   /* checked where the market deletes a pod */
+bit lease_ends_once = 1;   /* checked where the market ends a lease: its GPULease exists */
 
 active proctype monitor_gpu_leased_once() {
 end_watching:
