@@ -19,7 +19,7 @@ apiservers one watch request per set every few minutes:
   named after its id so a repeated send is a no-op. With a policy that is a function of its
   view (`deterministic`), the rest of an auction round is answered too, before it is asked, in
   that status (`answers_ahead.py`);
-* **leases**: for every active `GPULease`, the job's pods are synced into the agent's host
+* **leases**: for every active `GPULease` of a job not finished, its pods are synced to the host
   namespace with the lease's node and GPU resources (as a virtual control plane syncs pods), for
   the market to bind (`schedulerName: gpuparley-market`); the market binds them once every pod
   of the lease exists and fits it (a gang starts all together or not at all). The agent's own
@@ -371,6 +371,8 @@ class NegotiatorProcess:
                 self._end(obj, lease, group, host_pods, lease.job in active_jobs)
                 if phase == objects.RELEASED:
                     self._settled[obj["metadata"]["name"]] = obj["metadata"].get("resourceVersion")
+            elif group is not None and group.finished:
+                continue  # whatever a lease says (a deposed market's late write: protocol gaps)
             elif group is not None:
                 running.append((obj, lease, group))
             else:

@@ -165,6 +165,13 @@ class PodGroup:
     def complete(self) -> bool:
         return len(self.pods) == self.expected
 
+    @property
+    def finished(self) -> bool:
+        """Every pod Succeeded: the job has run to its end, and never runs again."""
+        return bool(self.pods) and all(
+            (pod.get("status") or {}).get("phase") == "Succeeded" for pod in self.pods
+        )
+
     def demand(self) -> Demand:
         """The market demand of the whole group (WorkloadError if the pods disagree)."""
         demands = {pod_demand(pod) for pod in self.pods}

@@ -250,3 +250,20 @@ def test_a_list_cut_at_its_bound_names_the_oldest_releases(monkeypatch: Any) -> 
 def test_the_market_keeps_no_more_than_a_negotiator_can_list() -> None:
     with pytest.raises(MarketSetupError, match="--keep-released 129: keep at most 128"):
         MarketController(RecordingKube(), load_scenario(SCENARIO), 0, keep_released=129)  # type: ignore[arg-type]
+
+
+def test_a_lease_for_a_finished_job_runs_nothing() -> None:
+    """A GPULease that says a finished job runs -- a deposed market's create landing after the
+    lease was collected (deploy/protocol/README.md, gaps) -- makes its holder create no pod; the
+    same lease for a job that has not run is synced."""
+    process, host, groups = _holder()
+    lease, _grant, _pods = _host_pods("whole")
+    obj = objects.gpulease_object(lease)
+    obj["metadata"].update(namespace=HOLDER, resourceVersion="v-active")
+    process._sync_leases(groups, [obj])
+    assert [write for write in host.writes if write[1] == "pods"] == []
+    for group in groups.values():
+        for pod in group.pods:
+            pod["status"] = {"phase": "Pending"}
+    process._sync_leases(groups, [obj])
+    assert [verb for verb, resource, _name in host.writes if resource == "pods"] == ["create"]
