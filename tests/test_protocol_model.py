@@ -85,6 +85,17 @@ def test_a_truncated_search_is_an_error(
         verify(Verification(scenario("cut-off").defines), tmp_path, spin)
 
 
+def test_a_search_that_outgrows_its_memory_bound_is_an_error(
+    spin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search that would need more memory than the verifier may use stops and is reported
+    (the deep scenario outgrows a 24 GB machine), never taken as a pass."""
+    assert 100 < check.memory_limit_mb() < 2**30  # MB: a share of the machine's
+    monkeypatch.setattr(check, "memory_limit_mb", lambda: 48)  # the hash table alone is 32 MB
+    with pytest.raises(CheckError, match="MEMLIM"):
+        verify(Verification(scenario("cut-off").defines), tmp_path, spin)
+
+
 REPORT = """pan:1: assertion violated gpu_leased_once (at depth 412)
 pan:2: invalid end state (at depth 3001)
 pan:3: assertion violated (w<4) (at depth 77)

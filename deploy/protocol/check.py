@@ -9,6 +9,7 @@ model's own words (the `@ ...` line each protocol step prints).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ MODEL = "market.pml"
 SAFETY = "safety"  # the named safety assertions and invalid end states
 DEADLOCK = "deadlock"  # how an invalid end state is reported
 MAX_DEPTH = 500_000  # pan's search stack (the deepest run here reaches ~13,000 steps)
+MEMORY_SHARE = 0.75  # of the machine's memory a verifier may use before it stops, not exhaustive
 
 
 class CheckError(RuntimeError):
@@ -123,6 +125,7 @@ def verify(
     shutil.copytree(PROMELA, workdir, dirs_exist_ok=True)
     _run([str(spin), "-a", *check.flags, MODEL], workdir, "spin -a")
     build = [compiler, "-O2" if check.optimize else "-O0", "-w", "-DCOLLAPSE"]
+    build.append(f"-DMEMLIM={memory_limit_mb()}")
     if check.prop == SAFETY:
         build.append("-DNOCLAIM")
     _run([*build, "-o", "pan", "pan.c"], workdir, f"{compiler} pan.c")
@@ -143,6 +146,13 @@ def verify(
             every = _run([*search, "-c0"], workdir, "the verifier (pan -c0)")
             violations = read_report(every, check.prop)[2]
     return Outcome(violated, violations, report, *read_figures(text), trail=trail)
+
+
+def memory_limit_mb() -> int:
+    """The verifier's memory bound (pan's MEMLIM, in MB): a search that outgrows the machine
+    stops with "Search not completed" (a CheckError) instead of being killed by the kernel."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * MEMORY_SHARE / 2**20)
 
 
 def read_figures(text: str) -> tuple[int, int, int, float, float]:
