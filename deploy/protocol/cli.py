@@ -133,7 +133,8 @@ def check(
         bool, typer.Option(help="Also check that every broken variant is rejected.")
     ] = True,
     deep: Annotated[
-        bool, typer.Option(help="Also the deep scenario: every fault at once (more memory than 24 GB).")
+        bool,
+        typer.Option(help="Also the deep scenario: every fault at once (more memory than 24 GB)."),
     ] = False,
     every_violation: Annotated[
         bool, typer.Option(help="For a broken variant, list every property it violates.")
