@@ -98,9 +98,11 @@ class LeaseCollector:
                 continue
             applied = self.applied(key.split("/", 1)[1])
             moved = at
-            while moved < limit and phase(ends[moved]) == RELEASED:
-                if lease_key(ends[moved])[1] not in applied:
-                    break
+            while (
+                moved < limit
+                and phase(ends[moved]) == RELEASED
+                and lease_key(ends[moved])[1] in applied
+            ):
                 moved += 1
             if moved > at:
                 self.decided[key] = moved

@@ -187,7 +187,6 @@ def _assert_the_same_market_went_on(run: Run, collected: bool) -> None:
     assert rewritten == [], "a collected GPULease was written again"
     assert status["evicted"] == [], "a pod under a valid lease was evicted"
     assert status["ledger_imbalance"] == pytest.approx(0.0, abs=1e-9)
-    assert run.seen is not None
     assert not run.seen.overcommit, run.seen.overcommit[:5]
     assert not run.seen.outside_lease, run.seen.outside_lease[:5]
     assert not run.seen.gang_splits, run.seen.gang_splits[:5]
