@@ -69,18 +69,20 @@ class LeaseCollector:
 
     def collect(self, phase: Callable[[Lease], str | None]) -> list[Lease]:
         """Make the committed cursors: delete the GPULeases they pass that are still on the
-        host (released: a cursor passes only those); the leases now collected."""
+        host; the leases now collected. A cursor passes released ends only, so one found in
+        another phase (after a restart, which takes the objects as found) was written after
+        its collection -- a deposed replica's late create, `LeasePublisher._remove_strays` --
+        and goes too, rather than being ended and released again by the reconcile."""
         self._index()
         passed: list[Lease] = []
         for key, upto in self.committed.items():
             passed += self._ends[key][self._made.get(key, 0) : upto]
-        present = [lease for lease in passed if phase(lease) == RELEASED]
+        present = [lease for lease in passed if phase(lease) is not None]
         if present:
             self.fence()
             self.kube.each(self._delete, present)
         self._made.update(self.committed)  # only once made: a failed pass is made again
-        # A cursor passes released ends only; one found otherwise is left to the reconcile.
-        return [lease for lease in passed if phase(lease) in (RELEASED, None)]
+        return passed
 
     def _delete(self, lease: Lease) -> None:
         namespace, name = lease_key(lease)

@@ -16,13 +16,18 @@ journal's replay says which leases ended, the objects how far their end got), ea
 fenced (`MarketState.confirm`: a replica deposed meanwhile writes nothing, e.g. no older spec
 over a renewal the new leader wrote), and a batch's writes go out together (`Kube.each`).
 Released leases their holders have applied are deleted in time (`market_collection.py`); the
-market remembers them as collected, so it never writes them again. The lease trace
-(`trace.py`) is written alongside.
+market remembers them as collected, so it never writes them again. A GPULease object of a
+collected lease that shows up again on the market's watch of them (`observed`) is deleted
+again at the next publish (`_remove_strays`): only a write the market did not make -- a deposed
+replica's create that passed its fence and then stalled past the takeover, the fences' window
+in `protocol/README.md` -- can bring one back, and nothing else would remove it. The lease
+trace (`trace.py`) is written alongside.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +46,7 @@ from gpuparley.envs.market.demand import job_name
 from gpuparley.envs.market.messages import MARKET, Lease, Release
 from gpuparley.envs.simulator import JobState
 
+log = logging.getLogger("gpuparley.market")
 COLLECTED = "collected"  # released, applied by its holder and deleted (`market_collection.py`)
 GONE = (RELEASED, COLLECTED)  # ends with nothing left to do
 
@@ -59,6 +65,7 @@ class LeasePublisher:
         trace_path: Path | None,
         applied: Callable[[str], set[str]],
         keep_released: int | None,
+        observed: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.kube = kube
         self.market = market
@@ -84,6 +91,10 @@ class LeasePublisher:
         self.collector = LeaseCollector(
             kube, market, pods.quota_releases, applied, keep_released, self.fence
         )
+        self.observed = observed  # the GPULease objects on the host, as a watch shows them
+        # Collected lease -> the uid its object had when it was deleted (None: not seen), so a
+        # watch that has not caught up with the delete is not taken for a lease written again.
+        self._deleted_uids: dict[tuple[str, str], str | None] = {}
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
         """Take the GPULease objects found on the host as written (after a restart)."""
@@ -196,8 +207,7 @@ class LeasePublisher:
 
     def _phase(self, lease: Lease) -> str | None:
         """How far the lease's object on the host is, as last written or found (None: absent)."""
-        written = self._written.get(lease_key(lease))
-        return None if written is None else written[1]
+        return self._phase_of_key(lease_key(lease))
 
     def settle(self) -> None:
         """Wait until every lease published but not seen bound yet is (before the market exits:
@@ -243,12 +253,49 @@ class LeasePublisher:
         written, so this is also the reconcile after a restart. Ends first: a lease signed on
         GPUs another one gave up must not be active beside it. Around them, collection: first
         the released leases the stored state says are collected, last the next decision."""
+        on_host = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o
+                   for o in self.observed()}  # fmt: skip
         for lease in self.collector.collect(self._phase):
-            self._written[lease_key(lease)] = (lease, COLLECTED)
+            key = lease_key(lease)
+            self._written[key] = (lease, COLLECTED)
+            self._deleted_uids[key] = (on_host.get(key) or {}).get("metadata", {}).get("uid")
+        self._remove_strays(on_host)
         self._end(self._open_ends())
         self._sync([(lease, None, ACTIVE) for lease in self.pods.active()])
         self.collector.decide(self._phase)
         self.telemetry.leases.set(len(self.market.leases))
+
+    def _remove_strays(self, on_host: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """Delete again each GPULease object of a collected lease other than the one collected
+        (another uid): a write of a deposed replica's, which its holder could otherwise act on
+        for ever (an expired lease's job syncs pods the market deletes as they come). The
+        delete names the uid, so it takes only the object judged."""
+        strays = [
+            obj
+            for key, obj in on_host.items()
+            if self._phase_of_key(key) == COLLECTED
+            and obj["metadata"].get("uid") != self._deleted_uids.get(key)
+        ]
+        if not strays:
+            return
+        self.fence()
+
+        def delete(obj: dict[str, Any]) -> None:
+            namespace, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+            if self.kube.delete("gpuleases", namespace, name, obj["metadata"].get("uid")):
+                where = {"lease": name, "namespace": namespace}
+                log.warning("a collected lease was written again: deleted", extra=where)
+                self.telemetry.rejections.labels("stray-lease").inc()
+
+        self.kube.each(delete, strays)
+        for obj in strays:  # gone; a watch that still shows it is not a new write
+            key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            self._deleted_uids[key] = obj["metadata"].get("uid")
+
+    def _phase_of_key(self, key: tuple[str, str]) -> str | None:
+        """`_phase` by (namespace, object name)."""
+        written = self._written.get(key)
+        return None if written is None else written[1]
 
     def _open_ends(self) -> list[tuple[Lease, Release]]:
         """The ends not known to be released (or collected) on the host: those after the

@@ -28,8 +28,9 @@ from gpuparley.envs.scenario import load_scenario
 
 
 class RecordingKube(FakeKube):
-    """The fake host, logging each lease phase written and each pod deleted, in order, and
-    every release written while a pod of its lease still existed."""
+    """The fake host, logging each lease phase written, each pod deleted and each GPULease
+    delete request, in order, and every release written while a pod of its lease still
+    existed."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,8 +53,8 @@ class RecordingKube(FakeKube):
     def delete(
         self, resource: str, namespace: str | None, name: str, uid: str | None = None
     ) -> bool:
-        if resource == "pods":
-            self.events.append(("delete", name))
+        if resource in ("pods", "gpuleases"):
+            self.events.append(("delete" if resource == "pods" else "delete lease", name))
         return super().delete(resource, namespace, name, uid)
 
     def _pods_of(self, namespace: str, lease_object: str) -> list[str]:

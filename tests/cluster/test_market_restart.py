@@ -6,7 +6,9 @@ Two runs on fresh real planes (`market_runs.market_run`), the default ONNX polic
   three different epochs) and started again each time; later the host kube-apiserver itself is
   SIGKILLed and restarted under every watch (market and negotiators). The market keeps no
   released GPULease (`--keep-released 0`): each is deleted once its holder applied it, across
-  the crashes, and none is ever written again (`market_collection.py`);
+  the crashes, and none is ever written again (`market_collection.py`). While the market is
+  down after the third kill, the test creates one collected lease again, as a deposed
+  replica's late create would, and the resumed market deletes it;
 * **failover**: two market replicas elect a leader; the leader is SIGKILLed mid-run and the
   standby takes over when its Lease expires.
 
@@ -32,6 +34,7 @@ import pytest
 from gpuparley.deploy import objects
 from gpuparley.deploy.cluster.control_plane import readyz
 from gpuparley.deploy.cluster.processes import ClusterError, Supervisor, is_alive, wait_ready
+from gpuparley.deploy.informer import Informer, Key
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.market_state import CHUNK_RECORDS, STATE_CONFIGMAP
 from gpuparley.envs.scenario import load_scenario
@@ -72,14 +75,35 @@ def wait_for_substeps(run: Run, count: int) -> None:
         admin.close()
 
 
+def _write_a_collected_lease_again(admin: Kube, finished: dict[Key, dict[str, Any]]) -> Key:
+    """Create again, as a deposed replica's late create would (active, the spec it had), the
+    first GPULease released `finished` that is gone from the host (collected); its key."""
+    gone = [key for key in sorted(finished) if admin.get("gpuleases", *key) is None]
+    assert gone, "no lease was collected before the third kill"
+    old = finished[gone[0]]
+    labels = {k: v for k, v in old["metadata"]["labels"].items() if k != objects.RELEASED_LABEL}
+    late = {"apiVersion": old["apiVersion"], "kind": old["kind"], "spec": old["spec"],
+            "grant": old["grant"], "metadata": {"name": gone[0][1], "labels": labels}}  # fmt: skip
+    assert admin.create("gpuleases", gone[0][0], late) is not None
+    return gone[0]
+
+
 def _kill_market_three_times(run: Run) -> None:
     """Kill the market at three points of its journal, each time the one started after the last
     kill once it has resumed and gone past the last point: the journal can grow by several
     sub-steps in one write (a round answered ahead), so its length alone may pass the next
-    point before that market is up."""
+    point before that market is up. While the third kill's market is down, a collected lease
+    is written again (a deposed replica's late create: deploy/protocol/README.md, gaps)."""
     rng = random.Random(18)
     log = run.rig.log_dir / "market.log"
     admin = Kube(run.rig.state.host.kubeconfig)
+    finished: dict[Key, dict[str, Any]] = {}
+
+    def released(obj: dict[str, Any]) -> None:
+        if ((obj.get("status") or {}).get("release") or {}).get("reason") == "finished":
+            finished[obj["metadata"]["namespace"], obj["metadata"]["name"]] = obj
+
+    leases = Informer(admin, "gpuleases", on_object=released).start()
     killed_at = 0
     try:
         for kills, count in enumerate(KILL_AT_SUBSTEPS, start=1):
@@ -88,6 +112,8 @@ def _kill_market_three_times(run: Run) -> None:
             run.rig.kill("market")
             killed_at = journal_length(admin)
             run.faults.setdefault("killed-at", []).append(killed_at)
+            if kills == len(KILL_AT_SUBSTEPS):
+                run.faults["written-again"] = _write_a_collected_lease_again(admin, finished)
             run.rig.start_market()  # (a resumed market runs fast: only the journal is polled)
             wait_for(
                 f"the market to resume after kill {kills}",
@@ -96,6 +122,7 @@ def _kill_market_three_times(run: Run) -> None:
                 0.02,
             )
     finally:
+        leases.stop()
         admin.close()
     wait_for_substeps(run, APISERVER_RESTART_AT)
     restart_host_apiserver(run)
@@ -164,7 +191,9 @@ def _gpulease_objects(run: Run) -> list[dict[str, Any]]:
         admin.close()
 
 
-def _assert_the_same_market_went_on(run: Run, collected: bool) -> None:
+def _assert_the_same_market_went_on(
+    run: Run, collected: bool, written_again: tuple[Key, ...] = ()
+) -> None:
     status = run.status
     assert status["finished"], status
     assert status["resumed_at"] > 0, "the market that finished must have resumed a journal"
@@ -177,14 +206,17 @@ def _assert_the_same_market_went_on(run: Run, collected: bool) -> None:
     jobs = {j.name for j in load_scenario(SCENARIO).build_jobs(SEED)}
     assert set(finished) == jobs and set(finished.values()) == {1}, "every job finishes once"
     # No GPULease leaked: every object the market wrote is a lease of the trace, and ended;
-    # collected ones (deleted once their holder applied them) are never written again.
+    # collected ones (deleted once their holder applied them) are never written again by the
+    # market, and one written again by someone else is deleted again.
     signed = {e["lease_id"] for e in run.trace if e["event"] == "signed"}
     left = {o["spec"]["lease_id"] for o in run.leases_left}
     assert left < signed if collected else left == signed
     assert all((o.get("status") or {}).get("release") for o in run.leases_left)
     assert run.seen is not None
     rewritten = [key for key, uids in run.seen.lease_uids.items() if len(uids) > 1]
-    assert rewritten == [], "a collected GPULease was written again"
+    assert rewritten == list(written_again), "a collected GPULease was written again"
+    names_left = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in run.leases_left}
+    assert not names_left & set(written_again), "a lease written again after collection stayed"
     assert status["evicted"] == [], "a pod under a valid lease was evicted"
     assert status["ledger_imbalance"] == pytest.approx(0.0, abs=1e-9)
     assert not run.seen.overcommit, run.seen.overcommit[:5]
@@ -193,7 +225,8 @@ def _assert_the_same_market_went_on(run: Run, collected: bool) -> None:
 
 
 def test_three_crashes_and_an_apiserver_restart_change_nothing(crashes: Run) -> None:
-    _assert_the_same_market_went_on(crashes, collected=True)
+    written_again = tuple(crashes.faults["written-again"])
+    _assert_the_same_market_went_on(crashes, collected=True, written_again=(written_again,))
     assert crashes.faults["apiserver-restarts"] == 1
     resumes = (crashes.rig.log_dir / "market.log").read_text().count('"market resumed"')
     assert resumes == len(KILL_AT_SUBSTEPS)
