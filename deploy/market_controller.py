@@ -137,8 +137,6 @@ class MarketController:
         self.offers = Informer(kube, "offers", everywhere, selector=self.selector)
         self.offers.notify = self.wakeup
         self.pod_watch = Informer(kube, "pods", everywhere, notify=self.wakeup)
-        self.lease_watch = Informer(kube, "gpuleases", everywhere)  # read at each publish
-        self.informers = [self.negotiators, self.offers, self.pod_watch, self.lease_watch]
         self.questions = Questions(kube, self.env, self.negotiators)
         self.bids = MessageIntake(kube, market, self.telemetry)
         self.pods = LeasePods(
@@ -154,8 +152,8 @@ class MarketController:
             Path(trace_path) if trace_path else None,
             self._applied_releases,
             keep_released,
-            self.lease_watch.objects,
         )
+        self.informers = [self.negotiators, self.offers, self.pod_watch, self.leases.watch]
 
     @property
     def trace(self) -> list[Any]:

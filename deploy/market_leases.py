@@ -17,7 +17,7 @@ fenced (`MarketState.confirm`: a replica deposed meanwhile writes nothing, e.g. 
 over a renewal the new leader wrote), and a batch's writes go out together (`Kube.each`).
 Released leases their holders have applied are deleted in time (`market_collection.py`); the
 market remembers them as collected, so it never writes them again. A GPULease object of a
-collected lease that shows up again on the market's watch of them (`observed`) is deleted
+collected lease that shows up again on the market's watch of them (`watch`) is deleted
 again at the next publish (`_remove_strays`): only a write the market did not make -- a deposed
 replica's create that passed its fence and then stalled past the takeover, the fences' window
 in `protocol/README.md` -- can bring one back, and nothing else would remove it. The lease
@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
-from gpuparley.deploy.informer import Wakeup
+from gpuparley.deploy.informer import Informer, Key, Wakeup, key_of
 from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.market_collection import LeaseCollector
 from gpuparley.deploy.market_pods import LeasePods, lease_key
@@ -65,7 +66,6 @@ class LeasePublisher:
         trace_path: Path | None,
         applied: Callable[[str], set[str]],
         keep_released: int | None,
-        observed: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.kube = kube
         self.market = market
@@ -91,10 +91,15 @@ class LeasePublisher:
         self.collector = LeaseCollector(
             kube, market, pods.quota_releases, applied, keep_released, self.fence
         )
-        self.observed = observed  # the GPULease objects on the host, as a watch shows them
+        # The GPULeases on the host (started by the controller with its other watches), and
+        # the objects it showed since the last publish: the only ones `_remove_strays` looks
+        # at, so a publish costs what changed, not every lease ever written.
+        self.watch = Informer(kube, "gpuleases", on_object=self._shown_by_watch)
+        self._shown: set[Key] = set()
+        self._shown_lock = threading.Lock()  # the watch adds from its own thread
         # Collected lease -> the uid its object had when it was deleted (None: not seen), so a
         # watch that has not caught up with the delete is not taken for a lease written again.
-        self._deleted_uids: dict[tuple[str, str], str | None] = {}
+        self._deleted_uids: dict[Key, str | None] = {}
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
         """Take the GPULease objects found on the host as written (after a restart)."""
@@ -253,29 +258,33 @@ class LeasePublisher:
         written, so this is also the reconcile after a restart. Ends first: a lease signed on
         GPUs another one gave up must not be active beside it. Around them, collection: first
         the released leases the stored state says are collected, last the next decision."""
-        on_host = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o
-                   for o in self.observed()}  # fmt: skip
         for lease in self.collector.collect(self._phase):
             key = lease_key(lease)
             self._written[key] = (lease, COLLECTED)
-            self._deleted_uids[key] = (on_host.get(key) or {}).get("metadata", {}).get("uid")
-        self._remove_strays(on_host)
+            self._deleted_uids[key] = _uid(self.watch.get(*key))
+        self._remove_strays()
         self._end(self._open_ends())
         self._sync([(lease, None, ACTIVE) for lease in self.pods.active()])
         self.collector.decide(self._phase)
         self.telemetry.leases.set(len(self.market.leases))
 
-    def _remove_strays(self, on_host: dict[tuple[str, str], dict[str, Any]]) -> None:
+    def _shown_by_watch(self, obj: dict[str, Any]) -> None:
+        with self._shown_lock:
+            self._shown.add(key_of(obj))
+
+    def _remove_strays(self) -> None:
         """Delete again each GPULease object of a collected lease other than the one collected
-        (another uid): a write of a deposed replica's, which its holder could otherwise act on
-        for ever (an expired lease's job syncs pods the market deletes as they come). The
-        delete names the uid, so it takes only the object judged."""
-        strays = [
-            obj
-            for key, obj in on_host.items()
-            if self._phase_of_key(key) == COLLECTED
-            and obj["metadata"].get("uid") != self._deleted_uids.get(key)
-        ]
+        (another uid) that the watch showed since the last publish: a write of a deposed
+        replica's, which its holder could otherwise act on for ever (an expired lease's job
+        syncs pods the market deletes as they come). The delete names the uid, so it takes
+        only the object judged."""
+        with self._shown_lock:
+            shown, self._shown = self._shown, set()
+        strays = []
+        for key in sorted(shown):
+            obj = self.watch.get(*key) if self._phase_of_key(key) == COLLECTED else None
+            if obj is not None and _uid(obj) != self._deleted_uids.get(key):
+                strays.append(obj)
         if not strays:
             return
         self.fence()
@@ -289,10 +298,9 @@ class LeasePublisher:
 
         self.kube.each(delete, strays)
         for obj in strays:  # gone; a watch that still shows it is not a new write
-            key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
-            self._deleted_uids[key] = obj["metadata"].get("uid")
+            self._deleted_uids[key_of(obj)] = _uid(obj)
 
-    def _phase_of_key(self, key: tuple[str, str]) -> str | None:
+    def _phase_of_key(self, key: Key) -> str | None:
         """`_phase` by (namespace, object name)."""
         written = self._written.get(key)
         return None if written is None else written[1]
@@ -347,3 +355,7 @@ class LeasePublisher:
                     out.write(json.dumps(event.to_json()) + "\n")
         self._traced = len(self.recorder.events)
         return events
+
+
+def _uid(obj: dict[str, Any] | None) -> str | None:
+    return None if obj is None else obj["metadata"].get("uid")

@@ -192,6 +192,13 @@ def test_a_market_killed_between_the_commit_and_the_deletes_makes_them_when_rest
     assert kube.events == [("delete lease", name) for name in names]
 
 
+def _watch_shows(controller: MarketController, obj: dict[str, Any]) -> None:
+    """What the market's GPULease watch does with an object it lists or is sent."""
+    controller.leases.watch.observe(obj)
+    assert controller.leases.watch.on_object is not None
+    controller.leases.watch.on_object(obj)
+
+
 def _written_again(kube: FakeKube, collected: dict[str, Any]) -> Any:
     """A deposed replica's late create of a collected lease's object (active: a create sets no
     status); the object created."""
@@ -211,13 +218,17 @@ def test_a_collected_lease_written_again_is_deleted_again_behind_the_fence() -> 
     controller.leases.fence = lambda: kube.events.append(("fence", ""))
     seen = {name: kube.get("gpuleases", HOLDER, name) for name in names}
     for obj in seen.values():  # the market's watch shows them until their deletes reach it
-        controller.lease_watch.observe(obj)
-    controller.leases.publish()  # collects both
+        _watch_shows(controller, obj)
+    controller.leases.publish()  # collects both, and nothing more
+    assert kube.events == [("delete lease", name) for name in names]
     assert _present(kube, names) == []
     kube.events.clear()
-    controller.leases.publish()  # the watch lags: nothing written
+    for obj in seen.values():  # a late event of an object collected: not a new write
+        _watch_shows(controller, obj)
+    controller.leases.publish()
     assert kube.events == []
-    controller.lease_watch.observe(_written_again(kube, seen[names[0]]))
+    late = _written_again(kube, seen[names[0]])
+    _watch_shows(controller, late)
     controller.leases.publish()
     assert kube.events == [("fence", ""), ("delete lease", names[0])]
     assert _present(kube, names) == []
@@ -225,7 +236,8 @@ def test_a_collected_lease_written_again_is_deleted_again_behind_the_fence() -> 
     registry = controller.telemetry.registry
     assert registry.get_sample_value("gpuparley_messages_rejected_total", stray) == 1.0
     kube.events.clear()
-    controller.leases.publish()  # its delete has not reached the watch yet: nothing again
+    _watch_shows(controller, late)  # a late event of the one deleted: nothing again
+    controller.leases.publish()
     assert kube.events == []
 
 
