@@ -10,7 +10,7 @@ could grow with every lease ever held:
   runs in full, nothing is stored) with no lease but its own (the baseline), then with `--leases`
   released leases written as the market writes them (labelled), then with the same leases
   without the label (every lease a parameter, as before the label), on one host plane.
-* **the negotiator's reconcile** (`NegotiatorProcess._sync_leases`, run at every change it
+* **the negotiator's reconcile** (`LeaseSync.sync`, run at every change it
   watches), in process on the unit tests' fake apiserver: with `--leases` released leases whose
   end it has applied (skipped since), against the same leases looked at again at every
   reconcile (the baseline: as before it kept which ends it applied); with no lease for
@@ -131,13 +131,13 @@ def reconcile_ms(count: int, settled: bool, repeats: int = 20) -> float:
         obj["status"] = {"ending": _release(index), "release": _release(index)}
         leases.append(obj)
     groups = group_pods(agent_pods)
-    process._sync_leases(groups, leases)  # the first reconcile applies every end
+    process.lease_sync.sync(groups, leases)  # the first reconcile applies every end
     times = []
     for _ in range(repeats):
         if not settled:
-            process._settled.clear()
+            process.lease_sync.settled.clear()
         started = time.perf_counter()
-        process._sync_leases(groups, copy.copy(leases))
+        process.lease_sync.sync(groups, copy.copy(leases))
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 

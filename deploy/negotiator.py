@@ -19,16 +19,10 @@ apiservers one watch request per set every few minutes:
   named after its id so a repeated send is a no-op. With a policy that is a function of its
   view (`deterministic`), the rest of an auction round is answered too, before it is asked, in
   that status (`answers_ahead.py`);
-* **leases**: for every active `GPULease` of a job not finished, its pods are synced to the host
-  namespace with the lease's node and GPU resources (as a virtual control plane syncs pods), for
-  the market to bind (`schedulerName: gpuparley-market`); the market binds them once every pod
-  of the lease exists and fits it (a gang starts all together or not at all). The agent's own
-  pods are then bound to the host node and mirror the host pods' phase. A lease marked ending is
-  no longer synced and its host pods are deleted; once released, a finished job's pods are
-  marked Succeeded, any other job's are created again unbound to wait. A process applies each
-  release once and skips it after, so a reconcile costs what the leases held cost, not the
-  agent's whole history; it lists the releases it applied in its Negotiator status, and the
-  market deletes all but the agent's latest ones (`market_collection.py`).
+* **leases**: every change of its GPULeases, host pods or own pods is reconciled by its
+  `LeaseSync` (`negotiator_leases.py`): the leases' pods synced to the host for the market to
+  bind, its own pods following them, each lease's end applied once and listed as applied in its
+  Negotiator status.
 
 Message hygiene: the policy only ever acts on the market's view; a view that does not parse, or a
 slot naming a job the agent has no pods for, is counted as a rejection and answered with a pass.
@@ -48,23 +42,16 @@ import numpy as np
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.answers_ahead import answers_ahead
-from gpuparley.deploy.crds import APPLIED_RELEASES
 from gpuparley.deploy.informer import Informer, Wakeup
-from gpuparley.deploy.kube import ApiError, Conflict, Kube, NotFound
+from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.negotiator_config import NegotiatorConfig
+from gpuparley.deploy.negotiator_leases import LeaseSync, active_lease_of
 from gpuparley.deploy.negotiator_messages import ACTIONS, Message, NoMessage, message_for
 from gpuparley.deploy.telemetry import Telemetry
-from gpuparley.deploy.workload import (
-    HOSTNAME_LABEL,
-    PodGroup,
-    WorkloadError,
-    group_pods,
-    host_pod,
-    recreate_unbound,
-)
+from gpuparley.deploy.workload import PodGroup, WorkloadError, group_pods
 from gpuparley.envs.market.encoding import AgentView, Decision, decode, encode
-from gpuparley.envs.market.messages import Bid, Demand, Lease, MessageError
+from gpuparley.envs.market.messages import Bid, Demand, MessageError
 from gpuparley.envs.market.negotiator import Negotiator
 from gpuparley.envs.market.wire import view_from_dict
 
@@ -100,9 +87,6 @@ class NegotiatorProcess:
         )
         self._answered: tuple[int, int] | None = None
         self._view_version: str | None = None
-        # Released leases whose end was applied (name -> resourceVersion), skipped by the
-        # reconcile: its cost follows the leases held, not all ever held (a restart redoes each).
-        self._settled: dict[str, str | None] = {}
         self._renewed_at = 0.0
         self.wakeup = Wakeup()
         home, agent_plane = config.namespace, config.workload_namespace
@@ -116,6 +100,11 @@ class NegotiatorProcess:
         self.informers = [self.views, self.leases, self.host_pods, self.mine, self.agent_pods]
         for informer in self.informers:
             informer.notify = self.wakeup
+        self.lease_sync = LeaseSync(
+            self.agent, home, agent_plane, host, plane,
+            host_pods=self.host_pods, agent_pods=self.agent_pods, mine=self.mine,
+            telemetry=self.telemetry, reject=self._reject,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ loop
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -163,8 +152,8 @@ class NegotiatorProcess:
         leases = self.leases.objects()
         sync_failed: ApiError | None = None
         try:
-            self._sync_leases(groups, leases)
-            self._acknowledge(leases)
+            self.lease_sync.sync(groups, leases)
+            self.lease_sync.acknowledge(leases)
         except ApiError as exc:
             sync_failed = exc
         document = self.views.get(self.config.namespace, objects.VIEW_CONFIGMAP)
@@ -288,7 +277,7 @@ class NegotiatorProcess:
                 decision,
                 payload,
                 lambda: group.demand() if group is not None else _no_demand(),
-                self._active_lease_of(decision.job or "", leases),
+                active_lease_of(decision.job or "", leases),
                 message_id,
             )
         except NoMessage as exc:
@@ -313,188 +302,6 @@ class NegotiatorProcess:
             ACTIONS[message.kind], extra={"id": message.id, "price": price, "to": message.receiver}
         )
 
-    def _active_lease_of(self, job: str, leases: list[dict[str, Any]]) -> str | None:
-        for obj in leases:
-            if objects.lease_phase(obj) != objects.ACTIVE:
-                continue
-            if (obj.get("spec") or {}).get("job") == job:
-                return obj["spec"]["lease_id"]
-        return None
-
     def _reject(self, reason: str, detail: str) -> None:
         self.telemetry.rejections.labels(reason).inc()
         log.warning("rejected", extra={"reason": reason, "detail": detail})
-
-    def _acknowledge(self, leases: list[dict[str, Any]]) -> None:
-        """List in the Negotiator status the released leases whose end this process applied
-        and which still exist, oldest release first (the market deletes oldest first those it
-        no longer keeps, `market_collection.py`: a list cut at its bound still names the next
-        one). Written only when one is new to the list."""
-        epochs = {obj["metadata"]["name"]: objects.release_epoch(obj) for obj in leases}
-        settled = sorted((n for n in self._settled if n in epochs), key=lambda n: (epochs[n], n))
-        applied = settled[:APPLIED_RELEASES]
-        mine = self.mine.get(self.config.namespace, self.agent) or {}
-        if set(applied) <= set((mine.get("status") or {}).get("appliedReleases") or []):
-            return
-        status = {"status": {"appliedReleases": applied}}
-        ns = self.config.namespace
-        self.mine.observe(self.host.merge_patch("negotiators/status", ns, self.agent, status))
-
-    # ------------------------------------------------------------------ leases -> pods
-    def _sync_leases(self, groups: dict[str, PodGroup], leases: list[dict[str, Any]]) -> None:
-        host_pods = {p["metadata"]["name"]: p for p in self.host_pods.objects()}
-        active_jobs = set()
-        parsed: list[tuple[dict[str, Any], Lease]] = []
-        versions = {o["metadata"]["name"]: o["metadata"].get("resourceVersion") for o in leases}
-        self._settled = {
-            n: v for n, v in self._settled.items() if n in versions and versions[n] == v
-        }
-        for obj in leases:
-            if obj["metadata"]["name"] in self._settled:
-                continue
-            try:
-                lease = Lease.model_validate(obj.get("spec") or {})
-            except ValueError as exc:
-                self._reject("malformed-lease", str(exc))
-                continue
-            if lease.holder != self.agent:
-                self._reject("foreign-lease", f"lease {lease.lease_id} is held by {lease.holder}")
-                continue
-            parsed.append((obj, lease))
-            if objects.lease_phase(obj) == objects.ACTIVE:
-                active_jobs.add(lease.job)
-        running = []
-        for obj, lease in parsed:
-            group = groups.get(lease.job)
-            phase = objects.lease_phase(obj)
-            if phase != objects.ACTIVE:  # ending or released: no pods sync
-                self._end(obj, lease, group, host_pods, lease.job in active_jobs)
-                if phase == objects.RELEASED:
-                    self._settled[obj["metadata"]["name"]] = obj["metadata"].get("resourceVersion")
-            elif group is not None and group.finished:
-                continue  # whatever a lease says (a deposed market's late write: protocol gaps)
-            elif group is not None:
-                running.append((obj, lease, group))
-            else:
-                self._reject("lease-without-pods", f"no pods for leased job {lease.job!r}")
-        # The active leases are synced after the ended ones' pods are deleted, all at once (each
-        # touches its own job's pods only): a clearing's leases cost one round trip, not one each.
-        # Their host pods first, on which the market waits; then the agent
-        # plane's side of the leases whose pods all exist.
-        complete = self.host.each(lambda run: self._run(*run, host_pods), running)
-        placed = [run for run, done in zip(running, complete, strict=True) if done]
-        self.plane.each(lambda run: self._release(run[1], run[2], host_pods), placed)
-        self.telemetry.leases.set(len(running))
-
-    def _run(
-        self,
-        obj: dict[str, Any],
-        lease: Lease,
-        group: PodGroup,
-        host_pods: dict[str, dict[str, Any]],
-    ) -> bool:
-        """Sync the lease's host pods; whether every one of them exists as the lease says."""
-        name = obj["metadata"]["name"]
-        pods = group.pods
-        if len(lease.resources) != len(pods):
-            self._reject(
-                "lease-mismatch",
-                f"lease {lease.lease_id} covers "
-                f"{len(lease.resources)} pods, job {lease.job} has {len(pods)}",
-            )
-            return False
-        complete = True
-        for item in lease.resources:
-            agent_pod = pods[item.pod]
-            pod_name = agent_pod["metadata"]["name"]
-            existing = host_pods.get(pod_name)
-            if existing is not None:
-                labels = existing["metadata"].get("labels") or {}
-                selector = (existing.get("spec") or {}).get("nodeSelector") or {}
-                if (
-                    labels.get(objects.LEASE_LABEL) == name
-                    and selector.get(HOSTNAME_LABEL) == item.node
-                ):
-                    continue
-                # Moved by a renewal that migrated the job, or left over from an older lease.
-                if not existing["metadata"].get("deletionTimestamp") and self.host.delete(
-                    "pods", self.config.namespace, pod_name
-                ):
-                    self.telemetry.pods_synced.labels("deleted").inc()
-                complete = False
-                continue
-            copy = host_pod(agent_pod, name, item)
-            created = self.host.create("pods", self.config.namespace, copy)
-            if created is not None:
-                self.host_pods.observe(created)
-                self.telemetry.pods_synced.labels("created").inc()
-            host_pods[pod_name] = created or {}
-        return complete
-
-    def _release(self, lease: Lease, group: PodGroup, host_pods: dict[str, dict[str, Any]]) -> None:
-        """Every pod of the lease exists on the host: the agent plane follows the host pods."""
-        pods = group.pods
-        for item in lease.resources:
-            self._mirror(pods[item.pod], host_pods.get(pods[item.pod]["metadata"]["name"]) or {})
-
-    def _mirror(self, agent_pod: dict[str, Any], host: dict[str, Any]) -> None:
-        """Reflect the host pod's binding and phase on the agent's pod."""
-        node = (host.get("spec") or {}).get("nodeName")
-        if not node:
-            return
-        name = agent_pod["metadata"]["name"]
-        namespace = self.config.workload_namespace
-        if not (agent_pod.get("spec") or {}).get("nodeName"):
-            try:
-                self.plane.bind(namespace, name, node)
-            except Conflict:
-                return  # bound a moment ago; the watch has not told us yet
-            except NotFound:
-                return  # deleted meanwhile; the watch catches up
-            agent_pod["spec"]["nodeName"] = node
-            self.telemetry.pods_synced.labels("bound").inc()
-        phase = (host.get("status") or {}).get("phase")
-        if phase and phase != (agent_pod.get("status") or {}).get("phase"):
-            patched = self.plane.merge_patch(
-                "pods/status", namespace, name, {"status": {"phase": phase}}
-            )
-            self.agent_pods.observe(patched)
-
-    def _end(
-        self,
-        obj: dict[str, Any],
-        lease: Lease,
-        group: PodGroup | None,
-        host_pods: dict[str, dict[str, Any]],
-        job_has_active_lease: bool,
-    ) -> None:
-        """Ending: its host pods deleted. Released: its job's pods Succeeded, or unbound again."""
-        name = obj["metadata"]["name"]
-        for pod_name, pod in list(host_pods.items()):
-            if (pod.get("metadata", {}).get("labels") or {}).get(objects.LEASE_LABEL) == name:
-                if pod["metadata"].get("deletionTimestamp"):
-                    continue
-                if self.host.delete("pods", self.config.namespace, pod_name):
-                    self.telemetry.pods_synced.labels("deleted").inc()
-                del host_pods[pod_name]
-        release = (obj.get("status") or {}).get("release")
-        if not release or group is None or job_has_active_lease:
-            return
-        namespace = self.config.workload_namespace
-        if release.get("reason") == "finished":
-            for pod in group.pods:
-                if (pod.get("status") or {}).get("phase") != "Succeeded":
-                    patched = self.plane.merge_patch(
-                        "pods/status",
-                        namespace,
-                        pod["metadata"]["name"],
-                        {"status": {"phase": "Succeeded"}},
-                    )
-                    self.agent_pods.observe(patched)
-                    self.telemetry.pods_synced.labels("completed").inc()
-            return
-        for pod in group.pods:
-            if not (pod.get("spec") or {}).get("nodeName"):
-                continue  # waiting already
-            self.agent_pods.observe(recreate_unbound(self.plane, namespace, pod))
-            self.telemetry.pods_synced.labels("unbound").inc()

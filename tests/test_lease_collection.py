@@ -15,8 +15,7 @@ import pytest
 from test_deploy_hardening_units import JOBS, SCENARIO, FakeKube, _host_pods
 from test_lease_end import RecordingKube, _market
 
-from gpuparley.deploy import negotiator as negotiator_module
-from gpuparley.deploy import objects
+from gpuparley.deploy import negotiator_leases, objects
 from gpuparley.deploy.kube import Unavailable
 from gpuparley.deploy.market_controller import MarketController, MarketSetupError
 from gpuparley.deploy.market_state import STATE_CONFIGMAP, Record
@@ -291,24 +290,24 @@ def _listed(host: FakeKube) -> list[str]:
 def test_the_negotiator_lists_the_releases_it_applied_while_they_exist() -> None:
     process, host, groups = _holder()
     first, second = _released_object("first"), _released_object("second")
-    process._sync_leases(groups, [first])
-    process._acknowledge([first])
+    process.lease_sync.sync(groups, [first])
+    process.lease_sync.acknowledge([first])
     assert _listed(host) == [first["metadata"]["name"]]
     patches = len(host.writes)
-    process._acknowledge([first])  # nothing new: no write
+    process.lease_sync.acknowledge([first])  # nothing new: no write
     assert len(host.writes) == patches
-    process._sync_leases(groups, [second])  # the first one was collected
-    process._acknowledge([second])
+    process.lease_sync.sync(groups, [second])  # the first one was collected
+    process.lease_sync.acknowledge([second])
     assert _listed(host) == [second["metadata"]["name"]]
 
 
 def test_a_list_cut_at_its_bound_names_the_oldest_releases(monkeypatch: Any) -> None:
     """The market collects oldest first: a list holding only newer ends would hold it up."""
-    monkeypatch.setattr(negotiator_module, "APPLIED_RELEASES", 2)
+    monkeypatch.setattr(negotiator_leases, "APPLIED_RELEASES", 2)
     process, host, groups = _holder()
     leases = [_released_object(f"at-{epoch}", epoch) for epoch in (9, 4, 7)]
-    process._sync_leases(groups, leases)
-    process._acknowledge(leases)
+    process.lease_sync.sync(groups, leases)
+    process.lease_sync.acknowledge(leases)
     assert _listed(host) == [leases[1]["metadata"]["name"], leases[2]["metadata"]["name"]]
 
 
@@ -325,10 +324,10 @@ def test_a_lease_for_a_finished_job_runs_nothing() -> None:
     lease, _grant, _pods = _host_pods("whole")
     obj = objects.gpulease_object(lease)
     obj["metadata"].update(namespace=HOLDER, resourceVersion="v-active")
-    process._sync_leases(groups, [obj])
+    process.lease_sync.sync(groups, [obj])
     assert [write for write in host.writes if write[1] == "pods"] == []
     for group in groups.values():
         for pod in group.pods:
             pod["status"] = {"phase": "Pending"}
-    process._sync_leases(groups, [obj])
+    process.lease_sync.sync(groups, [obj])
     assert [verb for verb, resource, _name in host.writes if resource == "pods"] == ["create"]

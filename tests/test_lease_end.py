@@ -22,6 +22,7 @@ from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.market_state import STATE_CONFIGMAP, StateError
 from gpuparley.deploy.negotiator import NegotiatorProcess
 from gpuparley.deploy.negotiator_config import NegotiatorConfig
+from gpuparley.deploy.negotiator_leases import active_lease_of
 from gpuparley.deploy.workload import group_pods, pods_for_job, waiting
 from gpuparley.envs.market.messages import Lease, Release
 from gpuparley.envs.scenario import load_scenario
@@ -196,13 +197,13 @@ def test_the_holder_syncs_no_pod_of_an_ending_lease_and_deletes_its_host_pods() 
     survivor["metadata"]["namespace"] = home
     host.add("pods", survivor)
     process.host_pods.observe(survivor)
-    assert process._active_lease_of(lease.job, [obj]) is None  # no renewal of an ending lease
-    process._sync_leases(group_pods(agent_pods), [obj])
+    assert active_lease_of(lease.job, [obj]) is None  # no renewal of an ending lease
+    process.lease_sync.sync(group_pods(agent_pods), [obj])
     assert host.list("pods") == []  # the survivor deleted, the other slot not created
     assert [w for w in host.writes if w[0] == "create"] == []
     assert plane.writes == []  # its own pods are left until the release
     obj["status"]["release"] = release
-    process._sync_leases(group_pods(agent_pods), [obj])
+    process.lease_sync.sync(group_pods(agent_pods), [obj])
     again = plane.list("pods", "default")
     assert len(again) == 2 and all(waiting(pod, objects.AGENT_SCHEDULER) for pod in again)
 

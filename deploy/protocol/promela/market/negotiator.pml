@@ -1,11 +1,11 @@
-/* A negotiator (deploy/negotiator.py): one agent's reconciler, woken by watch events. It keeps
- * no state of its own: woken, it reads its GPULeases, Offers and pods and the market's view in
- * one step, decides one thing, and does it with one API call in a later step (by when its read
- * may be stale). Deleting a host pod of a lease that is no longer its active one cannot go stale
- * (the delete names the pod's lease) and is done in the deciding step. While its agent is
- * partitioned from the host apiserver it can neither read nor write. A crash loses nothing but the
- * call in flight, which a later step redoes: the interleavings already cover it. Job j is agent
- * j's. */
+/* A negotiator (deploy/negotiator.py, negotiator_leases.py): one agent's reconciler, woken by
+ * watch events. It keeps no state of its own: woken, it reads its GPULeases, Offers and pods and
+ * the market's view in one step, decides one thing, and does it with one API call in a later
+ * step (by when its read may be stale). Deleting a host pod of a lease that is no longer its
+ * active one cannot go stale (the delete names the pod's lease) and is done in the deciding
+ * step. While its agent is partitioned from the host apiserver it can neither read nor write. A
+ * crash loses nothing but the call in flight, which a later step redoes: the interleavings
+ * already cover it. Job j is agent j's. */
 
 #define N_NOP 0
 #define N_MKPOD 1
