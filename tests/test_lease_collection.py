@@ -240,9 +240,12 @@ def test_a_collected_lease_written_again_is_deleted_again_behind_the_fence() -> 
     assert kube.events == []
 
 
-def test_a_restarted_market_deletes_a_collected_lease_written_again_while_it_was_down() -> None:
-    """Found at a restart (taken as found, active), the object goes at once: it is not ended and
-    released again, which would leave it on the host for good (its cursor has passed it)."""
+def test_a_restarted_market_deletes_a_collected_lease_written_again_while_it_was_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found at a restart (taken as found, active), the object goes at once, with a warning: it
+    is not ended and released again, which would leave it on the host for good (its cursor has
+    passed it)."""
     kube = RecordingKube()
     first, names = _committed(kube, keep=0, count=2)
     collected = kube.get("gpuleases", HOLDER, names[0])
@@ -250,9 +253,12 @@ def test_a_restarted_market_deletes_a_collected_lease_written_again_while_it_was
     _written_again(kube, collected)
     second = _restarted(kube, first)
     kube.events.clear()
-    second.leases.publish()
+    with caplog.at_level("WARNING", logger="gpuparley.market"):
+        second.leases.publish()
     assert kube.events == [("delete lease", names[0])]
     assert _present(kube, names) == []
+    warned = [r for r in caplog.records if r.getMessage().endswith("written again: deleted")]
+    assert [r.__dict__["lease"] for r in warned] == [names[0]]
 
 
 def _holder() -> tuple[NegotiatorProcess, FakeKube, dict[str, Any]]:
