@@ -285,6 +285,15 @@ class LeasePublisher:
             obj = self.watch.get(*key) if self._phase_of_key(key) == COLLECTED else None
             if obj is not None and _uid(obj) != self._deleted_uids.get(key):
                 strays.append(obj)
+        try:
+            self._delete_strays(strays)
+        except BaseException:
+            with self._shown_lock:  # looked at again when the effects pass is retried
+                self._shown |= shown
+            raise
+
+    def _delete_strays(self, strays: list[dict[str, Any]]) -> None:
+        """Behind one fence, all at once; each delete that took an object is logged."""
         if not strays:
             return
         self.fence()

@@ -240,6 +240,22 @@ def test_a_collected_lease_written_again_is_deleted_again_behind_the_fence() -> 
     assert kube.events == []
 
 
+def test_a_lease_written_again_whose_delete_failed_is_deleted_when_the_pass_is_retried() -> None:
+    """The watch showed it once; a failed pass does not forget it."""
+    kube = _FailingOnce()
+    kube.failed = True  # the collection's deletes go through
+    controller, names = _committed(kube, keep=0, count=1)
+    collected = kube.get("gpuleases", HOLDER, names[0])
+    controller.leases.publish()
+    _watch_shows(controller, _written_again(kube, collected))
+    kube.failed = False  # the next GPULease delete fails: the apiserver went away
+    with pytest.raises(Unavailable):
+        controller.leases.publish()
+    assert _present(kube, names) == names
+    controller.leases.publish()  # the effects pass, retried
+    assert _present(kube, names) == []
+
+
 def test_a_restarted_market_deletes_a_collected_lease_written_again_while_it_was_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
