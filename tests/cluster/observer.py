@@ -234,7 +234,9 @@ class Observer(threading.Thread):
                 if objects.lease_phase(o) == objects.ACTIVE
             }
             for job, group in group_pods(pods).items():
-                if group.expected < 2 or job not in active_jobs:
+                # (a finished gang runs no more, whatever a lease says: its holder ignores a
+                # GPULease for it, such as a collected one written again, `LeaseSync.sync`)
+                if group.expected < 2 or job not in active_jobs or group.finished:
                     continue
                 released = [p for p in group.pods if (p.get("spec") or {}).get("nodeName")]
                 missing = [p["metadata"]["name"] for p in group.pods

@@ -6,9 +6,10 @@ Two runs on fresh real planes (`market_runs.market_run`), the default ONNX polic
   three different epochs) and started again each time; later the host kube-apiserver itself is
   SIGKILLed and restarted under every watch (market and negotiators). The market keeps no
   released GPULease (`--keep-released 0`): each is deleted once its holder applied it, across
-  the crashes, and none is ever written again (`market_collection.py`). While the market is
-  down after the third kill, the test creates one collected lease again, as a deposed
-  replica's late create would, and the resumed market deletes it;
+  the crashes, and none is ever written again (`market_collection.py`). The test creates a
+  collected lease again, as a deposed replica's late create would, twice: while the market
+  resumed after the second kill runs, which deletes it at a publish, and while the market is
+  down after the third kill, which the resumed market deletes;
 * **failover**: two market replicas elect a leader; the leader is SIGKILLed mid-run and the
   standby takes over when its Lease expires.
 
@@ -75,25 +76,35 @@ def wait_for_substeps(run: Run, count: int) -> None:
         admin.close()
 
 
-def _write_a_collected_lease_again(admin: Kube, finished: dict[Key, dict[str, Any]]) -> Key:
+def _write_a_collected_lease_again(
+    admin: Kube, finished: dict[Key, dict[str, Any]], used: list[Key]
+) -> Key:
     """Create again, as a deposed replica's late create would (active, the spec it had), the
-    first GPULease released `finished` that is gone from the host (collected); its key."""
-    gone = [key for key in sorted(finished) if admin.get("gpuleases", *key) is None]
-    assert gone, "no lease was collected before the third kill"
-    old = finished[gone[0]]
+    first GPULease released `finished` that is gone from the host (collected) and not in
+    `used`, once there is one; its key."""
+
+    def collected() -> list[Key]:
+        return [
+            k for k in sorted(list(finished)) if k not in used and not admin.get("gpuleases", *k)
+        ]
+
+    key = wait_for("a lease released `finished` to be collected", collected, 60, 0.05)[0]
+    old = finished[key]
     labels = {k: v for k, v in old["metadata"]["labels"].items() if k != objects.RELEASED_LABEL}
     late = {"apiVersion": old["apiVersion"], "kind": old["kind"], "spec": old["spec"],
-            "grant": old["grant"], "metadata": {"name": gone[0][1], "labels": labels}}  # fmt: skip
-    assert admin.create("gpuleases", gone[0][0], late) is not None
-    return gone[0]
+            "grant": old["grant"], "metadata": {"name": key[1], "labels": labels}}  # fmt: skip
+    assert admin.create("gpuleases", key[0], late) is not None
+    return key
 
 
 def _kill_market_three_times(run: Run) -> None:
     """Kill the market at three points of its journal, each time the one started after the last
     kill once it has resumed and gone past the last point: the journal can grow by several
     sub-steps in one write (a round answered ahead), so its length alone may pass the next
-    point before that market is up. While the third kill's market is down, a collected lease
-    is written again (a deposed replica's late create: deploy/protocol/README.md, gaps)."""
+    point before that market is up. A collected lease is written again (a deposed replica's
+    late create: deploy/protocol/README.md, gaps) twice: while the market resumed after the
+    second kill runs (it must delete it at a publish), and while the third kill's market is
+    down (its restart must)."""
     rng = random.Random(18)
     log = run.rig.log_dir / "market.log"
     admin = Kube(run.rig.state.host.kubeconfig)
@@ -105,6 +116,7 @@ def _kill_market_three_times(run: Run) -> None:
 
     leases = Informer(admin, "gpuleases", on_object=released).start()
     killed_at = 0
+    written: list[Key] = run.faults.setdefault("written-again", [])
     try:
         for kills, count in enumerate(KILL_AT_SUBSTEPS, start=1):
             wait_for_substeps(run, max(count, killed_at + 1))
@@ -112,8 +124,8 @@ def _kill_market_three_times(run: Run) -> None:
             run.rig.kill("market")
             killed_at = journal_length(admin)
             run.faults.setdefault("killed-at", []).append(killed_at)
-            if kills == len(KILL_AT_SUBSTEPS):
-                run.faults["written-again"] = _write_a_collected_lease_again(admin, finished)
+            if kills == len(KILL_AT_SUBSTEPS):  # the market down: its restart deletes it
+                written.append(_write_a_collected_lease_again(admin, finished, written))
             run.rig.start_market()  # (a resumed market runs fast: only the journal is polled)
             wait_for(
                 f"the market to resume after kill {kills}",
@@ -121,6 +133,15 @@ def _kill_market_three_times(run: Run) -> None:
                 120,
                 0.02,
             )
+            if kills == 2:  # the market running: a publish of its deletes it
+                key = _write_a_collected_lease_again(admin, finished, written)
+                written.append(key)
+                wait_for(
+                    "the running market to delete the lease written again",
+                    lambda key=key: admin.get("gpuleases", *key) is None,
+                    60,
+                    0.01,
+                )
     finally:
         leases.stop()
         admin.close()
@@ -214,7 +235,7 @@ def _assert_the_same_market_went_on(
     assert all((o.get("status") or {}).get("release") for o in run.leases_left)
     assert run.seen is not None
     rewritten = [key for key, uids in run.seen.lease_uids.items() if len(uids) > 1]
-    assert rewritten == list(written_again), "a collected GPULease was written again"
+    assert sorted(rewritten) == sorted(written_again), "a collected GPULease was written again"
     names_left = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in run.leases_left}
     assert not names_left & set(written_again), "a lease written again after collection stayed"
     assert status["evicted"] == [], "a pod under a valid lease was evicted"
@@ -226,7 +247,10 @@ def _assert_the_same_market_went_on(
 
 def test_three_crashes_and_an_apiserver_restart_change_nothing(crashes: Run) -> None:
     written_again = tuple(crashes.faults["written-again"])
-    _assert_the_same_market_went_on(crashes, collected=True, written_again=(written_again,))
+    assert len(written_again) == 2
+    _assert_the_same_market_went_on(crashes, collected=True, written_again=written_again)
+    log = (crashes.rig.log_dir / "market.log").read_text()
+    assert log.count("a collected lease was written again: deleted") == 2
     assert crashes.faults["apiserver-restarts"] == 1
     resumes = (crashes.rig.log_dir / "market.log").read_text().count('"market resumed"')
     assert resumes == len(KILL_AT_SUBSTEPS)
