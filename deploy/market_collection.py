@@ -25,7 +25,6 @@ state does not say. A holder that never applies its ends holds up only its own c
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -35,7 +34,6 @@ from gpuparley.deploy.objects import RELEASED
 from gpuparley.envs.market.core import Market
 from gpuparley.envs.market.messages import Lease, Release
 
-log = logging.getLogger("gpuparley.market")
 KINDS = ("market", "quota")  # which list of ends: the market's leases, the quota grants
 
 
@@ -83,11 +81,6 @@ class LeaseCollector:
         if present:
             self.fence()
             self.kube.each(self._delete, present)
-        for lease in present:
-            if phase(lease) != RELEASED:
-                namespace, name = lease_key(lease)
-                where = {"lease": name, "namespace": namespace}
-                log.warning("a collected lease was written again: deleted", extra=where)
         self._made.update(self.committed)  # only once made: a failed pass is made again
         return passed
 

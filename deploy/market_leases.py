@@ -260,6 +260,8 @@ class LeasePublisher:
         the released leases the stored state says are collected, last the next decision."""
         for lease in self.collector.collect(self._phase):
             key = lease_key(lease)
+            if self._phase(lease) not in (RELEASED, None):  # found so at a restart, deleted
+                self._report_stray(*key)
             self._written[key] = (lease, COLLECTED)
             self._deleted_uids[key] = _uid(self.watch.get(*key))
         self._remove_strays()
@@ -301,13 +303,16 @@ class LeasePublisher:
         def delete(obj: dict[str, Any]) -> None:
             namespace, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
             if self.kube.delete("gpuleases", namespace, name, obj["metadata"].get("uid")):
-                where = {"lease": name, "namespace": namespace}
-                log.warning("a collected lease was written again: deleted", extra=where)
-                self.telemetry.rejections.labels("stray-lease").inc()
+                self._report_stray(namespace, name)
 
         self.kube.each(delete, strays)
         for obj in strays:  # gone; a watch that still shows it is not a new write
             self._deleted_uids[key_of(obj)] = _uid(obj)
+
+    def _report_stray(self, namespace: str, name: str) -> None:
+        where = {"lease": name, "namespace": namespace}
+        log.warning("a collected lease was written again: deleted", extra=where)
+        self.telemetry.rejections.labels("stray-lease").inc()
 
     def _phase_of_key(self, key: Key) -> str | None:
         """`_phase` by (namespace, object name)."""

@@ -275,6 +275,9 @@ def test_a_restarted_market_deletes_a_collected_lease_written_again_while_it_was
     assert _present(kube, names) == []
     warned = [r for r in caplog.records if r.getMessage().endswith("written again: deleted")]
     assert [r.__dict__["lease"] for r in warned] == [names[0]]
+    stray = {"reason": "stray-lease"}
+    registry = second.telemetry.registry
+    assert registry.get_sample_value("gpuparley_messages_rejected_total", stray) == 1.0
 
 
 def _holder() -> tuple[NegotiatorProcess, FakeKube, dict[str, Any]]:
