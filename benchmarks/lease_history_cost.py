@@ -9,7 +9,11 @@ could grow with every lease ever held:
   selects only leases without that label. Measured: an agent's pod create (a dry run: admission
   runs in full, nothing is stored) with no lease but its own (the baseline), then with `--leases`
   released leases written as the market writes them (labelled), then with the same leases
-  without the label (every lease a parameter, as before the label), on one host plane.
+  without the label (every lease a parameter, as before the label), on one host plane. And the
+  leases an agent holds: the same create with `--live` live leases in the namespace, each in its
+  shard as the market writes them (the policy has one binding per lease shard, so the pod's
+  binding takes its shard's leases), against the same leases all in the pod's shard (every
+  live lease a parameter, as with the one binding before the shards).
 * **the negotiator's reconcile** (`LeaseSync.sync`, run at every change it
   watches), in process on the unit tests' fake apiserver: with `--leases` released leases whose
   end it has applied (skipped since), against the same leases looked at again at every
@@ -20,7 +24,7 @@ could grow with every lease ever held:
   past the released ones the list of ends starts with, against every end looked at again at
   each publish (the baseline: as before it kept how far the released run goes).
 
-    python benchmarks/lease_history_cost.py [--leases 100,1000] [--creates 30]
+    python benchmarks/lease_history_cost.py [--leases 100,1000] [--live 100,1000] [--creates 30]
 
 Prints medians and ratios to the baselines; saves benchmarks/results/lease_history_cost.json.
 """
@@ -95,8 +99,72 @@ def _write_released(market: Kube, index: int) -> str:
 
 def _label(market: Kube, names: list[str], value: str | None) -> None:
     """Set (or, None, remove) the released label on the leases `names`."""
-    patch = {"metadata": {"labels": {objects.RELEASED_LABEL: value}}}
-    market.each(lambda name: market.merge_patch("gpuleases", HOME, name, patch), names)
+    _relabel(market, names, lambda _name: {objects.RELEASED_LABEL: value})
+
+
+def _relabel(
+    market: Kube, names: list[str], labels: Callable[[str], dict[str, str | None]]
+) -> None:
+    """Patch each lease's labels to `labels(name)` (None removes one)."""
+    market.each(
+        lambda name: market.merge_patch(
+            "gpuleases", HOME, name, {"metadata": {"labels": labels(name)}}
+        ),
+        names,
+    )
+
+
+def _one_shard(shard: str) -> Callable[[str], dict[str, str | None]]:
+    """Labels that put a lease in `shard`: as if the fit policy had one binding for all."""
+    return lambda _name: {objects.LEASE_SHARD_LABEL: shard}
+
+
+def _own_shard(name: str) -> dict[str, str | None]:
+    return {objects.LEASE_SHARD_LABEL: objects.lease_shard(name)}
+
+
+def _released_in_own_shard(name: str) -> dict[str, str | None]:
+    return {**_own_shard(name), objects.RELEASED_LABEL: "true"}
+
+
+def _write_live(market: Kube, index: int) -> str:
+    """One lease as the market leaves a live one (active, in its own shard)."""
+    lease = _lease(index)
+    obj = objects.gpulease_object(lease, lease_grant(lease, JOB.pod))
+    market.create("gpuleases", HOME, obj)
+    return str(obj["metadata"]["name"])
+
+
+def live_rows(
+    market: Kube, agent: Kube, pod: dict[str, Any], counts: list[int], creates: int
+) -> list[dict[str, Any]]:
+    """Pod creates with `counts` live leases in the namespace, each in its shard (as the market
+    writes them: the pod's fit binding holds its shard's), then all in the pod's shard (every
+    live lease a parameter, as with one binding before the shards); the leases deleted after."""
+    shard = pod["metadata"]["labels"][objects.LEASE_SHARD_LABEL]
+    rows, names = [], []
+    for count in counts:
+        while len(names) < count:
+            names.append(_write_live(market, 100_000 + len(names)))
+        time.sleep(SETTLE)
+        sharded = _create_ms(agent, pod, creates)
+        in_shard = sum(objects.lease_shard(name) == shard for name in names)
+        _relabel(market, names, _one_shard(shard))
+        time.sleep(SETTLE)
+        every = _create_ms(agent, pod, creates)
+        _relabel(market, names, _own_shard)
+        rows.append({
+            "live_leases": count, "in_the_pods_shard": in_shard, "create_ms_sharded": sharded,
+            "create_ms_one_binding": every,
+        })  # fmt: skip
+        print(
+            f"{count:>5} live leases: sharded ({in_shard} in the pod's shard) {sharded:.1f} ms;"
+            f" one binding (every live lease a parameter) {every:.1f} ms"
+            f" (x{every / sharded:.1f} the time)",
+            flush=True,
+        )
+    market.each(lambda name: market.delete("gpuleases", HOME, name), names)
+    return rows
 
 
 def _create_ms(agent: Kube, pod: dict[str, Any], creates: int) -> float:
@@ -162,7 +230,7 @@ def publish_ms(count: int, upto_kept: bool, repeats: int = 20) -> float:
     return statistics.median(times) * 1000
 
 
-def measure(counts: list[int], creates: int) -> dict[str, Any]:
+def measure(counts: list[int], live_counts: list[int], creates: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
         state_dir = Path(tmp) / "state"
         state = planes.up(
@@ -179,16 +247,23 @@ def measure(counts: list[int], creates: int) -> dict[str, Any]:
             pod = host_pod(pods_for_job(JOB)[0], obj["metadata"]["name"], held.resources[0])
             time.sleep(SETTLE)
             baseline = _create_ms(agent, pod, creates)
+            print(f"pod create (dry run), no lease but its own: {baseline:.1f} ms", flush=True)
+            live = live_rows(market, agent, pod, live_counts, creates)
+            pod_shard = pod["metadata"]["labels"][objects.LEASE_SHARD_LABEL]
+
+            def every_lease(_name: str) -> dict[str, str | None]:
+                return {objects.LEASE_SHARD_LABEL: pod_shard, objects.RELEASED_LABEL: None}
+
             rows, names = [], []
             for count in counts:
                 while len(names) < count:
                     names.append(_write_released(market, len(names) + 1))
                 time.sleep(SETTLE)
                 labelled = _create_ms(agent, pod, creates)
-                _label(market, names, None)
+                _relabel(market, names, every_lease)  # as before the label and the shards
                 time.sleep(SETTLE)
                 every = _create_ms(agent, pod, creates)
-                _label(market, names, "true")
+                _relabel(market, names, _released_in_own_shard)
                 rows.append({
                     "released_leases": count, "create_ms_labelled": labelled,
                     "create_ms_every_lease": every, "ratio_labelled": labelled / baseline,
@@ -198,7 +273,7 @@ def measure(counts: list[int], creates: int) -> dict[str, Any]:
             agent.close()
         finally:
             planes.down(state_dir)
-    return {"baseline_create_ms": baseline, "creates": creates, "rows": rows}
+    return {"baseline_create_ms": baseline, "creates": creates, "live": live, "rows": rows}
 
 
 def in_process(
@@ -222,11 +297,12 @@ def in_process(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leases", default="100,1000")
+    parser.add_argument("--live", default="100,1000")
     parser.add_argument("--creates", type=int, default=30)
     args = parser.parse_args()
     counts = sorted(int(n) for n in args.leases.split(","))
-    figures = measure(counts, args.creates)
-    print(f"pod create (dry run), no lease but its own: {figures['baseline_create_ms']:.1f} ms")
+    live_counts = sorted(int(n) for n in args.live.split(","))
+    figures = measure(counts, live_counts, args.creates)
     for row in figures["rows"]:
         print(
             f"{row['released_leases']:>5} released leases: labelled (out of the policy's"

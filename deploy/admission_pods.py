@@ -10,22 +10,28 @@ negotiator's own Deployment, whose template the operator wrote):
   CPU-only alike (a CPU-only pod squatting on a GPU node starves the leases placed there; the
   market leases GPUs only, so such a pod never runs) -- and only the market binds it (RBAC:
   `pods/binding` is the market's; neither field can change after creation). No finalizers may
-  be added (a finalizer keeps an evicted pod, and its node resources, alive).
-* `gpuparley-lease-fit`: a pod names its `GPULease` (label `gpuparley.io/lease`) and its pod slot
-  (annotation `gpuparley.io/pod-index`), and stays inside the lease's `grant`
+  be added (a finalizer keeps an evicted pod, and its node resources, alive). Every pod names
+  its `GPULease` (label `gpuparley.io/lease`) and the lease's shard (label
+  `gpuparley.io/lease-shard`, the last character of the lease's name), which routes it to the
+  fit binding that holds its lease (below).
+* `gpuparley-lease-fit`: a pod names its pod slot (annotation `gpuparley.io/pod-index`) and
+  stays inside its lease's `grant`
   (`lease_grant.py`): pinned to the slot's node, no GPU resource the lease does not grant, and
   per resource, summed over its containers, no more than the grant (every container limits CPU
   and memory; each init container fits alone; no pod-level resources or overhead). The leases
-  are the policy's *parameters* (`paramKind: GPULease`, every lease of the pod's namespace that
-  is not released): a binding that selects several parameters ANDs their verdicts, so each lease
-  checks only the pods that name it. A lease that is ending (`status.ending`) admits no pod; a
+  are the policy's *parameters* (`paramKind: GPULease`): a binding that selects several
+  parameters ANDs their verdicts, so each lease checks only the pods that name it. There is one
+  binding per lease shard (`lease_fit_binding`), for the pods of that shard, with the shard's
+  leases of the pod's namespace that are not released as parameters. A lease that is ending
+  (`status.ending`) admits no pod; a
   released one is no parameter any more (the market labels it `gpuparley.io/released` as it
   releases it), so a pod naming it is a pod whose lease the policy cannot see (below). The
   apiserver evaluates the policy once per parameter for every pod write, so with every lease an
   agent ever held as a parameter its pod writes grew about a hundredfold over 1,000 released
-  leases; the released ones are now only scanned for the selector, which grows far more slowly
-  (`benchmarks/lease_history_cost.py`, figures in the README), and the market keeps only each
-  agent's latest released leases (`market_collection.py`).
+  leases; the released ones are now only scanned for the selector, which grows far more slowly,
+  and the market keeps only each agent's latest released leases (`market_collection.py`). The
+  shards do the same for the leases an agent holds: a pod write meets about 1/16 of them
+  (`benchmarks/lease_history_cost.py`, figures in the README).
 
 What admission cannot do, the market does before it binds a pod (`market_pods.py`): count a
 lease's pods (one per slot), and check a pod whose lease the policy cannot see -- a lease the
@@ -49,7 +55,13 @@ from gpuparley.deploy.admission_cel import (
 from gpuparley.deploy.crds import API_VERSION
 from gpuparley.deploy.gpu_resources import NVIDIA_PREFIX
 from gpuparley.deploy.lease_grant import GRANT_FIELD
-from gpuparley.deploy.objects import LEASE_LABEL, MARKET_SCHEDULER, RELEASED_LABEL
+from gpuparley.deploy.objects import (
+    LEASE_LABEL,
+    LEASE_SHARD_LABEL,
+    LEASE_SHARDS,
+    MARKET_SCHEDULER,
+    RELEASED_LABEL,
+)
 from gpuparley.deploy.rbac import ROLE_LABEL
 from gpuparley.deploy.workload import HOSTNAME_LABEL, INDEX_ANNOTATION
 
@@ -59,8 +71,20 @@ AGENT_NAMESPACES = {"matchLabels": {ROLE_LABEL: "agent"}}
 _TRUSTED = "variables.admin || variables.market || variables.controller"
 
 
+def _label_variable(name: str, label: str) -> dict[str, str]:
+    """A CEL variable holding the pod's label `label` ('' if it has none)."""
+    return {
+        "name": name,
+        "expression": (
+            f"has(object.metadata.labels) && '{label}' in object.metadata.labels"
+            f" ? object.metadata.labels['{label}'] : ''"
+        ),
+    }
+
+
 def lease_scheduler_policy() -> dict[str, Any]:
-    """Agents' pods are created for the market to bind (unbound), with no new finalizers."""
+    """Agents' pods are created for the market to bind (unbound), with no new finalizers, each
+    naming its lease and the lease's shard."""
     # The pod itself: not pods/status (kubelet, KWOK) nor pods/binding (the market's alone, by
     # RBAC). Neither `schedulerName` nor `nodeName` can change after creation, so only a create
     # is checked for them.
@@ -72,6 +96,8 @@ def lease_scheduler_policy() -> dict[str, Any]:
         {
             "variables": [
                 *IDENTITY_VARIABLES,
+                _label_variable("lease", LEASE_LABEL),
+                _label_variable("shard", LEASE_SHARD_LABEL),
                 {
                     "name": "for_market",
                     "expression": (
@@ -82,6 +108,24 @@ def lease_scheduler_policy() -> dict[str, Any]:
                 },
             ],
             "validations": [
+                {
+                    # Also what routes the pod to its lease's fit binding (one per shard): a pod
+                    # with no shard, or another lease's, would meet no binding holding its lease.
+                    "expression": (
+                        f"{_TRUSTED} || (variables.lease != '' && size(variables.shard) == 1"
+                        " && variables.lease.endsWith(variables.shard))"
+                    ),
+                    "message": (
+                        f"a pod in an agent namespace names its GPULease ({LEASE_LABEL}) and the"
+                        f" lease's shard ({LEASE_SHARD_LABEL}: the name's last character)"
+                    ),
+                    "messageExpression": (
+                        "'pod ' + object.metadata.name + ' must name the GPULease it runs under"
+                        f" (label {LEASE_LABEL}) and its shard (label {LEASE_SHARD_LABEL}: the"
+                        " last character of that name)'"
+                    ),
+                    "reason": "Forbidden",
+                },
                 {
                     "expression": (
                         f"{_TRUSTED} || request.operation != 'CREATE' || variables.for_market"
@@ -164,13 +208,7 @@ def lease_fit_policy() -> dict[str, Any]:
             # Trusted requests are not checked at all (and need no lease to exist).
             "matchConditions": [{"name": "untrusted", "expression": f"!({TRUSTED_REQUEST})"}],
             "variables": [
-                {
-                    "name": "lease",
-                    "expression": (
-                        f"has(object.metadata.labels) && '{LEASE_LABEL}' in object.metadata.labels"
-                        f" ? object.metadata.labels['{LEASE_LABEL}'] : ''"
-                    ),
-                },
+                _label_variable("lease", LEASE_LABEL),
                 {"name": "mine", "expression": "params.metadata.name == variables.lease"},
                 {
                     "name": "index",
@@ -190,15 +228,6 @@ def lease_fit_policy() -> dict[str, Any]:
                 },
             ],
             "validations": [
-                {
-                    "expression": "variables.lease != ''",
-                    "message": f"a pod in an agent namespace names its GPULease ({LEASE_LABEL})",
-                    "messageExpression": (
-                        "'pod ' + object.metadata.name + ' must name the GPULease it runs under"
-                        f" (label {LEASE_LABEL})'"
-                    ),
-                    "reason": "Forbidden",
-                },
                 check(
                     f"has({grant}) && !(has(params.status)"
                     " && (has(params.status.ending) || has(params.status.release)))",
@@ -231,21 +260,41 @@ def lease_fit_policy() -> dict[str, Any]:
 
 
 def pod_admission_objects() -> list[dict[str, Any]]:
-    """The pod policies and their bindings (the fit binding takes every lease not released as a
-    parameter)."""
-    # Every lease not released yet: the apiserver evaluates the policy once per parameter for
-    # each pod write, so released leases, which admit no pod anyway, would make an agent's every
-    # pod write cost in proportion to every lease it ever held.
-    # Allow when a namespace holds no such lease: the apiserver resolves parameters before it
-    # evaluates match conditions, so "Deny" would refuse admins and controllers there too. Such
-    # an agent's pods still wait unbound (the scheduler policy), and are evicted by the market.
-    held = {
-        "selector": {"matchExpressions": [{"key": RELEASED_LABEL, "operator": "DoesNotExist"}]},
-        "parameterNotFoundAction": "Allow",
-    }
+    """The pod policies and their bindings: the fit policy's one per lease shard."""
     return [
         lease_scheduler_policy(),
         binding(LEASE_SCHEDULER_POLICY),
         lease_fit_policy(),
-        binding(LEASE_FIT_POLICY, held),
+        *(lease_fit_binding(shard) for shard in LEASE_SHARDS),
     ]
+
+
+def lease_fit_binding(shard: str) -> dict[str, Any]:
+    """The fit policy's binding for the pods of one lease shard, whose parameters are that
+    shard's leases not released yet.
+
+    The apiserver evaluates a policy once per parameter for each pod write, so a binding over
+    every lease of the namespace made each pod write cost in proportion to the leases its agent
+    holds (and, before released leases were labelled out, to every lease it ever held). The
+    binding matches only pods labelled with its shard (the scheduler policy refuses a pod whose
+    shard is not its lease's), so a pod write meets one binding and about 1/16 of the leases.
+    Allow when no such lease exists: the apiserver resolves parameters before it evaluates match
+    conditions, so "Deny" would refuse admins and controllers there too. Such a pod still waits
+    unbound (the scheduler policy), and the market binds pods of its active leases only."""
+    obj = binding(
+        LEASE_FIT_POLICY,
+        {
+            "selector": {
+                "matchLabels": {LEASE_SHARD_LABEL: shard},
+                "matchExpressions": [{"key": RELEASED_LABEL, "operator": "DoesNotExist"}],
+            },
+            "parameterNotFoundAction": "Allow",
+        },
+    )
+    obj["metadata"]["name"] = f"{LEASE_FIT_POLICY}-{shard}"
+    obj["spec"]["matchResources"] = {
+        "namespaceSelector": AGENT_NAMESPACES,
+        "objectSelector": {"matchLabels": {LEASE_SHARD_LABEL: shard}},
+        "resourceRules": lease_fit_policy()["spec"]["matchConstraints"]["resourceRules"],
+    }
+    return obj

@@ -23,6 +23,12 @@ LEASE_LABEL = f"{LABEL_PREFIX}/lease"  # on a synced host pod: the GPULease it r
 # are evaluated for every pod write in the namespace, so that cost follows the leases an agent
 # holds, not every lease it ever held.
 RELEASED_LABEL = f"{LABEL_PREFIX}/released"
+# On a GPULease and on every host pod that names it: the lease's shard, the last character of
+# its name (a hex digit of a hash, `object_name`). The lease-fit policy has one binding per
+# shard, each taking only its shard's leases as parameters, so a pod write is checked against
+# about 1/16 of its agent's live leases, not all of them (`admission_pods.py`).
+LEASE_SHARD_LABEL = f"{LABEL_PREFIX}/lease-shard"
+LEASE_SHARDS = "0123456789abcdef"
 # Who binds a pod (its `spec.schedulerName`; kube-scheduler leaves pods naming another alone):
 # in an agent's own plane its negotiator, once the job's lease is placed; on the host the market,
 # once every pod of the lease exists and fits it. A pod naming either waits unbound until then.
@@ -73,6 +79,11 @@ def object_name(message_id: str, kind: str) -> str:
     return f"{kind.lower()}-{digest}"
 
 
+def lease_shard(lease_object: str) -> str:
+    """The shard of a GPULease (its `LEASE_SHARD_LABEL`): the last character of its name."""
+    return lease_object[-1:]
+
+
 def offer_object(
     message: messages.Bid
     | messages.Offer
@@ -102,15 +113,17 @@ def offer_object(
 def gpulease_object(lease: messages.Lease, grant: dict[str, Any] | None = None) -> dict[str, Any]:
     """A `GPULease` custom resource in the holder's namespace (written by the market only), with
     the `grant` its pods must stay inside (`lease_grant.py`) beside the message."""
+    name = object_name(lease.lease_id, "lease")
     obj = {
         "apiVersion": API_VERSION,
         "kind": "GPULease",
         "metadata": {
-            "name": object_name(lease.lease_id, "lease"),
+            "name": name,
             "namespace": agent_namespace(lease.holder),
             "labels": {
                 f"{LABEL_PREFIX}/holder": lease.holder,
                 f"{LABEL_PREFIX}/lender": lease.lender,
+                LEASE_SHARD_LABEL: lease_shard(name),
             },
         },
         "spec": lease.model_dump(mode="json"),

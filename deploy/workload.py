@@ -39,7 +39,9 @@ from gpuparley.deploy.objects import (
     JOB_LABEL,
     LABEL_PREFIX,
     LEASE_LABEL,
+    LEASE_SHARD_LABEL,
     MARKET_SCHEDULER,
+    lease_shard,
 )
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand
 from gpuparley.envs.market.demand import demand_for, job_name
@@ -237,7 +239,11 @@ def host_pod(agent_pod: dict[str, Any], lease_object: str, item: ResourceItem) -
         "kind": "Pod",
         "metadata": {
             "name": meta["name"],
-            "labels": {**(meta.get("labels") or {}), LEASE_LABEL: lease_object},
+            "labels": {
+                **(meta.get("labels") or {}),
+                LEASE_LABEL: lease_object,
+                LEASE_SHARD_LABEL: lease_shard(lease_object),
+            },
             # The lease's pod slot: the market and admission pin slot i to the lease's node i.
             "annotations": {**(meta.get("annotations") or {}), INDEX_ANNOTATION: str(item.pod)},
         },

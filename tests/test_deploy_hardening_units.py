@@ -1,8 +1,8 @@
 """The hardening rules without a cluster: pods against their lease's grant, bounded CRD fields,
 and the market's handling of bids (one per decision, forged, being deleted) and of pods.
 
-The same rules run against the real apiservers in `tests/cluster/test_attacks.py`; here each is
-pinned on hand-built objects so a failure names the rule, not a run.
+The same rules run against the real apiservers in `tests/cluster/test_lease_admission.py`; here
+each is pinned on hand-built objects so a failure names the rule, not a run.
 """
 
 from __future__ import annotations
@@ -94,6 +94,26 @@ def test_the_issues_oversized_pods_do_not_fit(kind: str) -> None:
         _limits(swapped).pop(gpu)
         _limits(swapped)["nvidia.com/mig-7g.80gb"] = "1"
         assert any("does not grant" in p for p in grant_violations(swapped, grant))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_lease_and_its_pods_carry_one_shard(kind: str) -> None:
+    """The shard routes a pod to the one fit binding holding its lease: the GPULease and every
+    host pod naming it carry the last character of the lease's name."""
+    lease, _grant, pods = _host_pods(kind)
+    obj = objects.gpulease_object(lease)
+    shard = obj["metadata"]["name"][-1]
+    assert shard in objects.LEASE_SHARDS
+    assert obj["metadata"]["labels"][objects.LEASE_SHARD_LABEL] == shard
+    assert {p["metadata"]["labels"][objects.LEASE_SHARD_LABEL] for p in pods} == {shard}
+
+
+def test_leases_spread_over_every_shard() -> None:
+    """An agent's leases split about evenly, so each fit binding holds about 1/16 of them."""
+    names = [objects.object_name(f"lease-{n}", "lease") for n in range(1, 1601)]
+    counts = Counter(objects.lease_shard(name) for name in names)
+    assert set(counts) == set(objects.LEASE_SHARDS)
+    assert max(counts.values()) < 1.5 * len(names) / len(objects.LEASE_SHARDS)
 
 
 def test_cpu_memory_node_slot_and_pod_shape_are_bound() -> None:

@@ -104,6 +104,8 @@ def test_host_pods_take_the_leases_node_and_resources() -> None:
     pod = host_pod(pods_for_job(mig_job)[0], "lease-x", item)
     assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "mig-0"}
     assert pod["metadata"]["labels"][objects.LEASE_LABEL] == "lease-x"
+    # Routed to its lease's fit binding: the shard is the last character of the lease's name.
+    assert pod["metadata"]["labels"][objects.LEASE_SHARD_LABEL] == "x"
     assert waiting(pod, objects.MARKET_SCHEDULER)  # the market binds it
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert limits[f"nvidia.com/mig-{mig_job.pod.gpu.profile}"] == "1"

@@ -37,7 +37,7 @@ def test_render_cli_prints_every_kind() -> None:
         "ClusterRole": 7,
         "ClusterRoleBinding": 3,
         "ValidatingAdmissionPolicy": 4,
-        "ValidatingAdmissionPolicyBinding": 4,
+        "ValidatingAdmissionPolicyBinding": 3 + len(objects.LEASE_SHARDS),
         "Namespace": 3,
         "ServiceAccount": 2,
         "RoleBinding": 5,
@@ -242,13 +242,14 @@ def test_admission_policies_deny_and_cover_offers_and_view() -> None:
         admission.LEASE_SCHEDULER_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
         admission.LEASE_FIT_POLICY: ("", "pods", {"CREATE", "UPDATE"}),
     }
+    bindings = [d for d in docs.values() if d["kind"] == "ValidatingAdmissionPolicyBinding"]
     for name, (group, resource, operations) in policies.items():
         policy = docs["ValidatingAdmissionPolicy", name]
-        binding = docs["ValidatingAdmissionPolicyBinding", name]
-        assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
         assert policy["spec"]["failurePolicy"] == "Fail"
-        assert binding["spec"]["policyName"] == name
-        assert binding["spec"]["validationActions"] == ["Deny"]
+        its = [b for b in bindings if b["spec"]["policyName"] == name]
+        assert its and all(b["apiVersion"] == policy["apiVersion"] for b in its)
+        assert all(b["spec"]["validationActions"] == ["Deny"] for b in its)
         (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
         assert (rule["apiGroups"], rule["resources"]) == ([group], [resource])
         assert set(rule["operations"]) == operations
@@ -257,6 +258,21 @@ def test_admission_policies_deny_and_cover_offers_and_view() -> None:
             assert check["reason"] in ("Forbidden", "Invalid")
             assert check["message"]  # the fallback if the messageExpression cannot be evaluated
             assert "+" in check["messageExpression"]  # names the object or the requester
+    # The fit policy: one binding per lease shard, each for the pods of its shard and with the
+    # unreleased leases of that shard as parameters; together they cover every shard once.
+    fit = [b["spec"] for b in bindings if b["spec"]["policyName"] == admission.LEASE_FIT_POLICY]
+    shards = []
+    for spec in fit:
+        (shard,) = spec["matchResources"]["objectSelector"]["matchLabels"].values()
+        assert spec["paramRef"]["selector"]["matchLabels"] == {objects.LEASE_SHARD_LABEL: shard}
+        assert spec["paramRef"]["selector"]["matchExpressions"] == [
+            {"key": objects.RELEASED_LABEL, "operator": "DoesNotExist"}
+        ]
+        assert spec["matchResources"]["namespaceSelector"] == {
+            "matchLabels": {rbac.ROLE_LABEL: "agent"}
+        }
+        shards.append(shard)
+    assert sorted(shards) == sorted(objects.LEASE_SHARDS)
     pods = docs["ValidatingAdmissionPolicy", admission.LEASE_SCHEDULER_POLICY]["spec"]
     assert pods["matchConstraints"]["namespaceSelector"] == {
         "matchLabels": {rbac.ROLE_LABEL: "agent"}

@@ -5,10 +5,11 @@ The issue's attacks, replayed with an agent's own credentials (the rig user `age
 bundle's ServiceAccount, by impersonation): a pod with one GPU more than its lease for each kind
 the attacker used (a whole GPU, a 2-pod gang, a time-slice share, a MIG 3g.40gb), more CPU or
 memory, another node or slot, a bigger MIG profile, a sidecar or init container that breaks the
-sum, pod-level resources, a CPU-only pod (60 cores, 500 GiB), a finalizer, and a pod with no
-lease at all. Each is refused with the status code and policy asserted. Leases are written as
-the market writes them (`gpulease_object` with its grant), pinned to a node that does not exist,
-so nothing admitted is ever scheduled.
+sum, pod-level resources, a CPU-only pod (60 cores, 500 GiB), a finalizer, a pod with no
+lease at all, and a pod labelled with no lease shard or another one (which would take it past
+its lease's fit binding). Each is refused with the status code and policy asserted. Leases are
+written as the market writes them (`gpulease_object` with its grant), pinned to a node that
+does not exist, so nothing admitted is ever scheduled.
 """
 
 from __future__ import annotations
@@ -180,13 +181,34 @@ def test_cpu_memory_node_slot_profile_and_shape_are_bound(
         "a sidecar over the sum": lambda p: p["spec"]["containers"].append(side),
         "a big init container": lambda p: p["spec"].update(initContainers=[init]),
         "pod-level resources": lambda p: p["spec"].update(resources={"limits": {"cpu": "64"}}),
+    }
+    # What would take the pod past its lease's fit binding (one per shard) is the scheduler
+    # policy's to refuse: no lease named, no shard, or another shard than its lease's.
+    shard = pod["metadata"]["labels"][objects.LEASE_SHARD_LABEL]
+    other = next(s for s in objects.LEASE_SHARDS if s != shard)
+    misrouted: dict[str, Callable[[dict[str, Any]], Any]] = {
         "no lease named": lambda p: p["metadata"]["labels"].pop(objects.LEASE_LABEL),
+        "no shard": lambda p: p["metadata"]["labels"].pop(objects.LEASE_SHARD_LABEL),
+        "another shard": lambda p: p["metadata"]["labels"].update(
+            {objects.LEASE_SHARD_LABEL: other}
+        ),
+        "another shard, more CPU": lambda p: (
+            p["metadata"]["labels"].update({objects.LEASE_SHARD_LABEL: other}),
+            _limits(p).update(cpu="1000"),
+        ),
     }
     for kube in identities.values():
         for what, edit in edits.items():
             changed = copy.deepcopy(pod)
             edit(changed)
             _refused_by_fit(_dry_create(kube, changed), what)
+        for what, edit in misrouted.items():
+            changed = copy.deepcopy(pod)
+            edit(changed)
+            status, message = _dry_create(kube, changed)
+            assert status == 403, (what, status, message)
+            assert f"'{admission.LEASE_SCHEDULER_POLICY}'" in message, (what, message)
+            assert objects.LEASE_SHARD_LABEL in message, (what, message)
 
 
 def test_cpu_only_pods_and_finalizers_are_refused(
@@ -219,7 +241,9 @@ def test_cpu_only_pods_and_finalizers_are_refused(
         waiting = copy.deepcopy(squatter)
         del waiting["spec"]["nodeName"]
         waiting["spec"]["schedulerName"] = objects.MARKET_SCHEDULER
-        _refused_by_fit(_dry_create(kube, waiting), "CPU-only pod without a lease")
+        status, message = _dry_create(kube, waiting)  # a CPU-only pod without a lease
+        assert status == 403, message
+        assert f"'{admission.LEASE_SCHEDULER_POLICY}'" in message, message
         status, message = _dry_create(kube, held)
         assert status == 403, message
         assert "agents may not add finalizers" in message

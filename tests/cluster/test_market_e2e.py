@@ -105,7 +105,10 @@ def _inject_faults(run: Run) -> None:
     waiting = pod_manifest(
         "rogue-waiting", {"nvidia.com/gpu": "1"}, scheduler=objects.MARKET_SCHEDULER
     )
-    waiting["metadata"]["labels"] = {objects.LEASE_LABEL: "lease-made-up"}
+    waiting["metadata"]["labels"] = {
+        objects.LEASE_LABEL: "lease-made-up",
+        objects.LEASE_SHARD_LABEL: objects.lease_shard("lease-made-up"),
+    }
     alpha.create("pods", "agent-alpha", waiting)
     # Cross-agent access with alpha's credentials.
     for what, call in {
