@@ -1,7 +1,8 @@
-"""What does a lease history cost? Released GPULeases stay on the host (the record of how each
-lease ended; the market keeps each agent's latest `--keep-released` and deletes older ones once
-applied, `deploy/market_collection.py`), and the market keeps every end it made, so three costs
-could grow with every lease ever held:
+"""What does a lease history cost, and what do the leases an agent holds cost? Released
+GPULeases stay on the host (the record of how each lease ended; the market keeps each agent's
+latest `--keep-released` and deletes older ones once applied, `deploy/market_collection.py`),
+and the market keeps every end it made, so three costs could grow with every lease ever held,
+and three with every lease held now:
 
 * **admission**: the lease-fit policy (`deploy/admission_pods.py`) takes GPULeases as parameters,
   and the apiserver evaluates it once per parameter for every pod write in an agent's namespace.
@@ -23,6 +24,15 @@ could grow with every lease ever held:
   process on the same fake apiserver: with `--leases` ends released on the host, looking only
   past the released ones the list of ends starts with, against every end looked at again at
   each publish (the baseline: as before it kept how far the released run goes).
+* **the negotiator's reconcile with live leases**, in process on the same fake apiserver: with
+  `--live` live leases whose pods are in place on the host and mirrored in the agent's plane,
+  reading each lease again only when it changed and handing only the leases not in step to the
+  request pool (the real one: threads), against every lease validated and synced each time
+  (the baseline: as before).
+* **the market's admission pass** (`LeasePods.admit` over every active lease, run at each
+  event the market waits on), in process on the same fake apiserver: with `--live` live leases
+  whose pods are all bound, keeping each lease's grant and each pod's verdict while unchanged,
+  against every pod judged again each pass (the baseline: as before it kept them).
 
     python benchmarks/lease_history_cost.py [--leases 100,1000] [--live 100,1000] [--creates 30]
 
@@ -38,11 +48,12 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpuparley.deploy import objects, rbac
+from gpuparley.deploy import negotiator_leases, objects, rbac
 from gpuparley.deploy.apply import apply_objects
 from gpuparley.deploy.cluster import nodes, planes
 from gpuparley.deploy.kube import Kube, connect
@@ -51,7 +62,7 @@ from gpuparley.deploy.market_pods import lease_key
 from gpuparley.deploy.negotiator import NegotiatorProcess
 from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.render import AgentBundle, render_objects
-from gpuparley.deploy.workload import group_pods, host_pod, pods_for_job
+from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, group_pods, host_pod, pods_for_job
 from gpuparley.envs.market.messages import Lease, Release, ResourceItem
 from gpuparley.envs.scenario import load_scenario
 
@@ -202,11 +213,62 @@ def reconcile_ms(count: int, settled: bool, repeats: int = 20) -> float:
     process.lease_sync.sync(groups, leases)  # the first reconcile applies every end
     times = []
     for _ in range(repeats):
-        if not settled:
+        if not settled:  # as before: every lease read and looked at again
             process.lease_sync.settled.clear()
+            process.lease_sync._read.clear()
         started = time.perf_counter()
         process.lease_sync.sync(groups, copy.copy(leases))
         times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def live_reconcile_ms(count: int, kept: bool, repeats: int = 20) -> float:
+    """The median milliseconds of a negotiator's reconcile with `count` live leases, one job
+    each, every host pod in place and every agent pod mirroring it; `kept`: as it runs (leases
+    read again only when changed, leases in step not handed to the request pool), else every
+    lease validated and synced each time."""
+    host, plane = FakeKube(), FakeKube()
+    for fake in (host, plane):  # the real request pool (threads), not the fake's loop
+        fake._pool = None  # type: ignore[attr-defined]
+        fake.each = types.MethodType(Kube.each, fake)  # type: ignore[method-assign]
+    config = NegotiatorConfig(agent=AGENT, policy="scripted")
+    process = NegotiatorProcess(config, host, plane, None)  # type: ignore[arg-type]
+    agent_pods, leases = [], []
+    for index in range(count):
+        job = f"live-{index}"
+        for pod in json.loads(json.dumps(pods_for_job(JOB))):
+            pod["metadata"].update(name=f"{job}-{pod['metadata']['name']}", namespace="default")
+            pod["metadata"]["labels"][objects.JOB_LABEL] = job
+            pod["metadata"]["annotations"][JOB_NAME_ANNOTATION] = job
+            agent_pods.append(pod)
+        obj = objects.gpulease_object(_lease(index).model_copy(update={"job": job}))
+        obj["metadata"].update(namespace=HOME, resourceVersion=str(index + 1))
+        leases.append(obj)
+    groups = group_pods(agent_pods)
+    sync = process.lease_sync
+    sync.sync(groups, leases)  # creates the host pods; then they are bound and running
+    for pod in sync.host.list("pods"):
+        pod["spec"]["nodeName"], pod["status"] = "no-such-node", {"phase": "Running"}
+        pod["metadata"]["resourceVersion"] += "-bound"  # newer, as the watch shows it
+        process.host_pods.observe(pod)
+    for pod in agent_pods:  # and the agent's pods mirror them
+        pod["spec"]["nodeName"], pod["status"] = "no-such-node", {"phase": "Running"}
+    groups = group_pods(agent_pods)
+    writes = len(sync.host.writes) + len(sync.plane.writes)
+    in_step = negotiator_leases._in_step
+    if not kept:
+        negotiator_leases._in_step = lambda *_args: False
+    times = []
+    try:
+        for _ in range(repeats):
+            if not kept:
+                sync._read.clear()
+            started = time.perf_counter()
+            sync.sync(groups, copy.copy(leases))
+            times.append(time.perf_counter() - started)
+    finally:
+        negotiator_leases._in_step = in_step
+    assert len(sync.host.writes) + len(sync.plane.writes) == writes  # nothing to write
     return statistics.median(times) * 1000
 
 
@@ -277,21 +339,67 @@ def measure(counts: list[int], live_counts: list[int], creates: int) -> dict[str
 
 
 def in_process(
-    name: str, timed: Callable[[int, bool], float], counts: list[int], kept: str, every: str
+    name: str,
+    timed: Callable[[int, bool], float],
+    counts: list[int],
+    kept: str,
+    every: str,
+    leases: str = "released",
 ) -> dict[str, Any]:
-    """`timed` (milliseconds for a history of n released leases; True: as the code runs, False:
-    looking at every lease again each time) with no history, then with each count."""
+    """`timed` (milliseconds with n `leases` leases; True: as the code runs, False: looking at
+    every lease again each time) with none, then with each count."""
     baseline = timed(0, True)
-    print(f"{name}, no lease history: {baseline:.3f} ms")
+    print(f"{name}, no {leases} lease: {baseline:.3f} ms")
     rows = []
     for count in counts:
         fast, slow = timed(count, True), timed(count, False)
-        rows.append({"released_leases": count, "ms": fast, "ms_every_lease": slow})
+        rows.append({f"{leases}_leases": count, "ms": fast, "ms_every_lease": slow})
         print(
-            f"{count:>5} released leases: {kept} {fast:.3f} ms; {every} each time {slow:.3f} ms"
-            f" (x{slow / fast:.0f} the time)"
+            f"{count:>5} {leases} leases: {kept} {fast:.3f} ms; {every} each time {slow:.3f} ms"
+            f" (x{slow / fast:.1f} the time)"
         )
     return {"baseline_ms": baseline, "rows": rows}
+
+
+def admission_pass_ms(count: int, kept: bool, repeats: int = 20) -> float:
+    """The median milliseconds of the market's admission pass (`LeasePods.admit` over every
+    active lease, run at each event it waits on) with `count` live leases of one pod or a
+    2-pod gang each, every pod already bound; `kept`: as it runs, keeping each lease's grant
+    and each pod's verdict while they are unchanged, else judging every pod afresh."""
+    controller, _kube = _controller()
+    pods = []
+    gang = next(
+        job for job in load_scenario("cluster-e2e").build_jobs(0) if job.name == "gen-000002"
+    )
+    for index in range(count):
+        lease = _lease(index)
+        job = JOB
+        if index % 4 == 3:  # a gang now and then
+            items = tuple(
+                ResourceItem(pod=p, node="no-such-node", gpu_kind="whole", gpus=(p,))
+                for p in (0, 1)
+            )
+            lease, job = lease.model_copy(update={"job": gang.name, "resources": items}), gang
+        controller.market.leases[lease.lease_id] = lease
+        name = objects.object_name(lease.lease_id, "lease")
+        for item in lease.resources:
+            pod = host_pod(pods_for_job(job)[item.pod], name, item)
+            pod["metadata"].update(name=f"{name}-{item.pod}", namespace=HOME,
+                                   resourceVersion=str(len(pods) + 1))  # fmt: skip
+            pod["spec"]["nodeName"] = item.node
+            pods.append(pod)
+    admission = controller.pods
+    admission.source = lambda: pods
+    admission.admit(admission.lease_pods())
+    times = []
+    for _ in range(repeats):
+        if not kept:
+            admission._grants.clear()
+            admission._verdicts.clear()
+        started = time.perf_counter()
+        admission.admit(admission.lease_pods())
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -316,6 +424,14 @@ def main() -> None:
     figures["market"] = in_process(
         "market publish", publish_ms, counts, "released run skipped", "every end looked at"
     )
+    figures["negotiator_live"] = in_process(
+        "negotiator reconcile", live_reconcile_ms, live_counts, "leases in step skipped",
+        "every lease synced", leases="live",
+    )  # fmt: skip
+    figures["market_admission"] = in_process(
+        "market admission pass", admission_pass_ms, live_counts, "verdicts kept",
+        "every pod judged", leases="live",
+    )  # fmt: skip
     print(f"saved {save('lease_history_cost', figures)}")
 
 

@@ -14,7 +14,9 @@ side (`deploy/protocol/README.md`, rules 1 and 8):
 * a lease marked ending is no longer synced and its host pods are deleted; once released, a
   finished job's pods are marked Succeeded, any other job's are created again unbound to wait.
   Each release is applied once and skipped after (`settled`), so a reconcile costs what the
-  leases held cost, not the agent's whole history;
+  leases held cost, not the agent's whole history; and of those, only the leases not in step
+  (a pod to create, move, bind or mirror) go to the request pool, each lease's message read
+  again only when its object changed;
 * the releases applied are listed in the agent's Negotiator status (`acknowledge`), and the
   market deletes all but the agent's latest ones (`market_collection.py`).
 """
@@ -31,6 +33,42 @@ from gpuparley.deploy.kube import Conflict, Kube, NotFound
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.deploy.workload import HOSTNAME_LABEL, PodGroup, host_pod, recreate_unbound
 from gpuparley.envs.market.messages import Lease
+
+
+def _as_leased(host: dict[str, Any], lease_object: str, node: str) -> bool:
+    """The host pod names the lease and is pinned to the lease's node for it."""
+    labels = host["metadata"].get("labels") or {}
+    selector = (host.get("spec") or {}).get("nodeSelector") or {}
+    return labels.get(objects.LEASE_LABEL) == lease_object and selector.get(HOSTNAME_LABEL) == node
+
+
+def _mirrored(agent_pod: dict[str, Any], host: dict[str, Any]) -> bool:
+    """The agent's pod shows the host pod's binding and phase (nothing to mirror yet if the
+    host pod is not bound)."""
+    if not (host.get("spec") or {}).get("nodeName"):
+        return True
+    if not (agent_pod.get("spec") or {}).get("nodeName"):
+        return False
+    phase = (host.get("status") or {}).get("phase")
+    return not phase or phase == (agent_pod.get("status") or {}).get("phase")
+
+
+def _in_step(
+    lease_object: str, lease: Lease, group: PodGroup, host_pods: dict[str, dict[str, Any]]
+) -> bool:
+    """Every pod of the lease is on the host as the lease says, and the agent's copy is bound
+    to its node with its phase: `LeaseSync._run` and `_release` would write nothing."""
+    pods = group.pods
+    if len(lease.resources) != len(pods):
+        return False  # `_run` reports it
+    for item in lease.resources:
+        agent_pod = pods[item.pod]
+        host = host_pods.get(agent_pod["metadata"]["name"])
+        if host is None or not _as_leased(host, lease_object, item.node):
+            return False
+        if not _mirrored(agent_pod, host):
+            return False
+    return True
 
 
 def active_lease_of(job: str, leases: list[dict[str, Any]]) -> str | None:
@@ -74,6 +112,10 @@ class LeaseSync:
         # Released leases whose end was applied (name -> resourceVersion), skipped by the
         # reconcile: its cost follows the leases held, not all ever held (a restart redoes each).
         self.settled: dict[str, str | None] = {}
+        # Each GPULease's message as last read (name -> (resourceVersion, Lease)): a reconcile
+        # runs at every change watched, and validating every held lease again each time was a
+        # quarter of its cost.
+        self._read: dict[str, tuple[str | None, Lease]] = {}
 
     def acknowledge(self, leases: list[dict[str, Any]]) -> None:
         """List in the Negotiator status the released leases whose end this process applied
@@ -99,11 +141,12 @@ class LeaseSync:
         parsed: list[tuple[dict[str, Any], Lease]] = []
         versions = {o["metadata"]["name"]: o["metadata"].get("resourceVersion") for o in leases}
         self.settled = {n: v for n, v in self.settled.items() if n in versions and versions[n] == v}
+        self._read = {n: read for n, read in self._read.items() if n in versions}
         for obj in leases:
             if obj["metadata"]["name"] in self.settled:
                 continue
             try:
-                lease = Lease.model_validate(obj.get("spec") or {})
+                lease = self._message(obj)
             except ValueError as exc:
                 self.reject("malformed-lease", str(exc))
                 continue
@@ -131,10 +174,25 @@ class LeaseSync:
         # touches its own job's pods only): a clearing's leases cost one round trip, not one each.
         # Their host pods first, on which the market waits; then the agent
         # plane's side of the leases whose pods all exist.
-        complete = self.host.each(lambda run: self._run(*run, host_pods), running)
-        placed = [run for run, done in zip(running, complete, strict=True) if done]
+        # A lease whose pods already say what it says in both clusters needs no request: only
+        # the others go to the request pool, so an event costs what changed, not every lease.
+        pending = [
+            (obj, lease, group)
+            for obj, lease, group in running
+            if not _in_step(obj["metadata"]["name"], lease, group, host_pods)
+        ]
+        complete = self.host.each(lambda run: self._run(*run, host_pods), pending)
+        placed = [run for run, done in zip(pending, complete, strict=True) if done]
         self.plane.each(lambda run: self._release(run[1], run[2], host_pods), placed)
         self.telemetry.leases.set(len(running))
+
+    def _message(self, obj: dict[str, Any]) -> Lease:
+        """The GPULease's `Lease` message, validated again only when the object changed."""
+        name, version = obj["metadata"]["name"], obj["metadata"].get("resourceVersion")
+        read = self._read.get(name)
+        if read is None or version is None or read[0] != version:
+            read = self._read[name] = (version, Lease.model_validate(obj.get("spec") or {}))
+        return read[1]
 
     def _run(
         self,
@@ -159,12 +217,7 @@ class LeaseSync:
             pod_name = agent_pod["metadata"]["name"]
             existing = host_pods.get(pod_name)
             if existing is not None:
-                labels = existing["metadata"].get("labels") or {}
-                selector = (existing.get("spec") or {}).get("nodeSelector") or {}
-                if (
-                    labels.get(objects.LEASE_LABEL) == name
-                    and selector.get(HOSTNAME_LABEL) == item.node
-                ):
+                if _as_leased(existing, name, item.node):
                     continue
                 # Moved by a renewal that migrated the job, or left over from an older lease.
                 if not existing["metadata"].get("deletionTimestamp") and self.host.delete(
@@ -189,9 +242,9 @@ class LeaseSync:
 
     def _mirror(self, agent_pod: dict[str, Any], host: dict[str, Any]) -> None:
         """Reflect the host pod's binding and phase on the agent's pod."""
-        node = (host.get("spec") or {}).get("nodeName")
-        if not node:
+        if _mirrored(agent_pod, host):
             return
+        node: str = host["spec"]["nodeName"]  # bound, or it would be mirrored already
         name = agent_pod["metadata"]["name"]
         namespace = self.workload_namespace
         if not (agent_pod.get("spec") or {}).get("nodeName"):

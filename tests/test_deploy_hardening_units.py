@@ -409,6 +409,56 @@ def test_a_renewal_that_moves_the_job_moves_the_grant() -> None:
     assert controller.pods.grant(moved)["nodes"] == ["shared-0"]  # same lease id, new node
 
 
+def test_a_pod_is_checked_against_its_grant_again_only_when_either_changed(monkeypatch) -> None:
+    """Admission passes run at every event; a pod unchanged under an unchanged lease keeps its
+    verdict, while a pod written again (new resourceVersion) or a renewal that moves the lease
+    (a new lease object, a new grant) is judged afresh -- and a misfit then is evicted."""
+    from gpuparley.deploy import market_pods
+
+    checked: list[str] = []
+
+    def counting(pod: dict[str, Any], grant: dict[str, Any]) -> list[str]:
+        checked.append(pod["metadata"]["name"])
+        return grant_violations(pod, grant)
+
+    monkeypatch.setattr(market_pods, "grant_violations", counting)
+    controller, kube = _controller()
+    names = {}
+    for kind in ("whole", "share"):
+        lease, _grant, (pod,) = _host_pods(kind)
+        controller.market.leases[lease.lease_id] = lease
+        pod["metadata"]["namespace"] = "agent-alpha"
+        kube.add("pods", pod)
+        names[kind] = pod["metadata"]["name"]
+    waiting = kube.list("pods")  # as a watch that has not shown the bindings yet
+    controller.pods.source = lambda: copy.deepcopy(waiting)
+    for _ in range(3):
+        controller.pods.admit(controller.pods.lease_pods())
+    assert sorted(checked) == sorted(p["metadata"]["name"] for p in waiting)  # once each
+    assert controller.pods.evicted == []
+    # The share pod written again, bigger: judged again and evicted.
+    share = next(p for p in waiting if p["metadata"]["name"] == names["share"])
+    _limits(share)["cpu"] = "64"
+    share["metadata"]["resourceVersion"] = "changed"
+    checked.clear()
+    controller.pods.admit(controller.pods.lease_pods())
+    assert checked == [share["metadata"]["name"]]
+    assert controller.pods.evicted == [f"agent-alpha/{share['metadata']['name']}"]
+    waiting.remove(share)  # the watch shows the deletion
+    # A renewal that moves the whole GPU's job: the grant changes, so its pod is judged again,
+    # and the pod pinned to the old node no longer fits.
+    whole = _lease("whole")
+    moved = whole.model_copy(
+        update={"resources": (ResourceItem(pod=0, node="shared-0", gpu_kind="whole", gpus=(0,)),)}
+    )
+    controller.market.leases[whole.lease_id] = moved
+    checked.clear()
+    controller.pods.admit(controller.pods.lease_pods())
+    assert checked == [names["whole"]]
+    assert controller.pods.evicted[1:] == [f"agent-alpha/{names['whole']}"]
+    assert controller.pods.misfits == {"pod-exceeds-lease": 2}
+
+
 def test_an_unreadable_quantity_is_a_violation_not_a_crash() -> None:
     _lease_obj, grant, (pod,) = _host_pods("whole")
     bad = copy.deepcopy(pod)

@@ -26,6 +26,7 @@ from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.telemetry import JsonFormatter, Telemetry
 from gpuparley.deploy.trace import simulated_trace
 from gpuparley.deploy.workload import (
+    JOB_NAME_ANNOTATION,
     WorkloadError,
     group_pods,
     host_pod,
@@ -336,3 +337,76 @@ def test_an_opened_view_is_no_question_and_a_broken_one_is_rejected(monkeypatch)
                            "data": {objects.VIEW_KEY: "{not json"}})  # fmt: skip
     process.step()
     assert host.written == [] and rejected == ["malformed-view"]
+
+
+def test_a_reconcile_touches_only_the_leases_not_in_step() -> None:
+    """The reconcile runs at every change the negotiator watches: a lease whose pods already
+    say what it says on the host and in the agent's plane costs no request, and its message is
+    not read again until its object changes; a lease whose agent pod lags its host pod's phase
+    is mirrored, alone."""
+    from test_deploy_hardening_units import FakeKube
+
+    class CountingKube(FakeKube):
+        """Logs the leases handed to its request pool."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.handed: list[str] = []
+
+        def each(self, request: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+            work = list(items)
+            self.handed += [item[0]["metadata"]["name"] for item in work]
+            return super().each(request, work)
+
+    job = next(j for j in load_scenario("cluster-e2e").build_jobs(0) if j.name == "gen-000021")
+    host, plane = CountingKube(), FakeKube()
+    config = NegotiatorConfig(agent=job.owner, policy="scripted")
+    process = NegotiatorProcess(config, host, plane, None)  # type: ignore[arg-type]
+    sync, home = process.lease_sync, objects.agent_namespace(job.owner)
+    agent_pods, leases = [], []
+    for index, copy_of in enumerate(("job-a", "job-b")):
+        (pod,) = json.loads(json.dumps(pods_for_job(job)))
+        pod["metadata"].update(name=f"{copy_of}-0", namespace="default")
+        pod["metadata"]["labels"][objects.JOB_LABEL] = copy_of
+        pod["metadata"]["annotations"][JOB_NAME_ANNOTATION] = copy_of
+        plane.add("pods", pod)
+        agent_pods.append(pod)
+        lease = Lease(
+            id=f"market.{copy_of}", sender="market", receiver=job.owner, epoch=0,
+            lease_id=f"lease-{copy_of}", holder=job.owner, lender="market", job=copy_of,
+            resources=(ResourceItem(pod=0, node="whole-0", gpu_kind="whole", gpus=(index,)),),
+            start_epoch=0, expires_epoch=4, price=1.0,
+        )  # fmt: skip
+        obj = objects.gpulease_object(lease)
+        obj["metadata"].update(namespace=home, resourceVersion=f"v-{copy_of}")
+        leases.append(obj)
+    groups = group_pods(agent_pods)
+    sync.sync(groups, leases)
+    assert [w[0] for w in host.writes] == ["create", "create"]  # the host pods
+    for pod in host.list("pods"):  # the market bound them and they run
+        pod["spec"]["nodeName"], pod["status"] = "whole-0", {"phase": "Running"}
+        pod["metadata"]["resourceVersion"] += "0"  # newer, as the watch shows it
+        process.host_pods.observe(pod)
+    sync.sync(groups, leases)  # the agent's pods follow: bound, then their phase mirrored
+    assert (
+        sorted(w[:2] for w in plane.writes)
+        == [("create", "pods/binding")] * 2 + [("patch", "pods/status")] * 2
+    )
+    groups = group_pods(plane.list("pods", "default"))  # as its watch shows them now
+    read = {name: message for name, (_version, message) in sync._read.items()}
+    host_writes, plane_writes = len(host.writes), len(plane.writes)
+    host.handed.clear()
+    sync.sync(groups, leases)
+    assert (len(host.writes), len(plane.writes)) == (host_writes, plane_writes)
+    assert host.handed == []  # nothing to do, and nothing handed to the request pool
+    assert all(sync._read[name][1] is message for name, message in read.items())
+    plane.objects["pods", "default", "job-b-0"]["status"]["phase"] = "Pending"  # it lags
+    groups = group_pods(plane.list("pods", "default"))
+    leases[0]["metadata"]["resourceVersion"] = "v-changed"  # job-a's object written again
+    sync.sync(groups, leases)
+    assert len(host.writes) == host_writes
+    assert plane.writes[plane_writes:] == [("patch", "pods/status", "job-b-0")]
+    assert host.handed == [leases[1]["metadata"]["name"]]
+    first = leases[0]["metadata"]["name"]
+    assert sync._read[first][1] is not read[first]  # read again: its object changed
+    assert sync._read[leases[1]["metadata"]["name"]][1] is read[leases[1]["metadata"]["name"]]
