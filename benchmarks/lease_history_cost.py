@@ -97,20 +97,32 @@ def _release(index: int) -> dict[str, Any]:
     return release.model_dump(mode="json")
 
 
-def _write_released(market: Kube, index: int) -> str:
-    """One lease as the market leaves a released one: created, labelled, then released."""
+def _write_live(market: Kube, index: int) -> str:
+    """One lease as the market leaves a live one (active, in its own shard)."""
     lease = _lease(index)
     obj = objects.gpulease_object(lease, lease_grant(lease, JOB.pod))
-    name = obj["metadata"]["name"]
     market.create("gpuleases", HOME, obj)
-    _label(market, [name], "true")
+    return str(obj["metadata"]["name"])
+
+
+def _write_released(market: Kube, index: int) -> str:
+    """One lease as the market leaves a released one: created, labelled, then released."""
+    name = _write_live(market, index)
+    _relabel(market, [name], _labels(released="true"))
     market.merge_patch("gpuleases/status", HOME, name, {"status": {"release": _release(index)}})
     return name
 
 
-def _label(market: Kube, names: list[str], value: str | None) -> None:
-    """Set (or, None, remove) the released label on the leases `names`."""
-    _relabel(market, names, lambda _name: {objects.RELEASED_LABEL: value})
+def _labels(
+    shard: str | None = None, released: str | None = None
+) -> Callable[[str], dict[str, str | None]]:
+    """Each lease's labels: in `shard` (None: its own, as the market writes it; one shard for
+    all: as if the fit policy had one binding), and the released label `released` (None: not
+    set: a parameter of the policy, as before the label)."""
+    return lambda name: {
+        objects.LEASE_SHARD_LABEL: shard or objects.lease_shard(name),
+        objects.RELEASED_LABEL: released,
+    }
 
 
 def _relabel(
@@ -123,27 +135,6 @@ def _relabel(
         ),
         names,
     )
-
-
-def _one_shard(shard: str) -> Callable[[str], dict[str, str | None]]:
-    """Labels that put a lease in `shard`: as if the fit policy had one binding for all."""
-    return lambda _name: {objects.LEASE_SHARD_LABEL: shard}
-
-
-def _own_shard(name: str) -> dict[str, str | None]:
-    return {objects.LEASE_SHARD_LABEL: objects.lease_shard(name)}
-
-
-def _released_in_own_shard(name: str) -> dict[str, str | None]:
-    return {**_own_shard(name), objects.RELEASED_LABEL: "true"}
-
-
-def _write_live(market: Kube, index: int) -> str:
-    """One lease as the market leaves a live one (active, in its own shard)."""
-    lease = _lease(index)
-    obj = objects.gpulease_object(lease, lease_grant(lease, JOB.pod))
-    market.create("gpuleases", HOME, obj)
-    return str(obj["metadata"]["name"])
 
 
 def live_rows(
@@ -160,10 +151,10 @@ def live_rows(
         time.sleep(SETTLE)
         sharded = _create_ms(agent, pod, creates)
         in_shard = sum(objects.lease_shard(name) == shard for name in names)
-        _relabel(market, names, _one_shard(shard))
+        _relabel(market, names, _labels(shard))
         time.sleep(SETTLE)
         every = _create_ms(agent, pod, creates)
-        _relabel(market, names, _own_shard)
+        _relabel(market, names, _labels())
         rows.append({
             "live_leases": count, "in_the_pods_shard": in_shard, "create_ms_sharded": sharded,
             "create_ms_one_binding": every,
@@ -312,20 +303,16 @@ def measure(counts: list[int], live_counts: list[int], creates: int) -> dict[str
             print(f"pod create (dry run), no lease but its own: {baseline:.1f} ms", flush=True)
             live = live_rows(market, agent, pod, live_counts, creates)
             pod_shard = pod["metadata"]["labels"][objects.LEASE_SHARD_LABEL]
-
-            def every_lease(_name: str) -> dict[str, str | None]:
-                return {objects.LEASE_SHARD_LABEL: pod_shard, objects.RELEASED_LABEL: None}
-
             rows, names = [], []
             for count in counts:
                 while len(names) < count:
                     names.append(_write_released(market, len(names) + 1))
                 time.sleep(SETTLE)
                 labelled = _create_ms(agent, pod, creates)
-                _relabel(market, names, every_lease)  # as before the label and the shards
+                _relabel(market, names, _labels(pod_shard))  # as before the label and shards
                 time.sleep(SETTLE)
                 every = _create_ms(agent, pod, creates)
-                _relabel(market, names, _released_in_own_shard)
+                _relabel(market, names, _labels(released="true"))
                 rows.append({
                     "released_leases": count, "create_ms_labelled": labelled,
                     "create_ms_every_lease": every, "ratio_labelled": labelled / baseline,

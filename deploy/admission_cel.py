@@ -52,6 +52,16 @@ NO_NEW_FINALIZERS = (
 )
 
 
+def resource_rule(group: str, resource: str, operations: list[str]) -> dict[str, Any]:
+    """What a policy (or one of its bindings) matches: `operations` on one resource."""
+    return {
+        "apiGroups": [group],
+        "apiVersions": ["*"] if group else ["v1"],
+        "operations": operations,
+        "resources": [resource],
+    }
+
+
 def policy(
     name: str,
     group: str,
@@ -61,13 +71,7 @@ def policy(
     namespace_selector: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A ValidatingAdmissionPolicy on one resource that fails closed."""
-    rule = {
-        "apiGroups": [group],
-        "apiVersions": ["*"] if group else ["v1"],
-        "operations": operations,
-        "resources": [resource],
-    }
-    constraints: dict[str, Any] = {"resourceRules": [rule]}
+    constraints: dict[str, Any] = {"resourceRules": [resource_rule(group, resource, operations)]}
     if namespace_selector:
         constraints["namespaceSelector"] = namespace_selector
     return {

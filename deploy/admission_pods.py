@@ -51,6 +51,7 @@ from gpuparley.deploy.admission_cel import (
     TRUSTED_REQUEST,
     binding,
     policy,
+    resource_rule,
 )
 from gpuparley.deploy.crds import API_VERSION
 from gpuparley.deploy.gpu_resources import NVIDIA_PREFIX
@@ -69,6 +70,7 @@ LEASE_SCHEDULER_POLICY = "gpuparley-lease-scheduler"
 LEASE_FIT_POLICY = "gpuparley-lease-fit"
 AGENT_NAMESPACES = {"matchLabels": {ROLE_LABEL: "agent"}}
 _TRUSTED = "variables.admin || variables.market || variables.controller"
+POD_OPERATIONS = ("CREATE", "UPDATE")  # what both pod policies judge
 
 
 def _label_variable(name: str, label: str) -> dict[str, str]:
@@ -92,7 +94,7 @@ def lease_scheduler_policy() -> dict[str, Any]:
         LEASE_SCHEDULER_POLICY,
         "",
         "pods",
-        ["CREATE", "UPDATE"],
+        list(POD_OPERATIONS),
         {
             "variables": [
                 *IDENTITY_VARIABLES,
@@ -202,7 +204,7 @@ def lease_fit_policy() -> dict[str, Any]:
         LEASE_FIT_POLICY,
         "",
         "pods",
-        ["CREATE", "UPDATE"],
+        list(POD_OPERATIONS),
         {
             "paramKind": {"apiVersion": API_VERSION, "kind": "GPULease"},
             # Trusted requests are not checked at all (and need no lease to exist).
@@ -295,6 +297,6 @@ def lease_fit_binding(shard: str) -> dict[str, Any]:
     obj["spec"]["matchResources"] = {
         "namespaceSelector": AGENT_NAMESPACES,
         "objectSelector": {"matchLabels": {LEASE_SHARD_LABEL: shard}},
-        "resourceRules": lease_fit_policy()["spec"]["matchConstraints"]["resourceRules"],
+        "resourceRules": [resource_rule("", "pods", list(POD_OPERATIONS))],
     }
     return obj
