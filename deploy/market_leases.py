@@ -26,6 +26,7 @@ trace (`trace.py`) is written alongside.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -36,7 +37,7 @@ from typing import Any
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.informer import Informer, Key, Wakeup, key_of
-from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.kube import Kube, NotFound
 from gpuparley.deploy.market_collection import LeaseCollector
 from gpuparley.deploy.market_pods import LeasePods, lease_key
 from gpuparley.deploy.objects import ACTIVE, ENDING, RELEASED
@@ -100,15 +101,24 @@ class LeasePublisher:
         # Collected lease -> the uid its object had when it was deleted (None: not seen), so a
         # watch that has not caught up with the delete is not taken for a lease written again.
         self._deleted_uids: dict[Key, str | None] = {}
+        self._unlabelled: dict[Key, dict[str, str]] = {}  # adopted objects -> labels they lack
 
     def adopt(self, existing: list[dict[str, Any]]) -> None:
-        """Take the GPULease objects found on the host as written (after a restart)."""
+        """Take the GPULease objects found on the host as written (after a restart). One not yet
+        released that lacks a label the market sets at create (written by an older market,
+        before the shard label) is kept for `publish` to label: without its shard it is no
+        lease-fit parameter, so its pods would be admitted unchecked."""
         for obj in existing:
             try:
                 lease = Lease.model_validate(obj.get("spec") or {})
             except ValueError:
                 continue
-            self._written[lease_key(lease)] = (lease, objects.lease_phase(obj))
+            phase = objects.lease_phase(obj)
+            self._written[lease_key(lease)] = (lease, phase)
+            labels = obj["metadata"].get("labels") or {}
+            wanted = objects.gpulease_labels(lease)
+            if phase != RELEASED and any(labels.get(k) != v for k, v in wanted.items()):
+                self._unlabelled[lease_key(lease)] = wanted
 
     def collect(self, market: Market, _epoch: int) -> None:
         """A sub-step closed (the environment may close many in one `advance`): keep what it
@@ -265,10 +275,29 @@ class LeasePublisher:
             self._written[key] = (lease, COLLECTED)
             self._deleted_uids[key] = _uid(self.watch.get(*key))
         self._remove_strays()
+        self._label_adopted()
         self._end(self._open_ends())
         self._sync([(lease, None, ACTIVE) for lease in self.pods.active()])
         self.collector.decide(self._phase)
         self.telemetry.leases.set(len(self.market.leases))
+
+    def _label_adopted(self) -> None:
+        """Give the adopted leases that lack them the labels the market sets at create, behind
+        one fence (a merge patch of the labels alone: the rest of the object is the market's
+        record, reconciled by `_sync` and `_end`)."""
+        if not self._unlabelled:
+            return
+        self.fence()
+
+        def label(item: tuple[Key, dict[str, str]]) -> None:
+            (namespace, name), labels = item
+            with contextlib.suppress(NotFound):  # deleted meanwhile: nothing left to label
+                self.kube.merge_patch(
+                    "gpuleases", namespace, name, {"metadata": {"labels": labels}}
+                )
+
+        self.kube.each(label, list(self._unlabelled.items()))
+        self._unlabelled = {}
 
     def _shown_by_watch(self, obj: dict[str, Any]) -> None:
         with self._shown_lock:

@@ -113,24 +113,29 @@ def offer_object(
 def gpulease_object(lease: messages.Lease, grant: dict[str, Any] | None = None) -> dict[str, Any]:
     """A `GPULease` custom resource in the holder's namespace (written by the market only), with
     the `grant` its pods must stay inside (`lease_grant.py`) beside the message."""
-    name = object_name(lease.lease_id, "lease")
     obj = {
         "apiVersion": API_VERSION,
         "kind": "GPULease",
         "metadata": {
-            "name": name,
+            "name": object_name(lease.lease_id, "lease"),
             "namespace": agent_namespace(lease.holder),
-            "labels": {
-                f"{LABEL_PREFIX}/holder": lease.holder,
-                f"{LABEL_PREFIX}/lender": lease.lender,
-                LEASE_SHARD_LABEL: lease_shard(name),
-            },
+            "labels": gpulease_labels(lease),
         },
         "spec": lease.model_dump(mode="json"),
     }
     if grant is not None:
         obj["grant"] = grant
     return obj
+
+
+def gpulease_labels(lease: messages.Lease) -> dict[str, str]:
+    """The labels a `GPULease` carries from its create on: holder, lender and the shard that
+    routes it to one lease-fit binding (`admission_pods.lease_fit_binding`)."""
+    return {
+        f"{LABEL_PREFIX}/holder": lease.holder,
+        f"{LABEL_PREFIX}/lender": lease.lender,
+        LEASE_SHARD_LABEL: lease_shard(object_name(lease.lease_id, "lease")),
+    }
 
 
 # The phases of a GPULease on the host. A lease ends in two: `status.ending` (its pods may no

@@ -2,6 +2,9 @@
 deletes no pod (the fence `MarketState.confirm`), a restarted market releases ended leases before
 it signs new ones, and it sweeps the pods no lease covers at once instead of at the next clearing.
 
+A restarted market also labels the GPULeases an older market wrote without the lease-shard label
+(the lease-fit admission's parameters are routed by it).
+
 These are the rules of the protocol model (`deploy/protocol/README.md`: "pods bound only after a
 guarded state write", "a lease ends in two phases") as the journal-based controller keeps them.
 """
@@ -101,3 +104,41 @@ def test_a_restarted_market_sweeps_uncovered_pods_before_its_next_clearing() -> 
     second._effects()
     assert second.pods.evicted == ["agent-beta/stray"]
     assert kube.list("pods") == []
+
+
+def _as_older_market_wrote(lease: Any, released: bool = False) -> dict[str, Any]:
+    """The lease's object as a market from before the lease-shard label wrote it."""
+    obj = objects.gpulease_object(lease, {})
+    del obj["metadata"]["labels"][objects.LEASE_SHARD_LABEL]
+    if released:
+        obj["metadata"]["labels"][objects.RELEASED_LABEL] = "true"
+        obj["status"] = {"release": {"lease_id": lease.lease_id}}
+    return obj
+
+
+def test_a_restarted_market_labels_the_live_leases_an_older_market_left_unlabelled() -> None:
+    controller, kube = _controller()
+    live, ended = _lease("whole"), _lease("gang")
+    controller.market.leases[live.lease_id] = live
+    kube.add("gpuleases", _as_older_market_wrote(live))
+    kube.add("gpuleases", _as_older_market_wrote(ended, released=True))
+    kube.add(
+        "configmaps", {"metadata": {"name": STATE_CONFIGMAP, "namespace": objects.MARKET_NAMESPACE}}
+    )
+    controller.state._version = "0"  # deposed: another replica wrote the state (version 1)
+    controller.leases.adopt(kube.list("gpuleases"))
+    with pytest.raises(StateError, match="no longer the leader"):
+        controller.leases.publish()
+    assert not any(verb == "patch" for verb, _r, _n in kube.writes)
+    controller.state._version = "1"  # the state is this replica's: it labels
+    controller.leases.publish()
+    live_name, ended_name = (objects.object_name(x.lease_id, "lease") for x in (live, ended))
+    labels = kube.get("gpuleases", objects.agent_namespace(live.holder), live_name)["metadata"][
+        "labels"
+    ]
+    assert labels[objects.LEASE_SHARD_LABEL] == objects.lease_shard(live_name)
+    assert labels == objects.gpulease_labels(live)
+    assert [w for w in kube.writes if w[2] == ended_name] == []  # released: no parameter anyway
+    kube.writes.clear()
+    controller.leases.publish()  # labelled once, not at every publish
+    assert kube.writes == []
