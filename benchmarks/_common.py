@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import resource
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,25 @@ def save(name: str, figures: dict[str, Any]) -> Path:
     payload.update(figures)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def host_with_bundle(agent: str) -> Iterator[Any]:
+    """Fresh local planes (the host and `agent`'s own) with the agent's bundle applied to the
+    host as the admin, so its RBAC and the admission policies are in force; torn down after."""
+    from gpuparley.deploy.apply import apply_objects
+    from gpuparley.deploy.cluster import nodes, planes
+    from gpuparley.deploy.kube import connect
+    from gpuparley.deploy.render import AgentBundle, render_objects
+
+    with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
+        state_dir = Path(tmp) / "state"
+        state = planes.up(
+            state_dir, nodes.default_fake_nodes(), [agent], scenario="default", die_with_parent=True
+        )
+        try:
+            with connect(state.host.kubeconfig) as api:
+                apply_objects(api, render_objects(AgentBundle(agent=agent)))
+            yield state
+        finally:
+            planes.down(state_dir)

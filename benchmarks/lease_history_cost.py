@@ -46,7 +46,6 @@ import copy
 import json
 import statistics
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -54,19 +53,16 @@ from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import negotiator_leases, objects, rbac
-from gpuparley.deploy.apply import apply_objects
-from gpuparley.deploy.cluster import nodes, planes
-from gpuparley.deploy.kube import Kube, connect
+from gpuparley.deploy.kube import Kube
 from gpuparley.deploy.lease_grant import lease_grant
 from gpuparley.deploy.market_pods import lease_key
 from gpuparley.deploy.negotiator import NegotiatorProcess
 from gpuparley.deploy.negotiator_config import NegotiatorConfig
-from gpuparley.deploy.render import AgentBundle, render_objects
 from gpuparley.deploy.workload import JOB_NAME_ANNOTATION, group_pods, host_pod, pods_for_job
 from gpuparley.envs.market.messages import Lease, Release, ResourceItem
 from gpuparley.envs.scenario import load_scenario
 
-from _common import save
+from _common import host_with_bundle, save
 
 # The unit tests' fake apiserver (tests/, outside the installed package; this benchmark runs from
 # a source checkout, as `negotiation_e2e.py` does with the cluster tests' rig).
@@ -284,44 +280,35 @@ def publish_ms(count: int, upto_kept: bool, repeats: int = 20) -> float:
 
 
 def measure(counts: list[int], live_counts: list[int], creates: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="gpuparley-bench-") as tmp:
-        state_dir = Path(tmp) / "state"
-        state = planes.up(
-            state_dir, nodes.default_fake_nodes(), [AGENT], scenario="default", die_with_parent=True
-        )
-        try:
-            with connect(state.host.kubeconfig) as api:
-                apply_objects(api, render_objects(AgentBundle(agent=AGENT)))
-            market = Kube(state.host.agent_kubeconfigs[rbac.MARKET_USER])
-            agent = Kube(state.host.agent_kubeconfigs[HOME])
-            held = _lease(0)
-            obj = objects.gpulease_object(held, lease_grant(held, JOB.pod))
-            market.create("gpuleases", HOME, obj)  # the lease the pod runs under
-            pod = host_pod(pods_for_job(JOB)[0], obj["metadata"]["name"], held.resources[0])
+    with host_with_bundle(AGENT) as state:
+        market = Kube(state.host.agent_kubeconfigs[rbac.MARKET_USER])
+        agent = Kube(state.host.agent_kubeconfigs[HOME])
+        held = _lease(0)
+        obj = objects.gpulease_object(held, lease_grant(held, JOB.pod))
+        market.create("gpuleases", HOME, obj)  # the lease the pod runs under
+        pod = host_pod(pods_for_job(JOB)[0], obj["metadata"]["name"], held.resources[0])
+        time.sleep(SETTLE)
+        baseline = _create_ms(agent, pod, creates)
+        print(f"pod create (dry run), no lease but its own: {baseline:.1f} ms", flush=True)
+        live = live_rows(market, agent, pod, live_counts, creates)
+        pod_shard = pod["metadata"]["labels"][objects.LEASE_SHARD_LABEL]
+        rows, names = [], []
+        for count in counts:
+            while len(names) < count:
+                names.append(_write_released(market, len(names) + 1))
             time.sleep(SETTLE)
-            baseline = _create_ms(agent, pod, creates)
-            print(f"pod create (dry run), no lease but its own: {baseline:.1f} ms", flush=True)
-            live = live_rows(market, agent, pod, live_counts, creates)
-            pod_shard = pod["metadata"]["labels"][objects.LEASE_SHARD_LABEL]
-            rows, names = [], []
-            for count in counts:
-                while len(names) < count:
-                    names.append(_write_released(market, len(names) + 1))
-                time.sleep(SETTLE)
-                labelled = _create_ms(agent, pod, creates)
-                _relabel(market, names, _labels(pod_shard))  # as before the label and shards
-                time.sleep(SETTLE)
-                every = _create_ms(agent, pod, creates)
-                _relabel(market, names, _labels(released="true"))
-                rows.append({
-                    "released_leases": count, "create_ms_labelled": labelled,
-                    "create_ms_every_lease": every, "ratio_labelled": labelled / baseline,
-                    "ratio_every_lease": every / baseline,
-                })  # fmt: skip
-            market.close()
-            agent.close()
-        finally:
-            planes.down(state_dir)
+            labelled = _create_ms(agent, pod, creates)
+            _relabel(market, names, _labels(pod_shard))  # as before the label and shards
+            time.sleep(SETTLE)
+            every = _create_ms(agent, pod, creates)
+            _relabel(market, names, _labels(released="true"))
+            rows.append({
+                "released_leases": count, "create_ms_labelled": labelled,
+                "create_ms_every_lease": every, "ratio_labelled": labelled / baseline,
+                "ratio_every_lease": every / baseline,
+            })  # fmt: skip
+        market.close()
+        agent.close()
     return {"baseline_create_ms": baseline, "creates": creates, "live": live, "rows": rows}
 
 

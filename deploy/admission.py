@@ -21,6 +21,8 @@ CEL evaluated in the apiserver, no webhook to run) close the gaps:
   `create`.
 * the pod policies `gpuparley-lease-scheduler` and `gpuparley-lease-fit` (`admission_pods.py`):
   a pod in an agent namespace runs only under, and inside, a lease.
+* `gpuparley-market-fence` (`market_fence.py`): a market replica's writes are admitted only
+  while it holds the market's election Lease.
 
 All are cluster-scoped and identical in every agent's bundle. Limitation: with `deploy
 --namespace NS` the negotiator ServiceAccount is `NS/negotiator`, which the sender policy does not
@@ -45,6 +47,7 @@ from gpuparley.deploy.admission_pods import (
     pod_admission_objects,
 )
 from gpuparley.deploy.crds import GROUP
+from gpuparley.deploy.market_fence import fence_binding, fence_policy
 from gpuparley.deploy.objects import AGENT_LABEL, SENDER_LABEL, VIEW_CONFIGMAP
 from gpuparley.deploy.rbac import NEGOTIATOR_SERVICE_ACCOUNT, ROLE_LABEL
 from gpuparley.envs.market import messages
@@ -203,4 +206,6 @@ def admission_objects() -> list[dict[str, Any]]:
         market_view_policy(),
         binding(MARKET_VIEW_POLICY),
         *pod_admission_objects(),
+        fence_policy(),
+        fence_binding(),
     ]

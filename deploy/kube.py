@@ -202,6 +202,7 @@ class Kube:
         self.requests: Counter[str] = Counter()
         self._counting = threading.Lock()  # watches and `each` count from their own threads
         self._pool: ThreadPoolExecutor | None = None
+        self.extra: dict[str, str] = {}  # the user extras every request names (`impersonate`)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -225,6 +226,22 @@ class Kube:
             if error is not None:
                 raise error
         return [future.result() for future in futures]
+
+    def whoami(self) -> str:
+        """The user name the apiserver authenticates this client as (a SelfSubjectReview,
+        which every authenticated user may create)."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        answer = self.call("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", review)
+        return str(answer["status"]["userInfo"]["username"])
+
+    def impersonate(self, user: str, extra: dict[str, str]) -> None:
+        """From now on every request (watches too) acts as `user` with the user `extra` fields
+        (impersonation headers; RBAC must allow `impersonate` on the user and on each
+        `userextras/<key>`). Call before any watch or `each` thread starts."""
+        self.api.set_default_header("Impersonate-User", user)
+        for key, value in extra.items():
+            self.api.set_default_header(f"Impersonate-Extra-{key}", value)
+        self.extra = dict(extra)
 
     def _count(self, verb: str) -> None:
         with self._counting:
@@ -302,12 +319,15 @@ class Kube:
         return self.list_with_version(resource, namespace, selector)[0]
 
     def create(
-        self, resource: str, namespace: str | None, obj: dict[str, Any]
+        self, resource: str, namespace: str | None, obj: dict[str, Any], dry_run: bool = False
     ) -> dict[str, Any] | None:
         """Create; the stored object, or None if one of that name exists already (creation is
-        idempotent)."""
+        idempotent). A dry run goes through authorisation and admission and stores nothing."""
+        query = {"dryRun": "All"} if dry_run else None
         try:
-            created: dict[str, Any] = self._request("POST", resource, namespace, body=obj)
+            created: dict[str, Any] = self._request(
+                "POST", resource, namespace, body=obj, query=query
+            )
         except AlreadyExists:
             return None
         return created

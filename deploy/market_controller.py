@@ -56,6 +56,7 @@ from gpuparley.deploy.crds import APPLIED_RELEASES
 from gpuparley.deploy.informer import Informer, Wakeup, wait_until
 from gpuparley.deploy.kube import ApiError, Kube
 from gpuparley.deploy.leader import LeaderElector
+from gpuparley.deploy.market_fence import await_fence
 from gpuparley.deploy.market_intake import MessageIntake
 from gpuparley.deploy.market_leases import LeasePublisher
 from gpuparley.deploy.market_pods import LeasePods
@@ -185,6 +186,9 @@ class MarketController:
             time.sleep(elector.duration / 5)
         renewed = time.monotonic()
         try:
+            # The apiserver's fence (`market_fence.py`) must see this replica as the holder.
+            if elector is not None and not retrying(lambda: await_fence(self.kube)):
+                raise MarketSetupError("the market fence still refuses this elected replica")
             for informer in self.informers:  # first: `resume` ends leases, reading their pods
                 informer.start()
             for informer in self.informers:

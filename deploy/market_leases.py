@@ -19,8 +19,9 @@ Released leases their holders have applied are deleted in time (`market_collecti
 market remembers them as collected, so it never writes them again. A GPULease object of a
 collected lease that shows up again on the market's watch of them (`watch`) is deleted
 again at the next publish (`_remove_strays`): only a write the market did not make -- a deposed
-replica's create that passed its fence and then stalled past the takeover, the fences' window
-in `protocol/README.md` -- can bring one back, and nothing else would remove it. The lease
+replica's create that passed its fence and then stalled past the takeover (which the
+apiserver's `gpuparley-market-fence` now refuses too, but for its cache lag: `market_fence.py`)
+or an admin's -- can bring one back, and nothing else would remove it. The lease
 trace (`trace.py`) is written alongside.
 """
 

@@ -33,7 +33,8 @@ replica's commit, which stands. The market's writes to pods and
 GPULeases, which are not in the journal (pods bound, pods deleted, leases written, marked
 ending or released), are fenced the same way: just before them `confirm` reads the head and
 stops the replica if its resourceVersion moved, so a deposed replica does not act on a state
-the new leader has changed.
+the new leader has changed. What is left between that read and the write (a replica paused
+there past the takeover) the apiserver closes for elected replicas: `market_fence.py`.
 """
 
 from __future__ import annotations

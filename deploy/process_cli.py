@@ -218,10 +218,12 @@ def market_run(
             import socket
 
             from gpuparley.deploy.leader import LeaderElector
+            from gpuparley.deploy.market_fence import ELECTION_LEASE, act_as_replica
             from gpuparley.deploy.objects import MARKET_NAMESPACE
 
             who = identity or f"{socket.gethostname()}-{os.getpid()}"
-            elector = LeaderElector(controller.kube, MARKET_NAMESPACE, "gpuparley-market", who)
+            act_as_replica(controller.kube, who)
+            elector = LeaderElector(controller.kube, MARKET_NAMESPACE, ELECTION_LEASE, who)
         status = controller.run(stop.is_set, elector)
     except MarketSetupError as exc:
         _fail(str(exc))

@@ -46,6 +46,9 @@ EVENTS_GROUP = "events.k8s.io"
 AGENTS_GROUP = "gpuparley:agents"
 MARKET_USER = "gpuparley:market"
 MARKET_SERVICE_ACCOUNT = "market"
+# A user extra field naming the requesting market replica: each elected replica impersonates
+# its own identity with it, so the fence policy can refuse a deposed one (`market_fence.py`).
+MARKET_REPLICA_EXTRA = "gpuparley-replica"
 NEGOTIATOR_SERVICE_ACCOUNT = "negotiator"
 ROLE_LABEL = "gpuparley.io/role"
 
@@ -124,6 +127,13 @@ def cluster_roles() -> list[dict[str, Any]]:
                 # Which pods run under which lease, on which node (a label-selected list across
                 # agent namespaces); writing pods is granted in agent namespaces only.
                 _rule(["pods"], READ, group=""),
+                # Name itself as a replica: impersonate its own user with the replica extra.
+                _rule(["users"], ["impersonate"], group="", names=[MARKET_USER]),
+                _rule(
+                    [f"userextras/{MARKET_REPLICA_EXTRA}"],
+                    ["impersonate"],
+                    group="authentication.k8s.io",
+                ),
             ],
         ),
         _cluster_role(
@@ -147,6 +157,10 @@ def cluster_roles() -> list[dict[str, Any]]:
                 _rule(["configmaps"], [*READ, "create", "update", "patch"], group=""),
                 # Leader election among market replicas (the Lease gpuparley-market).
                 _rule(["leases"], [*READ, "create", "update", "patch"], group=COORDINATION_GROUP),
+                # Its ServiceAccount impersonates itself with the replica extra (as the user).
+                _rule(
+                    ["serviceaccounts"], ["impersonate"], group="", names=[MARKET_SERVICE_ACCOUNT]
+                ),
                 *_events_create(),
             ],
         ),

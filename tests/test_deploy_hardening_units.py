@@ -177,6 +177,7 @@ class FakeKube:
         self.binding_requests = 0  # refused ones too
         self.writes: list[tuple[str, str, str]] = []
         self.requests: Counter[str] = Counter()
+        self.extra: dict[str, str] = {}  # names no market replica: the fence is the apiserver's
         self._version = 100
 
     def add(self, resource: str, obj: dict[str, Any]) -> None:

@@ -36,8 +36,8 @@ def test_render_cli_prints_every_kind() -> None:
         "CustomResourceDefinition": 3,
         "ClusterRole": 7,
         "ClusterRoleBinding": 3,
-        "ValidatingAdmissionPolicy": 4,
-        "ValidatingAdmissionPolicyBinding": 3 + len(objects.LEASE_SHARDS),
+        "ValidatingAdmissionPolicy": 5,
+        "ValidatingAdmissionPolicyBinding": 4 + len(objects.LEASE_SHARDS),
         "Namespace": 3,
         "ServiceAccount": 2,
         "RoleBinding": 5,
@@ -429,6 +429,30 @@ def test_permission_matrix(
     docs = render_objects(BUNDLES[0]) + render_objects(BUNDLES[1])
     for who in whos:
         assert _allowed(docs, who, verb, resource, namespace) is want, who
+
+
+def test_only_the_market_may_name_itself_a_market_replica() -> None:
+    """The fence (`market_fence.py`) trusts the replica extra: only the market's identities may
+    impersonate, and only themselves with that extra -- no other user, ServiceAccount or
+    group, and no agent at all."""
+    docs = render_objects(BUNDLES[0]) + render_objects(BUNDLES[1])
+    system = objects.MARKET_NAMESPACE
+    extra = f"authentication.k8s.io.userextras:{rbac.MARKET_REPLICA_EXTRA}"
+    for who in (MARKET, MARKET_SA):
+        assert _allowed(docs, who, "impersonate", extra, system)
+        assert not _allowed(docs, who, "impersonate", "authentication.k8s.io.userextras:x", system)
+        assert _allowed(docs, who, "impersonate", "users", CLUSTER, rbac.MARKET_USER)
+        for user in ("agent-alpha", "admin", "system:kube-controller-manager"):
+            assert not _allowed(docs, who, "impersonate", "users", CLUSTER, user)
+        assert not _allowed(docs, who, "impersonate", "groups", CLUSTER, "system:masters")
+    market_sa = rbac.MARKET_SERVICE_ACCOUNT
+    assert _allowed(docs, MARKET_SA, "impersonate", "serviceaccounts", system, market_sa)
+    assert not _allowed(docs, MARKET_SA, "impersonate", "serviceaccounts", HOME, market_sa)
+    assert not _allowed(docs, MARKET_SA, "impersonate", "serviceaccounts", HOME, "negotiator")
+    for who in (ALPHA, ALPHA_SA):
+        assert not _allowed(docs, who, "impersonate", extra, HOME)
+        assert not _allowed(docs, who, "impersonate", "users", CLUSTER, rbac.MARKET_USER)
+        assert not _allowed(docs, who, "impersonate", "serviceaccounts", system, market_sa)
 
 
 def test_market_updates_only_the_view_configmap() -> None:

@@ -11,7 +11,12 @@ Two runs on fresh real planes (`market_runs.market_run`), the default ONNX polic
   resumed after the second kill runs, which deletes it at a publish, and while the market is
   down after the third kill, which the resumed market deletes;
 * **failover**: two market replicas elect a leader; the leader is SIGKILLed mid-run and the
-  standby takes over when its Lease expires.
+  standby takes over when its Lease expires;
+* **paused leader**: two replicas again, but the leader is paused (SIGSTOP) instead, so it is
+  deposed while its memory says it leads; once the standby has taken over and gone on, the old
+  leader is let go (SIGCONT) mid-whatever it was doing. It must write nothing on the strength of
+  its stale state (the fences: `MarketState.confirm` and the apiserver's `market_fence`) and
+  exit, and the market goes on as if it had not woken.
 
 In both, the market resumes from its journal in the host apiserver (`deploy/market_state.py`):
 every job finishes once, no pod under a valid lease is evicted, no lease is leaked or doubled,
@@ -27,7 +32,8 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +43,7 @@ from gpuparley.deploy.cluster.control_plane import readyz
 from gpuparley.deploy.cluster.processes import ClusterError, Supervisor, is_alive, wait_ready
 from gpuparley.deploy.informer import Informer, Key
 from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.market_fence import ELECTION_LEASE
 from gpuparley.deploy.market_state import CHUNK_RECORDS, STATE_CONFIGMAP
 from gpuparley.envs.scenario import load_scenario
 
@@ -171,17 +178,40 @@ def restart_host_apiserver(run: Run) -> None:
     run.faults["apiserver-restarts"] = run.faults.get("apiserver-restarts", 0) + 1
 
 
-def _kill_the_leader(run: Run) -> None:
-    wait_for_substeps(run, 6)
+def _leader(run: Run) -> str:
     admin = Kube(run.rig.state.host.kubeconfig)
     try:
-        lease = admin.get("leases", objects.MARKET_NAMESPACE, "gpuparley-market") or {}
+        lease = admin.get("leases", objects.MARKET_NAMESPACE, ELECTION_LEASE) or {}
     finally:
         admin.close()
     leader = (lease.get("spec") or {}).get("holderIdentity")
     assert leader in run.markets, lease
+    return str(leader)
+
+
+def _kill_the_leader(run: Run) -> None:
+    wait_for_substeps(run, 6)
+    leader = _leader(run)
     run.rig.kill(leader)
     run.faults["killed-leader"] = run.markets.index(leader)
+
+
+def _pause_the_leader(run: Run) -> None:
+    """SIGSTOP the leader after 6 sub-steps; SIGCONT it once the standby has resumed the market
+    and committed 4 more; then wait for the woken replica to exit."""
+    wait_for_substeps(run, 6)
+    leader = _leader(run)
+    standby = next(name for name in run.markets if name != leader)
+    paused = run.rig.procs[leader]
+    paused.send_signal(signal.SIGSTOP)
+    log = run.rig.log_dir / f"{standby}.log"
+    wait_for("the standby to resume", lambda: '"market resumed"' in log.read_text(), 90, 0.05)
+    wait_for_substeps(run, 10)
+    paused.send_signal(signal.SIGCONT)
+    wait_for("the woken replica to exit", lambda: paused.poll() is not None, 60)
+    run.rig.procs.pop(leader)
+    run.faults["paused-leader"] = run.markets.index(leader)
+    run.faults["paused-exit"] = paused.returncode
 
 
 @pytest.fixture(scope="module")
@@ -195,13 +225,21 @@ def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         yield run
 
 
-@pytest.fixture(scope="module")
-def failover(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    with market_run(
-        tmp_path_factory.mktemp("market-failover"), _kill_the_leader, market_replicas=2
-    ) as run:
+def _two_replicas(state_dir: Path, fault: Callable[[Run], None]) -> Iterator[Run]:
+    """A run with two leader-electing market replicas and `fault` made during it."""
+    with market_run(state_dir, fault, market_replicas=2) as run:
         run.leases_left = _gpulease_objects(run)
         yield run
+
+
+@pytest.fixture(scope="module")
+def failover(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    yield from _two_replicas(tmp_path_factory.mktemp("market-failover"), _kill_the_leader)
+
+
+@pytest.fixture(scope="module")
+def paused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    yield from _two_replicas(tmp_path_factory.mktemp("market-paused"), _pause_the_leader)
 
 
 def _gpulease_objects(run: Run) -> list[dict[str, Any]]:
@@ -262,3 +300,12 @@ def test_the_standby_takes_over_the_same_market(failover: Run) -> None:
     _assert_the_same_market_went_on(failover, collected=False)
     survivor = failover.markets[1 - failover.faults["killed-leader"]]
     assert '"market resumed"' in (failover.rig.log_dir / f"{survivor}.log").read_text()
+
+
+def test_a_paused_leader_woken_after_the_takeover_writes_nothing_and_exits(paused: Run) -> None:
+    _assert_the_same_market_went_on(paused, collected=False)
+    assert paused.faults["paused-exit"] == 2
+    woken = paused.markets[paused.faults["paused-leader"]]
+    log = (paused.rig.log_dir / f"{woken}.log").read_text()
+    deposed = ("lost the market's leadership", "no longer the leader", "market fence")
+    assert any(reason in log.splitlines()[-1] for reason in deposed), log.splitlines()[-1]
