@@ -129,15 +129,14 @@ class MarketController:
         self._status_at = 0.0  # when the status was last published
         # Sub-steps answered wholly ahead, closed but not in the journal yet (see `_journal`).
         self._uncommitted: list[Record] = []
-        everywhere = None
-        self.negotiators = Informer(kube, "negotiators", everywhere, notify=self.wakeup)
+        # Watches of every namespace (no namespace given).
+        self.negotiators = Informer(kube, "negotiators", notify=self.wakeup)
         # The auction takes bids to the market only; bargaining brokers messages between agents.
         self.selector = objects.RECEIVER_LABEL
         if market.mechanism.name == "auction":
             self.selector = f"{objects.RECEIVER_LABEL}={MARKET}"
-        self.offers = Informer(kube, "offers", everywhere, selector=self.selector)
-        self.offers.notify = self.wakeup
-        self.pod_watch = Informer(kube, "pods", everywhere, notify=self.wakeup)
+        self.offers = Informer(kube, "offers", selector=self.selector, notify=self.wakeup)
+        self.pod_watch = Informer(kube, "pods", notify=self.wakeup)
         self.questions = Questions(kube, self.env, self.negotiators)
         self.bids = MessageIntake(kube, market, self.telemetry)
         self.pods = LeasePods(
@@ -186,7 +185,6 @@ class MarketController:
             time.sleep(elector.duration / 5)
         renewed = time.monotonic()
         try:
-            # The apiserver's fence (`market_fence.py`) must see this replica as the holder.
             if elector is not None and not retrying(lambda: await_fence(self.kube)):
                 raise MarketSetupError("the market fence still refuses this elected replica")
             for informer in self.informers:  # first: `resume` ends leases, reading their pods

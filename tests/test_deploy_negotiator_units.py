@@ -344,7 +344,7 @@ def test_a_reconcile_touches_only_the_leases_not_in_step() -> None:
     say what it says on the host and in the agent's plane costs no request, and its message is
     not read again until its object changes; a lease whose agent pod lags its host pod's phase
     is mirrored, alone."""
-    from test_deploy_hardening_units import FakeKube
+    from fake_host import FakeKube
 
     class CountingKube(FakeKube):
         """Logs the leases handed to its request pool."""

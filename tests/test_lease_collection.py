@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from test_deploy_hardening_units import JOBS, SCENARIO, FakeKube, _host_pods
+from fake_host import JOBS, SCENARIO, FakeKube, _host_pods
 from test_lease_end import RecordingKube, _market
 
 from gpuparley.deploy import negotiator_leases, objects

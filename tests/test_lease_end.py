@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 import pytest
-from test_deploy_hardening_units import JOBS, SCENARIO, FakeKube, _host_pods
+from fake_host import JOBS, SCENARIO, FakeKube, _host_pods
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.market_controller import MarketController

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_deploy_hardening_units import FakeKube, _controller, _host_pods, _lease
+from fake_host import FakeKube, _controller, _host_pods, _lease
 
 from gpuparley.deploy import objects
 from gpuparley.deploy.market_controller import MarketController

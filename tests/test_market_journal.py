@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_deploy_hardening_units import FakeKube, _controller
+from fake_host import FakeKube, _controller
 
 from gpuparley.deploy.kube import ApiError
 from gpuparley.deploy.market_state import (

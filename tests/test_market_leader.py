@@ -9,7 +9,7 @@ The Lease protocol itself (`deploy/leader.py`) is checked against a real apiserv
 from __future__ import annotations
 
 import pytest
-from test_deploy_hardening_units import FakeKube
+from fake_host import FakeKube
 
 from gpuparley.deploy import market_controller
 from gpuparley.deploy.market_controller import MarketController, MarketSetupError
