@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gpuparley.deploy.admission_cel import ADMISSION_API, binding
+from gpuparley.deploy.admission_cel import ADMISSION_API, binding, resource_rule
 from gpuparley.deploy.crds import GROUP
 from gpuparley.deploy.kube import Forbidden, Kube
 from gpuparley.deploy.objects import MARKET_NAMESPACE
@@ -37,13 +37,14 @@ from gpuparley.deploy.rbac import MARKET_REPLICA_EXTRA as REPLICA_EXTRA
 ELECTION_LEASE = "gpuparley-market"  # the market replicas' election Lease, in MARKET_NAMESPACE
 FENCE_POLICY = "gpuparley-market-fence"
 _WRITES = ["CREATE", "UPDATE", "DELETE"]
-# What the market writes, by (API group, resources, operations).
-FENCED: list[tuple[str, list[str], list[str]]] = [
-    (GROUP, ["gpuleases", "gpuleases/status"], _WRITES),
-    (GROUP, ["offers"], ["DELETE"]),
-    ("", ["pods"], ["DELETE"]),
-    ("", ["pods/binding"], ["CREATE"]),
-    ("", ["configmaps"], _WRITES),
+# What the market writes, by (API group, resource, operations).
+FENCED: list[tuple[str, str, list[str]]] = [
+    (GROUP, "gpuleases", _WRITES),
+    (GROUP, "gpuleases/status", _WRITES),
+    (GROUP, "offers", ["DELETE"]),
+    ("", "pods", ["DELETE"]),
+    ("", "pods/binding", ["CREATE"]),
+    ("", "configmaps", _WRITES),
 ]
 _REPLICA = f"request.userInfo.extra['{REPLICA_EXTRA}']"
 
@@ -51,15 +52,7 @@ _REPLICA = f"request.userInfo.extra['{REPLICA_EXTRA}']"
 def fence_policy() -> dict[str, Any]:
     """The policy: a request naming a replica is admitted only if that replica holds the
     election Lease."""
-    rules = [
-        {
-            "apiGroups": [group],
-            "apiVersions": ["*"] if group else ["v1"],
-            "operations": operations,
-            "resources": resources,
-        }
-        for group, resources, operations in FENCED
-    ]
+    rules = [resource_rule(group, resource, operations) for group, resource, operations in FENCED]
     return {
         "apiVersion": ADMISSION_API,
         "kind": "ValidatingAdmissionPolicy",
@@ -111,7 +104,7 @@ def act_as_replica(kube: Kube, identity: str) -> None:
     kube.impersonate(kube.whoami(), {REPLICA_EXTRA: identity})
 
 
-def fenced(exc: Forbidden) -> bool:
+def _fenced(exc: Forbidden) -> bool:
     """The refusal is the fence's: the replica is not the Lease's holder (as the apiserver's
     cache of the Lease has it)."""
     return FENCE_POLICY in exc.message
@@ -130,7 +123,7 @@ def await_fence(kube: Kube, seconds: float = 10.0) -> bool:
             kube.create("configmaps", MARKET_NAMESPACE, probe, dry_run=True)
             return True
         except Forbidden as exc:
-            if not fenced(exc):
+            if not _fenced(exc):
                 raise
         if time.monotonic() > deadline:
             return False
