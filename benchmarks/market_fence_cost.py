@@ -28,6 +28,7 @@ from typing import Any
 
 from gpuparley.deploy import objects, rbac
 from gpuparley.deploy.kube import Kube
+from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.lease_grant import lease_grant
 from gpuparley.deploy.market_fence import ELECTION_LEASE, act_as_replica, await_fence
 from gpuparley.envs.market.messages import Lease, ResourceItem
@@ -53,20 +54,6 @@ def _gpulease() -> dict[str, Any]:
     return objects.gpulease_object(lease, lease_grant(lease, JOB.pod))
 
 
-def _hold(admin: Kube, replica: str) -> None:
-    """The replica holds the market's election Lease (as the admin writes it)."""
-    admin.create(
-        "leases",
-        SYSTEM,
-        {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": ELECTION_LEASE},
-            "spec": {"holderIdentity": replica, "leaseDurationSeconds": 3600},
-        },
-    )
-
-
 def _alternated(
     writes: int, plain: Callable[[], Any], fenced: Callable[[], Any]
 ) -> tuple[float, float]:
@@ -82,11 +69,11 @@ def _alternated(
 
 def measure(writes: int) -> dict[str, Any]:
     with host_with_bundle(AGENT) as state:
-        admin = Kube(state.host.kubeconfig)
-        _hold(admin, REPLICA)
         config = state.host.agent_kubeconfigs[rbac.MARKET_USER]
         plain, replica = Kube(config), Kube(config)
-        act_as_replica(replica, REPLICA)
+        act_as_replica(replica, REPLICA)  # then elected, as `market run --leader-elect` is
+        if not LeaderElector(replica, SYSTEM, ELECTION_LEASE, REPLICA).try_acquire_or_renew():
+            raise RuntimeError("the replica did not win the election on a fresh plane")
         if not await_fence(replica, seconds=30):
             raise RuntimeError("the fence policy never admitted the replica holding the Lease")
         lease = _gpulease()
@@ -110,7 +97,7 @@ def measure(writes: int) -> dict[str, Any]:
                 f" + fence policy) {fenced:.2f} ms: x{fenced / base:.2f}",
                 flush=True,
             )
-        for kube in (plain, replica, admin):
+        for kube in (plain, replica):
             kube.close()
     return {"writes": writes, "rows": rows}
 
