@@ -14,7 +14,9 @@ after its last record (epoch, simulated time, active leases, balances and the co
 counters), which a replay must reproduce exactly or the controller refuses to start, and the
 token of the controller that wrote it (see below). Every 64 records the tail moves into an
 immutable chunk ConfigMap named after its content's hash (`gpuparley-market-journal-<n>-<hash>`),
-listed in the head, so a write stays small.
+listed in the head, so a write stays small. No snapshot is kept: a restart replays every
+record, at about twice what simulating those sub-steps took (`benchmarks/market_resume_cost.py`),
+and a run's journal is bounded by its scenario's episode.
 
 **Commit point and fencing.** A sub-step's record is written (a PUT carrying the head's
 resourceVersion) before any of its effects leave the controller (GPULease writes, consumed bids

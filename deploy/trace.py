@@ -69,7 +69,7 @@ def epoch_events(
         old = before.get(lease_id)
         if old is None:
             events.append(_event(epoch, "signed", lease))
-        elif old != lease:
+        elif old is not lease and old != lease:  # the same object: unchanged, and cheap to tell
             events.append(_event(epoch, "renewed", lease))
     return events
 
