@@ -55,8 +55,10 @@ SEED = 0
 
 class JournalRecorder:
     """Watches an episode and writes down each sub-step as the market controller journals it:
-    every decision handed to `Market.decide`, with its sender and whether it was accepted, and
-    the agents that passed."""
+    every message the market received (a bid, as its negotiator would have sent it: replayed,
+    it is validated again) or, where the controller journals decisions (bargaining) or no
+    message was made, the decision handed to `Market.decide`; with its sender and whether it
+    was accepted; and the agents that passed."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
@@ -77,24 +79,30 @@ class JournalRecorder:
         self._open = Record()
 
     def _record(self, market: Market) -> None:
-        decide = market.decide
+        decide, receive = market.decide, market.receive
+        received: list[Any] = []
+        messages = market.mechanism.name == "auction"
+
+        def receiving(data: Any) -> Any:
+            received.append(data)
+            return receive(data)
 
         def recorded(agent: str, decision: Decision) -> Any:
+            received.clear()
             receipt = decide(agent, decision)
             if decision.kind == "pass":
                 self._open.passed.append(agent)
+                return receipt
+            source = f"{agent}.{len(self.records)}.{len(self._open.messages)}"
+            entry: dict[str, Any] = {"source": source, "sender": agent}
+            if messages and received:
+                entry["message"] = received[-1].model_dump(mode="json")
             else:
-                source = f"{agent}.{len(self.records)}.{len(self._open.messages)}"
-                self._open.messages.append(
-                    {
-                        "source": source,
-                        "sender": agent,
-                        "decision": asdict(decision),
-                        "accepted": receipt.accepted,
-                    }
-                )
+                entry["decision"] = asdict(decision)
+            self._open.messages.append({**entry, "accepted": receipt.accepted})
             return receipt
 
+        market.receive = receiving  # type: ignore[method-assign]
         market.decide = recorded  # type: ignore[method-assign]
 
 

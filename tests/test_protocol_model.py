@@ -89,7 +89,7 @@ def test_a_search_that_outgrows_its_memory_bound_is_an_error(
     spin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A search that would need more memory than the verifier may use stops and is reported
-    (the deep scenario outgrows a 24 GB machine), never taken as a pass."""
+    (the deep scenario needs 15 GB: a smaller machine must say so), never taken as a pass."""
     assert 100 < check.memory_limit_mb() < 2**30  # MB: a share of the machine's
     monkeypatch.setattr(check, "memory_limit_mb", lambda: 48)  # the hash table alone is 32 MB
     with pytest.raises(CheckError, match="MEMLIM"):

@@ -34,7 +34,9 @@ class CheckError(RuntimeError):
 class Verification:
     """One run: the model's configuration (`defines`: JOBS and fault budgets), optionally a
     broken variant's flag (`bug`), and the property: `safety`, or an LTL property's name.
-    `optimize` builds the verifier with -O2 (slower to compile, faster on long searches)."""
+    `optimize` is for long searches: the verifier built with -O2 (slower to compile, faster to
+    run) and a hash table of 2^27 slots (1 GB: hundreds of millions of states in a smaller one
+    make long chains)."""
 
     defines: tuple[tuple[str, int], ...]
     prop: str = SAFETY
@@ -129,7 +131,7 @@ def verify(
     if check.prop == SAFETY:
         build.append("-DNOCLAIM")
     _run([*build, "-o", "pan", "pan.c"], workdir, f"{compiler} pan.c")
-    search = ["./pan", f"-m{MAX_DEPTH}", "-w24" if check.optimize else "-w22"]
+    search = ["./pan", f"-m{MAX_DEPTH}", "-w27" if check.optimize else "-w22"]
     if check.prop != SAFETY:
         search += ["-a", "-N", check.prop]
     text = _run(search, workdir, "the verifier (pan)")
