@@ -8,12 +8,12 @@ measures the largest scenario shipped, `openb` (1,213 nodes, 5,706 pods, 8 agent
 half-way through and at its end.
 
 The journal is the one the truthful negotiators write: the episode is played in this process
-(the baseline: the time the simulator takes for those sub-steps), each sub-step's decisions are
+(the baseline: the time the simulator takes for those sub-steps), each sub-step's inputs are
 recorded as the market controller journals them, and the journal is committed to a real host
-plane with the agents' bundles applied. Then a new market controller, as the market's user,
-starts on it as a restarted one does: its watches synced, `resume` (the journal read, replayed
-and checked against the stored summary, the GPULeases of every live lease written). Each point
-on a fresh plane.
+plane with the agents' bundles applied, beside the GPULeases the killed market had written.
+Then a new market controller, as the market's user, starts on it as a restarted one does: its
+watches synced, `resume` (the journal read, replayed and checked against the stored summary,
+the GPULeases reconciled: only differences written). Each point on a fresh plane.
 
     python benchmarks/market_resume_cost.py [--scenario openb] [--points 0.5,1.0]
 
