@@ -7,9 +7,11 @@ set (e.g. the namespace labels the local rig wrote when it created `agent-<a>`).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 FIELD_MANAGER = "gpuparley-deploy"
@@ -88,10 +90,25 @@ def apply_objects(
     progress: Callable[[Applied], None] | None = None,
 ) -> list[Applied]:
     """Apply `objects` in order; wait for every CRD to be Established before the first object
-    that is not a CRD (custom resources of a fresh CRD are refused until then)."""
+    that is not a CRD (custom resources of a fresh CRD are refused until then).
+
+    The API discovery is cached for this call only: the client's default cache is a file in
+    the temporary directory per server address, which piles up one file per local plane
+    (their ports are random) and outlives them."""
+    with tempfile.TemporaryDirectory(prefix="gpuparley-discovery-") as cache:
+        return _apply_all(api_client, objects, timeout, progress, Path(cache) / "discovery.json")
+
+
+def _apply_all(
+    api_client: Any,
+    objects: Sequence[dict[str, Any]],
+    timeout: float,
+    progress: Callable[[Applied], None] | None,
+    cache_file: Path,
+) -> list[Applied]:
     from kubernetes import dynamic
 
-    dyn = dynamic.DynamicClient(api_client)
+    dyn = dynamic.DynamicClient(api_client, cache_file=str(cache_file))
     results: list[Applied] = []
     pending_crds: list[str] = []
     for obj in objects:

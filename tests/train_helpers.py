@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import shutil
@@ -19,10 +20,12 @@ def smoke_config(output_dir: Path, **updates: object) -> TrainConfig:
 
 @functools.cache
 def smoke_run() -> Path:
-    """Run directory of one smoke training run (trained once, reused by every test)."""
+    """Run directory of one smoke training run (trained once, reused by every test of this
+    process, removed when the process ends)."""
     from gpuparley.train.trainer import train
 
     root = Path(tempfile.mkdtemp(prefix="gpuparley-smoke-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     return train(smoke_config(root)).run_dir
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -165,14 +166,19 @@ def test_the_negotiator_chart_refuses_bad_values_in_one_line(
     assert message in result.stderr, result.stderr
 
 
-def test_the_rendered_charts_apply_to_the_real_host_apiserver(cluster: Any, deployed: Any) -> None:
+def test_the_rendered_charts_apply_to_the_real_host_apiserver(
+    cluster: Any, deployed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Both charts, rendered by helm, server-side applied to the local host plane: every object
-    is accepted (CRDs, RBAC, admission policies, quotas, the Negotiator, both Deployments), and
-    a second apply changes nothing."""
+    is accepted (CRDs, RBAC, admission policies, quotas, the Negotiator, both Deployments), a
+    second apply changes nothing, and the applies leave no file behind (the client's API
+    discovery cache)."""
     objects = template(HOST) + template(NEGOTIATOR, "agent=alpha", "peers={beta}")
     objects.sort(key=lambda o: o["kind"] != "CustomResourceDefinition")  # CRDs first, as helm
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with connect(cluster.host.kubeconfig) as api:
         first = apply_objects(api, objects)
         second = apply_objects(api, objects)
     assert len(first) == len(objects)
     assert not [r for r in second if r.changed], [r for r in second if r.changed]
+    assert list(tmp_path.iterdir()) == []
