@@ -147,34 +147,39 @@ def _store(kube: Kube, scenario: Scenario, records: list[Record]) -> float:
         writer.bids.replay(entry)
     replayed = time.perf_counter() - started
     writer.state.commit(records, writer._summary())
-    for informer in writer.informers:
-        informer.start()
-    for informer in writer.informers:
-        informer.wait_synced(60.0)
-    writer.leases.publish()
-    for informer in writer.informers:
-        informer.stop()
+    with _watching(writer):
+        writer.leases.publish()
     return replayed
+
+
+@contextlib.contextmanager
+def _watching(controller: MarketController) -> Iterator[None]:
+    """The controller's watches started and synced (as `MarketController.run` has them before
+    `resume`), stopped after."""
+    for informer in controller.informers:
+        informer.start()
+    try:
+        for informer in controller.informers:
+            informer.wait_synced(60.0)
+        yield
+    finally:
+        for informer in controller.informers:
+            informer.stop()
 
 
 def restart(kube: Kube, scenario: Scenario) -> dict[str, float]:
     """Seconds of each part of a restarted controller's start-up on the stored journal."""
-    started = time.perf_counter()
-    loaded = MarketState(kube, _controller(kube, scenario).state.run)
-    loaded.load()
-    read = time.perf_counter() - started
     controller = _controller(kube, scenario)
     started = time.perf_counter()
-    for informer in controller.informers:
-        informer.start()
-    for informer in controller.informers:
-        informer.wait_synced(60.0)
-    synced = time.perf_counter() - started
+    loaded = MarketState(kube, controller.state.run)
+    loaded.load()  # timed apart: `resume` reads the journal again
+    read = time.perf_counter() - started
     started = time.perf_counter()
-    controller.resume()
-    resumed = time.perf_counter() - started
-    for informer in controller.informers:
-        informer.stop()
+    with _watching(controller):
+        synced = time.perf_counter() - started
+        started = time.perf_counter()
+        controller.resume()
+        resumed = time.perf_counter() - started
     return {
         "journal_read_s": read,
         "watches_synced_s": synced,

@@ -95,34 +95,24 @@ def apply_objects(
     The API discovery is cached for this call only: the client's default cache is a file in
     the temporary directory per server address, which piles up one file per local plane
     (their ports are random) and outlives them."""
-    with tempfile.TemporaryDirectory(prefix="gpuparley-discovery-") as cache:
-        return _apply_all(api_client, objects, timeout, progress, Path(cache) / "discovery.json")
-
-
-def _apply_all(
-    api_client: Any,
-    objects: Sequence[dict[str, Any]],
-    timeout: float,
-    progress: Callable[[Applied], None] | None,
-    cache_file: Path,
-) -> list[Applied]:
     from kubernetes import dynamic
 
-    dyn = dynamic.DynamicClient(api_client, cache_file=str(cache_file))
-    results: list[Applied] = []
-    pending_crds: list[str] = []
-    for obj in objects:
-        if obj["kind"] != CRD_KIND and pending_crds:
+    with tempfile.TemporaryDirectory(prefix="gpuparley-discovery-") as cache:
+        dyn = dynamic.DynamicClient(api_client, cache_file=str(Path(cache) / "discovery.json"))
+        results: list[Applied] = []
+        pending_crds: list[str] = []
+        for obj in objects:
+            if obj["kind"] != CRD_KIND and pending_crds:
+                wait_established(dyn, pending_crds, timeout)
+                pending_crds = []
+            applied, after = _apply_one(dyn, obj)
+            if obj["kind"] == CRD_KIND and not _established(after):
+                pending_crds.append(obj["metadata"]["name"])
+            results.append(applied)
+            if progress:
+                progress(applied)
+        if pending_crds:
             wait_established(dyn, pending_crds, timeout)
-            pending_crds = []
-        applied, after = _apply_one(dyn, obj)
-        if obj["kind"] == CRD_KIND and not _established(after):
-            pending_crds.append(obj["metadata"]["name"])
-        results.append(applied)
-        if progress:
-            progress(applied)
-    if pending_crds:
-        wait_established(dyn, pending_crds, timeout)
     return results
 
 
