@@ -7,7 +7,6 @@ Mount with ``app.add_typer(deploy_app, name="deploy")``; also runnable on its ow
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -15,6 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 from pydantic import ValidationError
 
+from gpuparley.deploy.objects import DNS_LABEL
 from gpuparley.deploy.render import AgentBundle, render_objects, to_yaml
 from gpuparley.envs.market.messages import MARKET
 
@@ -59,7 +59,6 @@ _OPTIONS = {
     "policy": ("--policy", "learned:<.onnx file, checkpoint dir or default> or scripted:<name>"),
     "peers": ("--peer", "agent names"),
 }
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,55}[a-z0-9])?")
 
 
 def _fail(message: str) -> NoReturn:
@@ -96,11 +95,11 @@ def _bundle(
             "--policy-configmap NAME[:KEY] (a ConfigMap holding the .onnx), or use the Helm "
             "chart's policy.source (configMap, volume or image)"
         )
-    if configmap and not _DNS_LABEL.fullmatch(configmap):
+    if configmap and not DNS_LABEL.fullmatch(configmap):
         _fail(f"--policy-configmap: {configmap!r} is not a ConfigMap name (a DNS label)")
     if bundle.name == MARKET:
         _fail(f"--agent: the name {MARKET!r} is reserved for the market; choose another name")
-    if namespace is not None and not _DNS_LABEL.fullmatch(namespace):
+    if namespace is not None and not DNS_LABEL.fullmatch(namespace):
         _fail(f"--namespace: {namespace!r} is not a DNS label (a-z, 0-9, '-', at most 57 chars)")
     try:
         bundle.spec()

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,7 @@ WATCH_SECONDS = 240  # a watch is reopened (from its resourceVersion) after this
 CONCURRENT_REQUESTS = 8  # the most requests `Kube.each` has in flight at once
 CONNECTIONS = CONCURRENT_REQUESTS + 8  # pooled connections: `each`'s, the watches, the caller's
 T = TypeVar("T")
+log = logging.getLogger("gpuparley.kube")
 R = TypeVar("R")
 
 
@@ -91,6 +94,20 @@ class Invalid(ApiError):
 
 class Unavailable(ApiError):
     """No answer (connection refused or reset, timeout: status 0), 429 or 5xx: retry later."""
+
+
+def retrying(step: Callable[[], T], seconds: float = 60.0) -> T:
+    """Run a start-up step, again while the apiserver is unreachable (restarting, or a process
+    started before its apiserver); `Unavailable` once `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return step()
+        except Unavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("apiserver unreachable at start-up; retrying", extra={"error": str(exc)})
+            time.sleep(1.0)
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -54,19 +54,14 @@ from typing import Any
 from gpuparley.deploy import objects
 from gpuparley.deploy.crds import APPLIED_RELEASES
 from gpuparley.deploy.informer import Informer, Wakeup, wait_until
-from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.kube import ApiError, Kube, retrying
 from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.market_fence import await_fence
 from gpuparley.deploy.market_intake import MessageIntake
 from gpuparley.deploy.market_leases import LeasePublisher
 from gpuparley.deploy.market_pods import LeasePods
 from gpuparley.deploy.market_questions import Questions
-from gpuparley.deploy.market_setup import (
-    MarketSetupError,
-    check_host_nodes,
-    retrying,
-    until_authorised,
-)
+from gpuparley.deploy.market_setup import MarketSetupError, check_host_nodes, until_authorised
 from gpuparley.deploy.market_state import MarketState, Record, StateError
 from gpuparley.deploy.telemetry import Telemetry
 from gpuparley.envs.market.messages import MARKET

@@ -1,5 +1,5 @@
 """What the market controller checks and retries before it starts: the host matches the
-scenario, and start-up steps that meet an apiserver still restarting are tried again."""
+scenario, and its first request is tried again while its RBAC is not yet in effect."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from gpuparley.deploy.gpu_resources import env_node_resources
-from gpuparley.deploy.kube import Forbidden, Kube, Unavailable
+from gpuparley.deploy.kube import Forbidden, Kube
 from gpuparley.envs.scenario import Scenario
 
 log = logging.getLogger("gpuparley.market")
@@ -62,16 +62,3 @@ def until_authorised(step: Callable[[], T], seconds: float = 15.0) -> T:
                 "refused at start-up (RBAC not yet in effect?); retrying", extra={"error": str(exc)}
             )
             time.sleep(0.5)
-
-
-def retrying(step: Callable[[], T], seconds: float = 60.0) -> T:
-    """Run a start-up step, again while the apiserver is unreachable (e.g. restarting)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return step()
-        except Unavailable as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("apiserver unreachable at start-up; retrying", extra={"error": str(exc)})
-            time.sleep(1.0)

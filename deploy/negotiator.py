@@ -43,7 +43,7 @@ import numpy as np
 from gpuparley.deploy import objects
 from gpuparley.deploy.answers_ahead import answers_ahead
 from gpuparley.deploy.informer import Informer, Wakeup
-from gpuparley.deploy.kube import ApiError, Kube
+from gpuparley.deploy.kube import ApiError, Kube, retrying
 from gpuparley.deploy.leader import LeaderElector
 from gpuparley.deploy.negotiator_config import NegotiatorConfig
 from gpuparley.deploy.negotiator_leases import LeaseSync, active_lease_of
@@ -177,7 +177,8 @@ class NegotiatorProcess:
         return self.elector.is_leader
 
     def _check_negotiator_object(self) -> None:
-        if self.host.get("negotiators", self.config.namespace, self.agent) is None:
+        mine = retrying(lambda: self.host.get("negotiators", self.config.namespace, self.agent))
+        if mine is None:
             raise SystemExit(
                 f"no Negotiator {self.agent!r} in namespace {self.config.namespace!r} on the host: "
                 f"apply the agent's bundle first (`gpuparley deploy apply --agent {self.agent}`)"

@@ -7,6 +7,7 @@ agree with the RBAC in `deploy/rbac.py` (which is what makes an inbox an inbox).
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from gpuparley.deploy.crds import API_VERSION
@@ -34,6 +35,10 @@ LEASE_SHARDS = "0123456789abcdef"
 # once every pod of the lease exists and fits it. A pod naming either waits unbound until then.
 AGENT_SCHEDULER = "gpuparley"
 MARKET_SCHEDULER = "gpuparley-market"
+
+# A name an agent may give a namespace or an object: a DNS label short enough that its inbox,
+# `<name>-inbox`, is one too (63 characters at most).
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,55}[a-z0-9])?")
 
 MARKET_NAMESPACE = "gpuparley-system"
 VIEW_CONFIGMAP = "gpuparley-market-view"  # in each agent's home namespace, written by the market

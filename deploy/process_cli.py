@@ -11,12 +11,15 @@ it cleanly (the negotiator gives up its leadership first).
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -29,7 +32,10 @@ app_workload = typer.Typer(
 )
 
 Kubeconfig = Annotated[Path | None, typer.Option(help="Kubeconfig (default: in-cluster).")]
-Port = Annotated[int, typer.Option(help="Port of /metrics, /healthz, /readyz (0: any).")]
+Port = Annotated[
+    int, typer.Option(min=0, max=65535, help="Port of /metrics, /healthz, /readyz (0: any).")
+]
+Seed = Annotated[int, typer.Option(min=0, help="Workload seed; same seed, same jobs.")]
 Address = Annotated[str, typer.Option(help="Address the endpoints listen on.")]
 KEEP_RELEASED = 64  # released GPULeases the market keeps per agent and kind of lease, by default
 
@@ -41,9 +47,55 @@ def _stop_flag() -> threading.Event:
     return stop
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and exit `code` (2: bad input, 1: the process could not go on)."""
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def _check_seconds(**options: float) -> None:
+    """Exit 2 naming the first option that is not a positive, finite number of seconds (a zero
+    or negative wait would time every answer out at once and change the market)."""
+    for name, seconds in options.items():
+        if not 0 < seconds < math.inf:
+            _fail(f"--{name.replace('_', '-')}: {seconds} is not a positive number of seconds")
+
+
+def _check_names(**options: str | None) -> None:
+    """Exit 2 naming the first option that is not a Kubernetes name (a DNS label), before the
+    process serves or connects: a bad name would only show later as a 404 or a 422."""
+    from gpuparley.deploy.objects import DNS_LABEL
+
+    for name, value in options.items():
+        if value is not None and not DNS_LABEL.fullmatch(value):
+            _fail(
+                f"--{name.replace('_', '-')}: {value!r} is not a DNS label"
+                " (a-z, 0-9 and '-', at most 57 characters)"
+            )
+
+
+def _serve(telemetry: Any, port: int, address: str) -> None:
+    """Start the endpoints and print the port they got; one line, not a traceback, when the
+    port is taken or the address is not this host's (two processes on one port, say)."""
+    try:
+        server = telemetry.serve(port, address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            _fail(
+                f"--metrics-address: cannot listen on {address!r} ({reason});"
+                " use an address of this host, e.g. 127.0.0.1"
+            )
+        _fail(
+            f"--metrics-port: cannot listen on {address}:{port} ({reason});"
+            " choose another port, or 0 for any free one"
+        )
+    typer.echo(json.dumps({"metrics_port": server.server_address[1]}), err=True)
+
+
+def _gave_up(exc: Exception) -> NoReturn:
+    """The apiserver stayed unreachable past the start-up retries: one line, exit 1."""
+    _fail(f"gave up, the apiserver is unreachable: {exc}; check the kubeconfig's server", 1)
 
 
 def _negotiator(spec: str) -> Any:
@@ -91,11 +143,17 @@ def negotiator_run(
     log_level: str = "info",
 ) -> None:
     """Negotiate for the agent's job pods and run them on the host under their leases."""
+    from gpuparley.deploy.kube import Unavailable
     from gpuparley.deploy.negotiator import NegotiatorProcess
     from gpuparley.deploy.negotiator_config import NegotiatorConfig
+    from gpuparley.deploy.objects import agent_name
     from gpuparley.deploy.telemetry import Telemetry, setup_logging
 
     setup_logging(log_level)
+    _check_names(
+        agent=agent_name(agent), namespace=namespace, workload_namespace=workload_namespace
+    )
+    _check_seconds(resync_seconds=resync_seconds)
     try:
         chosen = _negotiator(policy)
     except ValueError as exc:
@@ -110,13 +168,15 @@ def negotiator_run(
         leader_elect=leader_elect,
     )
     telemetry = Telemetry("negotiator")
-    server = telemetry.serve(metrics_port, metrics_address)
-    typer.echo(json.dumps({"metrics_port": server.server_address[1]}), err=True)
+    _serve(telemetry, metrics_port, metrics_address)
     stop = _stop_flag()
     host = _connect(host_kubeconfig, "--host-kubeconfig")
     plane = _connect(agent_kubeconfig, "--agent-kubeconfig")
     process = NegotiatorProcess(config, host, plane, chosen, telemetry)
-    process.run(stop.is_set)
+    try:
+        process.run(stop.is_set)
+    except Unavailable as exc:
+        _gave_up(exc)
 
 
 @app_negotiator.command("check")
@@ -158,7 +218,7 @@ def negotiator_check(
 @app_market.command("run")
 def market_run(
     scenario: Annotated[str, typer.Option(help="Scenario name or path (the cluster and jobs).")],
-    seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
+    seed: Seed = 0,
     kubeconfig: Kubeconfig = None,
     mechanism: Annotated[
         str | None, typer.Option(help="auction or bargain (default: the scenario's).")
@@ -167,7 +227,9 @@ def market_run(
     placement_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for leased pods to be bound.")
     ] = 30.0,
-    max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs.")] = None,
+    max_epochs: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many epochs.")
+    ] = None,
     keep_released: Annotated[
         int,
         typer.Option(
@@ -186,8 +248,10 @@ def market_run(
     log_level: str = "info",
 ) -> None:
     """Run the market until the scenario's workload is done; print the final status as JSON."""
+    from gpuparley.deploy.kube import Unavailable
     from gpuparley.deploy.market_controller import MarketController, MarketSetupError
     from gpuparley.deploy.telemetry import Telemetry, setup_logging
+    from gpuparley.envs.market.mechanisms import MECHANISMS
     from gpuparley.envs.scenario import ScenarioError, load_scenario
 
     setup_logging(log_level)
@@ -195,9 +259,16 @@ def market_run(
         loaded = load_scenario(scenario)
     except ScenarioError as exc:
         _fail(f"--scenario: {exc}")
+    if mechanism is not None and mechanism not in MECHANISMS:
+        _fail(f"--mechanism: unknown mechanism {mechanism!r}; use {' or '.join(MECHANISMS)}")
+    _check_seconds(substep_timeout=substep_timeout, placement_timeout=placement_timeout)
+    if trace is not None:
+        try:  # as every output of the CLI: its folder is made; a path that cannot be, refused
+            trace.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"--trace: cannot make its folder {trace.parent} ({exc.strerror or exc})")
     telemetry = Telemetry("market")
-    server = telemetry.serve(metrics_port, metrics_address)
-    typer.echo(json.dumps({"metrics_port": server.server_address[1]}), err=True)
+    _serve(telemetry, metrics_port, metrics_address)
     stop = _stop_flag()
     try:
         controller = MarketController(
@@ -227,6 +298,8 @@ def market_run(
         status = controller.run(stop.is_set, elector)
     except MarketSetupError as exc:
         _fail(str(exc))
+    except Unavailable as exc:
+        _gave_up(exc)
     json.dump(status, sys.stdout)
     sys.stdout.write("\n")
 
@@ -236,21 +309,32 @@ def workload_submit(
     scenario: Annotated[str, typer.Option(help="Scenario name or path.")],
     agent: Annotated[str, typer.Option(help="Whose jobs to submit.")],
     kubeconfig: Annotated[Path, typer.Option(help="The agent's control plane.")],
-    seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
+    seed: Seed = 0,
     namespace: Annotated[str, typer.Option(help="Namespace for the pods.")] = "default",
 ) -> None:
     """Create the agent's jobs of a scenario as pods its negotiator binds (idempotent)."""
+    from gpuparley.deploy.kube import ApiError
+    from gpuparley.deploy.objects import agent_name
     from gpuparley.deploy.workload import WorkloadError, submit_jobs
     from gpuparley.envs.scenario import ScenarioError, load_scenario
 
+    _check_names(namespace=namespace)
     try:
-        jobs = load_scenario(scenario).build_jobs(seed)
+        loaded = load_scenario(scenario)
     except ScenarioError as exc:
         _fail(f"--scenario: {exc}")
+    agents = [spec.name for spec in loaded.agents]
+    if agent_name(agent) not in agents:
+        _fail(f"--agent: {loaded.name} has no agent {agent!r}; its agents: {', '.join(agents)}")
+    jobs = loaded.build_jobs(seed)
     try:
-        created = submit_jobs(_connect(kubeconfig, "--kubeconfig"), namespace, jobs, agent)
+        created = submit_jobs(
+            _connect(kubeconfig, "--kubeconfig"), namespace, jobs, agent_name(agent)
+        )
     except WorkloadError as exc:
         _fail(str(exc))
+    except ApiError as exc:  # unreachable, or a namespace the plane does not have
+        _fail(f"--kubeconfig: the agent's control plane refused the pods: {exc}", 1)
     typer.echo(json.dumps({"agent": agent, "pods_created": created}))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from gpuparley.deploy import objects
@@ -21,6 +22,23 @@ from gpuparley.deploy.market_controller import MarketController
 from gpuparley.deploy.workload import host_pod, pods_for_job
 from gpuparley.envs.market.messages import Lease, ResourceItem
 from gpuparley.envs.scenario import load_scenario
+
+# A kubeconfig that loads but whose apiserver refuses every connection (nothing listens on port 1
+# of this host): a client that is never connected, or a request that fails as `Unavailable`.
+UNREACHABLE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+"""
+
+
+def unreachable_kubeconfig(folder: Path) -> Path:
+    path = folder / "kubeconfig"
+    path.write_text(UNREACHABLE_KUBECONFIG)
+    return path
+
 
 SCENARIO = "cluster-e2e"
 JOBS = {job.name: job for job in load_scenario(SCENARIO).build_jobs(0)}

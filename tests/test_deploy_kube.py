@@ -1,4 +1,5 @@
-"""`Kube.each`: independent requests in flight together, answered in order, failures after all."""
+"""`Kube.each`: independent requests in flight together, answered in order, failures after all;
+`retrying`: start-up steps wait out an unreachable apiserver, and only that."""
 
 from __future__ import annotations
 
@@ -7,24 +8,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_host import unreachable_kubeconfig
 
-from gpuparley.deploy.kube import CONCURRENT_REQUESTS, Conflict, Kube, NotFound
-
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:9"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-"""
+from gpuparley.deploy.kube import (
+    CONCURRENT_REQUESTS,
+    Conflict,
+    Kube,
+    NotFound,
+    Unavailable,
+    retrying,
+)
 
 
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[Kube]:
     """A client that is never connected: `each` only runs the callables it is given."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(KUBECONFIG)
-    client = Kube(path)
+    client = Kube(unreachable_kubeconfig(tmp_path))
     yield client
     client.close()
 
@@ -69,3 +68,34 @@ def test_each_with_one_item_runs_it_on_the_callers_thread(kube: Kube) -> None:
     caller = threading.current_thread()
     assert kube.each(lambda _item: threading.current_thread() is caller, ["only"]) == [True]
     assert kube.each(lambda item: item, []) == []
+
+
+def test_start_up_steps_are_retried_while_the_apiserver_is_unreachable() -> None:
+    failures = [1]
+
+    def step() -> str:
+        if failures[0]:
+            failures[0] -= 1
+            raise Unavailable(0, "MaxRetryError", "connection refused")
+        return "answered"
+
+    assert retrying(step, seconds=60.0) == "answered"
+    assert failures == [0]
+
+
+def test_only_unavailability_is_retried_and_only_until_the_deadline() -> None:
+    calls: list[int] = []
+
+    def missing() -> None:
+        calls.append(1)
+        raise NotFound(404, "NotFound", "negotiators.gpuparley.io alpha not found")
+
+    with pytest.raises(NotFound):
+        retrying(missing, seconds=60.0)
+    assert calls == [1]
+
+    def down() -> None:
+        raise Unavailable(0, "MaxRetryError", "connection refused")
+
+    with pytest.raises(Unavailable):
+        retrying(down, seconds=0.0)

@@ -178,7 +178,7 @@ class RLlibConfig(_Strict):
 class TrainConfig(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # numpy's legacy seeding takes 32 bits
     algorithm: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
     backend: Literal["sb3", "rllib"] = "sb3"  # stable-baselines3, or RLlib on Ray
     total_timesteps: PositiveInt = 100_000

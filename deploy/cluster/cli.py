@@ -75,7 +75,8 @@ def up(
     agents: Annotated[
         int | None,
         typer.Option(
-            help="Number of agent control planes (default: one per agent of the scenario, or 2)."
+            min=0,
+            help="Number of agent control planes (default: one per agent of the scenario, or 2).",
         ),
     ] = None,
     agent_names: Annotated[

@@ -6,6 +6,7 @@ prints one clear message and exits with status 2; nothing runs until all inputs 
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,6 +115,11 @@ def run_evaluation(
         )
     if scenario is None:
         raise ValueError(f"--scenario is needed by --experiment {experiment}")
+    if horizon is not None and not math.isfinite(horizon):
+        raise ValueError(
+            f"--horizon: {horizon} is not a finite number of seconds;"
+            " leave it out for the scenario's horizon"
+        )
     parsed: list[PolicySpec] = parse_policies(policies or DEFAULT_POLICIES)
     seed_list = parse_seeds(seeds)
     if experiment == INFLATION:

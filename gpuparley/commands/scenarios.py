@@ -98,7 +98,7 @@ def _summary(scenario: Scenario, seed: int) -> list[Table]:
 def show_command(
     name: Annotated[str, typer.Argument(help="Scenario name or path to a YAML file.")],
     seed: Annotated[
-        int | None, typer.Option(help="Workload seed (default: the scenario's).")
+        int | None, typer.Option(min=0, help="Workload seed (default: the scenario's).")
     ] = None,
     set_: Annotated[
         list[str] | None,

@@ -49,7 +49,9 @@ def register(app: typer.Typer) -> None:
         scheduler: Annotated[
             str, typer.Option(help=f"Central scheduler: {', '.join(SCHEDULERS)}.")
         ] = "first-fit",
-        seed: Annotated[int, typer.Option(help="Workload seed; same seed, same numbers.")] = 0,
+        seed: Annotated[
+            int, typer.Option(min=0, help="Workload seed; same seed, same numbers.")
+        ] = 0,
         out: Annotated[
             Path, typer.Option(help="Directory for metrics.json, timeline.csv, scenario.yaml.")
         ] = Path("out/simulate"),
