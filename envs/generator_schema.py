@@ -19,8 +19,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveFloat,
     field_validator,
@@ -29,7 +27,7 @@ from pydantic import (
 
 from gpuparley.envs.catalogue import MODEL_NAMES, gpu_model
 from gpuparley.envs.resources import generator_configs_dir
-from gpuparley.envs.validation import validate_document
+from gpuparley.envs.validation import StrictConfig, validate_document
 
 
 class RangesError(ValueError):
@@ -70,11 +68,9 @@ _MECHANISMS: dict[Mechanism, float] = {"auction": 1.0, "bargain": 1.0}
 _CLEARINGS: dict[Clearing, float] = {"continuous": 3.0, "epoch": 1.0}
 
 
-class ScenarioRanges(BaseModel):
+class ScenarioRanges(StrictConfig):
     """What a generated scenario may look like (every field is commented in
     `configs/generator/default.yaml`, whose values are these defaults)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # -- tenants
     agents: Annotated[IntPair, _range(2)] = (2, 16)

@@ -165,9 +165,10 @@ class Scenario:
             return generate_jobs(workload.generator, seed, weights, affinity)
         trace = workload.trace
         assert trace is not None
-        return load_openb_jobs(
+        path = self.trace_files()["workload.trace.path"]
+        jobs = load_openb_jobs(
             weights,
-            path=self.trace_files()["workload.trace.path"],
+            path=path,
             fractional=trace.fractional,
             mig_model=trace.mig_model,
             time_scale=trace.time_scale,
@@ -180,6 +181,12 @@ class Scenario:
             seed=seed,
             default_lifetime=trace.default_lifetime,
         )
+        if not jobs:  # a replay of nothing would "succeed" with every metric zero
+            raise ScenarioError(
+                f"scenario {self.path or self.name}: workload.trace: no pod of {path} to replay"
+                " (its phases, offset and limit keep none); widen them or use another file"
+            )
+        return jobs
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved scenario (defaults filled, layouts explicit), reloadable as a file."""

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -45,6 +43,7 @@ from pydantic import (
 from gpuparley.envs import mig
 from gpuparley.envs.catalogue import gpu_model
 from gpuparley.envs.topology import ClusterSpec, NodeSpec, SharingMode
+from gpuparley.envs.validation import StrictConfig
 from gpuparley.envs.workloads.generators import GeneratorConfig
 from gpuparley.envs.workloads.openb import (
     DEFAULT_LIFETIME,
@@ -66,11 +65,7 @@ class ScenarioError(ValueError):
     """A scenario that cannot be loaded; the message names the file, the field and the choices."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AgentConfig(_Strict):
+class AgentConfig(StrictConfig):
     """A tenant. `class_weights` multiply `weight` per generated job class (affinity)."""
 
     name: str = Field(min_length=1)
@@ -80,7 +75,7 @@ class AgentConfig(_Strict):
     quota_share: float | None = Field(default=None, ge=0, le=1)
 
 
-class NodeGroup(_Strict):
+class NodeGroup(StrictConfig):
     """`count` identical nodes named `<name>-<i>`."""
 
     name: str = Field(min_length=1)
@@ -168,7 +163,7 @@ class NodeGroup(_Strict):
         ]
 
 
-class ClusterTrace(_Strict):
+class ClusterTrace(StrictConfig):
     """A cluster read from openb-format node lists (defaults: the bundled openb lists)."""
 
     nodes: Path | None = None
@@ -178,7 +173,7 @@ class ClusterTrace(_Strict):
         return {"nodes": self.nodes, "cpu_nodes": self.cpu_nodes}
 
 
-class ClusterConfig(_Strict):
+class ClusterConfig(StrictConfig):
     """Either explicit node groups (`nodes`) or a trace's nodes (`trace` + its options).
 
     `trace: openb` is the bundled openb node list; `trace: {nodes: FILE}` any openb-format one.
@@ -242,7 +237,7 @@ class ClusterConfig(_Strict):
         )
 
 
-class TraceWorkload(_Strict):
+class TraceWorkload(StrictConfig):
     """A trace replay (see `gpuparley.envs.workloads.openb` for every mapping choice).
 
     The pods are the bundled `split` (only `dev` ships) or any openb-format pod list at `path`.
@@ -290,7 +285,7 @@ class TraceWorkload(_Strict):
         return self
 
 
-class WorkloadConfig(_Strict):
+class WorkloadConfig(StrictConfig):
     """Either a seeded `generator` or a `trace` replay."""
 
     generator: GeneratorConfig | None = None
@@ -309,7 +304,7 @@ class WorkloadConfig(_Strict):
         return "generator"
 
 
-class SettingsConfig(_Strict):
+class SettingsConfig(StrictConfig):
     """The fields of `SimulationSettings` (documented there)."""
 
     horizon: PositiveFloat | None = None
@@ -320,7 +315,7 @@ class SettingsConfig(_Strict):
     preemption_keeps_progress: bool = False
 
 
-class MarketConfig(_Strict):
+class MarketConfig(StrictConfig):
     """Knobs of the negotiation market (used by the market allocators).
 
     `epoch_seconds` is the billing period: rents are per epoch, budgets refill each epoch and
@@ -350,7 +345,7 @@ class MarketConfig(_Strict):
     preemption_premium: NonNegativeFloat | None = None
 
 
-class ScenarioConfig(_Strict):
+class ScenarioConfig(StrictConfig):
     """The schema of one scenario file."""
 
     name: str | None = None

@@ -1,4 +1,5 @@
-"""One way to validate a configuration document and explain what is wrong with it.
+"""One way to validate a configuration document and explain what is wrong with it, and the
+base every configuration model shares (`StrictConfig`).
 
 Scenarios and training configs are pydantic models loaded from YAML. A bad file must fail with a
 message that names the file, the field path (`cluster.nodes[1].mig_layout`) and what is allowed
@@ -14,9 +15,18 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class StrictConfig(BaseModel):
+    """The base of every configuration file's models: an unknown key is an error (a typo is not
+    silently dropped), a loaded configuration is frozen, and `inf` and `nan` are refused (YAML's
+    `.inf` passes every lower bound, and no field of a scenario, generator or training config
+    means infinity: an unbounded one is left out)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def validate_document(model: type[Model], raw: Any, what: str, error: type[Exception]) -> Model:

@@ -175,6 +175,9 @@ def test_to_dict_round_trips() -> None:
         (("workload.generator.jobz", 5), "workload.generator.jobz", "did you mean 'jobs'"),
         (("market.payment_rule", "third"), "market.payment_rule", "'second'"),
         (("agents.0.class_weights", {"gaming": 2}), "agents[0].class_weights", "notebook"),
+        # YAML's .inf passes every lower bound; no scenario field means infinity
+        (("workload.generator.rate_per_hour", float("inf")), "rate_per_hour", "finite number"),
+        (("agents.0.weight", float("inf")), "agents[0].weight", "finite number"),
     ],
 )
 def test_bad_files_name_file_field_and_choices(

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -82,6 +83,19 @@ def test_five_column_file_gets_the_documented_defaults(trace_dir: Path) -> None:
     assert jobs[2].pod.gpu.kind == "whole" and jobs[2].pod.gpu.count == 4
     shorter = load_openb_jobs(AGENTS, path=trace_dir / "five.csv", default_lifetime=60)
     assert all(j.duration == 60 for j in shorter)
+
+
+@pytest.mark.parametrize(
+    ("file", "keep"),
+    [("header.csv", {}), ("five.csv", {"offset": 3}), ("full.csv", {"phases": ["Pending"]})],
+)
+def test_a_replay_with_no_pod_is_refused(trace_dir: Path, file: str, keep: dict[str, Any]) -> None:
+    (trace_dir / "header.csv").write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\n")
+    scenario = yaml.safe_load((trace_dir / "mini.yaml").read_text())
+    scenario["workload"]["trace"] = {"path": file, **keep}
+    (trace_dir / "empty.yaml").write_text(yaml.safe_dump(scenario))
+    with pytest.raises(ScenarioError, match=f"workload.trace: no pod of .*{file} to replay"):
+        load_scenario(trace_dir / "empty.yaml").build_jobs()
 
 
 @pytest.mark.parametrize(

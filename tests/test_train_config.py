@@ -40,6 +40,15 @@ def test_bad_value_names_field(tmp_path: Path) -> None:
     assert "total_timesteps" in str(error.value) and "algorithm" in str(error.value)
 
 
+def test_infinity_and_seeds_numpy_cannot_take_name_their_field(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "x", "seed": -1, "ppo": {"learning_rate": float("inf")}})
+    with pytest.raises(TrainConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "seed: Input should be greater than or equal to 0" in message
+    assert "ppo.learning_rate: Input should be a finite number" in message
+
+
 def test_held_out_scenarios_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, {"name": "x", "scenarios": ["tiny", "openb"]})
     with pytest.raises(TrainConfigError, match="openb are held out"):

@@ -17,8 +17,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -31,7 +29,7 @@ from pydantic import (
 from gpuparley.envs.generator_schema import RangesError, ScenarioRanges, load_ranges
 from gpuparley.envs.resources import train_configs_dir
 from gpuparley.envs.scenario_generator import check_training_seeds, parse_seed_range
-from gpuparley.envs.validation import validate_document
+from gpuparley.envs.validation import StrictConfig, validate_document
 from gpuparley.policy.specs import parse_negotiator
 
 HELD_OUT_SCENARIOS = frozenset({"timeslice-noisy", "openb", "openb-loaded"})
@@ -51,11 +49,7 @@ class TrainConfigError(ValueError):
     """A training config that cannot be used; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PPOConfig(_Strict):
+class PPOConfig(StrictConfig):
     """stable-baselines3 PPO hyperparameters (same meaning as there)."""
 
     n_steps: PositiveInt = 256  # per learner seat; a rollout is n_steps x seats
@@ -70,21 +64,21 @@ class PPOConfig(_Strict):
     max_grad_norm: PositiveFloat = 0.5
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(StrictConfig):
     """The shared policy network: an MLP, so it exports to a few Gemm nodes."""
 
     net_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1)
     activation: Literal["tanh", "relu"] = "tanh"
 
 
-class SnapshotConfig(_Strict):
+class SnapshotConfig(StrictConfig):
     """Frozen copies of the learner that opponents seats may be given (self-play pool)."""
 
     every: PositiveInt = 20_000  # env steps (learner decisions) between snapshots
     pool_size: PositiveInt = 5  # the oldest is dropped beyond this
 
 
-class GeneratorConfig(_Strict):
+class GeneratorConfig(StrictConfig):
     """Training on generated scenarios: each of `games` games plays a new scenario every
     episode, drawn from `ranges` with a generator seed from `seeds` (`first-last`; never the
     held-out or validation seeds). The learner plays `learner_seats` seats of every game (a
@@ -128,7 +122,7 @@ class GeneratorConfig(_Strict):
         return parse_seed_range(self.seeds)
 
 
-class WarmStartConfig(_Strict):
+class WarmStartConfig(StrictConfig):
     """Imitation before PPO (`train.imitation`): `decisions` of the `imitate` negotiator in the
     learner's seats, fitted for `epochs` passes, `smoothing` of the target spread over every
     legal action (the exploration PPO starts with)."""
@@ -145,7 +139,7 @@ class WarmStartConfig(_Strict):
         return value
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictConfig):
     """Periodic evaluation: one learner seat against scripted opponents, unshaped utility, on
     the training scenarios and on `generated` scenarios of the validation generator seeds
     (`envs.scenario_generator.VALIDATION_SEEDS`; with a `generator` section only).
@@ -166,7 +160,7 @@ class EvaluationConfig(_Strict):
     gain_cap: PositiveFloat = 0.02
 
 
-class RLlibConfig(_Strict):
+class RLlibConfig(StrictConfig):
     """Settings only the RLlib backend reads (`backend: rllib`); PPO's hyperparameters come from
     `ppo` with the same meaning (n_steps per learner seat, batch_size as the minibatch)."""
 
@@ -175,7 +169,7 @@ class RLlibConfig(_Strict):
     cpus_per_runner: PositiveFloat = 1.0
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictConfig):
     name: str = Field(min_length=1)
     description: str = ""
     seed: int = Field(default=0, ge=0, le=2**32 - 1)  # numpy's legacy seeding takes 32 bits

@@ -33,21 +33,18 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from gpuparley.envs import mig
 from gpuparley.envs.catalogue import gpu_model
 from gpuparley.envs.jobs import GPURequest, Job, PodDemand, QoS
+from gpuparley.envs.validation import StrictConfig
 
 RequestKind = Literal["whole", "mig", "share", "none"]
 _WHOLE_SIZE = re.compile(r"^(?:(\d+)x)?(\d+)$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Duration(_Strict):
+class Duration(StrictConfig):
     """A lognormal run time in seconds: median and log-space sigma, clipped to a range."""
 
     median_seconds: PositiveFloat
@@ -62,7 +59,7 @@ class Duration(_Strict):
         return self
 
 
-class JobClass(_Strict):
+class JobClass(StrictConfig):
     """One class of jobs in the mix (see the module docstring for what each field draws)."""
 
     kind: RequestKind
@@ -212,7 +209,7 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-class GeneratorConfig(_Strict):
+class GeneratorConfig(StrictConfig):
     """A generated stream: Poisson arrivals at `rate_per_hour`, bounded by `jobs` and/or `hours`.
 
     `classes` maps class names to `JobClass` fields; the built-in names (`training`, `inference`,

@@ -68,7 +68,8 @@ def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("chart", [HOST, NEGOTIATOR], ids=lambda p: p.name)
 def test_helm_lint_passes(chart: Path) -> None:
-    result = helm("lint", str(chart), "--strict", "--set", "agent=alpha")
+    sets = ["--set", "agent=alpha"] if chart == NEGOTIATOR else []  # the host chart has no agent
+    result = helm("lint", str(chart), "--strict", *sets)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
@@ -153,8 +154,15 @@ def test_the_negotiator_chart_mounts_a_policy_from_a_volume_or_an_image() -> Non
         ((), "agent: set the agent's name"),
         (("agent=market",), "reserved for the market"),
         (("agent=Alpha",), "is not a DNS label"),
-        (("agent=alpha", "policy.source=nfs"), "policy.source"),
+        (("agent=alpha", "policy.source=nfs"), "at '/policy/source'"),
         (("agent=alpha", "policy.source=configMap"), "policy.configMap.name"),
+        # values.schema.json (generated, `deploy/charts.py`): helm refuses before rendering
+        (("agent=alpha", "budgetPerEpoch=-5"), "at '/budgetPerEpoch': minimum"),
+        (("agent=alpha", "mechanism=vickrey"), "at '/mechanism'"),
+        (("agent=alpha", "policy.spec=bogus"), "at '/policy/spec'"),
+        (("agent=alpha", "metricsPort=99999"), "at '/metricsPort': maximum"),
+        (("agent=alpha", "peers={Beta}"), "at '/peers/0'"),
+        (("agent=alpha", "budget=5"), "additional properties 'budget' not allowed"),
     ],
 )
 def test_the_negotiator_chart_refuses_bad_values_in_one_line(
@@ -162,6 +170,21 @@ def test_the_negotiator_chart_refuses_bad_values_in_one_line(
 ) -> None:
     sets = [arg for value in values for arg in ("--set", value)]
     result = helm("template", "release", str(NEGOTIATOR), *sets)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("market.seed=-1", "at '/market/seed': minimum"),
+        ("market.substepTimeout=0", "at '/market/substepTimeout': exclusiveMinimum"),
+        ("market.keepReleased=200", "at '/market/keepReleased': maximum: got 200, want 128"),
+        ("market.replica=2", "additional properties 'replica' not allowed"),
+    ],
+)
+def test_the_host_chart_refuses_bad_values_in_one_line(value: str, message: str) -> None:
+    result = helm("template", "release", str(HOST), "--set", value)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
 

@@ -18,7 +18,8 @@
 {{- printf "%s-inbox" (include "negotiator.home" .) -}}
 {{- end -}}
 
-{{/* The policy the negotiator runs: learned:<mounted file> unless the image holds it. */}}
+{{/* The policy the negotiator runs: learned:<mounted file> unless the image holds it. An unknown
+source is refused by values.schema.json first; the check here holds under --skip-schema-validation. */}}
 {{- define "negotiator.policy" -}}
 {{- if eq .Values.policy.source "builtin" -}}
 {{- .Values.policy.spec -}}
