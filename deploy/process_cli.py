@@ -54,8 +54,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _check_seconds(**options: float) -> None:
-    """Exit 2 naming the first option that is not a positive, finite number of seconds (a zero
-    or negative wait would time every answer out at once and change the market)."""
+    """Exit 2 naming the first option that is not a positive, finite number of seconds (a wait
+    of zero would time every answer out at once, or spin the reconcile loop)."""
     for name, seconds in options.items():
         if not 0 < seconds < math.inf:
             _fail(f"--{name.replace('_', '-')}: {seconds} is not a positive number of seconds")
@@ -298,6 +298,8 @@ def market_run(
         status = controller.run(stop.is_set, elector)
     except MarketSetupError as exc:
         _fail(str(exc))
+    except ScenarioError as exc:  # its workload, built with the market
+        _fail(f"--scenario: {exc}")
     except Unavailable as exc:
         _gave_up(exc)
     json.dump(status, sys.stdout)
@@ -324,17 +326,19 @@ def workload_submit(
     except ScenarioError as exc:
         _fail(f"--scenario: {exc}")
     agents = [spec.name for spec in loaded.agents]
-    if agent_name(agent) not in agents:
+    owner = agent if agent in agents else agent_name(agent)  # `alpha` or `agent-alpha`
+    if owner not in agents:
         _fail(f"--agent: {loaded.name} has no agent {agent!r}; its agents: {', '.join(agents)}")
-    jobs = loaded.build_jobs(seed)
     try:
-        created = submit_jobs(
-            _connect(kubeconfig, "--kubeconfig"), namespace, jobs, agent_name(agent)
-        )
+        jobs = loaded.build_jobs(seed)
+    except ScenarioError as exc:  # e.g. a trace replay its slice leaves empty
+        _fail(f"--scenario: {exc}")
+    try:
+        created = submit_jobs(_connect(kubeconfig, "--kubeconfig"), namespace, jobs, owner)
     except WorkloadError as exc:
         _fail(str(exc))
     except ApiError as exc:  # unreachable, or a namespace the plane does not have
-        _fail(f"--kubeconfig: the agent's control plane refused the pods: {exc}", 1)
+        _fail(f"--kubeconfig: could not create the pods in the agent's control plane: {exc}", 1)
     typer.echo(json.dumps({"agent": agent, "pods_created": created}))
 
 

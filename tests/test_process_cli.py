@@ -116,7 +116,7 @@ def test_a_workload_submit_the_plane_refuses_is_an_error_not_zero_pods(kubeconfi
     result = CliRunner().invoke(app, [*args, "--kubeconfig", kubeconfig])
     assert result.exit_code == 1, result.output
     assert "pods_created" not in result.output
-    assert "--kubeconfig: the agent's control plane refused the pods" in result.output
+    assert "--kubeconfig: could not create the pods in the agent's control plane" in result.output
     assert "Traceback" not in result.output
 
 

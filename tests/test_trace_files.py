@@ -96,6 +96,15 @@ def test_a_replay_with_no_pod_is_refused(trace_dir: Path, file: str, keep: dict[
     (trace_dir / "empty.yaml").write_text(yaml.safe_dump(scenario))
     with pytest.raises(ScenarioError, match=f"workload.trace: no pod of .*{file} to replay"):
         load_scenario(trace_dir / "empty.yaml").build_jobs()
+    # the commands that build the workload say so in one line (exit 2), before any connection
+    agent = load_scenario(trace_dir / "empty.yaml").agents[0].name
+    for command in (
+        ["simulate", "--scenario", str(trace_dir / "empty.yaml"), "--out", str(trace_dir)],
+        ["workload", "submit", "--scenario", str(trace_dir / "empty.yaml"), "--agent", agent,
+         "--kubeconfig", str(trace_dir / "never-read")],
+    ):  # fmt: skip
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2 and "no pod of" in result.output, result.output
 
 
 @pytest.mark.parametrize(
