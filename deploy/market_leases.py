@@ -386,6 +386,7 @@ class LeasePublisher:
     def rewrite_trace(self) -> None:
         """Write the whole trace afresh (after a restart's replay)."""
         if self.trace_path is not None:
+            self.trace_path.parent.mkdir(parents=True, exist_ok=True)
             self.trace_path.write_text("")
         self._traced = 0
         self.write_trace()

@@ -251,6 +251,7 @@ def market_run(
     from gpuparley.deploy.kube import Unavailable
     from gpuparley.deploy.market_controller import MarketController, MarketSetupError
     from gpuparley.deploy.telemetry import Telemetry, setup_logging
+    from gpuparley.envs.folders import FolderError, check_output_folder
     from gpuparley.envs.market.mechanisms import MECHANISMS
     from gpuparley.envs.scenario import ScenarioError, load_scenario
 
@@ -263,10 +264,10 @@ def market_run(
         _fail(f"--mechanism: unknown mechanism {mechanism!r}; use {' or '.join(MECHANISMS)}")
     _check_seconds(substep_timeout=substep_timeout, placement_timeout=placement_timeout)
     if trace is not None:
-        try:  # as every output of the CLI: its folder is made; a path that cannot be, refused
-            trace.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            _fail(f"--trace: cannot make its folder {trace.parent} ({exc.strerror or exc})")
+        try:
+            check_output_folder(trace.parent, "--trace")
+        except FolderError as exc:
+            _fail(str(exc))
     telemetry = Telemetry("market")
     _serve(telemetry, metrics_port, metrics_address)
     stop = _stop_flag()

@@ -6,7 +6,6 @@ socket layer or the client, and never a run that starts with a setting that brea
 from __future__ import annotations
 
 import functools
-import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,16 +20,8 @@ import gpuparley.deploy.process_cli as process_cli
 from gpuparley.cli import app
 from gpuparley.deploy.kube import retrying
 
-
-@pytest.fixture(autouse=True)
-def _root_logging_restored() -> Iterator[None]:
-    """The processes set the root logger's handlers to JSON on the stderr of the moment (here
-    the runner's, closed after its invoke): put pytest's back for the tests that follow."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+# `market run` and `negotiator run` point the root logger at the runner's stderr
+pytestmark = pytest.mark.usefixtures("root_logging_restored")
 
 
 @pytest.fixture

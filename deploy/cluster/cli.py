@@ -18,6 +18,7 @@ from rich.table import Table
 from gpuparley.deploy.cluster import build, pki, planes, processes
 from gpuparley.deploy.cluster.nodes import fake_nodes_from_scenario, scenario_agent_names
 from gpuparley.deploy.cluster.profiles import DEFAULT_PROFILE, PROFILES
+from gpuparley.envs.folders import FolderError, check_output_folder
 
 app = typer.Typer(
     help="Real local Kubernetes control planes (etcd, kube-apiserver, kube-scheduler, KWOK).",
@@ -108,6 +109,11 @@ def up(
         err.print(f"[red]bad scenario:[/] {exc}")
         raise typer.Exit(2) from exc
     target = _state_dir(state_dir, cache_dir)
+    try:
+        check_output_folder(target, "--state-dir")
+    except FolderError as exc:
+        err.print(f"error: {exc}", soft_wrap=True, highlight=False, markup=False)
+        raise typer.Exit(2) from None
     start = time.monotonic()
     try:
         with console.status("starting") as spinner:

@@ -29,6 +29,7 @@ from gpuparley.deploy.protocol.scenarios import (
     scenario,
 )
 from gpuparley.deploy.protocol.spin import SpinError, find_spin, install_spin, spin_version
+from gpuparley.envs.folders import FolderError, check_output_folder
 
 app = typer.Typer(
     help="The in-cluster market protocol, checked with the spin model checker.",
@@ -149,6 +150,13 @@ def check(
         _fail(f"--scenario: {exc}")
     if deep and DEEP not in chosen:
         chosen.append(DEEP)
+    if out is not None:  # checked before the search, not after it (the deep one takes 40 min)
+        try:
+            check_output_folder(out.parent, "--out")
+        except FolderError as exc:
+            _fail(str(exc))
+        if out.is_dir():
+            _fail(f"--out: {out} is a folder; name the JSON file to write")
     try:
         spin = find_spin()
     except SpinError as exc:
@@ -165,6 +173,7 @@ def check(
     if out is not None:
         machine = {"cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
         record = {"spin": spin_version(spin), "machine": machine, "runs": rows}
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
     if not ok:
         raise typer.Exit(1)

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from gpuparley.agents.registry import INCUMBENTS
 from gpuparley.commands.console import console, fail, progress_bar, require_ray
+from gpuparley.envs.folders import check_output_folder
 from gpuparley.envs.scenario import load_scenario
 from gpuparley.evaluation.cells import CellMap
 from gpuparley.evaluation.fgd_inflation import (
@@ -346,6 +347,7 @@ def register(app: typer.Typer) -> None:
         }
         options = replace(GeneralisationOptions(), **given) if given else None
         try:
+            check_output_folder(out, "--out")
             results = run_evaluation(
                 scenario,
                 policies,
@@ -372,6 +374,7 @@ def register(app: typer.Typer) -> None:
         `gpuparley tune` sweep too."""
         try:
             results = load_results(directory)
+            check_output_folder(directory, "DIRECTORY")  # the report is written beside the results
         except (FileNotFoundError, ValueError) as error:
             fail(str(error))
         if results.experiment == TUNE:
@@ -386,6 +389,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A short tournament on `tiny` (incumbents, a market, the shipped learned policy)."""
         try:
+            check_output_folder(out, "--out")
             results = run_evaluation("tiny", DEMO_POLICIES, "0-1")
         except ValueError as error:
             fail(str(error))

@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from gpuparley.envs.folders import FolderError, check_output_folder
 from gpuparley.envs.generator_schema import RangesError, load_ranges
 from gpuparley.envs.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
 from gpuparley.envs.scenario_generator import scenario_text
@@ -137,6 +138,12 @@ def sample_command(
     if out is None:
         typer.echo(text, nl=False)
         return
+    try:
+        check_output_folder(out.parent, "--out")
+    except FolderError as error:
+        raise _fail(error) from None
+    if out.is_dir():
+        raise _fail(ValueError(f"--out: {out} is a folder; name the scenario file to write"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     scenario = load_scenario(out)  # what a user gets back: the ordinary loader and checks

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from gpuparley.agents.registry import SCHEDULERS, check_scheduler
 from gpuparley.commands.console import console, fail, progress_bar
+from gpuparley.envs.folders import check_output_folder
 from gpuparley.envs.scenario import load_scenario
 from gpuparley.evaluation.runner import simulate, write_outputs
 
@@ -63,6 +64,7 @@ def register(app: typer.Typer) -> None:
         """Replay a scenario under a central scheduler; write metrics.json and timeline.csv."""
         try:
             check_scheduler(scheduler)
+            check_output_folder(out, "--out")
             resolved = load_scenario(scenario, trace=trace)
             with progress_bar() as bar:
                 task = bar.add_task(f"{resolved.name} / {scheduler}", total=1.0)

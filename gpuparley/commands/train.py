@@ -19,6 +19,7 @@ from gpuparley.commands.console import (
     require_ray,
     require_training_stack,
 )
+from gpuparley.envs.folders import FolderError, check_output_folder
 
 if TYPE_CHECKING:  # the training stack is imported only once it is known to be installed
     from gpuparley.train.config import TrainConfig
@@ -109,6 +110,12 @@ def register(app: typer.Typer) -> None:
                 fail("--resume continues sb3 runs only; start an rllib run afresh")
         elif address is not None:
             fail("--address is for --backend rllib (sb3 trains in this process)")
+        try:
+            check_output_folder(
+                Path(loaded.output_dir), "--output-dir (or the config's output_dir)"
+            )
+        except FolderError as error:
+            fail(str(error))
         try:
             with training_progress() as progress:
                 result = run(loaded, resume, address, progress)

@@ -18,6 +18,7 @@ from gpuparley.commands.console import (
     require_ray,
     require_training_stack,
 )
+from gpuparley.envs.folders import check_output_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
         from gpuparley.train.tune import parse_grid, run_sweep, trial_config, variants
 
         try:
+            check_output_folder(out, "--out")
             base = load_config(config)
             if backend is not None:
                 base = trial_config(base, {"backend": backend}, base.seed, out)
