@@ -94,12 +94,16 @@ class Scenario:
     def _check_trace_files(self) -> None:
         """Every trace file exists and has the columns its format needs (a ScenarioError naming
         the field otherwise), so a bad file fails at load time, not mid-run."""
-        for field, path in self.trace_files().items():
+        where = self.path or self.name
+        try:  # the bundled trace's folder itself may be missing (GPUPARLEY_TRACES elsewhere)
+            files = self.trace_files()
+        except TraceNotFoundError as error:
+            raise ScenarioError(f"scenario {where}: {error}") from None
+        for field, path in files.items():
             columns = POD_COLUMNS if field == "workload.trace.path" else NODE_COLUMNS
             try:
                 check_header(path, columns)
             except (TraceNotFoundError, TraceFormatError) as error:
-                where = self.path or self.name
                 raise ScenarioError(f"scenario {where}: {field}: {error}") from None
 
     @cached_property

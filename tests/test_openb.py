@@ -6,7 +6,9 @@ import itertools
 from collections import Counter
 
 import pytest
+from typer.testing import CliRunner
 
+from gpuparley.cli import app
 from gpuparley.envs.jobs import GPURequest
 from gpuparley.envs.topology import SharingMode
 from gpuparley.envs.workloads import (
@@ -129,6 +131,17 @@ def test_missing_trace_names_path_and_env(tmp_path, monkeypatch) -> None:
     with pytest.raises(TraceNotFoundError, match="GPUPARLEY_TRACES") as error:
         load_openb_nodes()
     assert str(tmp_path / "openb") in str(error.value)
+
+
+def test_a_moved_trace_folder_is_one_line_from_the_commands(tmp_path, monkeypatch) -> None:
+    """Before: `simulate --scenario openb` with GPUPARLEY_TRACES elsewhere was a traceback, and
+    `scenarios` with GPUPARLEY_CONFIGS elsewhere an empty table with exit 0."""
+    monkeypatch.setenv("GPUPARLEY_TRACES", str(tmp_path))
+    result = CliRunner().invoke(app, ["simulate", "--scenario", "openb", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "GPUPARLEY_TRACES must name a folder" in result.output
+    monkeypatch.setenv("GPUPARLEY_CONFIGS", str(tmp_path))
+    result = CliRunner().invoke(app, ["scenarios"])
+    assert result.exit_code == 2 and "GPUPARLEY_CONFIGS must name a folder" in result.output
 
 
 def test_arrival_scale_moves_arrivals_only(jobs) -> None:

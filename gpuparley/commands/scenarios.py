@@ -18,6 +18,7 @@ from rich.table import Table
 
 from gpuparley.envs.folders import FolderError, check_output_folder
 from gpuparley.envs.generator_schema import RangesError, load_ranges
+from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
 from gpuparley.envs.scenario_generator import scenario_text
 from gpuparley.envs.workloads import TraceFormatError
@@ -49,6 +50,13 @@ def _parse_sets(assignments: list[str]) -> dict[str, Any]:
 
 def list_command() -> None:
     """List the bundled scenarios: cluster size, agents and workload kind."""
+    if not list_scenarios():  # an empty table would look like success
+        raise _fail(
+            ScenarioError(
+                f"no scenario files in {scenarios_dir()}; GPUPARLEY_CONFIGS must name a folder"
+                " holding scenarios/ (unset it for the bundled ones)"
+            )
+        )
     table = Table(title="scenarios")
     for column in ("name", "description", "nodes", "GPUs", "agents", "workload"):
         table.add_column(column, overflow="fold")
