@@ -11,8 +11,8 @@ tests render them with `helm template` and compare with `render_objects` object 
 
 Each chart's `values.schema.json` is generated too: helm checks the values against it before it
 renders, so a typo'd key or a value out of range fails in one line naming the value, and the
-bounds are the ones the processes and the `Negotiator` schema enforce (`NegotiatorSpec`,
-`KEEP_RELEASED`'s limit, the DNS labels of `objects`), not a second copy of them.
+bounds are the ones the processes and the `Negotiator` schema enforce (`NegotiatorSpec`, the
+market's `--keep-released` limit, the DNS labels of `objects`), not a second copy of them.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def _documents(objects: list[dict[str, Any]]) -> str:
     return HEADER + text
 
 
-def _object(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
     """A values object with exactly these keys (a misspelt one is an error, not ignored)."""
-    return {"type": "object", "properties": properties, "additionalProperties": False, **extra}
+    return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
 def _spec_field(name: str, bounds_only: bool = False) -> dict[str, Any]:
