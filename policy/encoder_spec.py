@@ -26,6 +26,11 @@ def check_encoder_spec(version: str | None, digest: str | None, source: str) -> 
     """
     if version == SPEC_VERSION and digest == spec_hash():
         return
+    if version is None and digest is None:  # an empty or foreign file, not an older policy
+        raise SpecMismatchError(
+            f"{source} records no observation spec: it is not a policy or checkpoint that"
+            " gpuparley wrote (`gpuparley export` writes one)"
+        )
     raise SpecMismatchError(
         f"{source} was built for observation spec {version!r} (hash {digest!r}), but this code "
         f"encodes spec {SPEC_VERSION!r} (hash {spec_hash()!r}); retrain or re-export it with "

@@ -15,7 +15,8 @@ silently act on misread features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -130,7 +131,8 @@ def read_onnx(path: str | Path) -> tuple[list[Layer], dict[str, str]]:
         ) from None
 
     path = _existing(path)
-    model = onnx.load(str(path))
+    with _parsing(path):
+        model = onnx.load(str(path))
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     check_encoder_spec(
         metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}"
@@ -147,6 +149,19 @@ def read_onnx(path: str | Path) -> tuple[list[Layer], dict[str, str]]:
     if not layers:
         raise ValueError(f"ONNX policy {path} holds no dense (Gemm) layers")
     return layers, metadata
+
+
+@contextmanager
+def _parsing(path: Path) -> Iterator[None]:
+    """A file onnx or onnxruntime cannot parse (not a model, truncated) becomes a `ValueError`
+    naming it, as every other bad policy is, instead of their own exception types."""
+    try:
+        yield
+    except (ValueError, ImportError):
+        raise
+    except Exception as exc:  # onnx's DecodeError, onnxruntime's InvalidProtobuf, Fail, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not an ONNX policy ({reason})") from None
 
 
 def _existing(path: str | Path) -> Path:
@@ -170,7 +185,8 @@ def load_onnx_policy(
     """Load an exported policy; refuses one trained for another observation spec."""
     path = _existing(path)
     if backend == "onnxruntime":
-        session = OnnxRuntimeMlp(path, threads)
+        with _parsing(path):
+            session = OnnxRuntimeMlp(path, threads)
         metadata = session.metadata
         check_encoder_spec(
             metadata.get(SPEC_VERSION_KEY), metadata.get(SPEC_HASH_KEY), f"ONNX policy {path}"

@@ -73,6 +73,24 @@ def test_runtime_refuses_another_spec(tmp_path: Path) -> None:
             load_onnx_policy(path, backend=backend)
     with pytest.raises(SpecMismatchError, match=spec_hash()):
         check_encoder_spec(SPEC_VERSION, "other", "model x")
+    with pytest.raises(SpecMismatchError, match="model x records no observation spec"):
+        check_encoder_spec(None, None, "model x")  # not "built for spec None"
+
+
+@pytest.mark.parametrize("content", [b"not a model\n", b""], ids=["text", "empty"])
+def test_a_file_that_is_no_onnx_model_is_a_value_error_naming_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    """Before: onnx's DecodeError or onnxruntime's InvalidProtobuf, a traceback from every
+    command given `learned:<file>`; also a model cut short (its first 3,000 bytes)."""
+    broken = {"garbage.onnx": content, "cut.onnx": (DEFAULT / "policy.onnx").read_bytes()[:3000]}
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+        for backend in ("onnxruntime", "numpy"):
+            # an empty file is an empty (valid) protobuf to onnx: a model without our metadata
+            reason = "(is not an ONNX policy|records no observation spec)"
+            with pytest.raises(ValueError, match=f"{tmp_path / name}.* {reason}"):
+                load_onnx_policy(tmp_path / name, backend=backend)
 
 
 def test_runtime_refuses_wrong_shapes(tmp_path: Path) -> None:
