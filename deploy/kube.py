@@ -141,14 +141,22 @@ RESOURCES: dict[str, tuple[str, str, str, bool, tuple[str, ...]]] = {
 def connect(kubeconfig: str | os.PathLike[str] | None) -> Any:
     """A `kubernetes.client.ApiClient` for a kubeconfig file, or the in-cluster service account
     when `kubeconfig` is None (how the negotiator runs in its Deployment)."""
+    import yaml
     from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
 
     cfg = client.Configuration()
     cfg.connection_pool_maxsize = CONNECTIONS
     if kubeconfig is None:
         config.load_incluster_config(client_configuration=cfg)
-    else:
+        return client.ApiClient(cfg)
+    try:
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    except (yaml.YAMLError, TypeError, AttributeError) as exc:
+        # the client reads any YAML and fails on its shape with TypeError or AttributeError: a
+        # malformed file is one `ConfigException`, which every command reports in one line
+        reason = " ".join(str(exc).split())
+        raise ConfigException(f"{kubeconfig} is not a kubeconfig ({reason})") from None
     return client.ApiClient(cfg)
 
 

@@ -1,5 +1,6 @@
 """`Kube.each`: independent requests in flight together, answered in order, failures after all;
-`retrying`: start-up steps wait out an unreachable apiserver, and only that."""
+`retrying`: start-up steps wait out an unreachable apiserver, and only that; `connect`: a
+malformed kubeconfig is a `ConfigException`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fake_host import unreachable_kubeconfig
+from kubernetes.config.config_exception import ConfigException
 
 from gpuparley.deploy.kube import (
     CONCURRENT_REQUESTS,
@@ -16,6 +18,7 @@ from gpuparley.deploy.kube import (
     Kube,
     NotFound,
     Unavailable,
+    connect,
     retrying,
 )
 
@@ -99,3 +102,13 @@ def test_only_unavailability_is_retried_and_only_until_the_deadline() -> None:
 
     with pytest.raises(Unavailable):
         retrying(down, seconds=0.0)
+
+
+@pytest.mark.parametrize("text", ["garbage: [", "[]", "hello", "clusters: 5"])
+def test_a_malformed_kubeconfig_is_a_config_error_naming_it(tmp_path: Path, text: str) -> None:
+    """Before: the YAML parser's error or the client's TypeError, a traceback from `deploy
+    apply` and the processes (they report `ConfigException` in one line)."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigException, match=f"{path} is not a kubeconfig"):
+        connect(path)
