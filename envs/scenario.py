@@ -14,7 +14,7 @@ price (catalogue `price_per_hour` summed over all GPUs) for one epoch.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,14 @@ from gpuparley.envs.workloads.openb import (
     split_file,
 )
 
-__all__ = ["AgentConfig", "Scenario", "ScenarioConfig", "ScenarioError", "load_scenario"]
+__all__ = [
+    "AgentConfig",
+    "Scenario",
+    "ScenarioConfig",
+    "ScenarioError",
+    "load_scenario",
+    "parse_overrides",
+]
 
 
 class Scenario:
@@ -277,6 +284,26 @@ def _resolve_path(name_or_path: str | Path) -> Path:
             f"available: {', '.join(files) or 'none'}"
         )
     return files[str(name_or_path)]
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs as dotted-key overrides for `load_scenario`, each value parsed as
+    YAML (3, true, [1, 2]); a `ScenarioError` naming a malformed pair."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise ScenarioError(
+                f"bad --set {pair!r}: use KEY=VALUE, e.g. workload.generator.jobs=50"
+            )
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not YAML"
+            raise ScenarioError(
+                f"bad --set {pair!r}: the value is not YAML ({problem}); quote it"
+            ) from None
+    return overrides
 
 
 def load_scenario(

@@ -273,6 +273,7 @@ def test_cli_inflation_runs(small_trace: Path, tmp_path: Path) -> None:
         (["--experiment", "nope"], "unknown experiment 'nope'"),
         (["--experiment", "fgd-inflation", "--policies", "fgd,scripted:truthful"], "market"),
         (["--set", "novalue"], "bad --set 'novalue'"),
+        (["--set", "agents=["], "bad --set 'agents=[': the value is not YAML"),  # was a traceback
         (["--set", "settings.horizon=-5"], "settings.horizon"),
     ],
 )

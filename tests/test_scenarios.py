@@ -238,3 +238,9 @@ def test_cli_bad_file_exits_2(tmp_path: Path) -> None:
     path = write(tmp_path, with_("cluster.nodes.0.mode", "mps"))
     result = runner.invoke(app, ["scenario", "show", str(path)])
     assert result.exit_code == 2 and "cluster.nodes[0].mode" in result.output
+
+
+@pytest.mark.parametrize("pair", ["seed", "agents=[", "=3"])
+def test_cli_bad_override_exits_2(pair: str) -> None:
+    result = runner.invoke(app, ["scenario", "show", "tiny", "--set", pair])
+    assert result.exit_code == 2 and f"bad --set '{pair}'" in result.output

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich import box
 from rich.table import Table
 
 from gpuparley.agents.registry import INCUMBENTS
 from gpuparley.commands.console import console, fail, progress_bar, require_ray
 from gpuparley.envs.folders import check_output_folder
-from gpuparley.envs.scenario import load_scenario
+from gpuparley.envs.scenario import load_scenario, parse_overrides
 from gpuparley.evaluation.cells import CellMap
 from gpuparley.evaluation.fgd_inflation import (
     DEFAULT_TARGETS,
@@ -47,17 +46,6 @@ DEMO_POLICIES = (
     "first-fit,kube-default,volcano,kai,kueue,fgd,themis,scripted:truthful,"
     "learned:checkpoints/default"
 )
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, object]:
-    """`--set a.b=value` pairs as scenario overrides (values parsed as YAML: 3, true, [1, 2])."""
-    overrides: dict[str, object] = {}
-    for pair in pairs:
-        key, equals, value = pair.partition("=")
-        if not equals or not key.strip():
-            raise ValueError(f"bad --set {pair!r}: use KEY=VALUE, e.g. workload.trace.limit=500")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from gpuparley.envs.folders import FolderError, check_output_folder
 from gpuparley.envs.generator_schema import RangesError, load_ranges
 from gpuparley.envs.resources import scenarios_dir
-from gpuparley.envs.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
+from gpuparley.envs.scenario import (
+    Scenario,
+    ScenarioError,
+    list_scenarios,
+    load_scenario,
+    parse_overrides,
+)
 from gpuparley.envs.scenario_generator import scenario_text
 from gpuparley.envs.workloads import TraceFormatError
 from gpuparley.envs.yaml_text import dump_yaml
@@ -33,19 +38,6 @@ def _fail(error: Exception) -> typer.Exit:
         f"[red]error:[/red] {error}", markup=True, highlight=False
     )
     return typer.Exit(USAGE_ERROR)
-
-
-def _parse_sets(assignments: list[str]) -> dict[str, Any]:
-    """`key.path=value` pairs (values parsed as YAML) into dotted-key overrides."""
-    overrides: dict[str, Any] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ScenarioError(
-                f"--set expects KEY=VALUE (e.g. workload.generator.jobs=50), got {item!r}"
-            )
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 def list_command() -> None:
@@ -116,7 +108,7 @@ def show_command(
 ) -> None:
     """Print the resolved scenario as YAML, then a summary of its cluster and workload."""
     try:
-        scenario = load_scenario(name, _parse_sets(set_ or []))
+        scenario = load_scenario(name, parse_overrides(set_ or []))
         text = dump_yaml(scenario.to_dict())
         tables = _summary(scenario, scenario.seed if seed is None else seed)
     except (ScenarioError, TraceFormatError) as error:
