@@ -9,6 +9,7 @@ address but 127.0.0.1; the child starts and tears down the cluster itself.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,22 @@ def test_eval_on_ray_without_the_extra_names_the_install(
         )
         assert result.exit_code == 2
         assert "pip install 'gpuparley[ray]'" in " ".join(result.output.split())
+
+
+def test_an_address_nothing_answers_at_is_one_line_at_once(tmp_path: Path) -> None:
+    """Before: Ray waited a minute or more at such an address (its GCS retries), then failed in
+    a page of logs. Now a `host:port` must take a TCP connection first (5 s at most)."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(ray_cluster.RayAddressError, match=f"--address {closed}: nothing answers"):
+        ray_cluster.check_reachable(closed)
+    args = ["eval", "--scenario", "tiny", "--seeds", "0", "--policies", "first-fit"]
+    result = CliRunner().invoke(app, [*args, "--address", closed, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "nothing answers there" in result.output, result.output
+    with socket.socket() as head:  # something that answers passes; auto and ray:// are Ray's
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        ray_cluster.check_reachable(f"127.0.0.1:{head.getsockname()[1]}")
+    for address in ("auto", "ray://127.0.0.1:1"):
+        ray_cluster.check_reachable(address)

@@ -16,16 +16,39 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 RAY_EXTRA_HINT = "pip install 'gpuparley[ray]'"
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
 LOOPBACK = "127.0.0.1"
+REACH_SECONDS = 5.0
+
+
+class RayAddressError(ValueError):
+    """Nothing answers at the Ray address given; the message names it and what to do."""
 
 
 def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
+
+
+def check_reachable(address: str, seconds: float = REACH_SECONDS) -> None:
+    """A `host:port` address must take a TCP connection within `seconds`. Ray itself waits a
+    minute or more at an address nothing answers at (a typo, a head not started) and then fails
+    in a page of logs; `auto` and `ray://` addresses are left to Ray."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=seconds):
+            pass
+    except OSError as exc:
+        raise RayAddressError(
+            f"--address {address}: nothing answers there ({exc.strerror or exc}); start the"
+            f" head with `ray start --head --port {port}` or give its address"
+        ) from None
 
 
 @contextmanager
@@ -40,6 +63,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     common = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address is not None:
+        check_reachable(address)
         ray.init(address=address, **common)
     else:
         ray.init(

@@ -91,6 +91,7 @@ def register(app: typer.Typer) -> None:
         from gpuparley.policy.encoder_spec import SpecMismatchError
         from gpuparley.train.checkpoint import CheckpointError
         from gpuparley.train.config import TrainConfigError, load_config, validate_config
+        from gpuparley.train.ray_cluster import RayAddressError
 
         try:
             loaded = load_config(config)
@@ -119,7 +120,7 @@ def register(app: typer.Typer) -> None:
         try:
             with training_progress() as progress:
                 result = run(loaded, resume, address, progress)
-        except (SpecMismatchError, CheckpointError) as error:
+        except (SpecMismatchError, CheckpointError, RayAddressError) as error:
             fail(str(error))
         console.print(
             f"trained {result.timesteps:,} steps in {result.seconds:,.0f} s "

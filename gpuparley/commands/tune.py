@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         from gpuparley.evaluation.tournament import parse_seeds
         from gpuparley.evaluation.tune_report import sweep_results, write_tune_report
         from gpuparley.train.config import TrainConfigError, load_config
+        from gpuparley.train.ray_cluster import RayAddressError
         from gpuparley.train.tune import parse_grid, run_sweep, trial_config, variants
 
         try:
@@ -75,7 +76,10 @@ def register(app: typer.Typer) -> None:
             def on_done(done: int, label: str) -> None:
                 bar.update(task, completed=done, description=f"tune {base.name}: {label} done")
 
-            records = run_sweep(base, choices, seed_list, out, address, on_done=on_done)
+            try:
+                records = run_sweep(base, choices, seed_list, out, address, on_done=on_done)
+            except RayAddressError as error:
+                fail(str(error))
         results = sweep_results(records, base.name, choices)
         for path in [*write_results(results, out), write_tune_report(results, out)]:
             console.print(f"wrote {path}")
