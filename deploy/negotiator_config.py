@@ -8,12 +8,13 @@ generated from the same definition the negotiator process validates its configur
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 POLICY_PATTERN = r"^(learned:.+|scripted:[a-z0-9][a-z0-9_-]*)$"
+AgentName = Annotated[str, Field(min_length=1, max_length=63, pattern=_NAME_PATTERN)]
 
 
 class NegotiatorSpec(BaseModel):
@@ -21,7 +22,7 @@ class NegotiatorSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    agent: str = Field(min_length=1, max_length=63, pattern=_NAME_PATTERN)
+    agent: AgentName
     budget_per_epoch: float = Field(ge=0, le=1e12, allow_inf_nan=False)
     mechanism: Literal["auction", "bargain"]
     policy: str = Field(
@@ -31,7 +32,7 @@ class NegotiatorSpec(BaseModel):
         description="`learned:<exported model or checkpoint>` or `scripted:<negotiator name>`.",
     )
     max_rounds: int = Field(default=10, ge=1, le=100)
-    peers: tuple[str, ...] = Field(
+    peers: tuple[AgentName, ...] = Field(
         default=(), description="Agents this negotiator bargains with (empty: any)."
     )
 

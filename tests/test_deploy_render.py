@@ -72,6 +72,7 @@ def test_render_cli_prints_every_kind() -> None:
         (["--mechanism", "poker"], "--mechanism"),
         (["--budget", "-1"], "--budget"),
         (["--namespace", "Team_A"], "--namespace"),
+        (["--peer", "Bad_Peer"], "--peer"),  # rendered into RBAC before: the apiserver refused it
     ],
 )
 def test_render_errors_are_one_line_naming_the_option(args: list[str], option: str) -> None:

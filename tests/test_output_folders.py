@@ -51,6 +51,8 @@ def _refused(args: list[str], message: str) -> None:
         (["scenario", "sample", "--seed", "1", "--out", "{folder}/s.yaml"], "--out"),
         (["protocol", "check", "--scenario", "contention", "--out", "{folder}/r.json"], "--out"),
         (["cluster", "up", "--state-dir", "{folder}"], "--state-dir"),
+        (["cluster", "build", "--cache-dir", "{folder}"], "--cache-dir"),
+        (["protocol", "spin", "--cache-dir", "{folder}"], "--cache-dir"),
         (["market", "run", "--scenario", "tiny", "--trace", "{folder}/t.jsonl"], "--trace"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,

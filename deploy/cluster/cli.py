@@ -43,6 +43,15 @@ StateDir = Annotated[
 ]
 
 
+def _check_folder(folder: Path, option: str) -> None:
+    """Exit 2 in one line when `folder` cannot be made or written (before building or starting)."""
+    try:
+        check_output_folder(folder, option)
+    except FolderError as exc:
+        err.print(f"error: {exc}", soft_wrap=True, highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
 def _state_dir(state_dir: Path | None, cache_dir: Path | None) -> Path:
     return state_dir.resolve() if state_dir else planes.default_state_dir(cache_dir)
 
@@ -59,6 +68,8 @@ def build_cmd(
     """Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager and KWOK into the
     cache (idempotent)."""
     names = [*build.DEFAULT_COMPONENTS, *(with_ or [])]
+    if cache_dir is not None:
+        _check_folder(cache_dir, "--cache-dir")
     start = time.monotonic()
     try:
         results = build.build_all(names, cache=cache_dir, force=force)
@@ -109,11 +120,7 @@ def up(
         err.print(f"[red]bad scenario:[/] {exc}")
         raise typer.Exit(2) from exc
     target = _state_dir(state_dir, cache_dir)
-    try:
-        check_output_folder(target, "--state-dir")
-    except FolderError as exc:
-        err.print(f"error: {exc}", soft_wrap=True, highlight=False, markup=False)
-        raise typer.Exit(2) from None
+    _check_folder(target, "--state-dir")
     start = time.monotonic()
     try:
         with console.status("starting") as spinner:

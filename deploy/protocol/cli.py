@@ -53,7 +53,11 @@ def spin_cmd(
 ) -> None:
     """Fetch spin (Debian's package) into the cache, once; print where it is."""
     try:
+        if cache_dir is not None:
+            check_output_folder(cache_dir, "--cache-dir")
         path = install_spin(cache_dir, force=force)
+    except FolderError as exc:
+        _fail(str(exc))
     except SpinError as exc:
         _fail(str(exc), 1)
     console.print(f"{spin_version(path)}: {path}")
