@@ -33,3 +33,12 @@ def check_output_folder(folder: Path, option: str) -> Path:
             f"{option}: cannot write in {existing} (permission denied); name another folder"
         )
     return folder
+
+
+def check_output_file(path: Path, option: str) -> Path:
+    """`path` if a file can be written there: its folder passes `check_output_folder` and the
+    path itself is not a folder; `FolderError` naming `option` otherwise."""
+    check_output_folder(path.parent, option)
+    if path.is_dir():
+        raise FolderError(f"{option}: {path} is a folder; name the file to write")
+    return path

@@ -160,7 +160,7 @@ def _parsing(path: Path) -> Iterator[None]:
     except (ValueError, ImportError):
         raise
     except Exception as exc:  # onnx's DecodeError, onnxruntime's InvalidProtobuf, Fail, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{path} is not an ONNX policy ({reason})") from None
 
 

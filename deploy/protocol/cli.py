@@ -29,7 +29,7 @@ from gpuparley.deploy.protocol.scenarios import (
     scenario,
 )
 from gpuparley.deploy.protocol.spin import SpinError, find_spin, install_spin, spin_version
-from gpuparley.envs.folders import FolderError, check_output_folder
+from gpuparley.envs.folders import FolderError, check_output_file, check_output_folder
 
 app = typer.Typer(
     help="The in-cluster market protocol, checked with the spin model checker.",
@@ -156,11 +156,9 @@ def check(
         chosen.append(DEEP)
     if out is not None:  # checked before the search, not after it (the deep one takes 40 min)
         try:
-            check_output_folder(out.parent, "--out")
+            check_output_file(out, "--out")
         except FolderError as exc:
             _fail(str(exc))
-        if out.is_dir():
-            _fail(f"--out: {out} is a folder; name the JSON file to write")
     try:
         spin = find_spin()
     except SpinError as exc:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gpuparley.commands.console import console, fail, require_training_stack
-from gpuparley.envs.folders import FolderError, check_output_folder
+from gpuparley.envs.folders import FolderError, check_output_file
 
 
 def register(app: typer.Typer) -> None:
@@ -28,10 +28,8 @@ def register(app: typer.Typer) -> None:
 
         if not checkpoint.is_dir():
             fail(f"checkpoint {checkpoint} is not a directory")
-        if out.is_dir():
-            fail(f"--out: {out} is a folder; name the .onnx file to write")
         try:
-            check_output_folder(out.parent, "--out")
+            check_output_file(out, "--out")
             path = export_checkpoint(checkpoint, out)
         except (SpecMismatchError, CheckpointError, FolderError) as error:
             fail(str(error))

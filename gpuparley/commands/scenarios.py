@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpuparley.envs.folders import FolderError, check_output_folder
+from gpuparley.envs.folders import FolderError, check_output_file
 from gpuparley.envs.generator_schema import RangesError, load_ranges
 from gpuparley.envs.resources import scenarios_dir
 from gpuparley.envs.scenario import (
@@ -42,7 +42,8 @@ def _fail(error: Exception) -> typer.Exit:
 
 def list_command() -> None:
     """List the bundled scenarios: cluster size, agents and workload kind."""
-    if not list_scenarios():  # an empty table would look like success
+    found = list_scenarios()
+    if not found:  # an empty table would look like success
         raise _fail(
             ScenarioError(
                 f"no scenario files in {scenarios_dir()}; GPUPARLEY_CONFIGS must name a folder"
@@ -52,7 +53,7 @@ def list_command() -> None:
     table = Table(title="scenarios")
     for column in ("name", "description", "nodes", "GPUs", "agents", "workload"):
         table.add_column(column, overflow="fold")
-    for name, description in list_scenarios():
+    for name, description in found:
         try:
             scenario = load_scenario(name)
             cluster = scenario.build_cluster()
@@ -139,11 +140,9 @@ def sample_command(
         typer.echo(text, nl=False)
         return
     try:
-        check_output_folder(out.parent, "--out")
+        check_output_file(out, "--out")
     except FolderError as error:
         raise _fail(error) from None
-    if out.is_dir():
-        raise _fail(ValueError(f"--out: {out} is a folder; name the scenario file to write"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     scenario = load_scenario(out)  # what a user gets back: the ordinary loader and checks
