@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 from pydantic import ValidationError
 
-from gpuparley.deploy.objects import DNS_LABEL
+from gpuparley.deploy.objects import DNS_LABEL, DNS_LABEL_RULE
 from gpuparley.deploy.render import AgentBundle, render_objects, to_yaml
 from gpuparley.envs.market.messages import MARKET
 
@@ -100,7 +100,7 @@ def _bundle(
     if bundle.name == MARKET:
         _fail(f"--agent: the name {MARKET!r} is reserved for the market; choose another name")
     if namespace is not None and not DNS_LABEL.fullmatch(namespace):
-        _fail(f"--namespace: {namespace!r} is not a DNS label (a-z, 0-9, '-', at most 57 chars)")
+        _fail(f"--namespace: {namespace!r} is not a DNS label ({DNS_LABEL_RULE})")
     try:
         bundle.spec()
     except ValidationError as exc:

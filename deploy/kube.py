@@ -46,8 +46,8 @@ WATCH_SECONDS = 240  # a watch is reopened (from its resourceVersion) after this
 CONCURRENT_REQUESTS = 8  # the most requests `Kube.each` has in flight at once
 CONNECTIONS = CONCURRENT_REQUESTS + 8  # pooled connections: `each`'s, the watches, the caller's
 T = TypeVar("T")
-log = logging.getLogger("gpuparley.kube")
 R = TypeVar("R")
+log = logging.getLogger("gpuparley.kube")
 
 
 class ApiError(RuntimeError):

@@ -39,6 +39,7 @@ MARKET_SCHEDULER = "gpuparley-market"
 # A name an agent may give a namespace or an object: a DNS label short enough that its inbox,
 # `<name>-inbox`, is one too (63 characters at most).
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,55}[a-z0-9])?")
+DNS_LABEL_RULE = "a-z, 0-9 and '-', at most 57 characters"  # `DNS_LABEL` in words, for errors
 
 MARKET_NAMESPACE = "gpuparley-system"
 VIEW_CONFIGMAP = "gpuparley-market-view"  # in each agent's home namespace, written by the market

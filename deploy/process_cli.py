@@ -64,14 +64,11 @@ def _check_seconds(**options: float) -> None:
 def _check_names(**options: str | None) -> None:
     """Exit 2 naming the first option that is not a Kubernetes name (a DNS label), before the
     process serves or connects: a bad name would only show later as a 404 or a 422."""
-    from gpuparley.deploy.objects import DNS_LABEL
+    from gpuparley.deploy.objects import DNS_LABEL, DNS_LABEL_RULE
 
     for name, value in options.items():
         if value is not None and not DNS_LABEL.fullmatch(value):
-            _fail(
-                f"--{name.replace('_', '-')}: {value!r} is not a DNS label"
-                " (a-z, 0-9 and '-', at most 57 characters)"
-            )
+            _fail(f"--{name.replace('_', '-')}: {value!r} is not a DNS label ({DNS_LABEL_RULE})")
 
 
 def _serve(telemetry: Any, port: int, address: str) -> None:
